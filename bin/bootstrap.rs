@@ -1,0 +1,24 @@
+//! `bootstrap`: paired bootstrap confidence intervals and the papers' tables and plots.
+//!
+//! Not implemented yet: this binary exists so that scripts and the layout
+//! are stable; it refuses to run rather than pretend to work.
+use clap::Parser;
+use std::process::ExitCode;
+
+/// NOT IMPLEMENTED YET — paired bootstrap confidence intervals and the papers' tables and plots.
+///
+/// This command is part of the suite's layout but its work has not landed;
+/// it exits with status 2 and does nothing. See the README's status table.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Args {
+    /// Arguments (ignored until the command is implemented).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    rest: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let _ = Args::parse();
+    eprintln!("error: `bootstrap` is not implemented yet (paired bootstrap confidence intervals and the papers' tables and plots); see the README's status table");
+    ExitCode::from(2)
+}

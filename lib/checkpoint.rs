@@ -1,0 +1,228 @@
+//! Checkpoints: weights in safetensors (loadable by PyTorch with
+//! `safetensors.torch.load_file`) and a JSON sidecar beside them (same stem,
+//! `.json`) holding the model spec, data set, every hyperparameter, seed,
+//! version and metrics. Both are written atomically, weights first, so a
+//! sidecar always describes complete weights.
+use crate::error::{Error, Result};
+use crate::fsutil::{write_atomically, write_bytes_atomically};
+use crate::models::{Model, ModelSpec};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tch::{Device, Tensor};
+
+/// Format tag of the sidecar.
+pub const FORMAT: &str = "taser-checkpoint/1";
+
+/// The JSON sidecar of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    pub format: String,
+    /// Version of the suite that wrote it.
+    pub version: String,
+    pub model: ModelSpec,
+    pub dataset: String,
+    /// Fingerprint of the training split's inputs.
+    pub train_fingerprint: String,
+    pub seed: u64,
+    pub epochs_completed: usize,
+    /// Every hyperparameter of the run that produced it.
+    pub hyperparameters: serde_json::Value,
+    /// Final metrics (test accuracy, losses, timings…).
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// The sidecar path of a weights file: same stem, `.json`.
+pub fn sidecar_path(weights: &Path) -> PathBuf {
+    weights.with_extension("json")
+}
+
+/// Writes named tensors (moved to the CPU, contiguous) to a safetensors file
+/// atomically.
+pub fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    let cpu: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), t.detach().to_device(Device::Cpu).contiguous()))
+        .collect();
+    write_atomically(path, |tmp| Ok(Tensor::write_safetensors(&cpu, tmp)?))
+}
+
+/// Reads every tensor of a safetensors file, mapping failures to errors
+/// that name the file.
+pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    if !path.exists() {
+        return Err(Error::MissingInput {
+            path: path.to_path_buf(),
+            reason: "no such file".into(),
+            fix: "give the path of a .safetensors checkpoint written by `train` or `finetune`".into(),
+        });
+    }
+    Tensor::read_safetensors(path).map_err(|e| Error::CorruptInput {
+        path: path.to_path_buf(),
+        reason: format!("not a readable safetensors file ({e})"),
+        fix: "re-run the training that wrote it, or resume it with --resume".into(),
+    })
+}
+
+/// The model's variables (parameters and buffers) by name.
+pub fn model_tensors(model: &Model) -> Vec<(String, Tensor)> {
+    let mut vars: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
+}
+
+/// Copies `tensors` into `model`, checking that names and shapes match
+/// exactly (no missing, extra or reshaped tensor).
+pub fn load_tensors_into(model: &mut Model, tensors: &[(String, Tensor)], path: &Path) -> Result<()> {
+    let mismatch = |reason: String| Error::CheckpointMismatch {
+        path: path.to_path_buf(),
+        reason,
+        fix: format!(
+            "use a checkpoint of model {} with inputs {:?} and {} outputs",
+            model.spec.arch, model.spec.input_shape, model.spec.num_outputs
+        ),
+    };
+    let vars = model.vs.variables();
+    let given: BTreeMap<&str, &Tensor> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    if let Some(missing) = vars.keys().find(|k| !given.contains_key(k.as_str())) {
+        return Err(mismatch(format!("it lacks tensor `{missing}`")));
+    }
+    if let Some(extra) = given.keys().find(|k| !vars.contains_key(**k)) {
+        return Err(mismatch(format!("it has tensor `{extra}` the model does not")));
+    }
+    for (name, var) in &vars {
+        let t = given[name.as_str()];
+        if t.size() != var.size() {
+            return Err(mismatch(format!(
+                "tensor `{name}` has shape {:?}, the model's is {:?}",
+                t.size(),
+                var.size()
+            )));
+        }
+    }
+    tch::no_grad(|| {
+        for (name, mut var) in vars {
+            var.copy_(given[name.as_str()]);
+        }
+    });
+    Ok(())
+}
+
+/// Saves a model's weights to `path` (`.safetensors`) and `meta` beside it.
+pub fn save(model: &Model, path: &Path, meta: &CheckpointMeta) -> Result<()> {
+    write_tensors(path, &model_tensors(model))?;
+    let text = serde_json::to_string_pretty(meta).expect("metadata serialises");
+    write_bytes_atomically(&sidecar_path(path), text.as_bytes())
+}
+
+/// Reads the sidecar of the checkpoint at `path`.
+pub fn read_meta(path: &Path) -> Result<CheckpointMeta> {
+    let meta_path = sidecar_path(path);
+    let text = std::fs::read_to_string(&meta_path).map_err(|e| Error::MissingInput {
+        path: meta_path.clone(),
+        reason: e.to_string(),
+        fix: "a checkpoint needs its JSON sidecar (same name, .json) written beside it".into(),
+    })?;
+    let meta: CheckpointMeta = serde_json::from_str(&text).map_err(|e| Error::CorruptInput {
+        path: meta_path.clone(),
+        reason: e.to_string(),
+        fix: "restore the sidecar written with the checkpoint".into(),
+    })?;
+    if meta.format != FORMAT {
+        return Err(Error::CorruptInput {
+            path: meta_path,
+            reason: format!("format `{}` is not `{FORMAT}`", meta.format),
+            fix: "use a checkpoint written by this suite".into(),
+        });
+    }
+    Ok(meta)
+}
+
+/// Rebuilds the model described by the sidecar and loads its weights.
+pub fn load(path: &Path, device: Device) -> Result<(Model, CheckpointMeta)> {
+    let meta = read_meta(path)?;
+    let channels = if meta.model.input_shape.len() == 3 {
+        meta.model.input_shape[0] as usize
+    } else {
+        1
+    };
+    let mut model = Model::new(&meta.model, device, &vec![0.0; channels], &vec![1.0; channels])?;
+    let tensors = read_tensors(path)?;
+    load_tensors_into(&mut model, &tensors, path)?;
+    Ok((model, meta))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::{Activation, Arch};
+    use tch::Kind;
+
+    fn meta_for(spec: &ModelSpec) -> CheckpointMeta {
+        CheckpointMeta {
+            format: FORMAT.into(),
+            version: crate::VERSION.into(),
+            model: spec.clone(),
+            dataset: "digits".into(),
+            train_fingerprint: "0".into(),
+            seed: 0,
+            epochs_completed: 0,
+            hyperparameters: serde_json::json!({}),
+            metrics: BTreeMap::new(),
+        }
+    }
+
+    fn spec(arch: Arch) -> ModelSpec {
+        ModelSpec {
+            arch,
+            activation: Activation::Silu,
+            mlp_hidden: vec![16],
+            input_shape: vec![1, 8, 8],
+            num_outputs: 10,
+        }
+    }
+
+    #[test]
+    fn save_then_load_gives_identical_logits() {
+        let dir = tempfile::tempdir().unwrap();
+        for arch in [Arch::Mlp, Arch::CnnSmall] {
+            tch::manual_seed(1);
+            let s = spec(arch);
+            let m = Model::new(&s, Device::Cpu, &[0.3], &[0.4]).unwrap();
+            let path = dir.path().join(format!("{arch}.safetensors"));
+            save(&m, &path, &meta_for(&s)).unwrap();
+            let (back, meta) = load(&path, Device::Cpu).unwrap();
+            assert_eq!(meta.model, s);
+            let x = Tensor::rand([5, 1, 8, 8], (Kind::Float, Device::Cpu));
+            assert!(m.forward_t(&x, false).equal(&back.forward_t(&x, false)));
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_of_another_model_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mlp = Model::new(&spec(Arch::Mlp), Device::Cpu, &[0.0], &[1.0]).unwrap();
+        let path = dir.path().join("mlp.safetensors");
+        save(&mlp, &path, &meta_for(&spec(Arch::Mlp))).unwrap();
+        let mut cnn = Model::new(&spec(Arch::CnnSmall), Device::Cpu, &[0.0], &[1.0]).unwrap();
+        let tensors = read_tensors(&path).unwrap();
+        let err = load_tensors_into(&mut cnn, &tensors, &path).unwrap_err().to_string();
+        assert!(err.contains("mlp.safetensors") && err.contains("cnn-small"), "{err}");
+        let mut wider = spec(Arch::Mlp);
+        wider.mlp_hidden = vec![17];
+        let mut other = Model::new(&wider, Device::Cpu, &[0.0], &[1.0]).unwrap();
+        let err = load_tensors_into(&mut other, &tensors, &path).unwrap_err().to_string();
+        assert!(err.contains("shape"), "{err}");
+    }
+
+    #[test]
+    fn corrupt_and_missing_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.safetensors");
+        std::fs::write(&path, b"not a safetensors file").unwrap();
+        let err = read_tensors(&path).unwrap_err().to_string();
+        assert!(err.contains("bad.safetensors") && err.contains("corrupt"), "{err}");
+        let err = load(&dir.path().join("none.safetensors"), Device::Cpu).unwrap_err().to_string();
+        assert!(err.contains("none.json"), "{err}");
+    }
+}

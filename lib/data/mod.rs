@@ -1,0 +1,188 @@
+//! Data sets (SPEC §1): every input lies in [0,1]^d as `f32`; labels are
+//! `i64` class indices (classification) or `f32` targets (regression).
+//!
+//! - [`digits`]: the 8×8 handwritten digits shipped inside the scikit-learn
+//!   wheel, with a fixed seeded 80/20 split;
+//! - [`cifar`]: CIFAR-10/100 binary readers and writers of synthetic files in
+//!   the same formats (for tests);
+//! - [`toy`]: the 1-D `toy-sin` regression problem of TASER Table 1;
+//! - [`subset`]: the evaluation-subset index file shared by a sweep;
+//! - [`augment`]: CIFAR random crop (pad 4) and horizontal flip.
+pub mod augment;
+pub mod cifar;
+pub mod digits;
+pub mod subset;
+pub mod toy;
+
+use crate::error::{Error, Result};
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use tch::{Kind, Tensor};
+
+/// The data sets the suite knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetName {
+    Digits,
+    Cifar10,
+    Cifar100,
+    ToySin,
+}
+
+impl DatasetName {
+    pub const ALL: [DatasetName; 4] = [
+        DatasetName::Digits,
+        DatasetName::Cifar10,
+        DatasetName::Cifar100,
+        DatasetName::ToySin,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DatasetName::Digits => "digits",
+            DatasetName::Cifar10 => "cifar10",
+            DatasetName::Cifar100 => "cifar100",
+            DatasetName::ToySin => "toy-sin",
+        }
+    }
+}
+
+impl fmt::Display for DatasetName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DatasetName {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        DatasetName::ALL
+            .into_iter()
+            .find(|d| d.as_str() == s)
+            .ok_or_else(|| Error::invalid("--dataset", s, "expected digits, cifar10, cifar100 or toy-sin"))
+    }
+}
+
+/// What a data set asks of a model's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Task {
+    /// `num_outputs` logits, cross-entropy, accuracy.
+    Classification,
+    /// One real output, mean squared error.
+    Regression,
+}
+
+/// One split: inputs `x` (f32, `[N, input_shape…]`, in [0,1] for images) and
+/// targets `y` (i64 `[N]` for classification, f32 `[N]` for regression).
+#[derive(Debug)]
+pub struct Split {
+    pub x: Tensor,
+    pub y: Tensor,
+}
+
+impl Split {
+    pub fn len(&self) -> i64 {
+        self.x.size()[0]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Rows `indices` of this split.
+    pub fn select(&self, indices: &Tensor) -> Split {
+        Split {
+            x: self.x.index_select(0, indices),
+            y: self.y.index_select(0, indices),
+        }
+    }
+
+    /// Fingerprint of the split's inputs: see [`fingerprint`].
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&self.x)
+    }
+}
+
+/// A loaded data set.
+#[derive(Debug)]
+pub struct Dataset {
+    pub name: DatasetName,
+    pub task: Task,
+    /// Shape of one input, e.g. `[3, 32, 32]`, `[1, 8, 8]` or `[1]`.
+    pub input_shape: Vec<i64>,
+    /// Number of classes (classification) or 1 (regression).
+    pub num_outputs: i64,
+    pub train: Split,
+    pub test: Split,
+    /// An out-of-distribution evaluation set where the data set defines one
+    /// (`toy-sin`: the grid of SPEC §1).
+    pub ood: Option<Split>,
+}
+
+/// Where to look for data files unless `--data-dir` says otherwise: the
+/// git-ignored cache that `make setup` fills.
+pub fn default_data_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data/cache"))
+}
+
+/// Loads `name` from `data_dir`. `seed` only matters for generated data
+/// (`toy-sin`); the digits split is fixed and CIFAR ships its own.
+pub fn load(name: DatasetName, data_dir: &Path, seed: u64) -> Result<Dataset> {
+    match name {
+        DatasetName::Digits => digits::load(data_dir),
+        DatasetName::Cifar10 => cifar::load(data_dir, cifar::Variant::Cifar10),
+        DatasetName::Cifar100 => cifar::load(data_dir, cifar::Variant::Cifar100),
+        DatasetName::ToySin => Ok(toy::toy_sin(seed)),
+    }
+}
+
+/// A short, stable fingerprint of a tensor of inputs: the first 16 hex digits
+/// of SHA-256 over its shape (i64 little-endian) and its values as f32
+/// little-endian. Two splits with the same fingerprint hold the same inputs
+/// in the same order; score files and evaluation subsets record it.
+pub fn fingerprint(x: &Tensor) -> String {
+    let mut hasher = Sha256::new();
+    for d in x.size() {
+        hasher.update(d.to_le_bytes());
+    }
+    let flat = x
+        .to_device(tch::Device::Cpu)
+        .to_kind(Kind::Float)
+        .contiguous()
+        .view([-1]);
+    let values: Vec<f32> = Vec::<f32>::try_from(&flat).unwrap_or_default();
+    for v in values {
+        hasher.update(v.to_le_bytes());
+    }
+    let digest = hasher.finalize();
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Per-channel mean and standard deviation of image inputs `[N, C, H, W]`, or
+/// one mean and std over every entry of vector inputs `[N, d]`; used to set
+/// the normalisation layer inside a model (SPEC §1).
+pub fn channel_stats(x: &Tensor) -> (Vec<f32>, Vec<f32>) {
+    let _guard = tch::no_grad_guard();
+    let (mean, std) = if x.dim() == 4 {
+        let c = x.size()[1];
+        let per_channel = x.transpose(0, 1).reshape([c, -1]);
+        (
+            per_channel.mean_dim(1, false, Kind::Float),
+            per_channel.std_dim(1, false, false),
+        )
+    } else {
+        let flat = x.reshape([1, -1]);
+        (
+            flat.mean_dim(1, false, Kind::Float),
+            flat.std_dim(1, false, false),
+        )
+    };
+    let std = std.clamp_min(1e-6);
+    (
+        Vec::<f32>::try_from(&mean).unwrap_or_default(),
+        Vec::<f32>::try_from(&std).unwrap_or_default(),
+    )
+}

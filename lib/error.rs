@@ -1,0 +1,70 @@
+//! The library's error type: every variant names the thing that is wrong and
+//! how to fix it, so binaries can print it as is.
+use std::path::PathBuf;
+
+/// Errors of the library. Binaries wrap them in `anyhow` and exit non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An input file is missing or unreadable.
+    #[error("cannot read {path}: {reason}. Fix: {fix}")]
+    MissingInput {
+        path: PathBuf,
+        reason: String,
+        fix: String,
+    },
+    /// An input file exists but its content is not what it should be.
+    #[error("{path} is corrupt: {reason}. Fix: {fix}")]
+    CorruptInput {
+        path: PathBuf,
+        reason: String,
+        fix: String,
+    },
+    /// An output location cannot be written.
+    #[error("cannot write to {path}: {reason}. Fix: choose a writable --out directory")]
+    Unwritable { path: PathBuf, reason: String },
+    /// A command-line or configuration value is out of its domain.
+    #[error("invalid {name} = {value}: {reason}")]
+    InvalidArgument {
+        name: String,
+        value: String,
+        reason: String,
+    },
+    /// A checkpoint does not match the model or data it is used with.
+    #[error("checkpoint {path} does not match: {reason}. Fix: {fix}")]
+    CheckpointMismatch {
+        path: PathBuf,
+        reason: String,
+        fix: String,
+    },
+    /// A libtorch error.
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    /// An I/O error with the path it happened on.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Result alias of the library.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Shorthand for [`Error::InvalidArgument`].
+    pub fn invalid(name: &str, value: impl ToString, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            name: name.to_string(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Wraps an I/O error with its path.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

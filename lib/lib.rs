@@ -1,0 +1,20 @@
+//! Library behind the suite's binaries (`score-precompute`, `train`,
+//! `finetune`, `attack`, `bootstrap`, `sweep`).
+//!
+//! Modules follow the way of the data: [`data`] → [`models`] → [`train`] →
+//! [`checkpoint`]. The formulas implemented are fixed by `SPEC.md` (shared
+//! beside the repository) and the papers it cites; each public item says
+//! which one it implements.
+pub mod checkpoint;
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod fsutil;
+pub mod models;
+pub mod progress;
+pub mod train;
+
+pub use error::{Error, Result};
+
+/// Version written into every output's metadata.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,548 @@
+//! Training (`train`): data → model → optimiser loop → checkpoints.
+//!
+//! Reproducibility: the model is initialised after `tch::manual_seed(seed)`;
+//! epoch e shuffles and augments with a generator seeded from (seed, e) and
+//! reseeds libtorch from it too, so a run resumed after epoch e ends with the
+//! same weights as an uninterrupted one (optimiser state is checkpointed).
+//!
+//! Outputs in `--out`: `model.safetensors` + `model.json` (final),
+//! `metrics.csv` (one row per epoch), and the resume state
+//! `resume.safetensors` (weights, optimiser state, epoch counter) with
+//! `resume.json` (the configuration it belongs to).
+pub mod optim;
+pub mod schedule;
+
+use crate::checkpoint::{self, CheckpointMeta};
+use crate::data::augment::{Augment, CropFlip};
+use crate::data::{self, Dataset, DatasetName, Split, Task};
+use crate::device::{device_name, parse_device};
+use crate::error::{Error, Result};
+use crate::fsutil::{ensure_writable_dir, write_atomically, write_bytes_atomically};
+use crate::models::{Activation, Arch, Model, ModelSpec};
+use crate::progress;
+use optim::{Optimizer, OptimizerConfig, OptimizerKind};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use schedule::{Schedule, ScheduleKind};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{Kind, Tensor};
+
+/// Training method. Later issues add `pgd-at`, `trades` and `mart`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Cross-entropy on clean inputs (mean squared error for regression).
+    Standard,
+}
+
+/// Every hyperparameter of a training run: what the sidecar records and
+/// what must match for `--resume`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+pub struct TrainConfig {
+    /// Data set: digits (8×8, 10 classes; embedded default), cifar10, cifar100
+    /// (binary files in --data-dir), toy-sin (1-D regression, generated).
+    #[arg(long, default_value = "digits")]
+    pub dataset: DatasetName,
+    /// Model: mlp, cnn-small, resnet18, preact-resnet18, wrn-D-K (e.g. wrn-28-10).
+    #[arg(long, default_value = "cnn-small")]
+    pub model: Arch,
+    /// Non-linearity of the model.
+    #[arg(long, value_enum, default_value = "relu")]
+    pub activation: Activation,
+    /// Hidden widths of the mlp, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "256,256")]
+    pub mlp_hidden: Vec<i64>,
+    /// Training method.
+    #[arg(long, value_enum, default_value = "standard")]
+    pub method: Method,
+    /// Optimiser.
+    #[arg(long, value_enum, default_value = "sgd")]
+    pub optimizer: OptimizerKind,
+    /// Peak learning rate η_max (the default suits digits; CIFAR SGD runs
+    /// usually take 0.1 with --batch-size 128).
+    #[arg(long, default_value_t = 0.02)]
+    pub lr: f64,
+    /// Final learning rate η_min of the cosine schedules.
+    #[arg(long, default_value_t = 0.0)]
+    pub lr_min: f64,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// Use Nesterov momentum (SGD).
+    #[arg(long)]
+    pub nesterov: bool,
+    /// Adam's β₁ and β₂.
+    #[arg(long, value_delimiter = ',', num_args = 2, default_value = "0.9,0.999")]
+    pub adam_betas: Vec<f64>,
+    /// Adam's ε.
+    #[arg(long, default_value_t = 1e-8)]
+    pub adam_eps: f64,
+    /// L2 weight decay (added to the gradient, as PyTorch's SGD and Adam do).
+    #[arg(long, default_value_t = 5e-4)]
+    pub weight_decay: f64,
+    /// Learning-rate schedule (per step).
+    #[arg(long, value_enum, default_value = "cosine")]
+    pub schedule: ScheduleKind,
+    /// Warm-up length in epochs (warmup-cosine).
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup_epochs: f64,
+    /// Milestone epochs of the piecewise schedule, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub milestones: Vec<usize>,
+    /// Factor applied at each milestone (piecewise).
+    #[arg(long, default_value_t = 0.1)]
+    pub lr_gamma: f64,
+    /// Number of epochs.
+    #[arg(long, default_value_t = 30)]
+    pub epochs: usize,
+    /// Mini-batch size (a final batch of one sample is dropped).
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Seed of initialisation, shuffling, augmentation (and of toy data).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Augmentation: auto = random crop (pad 4) + flip on CIFAR, none elsewhere.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub augment: Augment,
+}
+
+/// Where and how to run, not part of the result's identity.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunOptions {
+    /// Output directory (created; must be writable).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Folder with the data files (default: the repository's data/cache).
+    #[arg(long, env = "TASER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// auto, cpu or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Continue from the resume state in --out (start fresh if there is none).
+    #[arg(long)]
+    pub resume: bool,
+    /// libtorch CPU threads (0: libtorch's default).
+    #[arg(long, default_value_t = 0)]
+    pub threads: i32,
+    /// Batch size of evaluation passes.
+    #[arg(long, default_value_t = 512)]
+    pub eval_batch_size: usize,
+}
+
+impl TrainConfig {
+    /// Checks every value's domain before any work is done.
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 {
+            return Err(Error::invalid("--epochs", 0, "must be ≥ 1"));
+        }
+        if self.batch_size < 2 {
+            return Err(Error::invalid("--batch-size", self.batch_size, "must be ≥ 2"));
+        }
+        self.optimizer_config().validate()?;
+        self.schedule().validate(self.epochs)
+    }
+
+    pub fn optimizer_config(&self) -> OptimizerConfig {
+        OptimizerConfig {
+            kind: self.optimizer,
+            momentum: self.momentum,
+            nesterov: self.nesterov,
+            beta1: self.adam_betas.first().copied().unwrap_or(0.9),
+            beta2: self.adam_betas.get(1).copied().unwrap_or(0.999),
+            eps: self.adam_eps,
+            weight_decay: self.weight_decay,
+        }
+    }
+
+    pub fn schedule(&self) -> Schedule {
+        Schedule {
+            kind: self.schedule,
+            lr_max: self.lr,
+            lr_min: self.lr_min,
+            warmup_epochs: self.warmup_epochs,
+            milestones: self.milestones.clone(),
+            gamma: self.lr_gamma,
+        }
+    }
+
+    fn uses_crop_flip(&self) -> bool {
+        match self.augment {
+            Augment::Auto => matches!(self.dataset, DatasetName::Cifar10 | DatasetName::Cifar100),
+            Augment::None => false,
+            Augment::CropFlip => true,
+        }
+    }
+
+    /// The model spec for `data`.
+    pub fn model_spec(&self, data: &Dataset) -> ModelSpec {
+        ModelSpec {
+            arch: self.model,
+            activation: self.activation,
+            mlp_hidden: self.mlp_hidden.clone(),
+            input_shape: data.input_shape.clone(),
+            num_outputs: data.num_outputs,
+        }
+    }
+}
+
+/// One row of `metrics.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub train_acc: Option<f64>,
+    pub test_loss: f64,
+    pub test_acc: Option<f64>,
+    pub seconds: f64,
+}
+
+/// Loss and accuracy of a model on a split.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evaluation {
+    pub loss: f64,
+    /// `None` for regression.
+    pub accuracy: Option<f64>,
+}
+
+/// The task loss: mean cross-entropy (classification) or mean squared error
+/// of the single output (regression).
+pub fn task_loss(task: Task, output: &Tensor, y: &Tensor) -> Tensor {
+    match task {
+        Task::Classification => output.cross_entropy_for_logits(y),
+        Task::Regression => output.view([-1]).mse_loss(y, tch::Reduction::Mean),
+    }
+}
+
+/// Evaluates `model` on `split` in eval mode, in batches.
+pub fn evaluate(model: &Model, task: Task, split: &Split, batch_size: usize) -> Evaluation {
+    let _guard = tch::no_grad_guard();
+    let n = split.len();
+    let device = model.device();
+    let mut loss_sum = 0.0;
+    let mut correct = 0i64;
+    let mut start = 0;
+    while start < n {
+        let len = (batch_size as i64).min(n - start);
+        let x = split.x.narrow(0, start, len).to_device(device);
+        let y = split.y.narrow(0, start, len).to_device(device);
+        let out = model.forward_t(&x, false);
+        loss_sum += task_loss(task, &out, &y).double_value(&[]) * len as f64;
+        if task == Task::Classification {
+            correct += out.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
+        }
+        start += len;
+    }
+    Evaluation {
+        loss: loss_sum / n.max(1) as f64,
+        accuracy: (task == Task::Classification).then(|| correct as f64 / n.max(1) as f64),
+    }
+}
+
+/// Seed of epoch `epoch`'s shuffling and augmentation, mixed from the run's
+/// seed (SplitMix64 finaliser, so nearby seeds give unrelated streams).
+pub fn epoch_seed(seed: u64, epoch: usize) -> u64 {
+    let mut z = seed ^ (epoch as u64).wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub checkpoint: PathBuf,
+    pub metrics: BTreeMap<String, f64>,
+    pub already_complete: bool,
+}
+
+const RESUME_WEIGHTS: &str = "resume.safetensors";
+const RESUME_CONFIG: &str = "resume.json";
+const FINAL_WEIGHTS: &str = "model.safetensors";
+const METRICS: &str = "metrics.csv";
+
+/// The configuration a resume state belongs to.
+#[derive(Debug, Serialize, Deserialize)]
+struct ResumeConfig {
+    version: String,
+    config: TrainConfig,
+}
+
+fn write_metrics(path: &Path, rows: &[EpochMetrics]) -> Result<()> {
+    write_atomically(path, |tmp| {
+        let mut w = csv::Writer::from_path(tmp).map_err(|e| Error::io(tmp, e.into()))?;
+        for r in rows {
+            w.serialize(r).map_err(|e| Error::io(tmp, e.into()))?;
+        }
+        w.flush().map_err(|e| Error::io(tmp, e))
+    })
+}
+
+fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let mut r = csv::Reader::from_path(path).map_err(|e| Error::io(path, e.into()))?;
+    r.deserialize()
+        .collect::<std::result::Result<Vec<EpochMetrics>, _>>()
+        .map_err(|e| Error::CorruptInput {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+            fix: "delete the output directory and train again".into(),
+        })
+}
+
+/// Lists the differing top-level keys of two configurations.
+fn config_differences(a: &TrainConfig, b: &TrainConfig) -> Vec<String> {
+    let (a, b) = (serde_json::to_value(a).unwrap(), serde_json::to_value(b).unwrap());
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return vec![];
+    };
+    a.iter()
+        .filter(|(k, v)| b.get(*k) != Some(v))
+        .map(|(k, v)| format!("{k}: saved {} vs now {}", b.get(k).cloned().unwrap_or_default(), v))
+        .collect()
+}
+
+/// State restored from `--out` when resuming.
+struct Restored {
+    epochs_done: usize,
+    rows: Vec<EpochMetrics>,
+}
+
+fn restore(cfg: &TrainConfig, out: &Path, model: &mut Model, opt: &mut Optimizer) -> Result<Option<Restored>> {
+    let cfg_path = out.join(RESUME_CONFIG);
+    let weights_path = out.join(RESUME_WEIGHTS);
+    if !cfg_path.exists() || !weights_path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+    let saved: ResumeConfig = serde_json::from_str(&text).map_err(|e| Error::CorruptInput {
+        path: cfg_path.clone(),
+        reason: e.to_string(),
+        fix: "delete the output directory and train again".into(),
+    })?;
+    let diffs = config_differences(cfg, &saved.config);
+    if !diffs.is_empty() {
+        return Err(Error::CheckpointMismatch {
+            path: weights_path,
+            reason: format!("it belongs to another configuration ({})", diffs.join("; ")),
+            fix: "resume with the same flags, or choose another --out".into(),
+        });
+    }
+    let tensors = checkpoint::read_tensors(&weights_path)?;
+    let (model_part, rest): (Vec<_>, Vec<_>) = tensors.into_iter().partition(|(n, _)| n.starts_with("model."));
+    let model_part: Vec<(String, Tensor)> = model_part
+        .into_iter()
+        .map(|(n, t)| (n["model.".len()..].to_string(), t))
+        .collect();
+    checkpoint::load_tensors_into(model, &model_part, &weights_path)?;
+    opt.load_state(&rest).map_err(|reason| Error::CorruptInput {
+        path: weights_path.clone(),
+        reason,
+        fix: "delete the output directory and train again".into(),
+    })?;
+    let epochs_done = rest
+        .iter()
+        .find(|(n, _)| n == "epochs_completed")
+        .map(|(_, t)| t.int64_value(&[0]) as usize)
+        .ok_or_else(|| Error::CorruptInput {
+            path: weights_path.clone(),
+            reason: "no epoch counter".into(),
+            fix: "delete the output directory and train again".into(),
+        })?;
+    // metrics.csv is written before the resume state, so it may hold one
+    // epoch more than the state; that epoch is recomputed.
+    let rows = read_metrics(&out.join(METRICS))?
+        .into_iter()
+        .filter(|r| r.epoch <= epochs_done)
+        .collect();
+    Ok(Some(Restored { epochs_done, rows }))
+}
+
+fn save_resume_state(out: &Path, model: &Model, opt: &Optimizer, epochs_done: usize) -> Result<()> {
+    let mut tensors: Vec<(String, Tensor)> = checkpoint::model_tensors(model)
+        .into_iter()
+        .map(|(n, t)| (format!("model.{n}"), t))
+        .collect();
+    tensors.extend(opt.state_tensors());
+    tensors.push(("epochs_completed".into(), Tensor::from_slice(&[epochs_done as i64])));
+    checkpoint::write_tensors(&out.join(RESUME_WEIGHTS), &tensors)
+}
+
+/// Runs a training job: validates everything, loads data, trains, writes
+/// the outputs. Progress goes to a bar on a terminal and one line per epoch
+/// on stdout.
+pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
+    cfg.validate()?;
+    if run.threads > 0 {
+        tch::set_num_threads(run.threads);
+    }
+    let device = parse_device(&run.device)?;
+    let data_dir = run.data_dir.clone().unwrap_or_else(data::default_data_dir);
+    let data = data::load(cfg.dataset, &data_dir, cfg.seed)?;
+    let spec = cfg.model_spec(&data);
+    spec.validate()?;
+    if cfg.uses_crop_flip() && data.input_shape.len() != 3 {
+        return Err(Error::invalid("--augment", "crop-flip", "needs image inputs"));
+    }
+
+    let out = run.out.as_path();
+    let final_path = out.join(FINAL_WEIGHTS);
+    if !run.resume && (out.join(RESUME_CONFIG).exists() || checkpoint::sidecar_path(&final_path).exists()) {
+        return Err(Error::invalid(
+            "--out",
+            out.display(),
+            "it already holds a training run; pass --resume to continue it, or choose another --out",
+        ));
+    }
+    ensure_writable_dir(out)?;
+
+    tch::manual_seed(cfg.seed as i64);
+    let (mean, std) = data::channel_stats(&data.train.x);
+    let mut model = Model::new(&spec, device, &mean, &std)?;
+    let mut opt = Optimizer::new(&cfg.optimizer_config(), model.named_trainable());
+
+    let restored = if run.resume {
+        restore(cfg, out, &mut model, &mut opt)?
+    } else {
+        None
+    };
+    let (start_epoch, mut rows) = match restored {
+        Some(r) => (r.epochs_done, r.rows),
+        None => (0, Vec::new()),
+    };
+    if start_epoch >= cfg.epochs {
+        if let Ok(meta) = checkpoint::read_meta(&final_path) {
+            return Ok(TrainSummary {
+                checkpoint: final_path,
+                metrics: meta.metrics,
+                already_complete: true,
+            });
+        }
+    }
+    let resume_cfg = ResumeConfig {
+        version: crate::VERSION.into(),
+        config: cfg.clone(),
+    };
+    write_bytes_atomically(
+        &out.join(RESUME_CONFIG),
+        serde_json::to_string_pretty(&resume_cfg).unwrap().as_bytes(),
+    )?;
+
+    let n = data.train.len() as usize;
+    let per_epoch = n / cfg.batch_size + usize::from(n % cfg.batch_size >= 2);
+    let total_steps = per_epoch * cfg.epochs;
+    let schedule = cfg.schedule();
+    let train_x = data.train.x.to_device(device);
+    let train_y = data.train.y.to_device(device);
+    let crop_flip = cfg.uses_crop_flip();
+    let bar = progress::bar(total_steps as u64, "train");
+    bar.set_position((start_epoch * per_epoch) as u64);
+    let started = Instant::now();
+
+    for epoch in start_epoch..cfg.epochs {
+        let epoch_start = Instant::now();
+        let seed = epoch_seed(cfg.seed, epoch);
+        tch::manual_seed(seed as i64);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut order: Vec<i64> = (0..n as i64).collect();
+        order.shuffle(&mut rng);
+        let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
+        let mut correct = Tensor::zeros([], (Kind::Int64, device));
+        let mut seen = 0usize;
+        let mut lr = schedule.lr_at(epoch * per_epoch, total_steps, per_epoch);
+        for (b, idx) in order.chunks(cfg.batch_size).filter(|c| c.len() >= 2).enumerate() {
+            let step = epoch * per_epoch + b;
+            lr = schedule.lr_at(step, total_steps, per_epoch);
+            let idx_t = Tensor::from_slice(idx).to_device(device);
+            let mut x = train_x.index_select(0, &idx_t);
+            let y = train_y.index_select(0, &idx_t);
+            if crop_flip {
+                x = CropFlip::draw(idx.len(), &mut rng).apply(&x);
+            }
+            let out = model.forward_t(&x, true);
+            let loss = match cfg.method {
+                Method::Standard => task_loss(data.task, &out, &y),
+            };
+            opt.zero_grad();
+            loss.backward();
+            opt.step(lr);
+            let _guard = tch::no_grad_guard();
+            loss_sum += loss.detach().to_kind(Kind::Double) * idx.len() as f64;
+            if data.task == Task::Classification {
+                correct += out.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64);
+            }
+            seen += idx.len();
+            bar.inc(1);
+        }
+        let test = evaluate(&model, data.task, &data.test, run.eval_batch_size);
+        let row = EpochMetrics {
+            epoch: epoch + 1,
+            lr,
+            train_loss: loss_sum.double_value(&[]) / seen as f64,
+            train_acc: (data.task == Task::Classification)
+                .then(|| correct.int64_value(&[]) as f64 / seen as f64),
+            test_loss: test.loss,
+            test_acc: test.accuracy,
+            seconds: epoch_start.elapsed().as_secs_f64(),
+        };
+        bar.suspend(|| {
+            println!(
+                "epoch {:>3}/{}  lr {:.4e}  train loss {:.4}{}  test loss {:.4}{}  {:.1}s",
+                row.epoch,
+                cfg.epochs,
+                row.lr,
+                row.train_loss,
+                row.train_acc.map(|a| format!(" acc {:.4}", a)).unwrap_or_default(),
+                row.test_loss,
+                row.test_acc.map(|a| format!(" acc {:.4}", a)).unwrap_or_default(),
+                row.seconds
+            )
+        });
+        rows.retain(|r| r.epoch < row.epoch);
+        rows.push(row);
+        write_metrics(&out.join(METRICS), &rows)?;
+        save_resume_state(out, &model, &opt, epoch + 1)?;
+    }
+    bar.finish_and_clear();
+
+    let last = rows.last().cloned().expect("at least one epoch");
+    let mut metrics = BTreeMap::new();
+    metrics.insert("test_loss".into(), last.test_loss);
+    metrics.insert("train_loss".into(), last.train_loss);
+    if let Some(a) = last.test_acc {
+        metrics.insert("test_acc".into(), a);
+    }
+    if let Some(a) = last.train_acc {
+        metrics.insert("train_acc".into(), a);
+    }
+    metrics.insert("train_seconds".into(), rows.iter().map(|r| r.seconds).sum());
+    if start_epoch > 0 {
+        metrics.insert("seconds_this_run".into(), started.elapsed().as_secs_f64());
+    }
+    let meta = CheckpointMeta {
+        format: checkpoint::FORMAT.into(),
+        version: crate::VERSION.into(),
+        model: spec,
+        dataset: data.name.to_string(),
+        train_fingerprint: data.train.fingerprint(),
+        seed: cfg.seed,
+        epochs_completed: cfg.epochs,
+        hyperparameters: serde_json::json!({
+            "config": cfg,
+            "device": device_name(device),
+        }),
+        metrics: metrics.clone(),
+    };
+    checkpoint::save(&model, &final_path, &meta)?;
+    Ok(TrainSummary {
+        checkpoint: final_path,
+        metrics,
+        already_complete: false,
+    })
+}
