@@ -32,7 +32,9 @@ fn main() {
     println!("cargo:rerun-if-env-changed=PYTHON_SYS_EXECUTABLE");
     println!("cargo:rerun-if-changed=build.rs");
     let Some(lib) = torch_lib_dir() else {
-        println!("cargo:warning=could not locate torch/lib; run `make setup` (creates .venv with torch)");
+        println!(
+            "cargo:warning=could not locate torch/lib; run `make setup` (creates .venv with torch)"
+        );
         return;
     };
     println!("cargo:rustc-link-search=native={}", lib.display());

@@ -19,7 +19,7 @@ use taser::train::{train, RunOptions, TrainConfig};
 ///
 /// Example: train --dataset digits --model cnn-small --epochs 20 --out runs/std
 #[derive(Parser, Debug)]
-#[command(version, about, long_about)]
+#[command(version, about, long_about, allow_negative_numbers = true)]
 struct Args {
     #[command(flatten)]
     config: TrainConfig,

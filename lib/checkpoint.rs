@@ -54,7 +54,8 @@ pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
         return Err(Error::MissingInput {
             path: path.to_path_buf(),
             reason: "no such file".into(),
-            fix: "give the path of a .safetensors checkpoint written by `train` or `finetune`".into(),
+            fix: "give the path of a .safetensors checkpoint written by `train` or `finetune`"
+                .into(),
         });
     }
     Tensor::read_safetensors(path).map_err(|e| Error::CorruptInput {
@@ -73,7 +74,11 @@ pub fn model_tensors(model: &Model) -> Vec<(String, Tensor)> {
 
 /// Copies `tensors` into `model`, checking that names and shapes match
 /// exactly (no missing, extra or reshaped tensor).
-pub fn load_tensors_into(model: &mut Model, tensors: &[(String, Tensor)], path: &Path) -> Result<()> {
+pub fn load_tensors_into(
+    model: &mut Model,
+    tensors: &[(String, Tensor)],
+    path: &Path,
+) -> Result<()> {
     let mismatch = |reason: String| Error::CheckpointMismatch {
         path: path.to_path_buf(),
         reason,
@@ -88,7 +93,9 @@ pub fn load_tensors_into(model: &mut Model, tensors: &[(String, Tensor)], path: 
         return Err(mismatch(format!("it lacks tensor `{missing}`")));
     }
     if let Some(extra) = given.keys().find(|k| !vars.contains_key(**k)) {
-        return Err(mismatch(format!("it has tensor `{extra}` the model does not")));
+        return Err(mismatch(format!(
+            "it has tensor `{extra}` the model does not"
+        )));
     }
     for (name, var) in &vars {
         let t = given[name.as_str()];
@@ -146,7 +153,12 @@ pub fn load(path: &Path, device: Device) -> Result<(Model, CheckpointMeta)> {
     } else {
         1
     };
-    let mut model = Model::new(&meta.model, device, &vec![0.0; channels], &vec![1.0; channels])?;
+    let mut model = Model::new(
+        &meta.model,
+        device,
+        &vec![0.0; channels],
+        &vec![1.0; channels],
+    )?;
     let tensors = read_tensors(path)?;
     load_tensors_into(&mut model, &tensors, path)?;
     Ok((model, meta))
@@ -206,12 +218,19 @@ mod tests {
         save(&mlp, &path, &meta_for(&spec(Arch::Mlp))).unwrap();
         let mut cnn = Model::new(&spec(Arch::CnnSmall), Device::Cpu, &[0.0], &[1.0]).unwrap();
         let tensors = read_tensors(&path).unwrap();
-        let err = load_tensors_into(&mut cnn, &tensors, &path).unwrap_err().to_string();
-        assert!(err.contains("mlp.safetensors") && err.contains("cnn-small"), "{err}");
+        let err = load_tensors_into(&mut cnn, &tensors, &path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("mlp.safetensors") && err.contains("cnn-small"),
+            "{err}"
+        );
         let mut wider = spec(Arch::Mlp);
         wider.mlp_hidden = vec![17];
         let mut other = Model::new(&wider, Device::Cpu, &[0.0], &[1.0]).unwrap();
-        let err = load_tensors_into(&mut other, &tensors, &path).unwrap_err().to_string();
+        let err = load_tensors_into(&mut other, &tensors, &path)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("shape"), "{err}");
     }
 
@@ -221,8 +240,13 @@ mod tests {
         let path = dir.path().join("bad.safetensors");
         std::fs::write(&path, b"not a safetensors file").unwrap();
         let err = read_tensors(&path).unwrap_err().to_string();
-        assert!(err.contains("bad.safetensors") && err.contains("corrupt"), "{err}");
-        let err = load(&dir.path().join("none.safetensors"), Device::Cpu).unwrap_err().to_string();
+        assert!(
+            err.contains("bad.safetensors") && err.contains("corrupt"),
+            "{err}"
+        );
+        let err = load(&dir.path().join("none.safetensors"), Device::Cpu)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("none.json"), "{err}");
     }
 }

@@ -12,11 +12,17 @@ pub fn parse_device(spec: &str) -> Result<Device> {
         "cpu" => Ok(Device::Cpu),
         s if s.starts_with("cuda") => {
             let index = match s.strip_prefix("cuda:") {
-                Some(n) => n
-                    .parse::<usize>()
-                    .map_err(|_| Error::invalid("--device", s, "expected cuda:N with N an integer"))?,
+                Some(n) => n.parse::<usize>().map_err(|_| {
+                    Error::invalid("--device", s, "expected cuda:N with N an integer")
+                })?,
                 None if s == "cuda" => 0,
-                None => return Err(Error::invalid("--device", s, "expected auto, cpu or cuda:N")),
+                None => {
+                    return Err(Error::invalid(
+                        "--device",
+                        s,
+                        "expected auto, cpu or cuda:N",
+                    ))
+                }
             };
             let count = tch::Cuda::device_count() as usize;
             if index >= count {
@@ -31,7 +37,11 @@ pub fn parse_device(spec: &str) -> Result<Device> {
             }
             Ok(Device::Cuda(index))
         }
-        s => Err(Error::invalid("--device", s, "expected auto, cpu or cuda:N")),
+        s => Err(Error::invalid(
+            "--device",
+            s,
+            "expected auto, cpu or cuda:N",
+        )),
     }
 }
 

@@ -1,1 +1,160 @@
+//! End-to-end training tests on digits: determinism, resume after a kill,
+//! and PyTorch loading the checkpoint.
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use taser::checkpoint;
+use tch::{Device, Tensor};
 
+fn train_args<'a>(model: &'a str, epochs: &'a str, out: &'a Path) -> Vec<String> {
+    [
+        "--dataset",
+        "digits",
+        "--model",
+        model,
+        "--epochs",
+        epochs,
+        "--seed",
+        "7",
+        "--device",
+        "cpu",
+        "--out",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([out.display().to_string()])
+    .collect()
+}
+
+fn train_ok(args: &[String]) {
+    let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let o = run("train", &refs);
+    assert!(o.status.success(), "train failed: {}", stderr(&o));
+}
+
+#[test]
+fn two_cpu_runs_with_one_seed_give_bit_identical_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    for model in ["mlp", "cnn-small"] {
+        let (a, b) = (
+            dir.path().join(format!("{model}-a")),
+            dir.path().join(format!("{model}-b")),
+        );
+        train_ok(&train_args(model, "2", &a));
+        train_ok(&train_args(model, "2", &b));
+        let wa = std::fs::read(a.join("model.safetensors")).unwrap();
+        let wb = std::fs::read(b.join("model.safetensors")).unwrap();
+        assert!(wa.len() > 1000);
+        assert!(
+            wa == wb,
+            "{model}: checkpoints differ between two runs of one seed"
+        );
+        // A different seed must give different weights (the check can fail).
+        let c = dir.path().join(format!("{model}-c"));
+        let mut args = train_args(model, "2", &c);
+        args[7] = "8".into();
+        train_ok(&args);
+        assert!(std::fs::read(c.join("model.safetensors")).unwrap() != wa);
+    }
+}
+
+#[test]
+fn resume_after_a_kill_ends_with_the_uninterrupted_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let epochs = "12";
+    let full = dir.path().join("full");
+    train_ok(&train_args("cnn-small", epochs, &full));
+
+    // Kill -9 the second run as soon as it has finished two epochs.
+    let cut = dir.path().join("cut");
+    let mut child = Command::new(bin("train"))
+        .args(train_args("cnn-small", epochs, &cut))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let rows = std::fs::read_to_string(cut.join("metrics.csv"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if rows >= 3 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !cut.join("model.json").exists(),
+        "the run finished before it could be killed; the test needs more epochs"
+    );
+    let done = std::fs::read_to_string(cut.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .count()
+        - 1;
+    assert!(done < 12, "killed after {done} epochs");
+
+    let mut args = train_args("cnn-small", epochs, &cut);
+    args.push("--resume".into());
+    train_ok(&args);
+    let a = std::fs::read(full.join("model.safetensors")).unwrap();
+    let b = std::fs::read(cut.join("model.safetensors")).unwrap();
+    assert!(a == b, "resumed run differs from the uninterrupted one");
+    let rows = std::fs::read_to_string(cut.join("metrics.csv")).unwrap();
+    let epochs_logged: Vec<&str> = rows
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(
+        epochs_logged,
+        (1..=12).map(|e| e.to_string()).collect::<Vec<_>>()
+    );
+
+    // Resuming a finished run does nothing and says so.
+    let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let o = run("train", &refs);
+    assert!(o.status.success() && stdout(&o).contains("already complete"));
+}
+
+#[test]
+fn checkpoint_loads_in_pytorch_with_the_same_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    for (model, extra) in [
+        ("mlp", vec!["--activation", "silu", "--mlp-hidden", "32,16"]),
+        ("cnn-small", vec![]),
+    ] {
+        let out = dir.path().join(model);
+        let mut args = train_args(model, "1", &out);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        train_ok(&args);
+        let ckpt = out.join("model.safetensors");
+        let (m, meta) = checkpoint::load(&ckpt, Device::Cpu).unwrap();
+        assert_eq!(meta.dataset, "digits");
+        tch::manual_seed(3);
+        let inputs = Tensor::rand([64, 1, 8, 8], (tch::Kind::Float, Device::Cpu));
+        let logits = tch::no_grad(|| m.forward_t(&inputs, false));
+        let io = dir.path().join(format!("{model}-io.safetensors"));
+        checkpoint::write_tensors(&io, &[("inputs".into(), inputs), ("logits".into(), logits)])
+            .unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/check_checkpoint.py");
+        let o = Command::new(python())
+            .arg(script)
+            .arg(&ckpt)
+            .arg(&io)
+            .arg("1e-5")
+            .output()
+            .unwrap();
+        println!("{}", stdout(&o));
+        assert!(
+            o.status.success(),
+            "PyTorch disagrees: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+    }
+}

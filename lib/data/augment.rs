@@ -9,7 +9,9 @@ use tch::Tensor;
 pub const CROP_PAD: i64 = 4;
 
 /// Which augmentation a run uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Augment {
     /// `crop-flip` for CIFAR, none for the rest.
@@ -65,7 +67,8 @@ mod tests {
 
     #[test]
     fn shift_and_flip_move_pixels_as_documented() {
-        let x = Tensor::arange(2 * 3 * 5 * 6, (Kind::Float, tch::Device::Cpu)).view([2, 3, 5, 6]) + 1.0;
+        let x =
+            Tensor::arange(2 * 3 * 5 * 6, (Kind::Float, tch::Device::Cpu)).view([2, 3, 5, 6]) + 1.0;
         let t = CropFlip {
             flip: vec![false, true],
             dy: vec![1, 0],

@@ -144,7 +144,11 @@ pub fn write_bin(path: &Path, variant: Variant, images: &RawImages) -> Result<()
     let mut out = Vec::with_capacity(n * variant.record_bytes());
     for (i, &label) in images.labels.iter().enumerate() {
         if label < 0 || label as usize >= variant.num_classes() {
-            return Err(Error::invalid("label", label, "outside the variant's classes"));
+            return Err(Error::invalid(
+                "label",
+                label,
+                "outside the variant's classes",
+            ));
         }
         if variant == Variant::Cifar100 {
             out.push((label / 5) as u8);
@@ -162,13 +166,21 @@ pub fn random_images(n: usize, num_classes: usize, seed: u64) -> RawImages {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut pixels = vec![0u8; n * IMAGE_BYTES];
     rng.fill(pixels.as_mut_slice());
-    let labels = (0..n).map(|_| rng.gen_range(0..num_classes as i64)).collect();
+    let labels = (0..n)
+        .map(|_| rng.gen_range(0..num_classes as i64))
+        .collect();
     RawImages { pixels, labels }
 }
 
 /// Writes a complete synthetic data set of `variant` into `dir`
 /// (`n_train` images spread over the training files, `n_test` test images).
-pub fn write_synthetic(dir: &Path, variant: Variant, n_train: usize, n_test: usize, seed: u64) -> Result<()> {
+pub fn write_synthetic(
+    dir: &Path,
+    variant: Variant,
+    n_train: usize,
+    n_test: usize,
+    seed: u64,
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let files = variant.train_files();
     let per_file = n_train.div_ceil(files.len());
@@ -279,7 +291,10 @@ mod tests {
         assert_eq!(data.test.x.size(), vec![6, 3, 32, 32]);
         let raw = read_bin(&dir.path().join("test_batch.bin"), Variant::Cifar10).unwrap();
         let first: Vec<f32> = Vec::try_from(data.test.x.get(0).flatten(0, -1)).unwrap();
-        let expect: Vec<f32> = raw.pixels[..IMAGE_BYTES].iter().map(|&b| b as f32 / 255.0).collect();
+        let expect: Vec<f32> = raw.pixels[..IMAGE_BYTES]
+            .iter()
+            .map(|&b| b as f32 / 255.0)
+            .collect();
         assert_eq!(first, expect);
         let labels: Vec<i64> = Vec::try_from(&data.test.y).unwrap();
         assert_eq!(labels, raw.labels);
@@ -291,13 +306,21 @@ mod tests {
         let path = dir.path().join("t.bin");
         std::fs::write(&path, vec![0u8; Variant::Cifar10.record_bytes() + 5]).unwrap();
         let err = read_bin(&path, Variant::Cifar10).unwrap_err().to_string();
-        assert!(err.contains("not a whole number") && err.contains("t.bin"), "{err}");
+        assert!(
+            err.contains("not a whole number") && err.contains("t.bin"),
+            "{err}"
+        );
         let mut rec = vec![0u8; Variant::Cifar10.record_bytes()];
         rec[0] = 10;
         std::fs::write(&path, rec).unwrap();
         let err = read_bin(&path, Variant::Cifar10).unwrap_err().to_string();
         assert!(err.contains("label 10"), "{err}");
-        let err = load(&dir.path().join("nowhere"), Variant::Cifar10).unwrap_err().to_string();
-        assert!(err.contains("data_batch_1.bin") && err.contains("Fix"), "{err}");
+        let err = load(&dir.path().join("nowhere"), Variant::Cifar10)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("data_batch_1.bin") && err.contains("Fix"),
+            "{err}"
+        );
     }
 }

@@ -21,7 +21,8 @@ pub const SPLIT_SEED: u64 = 20_240_917;
 /// Size of the test split: 20% of 1797, rounded.
 pub const NUM_TEST: usize = 359;
 
-const FIX: &str = "run `make setup` (it fetches the scikit-learn wheel and extracts digits.csv.gz), \
+const FIX: &str =
+    "run `make setup` (it fetches the scikit-learn wheel and extracts digits.csv.gz), \
                    or pass --data-dir pointing at a folder holding digits.csv.gz";
 
 /// Parses the CSV (64 pixel values 0..16 then the label per row) into pixels
@@ -34,7 +35,11 @@ pub fn parse(text: &str, path: &Path) -> Result<(Vec<f32>, Vec<i64>)> {
     };
     let mut pixels = Vec::with_capacity(NUM_SAMPLES * 64);
     let mut labels = Vec::with_capacity(NUM_SAMPLES);
-    for (line_no, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (line_no, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let values: Vec<f64> = line
             .split(',')
             .map(|v| v.trim().parse::<f64>())
@@ -49,13 +54,19 @@ pub fn parse(text: &str, path: &Path) -> Result<(Vec<f32>, Vec<i64>)> {
         }
         for &v in &values[..64] {
             if !(0.0..=16.0).contains(&v) {
-                return Err(corrupt(format!("line {}: pixel {v} outside 0..16", line_no + 1)));
+                return Err(corrupt(format!(
+                    "line {}: pixel {v} outside 0..16",
+                    line_no + 1
+                )));
             }
             pixels.push((v / 16.0) as f32);
         }
         let label = values[64];
         if !(0.0..=9.0).contains(&label) || label.fract() != 0.0 {
-            return Err(corrupt(format!("line {}: label {label} is not 0..9", line_no + 1)));
+            return Err(corrupt(format!(
+                "line {}: label {label} is not 0..9",
+                line_no + 1
+            )));
         }
         labels.push(label as i64);
     }
@@ -110,11 +121,20 @@ mod tests {
     fn parse_rejects_short_rows_and_bad_labels() {
         let p = Path::new("digits.csv.gz");
         let short = "1,2,3\n";
-        assert!(parse(short, p).unwrap_err().to_string().contains("expected 65"));
+        assert!(parse(short, p)
+            .unwrap_err()
+            .to_string()
+            .contains("expected 65"));
         let row = |label: &str| format!("{}{label}\n", "0,".repeat(64));
-        assert!(parse(&row("12"), p).unwrap_err().to_string().contains("label 12"));
+        assert!(parse(&row("12"), p)
+            .unwrap_err()
+            .to_string()
+            .contains("label 12"));
         // One valid row is still not the whole data set.
-        assert!(parse(&row("3"), p).unwrap_err().to_string().contains("1797"));
+        assert!(parse(&row("3"), p)
+            .unwrap_err()
+            .to_string()
+            .contains("1797"));
     }
 
     #[test]

@@ -61,7 +61,13 @@ impl FromStr for DatasetName {
         DatasetName::ALL
             .into_iter()
             .find(|d| d.as_str() == s)
-            .ok_or_else(|| Error::invalid("--dataset", s, "expected digits, cifar10, cifar100 or toy-sin"))
+            .ok_or_else(|| {
+                Error::invalid(
+                    "--dataset",
+                    s,
+                    "expected digits, cifar10, cifar100 or toy-sin",
+                )
+            })
     }
 }
 

@@ -89,7 +89,9 @@ impl EvalSubset {
         }
         let n = data.test.len() as usize;
         if let Some(bad) = self.indices.iter().find(|&&i| i >= n) {
-            return Err(mismatch(format!("index {bad} is out of range (test split has {n} points)")));
+            return Err(mismatch(format!(
+                "index {bad} is out of range (test split has {n} points)"
+            )));
         }
         Ok(())
     }
@@ -117,8 +119,16 @@ mod tests {
         back.check_against(&data, &path).unwrap();
         let mut bad = a.clone();
         bad.indices.push(1000);
-        assert!(bad.check_against(&data, &path).unwrap_err().to_string().contains("out of range"));
+        assert!(bad
+            .check_against(&data, &path)
+            .unwrap_err()
+            .to_string()
+            .contains("out of range"));
         let other = toy_sin(1);
-        assert!(a.check_against(&other, &path).unwrap_err().to_string().contains("fingerprint"));
+        assert!(a
+            .check_against(&other, &path)
+            .unwrap_err()
+            .to_string()
+            .contains("fingerprint"));
     }
 }

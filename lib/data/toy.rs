@@ -36,7 +36,9 @@ pub fn toy_sin(seed: u64) -> Dataset {
     let train = draw(NUM_TRAIN);
     let test = draw(NUM_TEST);
     let grid: Vec<f32> = (0..OOD_POINTS)
-        .map(|i| (-OOD_HALF_WIDTH + 2.0 * OOD_HALF_WIDTH * i as f64 / (OOD_POINTS - 1) as f64) as f32)
+        .map(|i| {
+            (-OOD_HALF_WIDTH + 2.0 * OOD_HALF_WIDTH * i as f64 / (OOD_POINTS - 1) as f64) as f32
+        })
         .collect();
     Dataset {
         name: DatasetName::ToySin,
@@ -62,7 +64,10 @@ mod tests {
         assert_eq!(ood.x.size(), vec![1201, 1]);
         let grid: Vec<f32> = Vec::try_from(ood.x.view([-1])).unwrap();
         assert_eq!((grid[0], grid[600], grid[1200]), (-6.0, 0.0, 6.0));
-        let err = (d.train.x.view([-1]).sin() - &d.train.y).abs().max().double_value(&[]);
+        let err = (d.train.x.view([-1]).sin() - &d.train.y)
+            .abs()
+            .max()
+            .double_value(&[]);
         assert!(err < 1e-6);
         assert_ne!(toy_sin(4).train.fingerprint(), d.train.fingerprint());
         assert_eq!(toy_sin(3).train.fingerprint(), d.train.fingerprint());

@@ -15,7 +15,12 @@ impl Mlp {
         let mut layers = Vec::new();
         let widths = spec.mlp_hidden.iter().copied().chain([spec.num_outputs]);
         for (i, d_out) in widths.enumerate() {
-            layers.push(nn::linear(root / "layers" / i, d_in, d_out, Default::default()));
+            layers.push(nn::linear(
+                root / "layers" / i,
+                d_in,
+                d_out,
+                Default::default(),
+            ));
             d_in = d_out;
         }
         Mlp {

@@ -48,7 +48,10 @@ pub enum Arch {
     Resnet18,
     PreactResnet18,
     /// Wide ResNet of `depth` (6n + 4) and widening factor `width`.
-    Wrn { depth: i64, width: i64 },
+    Wrn {
+        depth: i64,
+        width: i64,
+    },
 }
 
 impl fmt::Display for Arch {
@@ -145,10 +148,18 @@ impl ModelSpec {
             }
         }
         if self.num_outputs < 1 {
-            return Err(Error::invalid("num_outputs", self.num_outputs, "must be ≥ 1"));
+            return Err(Error::invalid(
+                "num_outputs",
+                self.num_outputs,
+                "must be ≥ 1",
+            ));
         }
         if self.arch == Arch::Mlp && self.mlp_hidden.iter().any(|&h| h < 1) {
-            return Err(Error::invalid("--mlp-hidden", format!("{:?}", self.mlp_hidden), "widths must be ≥ 1"));
+            return Err(Error::invalid(
+                "--mlp-hidden",
+                format!("{:?}", self.mlp_hidden),
+                "widths must be ≥ 1",
+            ));
         }
         Ok(())
     }
@@ -205,7 +216,9 @@ impl Model {
             Arch::CnnSmall => Box::new(convnets::CnnSmall::new(&root, spec)),
             Arch::Resnet18 => Box::new(resnet::ResNet18::new(&root, spec)),
             Arch::PreactResnet18 => Box::new(resnet::PreActResNet18::new(&root, spec)),
-            Arch::Wrn { depth, width } => Box::new(resnet::WideResNet::new(&root, spec, depth, width)),
+            Arch::Wrn { depth, width } => {
+                Box::new(resnet::WideResNet::new(&root, spec, depth, width))
+            }
         };
         Ok(Model {
             vs,
@@ -230,7 +243,11 @@ impl Model {
 
     /// Number of trainable parameters.
     pub fn num_parameters(&self) -> i64 {
-        self.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+        self.vs
+            .trainable_variables()
+            .iter()
+            .map(|t| t.numel() as i64)
+            .sum()
     }
 
     /// Trainable parameters in a fixed order (sorted by name), the order the
@@ -293,20 +310,36 @@ mod tests {
     }
 
     fn build(s: &ModelSpec) -> Model {
-        let c = if s.input_shape.len() == 3 { s.input_shape[0] as usize } else { 1 };
+        let c = if s.input_shape.len() == 3 {
+            s.input_shape[0] as usize
+        } else {
+            1
+        };
         Model::new(s, Device::Cpu, &vec![0.5; c], &vec![0.25; c]).unwrap()
     }
 
     #[test]
     fn parameter_counts_match_the_references() {
         let cifar = vec![3, 32, 32];
-        assert_eq!(build(&spec("resnet18", cifar.clone(), 10)).num_parameters(), 11_173_962);
-        assert_eq!(build(&spec("wrn-28-10", cifar.clone(), 10)).num_parameters(), 36_479_194);
+        assert_eq!(
+            build(&spec("resnet18", cifar.clone(), 10)).num_parameters(),
+            11_173_962
+        );
+        assert_eq!(
+            build(&spec("wrn-28-10", cifar.clone(), 10)).num_parameters(),
+            36_479_194
+        );
         // kuangliu's PreAct ResNet-18 has 11,171,146; the robust-overfitting
         // reference adds a final BatchNorm(512): + 2·512.
-        assert_eq!(build(&spec("preact-resnet18", cifar, 10)).num_parameters(), 11_171_146 + 1024);
+        assert_eq!(
+            build(&spec("preact-resnet18", cifar, 10)).num_parameters(),
+            11_171_146 + 1024
+        );
         // mlp 64 → 32 → 16 → 10: (64·32 + 32) + (32·16 + 16) + (16·10 + 10).
-        assert_eq!(build(&spec("mlp", vec![1, 8, 8], 10)).num_parameters(), 2080 + 528 + 170);
+        assert_eq!(
+            build(&spec("mlp", vec![1, 8, 8], 10)).num_parameters(),
+            2080 + 528 + 170
+        );
     }
 
     #[test]
@@ -327,7 +360,11 @@ mod tests {
             dims.extend(&shape);
             let x = Tensor::rand(dims.as_slice(), (Kind::Float, Device::Cpu));
             for train in [true, false] {
-                assert_eq!(m.forward_t(&x, train).size(), vec![3, outputs], "{arch} {shape:?}");
+                assert_eq!(
+                    m.forward_t(&x, train).size(),
+                    vec![3, outputs],
+                    "{arch} {shape:?}"
+                );
             }
         }
     }
@@ -337,17 +374,36 @@ mod tests {
         let s = spec("mlp", vec![1, 8, 8], 10);
         let m = build(&s);
         let names: Vec<String> = m.vs.variables().into_keys().collect();
-        assert!(names.contains(&"norm.mean".to_string()) && names.contains(&"norm.std".to_string()));
-        assert_eq!(m.vs.trainable_variables().len(), 6, "norm buffers must not be trainable");
+        assert!(
+            names.contains(&"norm.mean".to_string()) && names.contains(&"norm.std".to_string())
+        );
+        assert_eq!(
+            m.vs.trainable_variables().len(),
+            6,
+            "norm buffers must not be trainable"
+        );
     }
 
     #[test]
     fn unknown_or_unfit_architectures_are_refused() {
         let err = "resnet99".parse::<Arch>().unwrap_err().to_string();
-        assert!(err.contains("resnet99") && err.contains("cnn-small"), "{err}");
-        assert!("wrn-27-10".parse::<Arch>().unwrap_err().to_string().contains("6n + 4"));
-        let err = spec("resnet18", vec![1], 1).validate().unwrap_err().to_string();
+        assert!(
+            err.contains("resnet99") && err.contains("cnn-small"),
+            "{err}"
+        );
+        assert!("wrn-27-10"
+            .parse::<Arch>()
+            .unwrap_err()
+            .to_string()
+            .contains("6n + 4"));
+        let err = spec("resnet18", vec![1], 1)
+            .validate()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("image inputs"), "{err}");
-        assert_eq!("wrn-28-10".parse::<Arch>().unwrap().to_string(), "wrn-28-10");
+        assert_eq!(
+            "wrn-28-10".parse::<Arch>().unwrap().to_string(),
+            "wrn-28-10"
+        );
     }
 }

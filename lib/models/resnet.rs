@@ -71,7 +71,13 @@ impl ResNet18 {
         for (stage, (c_out, stride)) in STAGES.into_iter().enumerate() {
             for i in 0..2 {
                 let p = root / format!("layer{}", stage + 1) / i;
-                blocks.push(BasicBlock::new(p, c_in, c_out, if i == 0 { stride } else { 1 }, spec.activation));
+                blocks.push(BasicBlock::new(
+                    p,
+                    c_in,
+                    c_out,
+                    if i == 0 { stride } else { 1 },
+                    spec.activation,
+                ));
                 c_in = c_out;
             }
         }
@@ -114,7 +120,8 @@ impl PreActBlock {
             conv1: conv(&p / "conv1", c_in, c_out, 3, stride, 1),
             bn2: batch_norm(&p / "bn2", c_out),
             conv2: conv(&p / "conv2", c_out, c_out, 3, 1, 1),
-            shortcut: (stride != 1 || c_in != c_out).then(|| conv(&p / "shortcut" / 0, c_in, c_out, 1, stride, 0)),
+            shortcut: (stride != 1 || c_in != c_out)
+                .then(|| conv(&p / "shortcut" / 0, c_in, c_out, 1, stride, 0)),
             activation,
         }
     }
@@ -152,7 +159,13 @@ impl PreActResNet18 {
         for (stage, (c_out, stride)) in STAGES.into_iter().enumerate() {
             for i in 0..2 {
                 let p = root / format!("layer{}", stage + 1) / i;
-                blocks.push(PreActBlock::new(p, c_in, c_out, if i == 0 { stride } else { 1 }, spec.activation));
+                blocks.push(PreActBlock::new(
+                    p,
+                    c_in,
+                    c_out,
+                    if i == 0 { stride } else { 1 },
+                    spec.activation,
+                ));
                 c_in = c_out;
             }
         }
@@ -195,7 +208,8 @@ impl WideBlock {
             conv1: conv(&p / "conv1", c_in, c_out, 3, stride, 1),
             bn2: batch_norm(&p / "bn2", c_out),
             conv2: conv(&p / "conv2", c_out, c_out, 3, 1, 1),
-            conv_shortcut: (c_in != c_out).then(|| conv(&p / "convShortcut", c_in, c_out, 1, stride, 0)),
+            conv_shortcut: (c_in != c_out)
+                .then(|| conv(&p / "convShortcut", c_in, c_out, 1, stride, 0)),
             activation,
         }
     }
@@ -239,7 +253,13 @@ impl WideResNet {
                 let c_in = if i == 0 { widths[g] } else { widths[g + 1] };
                 let stride = if i == 0 && g > 0 { 2 } else { 1 };
                 let p = root / format!("block{}", g + 1) / "layer" / i;
-                blocks.push(WideBlock::new(p, c_in, widths[g + 1], stride, spec.activation));
+                blocks.push(WideBlock::new(
+                    p,
+                    c_in,
+                    widths[g + 1],
+                    stride,
+                    spec.activation,
+                ));
             }
         }
         WideResNet {

@@ -140,7 +140,11 @@ impl TrainConfig {
             return Err(Error::invalid("--epochs", 0, "must be ≥ 1"));
         }
         if self.batch_size < 2 {
-            return Err(Error::invalid("--batch-size", self.batch_size, "must be ≥ 2"));
+            return Err(Error::invalid(
+                "--batch-size",
+                self.batch_size,
+                "must be ≥ 2",
+            ));
         }
         self.optimizer_config().validate()?;
         self.schedule().validate(self.epochs)
@@ -233,7 +237,11 @@ pub fn evaluate(model: &Model, task: Task, split: &Split, batch_size: usize) -> 
         let out = model.forward_t(&x, false);
         loss_sum += task_loss(task, &out, &y).double_value(&[]) * len as f64;
         if task == Task::Classification {
-            correct += out.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
+            correct += out
+                .argmax(-1, false)
+                .eq_tensor(&y)
+                .sum(Kind::Int64)
+                .int64_value(&[]);
         }
         start += len;
     }
@@ -246,7 +254,10 @@ pub fn evaluate(model: &Model, task: Task, split: &Split, batch_size: usize) -> 
 /// Seed of epoch `epoch`'s shuffling and augmentation, mixed from the run's
 /// seed (SplitMix64 finaliser, so nearby seeds give unrelated streams).
 pub fn epoch_seed(seed: u64, epoch: usize) -> u64 {
-    let mut z = seed ^ (epoch as u64).wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut z = seed
+        ^ (epoch as u64)
+            .wrapping_add(1)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -298,13 +309,22 @@ fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
 
 /// Lists the differing top-level keys of two configurations.
 fn config_differences(a: &TrainConfig, b: &TrainConfig) -> Vec<String> {
-    let (a, b) = (serde_json::to_value(a).unwrap(), serde_json::to_value(b).unwrap());
+    let (a, b) = (
+        serde_json::to_value(a).unwrap(),
+        serde_json::to_value(b).unwrap(),
+    );
     let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
         return vec![];
     };
     a.iter()
         .filter(|(k, v)| b.get(*k) != Some(v))
-        .map(|(k, v)| format!("{k}: saved {} vs now {}", b.get(k).cloned().unwrap_or_default(), v))
+        .map(|(k, v)| {
+            format!(
+                "{k}: saved {} vs now {}",
+                b.get(k).cloned().unwrap_or_default(),
+                v
+            )
+        })
         .collect()
 }
 
@@ -314,7 +334,12 @@ struct Restored {
     rows: Vec<EpochMetrics>,
 }
 
-fn restore(cfg: &TrainConfig, out: &Path, model: &mut Model, opt: &mut Optimizer) -> Result<Option<Restored>> {
+fn restore(
+    cfg: &TrainConfig,
+    out: &Path,
+    model: &mut Model,
+    opt: &mut Optimizer,
+) -> Result<Option<Restored>> {
     let cfg_path = out.join(RESUME_CONFIG);
     let weights_path = out.join(RESUME_WEIGHTS);
     if !cfg_path.exists() || !weights_path.exists() {
@@ -335,17 +360,20 @@ fn restore(cfg: &TrainConfig, out: &Path, model: &mut Model, opt: &mut Optimizer
         });
     }
     let tensors = checkpoint::read_tensors(&weights_path)?;
-    let (model_part, rest): (Vec<_>, Vec<_>) = tensors.into_iter().partition(|(n, _)| n.starts_with("model."));
+    let (model_part, rest): (Vec<_>, Vec<_>) = tensors
+        .into_iter()
+        .partition(|(n, _)| n.starts_with("model."));
     let model_part: Vec<(String, Tensor)> = model_part
         .into_iter()
         .map(|(n, t)| (n["model.".len()..].to_string(), t))
         .collect();
     checkpoint::load_tensors_into(model, &model_part, &weights_path)?;
-    opt.load_state(&rest).map_err(|reason| Error::CorruptInput {
-        path: weights_path.clone(),
-        reason,
-        fix: "delete the output directory and train again".into(),
-    })?;
+    opt.load_state(&rest)
+        .map_err(|reason| Error::CorruptInput {
+            path: weights_path.clone(),
+            reason,
+            fix: "delete the output directory and train again".into(),
+        })?;
     let epochs_done = rest
         .iter()
         .find(|(n, _)| n == "epochs_completed")
@@ -370,7 +398,10 @@ fn save_resume_state(out: &Path, model: &Model, opt: &Optimizer, epochs_done: us
         .map(|(n, t)| (format!("model.{n}"), t))
         .collect();
     tensors.extend(opt.state_tensors());
-    tensors.push(("epochs_completed".into(), Tensor::from_slice(&[epochs_done as i64])));
+    tensors.push((
+        "epochs_completed".into(),
+        Tensor::from_slice(&[epochs_done as i64]),
+    ));
     checkpoint::write_tensors(&out.join(RESUME_WEIGHTS), &tensors)
 }
 
@@ -388,12 +419,18 @@ pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
     let spec = cfg.model_spec(&data);
     spec.validate()?;
     if cfg.uses_crop_flip() && data.input_shape.len() != 3 {
-        return Err(Error::invalid("--augment", "crop-flip", "needs image inputs"));
+        return Err(Error::invalid(
+            "--augment",
+            "crop-flip",
+            "needs image inputs",
+        ));
     }
 
     let out = run.out.as_path();
     let final_path = out.join(FINAL_WEIGHTS);
-    if !run.resume && (out.join(RESUME_CONFIG).exists() || checkpoint::sidecar_path(&final_path).exists()) {
+    if !run.resume
+        && (out.join(RESUME_CONFIG).exists() || checkpoint::sidecar_path(&final_path).exists())
+    {
         return Err(Error::invalid(
             "--out",
             out.display(),
@@ -431,7 +468,9 @@ pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
     };
     write_bytes_atomically(
         &out.join(RESUME_CONFIG),
-        serde_json::to_string_pretty(&resume_cfg).unwrap().as_bytes(),
+        serde_json::to_string_pretty(&resume_cfg)
+            .unwrap()
+            .as_bytes(),
     )?;
 
     let n = data.train.len() as usize;
@@ -456,7 +495,11 @@ pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
         let mut correct = Tensor::zeros([], (Kind::Int64, device));
         let mut seen = 0usize;
         let mut lr = schedule.lr_at(epoch * per_epoch, total_steps, per_epoch);
-        for (b, idx) in order.chunks(cfg.batch_size).filter(|c| c.len() >= 2).enumerate() {
+        for (b, idx) in order
+            .chunks(cfg.batch_size)
+            .filter(|c| c.len() >= 2)
+            .enumerate()
+        {
             let step = epoch * per_epoch + b;
             lr = schedule.lr_at(step, total_steps, per_epoch);
             let idx_t = Tensor::from_slice(idx).to_device(device);
@@ -498,9 +541,13 @@ pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
                 cfg.epochs,
                 row.lr,
                 row.train_loss,
-                row.train_acc.map(|a| format!(" acc {:.4}", a)).unwrap_or_default(),
+                row.train_acc
+                    .map(|a| format!(" acc {:.4}", a))
+                    .unwrap_or_default(),
                 row.test_loss,
-                row.test_acc.map(|a| format!(" acc {:.4}", a)).unwrap_or_default(),
+                row.test_acc
+                    .map(|a| format!(" acc {:.4}", a))
+                    .unwrap_or_default(),
                 row.seconds
             )
         });

@@ -30,10 +30,18 @@ pub struct OptimizerConfig {
 impl OptimizerConfig {
     pub fn validate(&self) -> Result<()> {
         if !(0.0..1.0).contains(&self.momentum) {
-            return Err(Error::invalid("--momentum", self.momentum, "must be in [0, 1)"));
+            return Err(Error::invalid(
+                "--momentum",
+                self.momentum,
+                "must be in [0, 1)",
+            ));
         }
         if self.nesterov && self.momentum == 0.0 {
-            return Err(Error::invalid("--nesterov", true, "Nesterov needs --momentum > 0"));
+            return Err(Error::invalid(
+                "--nesterov",
+                true,
+                "Nesterov needs --momentum > 0",
+            ));
         }
         if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
             return Err(Error::invalid(
@@ -43,7 +51,11 @@ impl OptimizerConfig {
             ));
         }
         if self.weight_decay < 0.0 || !self.weight_decay.is_finite() {
-            return Err(Error::invalid("--weight-decay", self.weight_decay, "must be ≥ 0"));
+            return Err(Error::invalid(
+                "--weight-decay",
+                self.weight_decay,
+                "must be ≥ 0",
+            ));
         }
         Ok(())
     }
@@ -119,7 +131,9 @@ impl Optimizer {
                     let m = &mut self.first[i];
                     let _ = m.g_mul_scalar_(c.beta1).g_add_(&(&g * (1.0 - c.beta1)));
                     let v = &mut self.second[i];
-                    let _ = v.g_mul_scalar_(c.beta2).g_add_(&(&g * &g * (1.0 - c.beta2)));
+                    let _ = v
+                        .g_mul_scalar_(c.beta2)
+                        .g_add_(&(&g * &g * (1.0 - c.beta2)));
                     let bc1 = 1.0 - c.beta1.powi(t);
                     let bc2 = 1.0 - c.beta2.powi(t);
                     let denom = (v.sqrt() / bc2.sqrt()) + c.eps;
@@ -134,7 +148,10 @@ impl Optimizer {
         let mut out = vec![("optim.steps".to_string(), Tensor::from_slice(&[self.steps]))];
         for (i, (name, _)) in self.params.iter().enumerate() {
             out.push((format!("optim.first.{name}"), self.first[i].shallow_clone()));
-            out.push((format!("optim.second.{name}"), self.second[i].shallow_clone()));
+            out.push((
+                format!("optim.second.{name}"),
+                self.second[i].shallow_clone(),
+            ));
         }
         out
     }
@@ -151,10 +168,15 @@ impl Optimizer {
         self.steps = find("optim.steps")?.to_kind(Kind::Int64).int64_value(&[0]);
         let _guard = tch::no_grad_guard();
         for (i, (name, p)) in self.params.iter().enumerate() {
-            for (slot, buf) in [("first", &mut self.first[i]), ("second", &mut self.second[i])] {
+            for (slot, buf) in [
+                ("first", &mut self.first[i]),
+                ("second", &mut self.second[i]),
+            ] {
                 let t = find(&format!("optim.{slot}.{name}"))?;
                 if t.size() != p.size() {
-                    return Err(format!("optimiser state `{slot}.{name}` has the wrong shape"));
+                    return Err(format!(
+                        "optimiser state `{slot}.{name}` has the wrong shape"
+                    ));
                 }
                 buf.copy_(t);
             }
@@ -182,7 +204,9 @@ mod tests {
 
     /// Runs two steps on f(θ) = ½θ² (gradient θ) from θ = 1 and returns θ.
     fn two_steps(c: &OptimizerConfig) -> f64 {
-        let p = Tensor::from_slice(&[1.0f64]).to_device(Device::Cpu).set_requires_grad(true);
+        let p = Tensor::from_slice(&[1.0f64])
+            .to_device(Device::Cpu)
+            .set_requires_grad(true);
         let mut opt = Optimizer::new(c, vec![("p".into(), p.shallow_clone())]);
         for _ in 0..2 {
             opt.zero_grad();
@@ -196,7 +220,7 @@ mod tests {
     fn sgd_momentum_and_nesterov_match_pytorch_rules() {
         // g = θ + 0.1θ = 1.1θ. Step 1: b = 1.1, θ = 1 − 0.11 = 0.89.
         // Step 2: g = 0.979, b = 0.99 + 0.979 = 1.969, θ = 0.89 − 0.1969.
-        assert!((two_steps(&cfg(OptimizerKind::Sgd, false)) - 0.6931).abs() < 1e-12);
+        assert!((two_steps(&cfg(OptimizerKind::Sgd, false)) - (0.89 - 0.1969)).abs() < 1e-12);
         // Nesterov: d1 = 1.1 + 0.9·1.1 = 2.09, θ = 0.791; g = 0.8701,
         // b = 0.99 + 0.8701 = 1.8601, d2 = 0.8701 + 1.67409 = 2.54419.
         assert!((two_steps(&cfg(OptimizerKind::Sgd, true)) - (0.791 - 0.254419)).abs() < 1e-12);
@@ -209,7 +233,8 @@ mod tests {
         let g2 = 1.1 * theta1;
         let m = 0.9 * 0.1 * 1.1 + 0.1 * g2;
         let v = 0.999 * 0.001 * 1.21 + 0.001 * g2 * g2;
-        let expect = theta1 - 0.1 * (m / (1.0 - 0.81)) / ((v / (1.0 - 0.999f64.powi(2))).sqrt() + 1e-8);
+        let expect =
+            theta1 - 0.1 * (m / (1.0 - 0.81)) / ((v / (1.0 - 0.999f64.powi(2))).sqrt() + 1e-8);
         assert!((two_steps(&cfg(OptimizerKind::Adam, false)) - expect).abs() < 1e-12);
     }
 
@@ -225,6 +250,9 @@ mod tests {
         fresh.load_state(&saved).unwrap();
         assert_eq!(fresh.steps, 1);
         assert!(fresh.first[0].equal(&opt.first[0]) && fresh.second[0].equal(&opt.second[0]));
-        assert!(fresh.load_state(&saved[..1]).unwrap_err().contains("first.w"));
+        assert!(fresh
+            .load_state(&saved[..1])
+            .unwrap_err()
+            .contains("first.w"));
     }
 }

@@ -31,12 +31,22 @@ pub struct Schedule {
 impl Schedule {
     pub fn validate(&self, epochs: usize) -> Result<()> {
         if !(self.lr_max > 0.0 && self.lr_max.is_finite()) {
-            return Err(Error::invalid("--lr", self.lr_max, "must be a positive number"));
+            return Err(Error::invalid(
+                "--lr",
+                self.lr_max,
+                "must be a positive number",
+            ));
         }
         if !(0.0..=self.lr_max).contains(&self.lr_min) {
-            return Err(Error::invalid("--lr-min", self.lr_min, "must be in [0, --lr]"));
+            return Err(Error::invalid(
+                "--lr-min",
+                self.lr_min,
+                "must be in [0, --lr]",
+            ));
         }
-        if self.kind == ScheduleKind::WarmupCosine && !(0.0..epochs as f64).contains(&self.warmup_epochs) {
+        if self.kind == ScheduleKind::WarmupCosine
+            && !(0.0..epochs as f64).contains(&self.warmup_epochs)
+        {
             return Err(Error::invalid(
                 "--warmup-epochs",
                 self.warmup_epochs,
@@ -44,7 +54,11 @@ impl Schedule {
             ));
         }
         if self.kind == ScheduleKind::Piecewise && self.milestones.is_empty() {
-            return Err(Error::invalid("--milestones", "(none)", "the piecewise schedule needs milestone epochs, e.g. --milestones 100,150"));
+            return Err(Error::invalid(
+                "--milestones",
+                "(none)",
+                "the piecewise schedule needs milestone epochs, e.g. --milestones 100,150",
+            ));
         }
         Ok(())
     }
@@ -53,7 +67,10 @@ impl Schedule {
     /// `per_epoch` steps per epoch.
     pub fn lr_at(&self, step: usize, total: usize, per_epoch: usize) -> f64 {
         let cosine = |t: f64, span: f64| {
-            self.lr_min + 0.5 * (self.lr_max - self.lr_min) * (1.0 + (PI * (t / span.max(1.0)).min(1.0)).cos())
+            self.lr_min
+                + 0.5
+                    * (self.lr_max - self.lr_min)
+                    * (1.0 + (PI * (t / span.max(1.0)).min(1.0)).cos())
         };
         match self.kind {
             ScheduleKind::Constant => self.lr_max,
@@ -112,7 +129,11 @@ mod tests {
     fn bad_values_are_refused() {
         let mut s = sched(ScheduleKind::WarmupCosine);
         s.warmup_epochs = 10.0;
-        assert!(s.validate(10).unwrap_err().to_string().contains("--warmup-epochs"));
+        assert!(s
+            .validate(10)
+            .unwrap_err()
+            .to_string()
+            .contains("--warmup-epochs"));
         let mut s = sched(ScheduleKind::Cosine);
         s.lr_max = -1.0;
         assert!(s.validate(10).unwrap_err().to_string().contains("--lr"));

@@ -1,0 +1,48 @@
+//! Helpers shared by the integration tests: run the real binaries on tiny
+//! data.
+#![allow(dead_code)]
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn bin(name: &str) -> PathBuf {
+    let var = format!("CARGO_BIN_EXE_{name}");
+    PathBuf::from(std::env::var(&var).unwrap_or_else(|_| panic!("{var} not set by cargo")))
+}
+
+pub fn run(name: &str, args: &[&str]) -> Output {
+    Command::new(bin(name))
+        .args(args)
+        .env_remove("TASER_DATA_DIR")
+        .output()
+        .expect("binary runs")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The venv's python (TASER_PYTHON, set by the Makefile, or .venv/bin/python).
+pub fn python() -> PathBuf {
+    let p = std::env::var("TASER_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    assert!(p.exists(), "{} missing: run `make setup`", p.display());
+    p
+}
+
+/// Files in `dir` (names), sorted; empty if `dir` does not exist.
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|r| {
+            r.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
