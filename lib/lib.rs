@@ -1,8 +1,8 @@
 //! Library behind the suite's binaries (`score-precompute`, `train`,
 //! `finetune`, `attack`, `bootstrap`, `sweep`).
 //!
-//! Modules follow the way of the data: [`data`] → [`models`] → [`train`] →
-//! [`checkpoint`]. The formulas implemented are fixed by `SPEC.md` (shared
+//! Modules follow the way of the data: [`data`] → [`score`] → [`models`] →
+//! [`stein`] → [`train`] → [`checkpoint`]. The formulas implemented are fixed by `SPEC.md` (shared
 //! beside the repository) and the papers it cites; each public item says
 //! which one it implements.
 pub mod checkpoint;
@@ -12,6 +12,8 @@ pub mod error;
 pub mod fsutil;
 pub mod models;
 pub mod progress;
+pub mod score;
+pub mod stein;
 pub mod train;
 
 pub use error::{Error, Result};

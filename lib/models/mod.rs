@@ -186,6 +186,8 @@ pub struct Model {
     mean: Tensor,
     std: Tensor,
     body: Box<dyn Body>,
+    /// Forward passes so far (tests check that λ = 0 adds none).
+    forward_calls: std::sync::atomic::AtomicUsize,
 }
 
 impl Model {
@@ -226,12 +228,15 @@ impl Model {
             mean: mean_t,
             std: std_t,
             body,
+            forward_calls: Default::default(),
         })
     }
 
     /// Outputs for inputs `x` in [0,1] (`[N, input_shape…]`). `train`
     /// selects BatchNorm's training mode.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.forward_calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let shape: Vec<i64> = if x.dim() == 4 {
             vec![1, -1, 1, 1]
         } else {
@@ -239,6 +244,12 @@ impl Model {
         };
         let z = (x - self.mean.view(shape.as_slice())) / self.std.view(shape.as_slice());
         self.body.forward_t(&z, train)
+    }
+
+    /// Number of forward passes made so far.
+    pub fn forward_calls(&self) -> usize {
+        self.forward_calls
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Number of trainable parameters.

@@ -10,6 +10,7 @@
 //! `resume.safetensors` (weights, optimiser state, epoch counter) with
 //! `resume.json` (the configuration it belongs to).
 pub mod optim;
+pub mod regularizer;
 pub mod schedule;
 
 use crate::checkpoint::{self, CheckpointMeta};
@@ -20,10 +21,12 @@ use crate::error::{Error, Result};
 use crate::fsutil::{ensure_writable_dir, write_atomically, write_bytes_atomically};
 use crate::models::{Activation, Arch, Model, ModelSpec};
 use crate::progress;
+use crate::stein::Center;
 use optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use regularizer::{l2_term, RegArgs, Regularizer};
 use schedule::{Schedule, ScheduleKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -108,6 +111,10 @@ pub struct TrainConfig {
     /// Augmentation: auto = random crop (pad 4) + flip on CIFAR, none elsewhere.
     #[arg(long, value_enum, default_value = "auto")]
     pub augment: Augment,
+    /// The regulariser (TASER penalty or ℓ2), off unless --lambda > 0.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub reg: RegArgs,
 }
 
 /// Where and how to run, not part of the result's identity.
@@ -131,6 +138,12 @@ pub struct RunOptions {
     /// Batch size of evaluation passes.
     #[arg(long, default_value_t = 512)]
     pub eval_batch_size: usize,
+    /// Write metrics.csv and the resume state every N epochs (and at the end).
+    #[arg(long, default_value_t = 1)]
+    pub checkpoint_every: usize,
+    /// Print an epoch line every N epochs (and at the end).
+    #[arg(long, default_value_t = 1)]
+    pub log_every: usize,
 }
 
 impl TrainConfig {
@@ -147,6 +160,7 @@ impl TrainConfig {
             ));
         }
         self.optimizer_config().validate()?;
+        self.reg.validate()?;
         self.schedule().validate(self.epochs)
     }
 
@@ -198,10 +212,18 @@ impl TrainConfig {
 pub struct EpochMetrics {
     pub epoch: usize,
     pub lr: f64,
+    /// The method's task loss (without the regulariser), averaged over the epoch.
     pub train_loss: f64,
     pub train_acc: Option<f64>,
     pub test_loss: f64,
     pub test_acc: Option<f64>,
+    /// Mean squared error on the out-of-distribution split (toy-sin).
+    pub ood_loss: Option<f64>,
+    /// Mean Stein penalty R over the epoch's batches (before λ).
+    pub penalty: Option<f64>,
+    /// Mean and standard deviation of the Stein residuals r(x) of the epoch.
+    pub residual_mean: Option<f64>,
+    pub residual_std: Option<f64>,
     pub seconds: f64,
 }
 
@@ -332,6 +354,7 @@ fn config_differences(a: &TrainConfig, b: &TrainConfig) -> Vec<String> {
 struct Restored {
     epochs_done: usize,
     rows: Vec<EpochMetrics>,
+    global_center: Option<f64>,
 }
 
 fn restore(
@@ -389,10 +412,24 @@ fn restore(
         .into_iter()
         .filter(|r| r.epoch <= epochs_done)
         .collect();
-    Ok(Some(Restored { epochs_done, rows }))
+    let global_center = rest
+        .iter()
+        .find(|(n, _)| n == "stein.global_center")
+        .map(|(_, t)| t.double_value(&[0]));
+    Ok(Some(Restored {
+        epochs_done,
+        rows,
+        global_center,
+    }))
 }
 
-fn save_resume_state(out: &Path, model: &Model, opt: &Optimizer, epochs_done: usize) -> Result<()> {
+fn save_resume_state(
+    out: &Path,
+    model: &Model,
+    opt: &Optimizer,
+    epochs_done: usize,
+    global_center: Option<f64>,
+) -> Result<()> {
     let mut tensors: Vec<(String, Tensor)> = checkpoint::model_tensors(model)
         .into_iter()
         .map(|(n, t)| (format!("model.{n}"), t))
@@ -402,7 +439,84 @@ fn save_resume_state(out: &Path, model: &Model, opt: &Optimizer, epochs_done: us
         "epochs_completed".into(),
         Tensor::from_slice(&[epochs_done as i64]),
     ));
+    if let Some(c) = global_center {
+        tensors.push(("stein.global_center".into(), Tensor::from_slice(&[c])));
+    }
     checkpoint::write_tensors(&out.join(RESUME_WEIGHTS), &tensors)
+}
+
+/// What one optimisation step reports (detached tensors, left on the
+/// device so that the loop does not synchronise every step).
+#[derive(Debug)]
+pub struct StepOutput {
+    /// The method's task loss (without the regulariser).
+    pub task_loss: Tensor,
+    /// Correct predictions in the batch (classification).
+    pub correct: Option<Tensor>,
+    pub stein: Option<regularizer::SteinStats>,
+}
+
+/// One optimisation step: the method's loss on the batch, plus the
+/// regulariser (TASER eq. 25: L_base + λ(t)·R, R on the clean batch), then
+/// backward and the optimiser update with learning rate `lr`. `indices`
+/// locate the batch in the training split; `step` drives the λ ramp.
+#[allow(clippy::too_many_arguments)]
+pub fn train_step(
+    model: &Model,
+    opt: &mut Optimizer,
+    method: Method,
+    task: Task,
+    regularizer: &Regularizer,
+    x: &Tensor,
+    y: &Tensor,
+    indices: &[i64],
+    step: usize,
+    lr: f64,
+) -> Result<StepOutput> {
+    let out = model.forward_t(x, true);
+    let base = match method {
+        Method::Standard => task_loss(task, &out, y),
+    };
+    let mut loss = base.shallow_clone();
+    let mut stein = None;
+    match regularizer {
+        Regularizer::None => {}
+        Regularizer::L2 { lambda } => loss = loss + l2_term(model, *lambda),
+        Regularizer::Stein(p) => {
+            let (term, stats) = p.term(model, x, y, indices, step)?;
+            loss = loss + term;
+            stein = Some(stats);
+        }
+    }
+    opt.zero_grad();
+    loss.backward();
+    opt.step(lr);
+    let _guard = tch::no_grad_guard();
+    Ok(StepOutput {
+        task_loss: base.detach().to_kind(Kind::Double),
+        correct: (task == Task::Classification)
+            .then(|| out.argmax(-1, false).eq_tensor(y).sum(Kind::Int64)),
+        stein,
+    })
+}
+
+/// One line of progress for batch logs.
+fn epoch_line(row: &EpochMetrics, epochs: usize) -> String {
+    let opt =
+        |name: &str, v: Option<f64>| v.map(|v| format!("  {name} {v:.4}")).unwrap_or_default();
+    format!(
+        "epoch {:>3}/{epochs}  lr {:.4e}  train loss {:.4}{}  test loss {:.4}{}{}{}{}  {:.1}s",
+        row.epoch,
+        row.lr,
+        row.train_loss,
+        opt("acc", row.train_acc),
+        row.test_loss,
+        opt("acc", row.test_acc),
+        opt("ood", row.ood_loss),
+        opt("penalty", row.penalty),
+        opt("residual", row.residual_mean),
+        row.seconds
+    )
 }
 
 /// Runs a training job: validates everything, loads data, trains, writes
@@ -449,9 +563,20 @@ pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
     } else {
         None
     };
-    let (start_epoch, mut rows) = match restored {
-        Some(r) => (r.epochs_done, r.rows),
-        None => (0, Vec::new()),
+    let (start_epoch, mut rows, saved_center) = match restored {
+        Some(r) => (r.epochs_done, r.rows, r.global_center),
+        None => (0, Vec::new(), None),
+    };
+    let mut regularizer = Regularizer::new(&cfg.reg, &data, device)?;
+    let global_center = match &mut regularizer {
+        Regularizer::Stein(p) if p.center == Center::Global => Some(match saved_center {
+            Some(c) => {
+                p.global_center = c;
+                c
+            }
+            None => p.calibrate(&model, &data, cfg.reg.calibration_size, cfg.seed)?,
+        }),
+        _ => None,
     };
     if start_epoch >= cfg.epochs {
         if let Ok(meta) = checkpoint::read_meta(&final_path) {
@@ -494,6 +619,9 @@ pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
         let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
         let mut correct = Tensor::zeros([], (Kind::Int64, device));
         let mut seen = 0usize;
+        let stein_on = matches!(regularizer, Regularizer::Stein(_));
+        let mut stein_sums = [0.0f64; 3].map(|_| Tensor::zeros([], (Kind::Double, device)));
+        let mut batches = 0usize;
         let mut lr = schedule.lr_at(epoch * per_epoch, total_steps, per_epoch);
         for (b, idx) in order
             .chunks(cfg.batch_size)
@@ -508,22 +636,47 @@ pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
             if crop_flip {
                 x = CropFlip::draw(idx.len(), &mut rng).apply(&x);
             }
-            let out = model.forward_t(&x, true);
-            let loss = match cfg.method {
-                Method::Standard => task_loss(data.task, &out, &y),
-            };
-            opt.zero_grad();
-            loss.backward();
-            opt.step(lr);
-            let _guard = tch::no_grad_guard();
-            loss_sum += loss.detach().to_kind(Kind::Double) * idx.len() as f64;
-            if data.task == Task::Classification {
-                correct += out.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64);
+            let out = train_step(
+                &model,
+                &mut opt,
+                cfg.method,
+                data.task,
+                &regularizer,
+                &x,
+                &y,
+                idx,
+                step,
+                lr,
+            )?;
+            batches += 1;
+            loss_sum += out.task_loss * idx.len() as f64;
+            if let Some(c) = out.correct {
+                correct += c;
+            }
+            if let Some(stats) = out.stein {
+                stein_sums[0] += stats.penalty;
+                stein_sums[1] += stats.residual_sum;
+                stein_sums[2] += stats.residual_sq_sum;
             }
             seen += idx.len();
             bar.inc(1);
         }
         let test = evaluate(&model, data.task, &data.test, run.eval_batch_size);
+        let ood = data
+            .ood
+            .as_ref()
+            .map(|o| evaluate(&model, data.task, o, run.eval_batch_size).loss);
+        let (penalty, residual_mean, residual_std) = if stein_on {
+            let [p, r, r2] = stein_sums.each_ref().map(|t| t.double_value(&[]));
+            let mean = r / seen as f64;
+            (
+                Some(p / batches as f64),
+                Some(mean),
+                Some((r2 / seen as f64 - mean * mean).max(0.0).sqrt()),
+            )
+        } else {
+            (None, None, None)
+        };
         let row = EpochMetrics {
             epoch: epoch + 1,
             lr,
@@ -532,29 +685,22 @@ pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
                 .then(|| correct.int64_value(&[]) as f64 / seen as f64),
             test_loss: test.loss,
             test_acc: test.accuracy,
+            ood_loss: ood,
+            penalty,
+            residual_mean,
+            residual_std,
             seconds: epoch_start.elapsed().as_secs_f64(),
         };
-        bar.suspend(|| {
-            println!(
-                "epoch {:>3}/{}  lr {:.4e}  train loss {:.4}{}  test loss {:.4}{}  {:.1}s",
-                row.epoch,
-                cfg.epochs,
-                row.lr,
-                row.train_loss,
-                row.train_acc
-                    .map(|a| format!(" acc {:.4}", a))
-                    .unwrap_or_default(),
-                row.test_loss,
-                row.test_acc
-                    .map(|a| format!(" acc {:.4}", a))
-                    .unwrap_or_default(),
-                row.seconds
-            )
-        });
+        let last_epoch = row.epoch == cfg.epochs;
+        if last_epoch || row.epoch % run.log_every.max(1) == 0 {
+            bar.suspend(|| println!("{}", epoch_line(&row, cfg.epochs)));
+        }
         rows.retain(|r| r.epoch < row.epoch);
         rows.push(row);
-        write_metrics(&out.join(METRICS), &rows)?;
-        save_resume_state(out, &model, &opt, epoch + 1)?;
+        if last_epoch || (epoch + 1) % run.checkpoint_every.max(1) == 0 {
+            write_metrics(&out.join(METRICS), &rows)?;
+            save_resume_state(out, &model, &opt, epoch + 1, global_center)?;
+        }
     }
     bar.finish_and_clear();
 
@@ -567,6 +713,17 @@ pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
     }
     if let Some(a) = last.train_acc {
         metrics.insert("train_acc".into(), a);
+    }
+    for (key, value) in [
+        ("ood_loss", last.ood_loss),
+        ("penalty", last.penalty),
+        ("residual_mean", last.residual_mean),
+        ("residual_std", last.residual_std),
+        ("stein_global_center", global_center),
+    ] {
+        if let Some(v) = value {
+            metrics.insert(key.into(), v);
+        }
     }
     metrics.insert("train_seconds".into(), rows.iter().map(|r| r.seconds).sum());
     if start_epoch > 0 {
@@ -592,4 +749,101 @@ pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
         metrics,
         already_complete: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::toy::toy_sin;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        cfg: TrainConfig,
+    }
+
+    fn config(args: &[&str]) -> TrainConfig {
+        let mut full = vec!["train"];
+        full.extend(args);
+        Cli::try_parse_from(full).unwrap().cfg
+    }
+
+    /// One step of a fresh tanh mlp on toy data; returns the forward passes
+    /// made and the parameters after the step.
+    fn one_step(args: &[&str]) -> (usize, Vec<Tensor>) {
+        let cfg = config(args);
+        let data = toy_sin(0);
+        tch::manual_seed(0);
+        let model = Model::new(&cfg.model_spec(&data), tch::Device::Cpu, &[0.0], &[1.0]).unwrap();
+        let mut opt = Optimizer::new(&cfg.optimizer_config(), model.named_trainable());
+        let reg = Regularizer::new(&cfg.reg, &data, tch::Device::Cpu).unwrap();
+        let idx: Vec<i64> = (0..32).collect();
+        let t = Tensor::from_slice(&idx);
+        let (x, y) = (
+            data.train.x.index_select(0, &t),
+            data.train.y.index_select(0, &t),
+        );
+        let before = model.forward_calls();
+        train_step(
+            &model, &mut opt, cfg.method, data.task, &reg, &x, &y, &idx, 0, 0.01,
+        )
+        .unwrap();
+        let params = model
+            .named_trainable()
+            .into_iter()
+            .map(|(_, p)| p.detach().copy())
+            .collect();
+        (model.forward_calls() - before, params)
+    }
+
+    #[test]
+    fn e_lambda_zero_adds_no_pass_and_changes_nothing() {
+        let base = [
+            "--dataset",
+            "toy-sin",
+            "--model",
+            "mlp",
+            "--activation",
+            "tanh",
+        ];
+        let (calls_plain, p_plain) = one_step(&base);
+        let mut zero = base.to_vec();
+        zero.extend([
+            "--lambda",
+            "0",
+            "--stein-order",
+            "full",
+            "--stein-laplacian",
+            "exact",
+        ]);
+        let (calls_zero, p_zero) = one_step(&zero);
+        assert_eq!(calls_plain, 1);
+        assert_eq!(calls_zero, 1, "λ = 0 made extra forward passes");
+        assert!(p_plain.iter().zip(&p_zero).all(|(a, b)| a.equal(b)));
+        // With λ > 0 the penalty does cost passes and changes the step.
+        let mut on = zero.clone();
+        on[7] = "1";
+        let (calls_on, p_on) = one_step(&on);
+        assert!(calls_on > 1);
+        assert!(p_plain.iter().zip(&p_on).any(|(a, b)| !a.equal(b)));
+        let mut fd = on.clone();
+        fd.extend(["--stein-mode", "fd"]);
+        assert_eq!(
+            one_step(&fd).0,
+            2,
+            "fd: one ordinary and one batched forward"
+        );
+    }
+
+    #[test]
+    fn negative_lambda_and_zero_probes_are_refused() {
+        let err = config(&["--lambda=-1"]).validate().unwrap_err().to_string();
+        assert!(err.contains("--lambda"), "{err}");
+        let err = config(&["--lambda", "1", "--hutchinson-probes", "0"])
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--hutchinson-probes"), "{err}");
+    }
 }
