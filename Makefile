@@ -17,7 +17,7 @@ export TASER_PYTHON                  := $(PY)
 export OMPI_ALLOW_RUN_AS_ROOT        := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: setup system-deps venv data build demo test lint bench dist clean
+.PHONY: setup system-deps venv data build demo test lint bench dist clean toy-table1
 
 ## setup: system libraries (if missing), .venv with torch, digits data, release binaries. Idempotent.
 setup: system-deps venv data build
@@ -50,6 +50,16 @@ demo: setup
 ## test: unit and integration tests (release profile, shares the setup build).
 test: setup
 	cargo test --release -- --test-threads=1
+
+## bench: per-step cost of the TASER penalty (figures and ratios; BENCH_ARGS="--device cuda:0").
+BENCH_ARGS ?= --device auto
+bench: setup
+	cargo bench --quiet --bench train_step -- $(BENCH_ARGS)
+	cargo bench --quiet --bench scores
+
+## toy-table1: TASER Table 1 (45 toy runs, ~10 min on 2 cores) → analysis/toy-table1/
+toy-table1: setup
+	bash analysis/toy-table1/run.sh
 
 lint: venv
 	cargo fmt --check

@@ -22,6 +22,9 @@ pub enum Error {
     /// An output location cannot be written.
     #[error("cannot write to {path}: {reason}. Fix: choose a writable --out directory")]
     Unwritable { path: PathBuf, reason: String },
+    /// Writing an output failed part-way (nothing is left at its final name).
+    #[error("writing {path} failed: {reason}. Nothing was left at the final name; check the disk and rerun")]
+    OutputFailed { path: PathBuf, reason: String },
     /// A command-line or configuration value is out of its domain.
     #[error("invalid {name} = {value}: {reason}")]
     InvalidArgument {

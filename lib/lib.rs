@@ -12,6 +12,7 @@ pub mod error;
 pub mod fsutil;
 pub mod models;
 pub mod progress;
+pub mod report;
 pub mod score;
 pub mod stein;
 pub mod train;

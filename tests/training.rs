@@ -158,3 +158,73 @@ fn checkpoint_loads_in_pytorch_with_the_same_logits() {
         );
     }
 }
+
+#[test]
+fn every_penalty_variant_trains_and_logs_its_residuals() {
+    let dir = tempfile::tempdir().unwrap();
+    for (k, flags) in [
+        vec!["--stein-order", "first-order", "--stein-mode", "autograd"],
+        vec!["--stein-order", "first-order", "--stein-mode", "fd"],
+        vec![
+            "--stein-order",
+            "full",
+            "--stein-mode",
+            "autograd",
+            "--hutchinson-probes",
+            "2",
+        ],
+        vec![
+            "--stein-order",
+            "full",
+            "--stein-mode",
+            "fd",
+            "--center",
+            "global",
+        ],
+        vec![
+            "--stein-order",
+            "full",
+            "--stein-mode",
+            "autograd",
+            "--detach-mean",
+            "--lambda-warmup-steps",
+            "20",
+        ],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = dir.path().join(format!("v{k}"));
+        let mut args = train_args("mlp", "2", &out);
+        args.extend(
+            ["--activation", "silu", "--lambda", "1"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        args.extend(flags.iter().map(|s| s.to_string()));
+        train_ok(&args);
+        let text = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+        let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+        let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+        for line in text.lines().skip(1) {
+            let cells: Vec<&str> = line.split(',').collect();
+            let penalty: f64 = cells[col("penalty")].parse().unwrap();
+            let std: f64 = cells[col("residual_std")].parse().unwrap();
+            assert!(
+                penalty.is_finite() && penalty > 0.0,
+                "{flags:?}: penalty {penalty}"
+            );
+            assert!(
+                std.is_finite() && std > 0.0,
+                "{flags:?}: residual std {std}"
+            );
+            let acc: f64 = cells[col("test_acc")].parse().unwrap();
+            assert!(acc > 0.5, "{flags:?}: test accuracy {acc}");
+        }
+        let meta = std::fs::read_to_string(out.join("model.json")).unwrap();
+        assert!(meta.contains("\"stein_order\"") && meta.contains("\"residual_std\""));
+        if flags.contains(&"global") {
+            assert!(meta.contains("stein_global_center"));
+        }
+    }
+}

@@ -1,20 +1,34 @@
 //! Score fields s̃(x) ≈ ∇ₓ log p(x) in [0,1] pixel coordinates (SPEC §3).
 //!
-//! Training asks a [`ScoreField`] for the scores of a batch. The analytic
-//! Gaussian fields here compute them from the (augmented) inputs; the
-//! precomputed HDF5 fields of `score-precompute` will implement the same
-//! trait, reading by sample index and applying the batch's augmentation.
+//! Training asks a [`ScoreField`] for the scores of a batch. Analytic
+//! fields ([`gaussian`], [`gmm`]) compute them from the (augmented) inputs;
+//! [`file::ScoreFile`] reads what `score-precompute` wrote ([`precompute`])
+//! by sample index and applies the batch's augmentation. Sources:
+//! [`gaussian`], [`gmm`] (class-conditional Gaussians), [`dsm`] (a network
+//! trained by denoising score matching), [`torchscript`] (a traced
+//! ε-prediction diffusion model).
+pub mod dsm;
+pub mod file;
+pub mod gaussian;
+pub mod gmm;
+pub mod precompute;
+pub mod torchscript;
+
+pub use gaussian::{AnalyticSource, Gaussian};
+
+use crate::data::augment::CropFlip;
 use crate::error::{Error, Result};
-use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 /// A score field over inputs of a fixed shape.
 pub trait ScoreField: std::fmt::Debug {
     /// Shape of one input (and one score).
     fn input_shape(&self) -> &[i64];
-    /// s̃(x) for the batch `x` (already augmented); `indices` are the
-    /// samples' positions in the training split.
-    fn score(&self, x: &Tensor, indices: &[i64]) -> Tensor;
+    /// s̃(x) for the batch `x` (already augmented with `aug`, if any);
+    /// `indices` are the samples' positions in the split. Fields computed
+    /// from x ignore `aug`; precomputed ones apply it to their stored
+    /// scores (flip → flip, crop → the same shift, zero in the padding).
+    fn score(&self, x: &Tensor, indices: &[i64], aug: Option<&CropFlip>) -> Tensor;
     /// One line for logs and metadata.
     fn describe(&self) -> String;
 }
@@ -31,137 +45,30 @@ pub fn check_shape(field: &dyn ScoreField, input_shape: &[i64]) -> Result<()> {
     Ok(())
 }
 
-/// Which analytic score source (`--score-source`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum AnalyticSource {
-    /// N(0, I): s(x) = −x (exact for the toy's p = N(0, 1)).
-    GaussianStd,
-    /// N(μ, Σ) fitted on the training split with shrinkage:
-    /// s(x) = −Σ_α⁻¹(x − μ).
-    GaussianFit,
+/// The linear-β DDPM schedule (β from 1e-4 to 0.02 over 1000 steps):
+/// σ_t = √(1 − ᾱ_t), ᾱ_t = Π_{s≤t}(1 − β_s), t counted from 0 as in the
+/// DDPM code (σ_50 ≈ 0.1733).
+pub fn ddpm_sigma(t: i64) -> f64 {
+    ddpm_alpha_bar(t).mul_add(-1.0, 1.0).sqrt()
 }
 
-/// A Gaussian score field s(x) = −P(x − μ), P the precision matrix.
-#[derive(Debug)]
-pub struct Gaussian {
-    shape: Vec<i64>,
-    mean: Tensor,
-    /// `None` means the identity.
-    precision: Option<Tensor>,
-    description: String,
+/// ᾱ_t of the linear-β DDPM schedule (see [`ddpm_sigma`]).
+pub fn ddpm_alpha_bar(t: i64) -> f64 {
+    (0..=t)
+        .map(|s| 1.0 - (1e-4 + (0.02 - 1e-4) * s as f64 / 999.0))
+        .product()
 }
 
-impl Gaussian {
-    /// N(0, I) over inputs of `shape`.
-    pub fn standard(shape: &[i64]) -> Gaussian {
-        let d: i64 = shape.iter().product();
-        Gaussian {
-            shape: shape.to_vec(),
-            mean: Tensor::zeros([d], (Kind::Float, tch::Device::Cpu)),
-            precision: None,
-            description: "gaussian N(0, I)".into(),
-        }
-    }
-
-    /// Mean μ and covariance Σ of `x` (`[N, …]`), shrunk towards the scaled
-    /// identity: Σ_α = (1 − α)Σ + α·(tr Σ/d)·I, so that pixels of zero
-    /// variance (digits' borders) still give an invertible matrix.
-    /// Computed in double precision.
-    pub fn fit(x: &Tensor, shrinkage: f64) -> Result<Gaussian> {
-        if !(0.0..=1.0).contains(&shrinkage) || (shrinkage == 0.0 && x.size()[0] < 2) {
-            return Err(Error::invalid(
-                "--score-shrinkage",
-                shrinkage,
-                "must be in (0, 1]",
-            ));
-        }
-        let _guard = tch::no_grad_guard();
-        let shape = x.size()[1..].to_vec();
-        let flat = x
-            .flatten(1, -1)
-            .to_kind(Kind::Double)
-            .to_device(tch::Device::Cpu);
-        let (n, d) = (flat.size()[0], flat.size()[1]);
-        let mean = flat.mean_dim(0, false, Kind::Double);
-        let centred = &flat - &mean;
-        let cov = centred.transpose(0, 1).matmul(&centred) / (n - 1).max(1) as f64;
-        let avg_var = cov.trace().double_value(&[]) / d as f64;
-        let eye = Tensor::eye(d, (Kind::Double, tch::Device::Cpu));
-        let shrunk = cov * (1.0 - shrinkage) + eye * (shrinkage * avg_var.max(1e-12));
-        let precision = Tensor::f_linalg_inv(&shrunk)?;
-        Ok(Gaussian {
-            shape,
-            mean: mean.to_kind(Kind::Float),
-            precision: Some(precision.to_kind(Kind::Float)),
-            description: format!("gaussian fitted on {n} training inputs, shrinkage {shrinkage}"),
-        })
-    }
-
-    /// Moves the field's tensors to `device`.
-    pub fn to_device(self, device: tch::Device) -> Gaussian {
-        Gaussian {
-            mean: self.mean.to_device(device),
-            precision: self.precision.map(|p| p.to_device(device)),
-            ..self
-        }
-    }
-}
-
-impl ScoreField for Gaussian {
-    fn input_shape(&self) -> &[i64] {
-        &self.shape
-    }
-
-    /// s(x) = −P(x − μ).
-    fn score(&self, x: &Tensor, _indices: &[i64]) -> Tensor {
-        let flat = x.flatten(1, -1) - self.mean.to_kind(x.kind());
-        let s = match &self.precision {
-            Some(p) => -flat.matmul(&p.to_kind(x.kind())),
-            None => -flat,
-        };
-        s.view(x.size().as_slice())
-    }
-
-    fn describe(&self) -> String {
-        self.description.clone()
-    }
-}
+/// Number of DDPM timesteps of the schedule.
+pub const DDPM_STEPS: i64 = 1000;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn fitted_gaussian_score_is_minus_precision_times_deviation() {
-        tch::manual_seed(2);
-        let x = Tensor::randn([500, 3], (Kind::Float, tch::Device::Cpu)) * 0.3 + 0.5;
-        let g = Gaussian::fit(&x, 0.2).unwrap();
-        let xd = x.to_kind(Kind::Double);
-        let mu = xd.mean_dim(0, false, Kind::Double);
-        let c = &xd - &mu;
-        let cov = c.transpose(0, 1).matmul(&c) / 499.0;
-        let shrunk = &cov * 0.8
-            + Tensor::eye(3, (Kind::Double, tch::Device::Cpu))
-                * (0.2 * cov.trace().double_value(&[]) / 3.0);
-        let probe = Tensor::rand([7, 3], (Kind::Double, tch::Device::Cpu));
-        let expect = -(&probe - &mu).matmul(&shrunk.inverse());
-        let got = g
-            .score(&probe.to_kind(Kind::Float), &[])
-            .to_kind(Kind::Double);
-        assert!((got - expect).abs().max().double_value(&[]) < 1e-4);
-        let std = Gaussian::standard(&[3]);
-        assert!(std.score(&probe, &[]).equal(&(-&probe)));
-    }
-
-    #[test]
-    fn a_field_of_another_shape_is_refused() {
-        let g = Gaussian::standard(&[1, 8, 8]);
-        let err = check_shape(&g, &[3, 32, 32]).unwrap_err().to_string();
-        assert!(
-            err.contains("[1, 8, 8]") && err.contains("[3, 32, 32]"),
-            "{err}"
-        );
-        assert!(check_shape(&g, &[1, 8, 8]).is_ok());
+    fn ddpm_sigma_50_matches_the_spec() {
+        assert!((ddpm_sigma(50) - 0.173345).abs() < 1e-6);
+        assert!(ddpm_sigma(0) > 0.0 && ddpm_sigma(999) < 1.0 && ddpm_sigma(999) > 0.99);
     }
 }

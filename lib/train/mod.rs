@@ -459,7 +459,8 @@ pub struct StepOutput {
 /// One optimisation step: the method's loss on the batch, plus the
 /// regulariser (TASER eq. 25: L_base + λ(t)·R, R on the clean batch), then
 /// backward and the optimiser update with learning rate `lr`. `indices`
-/// locate the batch in the training split; `step` drives the λ ramp.
+/// locate the batch in the training split and `aug` is the augmentation
+/// `x` received (both for precomputed scores); `step` drives the λ ramp.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step(
     model: &Model,
@@ -470,6 +471,7 @@ pub fn train_step(
     x: &Tensor,
     y: &Tensor,
     indices: &[i64],
+    aug: Option<&CropFlip>,
     step: usize,
     lr: f64,
 ) -> Result<StepOutput> {
@@ -483,7 +485,7 @@ pub fn train_step(
         Regularizer::None => {}
         Regularizer::L2 { lambda } => loss = loss + l2_term(model, *lambda),
         Regularizer::Stein(p) => {
-            let (term, stats) = p.term(model, x, y, indices, step)?;
+            let (term, stats) = p.term(model, x, y, indices, aug, step)?;
             loss = loss + term;
             stein = Some(stats);
         }
@@ -631,11 +633,12 @@ pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
             let step = epoch * per_epoch + b;
             lr = schedule.lr_at(step, total_steps, per_epoch);
             let idx_t = Tensor::from_slice(idx).to_device(device);
-            let mut x = train_x.index_select(0, &idx_t);
             let y = train_y.index_select(0, &idx_t);
-            if crop_flip {
-                x = CropFlip::draw(idx.len(), &mut rng).apply(&x);
-            }
+            let aug = crop_flip.then(|| CropFlip::draw(idx.len(), &mut rng));
+            let x = match &aug {
+                Some(a) => a.apply(&train_x.index_select(0, &idx_t)),
+                None => train_x.index_select(0, &idx_t),
+            };
             let out = train_step(
                 &model,
                 &mut opt,
@@ -645,6 +648,7 @@ pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
                 &x,
                 &y,
                 idx,
+                aug.as_ref(),
                 step,
                 lr,
             )?;
@@ -786,7 +790,7 @@ mod tests {
         );
         let before = model.forward_calls();
         train_step(
-            &model, &mut opt, cfg.method, data.task, &reg, &x, &y, &idx, 0, 0.01,
+            &model, &mut opt, cfg.method, data.task, &reg, &x, &y, &idx, None, 0, 0.01,
         )
         .unwrap();
         let params = model

@@ -1,9 +1,11 @@
 //! The regulariser added to a method's loss: the TASER penalty λ(t)·R
 //! (TASER eq. 25; SPEC §2) or, for comparison, ℓ2 on the parameters
 //! λ·‖θ‖² (TASER Table 1).
+use crate::data::augment::CropFlip;
 use crate::data::{Dataset, Task};
 use crate::error::{Error, Result};
 use crate::models::Model;
+use crate::score::file::ScoreFile;
 use crate::score::{self, AnalyticSource, Gaussian, ScoreField};
 use crate::stein::{self, Center, Laplacian, Mode, Order, Probe, ResidualOptions};
 use rand::seq::index::sample;
@@ -69,7 +71,13 @@ pub struct RegArgs {
     /// BatchNorm mode in the penalty's forward (eval: per-sample derivatives; train couples samples).
     #[arg(long, value_enum, default_value = "eval")]
     pub stein_bn: BnMode,
-    /// Score source until precomputed files: gaussian-std (N(0, I)) or gaussian-fit (fitted μ, Σ).
+    /// Precomputed scores (HDF5 from score-precompute for this data set's training split).
+    #[arg(long)]
+    pub scores: Option<std::path::PathBuf>,
+    /// Multiply the file's scores by its c_t = σ̂_t/σ̂_50 (TASER C.4).
+    #[arg(long)]
+    pub score_normalise: bool,
+    /// Analytic score source when no --scores file is given: gaussian-fit (μ, Σ fitted) or gaussian-std (N(0, I)).
     #[arg(long, value_enum, default_value = "gaussian-fit")]
     pub score_source: AnalyticSource,
     /// Shrinkage α of the fitted covariance towards (tr Σ/d)·I.
@@ -158,14 +166,22 @@ impl Regularizer {
                 stein::check_probe(probe, data.task)?;
                 let options = args.residual_options();
                 options.validate(data.input_shape.iter().product())?;
-                let field = match args.score_source {
-                    AnalyticSource::GaussianStd => Gaussian::standard(&data.input_shape),
-                    AnalyticSource::GaussianFit => {
-                        Gaussian::fit(&data.train.x, args.score_shrinkage)?
+                let field: Box<dyn ScoreField> = match (&args.scores, args.score_source) {
+                    (Some(path), _) => Box::new(ScoreFile::open(
+                        path,
+                        data,
+                        "train",
+                        args.score_normalise,
+                        device,
+                    )?),
+                    (None, AnalyticSource::GaussianStd) => {
+                        Box::new(Gaussian::standard(&data.input_shape).to_device(device))
                     }
-                }
-                .to_device(device);
-                score::check_shape(&field, &data.input_shape)?;
+                    (None, AnalyticSource::GaussianFit) => Box::new(
+                        Gaussian::fit(&data.train.x, args.score_shrinkage)?.to_device(device),
+                    ),
+                };
+                score::check_shape(field.as_ref(), &data.input_shape)?;
                 Ok(Regularizer::Stein(SteinPenalty {
                     lambda_max: args.lambda,
                     warmup_steps: args.lambda_warmup_steps,
@@ -175,7 +191,7 @@ impl Regularizer {
                     detach_mean: args.detach_mean,
                     bn_train: args.stein_bn == BnMode::Train,
                     global_center: 0.0,
-                    field: Box::new(field),
+                    field,
                 }))
             }
         }
@@ -191,9 +207,10 @@ impl SteinPenalty {
         x: &Tensor,
         y: &Tensor,
         indices: &[i64],
+        aug: Option<&CropFlip>,
         create_graph: bool,
     ) -> Result<stein::Residual> {
-        let score = self.field.score(x, indices);
+        let score = self.field.score(x, indices, aug);
         let probe = self.probe;
         let bn_train = self.bn_train;
         stein::residual(
@@ -209,16 +226,17 @@ impl SteinPenalty {
         )
     }
 
-    /// λ(t)·R on the batch, and its statistics.
+    /// λ(t)·R on the batch (augmented by `aug`, if any), and its statistics.
     pub fn term(
         &self,
         model: &Model,
         x: &Tensor,
         y: &Tensor,
         indices: &[i64],
+        aug: Option<&CropFlip>,
         step: usize,
     ) -> Result<(Tensor, SteinStats)> {
-        let r = self.residual(model, x, y, indices, true)?.residual;
+        let r = self.residual(model, x, y, indices, aug, true)?.residual;
         let pen = stein::penalty(&r, self.center, self.detach_mean, self.global_center);
         let lambda = stein::lambda_at(self.lambda_max, step, self.warmup_steps);
         let rd = r.detach().to_kind(Kind::Double);
@@ -251,7 +269,7 @@ impl SteinPenalty {
             let t = Tensor::from_slice(chunk);
             let x = data.train.x.index_select(0, &t).to_device(model.device());
             let y = data.train.y.index_select(0, &t).to_device(model.device());
-            let r = self.residual(model, &x, &y, chunk, false)?.residual;
+            let r = self.residual(model, &x, &y, chunk, None, false)?.residual;
             total += r.sum(Kind::Double).double_value(&[]);
         }
         self.global_center = total / k as f64;

@@ -1,0 +1,196 @@
+//! `make bench`: time per training step of standard training alone and with
+//! the TASER penalty (first-order and full with K = 1, in autograd and fd
+//! modes), for cnn-small on digits and resnet18 on CIFAR-shaped random data,
+//! each as a ratio to standard training. Prints a table; asserts nothing.
+//!
+//! Options: --device auto|cpu|cuda:N, --steps N (timed steps per row),
+//! --batch N (resnet18 batch; default 256 on CUDA, 32 on CPU).
+use std::time::Instant;
+use taser::data::{self, Dataset, DatasetName, Split, Task};
+use taser::models::{Activation, Arch, Model, ModelSpec};
+use taser::score::Gaussian;
+use taser::stein::{Center, Laplacian, Mode, Order, Probe, ResidualOptions};
+use taser::train::optim::{Optimizer, OptimizerConfig, OptimizerKind};
+use taser::train::regularizer::{Regularizer, SteinPenalty};
+use taser::train::{train_step, Method};
+use tch::{Device, Kind, Tensor};
+
+struct Opts {
+    device: Device,
+    steps: usize,
+    batch: Option<i64>,
+}
+
+fn parse() -> Opts {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let device = taser::device::parse_device(&value("--device").unwrap_or_else(|| "auto".into()))
+        .expect("--device");
+    Opts {
+        device,
+        steps: value("--steps")
+            .map(|s| s.parse().expect("--steps"))
+            .unwrap_or(if device.is_cuda() { 20 } else { 3 }),
+        batch: value("--batch").map(|s| s.parse().expect("--batch")),
+    }
+}
+
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+/// Mean seconds per step of `variant` (None: standard training alone).
+fn time_steps(
+    spec: &ModelSpec,
+    data: &Dataset,
+    batch: i64,
+    variant: Option<(Order, Mode)>,
+    o: &Opts,
+) -> f64 {
+    tch::manual_seed(0);
+    let c = spec.input_shape[0] as usize;
+    let model = Model::new(spec, o.device, &vec![0.5; c], &vec![0.25; c]).unwrap();
+    let cfg = OptimizerConfig {
+        kind: OptimizerKind::Sgd,
+        momentum: 0.9,
+        nesterov: false,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 5e-4,
+    };
+    let mut opt = Optimizer::new(&cfg, model.named_trainable());
+    let reg = match variant {
+        None => Regularizer::None,
+        Some((order, mode)) => Regularizer::Stein(SteinPenalty {
+            lambda_max: 1.0,
+            warmup_steps: 0,
+            options: ResidualOptions {
+                order,
+                mode,
+                laplacian: Laplacian::Hutchinson,
+                probes: 1,
+                fd_step: 1e-2,
+            },
+            probe: Probe::Margin,
+            center: Center::Batch,
+            detach_mean: false,
+            bn_train: false,
+            global_center: 0.0,
+            field: Box::new(Gaussian::standard(&data.input_shape).to_device(o.device)),
+        }),
+    };
+    let n = data.train.len();
+    let idx: Vec<i64> = (0..batch).map(|i| i % n).collect();
+    let t = Tensor::from_slice(&idx);
+    let x = data.train.x.index_select(0, &t).to_device(o.device);
+    let y = data.train.y.index_select(0, &t).to_device(o.device);
+    let mut run = |k: usize| {
+        for s in 0..k {
+            train_step(
+                &model,
+                &mut opt,
+                Method::Standard,
+                Task::Classification,
+                &reg,
+                &x,
+                &y,
+                &idx,
+                None,
+                s,
+                0.01,
+            )
+            .unwrap();
+        }
+        sync(o.device);
+    };
+    run(2); // warm-up: allocator, cuDNN autotuning
+    let start = Instant::now();
+    run(o.steps);
+    start.elapsed().as_secs_f64() / o.steps as f64
+}
+
+fn main() {
+    let o = parse();
+    let cuda = o.device.is_cuda();
+    let digits = data::load(DatasetName::Digits, &data::default_data_dir(), 0)
+        .expect("digits data: run `make setup`");
+    let batch = o.batch.unwrap_or(if cuda { 256 } else { 32 });
+    tch::manual_seed(1);
+    let cifar_like = Dataset {
+        name: DatasetName::Cifar10,
+        task: Task::Classification,
+        input_shape: vec![3, 32, 32],
+        num_outputs: 10,
+        train: Split {
+            x: Tensor::rand([batch, 3, 32, 32], (Kind::Float, Device::Cpu)),
+            y: Tensor::randint(10, [batch], (Kind::Int64, Device::Cpu)),
+        },
+        test: Split {
+            x: Tensor::zeros([1, 3, 32, 32], (Kind::Float, Device::Cpu)),
+            y: Tensor::zeros([1], (Kind::Int64, Device::Cpu)),
+        },
+        ood: None,
+    };
+    let spec = |arch: Arch, d: &Dataset| ModelSpec {
+        arch,
+        activation: Activation::Relu,
+        mlp_hidden: vec![],
+        input_shape: d.input_shape.clone(),
+        num_outputs: d.num_outputs,
+    };
+    let cases = [
+        (
+            "cnn-small / digits",
+            spec(Arch::CnnSmall, &digits),
+            &digits,
+            256,
+        ),
+        (
+            "resnet18 / CIFAR-shaped",
+            spec(Arch::Resnet18, &cifar_like),
+            &cifar_like,
+            batch,
+        ),
+    ];
+    let variants: [(&str, Option<(Order, Mode)>); 5] = [
+        ("standard", None),
+        (
+            "+ first-order, autograd",
+            Some((Order::FirstOrder, Mode::Autograd)),
+        ),
+        ("+ first-order, fd", Some((Order::FirstOrder, Mode::Fd))),
+        ("+ full K=1, autograd", Some((Order::Full, Mode::Autograd))),
+        ("+ full K=1, fd", Some((Order::Full, Mode::Fd))),
+    ];
+    println!(
+        "time per training step, device {}, {} timed steps per row (after 2 warm-up steps)",
+        taser::device::device_name(o.device),
+        o.steps
+    );
+    println!("paper (TASER Table 2, standard training, A10 GPU): ×2.45");
+    println!();
+    println!("| model / data | batch | variant | ms/step | × standard |");
+    println!("|---|---|---|---|---|");
+    for (name, s, d, b) in cases {
+        let mut base = 0.0;
+        for (label, v) in variants {
+            let secs = time_steps(&s, d, b, v, &o);
+            if v.is_none() {
+                base = secs;
+            }
+            println!(
+                "| {name} | {b} | {label} | {:.2} | ×{:.2} |",
+                secs * 1e3,
+                secs / base
+            );
+        }
+    }
+}

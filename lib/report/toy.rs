@@ -1,0 +1,348 @@
+//! TASER Table 1 and Figure 2 (SPEC §9): the 1-D toy regression with ℓ2
+//! versus the exact Stein penalty λ·mean((f'' − x f')²), p = N(0, 1).
+//!
+//! Reads every run folder under the runs directory (each with the
+//! `model.json` that `train` writes), groups by regulariser and λ, and
+//! writes `table.csv` (one row per regulariser and λ: means and standard
+//! deviations over seeds), `table.md` (the paper's layout beside the
+//! paper's numbers, and the pattern checks), `predictions.csv` and
+//! `predictions.svg` (predictions of the first seed on the OOD grid).
+use super::svg::{self, Panel, Series};
+use super::{mean_std, write_text};
+use crate::checkpoint;
+use crate::data::toy::toy_sin;
+use crate::error::{Error, Result};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::Path;
+use tch::Device;
+
+/// The paper's Table 1: λ, ℓ2 ID, ℓ2 OOD, Stein ID, Stein OOD.
+pub const PAPER_TABLE1: [(f64, f64, f64, Option<f64>, Option<f64>); 5] = [
+    (0.0, 4.19e-05, 1.267, None, None),
+    (1e-4, 2.37e-04, 5.335, Some(1.85e-06), Some(1.225)),
+    (1e-3, 1.80e-03, 5.407, Some(2.68e-05), Some(1.245)),
+    (1e-2, 1.29e-02, 1.158, Some(5.95e-04), Some(1.336)),
+    (1e-1, 6.00e-02, 2.546, Some(2.04e-02), Some(0.540)),
+];
+
+/// One finished toy run.
+#[derive(Debug, Clone)]
+pub struct ToyRun {
+    pub reg: String,
+    pub lambda: f64,
+    pub seed: u64,
+    pub id_mse: f64,
+    pub ood_mse: f64,
+    pub checkpoint: std::path::PathBuf,
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ToyRow {
+    pub reg: String,
+    pub lambda: f64,
+    pub id_mse: f64,
+    pub id_mse_std: f64,
+    pub ood_mse: f64,
+    pub ood_mse_std: f64,
+    pub seeds: usize,
+}
+
+/// The paper's pattern (SPEC §9), checked on our table.
+#[derive(Debug, Clone)]
+pub struct PatternChecks {
+    /// At every λ > 0, Stein's ID MSE < ℓ2's.
+    pub stein_id_below_l2_everywhere: bool,
+    /// Mean over λ > 0 of the OOD MSE: (Stein, ℓ2).
+    pub mean_ood: (f64, f64),
+    /// max/min over λ > 0 of the OOD MSE: (Stein, ℓ2).
+    pub ood_spread: (f64, f64),
+}
+
+impl PatternChecks {
+    pub fn all_hold(&self) -> bool {
+        self.stein_id_below_l2_everywhere
+            && self.mean_ood.0 < self.mean_ood.1
+            && self.ood_spread.0 < self.ood_spread.1
+    }
+}
+
+fn lookup<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
+    v.get("config").and_then(|c| c.get(key))
+}
+
+/// Reads every finished toy run under `runs`.
+pub fn collect(runs: &Path) -> Result<Vec<ToyRun>> {
+    let entries = std::fs::read_dir(runs).map_err(|e| Error::MissingInput {
+        path: runs.to_path_buf(),
+        reason: e.to_string(),
+        fix: "run `make toy-table1` (it trains the runs first)".into(),
+    })?;
+    let mut out = Vec::new();
+    for entry in entries.filter_map(|e| e.ok()) {
+        let ckpt = entry.path().join("model.safetensors");
+        if !checkpoint::sidecar_path(&ckpt).exists() {
+            continue;
+        }
+        let meta = checkpoint::read_meta(&ckpt)?;
+        if meta.dataset != "toy-sin" {
+            continue;
+        }
+        let hp = &meta.hyperparameters;
+        let lambda = lookup(hp, "lambda").and_then(|v| v.as_f64()).unwrap_or(0.0);
+        let reg = lookup(hp, "reg")
+            .and_then(|v| v.as_str())
+            .unwrap_or("stein");
+        let metric = |k: &str| {
+            meta.metrics
+                .get(k)
+                .copied()
+                .ok_or_else(|| Error::CorruptInput {
+                    path: checkpoint::sidecar_path(&ckpt),
+                    reason: format!("no metric `{k}`"),
+                    fix: "retrain the run".into(),
+                })
+        };
+        out.push(ToyRun {
+            // λ = 0 is the unregularised baseline whatever the flag said.
+            reg: if lambda == 0.0 {
+                "l2".into()
+            } else {
+                reg.to_string()
+            },
+            lambda,
+            seed: meta.seed,
+            id_mse: metric("test_loss")?,
+            ood_mse: metric("ood_loss")?,
+            checkpoint: ckpt,
+        });
+    }
+    if out.is_empty() {
+        return Err(Error::MissingInput {
+            path: runs.to_path_buf(),
+            reason: "no finished toy-sin run in it".into(),
+            fix: "run `make toy-table1`".into(),
+        });
+    }
+    Ok(out)
+}
+
+fn group(runs: &[ToyRun]) -> BTreeMap<(String, u64), Vec<&ToyRun>> {
+    let mut groups: BTreeMap<(String, u64), Vec<&ToyRun>> = BTreeMap::new();
+    for r in runs {
+        groups
+            .entry((r.reg.clone(), r.lambda.to_bits()))
+            .or_default()
+            .push(r);
+    }
+    groups
+}
+
+/// Aggregates runs into rows (sorted by regulariser, then λ).
+pub fn table(runs: &[ToyRun]) -> Vec<ToyRow> {
+    let mut rows: Vec<ToyRow> = group(runs)
+        .into_iter()
+        .map(|((reg, bits), rs)| {
+            let (id, id_sd) = mean_std(&rs.iter().map(|r| r.id_mse).collect::<Vec<_>>());
+            let (ood, ood_sd) = mean_std(&rs.iter().map(|r| r.ood_mse).collect::<Vec<_>>());
+            ToyRow {
+                reg,
+                lambda: f64::from_bits(bits),
+                id_mse: id,
+                id_mse_std: id_sd,
+                ood_mse: ood,
+                ood_mse_std: ood_sd,
+                seeds: rs.len(),
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| a.reg.cmp(&b.reg).then(a.lambda.total_cmp(&b.lambda)));
+    rows
+}
+
+/// Checks the paper's pattern on λ > 0 rows present for both regularisers.
+pub fn pattern(rows: &[ToyRow]) -> Option<PatternChecks> {
+    let positive = |reg: &str| -> BTreeMap<u64, &ToyRow> {
+        rows.iter()
+            .filter(|r| r.reg == reg && r.lambda > 0.0)
+            .map(|r| (r.lambda.to_bits(), r))
+            .collect()
+    };
+    let (l2, stein) = (positive("l2"), positive("stein"));
+    let shared: Vec<u64> = l2
+        .keys()
+        .filter(|k| stein.contains_key(k))
+        .copied()
+        .collect();
+    if shared.is_empty() {
+        return None;
+    }
+    let ood = |m: &BTreeMap<u64, &ToyRow>| shared.iter().map(|k| m[k].ood_mse).collect::<Vec<_>>();
+    let spread = |v: &[f64]| {
+        v.iter().cloned().fold(f64::MIN, f64::max) / v.iter().cloned().fold(f64::MAX, f64::min)
+    };
+    let (os, ol) = (ood(&stein), ood(&l2));
+    Some(PatternChecks {
+        stein_id_below_l2_everywhere: shared.iter().all(|k| stein[k].id_mse < l2[k].id_mse),
+        mean_ood: (mean_std(&os).0, mean_std(&ol).0),
+        ood_spread: (spread(&os), spread(&ol)),
+    })
+}
+
+fn sci(v: f64) -> String {
+    format!("{v:.2e}")
+}
+
+fn markdown(rows: &[ToyRow], checks: Option<&PatternChecks>) -> String {
+    let find = |reg: &str, lambda: f64| rows.iter().find(|r| r.reg == reg && r.lambda == lambda);
+    let cell = |r: Option<&ToyRow>, id: bool| match r {
+        Some(r) if id => format!("{} ± {}", sci(r.id_mse), sci(r.id_mse_std)),
+        Some(r) => format!("{:.3} ± {:.3}", r.ood_mse, r.ood_mse_std),
+        None => "–".into(),
+    };
+    let seeds = rows.iter().map(|r| r.seeds).max().unwrap_or(0);
+    let mut md = String::new();
+    let _ = writeln!(md, "# TASER Table 1 (toy 1-D regression), rebuilt\n");
+    let _ = writeln!(
+        md,
+        "Test MSE, mean ± std over {seeds} seeds. Set-up of SPEC §9: 1000 training points x ~ N(0,1), y = sin x; \
+         ID: 1000 fresh draws; OOD: 1201 grid points on [−6, 6]; MLP 1→64→64→1 (tanh), Adam lr 1e-3, \
+         3000 full-batch steps; ℓ2 = λ‖θ‖², Stein = λ·mean((f'' − x f')²) (exact operator, autograd).\n"
+    );
+    let _ = writeln!(md, "| λ | ℓ2 (ID) | ℓ2 (OOD) | Stein (ID) | Stein (OOD) | paper ℓ2 (ID) | paper ℓ2 (OOD) | paper Stein (ID) | paper Stein (OOD) |");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
+    for (lambda, pl2_id, pl2_ood, ps_id, ps_ood) in PAPER_TABLE1 {
+        let (l2, st) = (find("l2", lambda), find("stein", lambda));
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            if lambda == 0.0 {
+                "0".to_string()
+            } else {
+                format!("{lambda:e}")
+            },
+            cell(l2, true),
+            cell(l2, false),
+            cell(st, true),
+            cell(st, false),
+            sci(pl2_id),
+            pl2_ood,
+            ps_id.map(sci).unwrap_or("–".into()),
+            ps_ood.map(|v| v.to_string()).unwrap_or("–".into()),
+        );
+    }
+    if let Some(c) = checks {
+        let mark = |b: bool| if b { "holds" } else { "DOES NOT HOLD" };
+        let _ = writeln!(md, "\nThe paper's pattern (SPEC §9), on λ > 0:\n");
+        let _ = writeln!(
+            md,
+            "- Stein's ID MSE below ℓ2's at every λ: {}.",
+            mark(c.stein_id_below_l2_everywhere)
+        );
+        let _ = writeln!(
+            md,
+            "- Mean OOD MSE: Stein {:.3} vs ℓ2 {:.3}: {}.",
+            c.mean_ood.0,
+            c.mean_ood.1,
+            mark(c.mean_ood.0 < c.mean_ood.1)
+        );
+        let _ = writeln!(
+            md,
+            "- OOD MSE spread across λ (max/min): Stein {:.2} vs ℓ2 {:.2}: {}.",
+            c.ood_spread.0,
+            c.ood_spread.1,
+            mark(c.ood_spread.0 < c.ood_spread.1)
+        );
+    }
+    let _ = writeln!(md, "\nFigure: `predictions.svg` (first seed, OOD grid; the shaded band is ±2 around the training mean).");
+    md
+}
+
+/// Rebuilds the table, the pattern checks and the figure from `runs` into `out`.
+pub fn toy_table1(runs: &Path, out: &Path) -> Result<(Vec<ToyRow>, Option<PatternChecks>)> {
+    let all = collect(runs)?;
+    let rows = table(&all);
+    let checks = pattern(&rows);
+
+    let mut csv_text = Vec::new();
+    {
+        let mut w = csv::Writer::from_writer(&mut csv_text);
+        for r in &rows {
+            w.serialize(r).map_err(|e| Error::io(out, e.into()))?;
+        }
+        w.flush().map_err(|e| Error::io(out, e))?;
+    }
+    write_text(&out.join("table.csv"), &String::from_utf8_lossy(&csv_text))?;
+    write_text(&out.join("table.md"), &markdown(&rows, checks.as_ref()))?;
+
+    // Predictions of the first seed of every (regulariser, λ) on the grid.
+    let grid = toy_sin(0).ood.expect("toy-sin has an OOD grid");
+    let xs: Vec<f64> = Vec::<f32>::try_from(grid.x.view([-1]))
+        .unwrap_or_default()
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    let mut pred_csv = String::from("x,reg,lambda,seed,prediction\n");
+    let mut panels: Vec<Panel> = ["l2", "stein"]
+        .iter()
+        .map(|reg| Panel {
+            title: if *reg == "l2" {
+                "ℓ2 regularisation".into()
+            } else {
+                "Stein (TASER) regularisation".into()
+            },
+            x_label: "x".into(),
+            y_label: "f(x)".into(),
+            y_range: Some((-3.0, 3.0)),
+            shade_x: Some((-2.0, 2.0, "#888888".into())),
+            series: vec![Series {
+                label: "sin x".into(),
+                points: xs.iter().map(|x| (*x, x.sin())).collect(),
+                color: "#000000".into(),
+                dashed: true,
+            }],
+            ..Default::default()
+        })
+        .collect();
+    // One colour per λ in both panels; the unregularised baseline in grey.
+    let mut lambdas: Vec<f64> = all.iter().map(|r| r.lambda).filter(|l| *l > 0.0).collect();
+    lambdas.sort_by(f64::total_cmp);
+    lambdas.dedup();
+    for ((reg, bits), rs) in group(&all) {
+        let first = rs.iter().min_by_key(|r| r.seed).expect("non-empty group");
+        let (model, _) = checkpoint::load(&first.checkpoint, Device::Cpu)?;
+        let pred: Vec<f32> =
+            tch::no_grad(|| Vec::try_from(model.forward_t(&grid.x, false).view([-1])))
+                .unwrap_or_default();
+        let lambda = f64::from_bits(bits);
+        for (x, p) in xs.iter().zip(&pred) {
+            let _ = writeln!(pred_csv, "{x},{reg},{lambda},{},{p}", first.seed);
+        }
+        let series = Series {
+            label: if lambda == 0.0 {
+                "λ = 0 (no regulariser)".into()
+            } else {
+                format!("λ = {lambda:e}")
+            },
+            points: xs.iter().zip(&pred).map(|(x, p)| (*x, *p as f64)).collect(),
+            color: match lambdas.iter().position(|l| *l == lambda) {
+                Some(i) => svg::PALETTE[i % svg::PALETTE.len()].into(),
+                None => "#999999".into(),
+            },
+            dashed: false,
+        };
+        // λ = 0 is the common baseline: draw it in both panels.
+        for (i, panel) in panels.iter_mut().enumerate() {
+            if (reg == "stein") == (i == 1) || lambda == 0.0 {
+                panel.series.push(series.clone());
+            }
+        }
+    }
+    write_text(&out.join("predictions.csv"), &pred_csv)?;
+    write_text(
+        &out.join("predictions.svg"),
+        &svg::render(&panels, 520.0, 380.0),
+    )?;
+    Ok((rows, checks))
+}

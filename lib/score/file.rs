@@ -1,0 +1,384 @@
+//! The HDF5 score file (SPEC §3), readable with h5py:
+//!
+//! ```text
+//! /score   float32 [N, …input shape]  chunked by blocks of samples, shuffle + deflate
+//! /index   uint64  [N]                sample ids (positions in the split)
+//! attributes of the root group:
+//!   format "taser-scores/1", dataset, split, input_shape (int64 array),
+//!   source, source_config (JSON of every flag), t (int64, −1 if none),
+//!   sigma_t (float64, NaN if none), score_std (σ̂ over all entries),
+//!   c_t (normalisation constant, 1 unless the source has a timestep),
+//!   fingerprint (of the split's inputs), version
+//! ```
+//!
+//! Written in batches (memory bounded by one batch) under a temporary name
+//! and renamed when complete; a batch with NaN or Inf aborts the write.
+use super::ScoreField;
+use crate::data::augment::CropFlip;
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use hdf5::types::VarLenUnicode;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use tch::{Device, Kind, Tensor};
+
+/// Format tag of the file.
+pub const FORMAT: &str = "taser-scores/1";
+/// Samples per chunk.
+pub const CHUNK_SAMPLES: usize = 256;
+
+/// What a score file says about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreFileMeta {
+    pub dataset: String,
+    pub split: String,
+    pub input_shape: Vec<i64>,
+    pub source: String,
+    pub source_config: String,
+    pub t: Option<i64>,
+    pub sigma_t: Option<f64>,
+    pub fingerprint: String,
+}
+
+fn h5err<'a>(path: &'a Path, what: &str) -> impl Fn(hdf5::Error) -> Error + 'a {
+    let what = what.to_string();
+    move |e| Error::CorruptInput {
+        path: path.to_path_buf(),
+        reason: format!("{what}: {e}"),
+        fix: "recompute it with score-precompute".into(),
+    }
+}
+
+fn write_err(path: &Path) -> impl Fn(hdf5::Error) -> Error + '_ {
+    move |e| Error::OutputFailed {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+/// Writes a score file batch by batch.
+pub struct ScoreWriter {
+    path: PathBuf,
+    file: hdf5::File,
+    scores: hdf5::Dataset,
+    n: usize,
+    written: usize,
+    sum: f64,
+    sum_sq: f64,
+}
+
+impl ScoreWriter {
+    /// Creates the file at `path` (the caller's temporary name) for `n`
+    /// samples, with the metadata attributes.
+    pub fn create(path: &Path, meta: &ScoreFileMeta, n: usize) -> Result<ScoreWriter> {
+        let we = write_err(path);
+        let file = hdf5::File::create(path).map_err(&we)?;
+        let mut shape = vec![n];
+        shape.extend(meta.input_shape.iter().map(|&d| d as usize));
+        let mut chunk = shape.clone();
+        chunk[0] = CHUNK_SAMPLES.min(n.max(1));
+        let mut builder = file
+            .new_dataset::<f32>()
+            .shape(shape.as_slice())
+            .chunk(chunk.as_slice());
+        if hdf5::filters::deflate_available() {
+            builder = builder.shuffle().deflate(4);
+        }
+        let scores = builder.create("score").map_err(&we)?;
+        let index: Vec<u64> = (0..n as u64).collect();
+        file.new_dataset_builder()
+            .with_data(&index)
+            .create("index")
+            .map_err(&we)?;
+        let text = |name: &str, value: &str| -> Result<()> {
+            let v = VarLenUnicode::from_str(value)
+                .map_err(|e| Error::invalid(name, value, e.to_string()))?;
+            file.new_attr::<VarLenUnicode>()
+                .create(name)
+                .and_then(|a| a.write_scalar(&v))
+                .map_err(&we)
+        };
+        text("format", FORMAT)?;
+        text("dataset", &meta.dataset)?;
+        text("split", &meta.split)?;
+        text("source", &meta.source)?;
+        text("source_config", &meta.source_config)?;
+        text("fingerprint", &meta.fingerprint)?;
+        text("version", crate::VERSION)?;
+        file.new_attr::<i64>()
+            .shape([meta.input_shape.len()])
+            .create("input_shape")
+            .and_then(|a| a.write_raw(&meta.input_shape))
+            .map_err(&we)?;
+        file.new_attr::<i64>()
+            .create("t")
+            .and_then(|a| a.write_scalar(&meta.t.unwrap_or(-1)))
+            .map_err(&we)?;
+        file.new_attr::<f64>()
+            .create("sigma_t")
+            .and_then(|a| a.write_scalar(&meta.sigma_t.unwrap_or(f64::NAN)))
+            .map_err(&we)?;
+        Ok(ScoreWriter {
+            path: path.to_path_buf(),
+            file,
+            scores,
+            n,
+            written: 0,
+            sum: 0.0,
+            sum_sq: 0.0,
+        })
+    }
+
+    /// Appends the scores of the next samples; refuses NaN or Inf.
+    pub fn write_batch(&mut self, scores: &Tensor) -> Result<()> {
+        let b = scores.size()[0] as usize;
+        if self.written + b > self.n {
+            return Err(Error::invalid(
+                "scores",
+                self.written + b,
+                format!("more than the {} samples declared", self.n),
+            ));
+        }
+        let cpu = scores
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Float)
+            .contiguous();
+        if !bool::try_from(cpu.isfinite().all()).unwrap_or(false) {
+            let bad = cpu
+                .isfinite()
+                .logical_not()
+                .flatten(1, -1)
+                .any_dim(1, false)
+                .nonzero();
+            let first = bad.int64_value(&[0, 0]) as usize + self.written;
+            return Err(Error::invalid(
+                "score",
+                "NaN/Inf",
+                format!("the score of sample {first} is not finite; the source is broken for these inputs (nothing was written)"),
+            ));
+        }
+        let values: Vec<f32> = Vec::try_from(cpu.view([-1]))
+            .map_err(|e: tch::TchError| Error::invalid("scores", "(tensor)", e.to_string()))?;
+        self.sum += values.iter().map(|&v| v as f64).sum::<f64>();
+        self.sum_sq += values.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
+        let mut shape = vec![b];
+        shape.extend(scores.size()[1..].iter().map(|&d| d as usize));
+        let array = ndarray::ArrayViewD::from_shape(ndarray::IxDyn(&shape), &values)
+            .map_err(|e| Error::invalid("scores", "(shape)", e.to_string()))?;
+        // Rows written..written+b of the first axis, every other axis whole.
+        let mut slices = vec![hdf5::SliceOrIndex::from(self.written..self.written + b)];
+        slices.extend((1..shape.len()).map(|_| hdf5::SliceOrIndex::from(..)));
+        self.scores
+            .write_slice(array, hdf5::Hyperslab::from(slices))
+            .map_err(write_err(&self.path))?;
+        self.written += b;
+        Ok(())
+    }
+
+    /// Writes the statistics attributes (score_std, c_t) and closes the
+    /// file. Returns σ̂, the standard deviation of every score entry.
+    pub fn finish(self, c_t: f64) -> Result<f64> {
+        if self.written != self.n {
+            return Err(Error::invalid(
+                "scores",
+                self.written,
+                format!("{} samples were declared", self.n),
+            ));
+        }
+        let count = (self.n as f64) * self.scores.shape()[1..].iter().product::<usize>() as f64;
+        let mean = self.sum / count;
+        let std = (self.sum_sq / count - mean * mean).max(0.0).sqrt();
+        let we = write_err(&self.path);
+        self.file
+            .new_attr::<f64>()
+            .create("score_std")
+            .and_then(|a| a.write_scalar(&std))
+            .map_err(&we)?;
+        self.file
+            .new_attr::<f64>()
+            .create("c_t")
+            .and_then(|a| a.write_scalar(&c_t))
+            .map_err(&we)?;
+        self.file.flush().map_err(&we)?;
+        Ok(std)
+    }
+}
+
+/// A score file loaded for training: all scores in memory (on `device`),
+/// looked up by sample index.
+#[derive(Debug)]
+pub struct ScoreFile {
+    pub meta: ScoreFileMeta,
+    pub score_std: f64,
+    pub c_t: f64,
+    scores: Tensor,
+    /// Multiply by c_t when read (`--score-normalise`).
+    normalise: bool,
+    path: PathBuf,
+}
+
+fn read_text(file: &hdf5::File, path: &Path, name: &str) -> Result<String> {
+    file.attr(name)
+        .and_then(|a| a.read_scalar::<VarLenUnicode>())
+        .map(|v| v.as_str().to_string())
+        .map_err(h5err(path, &format!("attribute `{name}`")))
+}
+
+impl ScoreFile {
+    /// Opens `path` and checks it against `data`'s `split` ("train" or
+    /// "test"): data set, split, shape, sample count and fingerprint must
+    /// all match.
+    pub fn open(
+        path: &Path,
+        data: &Dataset,
+        split: &str,
+        normalise: bool,
+        device: Device,
+    ) -> Result<ScoreFile> {
+        if !path.exists() {
+            return Err(Error::MissingInput {
+                path: path.to_path_buf(),
+                reason: "no such file".into(),
+                fix: "compute it first: score-precompute --dataset <name> --out <file.h5>".into(),
+            });
+        }
+        let file = hdf5::File::open(path).map_err(h5err(
+            path,
+            "not a readable HDF5 file (truncated or not HDF5)",
+        ))?;
+        let format = read_text(&file, path, "format")?;
+        if format != FORMAT {
+            return Err(Error::CorruptInput {
+                path: path.to_path_buf(),
+                reason: format!("format `{format}` is not `{FORMAT}`"),
+                fix: "recompute it with score-precompute".into(),
+            });
+        }
+        let input_shape: Vec<i64> = file
+            .attr("input_shape")
+            .and_then(|a| a.read_raw::<i64>())
+            .map_err(h5err(path, "attribute `input_shape`"))?;
+        let meta = ScoreFileMeta {
+            dataset: read_text(&file, path, "dataset")?,
+            split: read_text(&file, path, "split")?,
+            source: read_text(&file, path, "source")?,
+            source_config: read_text(&file, path, "source_config")?,
+            fingerprint: read_text(&file, path, "fingerprint")?,
+            t: file
+                .attr("t")
+                .and_then(|a| a.read_scalar::<i64>())
+                .ok()
+                .filter(|&t| t >= 0),
+            sigma_t: file
+                .attr("sigma_t")
+                .and_then(|a| a.read_scalar::<f64>())
+                .ok()
+                .filter(|v| v.is_finite()),
+            input_shape,
+        };
+        let mismatch = |what: &str, file_value: String, data_value: String| {
+            Error::CheckpointMismatch {
+            path: path.to_path_buf(),
+            reason: format!("its {what} is {file_value}, the data's is {data_value}"),
+            fix: format!("compute scores for this data: score-precompute --dataset {} --split {split} --out <file.h5>", data.name),
+        }
+        };
+        if meta.dataset != data.name.to_string() {
+            return Err(mismatch(
+                "data set",
+                meta.dataset.clone(),
+                data.name.to_string(),
+            ));
+        }
+        if meta.split != split {
+            return Err(mismatch("split", meta.split.clone(), split.to_string()));
+        }
+        if meta.input_shape != data.input_shape {
+            return Err(mismatch(
+                "input shape",
+                format!("{:?}", meta.input_shape),
+                format!("{:?}", data.input_shape),
+            ));
+        }
+        let target = if split == "train" {
+            &data.train
+        } else {
+            &data.test
+        };
+        let ds = file
+            .dataset("score")
+            .map_err(h5err(path, "dataset `score`"))?;
+        let shape = ds.shape();
+        let n = target.len() as usize;
+        if shape.first() != Some(&n)
+            || shape[1..].iter().map(|&d| d as i64).collect::<Vec<_>>() != data.input_shape
+        {
+            return Err(mismatch(
+                "score array shape",
+                format!("{shape:?}"),
+                format!("[{n}, {:?}]", data.input_shape),
+            ));
+        }
+        let fingerprint = target.fingerprint();
+        if meta.fingerprint != fingerprint {
+            return Err(mismatch(
+                "input fingerprint",
+                meta.fingerprint.clone(),
+                fingerprint,
+            ));
+        }
+        let values: Vec<f32> = ds
+            .read_raw()
+            .map_err(h5err(path, "dataset `score` (truncated?)"))?;
+        let mut dims = vec![n as i64];
+        dims.extend(&data.input_shape);
+        let scores = Tensor::from_slice(&values).view(dims.as_slice());
+        if !bool::try_from(scores.isfinite().all()).unwrap_or(false) {
+            return Err(Error::CorruptInput {
+                path: path.to_path_buf(),
+                reason: "it holds NaN or Inf scores".into(),
+                fix: "recompute it with score-precompute".into(),
+            });
+        }
+        let attr_f64 = |name: &str| {
+            file.attr(name)
+                .and_then(|a| a.read_scalar::<f64>())
+                .map_err(h5err(path, &format!("attribute `{name}`")))
+        };
+        Ok(ScoreFile {
+            score_std: attr_f64("score_std")?,
+            c_t: attr_f64("c_t")?,
+            meta,
+            scores: scores.to_device(device),
+            normalise,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// All scores `[N, …]`.
+    pub fn all(&self) -> &Tensor {
+        &self.scores
+    }
+}
+
+impl ScoreField for ScoreFile {
+    fn input_shape(&self) -> &[i64] {
+        &self.meta.input_shape
+    }
+
+    fn score(&self, x: &Tensor, indices: &[i64], aug: Option<&CropFlip>) -> Tensor {
+        let idx = Tensor::from_slice(indices).to_device(self.scores.device());
+        let mut s = self.scores.index_select(0, &idx);
+        if let Some(a) = aug {
+            s = a.apply(&s);
+        }
+        if self.normalise {
+            s = s * self.c_t;
+        }
+        s.to_kind(x.kind())
+    }
+
+    fn describe(&self) -> String {
+        format!("scores from {} ({})", self.path.display(), self.meta.source)
+    }
+}
