@@ -25,6 +25,12 @@ pub enum Error {
     /// Writing an output failed part-way (nothing is left at its final name).
     #[error("writing {path} failed: {reason}. Nothing was left at the final name; check the disk and rerun")]
     OutputFailed { path: PathBuf, reason: String },
+    /// Training produced a non-finite loss.
+    #[error(
+        "training diverged in epoch {epoch} ({detail}); no checkpoint of it was written. Fix: lower --lr or \
+         --lambda, ramp λ with --lambda-warmup-steps, or use --optimizer adam (scale-free steps)"
+    )]
+    Diverged { epoch: usize, detail: String },
     /// A command-line or configuration value is out of its domain.
     #[error("invalid {name} = {value}: {reason}")]
     InvalidArgument {

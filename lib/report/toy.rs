@@ -17,8 +17,12 @@ use std::fmt::Write;
 use std::path::Path;
 use tch::Device;
 
-/// The paper's Table 1: λ, ℓ2 ID, ℓ2 OOD, Stein ID, Stein OOD.
-pub const PAPER_TABLE1: [(f64, f64, f64, Option<f64>, Option<f64>); 5] = [
+/// One row of the paper's Table 1: λ, ℓ2 ID, ℓ2 OOD, Stein ID, Stein OOD
+/// (Stein has no λ = 0 entry).
+pub type PaperRow = (f64, f64, f64, Option<f64>, Option<f64>);
+
+/// The paper's Table 1.
+pub const PAPER_TABLE1: [PaperRow; 5] = [
     (0.0, 4.19e-05, 1.267, None, None),
     (1e-4, 2.37e-04, 5.335, Some(1.85e-06), Some(1.225)),
     (1e-3, 1.80e-03, 5.407, Some(2.68e-05), Some(1.245)),

@@ -41,6 +41,8 @@ struct DsmMeta {
 
 const FORMAT: &str = "taser-dsm-score-net/1";
 
+// One instance per network: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Body {
     Mlp(Vec<nn::Linear>),
@@ -147,10 +149,10 @@ impl DsmNet {
 
     /// Trains a network on `x` (`[N, …]`) by DSM at noise `config.sigma`.
     pub fn train(x: &Tensor, config: &DsmConfig, device: Device) -> Result<DsmNet> {
-        if !(config.sigma > 0.0)
+        if config.sigma.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
             || config.steps == 0
             || config.batch_size == 0
-            || !(config.lr > 0.0)
+            || config.lr.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
         {
             return Err(Error::invalid(
                 "dsm settings",

@@ -373,7 +373,7 @@ impl ScoreField for ScoreFile {
             s = a.apply(&s);
         }
         if self.normalise {
-            s = s * self.c_t;
+            s *= self.c_t;
         }
         s.to_kind(x.kind())
     }

@@ -322,7 +322,7 @@ where
         None => None,
         Some(dirs) => {
             let n = dirs.size()[0];
-            let mut total = Tensor::zeros([x.size()[0]], (x.kind(), x.device()));
+            let mut quadratic_forms = Vec::with_capacity(n as usize);
             for k in 0..n {
                 let v = dirs.get(k);
                 let hv = Tensor::f_run_backward(
@@ -333,8 +333,9 @@ where
                 )?
                 .pop()
                 .expect("one Hessian-vector product");
-                total = total + per_sample_sum(&(hv * &v));
+                quadratic_forms.push(per_sample_sum(&(hv * &v)));
             }
+            let total = Tensor::stack(&quadratic_forms, 0).sum_dim_intlist(0, false, x.kind());
             Some(match laplacian {
                 Laplacian::Exact => total,
                 Laplacian::Hutchinson => total / n as f64,
@@ -397,11 +398,12 @@ where
     let m0 = values.get(0);
     let first_order = (values.get(1) - values.get(2)) * &s_norm / (2.0 * h);
     let lap = dir_sq_norms.map(|sq| {
-        let mut total = Tensor::zeros([b], (x.kind(), x.device()));
-        for k in 0..n_dirs {
-            let second = (values.get(3 + 2 * k) - &m0 * 2.0 + values.get(4 + 2 * k)) / (h * h);
-            total = total + second * sq.get(k);
-        }
+        let seconds: Vec<Tensor> = (0..n_dirs)
+            .map(|k| {
+                (values.get(3 + 2 * k) - &m0 * 2.0 + values.get(4 + 2 * k)) / (h * h) * sq.get(k)
+            })
+            .collect();
+        let total = Tensor::stack(&seconds, 0).sum_dim_intlist(0, false, x.kind());
         match laplacian {
             Laplacian::Exact => total,
             Laplacian::Hutchinson => total / n_dirs as f64,

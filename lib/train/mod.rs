@@ -479,17 +479,16 @@ pub fn train_step(
     let base = match method {
         Method::Standard => task_loss(task, &out, y),
     };
-    let mut loss = base.shallow_clone();
     let mut stein = None;
-    match regularizer {
-        Regularizer::None => {}
-        Regularizer::L2 { lambda } => loss = loss + l2_term(model, *lambda),
+    let loss = match regularizer {
+        Regularizer::None => base.shallow_clone(),
+        Regularizer::L2 { lambda } => &base + l2_term(model, *lambda),
         Regularizer::Stein(p) => {
             let (term, stats) = p.term(model, x, y, indices, aug, step)?;
-            loss = loss + term;
             stein = Some(stats);
+            &base + term
         }
-    }
+    };
     opt.zero_grad();
     loss.backward();
     opt.step(lr);
@@ -695,13 +694,24 @@ pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
             residual_std,
             seconds: epoch_start.elapsed().as_secs_f64(),
         };
+        if !row.train_loss.is_finite() || row.penalty.is_some_and(|p| !p.is_finite()) {
+            // A run that never saved an epoch leaves nothing behind, so the
+            // same --out can be reused with a lower --lr or --lambda.
+            if !out.join(RESUME_WEIGHTS).exists() {
+                let _ = std::fs::remove_file(out.join(RESUME_CONFIG));
+            }
+            return Err(Error::Diverged {
+                epoch: row.epoch,
+                detail: format!("train loss {}, penalty {:?}", row.train_loss, row.penalty),
+            });
+        }
         let last_epoch = row.epoch == cfg.epochs;
-        if last_epoch || row.epoch % run.log_every.max(1) == 0 {
+        if last_epoch || row.epoch.is_multiple_of(run.log_every.max(1)) {
             bar.suspend(|| println!("{}", epoch_line(&row, cfg.epochs)));
         }
         rows.retain(|r| r.epoch < row.epoch);
         rows.push(row);
-        if last_epoch || (epoch + 1) % run.checkpoint_every.max(1) == 0 {
+        if last_epoch || (epoch + 1).is_multiple_of(run.checkpoint_every.max(1)) {
             write_metrics(&out.join(METRICS), &rows)?;
             save_resume_state(out, &model, &opt, epoch + 1, global_center)?;
         }
