@@ -5,6 +5,7 @@
 //! [`stein`] → [`train`] → [`checkpoint`]. The formulas implemented are fixed by `SPEC.md` (shared
 //! beside the repository) and the papers it cites; each public item says
 //! which one it implements.
+pub mod attack;
 pub mod checkpoint;
 pub mod data;
 pub mod device;

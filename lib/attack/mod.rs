@@ -1,0 +1,152 @@
+//! Adversarial attacks: the threat model (an Lp ball intersected with the
+//! [0,1] box), the losses attacks maximise, and PGD, which serves both the
+//! robust training methods (SPEC §4) and evaluation (SPEC §6).
+pub mod pgd;
+
+pub use pgd::{pgd, PgdConfig, Start};
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+/// The norm of the threat model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Norm {
+    /// ‖δ‖∞ ≤ ε (sign-gradient steps).
+    Linf,
+    /// ‖δ‖₂ ≤ ε per sample (normalised-gradient steps).
+    L2,
+}
+
+/// The perturbation set {x' : ‖x' − x‖ ≤ ε, x' ∈ [0,1]^d}.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Threat {
+    pub norm: Norm,
+    pub eps: f64,
+}
+
+/// Parses a number or a fraction such as `8/255`.
+pub fn parse_fraction(text: &str) -> std::result::Result<f64, String> {
+    let value = match text.split_once('/') {
+        Some((a, b)) => {
+            let (a, b): (f64, f64) = (
+                a.trim()
+                    .parse()
+                    .map_err(|_| format!("bad numerator in {text:?}"))?,
+                b.trim()
+                    .parse()
+                    .map_err(|_| format!("bad denominator in {text:?}"))?,
+            );
+            if b == 0.0 {
+                return Err(format!("zero denominator in {text:?}"));
+            }
+            a / b
+        }
+        None => text
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not a number or a fraction like 8/255"))?,
+    };
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(format!("{text:?} is not finite"))
+    }
+}
+
+/// Per-sample Lp norm of a batch, flattened over all but the first axis.
+pub fn per_sample_norm(t: &Tensor, norm: Norm) -> Tensor {
+    let flat = t.flatten(1, -1);
+    match norm {
+        Norm::Linf => flat.abs().amax([1i64].as_slice(), false),
+        Norm::L2 => flat
+            .square()
+            .sum_dim_intlist([1i64].as_slice(), false, None)
+            .sqrt(),
+    }
+}
+
+/// Reshapes a per-sample vector `[B]` to broadcast against `like` `[B, …]`.
+pub fn per_sample(v: &Tensor, like: &Tensor) -> Tensor {
+    let mut shape = vec![-1i64];
+    shape.extend(std::iter::repeat_n(1, like.dim() - 1));
+    v.view(shape.as_slice())
+}
+
+impl Threat {
+    pub fn validate(&self, flag: &str) -> Result<()> {
+        if self.eps.is_finite() && self.eps > 0.0 {
+            Ok(())
+        } else {
+            Err(Error::invalid(
+                flag,
+                self.eps,
+                "the attack radius ε must be > 0 (fractions like 8/255 are accepted)",
+            ))
+        }
+    }
+
+    /// Projects `x_adv` onto the ball around `x` and then onto [0,1].
+    /// For L∞ the result lies in both sets exactly (the intersection of two
+    /// boxes); for L2 clipping to [0,1] can only shrink ‖δ‖₂, so it stays
+    /// in the ball too.
+    pub fn project(&self, x_adv: &Tensor, x: &Tensor) -> Tensor {
+        let delta = x_adv - x;
+        let delta = match self.norm {
+            Norm::Linf => delta.clamp(-self.eps, self.eps),
+            Norm::L2 => {
+                let n = per_sample_norm(&delta, Norm::L2);
+                let factor = (n.clamp_min(1e-12).reciprocal() * self.eps).clamp_max(1.0);
+                &delta * per_sample(&factor, &delta)
+            }
+        };
+        (x + delta).clamp(0.0, 1.0)
+    }
+
+    /// The steepest-ascent direction of a gradient for this norm with unit
+    /// step: sign(g) for L∞, g/‖g‖₂ per sample for L2.
+    pub fn ascent_direction(&self, grad: &Tensor) -> Tensor {
+        match self.norm {
+            Norm::Linf => grad.sign(),
+            Norm::L2 => {
+                let n = per_sample_norm(grad, Norm::L2).clamp_min(1e-12);
+                grad / per_sample(&n, grad)
+            }
+        }
+    }
+
+    /// A uniformly random point of the ball around `x` (L∞: each coordinate
+    /// uniform in [−ε, ε]; L2: a uniform direction with radius ε·u^{1/d}),
+    /// clipped to [0,1]. Uses libtorch's seeded generator.
+    pub fn random_start(&self, x: &Tensor) -> Tensor {
+        let delta = match self.norm {
+            Norm::Linf => x.rand_like() * (2.0 * self.eps) - self.eps,
+            Norm::L2 => {
+                let dir = x.randn_like();
+                let dir =
+                    &dir / per_sample(&per_sample_norm(&dir, Norm::L2).clamp_min(1e-12), &dir);
+                let d = (dir.numel() / dir.size()[0].max(1) as usize) as f64;
+                let radius = Tensor::rand([x.size()[0]], (Kind::Float, x.device()))
+                    .pow_tensor_scalar(1.0 / d)
+                    * self.eps;
+                dir * per_sample(&radius.to_kind(x.kind()), x)
+            }
+        };
+        (x + delta).clamp(0.0, 1.0)
+    }
+}
+
+/// Per-sample margin z_y − max_{j≠y} z_j (> 0 iff correctly classified):
+/// the Carlini–Wagner loss with κ = ∞ up to sign.
+pub fn margin(logits: &Tensor, y: &Tensor) -> Tensor {
+    let y1 = y.unsqueeze(1);
+    let true_logit = logits.gather(1, &y1, false).squeeze_dim(1);
+    let others = logits.scatter_value(1, &y1, f64::NEG_INFINITY);
+    true_logit - others.amax([1i64].as_slice(), false)
+}
+
+/// Number of correctly classified samples of a batch, as a bool mask.
+pub fn correct_mask(logits: &Tensor, y: &Tensor) -> Tensor {
+    logits.argmax(-1, false).eq_tensor(y)
+}
