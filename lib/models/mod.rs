@@ -164,7 +164,7 @@ impl ModelSpec {
         Ok(())
     }
 
-    fn channels(&self) -> i64 {
+    pub fn channels(&self) -> i64 {
         if self.input_shape.len() == 3 {
             self.input_shape[0]
         } else {

@@ -9,6 +9,9 @@
 //! `metrics.csv` (one row per epoch), and the resume state
 //! `resume.safetensors` (weights, optimiser state, epoch counter) with
 //! `resume.json` (the configuration it belongs to).
+pub mod awp;
+pub mod ema;
+pub mod method;
 pub mod optim;
 pub mod regularizer;
 pub mod schedule;
@@ -22,6 +25,9 @@ use crate::fsutil::{ensure_writable_dir, write_atomically, write_bytes_atomicall
 use crate::models::{Activation, Arch, Model, ModelSpec};
 use crate::progress;
 use crate::stein::Center;
+use ema::Ema;
+pub use method::Method;
+use method::{MethodArgs, MethodSettings};
 use optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -33,14 +39,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Kind, Tensor};
-
-/// Training method. Later issues add `pgd-at`, `trades` and `mart`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Method {
-    /// Cross-entropy on clean inputs (mean squared error for regression).
-    Standard,
-}
 
 /// Every hyperparameter of a training run: what the sidecar records and
 /// what must match for `--resume`.
@@ -111,6 +109,10 @@ pub struct TrainConfig {
     /// Augmentation: auto = random crop (pad 4) + flip on CIFAR, none elsewhere.
     #[arg(long, value_enum, default_value = "auto")]
     pub augment: Augment,
+    /// Flags of the robust methods (attack, divergence, β, AWP, EMA).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub robust: MethodArgs,
     /// The regulariser (TASER penalty or ℓ2), off unless --lambda > 0.
     #[command(flatten)]
     #[serde(flatten)]
@@ -293,6 +295,20 @@ pub struct TrainSummary {
     pub already_complete: bool,
 }
 
+/// The lines `train` and `finetune` print at the end: `key = value` per
+/// metric, then the checkpoint's path (easy to grep in batch logs).
+impl std::fmt::Display for TrainSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.already_complete {
+            writeln!(f, "already complete: {}", self.checkpoint.display())?;
+        }
+        for (k, v) in &self.metrics {
+            writeln!(f, "{k} = {v:.6}")?;
+        }
+        write!(f, "checkpoint: {}", self.checkpoint.display())
+    }
+}
+
 const RESUME_WEIGHTS: &str = "resume.safetensors";
 const RESUME_CONFIG: &str = "resume.json";
 const FINAL_WEIGHTS: &str = "model.safetensors";
@@ -362,6 +378,7 @@ fn restore(
     out: &Path,
     model: &mut Model,
     opt: &mut Optimizer,
+    ema: Option<&mut Ema>,
 ) -> Result<Option<Restored>> {
     let cfg_path = out.join(RESUME_CONFIG);
     let weights_path = out.join(RESUME_WEIGHTS);
@@ -383,14 +400,20 @@ fn restore(
         });
     }
     let tensors = checkpoint::read_tensors(&weights_path)?;
+    let strip = |prefix: &str, part: Vec<(String, Tensor)>| -> Vec<(String, Tensor)> {
+        part.into_iter()
+            .map(|(n, t)| (n[prefix.len()..].to_string(), t))
+            .collect()
+    };
     let (model_part, rest): (Vec<_>, Vec<_>) = tensors
         .into_iter()
         .partition(|(n, _)| n.starts_with("model."));
-    let model_part: Vec<(String, Tensor)> = model_part
-        .into_iter()
-        .map(|(n, t)| (n["model.".len()..].to_string(), t))
-        .collect();
-    checkpoint::load_tensors_into(model, &model_part, &weights_path)?;
+    let (ema_part, rest): (Vec<_>, Vec<_>) =
+        rest.into_iter().partition(|(n, _)| n.starts_with("ema."));
+    checkpoint::load_tensors_into(model, &strip("model.", model_part), &weights_path)?;
+    if let Some(ema) = ema {
+        checkpoint::load_tensors_into(&mut ema.model, &strip("ema.", ema_part), &weights_path)?;
+    }
     opt.load_state(&rest)
         .map_err(|reason| Error::CorruptInput {
             path: weights_path.clone(),
@@ -427,6 +450,7 @@ fn save_resume_state(
     out: &Path,
     model: &Model,
     opt: &Optimizer,
+    ema: Option<&Ema>,
     epochs_done: usize,
     global_center: Option<f64>,
 ) -> Result<()> {
@@ -435,6 +459,9 @@ fn save_resume_state(
         .map(|(n, t)| (format!("model.{n}"), t))
         .collect();
     tensors.extend(opt.state_tensors());
+    if let Some(ema) = ema {
+        tensors.extend(ema.state_tensors());
+    }
     tensors.push((
         "epochs_completed".into(),
         Tensor::from_slice(&[epochs_done as i64]),
@@ -456,48 +483,122 @@ pub struct StepOutput {
     pub stein: Option<regularizer::SteinStats>,
 }
 
-/// One optimisation step: the method's loss on the batch, plus the
-/// regulariser (TASER eq. 25: L_base + λ(t)·R, R on the clean batch), then
-/// backward and the optimiser update with learning rate `lr`. `indices`
-/// locate the batch in the training split and `aug` is the augmentation
-/// `x` received (both for precomputed scores); `step` drives the λ ramp.
-#[allow(clippy::too_many_arguments)]
+/// What a step minimises, besides the batch: the method, the regulariser
+/// and, for fine-tuning, the frozen teacher.
+pub struct Objective<'a> {
+    pub task: Task,
+    pub method: &'a MethodSettings,
+    pub regularizer: &'a Regularizer,
+    /// AWP's γ when weight perturbation is on for this step.
+    pub awp_gamma: Option<f64>,
+    /// Fine-tuning's frozen teacher f_θ0 and its weight α (TASER eq. 26).
+    pub teacher: Option<(&'a Model, f64)>,
+}
+
+/// One mini-batch: inputs, targets, their indices in the training split
+/// and the augmentation `x` received (both for precomputed scores).
+pub struct Batch<'a> {
+    pub x: &'a Tensor,
+    pub y: &'a Tensor,
+    pub indices: &'a [i64],
+    pub aug: Option<&'a CropFlip>,
+}
+
+/// One optimisation step (TASER eq. 25/26): the method's loss (on its
+/// adversarial batch), plus α·KL(f_θ0(x) ‖ f_θ(x)) when fine-tuning, plus
+/// λ(t)·R on the clean batch; with AWP the gradient is taken at the
+/// perturbed weights and the perturbation removed after the update. `step`
+/// drives the λ ramp.
 pub fn train_step(
     model: &Model,
     opt: &mut Optimizer,
-    method: Method,
-    task: Task,
-    regularizer: &Regularizer,
-    x: &Tensor,
-    y: &Tensor,
-    indices: &[i64],
-    aug: Option<&CropFlip>,
+    obj: &Objective,
+    batch: &Batch,
     step: usize,
     lr: f64,
 ) -> Result<StepOutput> {
-    let out = model.forward_t(x, true);
-    let base = match method {
-        Method::Standard => task_loss(task, &out, y),
+    let (x, y) = (batch.x, batch.y);
+    let classification = obj.task == Task::Classification;
+    let x_adv = if classification {
+        obj.method.adversarial_batch(model, x, y)
+    } else {
+        None
+    };
+    let base_loss = || {
+        if classification {
+            obj.method.loss(model, x, x_adv.as_ref(), y)
+        } else {
+            let z = model.forward_t(x, true);
+            method::MethodLoss {
+                loss: task_loss(obj.task, &z, y),
+                clean_logits: Some(z.shallow_clone()),
+                logits_for_accuracy: z,
+            }
+        }
+    };
+    let perturbation = obj
+        .awp_gamma
+        .map(|gamma| awp::perturb(model, gamma, &|| base_loss().loss));
+    let base = base_loss();
+    let loss = match obj.teacher {
+        None => base.loss.shallow_clone(),
+        Some((teacher, alpha)) => {
+            let target = tch::no_grad(|| teacher.forward_t(x, false));
+            let student = match &base.clean_logits {
+                Some(z) => z.shallow_clone(),
+                None => model.forward_t(x, true),
+            };
+            &base.loss + method::kl_div(&target, &student).mean(Kind::Float) * alpha
+        }
     };
     let mut stein = None;
-    let loss = match regularizer {
-        Regularizer::None => base.shallow_clone(),
-        Regularizer::L2 { lambda } => &base + l2_term(model, *lambda),
+    let loss = match obj.regularizer {
+        Regularizer::None => loss,
+        Regularizer::L2 { lambda } => loss + l2_term(model, *lambda),
         Regularizer::Stein(p) => {
-            let (term, stats) = p.term(model, x, y, indices, aug, step)?;
+            let (term, stats) = p.term(model, x, y, batch.indices, batch.aug, step)?;
             stein = Some(stats);
-            &base + term
+            loss + term
         }
     };
     opt.zero_grad();
     loss.backward();
     opt.step(lr);
+    if let Some(p) = perturbation {
+        awp::restore(p);
+    }
     let _guard = tch::no_grad_guard();
     Ok(StepOutput {
-        task_loss: base.detach().to_kind(Kind::Double),
-        correct: (task == Task::Classification)
-            .then(|| out.argmax(-1, false).eq_tensor(y).sum(Kind::Int64)),
+        task_loss: base.loss.detach().to_kind(Kind::Double),
+        correct: classification.then(|| {
+            base.logits_for_accuracy
+                .argmax(-1, false)
+                .eq_tensor(y)
+                .sum(Kind::Int64)
+        }),
         stein,
+    })
+}
+
+/// The defaults a run actually used (ε, step, β…), for the sidecar.
+fn resolved_settings(s: &MethodSettings) -> serde_json::Value {
+    serde_json::json!({
+        "method": s.method,
+        "loss": s.divergence,
+        "beta": s.beta,
+        "clip": s.clip,
+        "label_smoothing": s.label_smoothing,
+        "attack": s.attack.map(|a| serde_json::json!({
+            "norm": a.threat.norm,
+            "eps": a.threat.eps,
+            "steps": a.steps,
+            "step_size": a.step_size,
+            "start": format!("{:?}", a.start),
+            "bn_train": a.bn_train,
+        })),
+        "awp_gamma": s.awp.map(|a| a.0),
+        "awp_first_epoch": s.awp.map(|a| a.1),
+        "ema_tau": s.ema_tau,
     })
 }
 
@@ -520,10 +621,84 @@ fn epoch_line(row: &EpochMetrics, epochs: usize) -> String {
     )
 }
 
+/// Flags of `finetune` beyond those of `train`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FinetuneArgs {
+    /// Checkpoint θ0 to start from; it also serves as the frozen teacher.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// Weight α of the teacher term α·KL(f_θ0(x) ‖ f_θ(x)) (TASER eq. 26).
+    #[arg(long, default_value_t = 1.0)]
+    pub alpha: f64,
+    /// Ramp λ over the learning-rate warm-up (set when --lambda-warmup-steps
+    /// is not given).
+    #[arg(skip)]
+    pub ramp_lambda_over_warmup: bool,
+}
+
 /// Runs a training job: validates everything, loads data, trains, writes
 /// the outputs. Progress goes to a bar on a terminal and one line per epoch
 /// on stdout.
 pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
+    run_training(cfg, run, None)
+}
+
+/// Fine-tunes the checkpoint `ft.from` (TASER §3.4, eq. 26): the student
+/// starts at θ0, the frozen θ0 is the teacher of the α·KL term. The
+/// checkpoint must be of `cfg`'s model and data set.
+pub fn finetune(cfg: &TrainConfig, run: &RunOptions, ft: &FinetuneArgs) -> Result<TrainSummary> {
+    if !(ft.alpha.is_finite() && ft.alpha >= 0.0) {
+        return Err(Error::invalid("--alpha", ft.alpha, "must be ≥ 0"));
+    }
+    run_training(cfg, run, Some(ft))
+}
+
+fn load_teacher(
+    ft: &FinetuneArgs,
+    spec: &ModelSpec,
+    data: &Dataset,
+    device: tch::Device,
+) -> Result<Model> {
+    let meta = checkpoint::read_meta(&ft.from)?;
+    let mismatch = |reason: String, fix: &str| Error::CheckpointMismatch {
+        path: ft.from.clone(),
+        reason,
+        fix: fix.into(),
+    };
+    if meta.dataset != data.name.to_string() {
+        return Err(mismatch(
+            format!("it was trained on {}, not on {}", meta.dataset, data.name),
+            "pass the --dataset it was trained on, or a checkpoint of this data set",
+        ));
+    }
+    if meta.train_fingerprint != data.train.fingerprint() {
+        return Err(mismatch(
+            "its training split's fingerprint differs from this one's (other data files or split seed)".into(),
+            "fine-tune with the data and --seed it was trained with",
+        ));
+    }
+    if &meta.model != spec {
+        return Err(mismatch(
+            format!(
+                "it holds model {} ({:?}, hidden {:?}), not {} ({:?}, hidden {:?})",
+                meta.model.arch,
+                meta.model.activation,
+                meta.model.mlp_hidden,
+                spec.arch,
+                spec.activation,
+                spec.mlp_hidden
+            ),
+            "leave --model/--activation/--mlp-hidden out (finetune takes them from the checkpoint) or match them",
+        ));
+    }
+    Ok(checkpoint::load(&ft.from, device)?.0)
+}
+
+fn run_training(
+    cfg: &TrainConfig,
+    run: &RunOptions,
+    finetune: Option<&FinetuneArgs>,
+) -> Result<TrainSummary> {
     cfg.validate()?;
     if run.threads > 0 {
         tch::set_num_threads(run.threads);
@@ -533,6 +708,17 @@ pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
     let data = data::load(cfg.dataset, &data_dir, cfg.seed)?;
     let spec = cfg.model_spec(&data);
     spec.validate()?;
+    let settings = cfg
+        .robust
+        .resolve(cfg.method, cfg.dataset, data.task, data.num_outputs)?;
+    let n = data.train.len() as usize;
+    let per_epoch = n / cfg.batch_size + usize::from(n % cfg.batch_size >= 2);
+    let total_steps = per_epoch * cfg.epochs;
+    let mut cfg = cfg.clone();
+    if finetune.is_some_and(|f| f.ramp_lambda_over_warmup) {
+        cfg.reg.lambda_warmup_steps = (cfg.warmup_epochs * per_epoch as f64).round() as usize;
+    }
+    let cfg = &cfg;
     if cfg.uses_crop_flip() && data.input_shape.len() != 3 {
         return Err(Error::invalid(
             "--augment",
@@ -554,13 +740,23 @@ pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
     }
     ensure_writable_dir(out)?;
 
+    let teacher = finetune
+        .map(|ft| load_teacher(ft, &spec, &data, device))
+        .transpose()?;
     tch::manual_seed(cfg.seed as i64);
     let (mean, std) = data::channel_stats(&data.train.x);
     let mut model = Model::new(&spec, device, &mean, &std)?;
+    if let Some(t) = &teacher {
+        model.copy_from(t)?;
+    }
     let mut opt = Optimizer::new(&cfg.optimizer_config(), model.named_trainable());
+    let mut ema = settings
+        .ema_tau
+        .map(|tau| Ema::new(&model, tau))
+        .transpose()?;
 
     let restored = if run.resume {
-        restore(cfg, out, &mut model, &mut opt)?
+        restore(cfg, out, &mut model, &mut opt, ema.as_mut())?
     } else {
         None
     };
@@ -599,9 +795,6 @@ pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
             .as_bytes(),
     )?;
 
-    let n = data.train.len() as usize;
-    let per_epoch = n / cfg.batch_size + usize::from(n % cfg.batch_size >= 2);
-    let total_steps = per_epoch * cfg.epochs;
     let schedule = cfg.schedule();
     let train_x = data.train.x.to_device(device);
     let train_y = data.train.y.to_device(device);
@@ -638,19 +831,25 @@ pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
                 Some(a) => a.apply(&train_x.index_select(0, &idx_t)),
                 None => train_x.index_select(0, &idx_t),
             };
-            let out = train_step(
-                &model,
-                &mut opt,
-                cfg.method,
-                data.task,
-                &regularizer,
-                &x,
-                &y,
-                idx,
-                aug.as_ref(),
-                step,
-                lr,
-            )?;
+            let objective = Objective {
+                task: data.task,
+                method: &settings,
+                regularizer: &regularizer,
+                awp_gamma: settings
+                    .awp
+                    .and_then(|(gamma, first_epoch)| (epoch >= first_epoch).then_some(gamma)),
+                teacher: teacher.as_ref().zip(finetune).map(|(t, f)| (t, f.alpha)),
+            };
+            let batch = Batch {
+                x: &x,
+                y: &y,
+                indices: idx,
+                aug: aug.as_ref(),
+            };
+            let out = train_step(&model, &mut opt, &objective, &batch, step, lr)?;
+            if let Some(ema) = ema.as_mut() {
+                ema.update(&model);
+            }
             batches += 1;
             loss_sum += out.task_loss * idx.len() as f64;
             if let Some(c) = out.correct {
@@ -664,11 +863,12 @@ pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
             seen += idx.len();
             bar.inc(1);
         }
-        let test = evaluate(&model, data.task, &data.test, run.eval_batch_size);
+        let eval_model = ema.as_ref().map_or(&model, |e| &e.model);
+        let test = evaluate(eval_model, data.task, &data.test, run.eval_batch_size);
         let ood = data
             .ood
             .as_ref()
-            .map(|o| evaluate(&model, data.task, o, run.eval_batch_size).loss);
+            .map(|o| evaluate(eval_model, data.task, o, run.eval_batch_size).loss);
         let (penalty, residual_mean, residual_std) = if stein_on {
             let [p, r, r2] = stein_sums.each_ref().map(|t| t.double_value(&[]));
             let mean = r / seen as f64;
@@ -713,7 +913,7 @@ pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
         rows.push(row);
         if last_epoch || (epoch + 1).is_multiple_of(run.checkpoint_every.max(1)) {
             write_metrics(&out.join(METRICS), &rows)?;
-            save_resume_state(out, &model, &opt, epoch + 1, global_center)?;
+            save_resume_state(out, &model, &opt, ema.as_ref(), epoch + 1, global_center)?;
         }
     }
     bar.finish_and_clear();
@@ -754,10 +954,18 @@ pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
         hyperparameters: serde_json::json!({
             "config": cfg,
             "device": device_name(device),
+            "resolved": resolved_settings(&settings),
+            "finetuned_from": finetune.map(|f| f.from.display().to_string()),
+            "teacher_alpha": finetune.map(|f| f.alpha),
+            "weights": if ema.is_some() { "ema" } else { "last" },
         }),
         metrics: metrics.clone(),
     };
-    checkpoint::save(&model, &final_path, &meta)?;
+    checkpoint::save(
+        ema.as_ref().map_or(&model, |e| &e.model),
+        &final_path,
+        &meta,
+    )?;
     Ok(TrainSummary {
         checkpoint: final_path,
         metrics,
@@ -799,10 +1007,24 @@ mod tests {
             data.train.y.index_select(0, &t),
         );
         let before = model.forward_calls();
-        train_step(
-            &model, &mut opt, cfg.method, data.task, &reg, &x, &y, &idx, None, 0, 0.01,
-        )
-        .unwrap();
+        let settings = cfg
+            .robust
+            .resolve(cfg.method, data.name, data.task, data.num_outputs)
+            .unwrap();
+        let objective = Objective {
+            task: data.task,
+            method: &settings,
+            regularizer: &reg,
+            awp_gamma: None,
+            teacher: None,
+        };
+        let batch = Batch {
+            x: &x,
+            y: &y,
+            indices: &idx,
+            aug: None,
+        };
+        train_step(&model, &mut opt, &objective, &batch, 0, 0.01).unwrap();
         let params = model
             .named_trainable()
             .into_iter()

@@ -1,0 +1,46 @@
+//! Exponential moving average of the weights (Polyak averaging as used by
+//! Rebuffi et al. 2021): w̄ ← τ·w̄ + (1 − τ)·w after every step; buffers
+//! (BatchNorm statistics, normalisation) are copied as they are.
+use crate::checkpoint;
+use crate::error::Result;
+use crate::models::Model;
+use tch::Tensor;
+
+pub struct Ema {
+    pub tau: f64,
+    /// The averaged model (what evaluation and the final checkpoint use).
+    pub model: Model,
+}
+
+impl Ema {
+    /// Starts the average at the model's current weights.
+    pub fn new(model: &Model, tau: f64) -> Result<Ema> {
+        let c = model.spec.channels() as usize;
+        let mut shadow = Model::new(&model.spec, model.device(), &vec![0.0; c], &vec![1.0; c])?;
+        shadow.copy_from(model)?;
+        Ok(Ema { tau, model: shadow })
+    }
+
+    /// One averaging step after an optimiser step.
+    pub fn update(&mut self, model: &Model) {
+        let _guard = tch::no_grad_guard();
+        let live = model.vs.variables();
+        for (name, mut avg) in self.model.vs.variables() {
+            let Some(w) = live.get(&name) else { continue };
+            if w.requires_grad() {
+                let next: Tensor = &avg * self.tau + w * (1.0 - self.tau);
+                avg.copy_(&next);
+            } else {
+                avg.copy_(w);
+            }
+        }
+    }
+
+    /// The average's tensors for the resume state, prefixed `ema.`.
+    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        checkpoint::model_tensors(&self.model)
+            .into_iter()
+            .map(|(n, t)| (format!("ema.{n}"), t))
+            .collect()
+    }
+}

@@ -1,0 +1,570 @@
+//! Base training methods (SPEC §4): standard, PGD-AT (Madry et al. 2018, as
+//! in Rice et al. 2020), TRADES (Zhang et al. 2019), MART (Wang et al. 2020),
+//! with the SCORE substitutions (Pang et al. 2022): squared error between
+//! probability vectors instead of KL/CE (`--loss se`), loss clipping
+//! relu(ℓ − c) and label smoothing.
+use crate::attack::{parse_fraction, pgd, Norm, PgdConfig, Start, Threat};
+use crate::data::{DatasetName, Task};
+use crate::error::{Error, Result};
+use crate::models::Model;
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+/// Training method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Loss on clean inputs: CE (or SE with --loss se); MSE for regression.
+    Standard,
+    /// Loss on PGD examples (uniform start, BatchNorm in train mode, as in
+    /// Rice et al.'s reference); the attack maximises the same loss.
+    PgdAt,
+    /// CE(z, y) + β·D(p ‖ p_adv); the attack maximises D from x + 0.001·N(0,1)
+    /// with the model in eval mode; β = 6 by default.
+    Trades,
+    /// BCE(z_adv, y) + β·D(p ‖ p_adv)·(1 − p_y); attack: CE from
+    /// x + 0.001·N(0,1), eval mode; β = 5 by default.
+    Mart,
+}
+
+/// The divergence of the robust term (SCORE §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Divergence {
+    /// KL divergence (cross-entropy against hard labels).
+    Kl,
+    /// Squared error ‖P − Q‖₂² between probability vectors.
+    Se,
+}
+
+/// Flags of the robust methods (part of the run's identity).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+pub struct MethodArgs {
+    /// Divergence in the loss and the training attack: kl (CE/KL, the
+    /// references) or se (SCORE's squared error between probability vectors).
+    #[arg(long = "loss", value_enum, default_value = "kl")]
+    pub divergence: Divergence,
+    /// Loss clipping relu(ℓ − c) per sample (SCORE: 0.4 for PGD-AT, 0.3 for
+    /// TRADES); applied to the whole loss of standard and pgd-at and to the
+    /// robust term of trades and mart.
+    #[arg(long)]
+    pub clip: Option<f64>,
+    /// Label smoothing ε_ls: targets (1 − ε_ls)·onehot + ε_ls/K in the CE/SE
+    /// terms against labels (not in the attacks).
+    #[arg(long, default_value_t = 0.0)]
+    pub label_smoothing: f64,
+    /// Weight β of the robust term (default 6 for trades, 5 for mart).
+    #[arg(long)]
+    pub beta: Option<f64>,
+    /// Attack radius ε of the training attacks; fractions accepted. Default:
+    /// 8/255 (L∞) or 0.5 (L2) on CIFAR, 0.2 (L∞) or 1.0 (L2) on digits.
+    #[arg(long, value_parser = parse_fraction)]
+    pub eps: Option<f64>,
+    /// PGD steps of the training attacks (a few give an adversarial-lite
+    /// base loss for finetune).
+    #[arg(long, default_value_t = 10)]
+    pub attack_steps: usize,
+    /// PGD step size; fractions accepted (default ε/4, i.e. 2/255 at 8/255).
+    #[arg(long, value_parser = parse_fraction)]
+    pub attack_step_size: Option<f64>,
+    /// Norm of the training threat model.
+    #[arg(long, value_enum, default_value = "linf")]
+    pub norm: Norm,
+    /// Adversarial weight perturbation (Wu et al. 2020) on top of pgd-at,
+    /// trades or mart: one ascent direction of the method's loss per step,
+    /// scaled per weight tensor (dim > 1) to γ·‖w‖; perturb → step → restore.
+    #[arg(long)]
+    pub awp: bool,
+    /// AWP's γ.
+    #[arg(long, default_value_t = 0.005)]
+    pub awp_gamma: f64,
+    /// First epoch (0-based count of finished epochs) with AWP on.
+    #[arg(long, default_value_t = 10)]
+    pub awp_warmup: usize,
+    /// Exponential moving average of the weights, w̄ ← τ·w̄ + (1 − τ)·w per
+    /// step (e.g. 0.999); evaluation and the final checkpoint use w̄.
+    #[arg(long)]
+    pub ema_tau: Option<f64>,
+}
+
+/// The ε the digits threat model uses by default (L∞), chosen so that
+/// standard training's PGD-20 accuracy is low and PGD-AT's is high.
+pub const DIGITS_EPS_LINF: f64 = 0.2;
+
+/// Resolved settings of a method for one data set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MethodSettings {
+    pub method: Method,
+    pub divergence: Divergence,
+    pub clip: Option<f64>,
+    pub label_smoothing: f64,
+    pub beta: f64,
+    /// The training attack (adversarial methods only).
+    pub attack: Option<PgdConfig>,
+    pub num_classes: i64,
+    /// AWP's γ and first epoch, when on.
+    pub awp: Option<(f64, usize)>,
+    pub ema_tau: Option<f64>,
+}
+
+impl MethodArgs {
+    /// Checks the flags and fills in the per-method and per-data-set
+    /// defaults.
+    pub fn resolve(
+        &self,
+        method: Method,
+        dataset: DatasetName,
+        task: Task,
+        num_classes: i64,
+    ) -> Result<MethodSettings> {
+        if let Some(beta) = self.beta {
+            if !(beta.is_finite() && beta >= 0.0) {
+                return Err(Error::invalid("--beta", beta, "must be ≥ 0"));
+            }
+        }
+        if let Some(c) = self.clip {
+            if !(c.is_finite() && c >= 0.0) {
+                return Err(Error::invalid("--clip", c, "must be ≥ 0"));
+            }
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(Error::invalid(
+                "--label-smoothing",
+                self.label_smoothing,
+                "must be in [0, 1)",
+            ));
+        }
+        if let Some(t) = self.ema_tau {
+            if !(0.0..1.0).contains(&t) {
+                return Err(Error::invalid(
+                    "--ema-tau",
+                    t,
+                    "must be in [0, 1) (e.g. 0.999)",
+                ));
+            }
+        }
+        if !(self.awp_gamma.is_finite() && self.awp_gamma >= 0.0) {
+            return Err(Error::invalid("--awp-gamma", self.awp_gamma, "must be ≥ 0"));
+        }
+        let adversarial = method != Method::Standard;
+        if self.awp && !adversarial {
+            return Err(Error::invalid(
+                "--awp",
+                "with --method standard",
+                "AWP perturbs weights against an adversarial loss: use it with pgd-at, trades or mart",
+            ));
+        }
+        if task != Task::Classification
+            && (adversarial || self.divergence == Divergence::Se || self.label_smoothing > 0.0)
+        {
+            return Err(Error::invalid(
+                "--method/--loss/--label-smoothing",
+                dataset,
+                "robust methods, SE and label smoothing need a classification data set",
+            ));
+        }
+        let attack = if adversarial {
+            let eps = match self.eps {
+                Some(e) => e,
+                None => match (dataset, self.norm) {
+                    (DatasetName::Digits, Norm::Linf) => DIGITS_EPS_LINF,
+                    (DatasetName::Digits, Norm::L2) => 1.0,
+                    (_, Norm::Linf) => 8.0 / 255.0,
+                    (_, Norm::L2) => 0.5,
+                },
+            };
+            let threat = Threat {
+                norm: self.norm,
+                eps,
+            };
+            threat.validate("--eps")?;
+            let step_size = self.attack_step_size.unwrap_or(eps / 4.0);
+            if !(step_size.is_finite() && step_size > 0.0) {
+                return Err(Error::invalid(
+                    "--attack-step-size",
+                    step_size,
+                    "must be > 0",
+                ));
+            }
+            let (start, bn_train) = match method {
+                Method::PgdAt => (Start::Uniform, true),
+                _ => (Start::Gaussian(0.001), false),
+            };
+            Some(PgdConfig {
+                threat,
+                steps: self.attack_steps,
+                step_size,
+                start,
+                bn_train,
+            })
+        } else {
+            None
+        };
+        let beta = self.beta.unwrap_or(match method {
+            Method::Trades => 6.0,
+            Method::Mart => 5.0,
+            _ => 0.0,
+        });
+        Ok(MethodSettings {
+            method,
+            divergence: self.divergence,
+            clip: self.clip,
+            label_smoothing: self.label_smoothing,
+            beta,
+            attack,
+            num_classes,
+            awp: self.awp.then_some((self.awp_gamma, self.awp_warmup)),
+            ema_tau: self.ema_tau,
+        })
+    }
+}
+
+/// Smoothed one-hot targets (1 − ε)·onehot(y) + ε/K.
+pub fn smoothed_targets(y: &Tensor, num_classes: i64, smoothing: f64) -> Tensor {
+    y.onehot(num_classes).to_kind(Kind::Float) * (1.0 - smoothing) + smoothing / num_classes as f64
+}
+
+/// Per-sample cross-entropy −Σ_k t_k log softmax(z)_k against targets t.
+pub fn cross_entropy_to(logits: &Tensor, targets: &Tensor) -> Tensor {
+    -(targets * logits.log_softmax(-1, Kind::Float)).sum_dim_intlist([1i64].as_slice(), false, None)
+}
+
+/// Per-sample squared error ‖t − softmax(z)‖₂² (SCORE's SE).
+pub fn squared_error_to(logits: &Tensor, targets: &Tensor) -> Tensor {
+    (targets - logits.softmax(-1, Kind::Float))
+        .square()
+        .sum_dim_intlist([1i64].as_slice(), false, None)
+}
+
+/// Per-sample KL(softmax(z_p) ‖ softmax(z_q)) = Σ p (log p − log q), as
+/// PyTorch's `KLDivLoss(log_softmax(z_q), softmax(z_p))` summed per row.
+pub fn kl_div(logits_p: &Tensor, logits_q: &Tensor) -> Tensor {
+    let log_p = logits_p.log_softmax(-1, Kind::Float);
+    (log_p.exp() * (&log_p - logits_q.log_softmax(-1, Kind::Float))).sum_dim_intlist(
+        [1i64].as_slice(),
+        false,
+        None,
+    )
+}
+
+/// Per-sample D(p ‖ q) for the chosen divergence.
+pub fn divergence(d: Divergence, logits_p: &Tensor, logits_q: &Tensor) -> Tensor {
+    match d {
+        Divergence::Kl => kl_div(logits_p, logits_q),
+        Divergence::Se => squared_error_to(logits_q, &logits_p.softmax(-1, Kind::Float)),
+    }
+}
+
+/// relu(ℓ − c) per sample when clipping is on.
+fn clipped(loss: Tensor, clip: Option<f64>) -> Tensor {
+    match clip {
+        Some(c) => (loss - c).relu(),
+        None => loss,
+    }
+}
+
+/// The losses of one step of a method, before the regulariser.
+#[derive(Debug)]
+pub struct MethodLoss {
+    /// Scalar loss to minimise.
+    pub loss: Tensor,
+    /// Logits of the clean batch when the method computed them (train mode).
+    pub clean_logits: Option<Tensor>,
+    /// Logits the training accuracy is counted on (clean, or adversarial
+    /// for pgd-at).
+    pub logits_for_accuracy: Tensor,
+}
+
+impl MethodSettings {
+    /// Label-side term: CE or SE against (smoothed) targets, per sample.
+    fn label_loss(&self, logits: &Tensor, y: &Tensor) -> Tensor {
+        let t = smoothed_targets(y, self.num_classes, self.label_smoothing);
+        match self.divergence {
+            Divergence::Kl => cross_entropy_to(logits, &t),
+            Divergence::Se => squared_error_to(logits, &t),
+        }
+    }
+
+    /// The training attack's adversarial batch (None for standard).
+    /// TRADES's attack maximises D(p(x) ‖ p(x')) with p(x) from an eval-mode
+    /// forward; PGD-AT's maximises its own loss against hard labels; MART's
+    /// maximises CE.
+    pub fn adversarial_batch(&self, model: &Model, x: &Tensor, y: &Tensor) -> Option<Tensor> {
+        let cfg = self.attack.as_ref()?;
+        let hard = smoothed_targets(y, self.num_classes, 0.0);
+        Some(match self.method {
+            Method::Standard => unreachable!("no attack for standard training"),
+            Method::PgdAt => {
+                let d = self.divergence;
+                pgd(model, x, cfg, &|z: &Tensor| match d {
+                    Divergence::Kl => cross_entropy_to(z, &hard),
+                    Divergence::Se => squared_error_to(z, &hard),
+                })
+            }
+            Method::Trades => {
+                let clean = tch::no_grad(|| model.forward_t(x, false));
+                let d = self.divergence;
+                pgd(model, x, cfg, &|z: &Tensor| divergence(d, &clean, z))
+            }
+            Method::Mart => pgd(model, x, cfg, &|z: &Tensor| cross_entropy_to(z, &hard)),
+        })
+    }
+
+    /// The method's loss on a batch (model in train mode), given its
+    /// adversarial batch. Classification only; regression uses MSE.
+    pub fn loss(
+        &self,
+        model: &Model,
+        x: &Tensor,
+        x_adv: Option<&Tensor>,
+        y: &Tensor,
+    ) -> MethodLoss {
+        let adv = || x_adv.expect("adversarial methods need x_adv");
+        match self.method {
+            Method::Standard => {
+                let z = model.forward_t(x, true);
+                let loss = clipped(self.label_loss(&z, y), self.clip).mean(Kind::Float);
+                MethodLoss {
+                    loss,
+                    clean_logits: Some(z.shallow_clone()),
+                    logits_for_accuracy: z,
+                }
+            }
+            Method::PgdAt => {
+                let z_adv = model.forward_t(adv(), true);
+                let loss = clipped(self.label_loss(&z_adv, y), self.clip).mean(Kind::Float);
+                MethodLoss {
+                    loss,
+                    clean_logits: None,
+                    logits_for_accuracy: z_adv,
+                }
+            }
+            Method::Trades => {
+                let z = model.forward_t(x, true);
+                let z_adv = model.forward_t(adv(), true);
+                let natural = self.label_loss(&z, y).mean(Kind::Float);
+                let robust =
+                    clipped(divergence(self.divergence, &z, &z_adv), self.clip).mean(Kind::Float);
+                MethodLoss {
+                    loss: natural + robust * self.beta,
+                    clean_logits: Some(z.shallow_clone()),
+                    logits_for_accuracy: z,
+                }
+            }
+            Method::Mart => {
+                let z = model.forward_t(x, true);
+                let z_adv = model.forward_t(adv(), true);
+                let p_adv = z_adv.softmax(-1, Kind::Float);
+                // The most likely wrong class under attack (MART's reference:
+                // the top class, or the second if the top one is y).
+                let top2 = p_adv.topk(2, -1, true, true).1;
+                let (first, second) = (top2.select(1, 0), top2.select(1, 1));
+                let wrong = second.where_self(&first.eq_tensor(y), &first);
+                let boost = -(p_adv.neg() + 1.0001 + 1e-12)
+                    .log()
+                    .gather(1, &wrong.unsqueeze(1), false)
+                    .squeeze_dim(1);
+                let bce = (self.label_loss(&z_adv, y) + boost).mean(Kind::Float);
+                let p_true = z
+                    .softmax(-1, Kind::Float)
+                    .gather(1, &y.unsqueeze(1), false)
+                    .squeeze_dim(1);
+                let weighted = clipped(divergence(self.divergence, &z, &z_adv), self.clip)
+                    * (p_true.neg() + 1.0000001);
+                MethodLoss {
+                    loss: bce + weighted.mean(Kind::Float) * self.beta,
+                    clean_logits: Some(z.shallow_clone()),
+                    logits_for_accuracy: z,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::{Activation, Arch, ModelSpec};
+    use tch::Device;
+
+    /// A linear 2-input, 3-class model with fixed weights, so that every
+    /// logit can be computed by hand.
+    fn linear_model() -> Model {
+        let spec = ModelSpec {
+            arch: Arch::Mlp,
+            activation: Activation::Relu,
+            mlp_hidden: vec![],
+            input_shape: vec![2],
+            num_outputs: 3,
+        };
+        let model = Model::new(&spec, Device::Cpu, &[0.0], &[1.0]).unwrap();
+        tch::no_grad(|| {
+            for (name, mut t) in model.named_trainable() {
+                if name.ends_with("weight") {
+                    t.copy_(&Tensor::from_slice(&[1.0f32, 0.0, 0.0, 1.0, -1.0, -1.0]).view([3, 2]));
+                } else {
+                    t.copy_(&Tensor::from_slice(&[0.0f32, 0.5, 0.0]));
+                }
+            }
+        });
+        model
+    }
+
+    fn settings(method: Method, d: Divergence, extra: &[&str]) -> MethodSettings {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            m: MethodArgs,
+        }
+        let mut args = vec!["x"];
+        args.extend(extra);
+        let mut m = Cli::try_parse_from(args).unwrap().m;
+        m.divergence = d;
+        m.resolve(method, DatasetName::Digits, Task::Classification, 3)
+            .unwrap()
+    }
+
+    fn softmax(z: [f64; 3]) -> [f64; 3] {
+        let m = z.iter().cloned().fold(f64::MIN, f64::max);
+        let e = z.map(|v| (v - m).exp());
+        let s: f64 = e.iter().sum();
+        e.map(|v| v / s)
+    }
+
+    fn logits(x: [f64; 2]) -> [f64; 3] {
+        [x[0], x[1] + 0.5, -x[0] - x[1]]
+    }
+
+    const X: [[f64; 2]; 2] = [[0.2, 0.7], [0.9, 0.1]];
+    const XA: [[f64; 2]; 2] = [[0.3, 0.6], [0.8, 0.3]];
+    const Y: [i64; 2] = [1, 0];
+
+    fn tensors() -> (Tensor, Tensor, Tensor) {
+        let f = |a: [[f64; 2]; 2]| {
+            Tensor::from_slice(&a.concat().iter().map(|&v| v as f32).collect::<Vec<_>>())
+                .view([2, 2])
+        };
+        (f(X), f(XA), Tensor::from_slice(&Y))
+    }
+
+    fn kl(p: [f64; 3], q: [f64; 3]) -> f64 {
+        (0..3).map(|k| p[k] * (p[k] / q[k]).ln()).sum()
+    }
+
+    fn se(p: [f64; 3], q: [f64; 3]) -> f64 {
+        (0..3).map(|k| (p[k] - q[k]).powi(2)).sum()
+    }
+
+    fn target(y: i64, ls: f64) -> [f64; 3] {
+        let mut t = [ls / 3.0; 3];
+        t[y as usize] += 1.0 - ls;
+        t
+    }
+
+    fn ce(t: [f64; 3], q: [f64; 3]) -> f64 {
+        -(0..3).map(|k| t[k] * q[k].ln()).sum::<f64>()
+    }
+
+    fn loss_of(s: &MethodSettings) -> f64 {
+        let model = linear_model();
+        let (x, xa, y) = tensors();
+        s.loss(&model, &x, Some(&xa), &y).loss.double_value(&[])
+    }
+
+    fn close(a: f64, b: f64) {
+        assert!(
+            (a - b).abs() < 1e-5 * (1.0 + b.abs()),
+            "{a} vs hand-computed {b}"
+        );
+    }
+
+    #[test]
+    fn trades_loss_with_kl_and_se_equals_the_hand_computed_value() {
+        for (d, beta) in [(Divergence::Kl, 6.0), (Divergence::Se, 2.0)] {
+            let s = settings(Method::Trades, d, &["--beta", &beta.to_string()]);
+            let mut total = 0.0;
+            for i in 0..2 {
+                let (p, q) = (softmax(logits(X[i])), softmax(logits(XA[i])));
+                let robust = match d {
+                    Divergence::Kl => kl(p, q),
+                    Divergence::Se => se(p, q),
+                };
+                let natural = match d {
+                    Divergence::Kl => ce(target(Y[i], 0.0), p),
+                    Divergence::Se => se(target(Y[i], 0.0), p),
+                };
+                total += natural + beta * robust;
+            }
+            close(loss_of(&s), total / 2.0);
+        }
+    }
+
+    #[test]
+    fn mart_weights_the_divergence_by_one_minus_the_true_probability() {
+        let s = settings(Method::Mart, Divergence::Kl, &[]);
+        let mut total = 0.0;
+        for i in 0..2 {
+            let (p, q) = (softmax(logits(X[i])), softmax(logits(XA[i])));
+            let y = Y[i] as usize;
+            let mut order = [0usize, 1, 2];
+            order.sort_by(|&a, &b| q[b].partial_cmp(&q[a]).unwrap());
+            let wrong = if order[0] == y { order[1] } else { order[0] };
+            let bce = ce(target(Y[i], 0.0), q) - (1.0001 - q[wrong] + 1e-12).ln();
+            total += bce + 5.0 * kl(p, q) * (1.0000001 - p[y]);
+        }
+        close(loss_of(&s), total / 2.0);
+    }
+
+    #[test]
+    fn clipping_and_label_smoothing_follow_their_formulas() {
+        // PGD-AT with SE, label smoothing 0.1 and clipping at c.
+        for clip in [0.0, 0.3, 10.0] {
+            let s = settings(
+                Method::PgdAt,
+                Divergence::Se,
+                &["--label-smoothing", "0.1", "--clip", &clip.to_string()],
+            );
+            let expected: f64 = (0..2)
+                .map(|i| (se(target(Y[i], 0.1), softmax(logits(XA[i]))) - clip).max(0.0))
+                .sum::<f64>()
+                / 2.0;
+            close(loss_of(&s), expected);
+        }
+        let s = settings(
+            Method::Standard,
+            Divergence::Kl,
+            &["--label-smoothing", "0.2"],
+        );
+        let expected = (0..2)
+            .map(|i| ce(target(Y[i], 0.2), softmax(logits(X[i]))))
+            .sum::<f64>()
+            / 2.0;
+        close(loss_of(&s), expected);
+    }
+
+    #[test]
+    fn bad_method_flags_are_refused_by_name() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            m: MethodArgs,
+        }
+        let resolve = |args: &[&str], method| {
+            let mut full = vec!["x"];
+            full.extend(args);
+            Cli::try_parse_from(full)
+                .unwrap()
+                .m
+                .resolve(method, DatasetName::Digits, Task::Classification, 10)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(resolve(&["--beta=-1"], Method::Trades).contains("--beta"));
+        assert!(resolve(&["--eps", "0"], Method::PgdAt).contains("--eps"));
+        assert!(resolve(&["--eps=-8/255"], Method::PgdAt).contains("--eps"));
+        assert!(resolve(&["--awp"], Method::Standard).contains("--awp"));
+        assert!(resolve(&["--ema-tau", "1.5"], Method::Standard).contains("--ema-tau"));
+    }
+}
