@@ -77,7 +77,13 @@ fn problem_with(w: Tensor) -> (Model, Tensor, Tensor, Tensor, Tensor) {
         .collect();
     assert_eq!(clear.len(), 1000);
     let keep = Tensor::from_slice(&clear);
-    (model, w, b, x.index_select(0, &keep), y.index_select(0, &keep))
+    (
+        model,
+        w,
+        b,
+        x.index_select(0, &keep),
+        y.index_select(0, &keep),
+    )
 }
 
 /// Closed form: robust iff correct and (w_y − w_j)ᵀx + b_y − b_j > ε‖w_y − w_j‖
@@ -102,14 +108,23 @@ fn closed_form(
     let diff = wy.unsqueeze(1) - w.unsqueeze(0); // [N, C, 64]
     let dual = match norm {
         Norm::Linf => diff.abs().sum_dim_intlist([2i64].as_slice(), false, None),
-        Norm::L2 => diff.square().sum_dim_intlist([2i64].as_slice(), false, None).sqrt(),
+        Norm::L2 => diff
+            .square()
+            .sum_dim_intlist([2i64].as_slice(), false, None)
+            .sqrt(),
     };
-    let not_y = Tensor::ones([x.size()[0], CLASSES], (Kind::Bool, Device::Cpu)).scatter_value(1, &y.unsqueeze(1), 0);
+    let not_y = Tensor::ones([x.size()[0], CLASSES], (Kind::Bool, Device::Cpu)).scatter_value(
+        1,
+        &y.unsqueeze(1),
+        0,
+    );
     let slack = (&m - &dual * eps).where_self(&not_y, &Tensor::full_like(&m, f64::INFINITY));
-    let dist = (&m / dual.clamp_min(1e-30)).where_self(&not_y, &Tensor::full_like(&m, f64::INFINITY));
+    let dist =
+        (&m / dual.clamp_min(1e-30)).where_self(&not_y, &Tensor::full_like(&m, f64::INFINITY));
     let robust: Vec<bool> = Vec::try_from(&slack.amin([1i64].as_slice(), false).gt(0.0)).unwrap();
     let min_slack: Vec<f64> = Vec::try_from(&slack.abs().amin([1i64].as_slice(), false)).unwrap();
-    let dist: Vec<f64> = Vec::try_from(&dist.amin([1i64].as_slice(), false).clamp_min(0.0)).unwrap();
+    let dist: Vec<f64> =
+        Vec::try_from(&dist.amin([1i64].as_slice(), false).clamp_min(0.0)).unwrap();
     (robust, min_slack, dist)
 }
 
@@ -126,14 +141,26 @@ fn linf_robust_accuracy_of_a_linear_model_matches_the_closed_form() {
     tch::set_num_threads(1);
     let (model, w, b, x, y) = linear_problem();
     let eps = 0.004;
-    let threat = Threat { norm: Norm::Linf, eps };
+    let threat = Threat {
+        norm: Norm::Linf,
+        eps,
+    };
     let (expected, slack, _) = closed_form(&w, &b, &x, &y, Norm::Linf, eps);
     let min_slack = slack.iter().copied().fold(f64::INFINITY, f64::min);
     let clean = flags(&model.forward_t(&x, false).argmax(-1, false).eq_tensor(&y));
     let n_exp = count(&expected);
-    eprintln!("closed form: {n_exp}/1000 robust (clean {}), min |slack| {min_slack:.2e}", count(&clean));
-    assert!(n_exp > 200 && n_exp < 700, "the problem should have robust and non-robust points");
-    assert!(min_slack > 1e-4, "a point lies on the threshold; float rounding could decide it");
+    eprintln!(
+        "closed form: {n_exp}/1000 robust (clean {}), min |slack| {min_slack:.2e}",
+        count(&clean)
+    );
+    assert!(
+        n_exp > 200 && n_exp < 700,
+        "the problem should have robust and non-robust points"
+    );
+    assert!(
+        min_slack > 1e-4,
+        "a point lies on the threshold; float rounding could decide it"
+    );
 
     let aa = autoattack_standard(&model, &x, &y, &threat, 0);
     assert!(threat.contains(&aa.adv, &x));
@@ -141,9 +168,16 @@ fn linf_robust_accuracy_of_a_linear_model_matches_the_closed_form() {
     let n_aa = count(&aa_robust);
     // Sound (never breaks a provably robust point) and exact.
     assert!(aa_robust.iter().zip(&expected).all(|(a, e)| !*e || *a));
-    let after: Vec<String> = aa.after.iter().map(|(c, r)| format!("{}={}", c.name(), count(&flags(r)))).collect();
+    let after: Vec<String> = aa
+        .after
+        .iter()
+        .map(|(c, r)| format!("{}={}", c.name(), count(&flags(r))))
+        .collect();
     eprintln!("AutoAttack: {n_aa} robust; after components {after:?}");
-    assert_eq!(n_aa, n_exp, "AutoAttack must reach the closed-form robust accuracy");
+    assert_eq!(
+        n_aa, n_exp,
+        "AutoAttack must reach the closed-form robust accuracy"
+    );
     let mut last = count(&clean);
     for (_, r) in &aa.after {
         let k = count(&flags(r));
@@ -169,7 +203,10 @@ fn linf_robust_accuracy_of_a_linear_model_matches_the_closed_form() {
     assert!(threat.contains(&adv_f, &x));
     let n_f = 1000 - count(&flags(&fooled_f));
     eprintln!("robust: closed form {n_exp}, AA {n_aa}, APGD-CE {n_ce}, APGD-T {n_t}, FAB-T {n_f}, Square {n_sq}, clean {}", count(&clean));
-    assert!(n_sq >= n_exp && n_sq <= n_exp + 10, "Square: {n_sq} robust vs closed form {n_exp}");
+    assert!(
+        n_sq >= n_exp && n_sq <= n_exp + 10,
+        "Square: {n_sq} robust vs closed form {n_exp}"
+    );
     // APGD-CE maximises the cross-entropy, whose maximiser over the ball is
     // not always adversarial when the nearest boundary is not the runner-up
     // class's: it must be sound and match PGD-CE (100 steps), which tops
@@ -187,9 +224,17 @@ fn linf_robust_accuracy_of_a_linear_model_matches_the_closed_form() {
     let adv_pgd = taser::attack::pgd(&model, &x, &pgd_cfg, &|z: &Tensor| {
         taser::attack::cross_entropy(z, &y)
     });
-    let n_pgd = count(&flags(&model.forward_t(&adv_pgd, false).argmax(-1, false).eq_tensor(&y)));
+    let n_pgd = count(&flags(
+        &model
+            .forward_t(&adv_pgd, false)
+            .argmax(-1, false)
+            .eq_tensor(&y),
+    ));
     eprintln!("PGD-CE-100 {n_pgd} robust");
-    assert!(n_ce >= n_exp && n_ce <= n_pgd + 2, "APGD-CE {n_ce} vs PGD-CE {n_pgd}");
+    assert!(
+        n_ce >= n_exp && n_ce <= n_pgd + 2,
+        "APGD-CE {n_ce} vs PGD-CE {n_pgd}"
+    );
     assert!(n_t <= n_exp + 10 && n_f <= n_exp + 10);
     for k in [n_ce, n_t, n_f, n_sq] {
         assert!(n_aa <= k && k <= count(&clean));
@@ -201,7 +246,10 @@ fn apgd_ce_and_square_reach_the_closed_form_where_cross_entropy_is_faithful() {
     tch::set_num_threads(1);
     let (model, w, b, x, y) = block_linear_problem();
     let eps = 0.004;
-    let threat = Threat { norm: Norm::Linf, eps };
+    let threat = Threat {
+        norm: Norm::Linf,
+        eps,
+    };
     let (expected, slack, _) = closed_form(&w, &b, &x, &y, Norm::Linf, eps);
     let n_exp = count(&expected);
     assert!(slack.iter().all(|&s| s > 1e-4));
@@ -216,7 +264,10 @@ fn apgd_ce_and_square_reach_the_closed_form_where_cross_entropy_is_faithful() {
     let n_sq = 1000 - count(&flags(&fooled));
     eprintln!("block model: closed form {n_exp}, APGD-CE {n_ce}, Square {n_sq}");
     for (name, k) in [("APGD-CE", n_ce), ("Square", n_sq)] {
-        assert!(k >= n_exp && k <= n_exp + 10, "{name}: {k} robust vs closed form {n_exp}");
+        assert!(
+            k >= n_exp && k <= n_exp + 10,
+            "{name}: {k} robust vs closed form {n_exp}"
+        );
     }
 }
 
@@ -227,7 +278,10 @@ fn l2_autoattack_on_a_linear_model_matches_the_closed_form() {
     let x = x.narrow(0, 0, 300);
     let y = y.narrow(0, 0, 300);
     let eps = 0.03;
-    let threat = Threat { norm: Norm::L2, eps };
+    let threat = Threat {
+        norm: Norm::L2,
+        eps,
+    };
     let (expected, slack, _) = closed_form(&w, &b, &x, &y, Norm::L2, eps);
     let min_slack = slack.iter().copied().fold(f64::INFINITY, f64::min);
     let n_exp = count(&expected);
@@ -235,7 +289,11 @@ fn l2_autoattack_on_a_linear_model_matches_the_closed_form() {
     assert!(n_exp > 50 && n_exp < 250, "{n_exp}");
     let aa = autoattack_standard(&model, &x, &y, &threat, 0);
     assert!(threat.contains(&aa.adv, &x));
-    let after: Vec<String> = aa.after.iter().map(|(c, r)| format!("{}={}", c.name(), count(&flags(r)))).collect();
+    let after: Vec<String> = aa
+        .after
+        .iter()
+        .map(|(c, r)| format!("{}={}", c.name(), count(&flags(r))))
+        .collect();
     eprintln!("L2: closed form {n_exp}, AutoAttack after {after:?}");
     assert_eq!(count(&flags(&aa.robust)), n_exp);
 }
@@ -259,10 +317,23 @@ fn fab_t_finds_the_boundary_of_a_linear_model_within_one_percent() {
             // Every recorded point is misclassified, in [0,1], at that distance.
             let found = dist.isfinite();
             let wrong = model.forward_t(&adv, false).argmax(-1, false).ne_tensor(&y);
-            assert!(wrong.logical_or(&found.logical_not()).all().int64_value(&[]) == 1);
+            assert!(
+                wrong
+                    .logical_or(&found.logical_not())
+                    .all()
+                    .int64_value(&[])
+                    == 1
+            );
             assert!(adv.min().double_value(&[]) >= 0.0 && adv.max().double_value(&[]) <= 1.0);
             let measured = per_sample_norm(&(&adv - &x), norm);
-            assert!((&measured - &dist).abs().where_self(&found, &dist.zeros_like()).max().double_value(&[]) < 1e-5);
+            assert!(
+                (&measured - &dist)
+                    .abs()
+                    .where_self(&found, &dist.zeros_like())
+                    .max()
+                    .double_value(&[])
+                    < 1e-5
+            );
             best = best.minimum(&dist);
         }
         let best: Vec<f64> = Vec::try_from(&best.to_kind(Kind::Double)).unwrap();
@@ -271,10 +342,20 @@ fn fab_t_finds_the_boundary_of_a_linear_model_within_one_percent() {
             .zip(&exact)
             .map(|(f, e)| f / e)
             .fold(0.0f64, f64::max);
-        let min_ratio = best.iter().zip(&exact).map(|(f, e)| f / e).fold(f64::INFINITY, f64::min);
+        let min_ratio = best
+            .iter()
+            .zip(&exact)
+            .map(|(f, e)| f / e)
+            .fold(f64::INFINITY, f64::min);
         eprintln!("FAB-T {norm:?}: distance / analytic in [{min_ratio:.5}, {worst_ratio:.5}]");
-        assert!(min_ratio >= 1.0 - 1e-4, "{norm:?}: below the analytic distance");
-        assert!(worst_ratio <= 1.01, "{norm:?}: {worst_ratio} times the analytic distance");
+        assert!(
+            min_ratio >= 1.0 - 1e-4,
+            "{norm:?}: below the analytic distance"
+        );
+        assert!(
+            worst_ratio <= 1.01,
+            "{norm:?}: {worst_ratio} times the analytic distance"
+        );
     }
 }
 
@@ -301,9 +382,12 @@ fn digits_checkpoint(dir: &Path) -> PathBuf {
         num_outputs: 10,
     };
     let model = Model::new(&spec, Device::Cpu, &[0.0], &[1.0]).unwrap();
-    let mut opt = tch::nn::OptimizerConfig::build(tch::nn::Adam::default(), &model.vs, 0.05).unwrap();
+    let mut opt =
+        tch::nn::OptimizerConfig::build(tch::nn::Adam::default(), &model.vs, 0.05).unwrap();
     for _ in 0..150 {
-        let loss = model.forward_t(&data.train.x, true).cross_entropy_for_logits(&data.train.y);
+        let loss = model
+            .forward_t(&data.train.x, true)
+            .cross_entropy_for_logits(&data.train.y);
         opt.backward_step(&loss);
     }
     let path = dir.join("model.safetensors");
@@ -356,7 +440,10 @@ fn run_attack(args: &[String]) -> std::process::Output {
 fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
     let mut r = csv::Reader::from_path(path).unwrap();
     let header = r.headers().unwrap().iter().map(|s| s.to_string()).collect();
-    let rows = r.records().map(|rec| rec.unwrap().iter().map(|s| s.to_string()).collect()).collect();
+    let rows = r
+        .records()
+        .map(|rec| rec.unwrap().iter().map(|s| s.to_string()).collect())
+        .collect();
     (header, rows)
 }
 
@@ -367,12 +454,25 @@ fn attack_binary_writes_per_sample_and_summary_and_resumes_identically() {
     let dir = tempfile::tempdir().unwrap();
     let ckpt = digits_checkpoint(dir.path());
     let full = dir.path().join("full");
-    let o = run_attack(&attack_args(&ckpt, &full, &["--attacks", ATTACKS, "--eps", "8/255"]));
+    let o = run_attack(&attack_args(
+        &ckpt,
+        &full,
+        &["--attacks", ATTACKS, "--eps", "8/255"],
+    ));
     assert!(o.status.success(), "{}", stderr(&o));
     let (header, rows) = read_csv(&full.join("per_sample.csv"));
     assert_eq!(
         header,
-        ["index", "label", "clean_correct", "aa", "spsa", "pgd10", "cw-pgd10", "worst_case"]
+        [
+            "index",
+            "label",
+            "clean_correct",
+            "aa",
+            "spsa",
+            "pgd10",
+            "cw-pgd10",
+            "worst_case"
+        ]
     );
     assert_eq!(rows.len(), 120);
     for row in &rows {
@@ -383,8 +483,22 @@ fn attack_binary_writes_per_sample_and_summary_and_resumes_identically() {
     }
     let (sh, srows) = read_csv(&full.join("summary.csv"));
     assert_eq!(srows.len(), 1);
-    let s: BTreeMap<&str, &str> = sh.iter().map(|h| h.as_str()).zip(srows[0].iter().map(|v| v.as_str())).collect();
-    for key in ["checkpoint", "dataset", "norm", "eps", "n_eval", "subset_fingerprint", "seed", "seconds_aa", "seconds_spsa"] {
+    let s: BTreeMap<&str, &str> = sh
+        .iter()
+        .map(|h| h.as_str())
+        .zip(srows[0].iter().map(|v| v.as_str()))
+        .collect();
+    for key in [
+        "checkpoint",
+        "dataset",
+        "norm",
+        "eps",
+        "n_eval",
+        "subset_fingerprint",
+        "seed",
+        "seconds_aa",
+        "seconds_spsa",
+    ] {
         assert!(s.contains_key(key), "summary lacks {key}: {sh:?}");
     }
     assert_eq!(s["n_eval"], "120");
@@ -396,14 +510,20 @@ fn attack_binary_writes_per_sample_and_summary_and_resumes_identically() {
     let mut last = clean;
     for c in ["apgd-ce", "apgd-t", "fab-t", "square"] {
         let a = acc(&format!("acc_aa_{c}"));
-        assert!(a <= last + 1e-12, "AutoAttack's cumulative accuracy must not rise");
+        assert!(
+            a <= last + 1e-12,
+            "AutoAttack's cumulative accuracy must not rise"
+        );
         last = a;
     }
     assert!((acc("acc_aa") - last).abs() < 1e-12);
     for k in ["acc_aa", "acc_spsa", "acc_pgd10", "acc_cw-pgd10"] {
         assert!(worst <= acc(k) && acc(k) <= clean, "{k}");
     }
-    assert!(acc("acc_aa") <= acc("acc_pgd10") + 1e-12, "AutoAttack weaker than PGD-10");
+    assert!(
+        acc("acc_aa") <= acc("acc_pgd10") + 1e-12,
+        "AutoAttack weaker than PGD-10"
+    );
     assert!(full.join("subset.json").exists());
 
     // Interrupted after one attack, then resumed: the same flags.
@@ -416,7 +536,11 @@ fn attack_binary_writes_per_sample_and_summary_and_resumes_identically() {
     assert!(!part.join("per_sample.csv").exists());
     let o = run_attack(&args);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("aa: already finished"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("aa: already finished"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(
         std::fs::read_to_string(part.join("per_sample.csv")).unwrap(),
         std::fs::read_to_string(full.join("per_sample.csv")).unwrap()
@@ -424,20 +548,40 @@ fn attack_binary_writes_per_sample_and_summary_and_resumes_identically() {
     // A finished evaluation is not repeated.
     let o = run_attack(&args);
     assert!(o.status.success());
-    assert_eq!(stderr(&o).matches("already finished").count(), 4, "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o).matches("already finished").count(),
+        4,
+        "{}",
+        stderr(&o)
+    );
 
     // Other flags on the same --out are refused, naming the difference.
-    let o = run_attack(&attack_args(&ckpt, &part, &["--attacks", ATTACKS, "--eps", "4/255"]));
+    let o = run_attack(&attack_args(
+        &ckpt,
+        &part,
+        &["--attacks", ATTACKS, "--eps", "4/255"],
+    ));
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("--eps") && stderr(&o).contains("new --out"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--eps") && stderr(&o).contains("new --out"),
+        "{}",
+        stderr(&o)
+    );
 
     // The saved subset can be given back with --subset: same points.
     let again = dir.path().join("again");
     let subset = full.join("subset.json").display().to_string();
-    let o = run_attack(&attack_args(&ckpt, &again, &["--attacks", "pgd10", "--eps", "8/255", "--subset", &subset]));
+    let o = run_attack(&attack_args(
+        &ckpt,
+        &again,
+        &["--attacks", "pgd10", "--eps", "8/255", "--subset", &subset],
+    ));
     assert!(o.status.success(), "{}", stderr(&o));
     let (_, rows2) = read_csv(&again.join("per_sample.csv"));
-    assert_eq!(rows2.iter().map(|r| r[0].clone()).collect::<Vec<_>>(), rows.iter().map(|r| r[0].clone()).collect::<Vec<_>>());
+    assert_eq!(
+        rows2.iter().map(|r| r[0].clone()).collect::<Vec<_>>(),
+        rows.iter().map(|r| r[0].clone()).collect::<Vec<_>>()
+    );
     assert!(!again.join("subset.json").exists());
 }
 
@@ -447,11 +591,18 @@ fn bad_inputs_are_refused_with_clear_errors_and_no_outputs() {
     let ckpt = digits_checkpoint(dir.path());
     // A subset with an index past the digits test split (359 points).
     let good = dir.path().join("good");
-    let o = run_attack(&attack_args(&ckpt, &good, &["--attacks", "pgd1", "--eps", "0.1"]));
+    let o = run_attack(&attack_args(
+        &ckpt,
+        &good,
+        &["--attacks", "pgd1", "--eps", "0.1"],
+    ));
     assert!(o.status.success(), "{}", stderr(&o));
     let text = std::fs::read_to_string(good.join("subset.json")).unwrap();
     let mut subset: serde_json::Value = serde_json::from_str(&text).unwrap();
-    subset["indices"].as_array_mut().unwrap().push(serde_json::json!(5000));
+    subset["indices"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!(5000));
     let bad_subset = dir.path().join("bad-subset.json");
     std::fs::write(&bad_subset, subset.to_string()).unwrap();
     // A checkpoint whose model does not fit digits.
@@ -472,33 +623,119 @@ fn bad_inputs_are_refused_with_clear_errors_and_no_outputs() {
     // Weights that do not match their sidecar.
     let lying = other.join("lying.safetensors");
     std::fs::copy(&wrong_shape, &lying).unwrap();
-    std::fs::copy(checkpoint::sidecar_path(&ckpt), checkpoint::sidecar_path(&lying)).unwrap();
+    std::fs::copy(
+        checkpoint::sidecar_path(&ckpt),
+        checkpoint::sidecar_path(&lying),
+    )
+    .unwrap();
     let missing = dir.path().join("none.safetensors");
 
     let bs = bad_subset.display().to_string();
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (attack_args(&ckpt, &dir.path().join("o1"), &["--eps", "0", "--attacks", "pgd1"]), "--eps"),
-        (attack_args(&ckpt, &dir.path().join("o2"), &["--eps", "-1/255", "--attacks", "pgd1"]), "--eps"),
-        (attack_args(&ckpt, &dir.path().join("o3"), &["--eps", "8/0", "--attacks", "pgd1"]), "denominator"),
-        (attack_args(&ckpt, &dir.path().join("o4"), &["--eps", "0.1", "--norm", "l3"]), "--norm"),
-        (attack_args(&ckpt, &dir.path().join("o5"), &["--eps", "0.1", "--attacks", "aa,fgsm"]), "fgsm"),
-        (attack_args(&ckpt, &dir.path().join("o6"), &["--eps", "0.1", "--attacks", "pgd1", "--subset", &bs]), "out of range"),
-        (attack_args(&wrong_shape, &dir.path().join("o7"), &["--eps", "0.1", "--attacks", "pgd1"]), "[1, 4, 4]"),
-        (attack_args(&lying, &dir.path().join("o8"), &["--eps", "0.1", "--attacks", "pgd1"]), "lying.safetensors"),
-        (attack_args(&missing, &dir.path().join("o9"), &["--eps", "0.1", "--attacks", "pgd1"]), "none.json"),
+        (
+            attack_args(
+                &ckpt,
+                &dir.path().join("o1"),
+                &["--eps", "0", "--attacks", "pgd1"],
+            ),
+            "--eps",
+        ),
+        (
+            attack_args(
+                &ckpt,
+                &dir.path().join("o2"),
+                &["--eps", "-1/255", "--attacks", "pgd1"],
+            ),
+            "--eps",
+        ),
+        (
+            attack_args(
+                &ckpt,
+                &dir.path().join("o3"),
+                &["--eps", "8/0", "--attacks", "pgd1"],
+            ),
+            "denominator",
+        ),
+        (
+            attack_args(
+                &ckpt,
+                &dir.path().join("o4"),
+                &["--eps", "0.1", "--norm", "l3"],
+            ),
+            "--norm",
+        ),
+        (
+            attack_args(
+                &ckpt,
+                &dir.path().join("o5"),
+                &["--eps", "0.1", "--attacks", "aa,fgsm"],
+            ),
+            "fgsm",
+        ),
+        (
+            attack_args(
+                &ckpt,
+                &dir.path().join("o6"),
+                &["--eps", "0.1", "--attacks", "pgd1", "--subset", &bs],
+            ),
+            "out of range",
+        ),
+        (
+            attack_args(
+                &wrong_shape,
+                &dir.path().join("o7"),
+                &["--eps", "0.1", "--attacks", "pgd1"],
+            ),
+            "[1, 4, 4]",
+        ),
+        (
+            attack_args(
+                &lying,
+                &dir.path().join("o8"),
+                &["--eps", "0.1", "--attacks", "pgd1"],
+            ),
+            "lying.safetensors",
+        ),
+        (
+            attack_args(
+                &missing,
+                &dir.path().join("o9"),
+                &["--eps", "0.1", "--attacks", "pgd1"],
+            ),
+            "none.json",
+        ),
     ];
     for (args, needle) in cases {
         let o = run_attack(&args);
         let err = stderr(&o);
         assert!(!o.status.success(), "{args:?} succeeded");
-        assert!(err.contains(needle), "{args:?}: stderr lacks {needle:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: stderr lacks {needle:?}: {err}"
+        );
         let out = PathBuf::from(&args[3]);
-        assert!(files_in(&out).is_empty(), "{args:?} left {:?}", files_in(&out));
+        assert!(
+            files_in(&out).is_empty(),
+            "{args:?} left {:?}",
+            files_in(&out)
+        );
     }
     let help = run("attack", &["--help"]);
     let text = stdout(&help);
-    for flag in ["--checkpoint", "--attacks", "--norm", "--eps", "--subset", "--out", "--seed", "--device", "--batch-size", "--data-dir", "cw-pgdK", "8/255"] {
+    for flag in [
+        "--checkpoint",
+        "--attacks",
+        "--norm",
+        "--eps",
+        "--subset",
+        "--out",
+        "--seed",
+        "--device",
+        "--batch-size",
+        "--data-dir",
+        "cw-pgdK",
+        "8/255",
+    ] {
         assert!(text.contains(flag), "--help lacks {flag}");
     }
 }
-

@@ -242,10 +242,7 @@ mod tests {
         let y = logits_no_grad(&model, &x).argmax(-1, false);
         for (norm, eps) in [(Norm::Linf, 0.05), (Norm::L2, 0.3)] {
             let cfg = ApgdConfig::standard(Threat { norm, eps });
-            for (adv, fooled) in [
-                apgd_ce(&model, &x, &y, &cfg),
-                apgd_t(&model, &x, &y, &cfg),
-            ] {
+            for (adv, fooled) in [apgd_ce(&model, &x, &y, &cfg), apgd_t(&model, &x, &y, &cfg)] {
                 assert!(cfg.threat.contains(&adv, &x), "{norm:?}");
                 // Flags agree with the returned points.
                 let wrong = fooled_mask(&logits_no_grad(&model, &adv), &y);

@@ -19,7 +19,7 @@ use super::autoattack::{seed_for, Component, STANDARD};
 use super::spsa::{spsa, SpsaConfig};
 use super::{
     cross_entropy, fooled_mask, logits_no_grad, loss_and_grad, margin, mask_indices,
-    parse_fraction, pgd, per_sample_norm, Norm, PgdConfig, Start, Threat,
+    parse_fraction, per_sample_norm, pgd, Norm, PgdConfig, Start, Threat,
 };
 use crate::checkpoint;
 use crate::data::subset::{EvalSubset, DEFAULT_SIZE};
@@ -119,7 +119,13 @@ impl AttackKind {
     /// Runs the attack on one batch of clean-correct points; returns the
     /// adversarial batch and the fooled mask. (AutoAttack is run by the
     /// evaluator component by component, not through here.)
-    pub fn run_batch(self, model: &Model, x: &Tensor, y: &Tensor, threat: &Threat) -> (Tensor, Tensor) {
+    pub fn run_batch(
+        self,
+        model: &Model,
+        x: &Tensor,
+        y: &Tensor,
+        threat: &Threat,
+    ) -> (Tensor, Tensor) {
         match self {
             AttackKind::AutoAttack => {
                 let r = super::autoattack::autoattack_standard(model, x, y, threat, 0);
@@ -282,7 +288,16 @@ fn sha16(bytes: &[u8]) -> String {
 /// indices.
 pub fn subset_fingerprint(s: &EvalSubset) -> String {
     let idx: Vec<String> = s.indices.iter().map(|i| i.to_string()).collect();
-    sha16(format!("{}|{}|{}|{}", s.dataset, s.split, s.test_fingerprint, idx.join(",")).as_bytes())
+    sha16(
+        format!(
+            "{}|{}|{}|{}",
+            s.dataset,
+            s.split,
+            s.test_fingerprint,
+            idx.join(",")
+        )
+        .as_bytes(),
+    )
 }
 
 fn warn(warnings: &mut Vec<String>, text: String) {
@@ -309,8 +324,7 @@ fn to_flags(mask: &Tensor) -> Vec<bool> {
 fn attack_points(
     run: &dyn Fn(&Tensor, &Tensor) -> (Tensor, Tensor),
     model: &Model,
-    x: &Tensor,
-    y: &Tensor,
+    (x, y): (&Tensor, &Tensor),
     robust_in: &Tensor,
     threat: &Threat,
     batch_size: usize,
@@ -327,7 +341,9 @@ fn attack_points(
         let (xb, yb) = (x.index_select(0, &bidx), y.index_select(0, &bidx));
         let (adv, _) = run(&xb, &yb);
         if !threat.contains(&adv, &xb) {
-            let dist = per_sample_norm(&(&adv - &xb), threat.norm).max().double_value(&[]);
+            let dist = per_sample_norm(&(&adv - &xb), threat.norm)
+                .max()
+                .double_value(&[]);
             return Err(Error::invalid(
                 "attack",
                 name,
@@ -367,7 +383,8 @@ fn run_one(
                 tch::manual_seed(seed_for(cfg.seed, c.name()));
                 let run = |xb: &Tensor, yb: &Tensor| c.run(model, xb, yb, threat);
                 let label = format!("aa/{}", c.name());
-                robust = attack_points(&run, model, x, y, &robust, threat, cfg.batch_size, &label)?;
+                robust =
+                    attack_points(&run, model, (x, y), &robust, threat, cfg.batch_size, &label)?;
                 let r = AttackResult {
                     name: c.name().to_string(),
                     robust: to_flags(&robust),
@@ -392,7 +409,7 @@ fn run_one(
         _ => {
             tch::manual_seed(seed_for(cfg.seed, &name));
             let run = |xb: &Tensor, yb: &Tensor| kind.run_batch(model, xb, yb, threat);
-            let robust = attack_points(&run, model, x, y, clean, threat, cfg.batch_size, &name)?;
+            let robust = attack_points(&run, model, (x, y), clean, threat, cfg.batch_size, &name)?;
             Ok(AttackResult {
                 name,
                 robust: to_flags(&robust),
@@ -427,7 +444,11 @@ fn describe_differences(a: &StateConfig, b: &StateConfig) -> String {
         d.push(format!("--eps {} vs {}", a.eps, b.eps));
     }
     if a.attacks != b.attacks {
-        d.push(format!("--attacks {} vs {}", a.attacks.join(","), b.attacks.join(",")));
+        d.push(format!(
+            "--attacks {} vs {}",
+            a.attacks.join(","),
+            b.attacks.join(",")
+        ));
     }
     if a.seed != b.seed {
         d.push(format!("--seed {} vs {}", a.seed, b.seed));
@@ -501,7 +522,10 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalSummary> {
         return Err(Error::invalid(
             "--checkpoint",
             cfg.checkpoint.display(),
-            format!("is a {} regression model; attacks need a classifier", data.name),
+            format!(
+                "is a {} regression model; attacks need a classifier",
+                data.name
+            ),
         ));
     }
     if meta.model.input_shape != data.input_shape || meta.model.num_outputs != data.num_outputs {
@@ -558,9 +582,7 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalSummary> {
     }
 
     let mut warnings = Vec::new();
-    let index = Tensor::from_slice(
-        &subset.indices.iter().map(|&i| i as i64).collect::<Vec<_>>(),
-    );
+    let index = Tensor::from_slice(&subset.indices.iter().map(|&i| i as i64).collect::<Vec<_>>());
     let x = data.test.x.index_select(0, &index).to_device(device);
     let y = data.test.y.index_select(0, &index).to_device(device);
 
@@ -573,7 +595,9 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalSummary> {
         let (xb, yb) = (x.narrow(0, start, len), y.narrow(0, start, len));
         let (logits, _, grad) = loss_and_grad(&model, &xb, &|z: &Tensor| cross_entropy(z, &yb));
         let correct = fooled_mask(&logits, &yb).logical_not();
-        let zero = per_sample_norm(&grad, Norm::Linf).eq(0.0).logical_and(&correct);
+        let zero = per_sample_norm(&grad, Norm::Linf)
+            .eq(0.0)
+            .logical_and(&correct);
         zero_grad += zero.sum(Kind::Int64).int64_value(&[]);
         if start == 0 {
             let again = logits_no_grad(&model, &xb);
@@ -680,7 +704,14 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalSummary> {
     black_box_warnings(&attacks, &results, &mut warnings);
 
     if complete {
-        write_per_sample(&cfg.out.join(PER_SAMPLE_FILE), &subset, &data.test.y, &clean_flags, &results, &worst)?;
+        write_per_sample(
+            &cfg.out.join(PER_SAMPLE_FILE),
+            &subset,
+            &data.test.y,
+            &clean_flags,
+            &results,
+            &worst,
+        )?;
         let dev = device_name(device);
         write_summary(
             &cfg.out.join(SUMMARY_FILE),
@@ -706,7 +737,11 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalSummary> {
 
 /// Warns when a black-box attack (Square, SPSA) breaks points the white-box
 /// attacks left robust, a sign of gradient masking.
-fn black_box_warnings(attacks: &[AttackKind], results: &[&AttackResult], warnings: &mut Vec<String>) {
+fn black_box_warnings(
+    attacks: &[AttackKind],
+    results: &[&AttackResult],
+    warnings: &mut Vec<String>,
+) {
     for r in results {
         if let Some(sq) = r.components.iter().find(|c| c.name == "square") {
             let before = &r.components[r.components.len() - 2];
@@ -866,14 +901,25 @@ mod tests {
 
     #[test]
     fn attack_names_parse_and_print() {
-        for s in ["aa", "apgd-ce", "apgd-t", "fab-t", "square", "spsa", "pgd20", "cw-pgd100"] {
+        for s in [
+            "aa",
+            "apgd-ce",
+            "apgd-t",
+            "fab-t",
+            "square",
+            "spsa",
+            "pgd20",
+            "cw-pgd100",
+        ] {
             assert_eq!(s.parse::<AttackKind>().unwrap().to_string(), s);
         }
         for bad in ["pgd", "pgd0", "cw-pgdx", "fgsm", ""] {
             let e = bad.parse::<AttackKind>().unwrap_err().to_string();
             assert!(e.contains("--attacks") && e.contains("pgdK"), "{e}");
         }
-        let dup = parse_attacks(&["aa".into(), "aa".into()]).unwrap_err().to_string();
+        let dup = parse_attacks(&["aa".into(), "aa".into()])
+            .unwrap_err()
+            .to_string();
         assert!(dup.contains("twice"), "{dup}");
     }
 }

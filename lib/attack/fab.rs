@@ -11,7 +11,9 @@
 //! (weight α = ‖d₁‖/(‖d₁‖ + ‖d₂‖) ≤ α_max on the clean point's projection,
 //! both overshot by η) and, once misclassified, records the point if it is
 //! the closest so far and steps back towards the clean point by β.
-use super::{fooled_mask, logits_no_grad, mask_indices, per_sample_norm, select_rows, Norm, Threat};
+use super::{
+    fooled_mask, logits_no_grad, mask_indices, per_sample_norm, select_rows, Norm, Threat,
+};
 use crate::models::Model;
 use tch::{Kind, Tensor};
 
@@ -79,9 +81,10 @@ pub fn project_hyperplane_box(t: &Tensor, w: &Tensor, b: &Tensor, norm: Norm) ->
     let s_cum = s.cumsum(1, Kind::Double);
     let s_tail = s_cum.select(1, d - 1).unsqueeze(1) - &s_cum;
     let gain_at_break = &below + &sorted * &s_tail;
-    let first = gain_at_break
-        .lt_tensor(&need)
-        .sum_dim_intlist([1i64].as_slice(), true, Kind::Int64);
+    let first =
+        gain_at_break
+            .lt_tensor(&need)
+            .sum_dim_intlist([1i64].as_slice(), true, Kind::Int64);
     let feasible = first.lt(d);
     let k = first.clamp_max(d - 1);
     let before = (&below - &saturated).gather(1, &k, false);
@@ -141,9 +144,7 @@ pub fn fab_targeted_run(
         let a0 = flat_norm(&d3, cfg.norm).clamp_min(1e-8);
         let a1 = a0.narrow(0, 0, n);
         let a2 = a0.narrow(0, n, n);
-        let alpha = (&a1 / (&a1 + &a2))
-            .clamp(0.0, cfg.alpha_max)
-            .unsqueeze(1);
+        let alpha = (&a1 / (&a1 + &a2)).clamp(0.0, cfg.alpha_max).unsqueeze(1);
         x1 = ((&x1 + &d1 * cfg.eta) * (-&alpha + 1.0) + (&x0 + &d2 * cfg.eta) * &alpha)
             .clamp(0.0, 1.0);
         let is_adv = fooled_mask(&model.forward_t(&x1.view(shape.as_slice()), false), y);
@@ -212,13 +213,13 @@ mod tests {
             let proj = (&dir * &w).sum_dim_intlist([1i64].as_slice(), true, None)
                 / w.square().sum_dim_intlist([1i64].as_slice(), true, None);
             let other = &z + &dir - &w * proj;
-            let inside = other
-                .ge(0.0)
-                .logical_and(&other.le(1.0))
-                .all_dim(1, false);
+            let inside = other.ge(0.0).logical_and(&other.le(1.0)).all_dim(1, false);
             let closer = per_sample_norm(&(&other - &t), norm).lt_tensor(&(&norms - 1e-9));
             assert_eq!(
-                closer.logical_and(&inside).sum(Kind::Int64).int64_value(&[]),
+                closer
+                    .logical_and(&inside)
+                    .sum(Kind::Int64)
+                    .int64_value(&[]),
                 0,
                 "{norm:?}: a feasible point is closer"
             );

@@ -62,19 +62,15 @@ pub fn spsa_gradient(
         let mut vshape = vec![m];
         vshape.extend(&shape);
         let v = Tensor::randint(2, vshape.as_slice(), (Kind::Float, x.device())) * 2.0 - 1.0;
-        let probes = Tensor::cat(&[x.unsqueeze(0) + &v * delta, x.unsqueeze(0) - &v * delta], 0);
+        let probes = Tensor::cat(
+            &[x.unsqueeze(0) + &v * delta, x.unsqueeze(0) - &v * delta],
+            0,
+        );
         let mut flat_shape = vec![2 * m * b];
         flat_shape.extend(&shape[1..]);
         let logits = model.forward_t(&probes.view(flat_shape.as_slice()), false);
         // The loss takes batches of size b: evaluate per probe set.
-        let l = Tensor::stack(
-            &logits
-                .split(b, 0)
-                .iter()
-                .map(|z| loss(z))
-                .collect::<Vec<_>>(),
-            0,
-        ); // [2m, b]
+        let l = Tensor::stack(&logits.split(b, 0).iter().map(loss).collect::<Vec<_>>(), 0); // [2m, b]
         let diff = (l.narrow(0, 0, m) - l.narrow(0, m, m)) / (2.0 * delta); // [m, b]
         let mut dshape = vec![m, b];
         dshape.extend(std::iter::repeat_n(1, shape.len() - 1));

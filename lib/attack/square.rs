@@ -157,8 +157,8 @@ pub fn square(model: &Model, x: &Tensor, y: &Tensor, cfg: &SquareConfig) -> (Ten
                 let mut vw = start;
                 for _ in 0..(w / s) {
                     if vh + s <= h && vw + s <= w {
-                        let patch = eta(s, device).view([1, 1, s, s])
-                            * random_sign(&[n, c, 1, 1], device);
+                        let patch =
+                            eta(s, device).view([1, 1, s, s]) * random_sign(&[n, c, 1, 1], device);
                         let mut win = delta.narrow(2, vh, s).narrow(3, vw, s);
                         win += patch;
                     }
@@ -190,7 +190,7 @@ pub fn square(model: &Model, x: &Tensor, y: &Tensor, cfg: &SquareConfig) -> (Ten
                 let (vh, vw) = (random_offset(h - s), random_offset(w - s));
                 let mut cand = xbc.copy();
                 let mut win = cand.narrow(2, vh, s).narrow(3, vw, s);
-                let _ = win.copy_(
+                win.copy_(
                     &(xc.narrow(2, vh, s).narrow(3, vw, s)
                         + random_sign(&[m, c, 1, 1], device) * eps),
                 );
@@ -211,11 +211,12 @@ pub fn square(model: &Model, x: &Tensor, y: &Tensor, cfg: &SquareConfig) -> (Ten
                     .square()
                     .sum_dim_intlist([-2i64, -1].as_slice(), true, None)
                     .sqrt();
-                let mask = window(h, w, vh, vw, s, device)
-                    .maximum(&window(h, w, vh2, vw2, s, device));
+                let mask =
+                    window(h, w, vh, vw, s, device).maximum(&window(h, w, vh2, vw2, s, device));
                 let norm_image = per_sample_norm(&delta, Norm::L2);
                 let norm_windows = per_sample_norm(&(&delta * &mask), Norm::L2);
-                let mut new = eta(s, device).view([1, 1, s, s]) * random_sign(&[m, c, 1, 1], device);
+                let mut new =
+                    eta(s, device).view([1, 1, s, s]) * random_sign(&[m, c, 1, 1], device);
                 new += &win1 / (&norm_win1 + 1e-12);
                 let budget = ((-norm_image.square() + eps * eps).clamp_min(0.0) / c as f64
                     + norm_windows.square())
@@ -226,7 +227,7 @@ pub fn square(model: &Model, x: &Tensor, y: &Tensor, cfg: &SquareConfig) -> (Ten
                     .sqrt();
                 let new = &new / (new_norm + 1e-12) * per_sample(&budget, &new);
                 let _ = delta.narrow(2, vh2, s).narrow(3, vw2, s).fill_(0.0);
-                let _ = delta.narrow(2, vh, s).narrow(3, vw, s).copy_(&new);
+                delta.narrow(2, vh, s).narrow(3, vw, s).copy_(&new);
                 let norm = per_sample_norm(&delta, Norm::L2).clamp_min(1e-12);
                 (&xc + &delta / per_sample(&norm, &delta) * eps).clamp(0.0, 1.0)
             }
