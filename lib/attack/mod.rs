@@ -1,7 +1,21 @@
 //! Adversarial attacks: the threat model (an Lp ball intersected with the
 //! [0,1] box), the losses attacks maximise, and PGD, which serves both the
 //! robust training methods (SPEC §4) and evaluation (SPEC §6).
+//!
+//! Evaluation attacks (SPEC §6): [`apgd`] (APGD-CE, APGD-T), [`fab`]
+//! (FAB-T), [`square`] (Square Attack), [`spsa`], and [`autoattack`], which
+//! chains the first four as AutoAttack `standard` does. [`eval`] runs a list
+//! of attacks on an evaluation subset with per-sample results and resume.
+//! Every attack returns adversarial inputs inside the threat set and a mask
+//! of the points it fooled; random choices come from libtorch's generator,
+//! which the caller seeds.
+pub mod apgd;
+pub mod autoattack;
+pub mod eval;
+pub mod fab;
 pub mod pgd;
+pub mod spsa;
+pub mod square;
 
 pub use pgd::{pgd, PgdConfig, Start};
 
@@ -149,4 +163,65 @@ pub fn margin(logits: &Tensor, y: &Tensor) -> Tensor {
 /// Number of correctly classified samples of a batch, as a bool mask.
 pub fn correct_mask(logits: &Tensor, y: &Tensor) -> Tensor {
     logits.argmax(-1, false).eq_tensor(y)
+}
+
+/// Per-sample cross-entropy −log softmax(z)_y.
+pub fn cross_entropy(logits: &Tensor, y: &Tensor) -> Tensor {
+    -logits
+        .log_softmax(1, Kind::Float)
+        .gather(1, &y.unsqueeze(1), false)
+        .squeeze_dim(1)
+}
+
+/// Mask of the points whose prediction is not `y` (fooled), from logits.
+pub fn fooled_mask(logits: &Tensor, y: &Tensor) -> Tensor {
+    logits.argmax(-1, false).ne_tensor(y)
+}
+
+/// Logits of a batch without building a graph.
+pub fn logits_no_grad(model: &crate::models::Model, x: &Tensor) -> Tensor {
+    let _guard = tch::no_grad_guard();
+    model.forward_t(x, false)
+}
+
+/// Per-sample loss, logits and gradient of the summed loss at `x` (eval
+/// mode). The returned tensors are detached.
+pub fn loss_and_grad(
+    model: &crate::models::Model,
+    x: &Tensor,
+    loss: &dyn Fn(&Tensor) -> Tensor,
+) -> (Tensor, Tensor, Tensor) {
+    let xa = x.detach().set_requires_grad(true);
+    let logits = model.forward_t(&xa, false);
+    let l = loss(&logits);
+    let grad = Tensor::run_backward(&[l.sum(None)], &[&xa], false, false)
+        .pop()
+        .expect("one gradient");
+    (logits.detach(), l.detach(), grad)
+}
+
+/// `a` where the per-sample mask `cond` `[B]` holds, `b` elsewhere.
+pub fn select_rows(cond: &Tensor, a: &Tensor, b: &Tensor) -> Tensor {
+    a.where_self(&per_sample(cond, a), b)
+}
+
+impl Threat {
+    /// Whether every row of `x_adv` lies in the threat set around `x` (up to
+    /// float rounding): ‖x_adv − x‖ ≤ ε and 0 ≤ x_adv ≤ 1.
+    pub fn contains(&self, x_adv: &Tensor, x: &Tensor) -> bool {
+        if x_adv.numel() == 0 {
+            return true;
+        }
+        let dist = per_sample_norm(&(x_adv - x), self.norm)
+            .max()
+            .double_value(&[]);
+        dist <= self.eps * (1.0 + 1e-5) + 1e-6
+            && x_adv.min().double_value(&[]) >= 0.0
+            && x_adv.max().double_value(&[]) <= 1.0
+    }
+}
+
+/// Indices (int64 `[K]`) where the bool mask `[B]` holds.
+pub fn mask_indices(mask: &Tensor) -> Tensor {
+    mask.nonzero().view([-1])
 }
