@@ -922,4 +922,39 @@ mod tests {
             .to_string();
         assert!(dup.contains("twice"), "{dup}");
     }
+
+    fn result(name: &str, robust: &[bool], components: Vec<AttackResult>) -> AttackResult {
+        AttackResult {
+            name: name.into(),
+            robust: robust.to_vec(),
+            seconds: 0.0,
+            components,
+        }
+    }
+
+    #[test]
+    fn black_box_attacks_beating_white_box_ones_are_warned_about() {
+        let (t, f) = (true, false);
+        let comps = vec![
+            result("apgd-ce", &[t, t, f], vec![]),
+            result("apgd-t", &[t, t, f], vec![]),
+            result("fab-t", &[t, t, f], vec![]),
+            result("square", &[t, f, f], vec![]),
+        ];
+        let aa = result("aa", &[t, f, f], comps);
+        let spsa = result("spsa", &[f, f, f], vec![]);
+        let pgd = result("pgd20", &[t, t, f], vec![]);
+        let attacks = parse_attacks(&["aa".into(), "spsa".into(), "pgd20".into()]).unwrap();
+        let mut w = Vec::new();
+        black_box_warnings(&attacks, &[&aa, &spsa, &pgd], &mut w);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("Square") && w[0].contains("broke 1 points"));
+        assert!(w[1].contains("spsa") && w[1].contains("broke 1 points"));
+        // No warning when the white-box attacks found everything.
+        let spsa = result("spsa", &[t, f, f], vec![]);
+        let aa = result("aa", &[t, f, f], vec![]);
+        let mut w = Vec::new();
+        black_box_warnings(&attacks, &[&aa, &spsa, &pgd], &mut w);
+        assert!(w.is_empty(), "{w:?}");
+    }
 }
