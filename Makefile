@@ -17,7 +17,7 @@ export TASER_PYTHON                  := $(PY)
 export OMPI_ALLOW_RUN_AS_ROOT        := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: setup system-deps venv data build demo test lint bench dist clean toy-table1
+.PHONY: setup system-deps venv data build demo test lint bench dist clean toy-table1 digits-methods
 
 ## setup: system libraries (if missing), .venv with torch, digits data, release binaries. Idempotent.
 setup: system-deps venv data build
@@ -40,18 +40,27 @@ data: venv
 build: system-deps venv
 	cargo build --release --bins --quiet
 
-## demo: the main job on the embedded default data (digits): DSM scores → standard and TASER training.
+## demo: the main job on the embedded default data (digits): DSM scores → standard and TASER
+## training → AutoAttack + SPSA at the digits ε (0.2, L∞) on a shared 200-point subset.
 DEMO_TRAIN := --dataset digits --model cnn-small --optimizer adam --lr 1e-3 --weight-decay 1e-4 \
               --schedule cosine --epochs 30 --seed 0 --device auto --log-every 10
+DEMO_ATTACK := --attacks aa,spsa --norm linf --eps 0.2 --seed 0 --device auto
 demo: setup
 	@rm -rf $(RUNS)/demo
 	$(BIN)/score-precompute --dataset digits --source dsm --dsm-steps 1000 --out $(RUNS)/demo/digits-dsm.h5
 	$(BIN)/train $(DEMO_TRAIN) --out $(RUNS)/demo/standard
 	$(BIN)/train $(DEMO_TRAIN) --lambda 1 --lambda-warmup-steps 450 --scores $(RUNS)/demo/digits-dsm.h5 --out $(RUNS)/demo/taser
+	$(BIN)/attack --checkpoint $(RUNS)/demo/standard/model.safetensors $(DEMO_ATTACK) --n-eval 200 \
+	    --out $(RUNS)/demo/standard/eval
+	$(BIN)/attack --checkpoint $(RUNS)/demo/taser/model.safetensors $(DEMO_ATTACK) \
+	    --subset $(RUNS)/demo/standard/eval/subset.json --out $(RUNS)/demo/taser/eval
 	@echo
-	@echo "digits, cnn-small (Adam 1e-3, 30 epochs), test accuracy:"
-	@echo "  standard                          $$(grep -o '"test_acc": [0-9.]*' $(RUNS)/demo/standard/model.json | cut -d' ' -f2)"
-	@echo "  + TASER (λ = 1, DSM scores, ramp) $$(grep -o '"test_acc": [0-9.]*' $(RUNS)/demo/taser/model.json | cut -d' ' -f2)"
+	@echo "digits, cnn-small (Adam 1e-3, 30 epochs), test accuracy; robust accuracy at L∞ ε = 0.2 on 200 test points:"
+	@for run in standard taser; do \
+	  printf '  %-9s clean (all 359) %s   ' $$run "$$(grep -o '"test_acc": [0-9.]*' $(RUNS)/demo/$$run/model.json | cut -d' ' -f2)"; \
+	  awk -F, 'NR==1{for(i=1;i<=NF;i++)h[$$i]=i} NR==2{printf "AutoAttack %s   SPSA %s   worst case %s\n", $$h["acc_aa"], $$h["acc_spsa"], $$h["acc_worst_case"]}' \
+	    $(RUNS)/demo/$$run/eval/summary.csv; \
+	done
 
 ## test: unit and integration tests (release profile, shares the setup build).
 test: setup
@@ -62,10 +71,17 @@ BENCH_ARGS ?= --device auto
 bench: setup
 	cargo bench --quiet --bench train_step -- $(BENCH_ARGS)
 	cargo bench --quiet --bench scores
+	cargo bench --quiet --bench attack -- $(BENCH_ARGS)
 
 ## toy-table1: TASER Table 1 (45 toy runs, ~10 min on 2 cores) → analysis/toy-table1/
 toy-table1: setup
 	bash analysis/toy-table1/run.sh
+
+## digits-methods: every method ± TASER on digits, evaluated with PGD-20, AutoAttack (and SPSA on
+## standard and PGD-AT) → analysis/digits-methods/table.{csv,md}. ~25 min train + ~30 min attacks on 2 cores.
+digits-methods: setup
+	bash analysis/digits-methods/train.sh
+	bash analysis/digits-methods/evaluate.sh
 
 lint: venv
 	cargo fmt --check
