@@ -9,7 +9,8 @@ set -euo pipefail
 missing=()
 have_hdf5() { [ -f /usr/include/hdf5/serial/hdf5.h ] || [ -f /usr/include/hdf5.h ] || command -v h5cc >/dev/null 2>&1 || [ -n "${HDF5_DIR:-}" ]; }
 have_mpi() { command -v mpicc >/dev/null 2>&1 && command -v mpirun >/dev/null 2>&1; }
-have_libclang() { compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null || compgen -G "/usr/lib/x86_64-linux-gnu/libclang*.so*" >/dev/null || [ -n "${LIBCLANG_PATH:-}" ]; }
+# bindgen needs libclang itself (libclang.so / libclang-N.so), not libclang-cpp.
+have_libclang() { compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null || compgen -G "/usr/lib/x86_64-linux-gnu/libclang-[0-9]*.so*" >/dev/null || [ -n "${LIBCLANG_PATH:-}" ]; }
 
 have_hdf5 || missing+=(libhdf5-dev)
 have_mpi || missing+=(libopenmpi-dev openmpi-bin)
