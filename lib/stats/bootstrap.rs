@@ -72,6 +72,9 @@ pub struct Distribution {
 /// Resamples every series jointly (see the module doc) and returns, for
 /// each statistic (a list of member series indices, averaged), its
 /// bootstrap distribution.
+// Index loops: r and i address transposed layouts ([series][resample],
+// [member][point]), which iterators would obscure.
+#[allow(clippy::needless_range_loop)]
 pub fn resample(
     series: &[Series],
     statistics: &[Vec<usize>],
@@ -212,6 +215,7 @@ pub fn resample(
 /// group) at a time from the slot-averaged differences. Removing point i of
 /// group g changes only that group's series: θₖ₍ᵢ₎ = (n·θₖ − d̄ₖ[i])/(n − 1).
 /// Returns 0 when every jackknife value is equal (no spread).
+#[allow(clippy::needless_range_loop)]
 fn acceleration(series: &[Series], stat: &[usize], sizes: &[usize]) -> f64 {
     let m = stat.len() as f64;
     let thetas: Vec<f64> = stat.iter().map(|&k| series[k].estimate()).collect();

@@ -284,8 +284,8 @@ pub fn check_pairable(baseline: &Evaluation, treatment: &Evaluation) -> Result<(
         return Err(corrupt(
             &treatment.per_sample,
             format!(
-                "evaluated on subset {} but its baseline {} was evaluated on subset {}; \
-                 the paired bootstrap needs both on the same points",
+                "baseline and treatment were evaluated on different subsets: this one on {}, \
+                 its baseline {} on {}; the paired bootstrap needs both on the same points",
                 treatment.fingerprint,
                 baseline.per_sample.display(),
                 baseline.fingerprint

@@ -400,7 +400,7 @@ fn spec_rows(spec: &Spec, runs: &Path, notes: &mut Vec<String>) -> Result<Vec<Ro
                 });
             }
             let label = match (several, x) {
-                (true, Some(x)) => format!("{family} ({} = {x})", spec.vary),
+                (true, Some(x)) => format!("{family} ({} = {x})", symbol(&spec.vary)),
                 _ => family.clone(),
             };
             rows.push(RowInput {
@@ -412,6 +412,15 @@ fn spec_rows(spec: &Spec, runs: &Path, notes: &mut Vec<String>) -> Result<Vec<Ro
         }
     }
     Ok(rows)
+}
+
+/// The Greek letter of a hyperparameter name (λ, β) for labels, else the name.
+pub fn symbol(name: &str) -> String {
+    match name {
+        "lambda" => "λ".into(),
+        "beta" => "β".into(),
+        other => other.into(),
+    }
 }
 
 fn mean(v: &[f64]) -> f64 {

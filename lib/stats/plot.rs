@@ -28,7 +28,22 @@ pub fn forest(report: &Report) -> String {
         .unwrap_or(4);
     let panels: Vec<Panel> = panel_metrics(report)
         .into_iter()
-        .map(|m| Panel {
+        .map(|m| {
+            // Pad the x range so intervals at the ends do not touch the frame.
+            let (lo, hi) = report.rows.iter().filter_map(|r| r.metrics.get(m)).fold(
+                (0.0f64, 0.0f64),
+                |(a, b), x| {
+                    (
+                        a.min(100.0 * x.interval.lower),
+                        b.max(100.0 * x.interval.upper),
+                    )
+                },
+            );
+            let pad = 0.06 * (hi - lo).max(1.0);
+            (m, (lo - pad, hi + pad))
+        })
+        .map(|(m, x_range)| Panel {
+            x_range: Some(x_range),
             title: format!("Δ {} (pp)", metric_name(m)),
             x_label: format!(
                 "Δ = +TASER − no TASER, {:.0}% {} interval",
@@ -93,11 +108,7 @@ pub fn delta_vs_x(report: &Report) -> Option<String> {
             (a.min(*x), b.max(*x))
         });
     let log_x = lo > 0.0 && hi / lo >= 10.0;
-    let symbol = match report.vary.as_str() {
-        "lambda" => "λ".to_string(),
-        "beta" => "β".to_string(),
-        v => v.to_string(),
-    };
+    let symbol = super::symbol(&report.vary);
     let panels = panel_metrics(report)
         .into_iter()
         .map(|m| {
