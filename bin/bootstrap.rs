@@ -1,24 +1,121 @@
 //! `bootstrap`: paired bootstrap confidence intervals and the papers' tables and plots.
-//!
-//! Not implemented yet: this binary exists so that scripts and the layout
-//! are stable; it refuses to run rather than pretend to work.
+use anyhow::Context;
 use clap::Parser;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use taser::stats::bootstrap::IntervalKind;
+use taser::stats::{run, Options, PairSource};
 
-/// NOT IMPLEMENTED YET — paired bootstrap confidence intervals and the papers' tables and plots.
+/// Paired bootstrap intervals for accuracy differences between evaluations
+/// written by `attack`, and the TASER paper's Table 2 / Table 3 with plots.
 ///
-/// This command is part of the suite's layout but its work has not landed;
-/// it exits with status 2 and does nothing. See the README's status table.
+/// For each comparison, Δ = acc(treatment) − acc(baseline) on the points both
+/// were evaluated on (same subset_fingerprint and index column, else refused),
+/// resampled B times with replacement (seeded ChaCha8), with a percentile or
+/// BCa interval. "Robust avg" is the per-point mean of AutoAttack (aa) and SPSA.
+/// Average rows resample the same points for every pair at once.
+///
+/// Pairs come either explicitly (--baseline DIR --treatment DIR, repeatable,
+/// paired in order, with optional --label per pair) or from a comparison spec
+/// applied to a sweep directory (--spec analysis/table2.toml --runs DIR).
+///
+/// Outputs in --out (each written atomically): comparisons.csv, table2.md,
+/// table2.tex, table3.md, table3.tex, forest.svg and, when the treatments
+/// have a λ (or the spec's varied hyperparameter), delta_vs_<vary>.svg.
+///
+/// Examples:
+///   bootstrap --baseline runs/std/eval --treatment runs/std-taser/eval --out analysis/demo
+///   bootstrap --spec analysis/table2.toml --runs sweeps/out/cifar --out analysis/table2
 #[derive(Parser, Debug)]
-#[command(version, about, long_about)]
+#[command(version, about, long_about, args_override_self = true)]
 struct Args {
-    /// Arguments (ignored until the command is implemented).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    rest: Vec<String>,
+    /// Evaluation directory of a baseline (repeatable; pairs with the
+    /// --treatment of the same position).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["spec", "runs"])]
+    baseline: Vec<PathBuf>,
+    /// Evaluation directory of a treatment (repeatable).
+    #[arg(long, value_name = "DIR")]
+    treatment: Vec<PathBuf>,
+    /// Row label of the pair at the same position (default: directory name).
+    #[arg(long, value_name = "NAME")]
+    label: Vec<String>,
+    /// Comparison spec (TOML or JSON) pairing a sweep's grid points by rule.
+    #[arg(long, value_name = "FILE", requires = "runs")]
+    spec: Option<PathBuf>,
+    /// Sweep output directory the spec is applied to.
+    #[arg(long, value_name = "DIR", requires = "spec")]
+    runs: Option<PathBuf>,
+    /// Number of bootstrap resamples B.
+    #[arg(long, default_value_t = 10_000)]
+    resamples: usize,
+    /// Seed of the resampling generator (recorded in every output).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Confidence level of the intervals.
+    #[arg(long, default_value_t = 0.95)]
+    level: f64,
+    /// Interval kind.
+    #[arg(long, value_enum, default_value_t = IntervalKind::Percentile)]
+    interval: IntervalKind,
+    /// Resample seeds, then points (overrides the spec's cluster_by_seed).
+    #[arg(long, value_name = "BOOL")]
+    cluster_by_seed: Option<bool>,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
+
+fn options(a: Args) -> anyhow::Result<Options> {
+    let source = match (a.spec, a.runs) {
+        (Some(spec), Some(runs)) => PairSource::Spec { spec, runs },
+        _ => {
+            if a.baseline.len() != a.treatment.len() {
+                anyhow::bail!(
+                    "invalid --baseline/--treatment: {} baselines but {} treatments; they pair in order",
+                    a.baseline.len(),
+                    a.treatment.len()
+                );
+            }
+            if !a.label.is_empty() && a.label.len() != a.baseline.len() {
+                anyhow::bail!(
+                    "invalid --label: {} labels for {} pairs; give one per pair or none",
+                    a.label.len(),
+                    a.baseline.len()
+                );
+            }
+            let labels = a.label.into_iter().map(Some).chain(std::iter::repeat(None));
+            PairSource::Explicit(
+                a.baseline
+                    .into_iter()
+                    .zip(a.treatment)
+                    .zip(labels)
+                    .map(|((b, t), l)| (b, t, l))
+                    .collect(),
+            )
+        }
+    };
+    Ok(Options {
+        source,
+        resamples: a.resamples,
+        seed: a.seed,
+        level: a.level,
+        interval: a.interval,
+        cluster_by_seed: a.cluster_by_seed,
+        out: a.out,
+    })
 }
 
 fn main() -> ExitCode {
-    let _ = Args::parse();
-    eprintln!("error: `bootstrap` is not implemented yet (paired bootstrap confidence intervals and the papers' tables and plots); see the README's status table");
-    ExitCode::from(2)
+    let args = Args::parse();
+    let result = options(args).and_then(|o| run(&o).context("bootstrap failed"));
+    match result {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -15,6 +15,7 @@ pub mod models;
 pub mod progress;
 pub mod report;
 pub mod score;
+pub mod stats;
 pub mod stein;
 pub mod train;
 

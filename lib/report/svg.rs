@@ -21,6 +21,19 @@ pub struct Band {
     pub color: String,
 }
 
+/// A point estimate with a horizontal interval (one line of a forest plot):
+/// drawn as a segment from `lo` to `hi` at height `y` with a dot at `x`.
+#[derive(Debug, Clone)]
+pub struct ErrorBar {
+    pub y: f64,
+    pub x: f64,
+    pub lo: f64,
+    pub hi: f64,
+    pub color: String,
+    /// Drawn filled when true, hollow otherwise (e.g. "interval excludes 0").
+    pub filled: bool,
+}
+
 /// One plot area.
 #[derive(Debug, Clone, Default)]
 pub struct Panel {
@@ -36,6 +49,17 @@ pub struct Panel {
     pub shade_x: Option<(f64, f64, String)>,
     /// Logarithmic x axis (values must be > 0).
     pub log_x: bool,
+    /// Horizontal intervals (forest plots).
+    pub error_bars: Vec<ErrorBar>,
+    /// Text labels at given y values, replacing the numeric y ticks
+    /// (categorical axes such as the rows of a forest plot).
+    pub y_tick_labels: Option<Vec<(f64, String)>>,
+    /// Reference lines drawn dark grey: vertical at these x values, horizontal
+    /// at these y values (e.g. Δ = 0).
+    pub x_refs: Vec<f64>,
+    pub y_refs: Vec<f64>,
+    /// Left margin in pixels (wider for long category labels); 62 when `None`.
+    pub margin_left: Option<f64>,
 }
 
 /// A qualitative palette (colour-blind friendly, Okabe–Ito).
@@ -85,7 +109,9 @@ fn data_range(panel: &Panel) -> ((f64, f64), (f64, f64)) {
         .series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.0))
-        .chain(panel.bands.iter().flat_map(|b| b.xs.clone()));
+        .chain(panel.bands.iter().flat_map(|b| b.xs.clone()))
+        .chain(panel.error_bars.iter().flat_map(|e| [e.lo, e.hi, e.x]))
+        .chain(panel.x_refs.iter().copied());
     let ys = panel
         .series
         .iter()
@@ -95,7 +121,9 @@ fn data_range(panel: &Panel) -> ((f64, f64), (f64, f64)) {
                 .bands
                 .iter()
                 .flat_map(|b| b.lower.iter().chain(&b.upper).copied().collect::<Vec<_>>()),
-        );
+        )
+        .chain(panel.error_bars.iter().map(|e| e.y))
+        .chain(panel.y_refs.iter().copied());
     let fold = |it: &mut dyn Iterator<Item = f64>| {
         it.filter(|v| v.is_finite())
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
@@ -103,6 +131,12 @@ fn data_range(panel: &Panel) -> ((f64, f64), (f64, f64)) {
             })
     };
     let (mut x0, mut x1) = fold(&mut xs.into_iter());
+    if x1 - x0 < 1e-12 && x0.is_finite() {
+        // A single x value (e.g. every interval is [0, 0]): widen so the
+        // axis has a length.
+        x0 -= 0.5;
+        x1 += 0.5;
+    }
     let (mut y0, mut y1) = fold(&mut ys.into_iter());
     if !x0.is_finite() {
         (x0, x1) = (0.0, 1.0);
@@ -123,7 +157,7 @@ fn data_range(panel: &Panel) -> ((f64, f64), (f64, f64)) {
 
 /// Renders panels side by side into one SVG document.
 pub fn render(panels: &[Panel], panel_width: f64, height: f64) -> String {
-    let (ml, mr, mt, mb) = (62.0, 16.0, 34.0, 48.0);
+    let (mr, mt, mb) = (16.0, 34.0, 48.0);
     let width = panel_width * panels.len() as f64;
     let mut out = String::new();
     let _ = writeln!(
@@ -133,6 +167,7 @@ pub fn render(panels: &[Panel], panel_width: f64, height: f64) -> String {
     let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
     for (k, panel) in panels.iter().enumerate() {
         let ox = k as f64 * panel_width;
+        let ml = panel.margin_left.unwrap_or(62.0);
         let (pw, ph) = (panel_width - ml - mr, height - mt - mb);
         let ((x0, x1), (y0, y1)) = data_range(panel);
         let tx = |x: f64| {
@@ -182,7 +217,14 @@ pub fn render(panels: &[Panel], panel_width: f64, height: f64) -> String {
                 fmt_tick(v)
             );
         }
-        for v in ticks(y0, y1) {
+        let yticks: Vec<(f64, String)> = match &panel.y_tick_labels {
+            Some(labels) => labels.clone(),
+            None => ticks(y0, y1)
+                .into_iter()
+                .map(|v| (v, fmt_tick(v)))
+                .collect(),
+        };
+        for (v, text) in yticks {
             let y = ty(v);
             let _ = writeln!(
                 out,
@@ -195,7 +237,7 @@ pub fn render(panels: &[Panel], panel_width: f64, height: f64) -> String {
                 r#"<text x="{:.2}" y="{:.2}" text-anchor="end">{}</text>"#,
                 ox + ml - 6.0,
                 y + 4.0,
-                fmt_tick(v)
+                escape(&text)
             );
         }
         let _ = writeln!(
@@ -203,6 +245,42 @@ pub fn render(panels: &[Panel], panel_width: f64, height: f64) -> String {
             r##"<rect x="{}" y="{mt}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>"##,
             ox + ml
         );
+        for &v in &panel.x_refs {
+            let x = tx(v);
+            let _ = writeln!(
+                out,
+                r##"<line x1="{x:.2}" y1="{mt}" x2="{x:.2}" y2="{:.2}" stroke="#555" stroke-dasharray="3,3"/>"##,
+                mt + ph
+            );
+        }
+        for &v in &panel.y_refs {
+            let y = ty(v);
+            let _ = writeln!(
+                out,
+                r##"<line x1="{:.2}" y1="{y:.2}" x2="{:.2}" y2="{y:.2}" stroke="#555" stroke-dasharray="3,3"/>"##,
+                ox + ml,
+                ox + ml + pw
+            );
+        }
+        for e in &panel.error_bars {
+            let (y, xa, xb) = (ty(e.y), tx(e.lo), tx(e.hi));
+            let _ = writeln!(
+                out,
+                r#"<line x1="{xa:.2}" y1="{y:.2}" x2="{xb:.2}" y2="{y:.2}" stroke="{c}" stroke-width="2"/><line x1="{xa:.2}" y1="{:.2}" x2="{xa:.2}" y2="{:.2}" stroke="{c}" stroke-width="1.5"/><line x1="{xb:.2}" y1="{:.2}" x2="{xb:.2}" y2="{:.2}" stroke="{c}" stroke-width="1.5"/>"#,
+                y - 4.0,
+                y + 4.0,
+                y - 4.0,
+                y + 4.0,
+                c = e.color
+            );
+            let fill = if e.filled { e.color.as_str() } else { "white" };
+            let _ = writeln!(
+                out,
+                r#"<circle cx="{:.2}" cy="{y:.2}" r="4" fill="{fill}" stroke="{}" stroke-width="1.5"/>"#,
+                tx(e.x),
+                e.color
+            );
+        }
         for band in &panel.bands {
             let mut d = String::new();
             for (i, (x, u)) in band.xs.iter().zip(&band.upper).enumerate() {
@@ -338,5 +416,38 @@ mod tests {
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches("stroke-width=\"1.6\"").count(), 2);
         assert!(svg.contains("a &lt; b"));
+    }
+
+    #[test]
+    fn forest_panel_draws_bars_labels_and_reference_line() {
+        let panel = Panel {
+            error_bars: vec![
+                ErrorBar {
+                    y: 0.0,
+                    x: 1.0,
+                    lo: 0.5,
+                    hi: 1.5,
+                    color: PALETTE[0].into(),
+                    filled: true,
+                },
+                ErrorBar {
+                    y: 1.0,
+                    x: 0.0,
+                    lo: 0.0,
+                    hi: 0.0,
+                    color: PALETTE[1].into(),
+                    filled: false,
+                },
+            ],
+            y_tick_labels: Some(vec![(0.0, "PGD".into()), (1.0, "A & B".into())]),
+            x_refs: vec![0.0],
+            margin_left: Some(120.0),
+            ..Default::default()
+        };
+        let svg = render(&[panel], 400.0, 200.0);
+        assert_eq!(svg.matches("<circle").count(), 2);
+        assert!(svg.contains(">PGD</text>") && svg.contains("A &amp; B"));
+        assert!(svg.contains("stroke-dasharray=\"3,3\""));
+        assert!(!svg.contains("NaN"));
     }
 }

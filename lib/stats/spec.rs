@@ -1,0 +1,327 @@
+//! Comparison specs (`analysis/*.toml` or `.json`): how to pair the grid
+//! points of a sweep directory by rule, which rows and average rows the
+//! tables have, and where each grid point keeps its evaluation.
+//!
+//! ```toml
+//! title = "Table 2"
+//! [layout]
+//! eval_dir = "eval"        # <runs>/<point>/eval/per_sample.csv
+//! sidecar = "model.json"   # <runs>/<point>/model.json
+//! [pairing]
+//! match = ["method", "loss", "beta", "awp"]  # equal within a pair
+//! seed = "seed"            # several seeds of one row (averaged, or clustered)
+//! vary = "lambda"          # baseline where vary = baseline, treatments elsewhere
+//! baseline = 0
+//! cluster_by_seed = false
+//! [[row]]
+//! label = "PGD"
+//! where = { method = "pgd-at", awp = false }
+//! [[average]]
+//! label = "Avg."
+//! exclude = []
+//! [tables]
+//! attacks = ["aa", "spsa"]
+//! ```
+use crate::error::{Error, Result};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// One table row: a label and the attribute values a treatment must have.
+#[derive(Debug, Clone)]
+pub struct RowSpec {
+    pub label: String,
+    pub filter: BTreeMap<String, Value>,
+}
+
+/// One average row: the mean over the included rows (all, or `include`),
+/// minus `exclude`, computed from joint resamples.
+#[derive(Debug, Clone)]
+pub struct AverageSpec {
+    pub label: String,
+    pub include: Option<Vec<String>>,
+    pub exclude: Vec<String>,
+}
+
+/// A parsed comparison spec.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub path: PathBuf,
+    pub title: String,
+    pub caption: String,
+    pub eval_dir: String,
+    pub sidecar: String,
+    pub match_keys: Vec<String>,
+    pub seed_key: String,
+    pub vary: String,
+    pub baseline: Value,
+    pub treatments: Option<Vec<Value>>,
+    pub cluster_by_seed: bool,
+    pub rows: Vec<RowSpec>,
+    /// `None` when the spec has no `average` key: one "Avg." row over all
+    /// rows is added when there are several; `average = []` turns it off.
+    pub averages: Option<Vec<AverageSpec>>,
+    /// Attack columns of the per-attack table (empty: every attack common to
+    /// all rows).
+    pub attacks: Vec<String>,
+}
+
+fn toml_value(v: &toml_edit::Value) -> Value {
+    use toml_edit::Value as T;
+    match v {
+        T::String(s) => Value::String(s.value().clone()),
+        T::Integer(i) => Value::from(*i.value()),
+        T::Float(f) => serde_json::Number::from_f64(*f.value())
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
+        T::Boolean(b) => Value::Bool(*b.value()),
+        T::Datetime(d) => Value::String(d.value().to_string()),
+        T::Array(a) => Value::Array(a.iter().map(toml_value).collect()),
+        T::InlineTable(t) => Value::Object(
+            t.iter()
+                .map(|(k, v)| (k.to_string(), toml_value(v)))
+                .collect(),
+        ),
+    }
+}
+
+fn toml_item(item: &toml_edit::Item) -> Value {
+    use toml_edit::Item;
+    match item {
+        Item::None => Value::Null,
+        Item::Value(v) => toml_value(v),
+        Item::Table(t) => Value::Object(
+            t.iter()
+                .map(|(k, v)| (k.to_string(), toml_item(v)))
+                .collect(),
+        ),
+        Item::ArrayOfTables(a) => Value::Array(
+            a.iter()
+                .map(|t| {
+                    Value::Object(
+                        t.iter()
+                            .map(|(k, v)| (k.to_string(), toml_item(v)))
+                            .collect(),
+                    )
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// Equality of attribute values: numbers by value (1 = 1.0), JSON null
+/// equal to a missing key, everything else structurally.
+pub fn same_value(a: Option<&Value>, b: Option<&Value>) -> bool {
+    let a = a.unwrap_or(&Value::Null);
+    let b = b.unwrap_or(&Value::Null);
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => (x - y).abs() <= 1e-12 * x.abs().max(y.abs()).max(1.0),
+        _ => a == b,
+    }
+}
+
+/// Short text of a value for labels and messages.
+pub fn show(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => "none".into(),
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+    }
+}
+
+impl Spec {
+    /// Reads a spec from TOML (any extension but `.json`) or JSON.
+    pub fn load(path: &Path) -> Result<Spec> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::MissingInput {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+            fix: "give a comparison spec such as analysis/table2.toml".into(),
+        })?;
+        let bad = |reason: String| Error::CorruptInput {
+            path: path.to_path_buf(),
+            reason,
+            fix: "see analysis/table2.toml for the format".into(),
+        };
+        let root = if path.extension().is_some_and(|e| e == "json") {
+            serde_json::from_str::<Value>(&text).map_err(|e| bad(format!("not JSON: {e}")))?
+        } else {
+            let doc = text
+                .parse::<toml_edit::DocumentMut>()
+                .map_err(|e| bad(format!("not TOML: {e}")))?;
+            toml_item(doc.as_item())
+        };
+        Spec::from_value(path, &root).map_err(bad)
+    }
+
+    fn from_value(path: &Path, root: &Value) -> std::result::Result<Spec, String> {
+        let obj = root.as_object().ok_or("the spec must be a table")?;
+        let allowed = [
+            "title", "caption", "layout", "pairing", "row", "average", "tables",
+        ];
+        if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(format!("unknown key `{k}` (known: {})", allowed.join(", ")));
+        }
+        let table = |name: &str,
+                     keys: &[&str]|
+         -> std::result::Result<serde_json::Map<String, Value>, String> {
+            match obj.get(name) {
+                None => Ok(Default::default()),
+                Some(Value::Object(m)) => {
+                    if let Some(k) = m.keys().find(|k| !keys.contains(&k.as_str())) {
+                        return Err(format!(
+                            "unknown key `{name}.{k}` (known: {})",
+                            keys.join(", ")
+                        ));
+                    }
+                    Ok(m.clone())
+                }
+                Some(_) => Err(format!("`{name}` must be a table")),
+            }
+        };
+        let string = |m: &serde_json::Map<String, Value>, k: &str, default: &str| match m.get(k) {
+            None => Ok(default.to_string()),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(_) => Err(format!("`{k}` must be a string")),
+        };
+        let strings = |v: Option<&Value>, what: &str| -> std::result::Result<Vec<String>, String> {
+            match v {
+                None => Ok(Vec::new()),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|x| {
+                        x.as_str()
+                            .map(str::to_string)
+                            .ok_or(format!("`{what}` must list strings"))
+                    })
+                    .collect(),
+                Some(_) => Err(format!("`{what}` must be a list of strings")),
+            }
+        };
+        let layout = table("layout", &["eval_dir", "sidecar"])?;
+        let pairing = table(
+            "pairing",
+            &[
+                "match",
+                "seed",
+                "vary",
+                "baseline",
+                "treatments",
+                "cluster_by_seed",
+            ],
+        )?;
+        let tables = table("tables", &["attacks"])?;
+        let mut rows = Vec::new();
+        for (i, r) in obj
+            .get("row")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            if let Some(k) = r
+                .as_object()
+                .and_then(|o| o.keys().find(|k| !["label", "where"].contains(&k.as_str())))
+            {
+                return Err(format!(
+                    "row {}: unknown key `{k}` (known: label, where)",
+                    i + 1
+                ));
+            }
+            let label = r
+                .get("label")
+                .and_then(Value::as_str)
+                .ok_or(format!("row {} needs a `label`", i + 1))?
+                .to_string();
+            let filter = match r.get("where") {
+                None => BTreeMap::new(),
+                Some(Value::Object(m)) => m.clone().into_iter().collect(),
+                Some(_) => return Err(format!("row `{label}`: `where` must be a table")),
+            };
+            rows.push(RowSpec { label, filter });
+        }
+        let mut averages = Vec::new();
+        let average_list = match obj.get("average") {
+            None => None,
+            Some(Value::Array(a)) => Some(a.clone()),
+            Some(_) => return Err("`average` must be a list of tables ([[average]])".into()),
+        };
+        for a in average_list.clone().unwrap_or_default() {
+            let label = a
+                .get("label")
+                .and_then(Value::as_str)
+                .ok_or("every [[average]] needs a `label`")?
+                .to_string();
+            let include = match a.get("include") {
+                None => None,
+                v => Some(strings(v, "average.include")?),
+            };
+            averages.push(AverageSpec {
+                label,
+                include,
+                exclude: strings(a.get("exclude"), "average.exclude")?,
+            });
+        }
+        let treatments = match pairing.get("treatments") {
+            None => None,
+            Some(Value::Array(a)) => Some(a.clone()),
+            Some(_) => return Err("`pairing.treatments` must be a list".into()),
+        };
+        let match_keys = strings(pairing.get("match"), "pairing.match")?;
+        Ok(Spec {
+            path: path.to_path_buf(),
+            title: string(obj, "title", "Comparison")?,
+            caption: string(obj, "caption", "")?,
+            eval_dir: string(&layout, "eval_dir", "eval")?,
+            sidecar: string(&layout, "sidecar", "model.json")?,
+            match_keys,
+            seed_key: string(&pairing, "seed", "seed")?,
+            vary: string(&pairing, "vary", "lambda")?,
+            baseline: pairing.get("baseline").cloned().unwrap_or(Value::from(0)),
+            treatments,
+            cluster_by_seed: pairing
+                .get("cluster_by_seed")
+                .map(|v| {
+                    v.as_bool()
+                        .ok_or("`pairing.cluster_by_seed` must be true or false")
+                })
+                .transpose()?
+                .unwrap_or(false),
+            rows,
+            averages: average_list.map(|_| averages),
+            attacks: strings(tables.get("attacks"), "tables.attacks")?,
+        })
+    }
+}
+
+/// Grid points of a sweep directory: every folder at most four levels deep
+/// that holds `<eval_dir>/per_sample.csv`, sorted by path.
+pub fn grid_points(runs: &Path, eval_dir: &str) -> Result<Vec<PathBuf>> {
+    if !runs.is_dir() {
+        return Err(Error::MissingInput {
+            path: runs.to_path_buf(),
+            reason: "not a directory".into(),
+            fix: "give --runs the sweep's output directory (one subdirectory per grid point)"
+                .into(),
+        });
+    }
+    let mut found = Vec::new();
+    let mut stack = vec![(runs.to_path_buf(), 0usize)];
+    while let Some((dir, depth)) = stack.pop() {
+        if dir.join(eval_dir).join("per_sample.csv").is_file() {
+            found.push(dir.clone());
+        }
+        if depth >= 4 {
+            continue;
+        }
+        let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() && p.file_name() != Some(std::ffi::OsStr::new(eval_dir)) {
+                stack.push((p, depth + 1));
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}

@@ -1,0 +1,362 @@
+//! Tables of a [`Report`]: `comparisons.csv` (one row per comparison and
+//! average row, every metric's baseline, treatment, Δ and interval as
+//! fractions), and the TASER paper's Table 2 (clean and robust avg with Δ
+//! and interval, overhead) and Table 3 (per attack) as Markdown and LaTeX,
+//! in percentage points.
+use super::{Report, RowResult, ROBUST_AVG};
+use crate::error::{Error, Result};
+use crate::report::write_text;
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+fn pp(v: f64) -> String {
+    format!("{:.2}", 100.0 * v)
+}
+
+fn signed_pp(v: f64) -> String {
+    // "-0.00" reads oddly in a table of deltas.
+    let s = format!("{:+.2}", 100.0 * v);
+    if s == "-0.00" {
+        "+0.00".into()
+    } else {
+        s
+    }
+}
+
+/// Display name of a metric column.
+pub fn metric_name(m: &str) -> String {
+    match m {
+        "clean" => "Clean".into(),
+        ROBUST_AVG => "Robust avg".into(),
+        "aa" => "Robust (AA)".into(),
+        "spsa" => "Robust (SPSA)".into(),
+        "worst_case" => "Worst case".into(),
+        other => format!("Robust ({other})"),
+    }
+}
+
+/// Whether a Δ cell is bold (TASER Table 2's rule): robust metrics when the
+/// interval excludes 0, clean accuracy when it includes 0.
+pub fn is_bold(metric: &str, row: &RowResult) -> bool {
+    row.metrics.get(metric).is_some_and(|r| {
+        if metric == "clean" {
+            !r.interval.excludes_zero()
+        } else {
+            r.interval.excludes_zero()
+        }
+    })
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Format {
+    Markdown,
+    Latex,
+}
+
+fn latex_escape(s: &str) -> String {
+    let mut o = String::new();
+    for c in s.chars() {
+        match c {
+            '&' | '%' | '$' | '#' | '_' | '{' | '}' => {
+                o.push('\\');
+                o.push(c);
+            }
+            '~' => o.push_str("\\textasciitilde{}"),
+            '^' => o.push_str("\\textasciicircum{}"),
+            '\\' => o.push_str("\\textbackslash{}"),
+            'λ' => o.push_str("$\\lambda$"),
+            'β' => o.push_str("$\\beta$"),
+            'Δ' => o.push_str("$\\Delta$"),
+            '×' => o.push_str("$\\times$"),
+            _ => o.push(c),
+        }
+    }
+    o
+}
+
+fn delta_cell(row: &RowResult, metric: &str, f: Format) -> String {
+    let Some(r) = row.metrics.get(metric) else {
+        return "–".into();
+    };
+    let text = format!(
+        "{} [{}, {}]",
+        signed_pp(r.delta),
+        signed_pp(r.interval.lower),
+        signed_pp(r.interval.upper)
+    );
+    match (is_bold(metric, row), f) {
+        (true, Format::Markdown) => format!("**{text}**"),
+        (true, Format::Latex) => format!("\\textbf{{{text}}}"),
+        _ => text,
+    }
+}
+
+fn level_cells(row: &RowResult, metric: &str) -> [String; 2] {
+    match row.metrics.get(metric) {
+        Some(r) => [pp(r.baseline), pp(r.treatment)],
+        None => ["–".into(), "–".into()],
+    }
+}
+
+fn overhead_cell(row: &RowResult, f: Format) -> String {
+    match (row.overhead, f) {
+        (Some(o), Format::Markdown) => format!("×{o:.2}"),
+        (Some(o), Format::Latex) => format!("$\\times {o:.2}$"),
+        (None, _) => "–".into(),
+    }
+}
+
+/// Header cells and body cells of a table, shared by both formats.
+fn cells(report: &Report, per_attack: bool, f: Format) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut header = vec!["Method".to_string()];
+    let columns: Vec<String> = if per_attack {
+        report.attacks.clone()
+    } else {
+        vec![ROBUST_AVG.to_string()]
+    };
+    header.extend(["Clean: no TASER", "Clean: +TASER", "Clean Δ"].map(String::from));
+    for m in &columns {
+        let n = metric_name(m);
+        header.push(format!("{n}: no TASER"));
+        header.push(format!("{n}: +TASER"));
+        header.push(format!("{n} Δ"));
+    }
+    header.push("Overhead".into());
+    let body = report
+        .rows
+        .iter()
+        .map(|row| {
+            let mut c = vec![match f {
+                Format::Markdown => row.label.replace('|', "\\|"),
+                Format::Latex => latex_escape(&row.label),
+            }];
+            for m in std::iter::once("clean").chain(columns.iter().map(String::as_str)) {
+                c.extend(level_cells(row, m));
+                c.push(delta_cell(row, m, f));
+            }
+            c.push(overhead_cell(row, f));
+            c
+        })
+        .collect();
+    (header, body)
+}
+
+fn footnote(report: &Report) -> String {
+    format!(
+        "Accuracies and changes in percentage points on the shared evaluation subset; Δ = +TASER − no TASER \
+         with {:.0}% paired bootstrap intervals ({}, B = {}, seed = {}{}). Robust avg = per-point mean of \
+         AutoAttack (aa) and SPSA. Bold: robust Δ whose interval excludes 0; clean Δ whose interval includes 0. \
+         Average rows resample the same points for every pair at once. Overhead = training time ratio.",
+        100.0 * report.level,
+        report.interval,
+        report.resamples,
+        report.seed,
+        if report.cluster_by_seed {
+            ", clustered by seed"
+        } else {
+            ""
+        }
+    )
+}
+
+fn notes(report: &Report) -> Vec<String> {
+    let mut v: Vec<String> = report.notes.clone();
+    for r in &report.rows {
+        for n in &r.notes {
+            v.push(format!("{}: {n}", r.label));
+        }
+    }
+    v
+}
+
+fn markdown(report: &Report, per_attack: bool) -> String {
+    let (header, body) = cells(report, per_attack, Format::Markdown);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "### {}{}\n",
+        report.title,
+        if per_attack { " — per attack" } else { "" }
+    );
+    let _ = writeln!(s, "| {} |", header.join(" | "));
+    let _ = writeln!(
+        s,
+        "|{}|",
+        header
+            .iter()
+            .enumerate()
+            .map(|(i, _)| if i == 0 { ":---" } else { "---:" })
+            .collect::<Vec<_>>()
+            .join("|")
+    );
+    for row in body {
+        let _ = writeln!(s, "| {} |", row.join(" | "));
+    }
+    let _ = writeln!(s, "\n{}", footnote(report));
+    if !report.caption.is_empty() {
+        let _ = writeln!(s, "\n{}", report.caption);
+    }
+    for n in notes(report) {
+        let _ = writeln!(s, "- {n}");
+    }
+    s
+}
+
+/// Table 2 in Markdown (also what the binary prints).
+pub fn table2_markdown(report: &Report) -> String {
+    markdown(report, false)
+}
+
+fn latex(report: &Report, per_attack: bool) -> String {
+    let (header, body) = cells(report, per_attack, Format::Latex);
+    let groups = (header.len() - 2) / 3;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "% Written by `bootstrap` (taser {}). Needs \\usepackage{{booktabs}}.",
+        crate::VERSION
+    );
+    let _ = writeln!(s, "\\begin{{table}}[t]\n\\centering\n\\small");
+    let _ = writeln!(
+        s,
+        "\\caption{{{}{} {}}}",
+        latex_escape(&report.title),
+        if per_attack { " (per attack)." } else { "." },
+        latex_escape(&footnote(report))
+    );
+    let _ = writeln!(s, "\\begin{{tabular}}{{l{}r}}", "rrr".repeat(groups));
+    let _ = writeln!(s, "\\toprule");
+    let mut top = vec!["".to_string()];
+    let mut mid = Vec::new();
+    for g in 0..groups {
+        let name = header[1 + 3 * g].trim_end_matches(": no TASER").to_string();
+        top.push(format!(
+            "\\multicolumn{{3}}{{c}}{{{}}}",
+            latex_escape(&name)
+        ));
+        mid.push(format!("\\cmidrule(lr){{{}-{}}}", 2 + 3 * g, 4 + 3 * g));
+    }
+    top.push("".into());
+    let _ = writeln!(s, "{} \\\\", top.join(" & "));
+    let _ = writeln!(s, "{}", mid.join(" "));
+    let mut sub = vec!["Method".to_string()];
+    for _ in 0..groups {
+        sub.extend([
+            "No TASER".to_string(),
+            "+TASER".to_string(),
+            format!("$\\Delta$ [{:.0}\\% CI]", 100.0 * report.level),
+        ]);
+    }
+    sub.push("Overhead".into());
+    let _ = writeln!(s, "{} \\\\\n\\midrule", sub.join(" & "));
+    let mut first_average = true;
+    for (row, r) in body.iter().zip(&report.rows) {
+        if r.average && first_average {
+            let _ = writeln!(s, "\\midrule");
+            first_average = false;
+        }
+        let _ = writeln!(s, "{} \\\\", row.join(" & "));
+    }
+    let _ = writeln!(s, "\\bottomrule\n\\end{{tabular}}\n\\end{{table}}");
+    for n in notes(report) {
+        let _ = writeln!(s, "% {}", n.replace('\n', " "));
+    }
+    s
+}
+
+fn csv_text(report: &Report) -> Result<String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header: Vec<String> = [
+        "row",
+        "kind",
+        "family",
+        report.vary.as_str(),
+        "seeds",
+        "points",
+        "overhead",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for m in &report.metrics {
+        for part in ["baseline", "treatment", "delta", "lower", "upper"] {
+            header.push(format!("{m}_{part}"));
+        }
+    }
+    header.extend(
+        [
+            "interval",
+            "level",
+            "resamples",
+            "seed",
+            "cluster_by_seed",
+            "notes",
+        ]
+        .map(String::from),
+    );
+    let err = |e: csv::Error| Error::OutputFailed {
+        path: PathBuf::from("comparisons.csv"),
+        reason: e.to_string(),
+    };
+    w.write_record(&header).map_err(err)?;
+    let opt = |v: Option<f64>| v.map(|v| format!("{v}")).unwrap_or_default();
+    for r in &report.rows {
+        let mut rec = vec![
+            r.label.clone(),
+            if r.average { "average" } else { "pair" }.to_string(),
+            r.family.clone(),
+            opt(r.x),
+            r.seeds.to_string(),
+            r.points.to_string(),
+            opt(r.overhead),
+        ];
+        for m in &report.metrics {
+            match r.metrics.get(m) {
+                Some(x) => rec.extend(
+                    [
+                        x.baseline,
+                        x.treatment,
+                        x.delta,
+                        x.interval.lower,
+                        x.interval.upper,
+                    ]
+                    .map(|v| format!("{v:.6}")),
+                ),
+                None => rec.extend(std::iter::repeat_n(String::new(), 5)),
+            }
+        }
+        rec.extend([
+            report.interval.to_string(),
+            report.level.to_string(),
+            report.resamples.to_string(),
+            report.seed.to_string(),
+            report.cluster_by_seed.to_string(),
+            r.notes.join("; "),
+        ]);
+        w.write_record(&rec).map_err(err)?;
+    }
+    let bytes = w.into_inner().map_err(|e| Error::OutputFailed {
+        path: PathBuf::from("comparisons.csv"),
+        reason: e.to_string(),
+    })?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Writes comparisons.csv, table2.{md,tex} and table3.{md,tex} into `out`,
+/// each atomically, and returns their paths.
+pub fn write_all(report: &Report, out: &Path) -> Result<Vec<PathBuf>> {
+    let files = [
+        ("comparisons.csv", csv_text(report)?),
+        ("table2.md", markdown(report, false)),
+        ("table2.tex", latex(report, false)),
+        ("table3.md", markdown(report, true)),
+        ("table3.tex", latex(report, true)),
+    ];
+    let mut written = Vec::new();
+    for (name, text) in files {
+        let p = out.join(name);
+        write_text(&p, &text)?;
+        written.push(p);
+    }
+    Ok(written)
+}
