@@ -41,7 +41,8 @@ build: system-deps venv
 	cargo build --release --bins --quiet
 
 ## demo: the main job on the embedded default data (digits): DSM scores → standard and TASER
-## training → AutoAttack + SPSA at the digits ε (0.2, L∞) on a shared 200-point subset.
+## training → AutoAttack + SPSA at the digits ε (0.2, L∞) on a shared 200-point subset → paired
+## bootstrap table (Δ clean, Δ robust avg with 95% intervals).
 DEMO_TRAIN := --dataset digits --model cnn-small --optimizer adam --lr 1e-3 --weight-decay 1e-4 \
               --schedule cosine --epochs 30 --seed 0 --device auto --log-every 10
 DEMO_ATTACK := --attacks aa,spsa --norm linf --eps 0.2 --seed 0 --device auto
@@ -61,6 +62,11 @@ demo: setup
 	  awk -F, 'NR==1{for(i=1;i<=NF;i++)h[$$i]=i} NR==2{printf "AutoAttack %s   SPSA %s   worst case %s\n", $$h["acc_aa"], $$h["acc_spsa"], $$h["acc_worst_case"]}' \
 	    $(RUNS)/demo/$$run/eval/summary.csv; \
 	done
+	@$(BIN)/bootstrap --baseline $(RUNS)/demo/standard/eval --treatment $(RUNS)/demo/taser/eval \
+	    --label "standard + TASER" --seed 0 --out $(RUNS)/demo/bootstrap > /dev/null
+	@echo
+	@echo "paired bootstrap (10 000 resamples, 95% percentile intervals; $(RUNS)/demo/bootstrap):"
+	@cat $(RUNS)/demo/bootstrap/table2.md
 
 ## test: unit and integration tests (release profile, shares the setup build).
 test: setup

@@ -56,3 +56,11 @@ done
 mv "$csv.tmp" "$csv"
 mv "$md.tmp" "$md"
 cat "$md"
+
+# Paired bootstrap of every method's TASER gain (Table 2 shape, forest plot).
+pairs=()
+for name in "${names[@]}"; do
+  pairs+=(--baseline "$RUNS/$name-base/eval" --treatment "$RUNS/$name-taser/eval" --label "$name")
+done
+"$BIN/bootstrap" "${pairs[@]}" --seed 0 --out "$HERE/bootstrap" > /dev/null
+cat "$HERE/bootstrap/table2.md"
