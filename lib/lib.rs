@@ -16,6 +16,7 @@ pub mod progress;
 pub mod report;
 pub mod score;
 pub mod stein;
+pub mod sweep;
 pub mod train;
 
 pub use error::{Error, Result};
