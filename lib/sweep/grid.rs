@@ -149,8 +149,9 @@ pub struct Grid {
     pub axes: Vec<Axis>,
     /// Fixed flags per step.
     pub fixed: BTreeMap<Step, Flags>,
-    /// Exclusion patterns: a point matching every entry of one is dropped.
-    pub excludes: Vec<Vec<(Param, FlagValue)>>,
+    /// Exclusion patterns: a point matching every entry of one is dropped
+    /// (each entry with its line in the file, for error messages).
+    pub excludes: Vec<Vec<(Param, FlagValue, usize)>>,
 }
 
 /// One grid point: what each step runs with.
@@ -523,7 +524,7 @@ impl Grid {
                             let v = eitem
                                 .as_value()
                                 .ok_or_else(|| ctx.err(&full, eline, "expected a value"))?;
-                            pattern.push((p, flag_value(&ctx, &full, eline, v)?));
+                            pattern.push((p, flag_value(&ctx, &full, eline, v)?, eline));
                         }
                         if pattern.is_empty() {
                             return Err(ctx.err(
@@ -556,6 +557,19 @@ impl Grid {
                 .map(|(key, item)| ctx.key_line(key, item))
                 .unwrap_or(0)
         };
+        // The line of `name` inside section `section` (falls back to the
+        // section's own line).
+        let line_in = |section: &str, name: &str| {
+            root.get(section)
+                .and_then(|i| i.as_table())
+                .and_then(|t| {
+                    entries(t)
+                        .into_iter()
+                        .find(|(n, _, _)| n == name)
+                        .map(|(_, k, i)| ctx.key_line(k, i))
+                })
+                .unwrap_or_else(|| line_of_key(section))
+        };
         for step in self.fixed.keys() {
             if !self.steps.contains(step) {
                 return Err(ctx.err(
@@ -577,11 +591,11 @@ impl Grid {
             }))
             .collect();
         for pattern in &self.excludes {
-            for (p, _) in pattern {
+            for (p, _, line) in pattern {
                 if !known.contains(p) {
                     return Err(ctx.err(
                         &format!("exclude.{p}"),
-                        line_of_key("exclude"),
+                        *line,
                         "names no axis or fixed setting of the grid",
                     ));
                 }
@@ -594,26 +608,30 @@ impl Grid {
                     if p.step.is_some() && !self.steps.contains(&Step::Attack) {
                         return Err(ctx.err(
                             &format!("axes.{}", a.name),
-                            line_of_key("axes"),
+                            line_in("axes", &a.name),
                             "addresses the attack step, which steps does not run",
                         ));
                     }
-                    refs.push((format!("axes.{}", a.name), fv.clone()));
+                    refs.push((
+                        format!("axes.{}", a.name),
+                        line_in("axes", &a.name),
+                        fv.clone(),
+                    ));
                 }
             }
         }
         for (s, f) in &self.fixed {
             for (k, v) in f {
-                refs.push((format!("{}.{k}", s.name()), v.clone()));
+                refs.push((format!("{}.{k}", s.name()), line_in(s.name(), k), v.clone()));
             }
         }
-        for (name, v) in refs {
+        for (name, line, v) in refs {
             if let FlagValue::One(s) = &v {
                 if let Some(r) = s.strip_prefix('@') {
                     if !self.scores.contains_key(r) {
                         return Err(ctx.err(
                             &name,
-                            line_of_key(name.split('.').next().unwrap_or("")),
+                            line,
                             format!("refers to score set @{r}, but there is no [scores.{r}]"),
                         ));
                     }
@@ -665,7 +683,7 @@ impl Grid {
             if self
                 .excludes
                 .iter()
-                .any(|pat| pat.iter().all(|(p, v)| value_of(p) == Some(v)))
+                .any(|pat| pat.iter().all(|(p, v, _)| value_of(p) == Some(v)))
             {
                 continue;
             }

@@ -214,7 +214,13 @@ pub fn run(cfg: &RunConfig) -> Result<Option<RunSummary>> {
         .filter(|r| r.status == "failed")
         .map(|r| {
             let (step, code, err) = r.failure.clone().unwrap_or_default();
-            let last = err.lines().last().unwrap_or("").to_string();
+            // The first `error:` line says why; else the last line of the tail.
+            let last = err
+                .lines()
+                .find(|l| l.starts_with("error"))
+                .or_else(|| err.lines().last())
+                .unwrap_or("")
+                .to_string();
             (
                 r.id.clone(),
                 format!("step {step}, exit code {code}: {last}"),
