@@ -371,3 +371,31 @@ fn plan_lists_jobs_and_the_launch_line() {
     ));
     assert_eq!(text, again);
 }
+
+#[test]
+fn shipped_grids_plan_and_slurm_scripts_parse() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (grid, jobs) in [
+        ("digits-demo.toml", "1 score task(s), 4 job(s)"),
+        ("table2.toml", "1 score task(s), 24 job(s)"),
+        ("score-beta.toml", "0 score task(s), 8 job(s)"),
+        ("toy.toml", "0 score task(s), 45 job(s)"),
+    ] {
+        let p = root.join("sweeps").join(grid);
+        let o = sweep(
+            None,
+            &["plan", s(&p), "--nodes", "2", "--gpus-per-node", "4"],
+        );
+        assert!(o.status.success(), "{grid}: {}", stderr(&o));
+        assert!(stdout(&o).contains(jobs), "{grid}: {}", stdout(&o));
+        assert!(stdout(&o).contains("slurm/sweep-mpi.sbatch"), "{grid}");
+    }
+    for script in ["sweep-mpi.sbatch", "sweep-array.sbatch"] {
+        let o = Command::new("bash")
+            .arg("-n")
+            .arg(root.join("slurm").join(script))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{script}: {}", stderr(&o));
+    }
+}
