@@ -204,7 +204,9 @@ fn invalid_values_are_refused_with_their_flag() {
 
 #[test]
 fn binaries_not_yet_implemented_refuse_to_run_and_say_so() {
-    for name in ["bootstrap"] {
+    // Binaries whose work has not landed yet (the list shrinks as they do).
+    const STUBS: &[&str] = &["bootstrap"];
+    for &name in STUBS {
         let o = run(name, &[]);
         assert_eq!(o.status.code(), Some(2), "{name}");
         assert!(stderr(&o).contains("not implemented yet"), "{name}");

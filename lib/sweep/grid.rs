@@ -313,7 +313,7 @@ fn param_of(ctx: &Ctx, name: &str, shown: &str, line: usize) -> Result<Param> {
 
 /// Visits `(dotted name, key, item)` of a table, descending into `attack.`
 /// style sub-tables (TOML turns `attack.eps = …` into a nested table).
-fn entries<'a>(t: &'a Table) -> Vec<(String, &'a Key, &'a Item)> {
+fn entries(t: &Table) -> Vec<(String, &Key, &Item)> {
     let mut out = Vec::new();
     for (k, item) in t.iter() {
         let (key, _) = t.get_key_value(k).expect("key from iter");
