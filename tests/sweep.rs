@@ -399,3 +399,113 @@ fn shipped_grids_plan_and_slurm_scripts_parse() {
         assert!(o.status.success(), "{script}: {}", stderr(&o));
     }
 }
+
+/// The sweep ranks `mpirun` (pid `mpirun`) started on this machine, by rank.
+fn ranks_of(mpirun: u32) -> BTreeMap<String, i32> {
+    let mut m = BTreeMap::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // ppid is the second field after the parenthesised command name.
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().nth(1));
+        if ppid != Some(&mpirun.to_string()) {
+            continue;
+        }
+        let env = fs::read(e.path().join("environ")).unwrap_or_default();
+        for var in env.split(|b| *b == 0) {
+            if let Some(r) = String::from_utf8_lossy(var).strip_prefix("OMPI_COMM_WORLD_RANK=") {
+                m.insert(r.to_string(), pid);
+            }
+        }
+    }
+    m
+}
+
+#[test]
+fn a_worker_stopped_mid_job_hands_it_back_and_the_sweep_completes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = tiny_grid(tmp.path(), "worker", 6, "0, 1, 2", "");
+    let out = tmp.path().join("out");
+    let child = sweep_cmd(Some(3), &["run", s(&grid), "--out", s(&out)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until rank 1 is on a job (its attempts line is written), then
+    // stop that rank alone, as Slurm does when one task's node is preempted.
+    let t0 = Instant::now();
+    let victim = loop {
+        let started = fs::read_dir(out.join("jobs"))
+            .map(|d| {
+                d.flatten().any(|e| {
+                    fs::read_to_string(e.path().join("attempts.log"))
+                        .map(|l| l.contains("rank=1/3"))
+                        .unwrap_or(false)
+                })
+            })
+            .unwrap_or(false);
+        if started {
+            if let Some(pid) = ranks_of(child.id()).get("1") {
+                break *pid;
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "rank 1 never started a job"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // SAFETY: kill(2) of a rank of the mpirun this test started.
+    unsafe {
+        libc::kill(victim, libc::SIGTERM);
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let rows = results(&out);
+    assert_eq!(rows.len(), 6);
+    assert!(rows.iter().all(|r| r["status"] == "ok"), "{rows:?}");
+    // The interrupted job was run again by another rank; no other job twice.
+    let mut twice = 0;
+    for r in &rows {
+        let log = fs::read_to_string(Path::new(&r["dir"]).join("attempts.log")).unwrap();
+        let n = log.lines().count();
+        assert!(n <= 2, "{}: {log}", r["id"]);
+        if n == 2 {
+            twice += 1;
+            assert!(
+                log.lines().nth(1).unwrap().contains("rank=")
+                    && !log.lines().nth(1).unwrap().contains("rank=1/3")
+            );
+        }
+    }
+    assert!(twice <= 1, "only the stopped rank's job runs twice");
+}
+
+#[test]
+fn run_one_runs_a_single_job_and_collect_lists_the_rest_as_pending() {
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = tiny_grid(tmp.path(), "array", 1, "0, 1", "");
+    let out = tmp.path().join("out");
+    let o = sweep(
+        None,
+        &["run-one", s(&grid), "--index", "2", "--out", s(&out)],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let c = sweep(None, &["collect", s(&out)]);
+    assert!(c.status.success(), "{}", stderr(&c));
+    assert!(
+        stdout(&c).contains("jobs = 1") && stdout(&c).contains("ok = 1"),
+        "{}",
+        stdout(&c)
+    );
+    let rows = results(&out);
+    assert_eq!(rows[0]["index"], "2");
+    assert_eq!(rows[0]["status"], "ok");
+}
