@@ -19,6 +19,15 @@ use taser::sweep::{self, grid::Grid, job::Outcome, RunConfig};
 /// tail in failed.json) and the sweep goes on; SIGTERM (Slurm preemption,
 /// time limit) stops the running jobs without marking them done.
 ///
+/// Grid file (TOML): `steps = ["train", "attack"]` (or finetune); `[axes]`
+/// with one array per flag (`seed = [0, 1]`; `attack.eps = [...]` for the
+/// attack step; an array of inline tables sets several flags together);
+/// `[train]`/`[finetune]`/`[attack]` with fixed flags; `[scores.NAME]` with
+/// score-precompute flags, referenced as `scores = "@NAME"`; `[[exclude]]`
+/// tables of parameter values whose points are dropped. `key = v` becomes
+/// `--key v`, `true` a bare `--key`. --out, --device, --checkpoint and
+/// --resume are the sweep's own. A job's id is a hash of its resolved flags.
+///
 /// Exit status of `run`: 0 every job finished, 1 some job failed (their ids
 /// are printed), 3 stopped by a signal before the end (run again to
 /// continue), 2 bad usage or grid file.
