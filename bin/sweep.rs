@@ -1,24 +1,191 @@
-//! `sweep`: fan a λ/β/loss/method/seed grid over MPI ranks under Slurm and collect results.csv.
-//!
-//! Not implemented yet: this binary exists so that scripts and the layout
-//! are stable; it refuses to run rather than pretend to work.
-use clap::Parser;
+//! `sweep`: fans a grid of train/finetune → attack jobs over MPI ranks and
+//! collects one results.csv.
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use taser::sweep::{self, grid::Grid, job::Outcome, RunConfig};
 
-/// NOT IMPLEMENTED YET — fan a λ/β/loss/method/seed grid over MPI ranks under Slurm and collect results.csv.
+/// Run a grid of training-and-evaluation jobs (SPEC §8): each grid point
+/// chains `train` (or `finetune`) → `attack` in its own directory, shared
+/// score sets are computed once by `score-precompute`, and results.csv holds
+/// one row per point (parameters, metrics, seconds, status).
 ///
-/// This command is part of the suite's layout but its work has not landed;
-/// it exits with status 2 and does nothing. See the README's status table.
+/// Under `mpirun`/`srun`, rank 0 hands out jobs as ranks free up and runs
+/// jobs itself too; one process alone runs the whole grid. Each rank uses
+/// the CUDA device of its node-local rank when libtorch sees one, else the
+/// CPU. A finished job leaves an atomic `done` marker and is skipped when
+/// the same command runs again; a failed job is recorded (exit code, error
+/// tail in failed.json) and the sweep goes on; SIGTERM (Slurm preemption,
+/// time limit) stops the running jobs without marking them done.
+///
+/// Grid file (TOML): `steps = ["train", "attack"]` (or finetune); `[axes]`
+/// with one array per flag (`seed = [0, 1]`; `attack.eps = [...]` for the
+/// attack step; an array of inline tables sets several flags together);
+/// `[train]`/`[finetune]`/`[attack]` with fixed flags; `[scores.NAME]` with
+/// score-precompute flags, referenced as `scores = "@NAME"`; `[[exclude]]`
+/// tables of parameter values whose points are dropped. `key = v` becomes
+/// `--key v`, `true` a bare `--key`. --out, --device, --checkpoint and
+/// --resume are the sweep's own. A job's id is a hash of its resolved flags.
+///
+/// Exit status of `run`: 0 every job finished, 1 some job failed (their ids
+/// are printed), 3 stopped by a signal before the end (run again to
+/// continue), 2 bad usage or grid file.
+///
+/// Examples:
+///   sweep plan sweeps/digits-demo.toml --nodes 2 --gpus-per-node 4
+///   mpirun --oversubscribe -np 2 sweep run sweeps/digits-demo.toml --out runs/demo
+///   sweep collect runs/demo
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Args {
-    /// Arguments (ignored until the command is implemented).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    rest: Vec<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List the score tasks and jobs with their ids, and the launch lines.
+    Plan {
+        /// Grid file (TOML).
+        grid: PathBuf,
+        /// Output directory the launch lines name.
+        #[arg(long, default_value = "runs/sweep")]
+        out: PathBuf,
+        /// Nodes of the launch lines.
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
+        /// GPUs (ranks) per node of the launch lines.
+        #[arg(long, default_value_t = 1)]
+        gpus_per_node: usize,
+    },
+    /// Run every unfinished job of the grid (under mpirun/srun or alone).
+    Run {
+        /// Grid file (TOML).
+        grid: PathBuf,
+        #[command(flatten)]
+        opts: RunOpts,
+    },
+    /// Run one job by its plan index, without MPI (Slurm job-array form).
+    RunOne {
+        /// Grid file (TOML).
+        grid: PathBuf,
+        /// 0-based job index (as `sweep plan` lists; SLURM_ARRAY_TASK_ID).
+        #[arg(long, env = "SLURM_ARRAY_TASK_ID")]
+        index: usize,
+        #[command(flatten)]
+        opts: RunOpts,
+    },
+    /// Rebuild DIR/results.csv from the job directories.
+    Collect {
+        /// The --out directory of a run.
+        dir: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct RunOpts {
+    /// Output directory (job directories, results.csv).
+    #[arg(long)]
+    out: PathBuf,
+    /// Device of the jobs: auto (CUDA device of the node-local rank, else
+    /// CPU), cpu or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Folder of the suite's binaries (default: this binary's folder).
+    #[arg(long, env = "TASER_BIN_DIR")]
+    bin_dir: Option<PathBuf>,
+    /// Leave jobs recorded as failed alone instead of running them again.
+    #[arg(long)]
+    no_retry_failed: bool,
+}
+
+impl RunOpts {
+    fn config(&self, grid: PathBuf) -> anyhow::Result<RunConfig> {
+        let bin_dir = match &self.bin_dir {
+            Some(d) => d.clone(),
+            None => std::env::current_exe()
+                .context("locating the sweep binary")?
+                .parent()
+                .map(PathBuf::from)
+                .unwrap_or_default(),
+        };
+        Ok(RunConfig {
+            grid,
+            out: self.out.clone(),
+            bin_dir,
+            device: self.device.clone(),
+            retry_failed: !self.no_retry_failed,
+        })
+    }
 }
 
 fn main() -> ExitCode {
-    let _ = Args::parse();
-    eprintln!("error: `sweep` is not implemented yet (fan a λ/β/loss/method/seed grid over MPI ranks under Slurm and collect results.csv); see the README's status table");
-    ExitCode::from(2)
+    let args = Args::parse();
+    match real_main(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Command::Plan {
+            grid,
+            out,
+            nodes,
+            gpus_per_node,
+        } => {
+            let g = Grid::load(&grid)?;
+            print!("{}", sweep::plan_text(&g, &out, nodes, gpus_per_node));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { grid, opts } => {
+            let cfg = opts.config(grid)?;
+            let Some(summary) = sweep::run(&cfg).context("sweep run failed")? else {
+                // Ranks other than 0 leave the verdict to rank 0; a non-zero
+                // status here would make mpirun abort the others.
+                return Ok(ExitCode::SUCCESS);
+            };
+            println!("jobs = {}", summary.jobs);
+            println!("ok = {}", summary.ok);
+            println!("failed = {}", summary.failed.len());
+            println!("results = {}", summary.results.display());
+            for (id, why) in &summary.failed {
+                eprintln!("failed job {id}: {why}");
+            }
+            if summary.interrupted {
+                eprintln!("stopped by a signal before every job ran; run the same command again to continue");
+                Ok(ExitCode::from(3))
+            } else if !summary.failed.is_empty() {
+                Ok(ExitCode::FAILURE)
+            } else {
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+        Command::RunOne { grid, index, opts } => {
+            let cfg = opts.config(grid)?;
+            match sweep::run_one(&cfg, index).context("sweep run-one failed")? {
+                Outcome::Ok => Ok(ExitCode::SUCCESS),
+                Outcome::Failed => Ok(ExitCode::FAILURE),
+                Outcome::Interrupted => Ok(ExitCode::from(3)),
+            }
+        }
+        Command::Collect { dir } => {
+            let rows = sweep::results::scan(&dir)?;
+            let path = dir.join(sweep::results::RESULTS);
+            sweep::results::write(&path, &rows)?;
+            let ok = rows.iter().filter(|r| r.status == "ok").count();
+            let failed = rows.iter().filter(|r| r.status == "failed").count();
+            println!("jobs = {}", rows.len());
+            println!("ok = {ok}");
+            println!("failed = {failed}");
+            println!("pending = {}", rows.len() - ok - failed);
+            println!("results = {}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

@@ -17,6 +17,7 @@ pub mod report;
 pub mod score;
 pub mod stats;
 pub mod stein;
+pub mod sweep;
 pub mod train;
 
 pub use error::{Error, Result};

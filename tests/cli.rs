@@ -201,17 +201,3 @@ fn invalid_values_are_refused_with_their_flag() {
         assert_no_outputs(&out);
     }
 }
-
-#[test]
-fn binaries_not_yet_implemented_refuse_to_run_and_say_so() {
-    for name in ["sweep"] {
-        let o = run(name, &[]);
-        assert_eq!(o.status.code(), Some(2), "{name}");
-        assert!(stderr(&o).contains("not implemented yet"), "{name}");
-        let help = run(name, &["--help"]);
-        assert!(
-            stdout(&help).contains("NOT IMPLEMENTED YET"),
-            "{name} --help"
-        );
-    }
-}

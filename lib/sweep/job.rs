@@ -1,0 +1,450 @@
+//! One task of a sweep (a shared score-precompute, or a grid point's chain)
+//! and how a worker runs it: every step a child process with its logs in the
+//! task's directory, a `<step>.done` marker after each step and a `done`
+//! marker after the last, all written atomically, so a kill at any moment
+//! leaves either a finished step or one that is rerun.
+use super::grid::{to_args, FlagValue, Flags, Grid, JobSpec, Step};
+use super::signal;
+use crate::error::{Error, Result};
+use crate::fsutil::{write_atomically, write_bytes_atomically};
+use serde_json::{json, Value as Json};
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Name of the marker a finished task leaves.
+pub const DONE: &str = "done";
+/// Name of the record a failed task leaves (removed when it is retried).
+pub const FAILED: &str = "failed.json";
+/// The resolved configuration of a task.
+pub const CONFIG: &str = "config.json";
+/// One line per attempt to run the task (a run counter for restarts).
+pub const ATTEMPTS: &str = "attempts.log";
+
+/// How a task ended on a worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every step finished; the `done` marker is written.
+    Ok,
+    /// A step exited non-zero; `failed.json` records it.
+    Failed,
+    /// Stopped by a signal; nothing is marked, a rerun continues it.
+    Interrupted,
+}
+
+impl Outcome {
+    /// Wire code of the outcome in MPI messages.
+    pub fn code(self) -> i64 {
+        match self {
+            Outcome::Ok => 0,
+            Outcome::Failed => 1,
+            Outcome::Interrupted => 2,
+        }
+    }
+
+    /// Inverse of [`Outcome::code`].
+    pub fn from_code(c: i64) -> Outcome {
+        match c {
+            0 => Outcome::Ok,
+            1 => Outcome::Failed,
+            _ => Outcome::Interrupted,
+        }
+    }
+}
+
+/// One process of a task's chain.
+#[derive(Clone, Debug)]
+pub struct StepRun {
+    /// Label: the binary's name (logs and markers are named after it).
+    pub label: String,
+    /// The binary to run.
+    pub binary: String,
+    /// Its arguments, without --device (added by the worker that runs it).
+    pub args: Vec<String>,
+    /// Extra arguments when the step's output holds a resume state.
+    pub resume_if: Option<(PathBuf, Vec<String>)>,
+}
+
+/// A unit of work that one worker runs.
+#[derive(Clone, Debug)]
+pub struct Task {
+    /// `score:<name>` or the grid point's id.
+    pub id: String,
+    /// Directory of its logs, markers and outputs.
+    pub dir: PathBuf,
+    /// The chain.
+    pub steps: Vec<StepRun>,
+    /// Indices (in the task list) of the tasks that must finish first.
+    pub deps: Vec<usize>,
+    /// Grid point (None for a score task).
+    pub job: Option<JobSpec>,
+}
+
+/// Every task of a grid: the score tasks first, then the grid points.
+pub fn tasks(grid: &Grid, out: &Path) -> Vec<Task> {
+    let mut tasks = Vec::new();
+    let mut score_path = BTreeMap::new();
+    let mut score_index = BTreeMap::new();
+    for (name, spec) in &grid.scores {
+        let dir = out.join("scores").join(format!("{name}-{}", spec.id));
+        let file = dir.join("scores.h5");
+        let mut args = to_args(&spec.flags);
+        args.push("--out".into());
+        args.push(file.display().to_string());
+        score_index.insert(name.clone(), tasks.len());
+        score_path.insert(name.clone(), file);
+        tasks.push(Task {
+            id: format!("score:{name}"),
+            dir,
+            steps: vec![StepRun {
+                label: "score-precompute".into(),
+                binary: "score-precompute".into(),
+                args,
+                resume_if: None,
+            }],
+            deps: Vec::new(),
+            job: None,
+        });
+    }
+    let model = grid.model_step();
+    for job in grid.jobs() {
+        let dir = out.join("jobs").join(&job.id);
+        let model_dir = dir.join(model.name());
+        let mut steps = Vec::new();
+        for step in &grid.steps {
+            let mut flags: Flags = job.flags[step].clone();
+            for v in flags.values_mut() {
+                if let FlagValue::One(s) = v {
+                    if let Some(name) = s.strip_prefix('@') {
+                        *v = FlagValue::One(score_path[name].display().to_string());
+                    }
+                }
+            }
+            let mut args = to_args(&flags);
+            let resume_if = match step {
+                Step::Train | Step::Finetune => {
+                    args.push("--out".into());
+                    args.push(model_dir.display().to_string());
+                    // train/finetune write a resume state every epoch; a
+                    // restarted job continues it instead of starting over.
+                    Some((model_dir.join("resume.json"), vec!["--resume".into()]))
+                }
+                Step::Attack => {
+                    args.push("--checkpoint".into());
+                    args.push(model_dir.join("model.safetensors").display().to_string());
+                    args.push("--out".into());
+                    args.push(dir.join("eval").display().to_string());
+                    // attack resumes itself from its state file.
+                    None
+                }
+            };
+            steps.push(StepRun {
+                label: step.name().into(),
+                binary: step.name().into(),
+                args,
+                resume_if,
+            });
+        }
+        let deps = job.needs_scores.iter().map(|n| score_index[n]).collect();
+        tasks.push(Task {
+            id: job.id.clone(),
+            dir,
+            steps,
+            deps,
+            job: Some(job),
+        });
+    }
+    tasks
+}
+
+fn now_unix() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn write_json(path: &Path, v: &Json) -> Result<()> {
+    let text = serde_json::to_string_pretty(v).expect("JSON of plain values");
+    write_bytes_atomically(path, text.as_bytes())
+}
+
+fn read_json(path: &Path) -> Option<Json> {
+    fs::read_to_string(path)
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+}
+
+impl Task {
+    /// Whether the task's `done` marker exists.
+    pub fn is_done(&self) -> bool {
+        self.dir.join(DONE).is_file()
+    }
+
+    /// Writes the resolved configuration (before any step runs, so `sweep
+    /// collect` lists tasks that never started as pending).
+    pub fn write_config(&self, grid: &Grid) -> Result<()> {
+        fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        let steps: Vec<Json> = self
+            .steps
+            .iter()
+            .map(|s| json!({"step": s.label, "binary": s.binary, "args": s.args}))
+            .collect();
+        let job = self.job.as_ref();
+        let v = json!({
+            "id": self.id,
+            "grid": grid.path.display().to_string(),
+            "grid_name": grid.name,
+            "kind": if job.is_some() { "job" } else { "score" },
+            "index": job.map(|j| j.index),
+            "params": job.map(|j| j.params.clone()).unwrap_or_default(),
+            "steps": steps,
+            "version": crate::VERSION,
+        });
+        write_json(&self.dir.join(CONFIG), &v)
+    }
+
+    /// Records a failure that happened without running (a dependency failed).
+    pub fn record_failure(&self, step: &str, code: Option<i32>, error: &str) -> Result<()> {
+        fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        write_json(
+            &self.dir.join(FAILED),
+            &json!({"step": step, "exit_code": code, "error": error, "at": now_unix()}),
+        )
+    }
+
+    /// Runs the chain's unfinished steps with `device` and `bin_dir`'s
+    /// binaries. `worker` names the rank in the attempts log.
+    pub fn run(&self, bin_dir: &Path, device: &str, worker: &str) -> Result<Outcome> {
+        if self.is_done() {
+            return Ok(Outcome::Ok);
+        }
+        fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        let _ = fs::remove_file(self.dir.join(FAILED));
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(ATTEMPTS))
+            .map_err(|e| Error::io(self.dir.join(ATTEMPTS), e))?;
+        writeln!(log, "{:.3} {worker} device={device}", now_unix())
+            .map_err(|e| Error::io(self.dir.join(ATTEMPTS), e))?;
+        let mut seconds = BTreeMap::new();
+        for step in &self.steps {
+            let marker = self.dir.join(format!("{}.done", step.label));
+            if let Some(m) = read_json(&marker) {
+                seconds.insert(step.label.clone(), m["seconds"].as_f64().unwrap_or(0.0));
+                continue;
+            }
+            if signal::stop_requested() {
+                return Ok(Outcome::Interrupted);
+            }
+            let mut args = step.args.clone();
+            if let Some((state, extra)) = &step.resume_if {
+                if state.is_file() {
+                    args.extend(extra.iter().cloned());
+                }
+            }
+            args.push("--device".into());
+            args.push(device.into());
+            let started = Instant::now();
+            let (status, err_tail) =
+                run_child(&bin_dir.join(&step.binary), &args, &self.dir, &step.label)?;
+            let secs = started.elapsed().as_secs_f64();
+            match status {
+                ChildEnd::Exited(0) => {
+                    write_json(&marker, &json!({"seconds": secs, "at": now_unix()}))?;
+                    seconds.insert(step.label.clone(), secs);
+                }
+                ChildEnd::Interrupted => return Ok(Outcome::Interrupted),
+                ChildEnd::Exited(code) => {
+                    self.record_failure(&step.label, Some(code), &err_tail)?;
+                    return Ok(Outcome::Failed);
+                }
+                ChildEnd::Spawn(reason) => {
+                    self.record_failure(&step.label, None, &reason)?;
+                    return Ok(Outcome::Failed);
+                }
+            }
+        }
+        let metrics = self.metrics();
+        write_json(
+            &self.dir.join(DONE),
+            &json!({"status": "ok", "seconds": seconds, "metrics": metrics, "at": now_unix()}),
+        )?;
+        Ok(Outcome::Ok)
+    }
+
+    /// The metrics of a finished grid point: the model step's `model.json`
+    /// metrics (prefixed with the step's name) and attack's summary row
+    /// (prefixed `attack_`), plus where its per-sample CSV is.
+    pub fn metrics(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for step in &self.steps {
+            match step.label.as_str() {
+                "train" | "finetune" => {
+                    let sidecar = self.dir.join(&step.label).join("model.json");
+                    if let Some(Json::Object(m)) = read_json(&sidecar).map(|v| v["metrics"].clone())
+                    {
+                        for (k, v) in m {
+                            let text = match v {
+                                Json::Number(n) => n.to_string(),
+                                Json::String(s) => s,
+                                other => other.to_string(),
+                            };
+                            out.insert(format!("{}_{k}", step.label), text);
+                        }
+                    }
+                }
+                "attack" => {
+                    let summary = self.dir.join("eval").join("summary.csv");
+                    if let Ok(mut r) = csv::Reader::from_path(&summary) {
+                        let header = r.headers().cloned().unwrap_or_default();
+                        if let Some(Ok(row)) = r.records().next() {
+                            for (h, v) in header.iter().zip(row.iter()) {
+                                if h != "checkpoint" {
+                                    out.insert(format!("attack_{h}"), v.to_string());
+                                }
+                            }
+                        }
+                    }
+                    out.insert(
+                        "per_sample".into(),
+                        self.dir
+                            .join("eval")
+                            .join("per_sample.csv")
+                            .display()
+                            .to_string(),
+                    );
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+enum ChildEnd {
+    Exited(i32),
+    Interrupted,
+    Spawn(String),
+}
+
+/// Last `n` lines of `path` from byte `from` on (this attempt's part).
+fn tail(path: &Path, from: u64, n: usize) -> String {
+    let mut text = String::new();
+    if let Ok(mut f) = fs::File::open(path) {
+        let _ = f.seek(SeekFrom::Start(from));
+        let mut bytes = Vec::new();
+        let _ = f.read_to_end(&mut bytes);
+        text = String::from_utf8_lossy(&bytes).into_owned();
+    }
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn run_child(bin: &Path, args: &[String], dir: &Path, label: &str) -> Result<(ChildEnd, String)> {
+    let open = |name: String| -> Result<(fs::File, u64)> {
+        let p = dir.join(name);
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .map_err(|e| Error::io(&p, e))?;
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok((f, len))
+    };
+    let (out, _) = open(format!("{label}.stdout.log"))?;
+    let err_path = dir.join(format!("{label}.stderr.log"));
+    let (mut err, err_start) = open(format!("{label}.stderr.log"))?;
+    let _ = writeln!(err, "# {} {}", bin.display(), args.join(" "));
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err));
+    // SAFETY: prctl is async-signal-safe; it makes the kernel kill the child
+    // when the thread that spawned it dies, so a killed sweep never leaves a
+    // job writing into a directory that a rerun is about to use.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return Ok((
+                ChildEnd::Spawn(format!("cannot start {}: {e}", bin.display())),
+                String::new(),
+            ))
+        }
+    };
+    let mut term_sent: Option<Instant> = None;
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| Error::io(bin, e))? {
+            let killed = matches!(
+                status.signal(),
+                Some(libc::SIGTERM) | Some(libc::SIGKILL) | Some(libc::SIGINT)
+            );
+            // A step killed by a signal (or ending while a stop is pending)
+            // did not fail on its own: it is rerun, not recorded as failed.
+            if killed || (term_sent.is_some() && !status.success()) {
+                return Ok((ChildEnd::Interrupted, String::new()));
+            }
+            let code = status.code().unwrap_or(-1);
+            let tail_text = if code == 0 {
+                String::new()
+            } else {
+                tail(&err_path, err_start, 20)
+            };
+            return Ok((ChildEnd::Exited(code), tail_text));
+        }
+        if signal::stop_requested() {
+            match term_sent {
+                None => {
+                    // SAFETY: plain kill(2) of our own child's pid.
+                    unsafe {
+                        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+                    }
+                    term_sent = Some(Instant::now());
+                }
+                Some(t) if t.elapsed() > Duration::from_secs(20) => {
+                    let _ = child.kill();
+                }
+                Some(_) => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The status of a task directory as results.csv gives it.
+pub fn dir_status(dir: &Path) -> (&'static str, Option<Json>) {
+    if let Some(v) = read_json(&dir.join(DONE)) {
+        ("ok", Some(v))
+    } else if let Some(v) = read_json(&dir.join(FAILED)) {
+        ("failed", Some(v))
+    } else {
+        ("pending", None)
+    }
+}
+
+/// Writes `rows` (header first) to `path` atomically.
+pub fn write_csv(path: &Path, rows: &[Vec<String>]) -> Result<()> {
+    write_atomically(path, |tmp| {
+        let csv_err = |e: csv::Error| Error::OutputFailed {
+            path: tmp.to_path_buf(),
+            reason: e.to_string(),
+        };
+        let mut w = csv::Writer::from_path(tmp).map_err(csv_err)?;
+        for r in rows {
+            w.write_record(r).map_err(csv_err)?;
+        }
+        w.flush().map_err(|e| Error::io(tmp, e))
+    })
+}

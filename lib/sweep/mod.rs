@@ -1,0 +1,498 @@
+//! The sweep launcher (SPEC §8): a grid file ([`grid`]) expands into tasks
+//! ([`job`]) that MPI ranks run as they free up, each in its own directory;
+//! [`results`] gathers one results.csv row per grid point.
+//!
+//! Layout of `--out DIR`:
+//! ```text
+//! DIR/scores/<name>-<id>/   score-precompute output (scores.h5), logs, markers
+//! DIR/jobs/<id>/            config.json, attempts.log, <step>.stdout.log,
+//!                           <step>.stderr.log, <step>.done, train/ (or
+//!                           finetune/), eval/, and `done` or failed.json
+//! DIR/results.csv           one row per grid point
+//! ```
+//!
+//! Scheduling: rank 0 hands out tasks whose score dependencies are finished
+//! to ranks as they report back, and runs tasks itself on a second thread,
+//! so one rank alone runs the whole sweep. Only rank 0's main thread calls
+//! MPI, and every wait polls with a sleep, so idle ranks do not spin on the
+//! shared cores.
+pub mod grid;
+pub mod job;
+pub mod results;
+pub mod signal;
+
+use crate::error::{Error, Result};
+use grid::Grid;
+use job::{Outcome, Task};
+use mpi::point_to_point::MatchedReceiveVec;
+use mpi::traits::*;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Options of `sweep run`.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// The grid file.
+    pub grid: PathBuf,
+    /// Output directory.
+    pub out: PathBuf,
+    /// Folder of the suite's binaries (train, attack, …).
+    pub bin_dir: PathBuf,
+    /// `auto` (node-local rank's CUDA device, else CPU), `cpu` or `cuda:N`.
+    pub device: String,
+    /// Run failed tasks again (default) or leave them recorded as failed.
+    pub retry_failed: bool,
+}
+
+/// What rank 0 reports at the end of `sweep run` (other ranks get None).
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    /// Grid points in the plan.
+    pub jobs: usize,
+    /// Finished (now or before).
+    pub ok: usize,
+    /// Ids of failed grid points with their failed step and error tail.
+    pub failed: Vec<(String, String)>,
+    /// Whether a stop signal ended the run before every task ran.
+    pub interrupted: bool,
+    /// Where results.csv was written.
+    pub results: PathBuf,
+}
+
+const TAG: i32 = 7;
+const POLL: Duration = Duration::from_millis(25);
+
+/// The device a rank's jobs use: with `auto`, the CUDA device of the
+/// node-local rank (modulo the visible devices) when libtorch sees any,
+/// otherwise the CPU.
+pub fn pick_device(spec: &str, local_rank: usize) -> String {
+    if spec != "auto" {
+        return spec.to_string();
+    }
+    let n = tch::Cuda::device_count().max(0) as usize;
+    if n == 0 {
+        "cpu".into()
+    } else {
+        format!("cuda:{}", local_rank % n)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Pending,
+    Running,
+    Ok,
+    Failed,
+}
+
+/// Rank 0's book of tasks.
+struct Book {
+    tasks: Vec<Task>,
+    state: Vec<State>,
+}
+
+impl Book {
+    fn next_ready(&self) -> Option<usize> {
+        (0..self.tasks.len()).find(|&i| {
+            self.state[i] == State::Pending
+                && self.tasks[i]
+                    .deps
+                    .iter()
+                    .all(|&d| self.state[d] == State::Ok)
+        })
+    }
+
+    fn has_pending(&self) -> bool {
+        self.state.contains(&State::Pending)
+    }
+
+    /// Records an outcome; a failed score task fails its dependants (they
+    /// cannot run), recorded with the reason.
+    fn record(&mut self, i: usize, outcome: Outcome) {
+        self.state[i] = match outcome {
+            Outcome::Ok => State::Ok,
+            Outcome::Failed => State::Failed,
+            Outcome::Interrupted => State::Pending,
+        };
+        if outcome == Outcome::Failed {
+            let failed_id = self.tasks[i].id.clone();
+            for j in 0..self.tasks.len() {
+                if self.state[j] == State::Pending && self.tasks[j].deps.contains(&i) {
+                    self.state[j] = State::Failed;
+                    let _ = self.tasks[j].record_failure(
+                        "dependency",
+                        None,
+                        &format!(
+                            "{failed_id} failed; see {}",
+                            self.tasks[i].dir.join(job::FAILED).display()
+                        ),
+                    );
+                    self.record(j, Outcome::Failed);
+                }
+            }
+        }
+    }
+}
+
+/// Prepares the plan on rank 0: expands the grid, writes every task's
+/// config.json, and marks finished tasks (and, without retry, failed ones).
+fn open_book(grid: &Grid, cfg: &RunConfig) -> Result<Book> {
+    let tasks = job::tasks(grid, &cfg.out);
+    let mut state = Vec::with_capacity(tasks.len());
+    for t in &tasks {
+        t.write_config(grid)?;
+        let s = match job::dir_status(&t.dir).0 {
+            "ok" => State::Ok,
+            "failed" if !cfg.retry_failed => State::Failed,
+            _ => State::Pending,
+        };
+        state.push(s);
+    }
+    Ok(Book { tasks, state })
+}
+
+/// Absolute form of the output directory, so job command lines and
+/// config.json do not depend on the directory the sweep was started from.
+fn absolute_out(out: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(out).map_err(|e| Error::Unwritable {
+        path: out.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    out.canonicalize().map_err(|e| Error::io(out, e))
+}
+
+/// `sweep run`: runs every unfinished task of the grid on the MPI ranks of
+/// this launch (a lone process is a one-rank launch). Returns rank 0's
+/// summary; other ranks return None.
+pub fn run(cfg: &RunConfig) -> Result<Option<RunSummary>> {
+    signal::install();
+    let grid = Grid::load(&cfg.grid)?;
+    let mut cfg = cfg.clone();
+    cfg.out = absolute_out(&cfg.out)?;
+    // Funneled: only the main thread calls MPI; rank 0's local worker
+    // thread only spawns processes.
+    let (universe, _) =
+        mpi::initialize_with_threading(mpi::Threading::Funneled).ok_or_else(|| {
+            Error::invalid("MPI", "init", "MPI was already initialised in this process")
+        })?;
+    let world = universe.world();
+    let rank = world.rank();
+    let size = world.size();
+    let local_rank = world.split_shared(rank).rank() as usize;
+    let device = pick_device(&cfg.device, local_rank);
+    let host = std::env::var("HOSTNAME")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()))
+        .unwrap_or_default();
+    let me = format!("rank={rank}/{size} host={host}");
+    if rank != 0 {
+        let tasks = job::tasks(&grid, &cfg.out);
+        worker_loop(&world, &tasks, &cfg.bin_dir, &device, &me);
+        return Ok(None);
+    }
+    let mut book = open_book(&grid, &cfg)?;
+    eprintln!(
+        "sweep {}: {} task(s), {} already finished, {} rank(s); rank 0 on {device}",
+        grid.name,
+        book.tasks.len(),
+        book.state.iter().filter(|s| **s == State::Ok).count(),
+        size
+    );
+    schedule(&world, &mut book, &cfg, &device, &me)?;
+    drop(universe);
+    let interrupted = book.has_pending();
+    let rows: Vec<results::Row> = book
+        .tasks
+        .iter()
+        .filter(|t| t.job.is_some())
+        .filter_map(|t| results::read_row(&t.dir))
+        .collect();
+    let path = cfg.out.join(results::RESULTS);
+    results::write(&path, &rows)?;
+    let failed = rows
+        .iter()
+        .filter(|r| r.status == "failed")
+        .map(|r| {
+            let (step, code, err) = r.failure.clone().unwrap_or_default();
+            // The first `error:` line says why; else the last line of the tail.
+            let last = err
+                .lines()
+                .find(|l| l.starts_with("error"))
+                .or_else(|| err.lines().last())
+                .unwrap_or("")
+                .to_string();
+            (
+                r.id.clone(),
+                format!("step {step}, exit code {code}: {last}"),
+            )
+        })
+        .collect();
+    Ok(Some(RunSummary {
+        jobs: rows.len(),
+        ok: rows.iter().filter(|r| r.status == "ok").count(),
+        failed,
+        interrupted,
+        results: path,
+    }))
+}
+
+/// Rank 0's loop: collect reports, hand out ready tasks, retire ranks when
+/// nothing is left for them (or a stop was requested).
+fn schedule(
+    world: &mpi::topology::SimpleCommunicator,
+    book: &mut Book,
+    cfg: &RunConfig,
+    device: &str,
+    me: &str,
+) -> Result<()> {
+    let size = world.size();
+    let (to_local, local_in) = mpsc::channel::<Option<Task>>();
+    let (local_out, from_local) = mpsc::channel::<Outcome>();
+    let bin_dir = cfg.bin_dir.clone();
+    let dev = device.to_string();
+    let who = me.to_string();
+    let local = std::thread::spawn(move || {
+        while let Ok(Some(task)) = local_in.recv() {
+            let _ = local_out.send(run_task(&task, &bin_dir, &dev, &who));
+        }
+    });
+    // The task the local worker is on (it runs one at a time).
+    let mut local_running: Option<usize> = None;
+    let mut local_retired = false;
+    let mut idle: Vec<i32> = Vec::new();
+    let mut retired = 0;
+    let mut remote_running = vec![None::<usize>; size as usize];
+    loop {
+        while let Some(probe) = world.any_process().immediate_matched_probe_with_tag(TAG) {
+            let (msg, status) = probe.matched_receive_vec::<i64>();
+            let src = status.source_rank();
+            if msg.len() == 2 && msg[0] >= 0 {
+                let i = msg[0] as usize;
+                let outcome = Outcome::from_code(msg[1]);
+                book.record(i, outcome);
+                report(book, i, outcome, src);
+                remote_running[src as usize] = None;
+                if outcome == Outcome::Interrupted {
+                    // A rank that was stopped gets no further work.
+                    world.process_at_rank(src).send_with_tag(&[-1i64][..], TAG);
+                    retired += 1;
+                    continue;
+                }
+            }
+            idle.push(src);
+        }
+        if let Ok(outcome) = from_local.try_recv() {
+            let i = local_running
+                .take()
+                .expect("the local worker reports what it ran");
+            book.record(i, outcome);
+            report(book, i, outcome, 0);
+        }
+        let stopping = signal::stop_requested();
+        if !local_retired && local_running.is_none() {
+            match (stopping, book.next_ready()) {
+                (false, Some(i)) => {
+                    book.state[i] = State::Running;
+                    local_running = Some(i);
+                    let _ = to_local.send(Some(book.tasks[i].clone()));
+                }
+                _ if stopping || !book.has_pending() => {
+                    let _ = to_local.send(None);
+                    local_retired = true;
+                }
+                _ => {}
+            }
+        }
+        let mut still_idle = Vec::new();
+        for src in idle.drain(..) {
+            match (stopping, book.next_ready()) {
+                (false, Some(i)) => {
+                    book.state[i] = State::Running;
+                    remote_running[src as usize] = Some(i);
+                    world
+                        .process_at_rank(src)
+                        .send_with_tag(&[i as i64][..], TAG);
+                }
+                _ if stopping || !book.has_pending() => {
+                    world.process_at_rank(src).send_with_tag(&[-1i64][..], TAG);
+                    retired += 1;
+                }
+                _ => still_idle.push(src),
+            }
+        }
+        idle = still_idle;
+        if local_retired && local_running.is_none() && retired == size - 1 {
+            break;
+        }
+        std::thread::sleep(POLL);
+    }
+    let _ = local.join();
+    Ok(())
+}
+
+fn report(book: &Book, i: usize, outcome: Outcome, rank: i32) {
+    let t = &book.tasks[i];
+    let done = book
+        .state
+        .iter()
+        .filter(|s| matches!(s, State::Ok | State::Failed))
+        .count();
+    let what = match outcome {
+        Outcome::Ok => "ok",
+        Outcome::Failed => "FAILED",
+        Outcome::Interrupted => "interrupted (will rerun)",
+    };
+    eprintln!(
+        "[{done}/{}] {} {what} (rank {rank})",
+        book.tasks.len(),
+        t.id
+    );
+}
+
+fn run_task(task: &Task, bin_dir: &Path, device: &str, me: &str) -> Outcome {
+    match task.run(bin_dir, device, me) {
+        Ok(o) => o,
+        Err(e) => {
+            // The sweep's own I/O failed for this task: record it as the
+            // task's failure so the sweep goes on and the table shows it.
+            let _ = task.record_failure("sweep", None, &e.to_string());
+            Outcome::Failed
+        }
+    }
+}
+
+/// A rank other than 0: ask for work, run it, report, until retired.
+fn worker_loop(
+    world: &mpi::topology::SimpleCommunicator,
+    tasks: &[Task],
+    bin_dir: &Path,
+    device: &str,
+    me: &str,
+) {
+    let root = world.process_at_rank(0);
+    let mut last: [i64; 2] = [-1, 0];
+    loop {
+        root.send_with_tag(&last[..], TAG);
+        let reply = loop {
+            if let Some(probe) = root.immediate_matched_probe_with_tag(TAG) {
+                break probe.matched_receive_vec::<i64>().0;
+            }
+            std::thread::sleep(POLL);
+        };
+        let Some(&i) = reply.first() else { break };
+        if i < 0 {
+            break;
+        }
+        let outcome = run_task(&tasks[i as usize], bin_dir, device, me);
+        last = [i, outcome.code()];
+    }
+}
+
+/// `sweep plan`'s text: the score tasks and grid points with their ids and
+/// parameters, and the launch lines for `nodes` × `gpus_per_node` ranks.
+pub fn plan_text(grid: &Grid, out: &Path, nodes: usize, gpus_per_node: usize) -> String {
+    let tasks = job::tasks(grid, out);
+    let mut s = format!(
+        "grid {} ({}): chain {}\n",
+        grid.name,
+        grid.path.display(),
+        grid.steps
+            .iter()
+            .map(|s| s.name())
+            .collect::<Vec<_>>()
+            .join(" → ")
+    );
+    let nscore = tasks.iter().filter(|t| t.job.is_none()).count();
+    let njobs = tasks.len() - nscore;
+    s.push_str(&format!("{nscore} score task(s), {njobs} job(s)\n"));
+    for t in &tasks {
+        match &t.job {
+            None => s.push_str(&format!(
+                "  {:<20} score-precompute {}\n",
+                t.id,
+                t.steps[0].args.join(" ")
+            )),
+            Some(j) => {
+                let params: Vec<String> =
+                    j.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let needs = if j.needs_scores.is_empty() {
+                    String::new()
+                } else {
+                    format!("  (after score:{})", j.needs_scores.join(", score:"))
+                };
+                s.push_str(&format!(
+                    "  {:>3} {}  {}{needs}\n",
+                    j.index,
+                    j.id,
+                    params.join(" ")
+                ));
+            }
+        }
+    }
+    let ranks = nodes * gpus_per_node;
+    let grid_path = grid.path.display();
+    let out = out.display();
+    s.push_str(&format!(
+        "\nlaunch on {nodes} node(s) × {gpus_per_node} GPU(s) = {ranks} rank(s):\n  \
+         srun --nodes={nodes} --ntasks-per-node={gpus_per_node} --gpus-per-node={gpus_per_node} --mpi=pmix sweep run {grid_path} --out {out}\n  \
+         mpirun -np {ranks} --map-by ppr:{gpus_per_node}:node sweep run {grid_path} --out {out}\n  \
+         sbatch --nodes={nodes} --ntasks-per-node={gpus_per_node} --gpus-per-node={gpus_per_node} slurm/sweep-mpi.sbatch {grid_path} {out}\n  \
+         job-array form: sbatch --array=0-{}%{ranks} slurm/sweep-array.sbatch {grid_path} {out}\n",
+        njobs.max(1) - 1
+    ));
+    s
+}
+
+/// `sweep run-one`: runs one grid point by its plan index without MPI (the
+/// job-array form); score tasks it depends on run first if not finished.
+pub fn run_one(cfg: &RunConfig, index: usize) -> Result<Outcome> {
+    signal::install();
+    let grid = Grid::load(&cfg.grid)?;
+    let mut cfg = cfg.clone();
+    cfg.out = absolute_out(&cfg.out)?;
+    let tasks = job::tasks(&grid, &cfg.out);
+    let jobs: Vec<&Task> = tasks.iter().filter(|t| t.job.is_some()).collect();
+    let task = *jobs.get(index).ok_or_else(|| {
+        Error::invalid(
+            "--index",
+            index,
+            format!("the grid has {} job(s), 0-based", jobs.len()),
+        )
+    })?;
+    task.write_config(&grid)?;
+    let device = pick_device(&cfg.device, 0);
+    let me = format!("array-index={index}");
+    for &d in &task.deps {
+        let dep = &tasks[d];
+        dep.write_config(&grid)?;
+        // Array tasks may start together: an exclusive lock file keeps the
+        // shared score task to one runner; the others wait for its marker.
+        let lock = dep.dir.join("lock");
+        loop {
+            if dep.is_done() {
+                break;
+            }
+            if signal::stop_requested() {
+                return Ok(Outcome::Interrupted);
+            }
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&lock)
+            {
+                Ok(_) => {
+                    let o = run_task(dep, &cfg.bin_dir, &device, &me);
+                    let _ = std::fs::remove_file(&lock);
+                    if o != Outcome::Ok {
+                        if o == Outcome::Failed {
+                            task.record_failure("dependency", None, &format!("{} failed", dep.id))?;
+                        }
+                        return Ok(o);
+                    }
+                }
+                Err(_) => std::thread::sleep(Duration::from_secs(5)),
+            }
+        }
+    }
+    Ok(run_task(task, &cfg.bin_dir, &device, &me))
+}

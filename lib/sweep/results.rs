@@ -1,0 +1,146 @@
+//! results.csv: one row per grid point, rebuilt from the job directories
+//! alone (their config.json and markers), so `sweep collect` after any
+//! crash gives the same table as the end of a run.
+use super::job::{dir_status, write_csv, CONFIG};
+use crate::error::{Error, Result};
+use serde_json::Value as Json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Name of the table in the sweep's output directory.
+pub const RESULTS: &str = "results.csv";
+
+/// One row of results.csv before it is laid out.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// Position in the plan.
+    pub index: i64,
+    /// Job id.
+    pub id: String,
+    /// ok, failed or pending.
+    pub status: String,
+    /// Grid parameters.
+    pub params: BTreeMap<String, String>,
+    /// Metrics of the finished steps.
+    pub metrics: BTreeMap<String, String>,
+    /// Seconds per step.
+    pub seconds: BTreeMap<String, f64>,
+    /// Failed step, exit code and error tail.
+    pub failure: Option<(String, String, String)>,
+    /// The job's directory.
+    pub dir: PathBuf,
+}
+
+fn text(v: &Json) -> String {
+    match v {
+        Json::String(s) => s.clone(),
+        Json::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Reads the row of one job directory (None if it has no config.json of a
+/// grid point).
+pub fn read_row(dir: &Path) -> Option<Row> {
+    let config: Json = serde_json::from_str(&fs::read_to_string(dir.join(CONFIG)).ok()?).ok()?;
+    if config["kind"] != "job" {
+        return None;
+    }
+    let params = config["params"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), text(v))).collect())
+        .unwrap_or_default();
+    let (status, marker) = dir_status(dir);
+    let mut row = Row {
+        index: config["index"].as_i64().unwrap_or(-1),
+        id: text(&config["id"]),
+        status: status.into(),
+        params,
+        metrics: BTreeMap::new(),
+        seconds: BTreeMap::new(),
+        failure: None,
+        dir: dir.to_path_buf(),
+    };
+    match (status, marker) {
+        ("ok", Some(m)) => {
+            if let Some(o) = m["metrics"].as_object() {
+                row.metrics = o.iter().map(|(k, v)| (k.clone(), text(v))).collect();
+            }
+            if let Some(o) = m["seconds"].as_object() {
+                row.seconds = o
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_f64().unwrap_or(0.0)))
+                    .collect();
+            }
+        }
+        ("failed", Some(m)) => {
+            row.failure = Some((text(&m["step"]), text(&m["exit_code"]), text(&m["error"])));
+        }
+        _ => {}
+    }
+    Some(row)
+}
+
+/// Rows of every grid-point directory under `out/jobs`, in plan order.
+pub fn scan(out: &Path) -> Result<Vec<Row>> {
+    let jobs = out.join("jobs");
+    let entries = fs::read_dir(&jobs).map_err(|e| Error::MissingInput {
+        path: jobs.clone(),
+        reason: e.to_string(),
+        fix: "give the --out directory of a `sweep run`".into(),
+    })?;
+    let mut rows: Vec<Row> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| read_row(&e.path()))
+        .collect();
+    rows.sort_by(|a, b| a.index.cmp(&b.index).then(a.id.cmp(&b.id)));
+    Ok(rows)
+}
+
+/// Writes results.csv: id, index, status, the parameters, the metrics, the
+/// seconds per step and in total, the failure (step, exit code, error tail)
+/// and the job directory.
+pub fn write(path: &Path, rows: &[Row]) -> Result<()> {
+    let params: BTreeSet<&String> = rows.iter().flat_map(|r| r.params.keys()).collect();
+    let metrics: BTreeSet<&String> = rows.iter().flat_map(|r| r.metrics.keys()).collect();
+    let steps: BTreeSet<&String> = rows.iter().flat_map(|r| r.seconds.keys()).collect();
+    let mut header: Vec<String> = vec!["id".into(), "index".into(), "status".into()];
+    header.extend(params.iter().map(|s| s.to_string()));
+    header.extend(metrics.iter().map(|s| s.to_string()));
+    header.extend(steps.iter().map(|s| format!("seconds_{s}")));
+    header.extend(
+        ["seconds_total", "failed_step", "exit_code", "error", "dir"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    let mut out = vec![header];
+    for r in rows {
+        let mut line = vec![r.id.clone(), r.index.to_string(), r.status.clone()];
+        line.extend(
+            params
+                .iter()
+                .map(|k| r.params.get(*k).cloned().unwrap_or_default()),
+        );
+        line.extend(
+            metrics
+                .iter()
+                .map(|k| r.metrics.get(*k).cloned().unwrap_or_default()),
+        );
+        line.extend(steps.iter().map(|k| {
+            r.seconds
+                .get(*k)
+                .map(|s| format!("{s:.3}"))
+                .unwrap_or_default()
+        }));
+        line.push(if r.seconds.is_empty() {
+            String::new()
+        } else {
+            format!("{:.3}", r.seconds.values().sum::<f64>())
+        });
+        let (step, code, err) = r.failure.clone().unwrap_or_default();
+        line.extend([step, code, err, r.dir.display().to_string()]);
+        out.push(line);
+    }
+    write_csv(path, &out)
+}

@@ -1,0 +1,511 @@
+//! Integration tests of the `sweep` launcher: real `train` and `attack`
+//! runs on the embedded digits data (mlp, 1 epoch), under `mpirun` with 1
+//! and 3 ranks, killed and resumed, with a failing point and with malformed
+//! grid files.
+mod common;
+
+use common::{bin, stderr, stdout};
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A grid of `n_seeds` × 2 learning rates of a 1-epoch mlp, evaluated by a
+/// 5-step PGD on 50 points; `extra` is appended (more axes, [[exclude]]…).
+fn tiny_grid(dir: &Path, name: &str, epochs: usize, seeds: &str, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"name = "{name}"
+steps = ["train", "attack"]
+
+[axes]
+seed = [{seeds}]
+lr = [0.02, 0.05]
+
+[train]
+dataset = "digits"
+model = "mlp"
+mlp-hidden = "32"
+epochs = {epochs}
+threads = 1
+
+[attack]
+attacks = "pgd5"
+eps = "0.2"
+n-eval = 50
+threads = 1
+{extra}"#
+    );
+    let p = dir.join(format!("{name}.toml"));
+    fs::write(&p, text).unwrap();
+    p
+}
+
+/// The sweep command, under `mpirun -np N` when `ranks` is given.
+fn sweep_cmd(ranks: Option<usize>, args: &[&str]) -> Command {
+    let mut c = match ranks {
+        Some(n) => {
+            let mut c = Command::new("mpirun");
+            c.args(["--oversubscribe", "-np", &n.to_string()])
+                .arg(bin("sweep"));
+            c
+        }
+        None => Command::new(bin("sweep")),
+    };
+    // TASER_DATA_DIR passes through: the jobs read digits from it (or from
+    // the repository's data/cache that `make setup` fills).
+    c.args(args)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        // The child binaries sit beside `sweep` in cargo's target folder.
+        .env("TASER_BIN_DIR", bin("sweep").parent().unwrap());
+    c
+}
+
+fn sweep(ranks: Option<usize>, args: &[&str]) -> Output {
+    sweep_cmd(ranks, args)
+        .output()
+        .expect("mpirun and the sweep binary run (install openmpi-bin: `make setup`)")
+}
+
+/// results.csv as rows of column → value.
+fn results(out: &Path) -> Vec<BTreeMap<String, String>> {
+    let mut r = csv::Reader::from_path(out.join("results.csv")).expect("results.csv");
+    let header = r.headers().unwrap().clone();
+    r.records()
+        .map(|row| {
+            let row = row.unwrap();
+            header
+                .iter()
+                .map(String::from)
+                .zip(row.iter().map(String::from))
+                .collect()
+        })
+        .collect()
+}
+
+/// The columns that must not depend on scheduling: everything but timings
+/// and paths.
+fn metrics_only(rows: &[BTreeMap<String, String>]) -> Vec<BTreeMap<String, String>> {
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .filter(|(k, _)| !k.contains("seconds") && *k != "dir" && *k != "per_sample")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .collect()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn three_ranks_and_one_rank_give_identical_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = tiny_grid(tmp.path(), "agree", 1, "0, 1", "");
+    let mut tables = Vec::new();
+    for ranks in [3, 1] {
+        let out = tmp.path().join(format!("np{ranks}"));
+        let o = sweep(Some(ranks), &["run", s(&grid), "--out", s(&out)]);
+        assert!(
+            o.status.success(),
+            "np {ranks}: {}\n{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        assert!(stdout(&o).contains("ok = 4"), "{}", stdout(&o));
+        let rows = results(&out);
+        assert_eq!(rows.len(), 4);
+        assert!(rows.iter().all(|r| r["status"] == "ok"), "{rows:?}");
+        assert!(rows
+            .iter()
+            .all(|r| !r["train_test_acc"].is_empty() && !r["attack_acc_pgd5"].is_empty()));
+        if ranks == 3 {
+            // Every rank took part: the attempts logs name three ranks.
+            let mut seen = std::collections::BTreeSet::new();
+            for r in &rows {
+                let log = fs::read_to_string(Path::new(&r["dir"]).join("attempts.log")).unwrap();
+                for w in log.split_whitespace().filter(|w| w.starts_with("rank=")) {
+                    seen.insert(w.to_string());
+                }
+            }
+            assert!(seen.len() >= 2, "jobs ran on {seen:?} only");
+        }
+        tables.push(metrics_only(&rows));
+    }
+    assert_eq!(tables[0], tables[1]);
+}
+
+fn done_markers(out: &Path) -> BTreeMap<String, (std::time::SystemTime, String)> {
+    let mut m = BTreeMap::new();
+    for e in fs::read_dir(out.join("jobs")).unwrap().flatten() {
+        let done = e.path().join("done");
+        if let Ok(meta) = fs::metadata(&done) {
+            m.insert(
+                e.file_name().to_string_lossy().into_owned(),
+                (meta.modified().unwrap(), fs::read_to_string(&done).unwrap()),
+            );
+        }
+    }
+    m
+}
+
+/// Waits until `out` holds at least one `done` marker (and fewer than
+/// `total`), then sends SIGTERM to `child`.
+fn terminate_mid_sweep(child: &mut Child, out: &Path, total: usize) {
+    let t0 = Instant::now();
+    loop {
+        let n = fs::read_dir(out.join("jobs"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().join("done").exists())
+                    .count()
+            })
+            .unwrap_or(0);
+        if n >= 1 {
+            assert!(
+                n < total,
+                "the sweep finished before it could be stopped; make the jobs longer"
+            );
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the sweep ended early");
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "no job finished in 2 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: kill(2) of the child this test started.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+}
+
+/// Stops a run mid-sweep, reruns it, and checks that only the missing jobs
+/// ran: no finished job's marker rewritten or attempted again, one row per
+/// job in the end. `ranks` None: a lone process gets SIGTERM (the Slurm
+/// preemption path, which must stop cleanly with exit status 3); Some(n):
+/// `mpirun` gets it and takes its ranks down hard.
+fn kill_and_resume(ranks: Option<usize>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = tiny_grid(tmp.path(), "resume", 6, "0, 1, 2", "");
+    let out = tmp.path().join("out");
+    let total = 6;
+    let mut child = sweep_cmd(ranks, &["run", s(&grid), "--out", s(&out)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    terminate_mid_sweep(&mut child, &out, total);
+    let first = child.wait_with_output().unwrap();
+    assert!(
+        !first.status.success(),
+        "a stopped sweep must not report success"
+    );
+    if ranks.is_none() {
+        assert_eq!(first.status.code(), Some(3), "{}", stderr(&first));
+        // The clean stop still writes results.csv, with the unfinished
+        // jobs pending and none marked failed.
+        let rows = results(&out);
+        assert_eq!(rows.len(), total);
+        assert!(rows.iter().all(|r| r["status"] != "failed"), "{rows:?}");
+        assert!(rows.iter().any(|r| r["status"] == "pending"), "{rows:?}");
+    }
+    let before = done_markers(&out);
+    assert!(!before.is_empty() && before.len() < total);
+    // Every marker left behind is a finished job: its metrics are in it.
+    for (id, (_, text)) in &before {
+        assert!(
+            text.contains("train_test_acc") && text.contains("attack_acc_pgd5"),
+            "{id}: {text}"
+        );
+    }
+    let o = sweep(ranks, &["run", s(&grid), "--out", s(&out)]);
+    assert!(o.status.success(), "rerun: {}\n{}", stdout(&o), stderr(&o));
+    let after = done_markers(&out);
+    assert_eq!(after.len(), total);
+    for (id, m) in &before {
+        assert_eq!(&after[id], m, "finished job {id} was recomputed");
+        let attempts = fs::read_to_string(out.join("jobs").join(id).join("attempts.log")).unwrap();
+        assert_eq!(
+            attempts.lines().count(),
+            1,
+            "finished job {id} ran again:\n{attempts}"
+        );
+    }
+    let rows = results(&out);
+    let ids: std::collections::BTreeSet<_> = rows.iter().map(|r| r["id"].clone()).collect();
+    assert_eq!(rows.len(), total, "rows lost or duplicated");
+    assert_eq!(ids.len(), total, "rows duplicated");
+    assert!(rows.iter().all(|r| r["status"] == "ok"), "{rows:?}");
+    // collect rebuilds the same table from the job directories.
+    let before_csv = fs::read_to_string(out.join("results.csv")).unwrap();
+    let c = sweep(None, &["collect", s(&out)]);
+    assert!(c.status.success(), "{}", stderr(&c));
+    assert_eq!(
+        fs::read_to_string(out.join("results.csv")).unwrap(),
+        before_csv
+    );
+}
+
+#[test]
+fn sigterm_stops_a_lone_sweep_cleanly_and_a_rerun_does_only_the_rest() {
+    kill_and_resume(None);
+}
+
+#[test]
+fn killing_mpirun_mid_sweep_and_rerunning_completes_only_missing_jobs() {
+    kill_and_resume(Some(2));
+}
+
+#[test]
+fn a_failing_point_is_recorded_and_the_others_complete() {
+    let tmp = tempfile::tempdir().unwrap();
+    // optimizer = "bogus" is refused by train: two of the four points fail.
+    let grid = tiny_grid(tmp.path(), "fail", 1, "0", "\n[[exclude]]\nlr = 0.05\n").to_owned();
+    let text = fs::read_to_string(&grid)
+        .unwrap()
+        .replace("seed = [0]", "seed = [0]\noptimizer = [\"sgd\", \"bogus\"]");
+    fs::write(&grid, text).unwrap();
+    let out = tmp.path().join("out");
+    let o = sweep(Some(2), &["run", s(&grid), "--out", s(&out)]);
+    assert!(!o.status.success(), "a failed job must fail the sweep");
+    let rows = results(&out);
+    assert_eq!(rows.len(), 2);
+    let bad: Vec<_> = rows.iter().filter(|r| r["optimizer"] == "bogus").collect();
+    let good: Vec<_> = rows.iter().filter(|r| r["optimizer"] == "sgd").collect();
+    assert_eq!(bad.len(), 1);
+    assert_eq!(good.len(), 1);
+    assert_eq!(good[0]["status"], "ok");
+    assert_eq!(bad[0]["status"], "failed");
+    assert_eq!(bad[0]["failed_step"], "train");
+    assert_eq!(bad[0]["exit_code"], "2");
+    assert!(
+        bad[0]["error"].contains("invalid value 'bogus'"),
+        "{:?}",
+        bad[0]
+    );
+    assert!(
+        stderr(&o).contains(&format!("failed job {}", bad[0]["id"])),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn malformed_grids_name_the_key_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (text, key, line) in [
+        ("[axes]\nseed = [0]\nlr = 0.1\n", "axes.lr", 3),
+        (
+            "steps = [\"train\"]\n\n[train]\nout = \"x\"\n",
+            "train.out",
+            4,
+        ),
+        (
+            "[axes]\nseed = [0, 1]\n[[exclude]]\nsed = 1\n",
+            "exclude.sed",
+            4,
+        ),
+        ("name = \"x\"\nbogus = 1\n", "bogus", 2),
+        ("[train]\nscores = \"@dsm\"\n", "train.scores", 2),
+        ("[axes]\nseed = [0, 1\n", "", 2),
+    ] {
+        let g = tmp.path().join("bad.toml");
+        fs::write(&g, text).unwrap();
+        let o = sweep(None, &["plan", s(&g)]);
+        assert_eq!(o.status.code(), Some(2), "{text}");
+        let e = stderr(&o);
+        assert!(e.contains(&format!("line {line}")), "{text}: {e}");
+        assert!(e.contains(key), "{text}: {e}");
+    }
+}
+
+#[test]
+fn plan_lists_jobs_and_the_launch_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = tiny_grid(
+        tmp.path(),
+        "plan",
+        1,
+        "0, 1",
+        "\n[[exclude]]\nseed = 1\nlr = 0.05\n",
+    );
+    let o = sweep(
+        None,
+        &[
+            "plan",
+            s(&grid),
+            "--nodes",
+            "2",
+            "--gpus-per-node",
+            "4",
+            "--out",
+            "runs/x",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("3 job(s)"), "{text}");
+    assert!(
+        text.contains("srun --nodes=2 --ntasks-per-node=4"),
+        "{text}"
+    );
+    assert!(text.contains("mpirun -np 8"), "{text}");
+    // Ids are stable: the same grid plans the same ids.
+    let again = stdout(&sweep(
+        None,
+        &[
+            "plan",
+            s(&grid),
+            "--nodes",
+            "2",
+            "--gpus-per-node",
+            "4",
+            "--out",
+            "runs/x",
+        ],
+    ));
+    assert_eq!(text, again);
+}
+
+#[test]
+fn shipped_grids_plan_and_slurm_scripts_parse() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (grid, jobs) in [
+        ("digits-demo.toml", "1 score task(s), 4 job(s)"),
+        ("table2.toml", "1 score task(s), 24 job(s)"),
+        ("score-beta.toml", "0 score task(s), 8 job(s)"),
+        ("toy.toml", "0 score task(s), 45 job(s)"),
+    ] {
+        let p = root.join("sweeps").join(grid);
+        let o = sweep(
+            None,
+            &["plan", s(&p), "--nodes", "2", "--gpus-per-node", "4"],
+        );
+        assert!(o.status.success(), "{grid}: {}", stderr(&o));
+        assert!(stdout(&o).contains(jobs), "{grid}: {}", stdout(&o));
+        assert!(stdout(&o).contains("slurm/sweep-mpi.sbatch"), "{grid}");
+    }
+    for script in ["sweep-mpi.sbatch", "sweep-array.sbatch"] {
+        let o = Command::new("bash")
+            .arg("-n")
+            .arg(root.join("slurm").join(script))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{script}: {}", stderr(&o));
+    }
+}
+
+/// The sweep ranks `mpirun` (pid `mpirun`) started on this machine, by rank.
+fn ranks_of(mpirun: u32) -> BTreeMap<String, i32> {
+    let mut m = BTreeMap::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // ppid is the second field after the parenthesised command name.
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().nth(1));
+        if ppid != Some(&mpirun.to_string()) {
+            continue;
+        }
+        let env = fs::read(e.path().join("environ")).unwrap_or_default();
+        for var in env.split(|b| *b == 0) {
+            if let Some(r) = String::from_utf8_lossy(var).strip_prefix("OMPI_COMM_WORLD_RANK=") {
+                m.insert(r.to_string(), pid);
+            }
+        }
+    }
+    m
+}
+
+#[test]
+fn a_worker_stopped_mid_job_hands_it_back_and_the_sweep_completes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = tiny_grid(tmp.path(), "worker", 6, "0, 1, 2", "");
+    let out = tmp.path().join("out");
+    let child = sweep_cmd(Some(3), &["run", s(&grid), "--out", s(&out)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until rank 1 is on a job (its attempts line is written), then
+    // stop that rank alone, as Slurm does when one task's node is preempted.
+    let t0 = Instant::now();
+    let victim = loop {
+        let started = fs::read_dir(out.join("jobs"))
+            .map(|d| {
+                d.flatten().any(|e| {
+                    fs::read_to_string(e.path().join("attempts.log"))
+                        .map(|l| l.contains("rank=1/3"))
+                        .unwrap_or(false)
+                })
+            })
+            .unwrap_or(false);
+        if started {
+            if let Some(pid) = ranks_of(child.id()).get("1") {
+                break *pid;
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "rank 1 never started a job"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // SAFETY: kill(2) of a rank of the mpirun this test started.
+    unsafe {
+        libc::kill(victim, libc::SIGTERM);
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let rows = results(&out);
+    assert_eq!(rows.len(), 6);
+    assert!(rows.iter().all(|r| r["status"] == "ok"), "{rows:?}");
+    // The interrupted job was run again by another rank; no other job twice.
+    let mut twice = 0;
+    for r in &rows {
+        let log = fs::read_to_string(Path::new(&r["dir"]).join("attempts.log")).unwrap();
+        let n = log.lines().count();
+        assert!(n <= 2, "{}: {log}", r["id"]);
+        if n == 2 {
+            twice += 1;
+            assert!(
+                log.lines().nth(1).unwrap().contains("rank=")
+                    && !log.lines().nth(1).unwrap().contains("rank=1/3")
+            );
+        }
+    }
+    assert!(twice <= 1, "only the stopped rank's job runs twice");
+}
+
+#[test]
+fn run_one_runs_a_single_job_and_collect_lists_the_rest_as_pending() {
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = tiny_grid(tmp.path(), "array", 1, "0, 1", "");
+    let out = tmp.path().join("out");
+    let o = sweep(
+        None,
+        &["run-one", s(&grid), "--index", "2", "--out", s(&out)],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let c = sweep(None, &["collect", s(&out)]);
+    assert!(c.status.success(), "{}", stderr(&c));
+    assert!(
+        stdout(&c).contains("jobs = 1") && stdout(&c).contains("ok = 1"),
+        "{}",
+        stdout(&c)
+    );
+    let rows = results(&out);
+    assert_eq!(rows[0]["index"], "2");
+    assert_eq!(rows[0]["status"], "ok");
+}
