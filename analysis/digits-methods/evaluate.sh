@@ -45,7 +45,7 @@ for name in "${names[@]}"; do
     s=$RUNS/$name-$variant/eval/summary.csv
     train_s=$(grep -o '"train_seconds": [0-9.]*' "$RUNS/$name-$variant/model.json" | cut -d' ' -f2)
     row=("$name" "$([ $variant = taser ] && echo yes || echo no)")
-    for key in clean_accuracy acc_pgd20 acc_aa acc_spsa acc_worst_case; do row+=("$(column $key "$s")"); done
+    for key in clean_acc acc_pgd20 acc_aa acc_spsa acc_worst_case; do row+=("$(column $key "$s")"); done
     row+=("$train_s" "$(column seconds_aa "$s")" "$(column seconds_spsa "$s")")
     (IFS=,; echo "${row[*]}") >> "$csv.tmp"
     pct() { [ -n "$1" ] && awk "BEGIN{printf \"%.1f%%\", 100*$1}" || echo "—"; }
