@@ -40,30 +40,14 @@ data: venv
 build: system-deps venv
 	cargo build --release --bins --quiet
 
-## demo: the main job on the embedded default data (digits): DSM scores → standard and TASER
-## training → AutoAttack + SPSA at the digits ε (0.2, L∞) on a shared 200-point subset → paired
-## bootstrap table (Δ clean, Δ robust avg with 95% intervals).
-DEMO_TRAIN := --dataset digits --model cnn-small --optimizer adam --lr 1e-3 --weight-decay 1e-4 \
-              --schedule cosine --epochs 30 --seed 0 --device auto --log-every 10
-DEMO_ATTACK := --attacks aa,spsa --norm linf --eps 0.2 --seed 0 --device auto
+## demo: the main job on the embedded default data (digits), as a sweep (sweeps/digits-demo.toml) under
+## `mpirun -np 2`: DSM scores → {standard, pgd-at} × {no TASER, TASER} training → AutoAttack + PGD-20
+## at the digits ε (0.2, L∞) on a shared 200-point subset → paired bootstrap table. Resumable: a
+## second `make demo` only finishes what is missing (`rm -rf runs/demo` to start over).
 demo: setup
-	@rm -rf $(RUNS)/demo
-	$(BIN)/score-precompute --dataset digits --source dsm --dsm-steps 1000 --out $(RUNS)/demo/digits-dsm.h5
-	$(BIN)/train $(DEMO_TRAIN) --out $(RUNS)/demo/standard
-	$(BIN)/train $(DEMO_TRAIN) --lambda 1 --lambda-warmup-steps 450 --scores $(RUNS)/demo/digits-dsm.h5 --out $(RUNS)/demo/taser
-	$(BIN)/attack --checkpoint $(RUNS)/demo/standard/model.safetensors $(DEMO_ATTACK) --n-eval 200 \
-	    --out $(RUNS)/demo/standard/eval
-	$(BIN)/attack --checkpoint $(RUNS)/demo/taser/model.safetensors $(DEMO_ATTACK) \
-	    --subset $(RUNS)/demo/standard/eval/subset.json --out $(RUNS)/demo/taser/eval
-	@echo
-	@echo "digits, cnn-small (Adam 1e-3, 30 epochs), test accuracy; robust accuracy at L∞ ε = 0.2 on 200 test points:"
-	@for run in standard taser; do \
-	  printf '  %-9s clean (all 359) %s   ' $$run "$$(grep -o '"test_acc": [0-9.]*' $(RUNS)/demo/$$run/model.json | cut -d' ' -f2)"; \
-	  awk -F, 'NR==1{for(i=1;i<=NF;i++)h[$$i]=i} NR==2{printf "AutoAttack %s   SPSA %s   worst case %s\n", $$h["acc_aa"], $$h["acc_spsa"], $$h["acc_worst_case"]}' \
-	    $(RUNS)/demo/$$run/eval/summary.csv; \
-	done
-	@$(BIN)/bootstrap --baseline $(RUNS)/demo/standard/eval --treatment $(RUNS)/demo/taser/eval \
-	    --label "standard + TASER" --seed 0 --out $(RUNS)/demo/bootstrap > /dev/null
+	mpirun --oversubscribe -np 2 $(BIN)/sweep run sweeps/digits-demo.toml --out $(RUNS)/demo
+	@$(BIN)/bootstrap --spec analysis/digits-demo.toml --runs $(RUNS)/demo/jobs --seed 0 \
+	    --out $(RUNS)/demo/bootstrap > /dev/null
 	@echo
 	@echo "paired bootstrap (10 000 resamples, 95% percentile intervals; $(RUNS)/demo/bootstrap):"
 	@cat $(RUNS)/demo/bootstrap/table2.md
