@@ -10,6 +10,9 @@
 //! Options: --device auto|cpu|cuda:N, --n-small N (cnn-small samples;
 //! default 512 on CUDA, 64 on CPU), --n-large N (resnet18 samples; default
 //! 256 on CUDA, 4 on CPU), --threads N (CPU threads; 0 = libtorch's default).
+#[path = "cli.rs"]
+mod cli;
+
 use std::time::Instant;
 use taser::attack::apgd::{apgd_ce, ApgdConfig};
 use taser::attack::autoattack::autoattack_standard;
@@ -24,30 +27,16 @@ struct Opts {
 }
 
 fn parse() -> Opts {
-    let args: Vec<String> = std::env::args().collect();
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let device = taser::device::parse_device(&value("--device").unwrap_or_else(|| "auto".into()))
-        .expect("--device");
-    if let Some(t) = value("--threads") {
-        let t: i32 = t.parse().expect("--threads");
-        if t > 0 {
-            tch::set_num_threads(t);
-        }
+    let device = cli::device();
+    let threads: i32 = cli::number("--threads", 0);
+    if threads > 0 {
+        tch::set_num_threads(threads);
     }
     let cuda = device.is_cuda();
     Opts {
         device,
-        n_small: value("--n-small")
-            .map(|s| s.parse().expect("--n-small"))
-            .unwrap_or(if cuda { 512 } else { 64 }),
-        n_large: value("--n-large")
-            .map(|s| s.parse().expect("--n-large"))
-            .unwrap_or(if cuda { 256 } else { 4 }),
+        n_small: cli::number("--n-small", if cuda { 512 } else { 64 }),
+        n_large: cli::number("--n-large", if cuda { 256 } else { 4 }),
     }
 }
 

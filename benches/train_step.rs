@@ -6,6 +6,9 @@
 //! Options: --device auto|cpu|cuda:N, --steps N (timed steps per row),
 //! --batch N (resnet18 batch; default 256 on CUDA, 32 on CPU).
 use clap::Parser;
+#[path = "cli.rs"]
+mod cli;
+
 use std::time::Instant;
 use taser::data::{self, Dataset, DatasetName, Split, Task};
 use taser::models::{Activation, Arch, Model, ModelSpec};
@@ -24,21 +27,11 @@ struct Opts {
 }
 
 fn parse() -> Opts {
-    let args: Vec<String> = std::env::args().collect();
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let device = taser::device::parse_device(&value("--device").unwrap_or_else(|| "auto".into()))
-        .expect("--device");
+    let device = cli::device();
     Opts {
         device,
-        steps: value("--steps")
-            .map(|s| s.parse().expect("--steps"))
-            .unwrap_or(if device.is_cuda() { 20 } else { 3 }),
-        batch: value("--batch").map(|s| s.parse().expect("--batch")),
+        steps: cli::number("--steps", if device.is_cuda() { 20 } else { 3 }),
+        batch: cli::flag_value("--batch").map(|s| s.parse().expect("--batch")),
     }
 }
 
