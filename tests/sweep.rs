@@ -377,7 +377,7 @@ fn shipped_grids_plan_and_slurm_scripts_parse() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for (grid, jobs) in [
         ("digits-demo.toml", "1 score task(s), 4 job(s)"),
-        ("table2.toml", "1 score task(s), 24 job(s)"),
+        ("table2.toml", "1 score task(s), 36 job(s)"),
         ("score-beta.toml", "0 score task(s), 8 job(s)"),
         ("toy.toml", "0 score task(s), 45 job(s)"),
     ] {
