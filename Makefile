@@ -56,12 +56,14 @@ demo: setup
 test: setup
 	cargo test --release --no-fail-fast -- --test-threads=1
 
-## bench: per-step cost of the TASER penalty (figures and ratios; BENCH_ARGS="--device cuda:0").
+## bench: per-step cost of each method ± the TASER penalty, score sources and HDF5 writes, attack
+## throughput, sweep launcher overhead and rank speed-up (figures and ratios; BENCH_ARGS="--device cuda:0").
 BENCH_ARGS ?= --device auto
 bench: setup
 	cargo bench --quiet --bench train_step -- $(BENCH_ARGS)
 	cargo bench --quiet --bench scores
 	cargo bench --quiet --bench attack -- $(BENCH_ARGS)
+	BIN=$(BIN) bash benches/sweep.sh
 
 ## toy-table1: TASER Table 1 (45 toy runs, ~10 min on 2 cores) → analysis/toy-table1/
 toy-table1: setup
