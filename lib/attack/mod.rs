@@ -191,8 +191,19 @@ pub fn loss_and_grad(
     x: &Tensor,
     loss: &dyn Fn(&Tensor) -> Tensor,
 ) -> (Tensor, Tensor, Tensor) {
+    loss_and_grad_bn(model, x, false, loss)
+}
+
+/// [`loss_and_grad`] with BatchNorm in training mode when `bn_train` (the
+/// PGD-AT reference attacks that way).
+pub fn loss_and_grad_bn(
+    model: &crate::models::Model,
+    x: &Tensor,
+    bn_train: bool,
+    loss: &dyn Fn(&Tensor) -> Tensor,
+) -> (Tensor, Tensor, Tensor) {
     let xa = x.detach().set_requires_grad(true);
-    let logits = model.forward_t(&xa, false);
+    let logits = model.forward_t(&xa, bn_train);
     let l = loss(&logits);
     let grad = Tensor::run_backward(&[l.sum(None)], &[&xa], false, false)
         .pop()

@@ -3,7 +3,7 @@
 //! the normalised gradient (L2). One implementation for training attacks
 //! (PGD-AT, TRADES, MART, AWP; SPEC §4) and evaluation (PGD-k with CE or CW
 //! loss; SPEC §6).
-use super::Threat;
+use super::{loss_and_grad_bn, Threat};
 use crate::models::Model;
 use tch::Tensor;
 
@@ -49,14 +49,10 @@ pub fn pgd(
         Start::Gaussian(sigma) => threat.project(&(&x + x.randn_like() * sigma), &x),
     };
     for _ in 0..cfg.steps {
-        let xa = x_adv.detach().set_requires_grad(true);
-        let loss = objective(&model.forward_t(&xa, cfg.bn_train)).sum(None);
-        let grad = Tensor::run_backward(&[loss], &[&xa], false, false)
-            .pop()
-            .expect("one gradient");
+        let (_, _, grad) = loss_and_grad_bn(model, &x_adv, cfg.bn_train, objective);
         let _guard = tch::no_grad_guard();
         let step = threat.ascent_direction(&grad) * cfg.step_size;
-        x_adv = threat.project(&(xa.detach() + step), &x);
+        x_adv = threat.project(&(&x_adv + step), &x);
     }
     x_adv.detach()
 }

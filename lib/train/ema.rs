@@ -10,6 +10,10 @@ pub struct Ema {
     pub tau: f64,
     /// The averaged model (what evaluation and the final checkpoint use).
     pub model: Model,
+    /// (average, live variable, trainable) handles, matched by name once:
+    /// the variables are updated in place, so the handles stay valid and
+    /// the per-step update needs no lookup.
+    pairs: Vec<(Tensor, Tensor, bool)>,
 }
 
 impl Ema {
@@ -18,17 +22,30 @@ impl Ema {
         let c = model.spec.channels() as usize;
         let mut shadow = Model::new(&model.spec, model.device(), &vec![0.0; c], &vec![1.0; c])?;
         shadow.copy_from(model)?;
-        Ok(Ema { tau, model: shadow })
+        let live = model.vs.variables();
+        let pairs = shadow
+            .vs
+            .variables()
+            .into_iter()
+            .filter_map(|(name, avg)| {
+                live.get(&name)
+                    .map(|w| (avg, w.shallow_clone(), w.requires_grad()))
+            })
+            .collect();
+        Ok(Ema {
+            tau,
+            model: shadow,
+            pairs,
+        })
     }
 
-    /// One averaging step after an optimiser step.
-    pub fn update(&mut self, model: &Model) {
+    /// One averaging step after an optimiser step of the model it was
+    /// built from.
+    pub fn update(&mut self) {
         let _guard = tch::no_grad_guard();
-        let live = model.vs.variables();
-        for (name, mut avg) in self.model.vs.variables() {
-            let Some(w) = live.get(&name) else { continue };
-            if w.requires_grad() {
-                let next: Tensor = &avg * self.tau + w * (1.0 - self.tau);
+        for (avg, w, trainable) in &mut self.pairs {
+            if *trainable {
+                let next: Tensor = &*avg * self.tau + &*w * (1.0 - self.tau);
                 avg.copy_(&next);
             } else {
                 avg.copy_(w);

@@ -848,7 +848,7 @@ fn run_training(
             };
             let out = train_step(&model, &mut opt, &objective, &batch, step, lr)?;
             if let Some(ema) = ema.as_mut() {
-                ema.update(&model);
+                ema.update();
             }
             batches += 1;
             loss_sum += out.task_loss * idx.len() as f64;
