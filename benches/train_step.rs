@@ -110,6 +110,7 @@ fn time_steps(
         regularizer: &reg,
         awp_gamma: None,
         teacher: None,
+        posterior: None,
     };
     let batch = Batch {
         x: &x,

@@ -17,7 +17,7 @@ pub mod pgd;
 pub mod spsa;
 pub mod square;
 
-pub use pgd::{pgd, PgdConfig, Start};
+pub use pgd::{pgd, pgd_in, PgdConfig, Start};
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -106,6 +106,11 @@ impl Threat {
     /// boxes); for L2 clipping to [0,1] can only shrink ‖δ‖₂, so it stays
     /// in the ball too.
     pub fn project(&self, x_adv: &Tensor, x: &Tensor) -> Tensor {
+        self.project_in(x_adv, x, Domain::UnitBox)
+    }
+
+    /// [`Threat::project`] onto the ball intersected with `domain`.
+    pub fn project_in(&self, x_adv: &Tensor, x: &Tensor, domain: Domain) -> Tensor {
         let delta = x_adv - x;
         let delta = match self.norm {
             Norm::Linf => delta.clamp(-self.eps, self.eps),
@@ -115,7 +120,7 @@ impl Threat {
                 &delta * per_sample(&factor, &delta)
             }
         };
-        (x + delta).clamp(0.0, 1.0)
+        domain.clip(&(x + delta))
     }
 
     /// The steepest-ascent direction of a gradient for this norm with unit
@@ -134,6 +139,11 @@ impl Threat {
     /// uniform in [−ε, ε]; L2: a uniform direction with radius ε·u^{1/d}),
     /// clipped to [0,1]. Uses libtorch's seeded generator.
     pub fn random_start(&self, x: &Tensor) -> Tensor {
+        self.random_start_in(x, Domain::UnitBox)
+    }
+
+    /// [`Threat::random_start`] clipped to `domain` instead of [0,1].
+    pub fn random_start_in(&self, x: &Tensor, domain: Domain) -> Tensor {
         let delta = match self.norm {
             Norm::Linf => x.rand_like() * (2.0 * self.eps) - self.eps,
             Norm::L2 => {
@@ -147,7 +157,25 @@ impl Threat {
                 dir * per_sample(&radius.to_kind(x.kind()), x)
             }
         };
-        (x + delta).clamp(0.0, 1.0)
+        domain.clip(&(x + delta))
+    }
+}
+
+/// Where inputs live besides the threat ball.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Domain {
+    /// Images: every coordinate in [0,1] (SPEC §1).
+    UnitBox,
+    /// No constraint (the 1-D toys, whose inputs are real numbers).
+    Unbounded,
+}
+
+impl Domain {
+    fn clip(self, x: &Tensor) -> Tensor {
+        match self {
+            Domain::UnitBox => x.clamp(0.0, 1.0),
+            Domain::Unbounded => x.shallow_clone(),
+        }
     }
 }
 
@@ -202,9 +230,20 @@ pub fn loss_and_grad_bn(
     bn_train: bool,
     loss: &dyn Fn(&Tensor) -> Tensor,
 ) -> (Tensor, Tensor, Tensor) {
+    loss_and_grad_at(model, x, bn_train, &|_, logits| loss(logits))
+}
+
+/// [`loss_and_grad_bn`] for a loss of the input and its logits (SCORE's
+/// toy compares with the known posterior at the input itself).
+pub fn loss_and_grad_at(
+    model: &crate::models::Model,
+    x: &Tensor,
+    bn_train: bool,
+    loss: &dyn Fn(&Tensor, &Tensor) -> Tensor,
+) -> (Tensor, Tensor, Tensor) {
     let xa = x.detach().set_requires_grad(true);
     let logits = model.forward_t(&xa, bn_train);
-    let l = loss(&logits);
+    let l = loss(&xa, &logits);
     let grad = Tensor::run_backward(&[l.sum(None)], &[&xa], false, false)
         .pop()
         .expect("one gradient");

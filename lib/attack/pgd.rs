@@ -3,7 +3,7 @@
 //! the normalised gradient (L2). One implementation for training attacks
 //! (PGD-AT, TRADES, MART, AWP; SPEC §4) and evaluation (PGD-k with CE or CW
 //! loss; SPEC §6).
-use super::{loss_and_grad_bn, Threat};
+use super::{loss_and_grad_at, Domain, Threat};
 use crate::models::Model;
 use tch::Tensor;
 
@@ -41,18 +41,33 @@ pub fn pgd(
     cfg: &PgdConfig,
     objective: &dyn Fn(&Tensor) -> Tensor,
 ) -> Tensor {
+    pgd_in(model, x, cfg, Domain::UnitBox, &|_, logits| {
+        objective(logits)
+    })
+}
+
+/// [`pgd`] over the ball intersected with `domain`, for an objective of the
+/// iterate x′ and its logits (per-sample `[B]`): SCORE's toy maximises
+/// D(p_d(·|x′) ‖ p_θ(·|x′)) over |x′ − x| ≤ 1 on the real line.
+pub fn pgd_in(
+    model: &Model,
+    x: &Tensor,
+    cfg: &PgdConfig,
+    domain: Domain,
+    objective: &dyn Fn(&Tensor, &Tensor) -> Tensor,
+) -> Tensor {
     let x = x.detach();
     let threat = cfg.threat;
     let mut x_adv = match cfg.start {
         Start::Clean => x.shallow_clone(),
-        Start::Uniform => threat.random_start(&x),
-        Start::Gaussian(sigma) => threat.project(&(&x + x.randn_like() * sigma), &x),
+        Start::Uniform => threat.random_start_in(&x, domain),
+        Start::Gaussian(sigma) => threat.project_in(&(&x + x.randn_like() * sigma), &x, domain),
     };
     for _ in 0..cfg.steps {
-        let (_, _, grad) = loss_and_grad_bn(model, &x_adv, cfg.bn_train, objective);
+        let (_, _, grad) = loss_and_grad_at(model, &x_adv, cfg.bn_train, objective);
         let _guard = tch::no_grad_guard();
         let step = threat.ascent_direction(&grad) * cfg.step_size;
-        x_adv = threat.project(&(&x_adv + step), &x);
+        x_adv = threat.project_in(&(&x_adv + step), &x, domain);
     }
     x_adv.detach()
 }

@@ -5,7 +5,8 @@
 //!   wheel, with a fixed seeded 80/20 split;
 //! - [`cifar`]: CIFAR-10/100 binary readers and writers of synthetic files in
 //!   the same formats (for tests);
-//! - [`toy`]: the 1-D `toy-sin` regression problem of TASER Table 1;
+//! - [`toy`]: the 1-D `toy-sin` regression problem of TASER Table 1 and the
+//!   1-D binary `toy-score` problem of SCORE §2–3 (known posterior);
 //! - [`subset`]: the evaluation-subset index file shared by a sweep;
 //! - [`augment`]: CIFAR random crop (pad 4) and horizontal flip.
 pub mod augment;
@@ -29,14 +30,16 @@ pub enum DatasetName {
     Cifar10,
     Cifar100,
     ToySin,
+    ToyScore,
 }
 
 impl DatasetName {
-    pub const ALL: [DatasetName; 4] = [
+    pub const ALL: [DatasetName; 5] = [
         DatasetName::Digits,
         DatasetName::Cifar10,
         DatasetName::Cifar100,
         DatasetName::ToySin,
+        DatasetName::ToyScore,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +48,7 @@ impl DatasetName {
             DatasetName::Cifar10 => "cifar10",
             DatasetName::Cifar100 => "cifar100",
             DatasetName::ToySin => "toy-sin",
+            DatasetName::ToyScore => "toy-score",
         }
     }
 }
@@ -65,7 +69,7 @@ impl FromStr for DatasetName {
                 Error::invalid(
                     "--dataset",
                     s,
-                    "expected digits, cifar10, cifar100 or toy-sin",
+                    "expected digits, cifar10, cifar100, toy-sin or toy-score",
                 )
             })
     }
@@ -79,6 +83,10 @@ pub enum Task {
     Classification,
     /// One real output, mean squared error.
     Regression,
+    /// Binary classification against a known posterior (toy-score): one
+    /// logit z with p_θ(y=1|x) = sigmoid(z); the targets are p_d(y=1|x).
+    /// Its evaluation loss is the posterior gap mean |p_θ − p_d|.
+    Posterior,
 }
 
 /// One split: inputs `x` (f32, `[N, input_shape…]`, in [0,1] for images) and
@@ -135,13 +143,29 @@ pub fn default_data_dir() -> PathBuf {
 }
 
 /// Loads `name` from `data_dir`. `seed` only matters for generated data
-/// (`toy-sin`); the digits split is fixed and CIFAR ships its own.
+/// (`toy-sin`, `toy-score`); the digits split is fixed and CIFAR ships its
+/// own. toy-score gets its default training size ([`load_sized`] sets it).
 pub fn load(name: DatasetName, data_dir: &Path, seed: u64) -> Result<Dataset> {
+    load_sized(name, data_dir, seed, None)
+}
+
+/// [`load`] with the number of training draws of a generated data set whose
+/// size is a parameter (toy-score; `None`: its default of 60 000).
+pub fn load_sized(
+    name: DatasetName,
+    data_dir: &Path,
+    seed: u64,
+    train_size: Option<usize>,
+) -> Result<Dataset> {
     match name {
         DatasetName::Digits => digits::load(data_dir),
         DatasetName::Cifar10 => cifar::load(data_dir, cifar::Variant::Cifar10),
         DatasetName::Cifar100 => cifar::load(data_dir, cifar::Variant::Cifar100),
         DatasetName::ToySin => Ok(toy::toy_sin(seed)),
+        DatasetName::ToyScore => Ok(toy::toy_score(
+            seed,
+            train_size.unwrap_or(toy::SCORE_NUM_TRAIN),
+        )),
     }
 }
 

@@ -207,6 +207,11 @@ pub fn check_probe(probe: Probe, task: Task) -> Result<()> {
             "output",
             "classifiers take margin, logit, log-prob or prob",
         )),
+        (Task::Posterior, _) => Err(Error::invalid(
+            "--lambda",
+            "> 0",
+            "the TASER penalty is not defined for toy-score (its score field is not the data's); use --lambda 0",
+        )),
     }
 }
 

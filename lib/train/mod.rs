@@ -13,6 +13,7 @@ pub mod awp;
 pub mod ema;
 pub mod method;
 pub mod optim;
+pub mod posterior;
 pub mod regularizer;
 pub mod schedule;
 
@@ -29,6 +30,7 @@ use ema::Ema;
 pub use method::Method;
 use method::{MethodArgs, MethodSettings};
 use optim::{Optimizer, OptimizerConfig, OptimizerKind};
+use posterior::{PosteriorArgs, PosteriorSettings};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -45,7 +47,9 @@ use tch::{Kind, Tensor};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 pub struct TrainConfig {
     /// Data set: digits (8×8, 10 classes; embedded default), cifar10, cifar100
-    /// (binary files in --data-dir), toy-sin (1-D regression, generated).
+    /// (binary files in --data-dir), toy-sin (1-D regression, generated),
+    /// toy-score (SCORE's 1-D binary problem with a known posterior,
+    /// generated; trained with --objective/--distance).
     #[arg(long, default_value = "digits")]
     pub dataset: DatasetName,
     /// Model: mlp, cnn-small, resnet18, preact-resnet18, wrn-D-K (e.g. wrn-28-10).
@@ -117,6 +121,10 @@ pub struct TrainConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub reg: RegArgs,
+    /// The objectives of SCORE's toy (toy-score only).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub posterior: PosteriorArgs,
 }
 
 /// Where and how to run, not part of the result's identity.
@@ -163,7 +171,30 @@ impl TrainConfig {
         }
         self.optimizer_config().validate()?;
         self.reg.validate()?;
+        if self.posterior.resolve(self.dataset)?.is_some() {
+            let refuse = |flag: &str, value: &dyn std::fmt::Display| {
+                Err(Error::invalid(
+                    flag,
+                    value,
+                    "toy-score trains one of SCORE's objectives: choose it with --objective (standard, madry, score) and --distance; --method, --clip, --label-smoothing and the TASER penalty do not apply",
+                ))
+            };
+            if self.method != Method::Standard {
+                return refuse("--method", &format!("{:?}", self.method).to_lowercase());
+            }
+            if let Some(c) = self.robust.clip {
+                return refuse("--clip", &c);
+            }
+            if self.robust.label_smoothing > 0.0 {
+                return refuse("--label-smoothing", &self.robust.label_smoothing);
+            }
+        }
         self.schedule().validate(self.epochs)
+    }
+
+    /// Loads the data set of this run (toy-score with its --train-size).
+    pub fn load_data(&self, data_dir: &Path) -> Result<Dataset> {
+        data::load_sized(self.dataset, data_dir, self.seed, self.posterior.train_size)
     }
 
     pub fn optimizer_config(&self) -> OptimizerConfig {
@@ -226,6 +257,14 @@ pub struct EpochMetrics {
     /// Mean and standard deviation of the Stein residuals r(x) of the epoch.
     pub residual_mean: Option<f64>,
     pub residual_std: Option<f64>,
+    /// toy-score: R_Standard, R_Madry and R_SCORE of the run's distance after
+    /// the epoch, estimated on the test split (grid inner maximum).
+    #[serde(default)]
+    pub risk_standard: Option<f64>,
+    #[serde(default)]
+    pub risk_madry: Option<f64>,
+    #[serde(default)]
+    pub risk_score: Option<f64>,
     pub seconds: f64,
 }
 
@@ -237,12 +276,14 @@ pub struct Evaluation {
     pub accuracy: Option<f64>,
 }
 
-/// The task loss: mean cross-entropy (classification) or mean squared error
-/// of the single output (regression).
+/// The task loss: mean cross-entropy (classification), mean squared error
+/// of the single output (regression) or the posterior gap
+/// mean |sigmoid(z) − p_d(y=1|x)| (toy-score, SCORE's self-consistency).
 pub fn task_loss(task: Task, output: &Tensor, y: &Tensor) -> Tensor {
     match task {
         Task::Classification => output.cross_entropy_for_logits(y),
         Task::Regression => output.view([-1]).mse_loss(y, tch::Reduction::Mean),
+        Task::Posterior => (output.view([-1]).sigmoid() - y).abs().mean(Kind::Float),
     }
 }
 
@@ -493,6 +534,8 @@ pub struct Objective<'a> {
     pub awp_gamma: Option<f64>,
     /// Fine-tuning's frozen teacher f_θ0 and its weight α (TASER eq. 26).
     pub teacher: Option<(&'a Model, f64)>,
+    /// toy-score: the SCORE objective that replaces the method's loss.
+    pub posterior: Option<&'a PosteriorSettings>,
 }
 
 /// One mini-batch: inputs, targets, their indices in the training split
@@ -525,7 +568,14 @@ pub fn train_step(
         None
     };
     let base_loss = || {
-        if classification {
+        if let Some(objective) = obj.posterior {
+            let (loss, logits_at_worst_case) = objective.loss(model, x, y);
+            method::MethodLoss {
+                loss,
+                clean_logits: None,
+                logits_for_accuracy: logits_at_worst_case,
+            }
+        } else if classification {
             obj.method.loss(model, x, x_adv.as_ref(), y)
         } else {
             let z = model.forward_t(x, true);
@@ -607,7 +657,7 @@ fn epoch_line(row: &EpochMetrics, epochs: usize) -> String {
     let opt =
         |name: &str, v: Option<f64>| v.map(|v| format!("  {name} {v:.4}")).unwrap_or_default();
     format!(
-        "epoch {:>3}/{epochs}  lr {:.4e}  train loss {:.4}{}  test loss {:.4}{}{}{}{}  {:.1}s",
+        "epoch {:>3}/{epochs}  lr {:.4e}  train loss {:.4}{}  test loss {:.4}{}{}{}{}{}{}{}  {:.1}s",
         row.epoch,
         row.lr,
         row.train_loss,
@@ -617,6 +667,9 @@ fn epoch_line(row: &EpochMetrics, epochs: usize) -> String {
         opt("ood", row.ood_loss),
         opt("penalty", row.penalty),
         opt("residual", row.residual_mean),
+        opt("R_standard", row.risk_standard),
+        opt("R_madry", row.risk_madry),
+        opt("R_score", row.risk_score),
         row.seconds
     )
 }
@@ -705,12 +758,13 @@ fn run_training(
     }
     let device = parse_device(&run.device)?;
     let data_dir = run.data_dir.clone().unwrap_or_else(data::default_data_dir);
-    let data = data::load(cfg.dataset, &data_dir, cfg.seed)?;
+    let data = cfg.load_data(&data_dir)?;
     let spec = cfg.model_spec(&data);
     spec.validate()?;
     let settings = cfg
         .robust
         .resolve(cfg.method, cfg.dataset, data.task, data.num_outputs)?;
+    let posterior = cfg.posterior.resolve(cfg.dataset)?;
     let n = data.train.len() as usize;
     let per_epoch = n / cfg.batch_size + usize::from(n % cfg.batch_size >= 2);
     let total_steps = per_epoch * cfg.epochs;
@@ -839,6 +893,7 @@ fn run_training(
                     .awp
                     .and_then(|(gamma, first_epoch)| (epoch >= first_epoch).then_some(gamma)),
                 teacher: teacher.as_ref().zip(finetune).map(|(t, f)| (t, f.alpha)),
+                posterior: posterior.as_ref(),
             };
             let batch = Batch {
                 x: &x,
@@ -869,6 +924,13 @@ fn run_training(
             .ood
             .as_ref()
             .map(|o| evaluate(eval_model, data.task, o, run.eval_batch_size).loss);
+        let risks = posterior.map(|p| {
+            p.risks(
+                eval_model,
+                &data.test.x.to_device(device),
+                &data.test.y.to_device(device),
+            )
+        });
         let (penalty, residual_mean, residual_std) = if stein_on {
             let [p, r, r2] = stein_sums.each_ref().map(|t| t.double_value(&[]));
             let mean = r / seen as f64;
@@ -892,6 +954,9 @@ fn run_training(
             penalty,
             residual_mean,
             residual_std,
+            risk_standard: risks.map(|r| r.standard),
+            risk_madry: risks.map(|r| r.madry),
+            risk_score: risks.map(|r| r.score),
             seconds: epoch_start.elapsed().as_secs_f64(),
         };
         if !row.train_loss.is_finite() || row.penalty.is_some_and(|p| !p.is_finite()) {
@@ -933,6 +998,9 @@ fn run_training(
         ("penalty", last.penalty),
         ("residual_mean", last.residual_mean),
         ("residual_std", last.residual_std),
+        ("risk_standard", last.risk_standard),
+        ("risk_madry", last.risk_madry),
+        ("risk_score", last.risk_score),
         ("stein_global_center", global_center),
     ] {
         if let Some(v) = value {
@@ -955,6 +1023,7 @@ fn run_training(
             "config": cfg,
             "device": device_name(device),
             "resolved": resolved_settings(&settings),
+            "posterior": posterior,
             "finetuned_from": finetune.map(|f| f.from.display().to_string()),
             "teacher_alpha": finetune.map(|f| f.alpha),
             "weights": if ema.is_some() { "ema" } else { "last" },
@@ -1017,6 +1086,7 @@ mod tests {
             regularizer: &reg,
             awp_gamma: None,
             teacher: None,
+            posterior: None,
         };
         let batch = Batch {
             x: &x,

@@ -161,7 +161,7 @@ impl Regularizer {
             Reg::Stein => {
                 let probe = args.probe.unwrap_or(match data.task {
                     Task::Classification => Probe::Margin,
-                    Task::Regression => Probe::Output,
+                    Task::Regression | Task::Posterior => Probe::Output,
                 });
                 stein::check_probe(probe, data.task)?;
                 let options = args.residual_options();
