@@ -100,7 +100,7 @@ fn closed_form(
 ) -> (Vec<bool>, Vec<f64>, Vec<f64>) {
     let w = w.to_kind(Kind::Double);
     let b = b.to_kind(Kind::Double);
-    let x = x.to_kind(Kind::Double).view([-1, 64]);
+    let x = x.to_kind(Kind::Double).flatten(1, -1);
     let z = x.matmul(&w.tr()) + &b;
     let wy = w.index_select(0, y); // [N, 64]
     let zy = z.gather(1, &y.unsqueeze(1), false); // [N,1]
@@ -239,6 +239,99 @@ fn linf_robust_accuracy_of_a_linear_model_matches_the_closed_form() {
     for k in [n_ce, n_t, n_f, n_sq] {
         assert!(n_aa <= k && k <= count(&clean));
     }
+}
+
+/// Why APGD-CE alone misses the closed form on a generic linear model: on
+/// 8 input dimensions the L∞ ball has 2⁸ vertices, and the cross-entropy is
+/// convex in x for a linear model, so its exact maximiser over the ball is
+/// the best vertex. Enumerating them shows points that are not robust (some
+/// vertex is misclassified) whose cross-entropy maximiser is still
+/// classified correctly: no attack that maximises CE can flag them. APGD-CE
+/// lands between the closed form and that exact CE maximiser.
+#[test]
+fn apgd_ce_misses_only_points_where_the_exact_cross_entropy_maximiser_is_not_adversarial() {
+    tch::set_num_threads(1);
+    tch::manual_seed(7);
+    let (d, n, eps) = (8i64, 1000i64, 0.02);
+    let w = Tensor::randn([CLASSES, d], (Kind::Float, Device::Cpu));
+    let b = -w.matmul(&Tensor::full([d], 0.5, (Kind::Float, Device::Cpu)))
+        + Tensor::randn([CLASSES], (Kind::Float, Device::Cpu)) * 0.1;
+    let spec = ModelSpec {
+        arch: Arch::Mlp,
+        activation: Activation::Relu,
+        mlp_hidden: vec![],
+        input_shape: vec![d],
+        num_outputs: CLASSES,
+    };
+    let model = Model::new(&spec, Device::Cpu, &[0.0], &[1.0]).unwrap();
+    let vars = model.vs.variables();
+    tch::no_grad(|| {
+        vars["layers.0.weight"].shallow_clone().copy_(&w);
+        vars["layers.0.bias"].shallow_clone().copy_(&b);
+    });
+    let x_all = Tensor::rand([2 * n, d], (Kind::Float, Device::Cpu)) * 0.4 + 0.3;
+    let y_all = model.forward_t(&x_all, false).argmax(-1, false);
+    let (_, slack, _) = closed_form(&w, &b, &x_all, &y_all, Norm::Linf, eps);
+    let clear: Vec<i64> = (0..2 * n as usize)
+        .filter(|&i| slack[i] > 1e-4)
+        .map(|i| i as i64)
+        .take(n as usize)
+        .collect();
+    let keep = Tensor::from_slice(&clear);
+    let (x, y) = (x_all.index_select(0, &keep), y_all.index_select(0, &keep));
+    let (expected, _, _) = closed_form(&w, &b, &x, &y, Norm::Linf, eps);
+    let n_exp = count(&expected);
+
+    // Every vertex x + ε·s, s ∈ {−1, 1}⁸ (the box [0,1] does not bind).
+    let signs: Vec<f32> = (0..1i64 << d)
+        .flat_map(|v| (0..d).map(move |k| if v >> k & 1 == 1 { 1.0 } else { -1.0 }))
+        .collect();
+    let s = Tensor::from_slice(&signs).view([1 << d, d]);
+    let vertices = (x.unsqueeze(1) + s.unsqueeze(0) * eps).view([-1, d]);
+    let z = tch::no_grad(|| model.forward_t(&vertices, false)).view([n, 1 << d, CLASSES]);
+    let y_rep = y.unsqueeze(1).expand([n, 1 << d], false);
+    let ce = -z
+        .log_softmax(-1, Kind::Double)
+        .gather(2, &y_rep.unsqueeze(2), false)
+        .squeeze_dim(2);
+    let correct = z.argmax(-1, false).eq_tensor(&y_rep);
+    // The worst vertex is the exact worst case of a linear model.
+    let robust_by_vertices = flags(&correct.all_dim(1, false));
+    assert_eq!(
+        robust_by_vertices, expected,
+        "vertex enumeration vs closed form"
+    );
+    let best = ce.argmax(1, true);
+    let ce_max_correct = flags(&correct.gather(1, &best, false).squeeze_dim(1));
+    let unreachable = expected
+        .iter()
+        .zip(&ce_max_correct)
+        .filter(|(e, c)| !**e && **c)
+        .count();
+    let n_ce_exact = n_exp + unreachable;
+
+    let threat = Threat {
+        norm: Norm::Linf,
+        eps,
+    };
+    tch::manual_seed(1);
+    let (adv, fooled) = apgd_ce(&model, &x, &y, &ApgdConfig::standard(threat));
+    assert!(threat.contains(&adv, &x));
+    let apgd_robust: Vec<bool> = flags(&fooled).iter().map(|f| !f).collect();
+    let n_apgd = count(&apgd_robust);
+    eprintln!(
+        "8-d linear model, ε = {eps}: closed form {n_exp}/{n} robust; the exact CE maximiser leaves {unreachable} non-robust points correctly classified ({n_ce_exact} 'robust'); APGD-CE {n_apgd}"
+    );
+    assert!(unreachable > 0, "the seed should show the effect");
+    // Sound, and never worse than the exact CE maximiser by more than a point.
+    assert!(apgd_robust.iter().zip(&expected).all(|(a, e)| !*e || *a));
+    assert!(
+        n_apgd >= n_exp && n_apgd <= n_ce_exact + 1,
+        "APGD-CE {n_apgd} outside [closed form {n_exp}, exact CE maximiser {n_ce_exact} + 1]"
+    );
+    // AutoAttack's targeted components close the gap.
+    let aa = autoattack_standard(&model, &x, &y, &threat, 0);
+    assert_eq!(count(&flags(&aa.robust)), n_exp);
 }
 
 #[test]
