@@ -17,7 +17,7 @@ export TASER_PYTHON                  := $(PY)
 export OMPI_ALLOW_RUN_AS_ROOT        := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: setup system-deps venv data build demo test lint bench dist clean toy-table1 digits-methods
+.PHONY: setup system-deps venv data build demo test lint bench dist clean toy-table1 score-toy digits-methods
 
 ## setup: system libraries (if missing), .venv with torch, digits data, release binaries. Idempotent.
 setup: system-deps venv data build
@@ -68,6 +68,10 @@ bench: setup
 ## toy-table1: TASER Table 1 (45 toy runs, ~10 min on 2 cores) → analysis/toy-table1/
 toy-table1: setup
 	bash analysis/toy-table1/run.sh
+
+## score-toy: SCORE Figures 1–3 (26 toy-score runs, ~10 min on 2 cores) → analysis/score-toy/
+score-toy: setup
+	bash analysis/score-toy/run.sh
 
 ## digits-methods: every method ± TASER on digits, evaluated with PGD-20, AutoAttack (and SPSA on
 ## standard and PGD-AT) → analysis/digits-methods/table.{csv,md}. ~25 min train + ~30 min attacks on 2 cores.

@@ -28,6 +28,22 @@ enum Report {
         #[arg(long, default_value = "analysis/toy-table1")]
         out: PathBuf,
     },
+    /// SCORE Figures 1–3 (1-D binary toy with a known posterior): reads every
+    /// toy-score run under --runs and writes constants.csv (C^D by
+    /// quadrature), runs.csv (posterior gap and risks per run), curves.csv,
+    /// figure3.csv, figure1.svg (60 000 draws), figure2.svg (the smallest
+    /// training size), figure3.svg (R_Madry^l2 and R_SCORE^l2 per step of
+    /// the madry/l2 runs, with C^l2) and summary.md into --out. Exits 1 when
+    /// the self-consistency check of Figure 1 fails. `make score-toy` trains
+    /// the runs first.
+    ScoreToy {
+        /// Folder holding one sub-folder per run.
+        #[arg(long, default_value = "runs/score-toy")]
+        runs: PathBuf,
+        /// Output folder.
+        #[arg(long, default_value = "analysis/score-toy")]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -50,6 +66,37 @@ fn main() -> ExitCode {
                 println!("written to {}", out.display());
             })
             .context("report toy-table1 failed"),
+        Report::ScoreToy { runs, out } => taser::report::score_toy::score_toy(runs, out)
+            .context("report score-toy failed")
+            .and_then(|s| {
+                for g in &s.gaps {
+                    println!(
+                        "{:>6} draws  D={:<3} {:?}: mean |p_θ − p_d| = {:.4} ± {:.4} ({} seeds)",
+                        g.train_size, g.distance.as_str(), g.objective, g.gap_mean, g.gap_std, g.seeds
+                    );
+                }
+                for t in &s.turns {
+                    println!(
+                        "figure 3, seed {}: R_SCORE^l2 turns at step {} with R_Madry^l2 = {:.4} (C^l2 = {:.4}); at step {}: R_Madry^l2 {:.4}, R_SCORE^l2 {:.4}",
+                        t.seed, t.step, t.madry_at_turn, s.c_l2, t.steps, t.madry_last, t.score_last
+                    );
+                }
+                println!("written to {}", out.display());
+                match (s.self_consistency_kl, s.self_consistency_holds()) {
+                    (Some((score, madry, _, _)), Some(true)) => {
+                        println!("self-consistency (KL, 60000 draws): SCORE {score:.4}, Madry {madry:.4} ({:.1}×): holds", madry / score);
+                        Ok(())
+                    }
+                    (Some((score, madry, _, _)), _) => Err(anyhow::anyhow!(
+                        "self-consistency (KL, 60000 draws) does not hold: SCORE gap {score:.4} (limit 0.02), Madry {madry:.4} ({:.1}×, at least 3× required)",
+                        madry / score
+                    )),
+                    (None, _) => {
+                        println!("self-consistency: no madry and score runs with KL at 60000 draws to check");
+                        Ok(())
+                    }
+                }
+            }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

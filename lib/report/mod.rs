@@ -1,5 +1,7 @@
 //! Reports rebuilt from finished runs: tables (CSV, Markdown) and figures
-//! (SVG). [`toy`] rebuilds TASER Table 1 and Figure 2 from the toy runs.
+//! (SVG). [`toy`] rebuilds TASER Table 1 and Figure 2 from the toy runs;
+//! [`score_toy`] SCORE's Figures 1–3 from the toy-score runs.
+pub mod score_toy;
 pub mod svg;
 pub mod toy;
 

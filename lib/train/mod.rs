@@ -372,7 +372,8 @@ fn write_metrics(path: &Path, rows: &[EpochMetrics]) -> Result<()> {
     })
 }
 
-fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
+/// Reads a run's `metrics.csv` (empty when there is none yet).
+pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
     if !path.exists() {
         return Ok(Vec::new());
     }

@@ -1,0 +1,597 @@
+//! SCORE Figures 1–3 (Pang et al. 2022, §2–3) from finished toy-score runs:
+//! self-consistency with 60 000 samples, sample efficiency with 6, and the
+//! overfitting of R_SCORE^ℓ2 once R_Madry^ℓ2 falls below C^ℓ2.
+//!
+//! Writes into the output folder: `constants.csv` (C^D by quadrature, both
+//! conventions), `runs.csv` (one row per run: objective, distance, training
+//! size, seed, posterior gap and final risks), `curves.csv` (p_θ and p_d on a
+//! grid, one row per run and x), `figure3.csv` (R_Madry^ℓ2 and R_SCORE^ℓ2 per
+//! step of every madry/ℓ2 run), `figure1.svg`, `figure2.svg`, `figure3.svg`
+//! and `summary.md` (gaps, the self-consistency check and the turn of
+//! Figure 3 beside C^ℓ2).
+use super::svg::{self, Panel, Series};
+use super::{mean_std, write_text};
+use crate::checkpoint;
+use crate::data::toy::{score_density, score_log_odds, toy_score, SCORE_NUM_TRAIN, SCORE_PRIOR_1};
+use crate::error::{Error, Result};
+use crate::train::posterior::{data_constant, Distance, Objective};
+use crate::train::{read_metrics, EpochMetrics};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+/// The acceptance of the self-consistency claim (SCORE Figure 1): with 60 000
+/// samples, the SCORE model's mean |p_θ − p_d| is below this …
+pub const SCORE_GAP_LIMIT: f64 = 0.02;
+/// … and the Madry model's is at least this many times larger.
+pub const MADRY_OVER_SCORE_MIN: f64 = 3.0;
+
+/// One finished toy-score run.
+#[derive(Debug, Clone)]
+pub struct ScoreToyRun {
+    pub objective: Objective,
+    pub distance: Distance,
+    pub train_size: usize,
+    pub seed: u64,
+    /// mean |p_θ − p_d| on the 60 000 test draws.
+    pub gap: f64,
+    pub risk_standard: f64,
+    pub risk_madry: f64,
+    pub risk_score: f64,
+    pub checkpoint: PathBuf,
+}
+
+impl ScoreToyRun {
+    fn dir(&self) -> &Path {
+        self.checkpoint.parent().unwrap_or(Path::new("."))
+    }
+}
+
+fn parse_enum<T: clap::ValueEnum>(v: Option<&serde_json::Value>) -> Option<T> {
+    T::from_str(v?.as_str()?, true).ok()
+}
+
+/// Reads every finished toy-score run under `runs`.
+pub fn collect(runs: &Path) -> Result<Vec<ScoreToyRun>> {
+    let entries = std::fs::read_dir(runs).map_err(|e| Error::MissingInput {
+        path: runs.to_path_buf(),
+        reason: e.to_string(),
+        fix: "run `make score-toy` (it trains the runs first)".into(),
+    })?;
+    let mut out = Vec::new();
+    for entry in entries.filter_map(|e| e.ok()) {
+        let ckpt = entry.path().join("model.safetensors");
+        if !checkpoint::sidecar_path(&ckpt).exists() {
+            continue;
+        }
+        let meta = checkpoint::read_meta(&ckpt)?;
+        if meta.dataset != "toy-score" {
+            continue;
+        }
+        let hp = &meta.hyperparameters;
+        let corrupt = |reason: String| Error::CorruptInput {
+            path: checkpoint::sidecar_path(&ckpt),
+            reason,
+            fix: "retrain the run with this version of `train`".into(),
+        };
+        let posterior = hp
+            .get("posterior")
+            .ok_or_else(|| corrupt("no `posterior` settings".into()))?;
+        let metric = |k: &str| {
+            meta.metrics
+                .get(k)
+                .copied()
+                .ok_or_else(|| corrupt(format!("no metric `{k}`")))
+        };
+        out.push(ScoreToyRun {
+            objective: parse_enum(posterior.get("objective"))
+                .ok_or_else(|| corrupt("no objective".into()))?,
+            distance: parse_enum(posterior.get("distance"))
+                .ok_or_else(|| corrupt("no distance".into()))?,
+            train_size: hp
+                .get("config")
+                .and_then(|c| c.get("train_size"))
+                .and_then(|v| v.as_u64())
+                .map_or(SCORE_NUM_TRAIN, |n| n as usize),
+            seed: meta.seed,
+            gap: metric("test_loss")?,
+            risk_standard: metric("risk_standard")?,
+            risk_madry: metric("risk_madry")?,
+            risk_score: metric("risk_score")?,
+            checkpoint: ckpt,
+        });
+    }
+    if out.is_empty() {
+        return Err(Error::MissingInput {
+            path: runs.to_path_buf(),
+            reason: "no finished toy-score run in it".into(),
+            fix: "run `make score-toy`".into(),
+        });
+    }
+    out.sort_by_key(|r| (r.train_size, r.distance.as_str(), r.objective as u8, r.seed));
+    Ok(out)
+}
+
+/// Mean ± std of the posterior gap over seeds of one setting.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GapRow {
+    pub objective: Objective,
+    pub distance: Distance,
+    pub train_size: usize,
+    pub gap_mean: f64,
+    pub gap_std: f64,
+    pub seeds: usize,
+}
+
+/// Aggregates the gaps by (training size, distance, objective).
+pub fn gap_table(runs: &[ScoreToyRun]) -> Vec<GapRow> {
+    let mut groups: BTreeMap<(usize, &str, u8), Vec<&ScoreToyRun>> = BTreeMap::new();
+    for r in runs {
+        groups
+            .entry((r.train_size, r.distance.as_str(), r.objective as u8))
+            .or_default()
+            .push(r);
+    }
+    groups
+        .into_values()
+        .map(|rs| {
+            let (gap_mean, gap_std) = mean_std(&rs.iter().map(|r| r.gap).collect::<Vec<_>>());
+            GapRow {
+                objective: rs[0].objective,
+                distance: rs[0].distance,
+                train_size: rs[0].train_size,
+                gap_mean,
+                gap_std,
+                seeds: rs.len(),
+            }
+        })
+        .collect()
+}
+
+/// The self-consistency check of Figure 1 for one distance at 60 000
+/// samples: (SCORE's mean gap, Madry's mean gap, seeds of each).
+pub fn self_consistency(rows: &[GapRow], distance: Distance) -> Option<(f64, f64, usize, usize)> {
+    let find = |o: Objective| {
+        rows.iter()
+            .find(|r| r.objective == o && r.distance == distance && r.train_size == SCORE_NUM_TRAIN)
+    };
+    let (s, m) = (find(Objective::Score)?, find(Objective::Madry)?);
+    Some((s.gap_mean, m.gap_mean, s.seeds, m.seeds))
+}
+
+/// Where R_SCORE^ℓ2 turns upward in one run minimising R_Madry^ℓ2.
+#[derive(Debug, Clone, Copy)]
+pub struct Turn {
+    pub seed: u64,
+    /// Step (1-based) of the smallest R_SCORE^ℓ2.
+    pub step: usize,
+    pub madry_at_turn: f64,
+    pub score_at_turn: f64,
+    pub madry_last: f64,
+    pub score_last: f64,
+    pub steps: usize,
+}
+
+impl Turn {
+    /// R_SCORE rose after its minimum while R_Madry kept falling.
+    pub fn shows_overfitting(&self) -> bool {
+        self.step < self.steps
+            && self.score_last > self.score_at_turn
+            && self.madry_last < self.madry_at_turn
+    }
+}
+
+fn turn_of(run: &ScoreToyRun, rows: &[EpochMetrics]) -> Option<Turn> {
+    let series: Vec<(usize, f64, f64)> = rows
+        .iter()
+        .filter_map(|r| Some((r.epoch, r.risk_madry?, r.risk_score?)))
+        .collect();
+    let &(step, madry_at_turn, score_at_turn) = series.iter().min_by(|a, b| a.2.total_cmp(&b.2))?;
+    let &(steps, madry_last, score_last) = series.last()?;
+    Some(Turn {
+        seed: run.seed,
+        step,
+        madry_at_turn,
+        score_at_turn,
+        madry_last,
+        score_last,
+        steps,
+    })
+}
+
+/// x values of the curves: 601 points on [−6, 6].
+fn curve_grid() -> Vec<f64> {
+    (0..=600).map(|i| -6.0 + 12.0 * i as f64 / 600.0).collect()
+}
+
+fn posterior_on(xs: &[f64]) -> Vec<f64> {
+    let t = Tensor::from_slice(xs);
+    Vec::try_from(score_log_odds(&t).sigmoid()).unwrap_or_default()
+}
+
+fn model_posterior_on(run: &ScoreToyRun, xs: &[f64]) -> Result<Vec<f64>> {
+    let (model, _) = checkpoint::load(&run.checkpoint, Device::Cpu)?;
+    let x = Tensor::from_slice(xs).to_kind(Kind::Float).view([-1, 1]);
+    let p = tch::no_grad(|| model.forward_t(&x, false).sigmoid().view([-1]));
+    Ok(Vec::<f32>::try_from(p)
+        .unwrap_or_default()
+        .into_iter()
+        .map(f64::from)
+        .collect())
+}
+
+fn objective_label(o: Objective) -> &'static str {
+    match o {
+        Objective::Standard => "R_Standard",
+        Objective::Madry => "R_Madry",
+        Objective::Score => "R_SCORE",
+    }
+}
+
+/// The left panel of Figures 1 and 2: the joint density p_d(x, y) of each
+/// class and the posterior p_d(y=1|x).
+fn data_panel(xs: &[f64]) -> Panel {
+    let t = Tensor::from_slice(xs);
+    let normal = |m: f64, s: f64| -> Vec<f64> {
+        xs.iter()
+            .map(|x| {
+                (-0.5 * ((x - m) / s).powi(2)).exp() / (s * (2.0 * std::f64::consts::PI).sqrt())
+            })
+            .collect()
+    };
+    let (n1, n0) = (normal(1.0, 1.0), normal(-1.0, 2.0));
+    let density: Vec<f64> = Vec::try_from(score_density(&t)).unwrap_or_default();
+    let pts = |v: Vec<f64>| xs.iter().copied().zip(v).collect::<Vec<_>>();
+    Panel {
+        title: "data: p_d(x, y) and p_d(y=1|x)".into(),
+        x_label: "x".into(),
+        y_label: "density / probability".into(),
+        y_range: Some((0.0, 1.0)),
+        series: vec![
+            Series {
+                label: "p_d(x, y=1) = N(1, 1)/6".into(),
+                points: pts(n1.iter().map(|v| v * SCORE_PRIOR_1).collect()),
+                color: svg::PALETTE[1].into(),
+                dashed: false,
+            },
+            Series {
+                label: "p_d(x, y=0) = 5·N(−1, 4)/6".into(),
+                points: pts(n0.iter().map(|v| v * (1.0 - SCORE_PRIOR_1)).collect()),
+                color: svg::PALETTE[0].into(),
+                dashed: false,
+            },
+            Series {
+                label: "p_d(x)".into(),
+                points: pts(density),
+                color: "#999999".into(),
+                dashed: true,
+            },
+            Series {
+                label: "p_d(y=1|x)".into(),
+                points: pts(posterior_on(xs)),
+                color: "#000000".into(),
+                dashed: false,
+            },
+        ],
+        ..Default::default()
+    }
+}
+
+/// Figure 1 or 2: the data panel and one panel per objective (the lowest
+/// seed of each) for one training size and distance. Appends the curves to
+/// `curves_csv`.
+fn predictions_figure(
+    runs: &[ScoreToyRun],
+    train_size: usize,
+    distance: Distance,
+    figure: &str,
+    curves_csv: &mut String,
+) -> Result<Option<String>> {
+    let xs = curve_grid();
+    let p_d = posterior_on(&xs);
+    let mut panels = vec![data_panel(&xs)];
+    for (i, objective) in [Objective::Standard, Objective::Madry, Objective::Score]
+        .into_iter()
+        .enumerate()
+    {
+        let Some(run) = runs
+            .iter()
+            .filter(|r| {
+                r.train_size == train_size && r.distance == distance && r.objective == objective
+            })
+            .min_by_key(|r| r.seed)
+        else {
+            continue;
+        };
+        let p_theta = model_posterior_on(run, &xs)?;
+        for ((x, pd), pt) in xs.iter().zip(&p_d).zip(&p_theta) {
+            let _ = writeln!(
+                curves_csv,
+                "{figure},{},{},{train_size},{},{x},{pd},{pt}",
+                objective_label(objective),
+                distance.as_str(),
+                run.seed
+            );
+        }
+        // The training inputs, drawn as vertical lines when there are few.
+        let x_refs = if train_size <= 20 {
+            let d = toy_score(run.seed, train_size);
+            Vec::<f32>::try_from(d.train.x.view([-1]))
+                .unwrap_or_default()
+                .into_iter()
+                .map(f64::from)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        panels.push(Panel {
+            title: format!(
+                "{}^{}: mean |p_θ − p_d| = {:.4}",
+                objective_label(objective),
+                distance.as_str(),
+                run.gap
+            ),
+            x_label: if x_refs.is_empty() {
+                "x".into()
+            } else {
+                "x (grey lines: the training inputs)".into()
+            },
+            y_label: "p(y=1|x)".into(),
+            y_range: Some((0.0, 1.0)),
+            x_refs,
+            series: vec![
+                Series {
+                    label: "p_d(y=1|x)".into(),
+                    points: xs.iter().copied().zip(p_d.iter().copied()).collect(),
+                    color: "#000000".into(),
+                    dashed: true,
+                },
+                Series {
+                    label: format!("p_θ(y=1|x), seed {}", run.seed),
+                    points: xs.iter().copied().zip(p_theta).collect(),
+                    color: svg::PALETTE[(i + 2) % svg::PALETTE.len()].into(),
+                    dashed: false,
+                },
+            ],
+            ..Default::default()
+        });
+    }
+    Ok((panels.len() > 1).then(|| svg::render(&panels, 400.0, 340.0)))
+}
+
+/// What [`score_toy`] found.
+#[derive(Debug, Clone)]
+pub struct ScoreToySummary {
+    pub gaps: Vec<GapRow>,
+    /// (SCORE gap, Madry gap, seeds, seeds) at 60 000 samples with KL.
+    pub self_consistency_kl: Option<(f64, f64, usize, usize)>,
+    pub turns: Vec<Turn>,
+    pub c_l2: f64,
+}
+
+impl ScoreToySummary {
+    /// The Figure 1 acceptance: SCORE's gap < 0.02 and Madry's ≥ 3× it.
+    pub fn self_consistency_holds(&self) -> Option<bool> {
+        self.self_consistency_kl
+            .map(|(s, m, _, _)| s < SCORE_GAP_LIMIT && m >= MADRY_OVER_SCORE_MIN * s)
+    }
+}
+
+fn markdown(
+    runs: &[ScoreToyRun],
+    summary: &ScoreToySummary,
+    constants: &[(Distance, f64)],
+) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# SCORE's 1-D toy (Figures 1–3), rebuilt\n");
+    let _ = writeln!(
+        md,
+        "p_d(y=1) = 1/6, x|y=1 ~ N(1, 1); p_d(y=0) = 5/6, x|y=0 ~ N(−1, 4); B(x) = {{x′ : |x′ − x| ≤ 1}}. \
+         Model: MLP 1→32→32→1 (tanh) with a sigmoid output; Adam (lr 1e-2), 500 full-batch steps. \
+         The inner maximum over B(x) is taken on a grid (spacing 0.01 plus the two end points). \
+         Gaps and risks are estimated on 60 000 fresh draws from p_d(x). {} runs.\n",
+        runs.len()
+    );
+    let _ = writeln!(md, "## The constant C^D (Theorem 1), by quadrature\n");
+    let _ = writeln!(md, "Class-1 convention: ℓ1 = ℓ2 = |p − q| and SE = (p − q)² on p(y=1); the full two-vector values are 2×, √2× and 2× these (KL has no convention).\n");
+    let _ = writeln!(
+        md,
+        "| D | C^D (class-1) | C^D (two-vector) |\n|---|---|---|"
+    );
+    for (d, c) in constants {
+        let _ = writeln!(
+            md,
+            "| {} | {:.4} | {:.4} |",
+            d.as_str(),
+            c,
+            c * d.two_vector_factor()
+        );
+    }
+    let _ = writeln!(md, "\n## Self-consistency: mean |p_θ − p_d| over p_d(x)\n");
+    let _ = writeln!(
+        md,
+        "| training draws | D | objective | mean gap ± std | seeds |\n|---|---|---|---|---|"
+    );
+    for g in &summary.gaps {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.4} ± {:.4} | {} |",
+            g.train_size,
+            g.distance.as_str(),
+            objective_label(g.objective),
+            g.gap_mean,
+            g.gap_std,
+            g.seeds
+        );
+    }
+    if let (Some((s, m, ns, nm)), Some(holds)) = (
+        summary.self_consistency_kl,
+        summary.self_consistency_holds(),
+    ) {
+        let _ = writeln!(
+            md,
+            "\nFigure 1's claim with KL at 60 000 draws: R_SCORE's gap {s:.4} (mean of {ns} seeds, limit {SCORE_GAP_LIMIT}), \
+             R_Madry's {m:.4} (mean of {nm} seeds) = {:.1}× SCORE's (at least {MADRY_OVER_SCORE_MIN}× required): {}.",
+            m / s,
+            if holds { "holds" } else { "DOES NOT HOLD" }
+        );
+    }
+    let _ = writeln!(md, "\n## Figure 3: minimising R_Madry^ℓ2\n");
+    let _ = writeln!(
+        md,
+        "C^ℓ2 = {:.4}. The turn is the step where R_SCORE^ℓ2 is smallest; after it R_SCORE^ℓ2 rises.\n",
+        summary.c_l2
+    );
+    let _ = writeln!(md, "| seed | turn (step) | R_Madry^ℓ2 at the turn | R_SCORE^ℓ2 at the turn | R_Madry^ℓ2 at step 500 | R_SCORE^ℓ2 at step 500 | R_SCORE up while R_Madry down |\n|---|---|---|---|---|---|---|");
+    for t in &summary.turns {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.4} | {:.4} | {:.4} | {:.4} | {} |",
+            t.seed,
+            t.step,
+            t.madry_at_turn,
+            t.score_at_turn,
+            t.madry_last,
+            t.score_last,
+            if t.shows_overfitting() { "yes" } else { "no" }
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nFigures: `figure1.svg` (60 000 draws), `figure2.svg` (6 draws; grey lines mark them), `figure3.svg`. \
+         Data: `runs.csv`, `curves.csv`, `figure3.csv`, `constants.csv`."
+    );
+    md
+}
+
+/// Rebuilds Figures 1–3, their CSVs and the summary from the toy-score runs
+/// under `runs` into `out`.
+pub fn score_toy(runs_dir: &Path, out: &Path) -> Result<ScoreToySummary> {
+    let runs = collect(runs_dir)?;
+    let constants: Vec<(Distance, f64)> = Distance::ALL
+        .iter()
+        .map(|&d| (d, data_constant(d, 1.0)))
+        .collect();
+    let c_l2 = constants
+        .iter()
+        .find(|(d, _)| *d == Distance::L2)
+        .map(|(_, c)| *c)
+        .expect("ℓ2 is in Distance::ALL");
+
+    let mut text = String::from("distance,c_class1,c_two_vector\n");
+    for (d, c) in &constants {
+        let _ = writeln!(text, "{},{c},{}", d.as_str(), c * d.two_vector_factor());
+    }
+    write_text(&out.join("constants.csv"), &text)?;
+
+    let mut text = String::from(
+        "objective,distance,train_size,seed,posterior_gap,risk_standard,risk_madry,risk_score\n",
+    );
+    for r in &runs {
+        let _ = writeln!(
+            text,
+            "{},{},{},{},{},{},{},{}",
+            objective_label(r.objective),
+            r.distance.as_str(),
+            r.train_size,
+            r.seed,
+            r.gap,
+            r.risk_standard,
+            r.risk_madry,
+            r.risk_score
+        );
+    }
+    write_text(&out.join("runs.csv"), &text)?;
+
+    let mut curves = String::from("figure,objective,distance,train_size,seed,x,p_d,p_theta\n");
+    let small = runs
+        .iter()
+        .map(|r| r.train_size)
+        .filter(|&n| n < SCORE_NUM_TRAIN)
+        .min();
+    for (figure, size) in [("figure1", Some(SCORE_NUM_TRAIN)), ("figure2", small)] {
+        let Some(size) = size else { continue };
+        if let Some(svg_text) = predictions_figure(&runs, size, Distance::Kl, figure, &mut curves)?
+        {
+            write_text(&out.join(format!("{figure}.svg")), &svg_text)?;
+        }
+    }
+    write_text(&out.join("curves.csv"), &curves)?;
+
+    // Figure 3: every madry/ℓ2 run at 60 000 draws; the lowest seed drawn.
+    let mut fig3_csv = String::from("seed,step,risk_madry_l2,risk_score_l2,c_l2\n");
+    let mut turns = Vec::new();
+    let mut panel = None;
+    for run in runs.iter().filter(|r| {
+        r.objective == Objective::Madry
+            && r.distance == Distance::L2
+            && r.train_size == SCORE_NUM_TRAIN
+    }) {
+        let rows = read_metrics(&run.dir().join("metrics.csv"))?;
+        for r in &rows {
+            if let (Some(m), Some(s)) = (r.risk_madry, r.risk_score) {
+                let _ = writeln!(fig3_csv, "{},{},{m},{s},{c_l2}", run.seed, r.epoch);
+            }
+        }
+        let Some(turn) = turn_of(run, &rows) else {
+            continue;
+        };
+        turns.push(turn);
+        if panel.is_none() {
+            let series =
+                |label: &str, color: &str, pick: fn(&EpochMetrics) -> Option<f64>| Series {
+                    label: label.into(),
+                    points: rows
+                        .iter()
+                        .filter_map(|r| Some((r.epoch as f64, pick(r)?)))
+                        .collect(),
+                    color: color.into(),
+                    dashed: false,
+                };
+            panel = Some(Panel {
+                title: format!("minimising R_Madry^ℓ2 (seed {}, 60 000 draws)", run.seed),
+                x_label: "training step".into(),
+                y_label: "risk".into(),
+                y_range: Some((0.0, 0.3)),
+                series: vec![
+                    series(
+                        &format!("R_Madry^ℓ2 ({:.3} at the turn)", turn.madry_at_turn),
+                        svg::PALETTE[0],
+                        |r| r.risk_madry,
+                    ),
+                    series(
+                        &format!("R_SCORE^ℓ2 (smallest at step {}: the turn)", turn.step),
+                        svg::PALETTE[1],
+                        |r| r.risk_score,
+                    ),
+                    Series {
+                        label: format!("C^ℓ2 = {c_l2:.4}"),
+                        points: vec![(1.0, c_l2), (rows.len() as f64, c_l2)],
+                        color: "#555555".into(),
+                        dashed: true,
+                    },
+                ],
+                x_refs: vec![turn.step as f64],
+                ..Default::default()
+            });
+        }
+    }
+    write_text(&out.join("figure3.csv"), &fig3_csv)?;
+    if let Some(p) = panel {
+        write_text(&out.join("figure3.svg"), &svg::render(&[p], 760.0, 420.0))?;
+    }
+
+    let gaps = gap_table(&runs);
+    let summary = ScoreToySummary {
+        self_consistency_kl: self_consistency(&gaps, Distance::Kl),
+        gaps,
+        turns,
+        c_l2,
+    };
+    write_text(
+        &out.join("summary.md"),
+        &markdown(&runs, &summary, &constants),
+    )?;
+    Ok(summary)
+}
