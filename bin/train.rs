@@ -20,11 +20,27 @@ use taser::train::{train, RunOptions, TrainConfig};
 /// ε = 0.2 on digits, 10 PGD steps of ε/4. The TASER penalty (--lambda > 0)
 /// combines with every method and is always computed on the clean input.
 ///
+/// SCORE's 1-D toy (--dataset toy-score: p_d(y=1) = 1/6, x|1 ~ N(1,1),
+/// x|0 ~ N(−1,4), 60 000 draws or --train-size) trains one of SCORE's risks
+/// against the closed-form posterior: --objective standard | madry | score
+/// with --distance kl | l1 | l2 | se over B(x) = [x − r, x + r] (--radius,
+/// default 1), the inner maximum on a grid (default) or by PGD (--inner-max).
+/// R_SCORE needs the posterior p_d(y|x′) at the perturbed point, so it exists
+/// only for toy-score. There test_loss is the posterior gap mean |p_θ − p_d|
+/// on 60 000 fresh draws, and metrics.csv adds risk_standard, risk_madry and
+/// risk_score (the run's distance, after every epoch). Use --model mlp and
+/// --batch-size ≥ the training size for full-batch steps; `make score-toy`
+/// runs Figures 1–3.
+///
 /// Examples:
 ///   train --dataset digits --model cnn-small --epochs 20 --out runs/std
 ///   train --dataset digits --method trades --loss se --beta 3 --out runs/trades-se
 ///   train --dataset digits --method pgd-at --lambda 1 --scores digits.h5
 ///     --lambda-warmup-steps 450 --optimizer adam --lr 1e-3 --out runs/pgdat-taser
+///   train --dataset toy-score --objective score --distance l2 --model mlp
+///     --mlp-hidden 32,32 --activation tanh --optimizer adam --lr 3e-3
+///     --weight-decay 0 --schedule constant --epochs 500 --batch-size 60000
+///     --out runs/score-l2
 #[derive(Parser, Debug)]
 #[command(
     version,

@@ -15,7 +15,7 @@ jobs="${JOBS:-2}"
 mkdir -p "$runs"
 
 common=(--dataset toy-score --model mlp --mlp-hidden 32,32 --activation tanh
-        --optimizer adam --lr 1e-2 --weight-decay 0 --schedule constant
+        --optimizer adam --lr 3e-3 --weight-decay 0 --schedule constant
         --epochs 500 --batch-size 60000 --inner-max grid --device cpu --threads 1
         --checkpoint-every 100 --log-every 500 --resume)
 

@@ -39,6 +39,8 @@ pub struct ScoreToyRun {
     pub risk_standard: f64,
     pub risk_madry: f64,
     pub risk_score: f64,
+    /// Model, optimiser and inner maximiser, from the sidecar.
+    pub setup: String,
     pub checkpoint: PathBuf,
 }
 
@@ -94,6 +96,34 @@ pub fn collect(runs: &Path) -> Result<Vec<ScoreToyRun>> {
                 .and_then(|c| c.get("train_size"))
                 .and_then(|v| v.as_u64())
                 .map_or(SCORE_NUM_TRAIN, |n| n as usize),
+            setup: {
+                let cfg = hp.get("config");
+                let field = |k: &str| {
+                    cfg.and_then(|c| c.get(k))
+                        .map_or("?".to_string(), |v| v.to_string().trim_matches('"').to_string())
+                };
+                let inner = posterior
+                    .get("inner_max")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("?");
+                let inner = if inner == "grid" {
+                    format!("grid of {} points per ball", posterior["grid_points"])
+                } else {
+                    format!("PGD, {} steps", posterior["inner_steps"])
+                };
+                format!(
+                    "{} hidden {:?} ({:?}) with a sigmoid output; {} lr {}, weight decay {}, {} epochs of batch {}; inner maximum: {inner}, radius {}",
+                    meta.model.arch,
+                    meta.model.mlp_hidden,
+                    meta.model.activation,
+                    field("optimizer"),
+                    field("lr"),
+                    field("weight_decay"),
+                    meta.epochs_completed,
+                    field("batch_size"),
+                    posterior["radius"],
+                )
+            },
             seed: meta.seed,
             gap: metric("test_loss")?,
             risk_standard: metric("risk_standard")?,
@@ -387,12 +417,18 @@ fn markdown(
     let _ = writeln!(md, "# SCORE's 1-D toy (Figures 1–3), rebuilt\n");
     let _ = writeln!(
         md,
-        "p_d(y=1) = 1/6, x|y=1 ~ N(1, 1); p_d(y=0) = 5/6, x|y=0 ~ N(−1, 4); B(x) = {{x′ : |x′ − x| ≤ 1}}. \
-         Model: MLP 1→32→32→1 (tanh) with a sigmoid output; Adam (lr 1e-2), 500 full-batch steps. \
-         The inner maximum over B(x) is taken on a grid (spacing 0.01 plus the two end points). \
-         Gaps and risks are estimated on 60 000 fresh draws from p_d(x). {} runs.\n",
+        "p_d(y=1) = 1/6, x|y=1 ~ N(1, 1); p_d(y=0) = 5/6, x|y=0 ~ N(−1, 4); B(x) = {{x′ : |x′ − x| ≤ r}}. \
+         Gaps and risks are estimated on 60 000 fresh draws from p_d(x) (risks with the grid maximiser: \
+         the window's grid points plus the ball's two end points). {} runs, set up as:\n",
         runs.len()
     );
+    let mut setups: Vec<&str> = runs.iter().map(|r| r.setup.as_str()).collect();
+    setups.sort();
+    setups.dedup();
+    for s in setups {
+        let _ = writeln!(md, "- {s}");
+    }
+    let _ = writeln!(md);
     let _ = writeln!(md, "## The constant C^D (Theorem 1), by quadrature\n");
     let _ = writeln!(md, "Class-1 convention: ℓ1 = ℓ2 = |p − q| and SE = (p − q)² on p(y=1); the full two-vector values are 2×, √2× and 2× these (KL has no convention).\n");
     let _ = writeln!(
