@@ -10,7 +10,7 @@
 //! and `summary.md` (gaps, the self-consistency check and the turn of
 //! Figure 3 beside C^ℓ2).
 use super::svg::{self, Panel, Series};
-use super::{mean_std, write_text};
+use super::{finished_runs, mean_std, run_metric, write_text};
 use crate::checkpoint;
 use crate::data::toy::{score_density, score_log_odds, toy_score, SCORE_NUM_TRAIN, SCORE_PRIOR_1};
 use crate::error::{Error, Result};
@@ -56,91 +56,67 @@ fn parse_enum<T: clap::ValueEnum>(v: Option<&serde_json::Value>) -> Option<T> {
 
 /// Reads every finished toy-score run under `runs`.
 pub fn collect(runs: &Path) -> Result<Vec<ScoreToyRun>> {
-    let entries = std::fs::read_dir(runs).map_err(|e| Error::MissingInput {
-        path: runs.to_path_buf(),
-        reason: e.to_string(),
-        fix: "run `make score-toy` (it trains the runs first)".into(),
-    })?;
-    let mut out = Vec::new();
-    for entry in entries.filter_map(|e| e.ok()) {
-        let ckpt = entry.path().join("model.safetensors");
-        if !checkpoint::sidecar_path(&ckpt).exists() {
-            continue;
-        }
-        let meta = checkpoint::read_meta(&ckpt)?;
-        if meta.dataset != "toy-score" {
-            continue;
-        }
-        let hp = &meta.hyperparameters;
-        let corrupt = |reason: String| Error::CorruptInput {
-            path: checkpoint::sidecar_path(&ckpt),
-            reason,
-            fix: "retrain the run with this version of `train`".into(),
-        };
-        let posterior = hp
-            .get("posterior")
-            .ok_or_else(|| corrupt("no `posterior` settings".into()))?;
-        let metric = |k: &str| {
-            meta.metrics
-                .get(k)
-                .copied()
-                .ok_or_else(|| corrupt(format!("no metric `{k}`")))
-        };
-        out.push(ScoreToyRun {
-            objective: parse_enum(posterior.get("objective"))
-                .ok_or_else(|| corrupt("no objective".into()))?,
-            distance: parse_enum(posterior.get("distance"))
-                .ok_or_else(|| corrupt("no distance".into()))?,
-            train_size: hp
-                .get("config")
-                .and_then(|c| c.get("train_size"))
-                .and_then(|v| v.as_u64())
-                .map_or(SCORE_NUM_TRAIN, |n| n as usize),
-            setup: {
-                let cfg = hp.get("config");
-                let field = |k: &str| {
-                    cfg.and_then(|c| c.get(k))
-                        .map_or("?".to_string(), |v| v.to_string().trim_matches('"').to_string())
-                };
-                let inner = posterior
-                    .get("inner_max")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("?");
-                let inner = if inner == "grid" {
-                    format!("grid of {} points per ball", posterior["grid_points"])
-                } else {
-                    format!("PGD, {} steps", posterior["inner_steps"])
-                };
-                format!(
-                    "{} hidden {:?} ({:?}) with a sigmoid output; {} lr {}, weight decay {}, {} epochs of batch {}; inner maximum: {inner}, radius {}",
-                    meta.model.arch,
-                    meta.model.mlp_hidden,
-                    meta.model.activation,
-                    field("optimizer"),
-                    field("lr"),
-                    field("weight_decay"),
-                    meta.epochs_completed,
-                    field("batch_size"),
-                    posterior["radius"],
-                )
-            },
-            seed: meta.seed,
-            gap: metric("test_loss")?,
-            risk_standard: metric("risk_standard")?,
-            risk_madry: metric("risk_madry")?,
-            risk_score: metric("risk_score")?,
-            checkpoint: ckpt,
-        });
-    }
-    if out.is_empty() {
-        return Err(Error::MissingInput {
-            path: runs.to_path_buf(),
-            reason: "no finished toy-score run in it".into(),
-            fix: "run `make score-toy`".into(),
-        });
-    }
+    let mut out = finished_runs(runs, "toy-score", "score-toy")?
+        .into_iter()
+        .map(|(ckpt, meta)| {
+            let hp = &meta.hyperparameters;
+            let corrupt = |what: &str| Error::CorruptInput {
+                path: checkpoint::sidecar_path(&ckpt),
+                reason: format!("no {what}"),
+                fix: "retrain the run with this version of `train`".into(),
+            };
+            let posterior = hp
+                .get("posterior")
+                .ok_or_else(|| corrupt("`posterior` settings"))?;
+            Ok(ScoreToyRun {
+                objective: parse_enum(posterior.get("objective"))
+                    .ok_or_else(|| corrupt("objective"))?,
+                distance: parse_enum(posterior.get("distance"))
+                    .ok_or_else(|| corrupt("distance"))?,
+                train_size: hp
+                    .get("config")
+                    .and_then(|c| c.get("train_size"))
+                    .and_then(|v| v.as_u64())
+                    .map_or(SCORE_NUM_TRAIN, |n| n as usize),
+                setup: setup_line(&meta, posterior),
+                seed: meta.seed,
+                gap: run_metric(&ckpt, &meta, "test_loss")?,
+                risk_standard: run_metric(&ckpt, &meta, "risk_standard")?,
+                risk_madry: run_metric(&ckpt, &meta, "risk_madry")?,
+                risk_score: run_metric(&ckpt, &meta, "risk_score")?,
+                checkpoint: ckpt,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     out.sort_by_key(|r| (r.train_size, r.distance.as_str(), r.objective as u8, r.seed));
     Ok(out)
+}
+
+/// Model, optimiser and inner maximiser of a run, from its sidecar.
+fn setup_line(meta: &checkpoint::CheckpointMeta, posterior: &serde_json::Value) -> String {
+    let cfg = meta.hyperparameters.get("config");
+    let field = |k: &str| {
+        cfg.and_then(|c| c.get(k)).map_or("?".to_string(), |v| {
+            v.to_string().trim_matches('"').to_string()
+        })
+    };
+    let inner = if posterior.get("inner_max").and_then(|v| v.as_str()) == Some("grid") {
+        format!("grid of {} points per ball", posterior["grid_points"])
+    } else {
+        format!("PGD, {} steps", posterior["inner_steps"])
+    };
+    format!(
+        "{} hidden {:?} ({:?}) with a sigmoid output; {} lr {}, weight decay {}, {} epochs of batch {}; inner maximum: {inner}, radius {}",
+        meta.model.arch,
+        meta.model.mlp_hidden,
+        meta.model.activation,
+        field("optimizer"),
+        field("lr"),
+        field("weight_decay"),
+        meta.epochs_completed,
+        field("batch_size"),
+        posterior["radius"],
+    )
 }
 
 /// Mean ± std of the posterior gap over seeds of one setting.

@@ -8,7 +8,7 @@
 //! paper's numbers, and the pattern checks), `predictions.csv` and
 //! `predictions.svg` (predictions of the first seed on the OOD grid).
 use super::svg::{self, Panel, Series};
-use super::{mean_std, write_text};
+use super::{finished_runs, mean_std, run_metric, write_text};
 use crate::checkpoint;
 use crate::data::toy::toy_sin;
 use crate::error::{Error, Result};
@@ -78,58 +78,29 @@ fn lookup<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Val
 
 /// Reads every finished toy run under `runs`.
 pub fn collect(runs: &Path) -> Result<Vec<ToyRun>> {
-    let entries = std::fs::read_dir(runs).map_err(|e| Error::MissingInput {
-        path: runs.to_path_buf(),
-        reason: e.to_string(),
-        fix: "run `make toy-table1` (it trains the runs first)".into(),
-    })?;
-    let mut out = Vec::new();
-    for entry in entries.filter_map(|e| e.ok()) {
-        let ckpt = entry.path().join("model.safetensors");
-        if !checkpoint::sidecar_path(&ckpt).exists() {
-            continue;
-        }
-        let meta = checkpoint::read_meta(&ckpt)?;
-        if meta.dataset != "toy-sin" {
-            continue;
-        }
-        let hp = &meta.hyperparameters;
-        let lambda = lookup(hp, "lambda").and_then(|v| v.as_f64()).unwrap_or(0.0);
-        let reg = lookup(hp, "reg")
-            .and_then(|v| v.as_str())
-            .unwrap_or("stein");
-        let metric = |k: &str| {
-            meta.metrics
-                .get(k)
-                .copied()
-                .ok_or_else(|| Error::CorruptInput {
-                    path: checkpoint::sidecar_path(&ckpt),
-                    reason: format!("no metric `{k}`"),
-                    fix: "retrain the run".into(),
-                })
-        };
-        out.push(ToyRun {
-            // λ = 0 is the unregularised baseline whatever the flag said.
-            reg: if lambda == 0.0 {
-                "l2".into()
-            } else {
-                reg.to_string()
-            },
-            lambda,
-            seed: meta.seed,
-            id_mse: metric("test_loss")?,
-            ood_mse: metric("ood_loss")?,
-            checkpoint: ckpt,
-        });
-    }
-    if out.is_empty() {
-        return Err(Error::MissingInput {
-            path: runs.to_path_buf(),
-            reason: "no finished toy-sin run in it".into(),
-            fix: "run `make toy-table1`".into(),
-        });
-    }
-    Ok(out)
+    finished_runs(runs, "toy-sin", "toy-table1")?
+        .into_iter()
+        .map(|(ckpt, meta)| {
+            let hp = &meta.hyperparameters;
+            let lambda = lookup(hp, "lambda").and_then(|v| v.as_f64()).unwrap_or(0.0);
+            let reg = lookup(hp, "reg")
+                .and_then(|v| v.as_str())
+                .unwrap_or("stein");
+            Ok(ToyRun {
+                // λ = 0 is the unregularised baseline whatever the flag said.
+                reg: if lambda == 0.0 {
+                    "l2".into()
+                } else {
+                    reg.to_string()
+                },
+                lambda,
+                seed: meta.seed,
+                id_mse: run_metric(&ckpt, &meta, "test_loss")?,
+                ood_mse: run_metric(&ckpt, &meta, "ood_loss")?,
+                checkpoint: ckpt,
+            })
+        })
+        .collect()
 }
 
 fn group(runs: &[ToyRun]) -> BTreeMap<(String, u64), Vec<&ToyRun>> {
