@@ -9,33 +9,30 @@ use taser::train::method::kl_div;
 use tch::{Device, Kind};
 
 fn args(out: &Path, extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "--dataset",
-        "digits",
-        "--model",
-        "mlp",
-        "--mlp-hidden",
-        "64",
-        "--epochs",
-        "1",
-        "--seed",
-        "3",
-        "--device",
-        "cpu",
-        "--optimizer",
-        "adam",
-        "--lr",
-        "1e-3",
-        "--attack-steps",
-        "3",
-        "--out",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    v.push(out.display().to_string());
-    v.extend(extra.iter().map(|s| s.to_string()));
-    v
+    flags_with_out(
+        &[
+            "--dataset",
+            "digits",
+            "--model",
+            "mlp",
+            "--mlp-hidden",
+            "64",
+            "--epochs",
+            "1",
+            "--seed",
+            "3",
+            "--device",
+            "cpu",
+            "--optimizer",
+            "adam",
+            "--lr",
+            "1e-3",
+            "--attack-steps",
+            "3",
+        ],
+        out,
+        extra,
+    )
 }
 
 fn ok(bin: &str, args: &[String]) -> String {

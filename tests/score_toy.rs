@@ -8,37 +8,34 @@ use taser::checkpoint;
 use taser::train::posterior::{data_constant, Distance};
 
 fn args(out: &Path, extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "--dataset",
-        "toy-score",
-        "--model",
-        "mlp",
-        "--mlp-hidden",
-        "32,32",
-        "--activation",
-        "tanh",
-        "--optimizer",
-        "adam",
-        "--lr",
-        "1e-2",
-        "--weight-decay",
-        "0",
-        "--schedule",
-        "constant",
-        "--batch-size",
-        "60000",
-        "--device",
-        "cpu",
-        "--log-every",
-        "1000",
-        "--out",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    v.push(out.display().to_string());
-    v.extend(extra.iter().map(|s| s.to_string()));
-    v
+    flags_with_out(
+        &[
+            "--dataset",
+            "toy-score",
+            "--model",
+            "mlp",
+            "--mlp-hidden",
+            "32,32",
+            "--activation",
+            "tanh",
+            "--optimizer",
+            "adam",
+            "--lr",
+            "1e-2",
+            "--weight-decay",
+            "0",
+            "--schedule",
+            "constant",
+            "--batch-size",
+            "60000",
+            "--device",
+            "cpu",
+            "--log-every",
+            "1000",
+        ],
+        out,
+        extra,
+    )
 }
 
 fn train(out: &Path, extra: &[&str]) -> std::collections::BTreeMap<String, f64> {
