@@ -25,6 +25,7 @@ use taser::stats::{run, Options, PairSource};
 ///
 /// Examples:
 ///   bootstrap --baseline runs/std/eval --treatment runs/std-taser/eval --out analysis/demo
+///
 ///   bootstrap --spec analysis/table2.toml --runs sweeps/out/cifar --out analysis/table2
 #[derive(Parser, Debug)]
 #[command(version, about, long_about, args_override_self = true)]

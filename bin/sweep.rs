@@ -34,7 +34,9 @@ use taser::sweep::{self, grid::Grid, job::Outcome, RunConfig};
 ///
 /// Examples:
 ///   sweep plan sweeps/digits-demo.toml --nodes 2 --gpus-per-node 4
+///
 ///   mpirun --oversubscribe -np 2 sweep run sweeps/digits-demo.toml --out runs/demo
+///
 ///   sweep collect runs/demo
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]

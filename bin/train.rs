@@ -34,9 +34,12 @@ use taser::train::{train, RunOptions, TrainConfig};
 ///
 /// Examples:
 ///   train --dataset digits --model cnn-small --epochs 20 --out runs/std
+///
 ///   train --dataset digits --method trades --loss se --beta 3 --out runs/trades-se
+///
 ///   train --dataset digits --method pgd-at --lambda 1 --scores digits.h5
 ///     --lambda-warmup-steps 450 --optimizer adam --lr 1e-3 --out runs/pgdat-taser
+///
 ///   train --dataset toy-score --objective score --distance l2 --model mlp
 ///     --mlp-hidden 32,32 --activation tanh --optimizer adam --lr 3e-3
 ///     --weight-decay 0 --schedule constant --epochs 500 --batch-size 60000
