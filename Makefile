@@ -41,7 +41,7 @@ build: system-deps venv
 	cargo build --release --bins --quiet
 
 ## demo: the main job on the embedded default data (digits), as a sweep (sweeps/digits-demo.toml) under
-## `mpirun -np 2`: DSM scores → {standard, pgd-at} × {no TASER, TASER} training → AutoAttack + PGD-20
+## `mpirun -np 2`: DSM scores → {standard, pgd-at} × {no TASER, TASER} training → AutoAttack + SPSA + PGD-20
 ## at the digits ε (0.2, L∞) on a shared 200-point subset → paired bootstrap table. Resumable: a
 ## second `make demo` only finishes what is missing (`rm -rf runs/demo` to start over).
 demo: setup
