@@ -853,6 +853,10 @@ fn run_training(
     let schedule = cfg.schedule();
     let train_x = data.train.x.to_device(device);
     let train_y = data.train.y.to_device(device);
+    // toy-score's risks are estimated on the test split after every epoch.
+    let test_on_device = posterior
+        .is_some()
+        .then(|| (data.test.x.to_device(device), data.test.y.to_device(device)));
     let crop_flip = cfg.uses_crop_flip();
     let bar = progress::bar(total_steps as u64, "train");
     bar.set_position((start_epoch * per_epoch) as u64);
@@ -925,13 +929,9 @@ fn run_training(
             .ood
             .as_ref()
             .map(|o| evaluate(eval_model, data.task, o, run.eval_batch_size).loss);
-        let risks = posterior.map(|p| {
-            p.risks(
-                eval_model,
-                &data.test.x.to_device(device),
-                &data.test.y.to_device(device),
-            )
-        });
+        let risks = posterior
+            .zip(test_on_device.as_ref())
+            .map(|(p, (x, y))| p.risks(eval_model, x, y));
         let (penalty, residual_mean, residual_std) = if stein_on {
             let [p, r, r2] = stein_sums.each_ref().map(|t| t.double_value(&[]));
             let mean = r / seen as f64;

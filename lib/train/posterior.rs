@@ -246,16 +246,21 @@ fn window_argmax(values: &Tensor, width: i64) -> Tensor {
     idx.view([-1])
 }
 
-impl PosteriorSettings {
-    /// D's target at x′ for this objective: p_d(·|x) (Madry, Standard) or
-    /// p_d(·|x′) (SCORE).
-    fn target(&self, p_x: &Tensor, x_prime: &Tensor) -> Tensor {
-        match self.objective {
-            Objective::Score => score_log_odds(&x_prime.view([-1])).sigmoid(),
-            Objective::Standard | Objective::Madry => p_x.shallow_clone(),
-        }
-    }
+/// p_d(y=1|x′) at the points `x_prime` `[N, 1]`, as `[N]`.
+fn posterior_at(x_prime: &Tensor) -> Tensor {
+    score_log_odds(&x_prime.view([-1])).sigmoid()
+}
 
+/// D's target at x′ for `objective`: p_d(·|x) (Madry, Standard) or
+/// p_d(·|x′) (SCORE).
+fn target(objective: Objective, p_x: &Tensor, x_prime: &Tensor) -> Tensor {
+    match objective {
+        Objective::Score => posterior_at(x_prime),
+        Objective::Standard | Objective::Madry => p_x.shallow_clone(),
+    }
+}
+
+impl PosteriorSettings {
     /// Per-sample D of `objective` at the points `x_prime` `[N, 1]`.
     fn objective_at(
         &self,
@@ -264,8 +269,11 @@ impl PosteriorSettings {
         x_prime: &Tensor,
         logits: &Tensor,
     ) -> Tensor {
-        let s = PosteriorSettings { objective, ..*self };
-        distance(self.distance, &s.target(p_x, x_prime), &logits.view([-1]))
+        distance(
+            self.distance,
+            &target(objective, p_x, x_prime),
+            &logits.view([-1]),
+        )
     }
 
     /// The model seen over every ball B(x) of a batch at once: its logits
@@ -318,10 +326,11 @@ impl PosteriorSettings {
         let window_values: Vec<Tensor> = match objective {
             Objective::Standard => unreachable!("Standard has no inner maximum"),
             Objective::Madry => vec![view.z_grid.shallow_clone(), -&view.z_grid],
-            // SCORE's target is p_d at the grid point itself; p_x is unused.
-            Objective::Score => {
-                vec![self.objective_at(Objective::Score, &view.z_grid, &view.grid_x, &view.z_grid)]
-            }
+            Objective::Score => vec![distance(
+                self.distance,
+                &posterior_at(&view.grid_x),
+                &view.z_grid,
+            )],
         };
         let mut points: Vec<Tensor> = view.ends.iter().map(|e| e.view([-1])).collect();
         let mut logits: Vec<Tensor> = view.z_ends.iter().map(|z| z.shallow_clone()).collect();
@@ -559,9 +568,12 @@ mod tests {
         let z_dense = logits_no_grad(&model, &dense).view([37, 4001]);
         for objective in [Objective::Madry, Objective::Score] {
             let s = settings(objective, InnerMax::Grid);
-            let target = s
-                .target(&p.repeat_interleave_self_int(4001, 0, None), &dense)
-                .view([37, 4001]);
+            let target = target(
+                objective,
+                &p.repeat_interleave_self_int(4001, 0, None),
+                &dense,
+            )
+            .view([37, 4001]);
             let best = distance(Distance::L2, &target, &z_dense).amax([1i64].as_slice(), false);
             let xp = s.worst_case(&model, objective, &x, &p);
             assert!((&xp - &x).abs().max().double_value(&[]) <= 1.0 + 1e-6);
