@@ -15,7 +15,7 @@ use taser::models::{Activation, Arch, Model, ModelSpec};
 use taser::score::Gaussian;
 use taser::stein::{Center, Laplacian, Mode, Order, Probe, ResidualOptions};
 use taser::train::method::{MethodArgs, MethodSettings};
-use taser::train::optim::{Optimizer, OptimizerConfig, OptimizerKind};
+use taser::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use taser::train::regularizer::{Regularizer, SteinPenalty};
 use taser::train::{train_step, Batch, Method, Objective};
 use tch::{Device, Kind, Tensor};

@@ -59,3 +59,99 @@ pub fn ensure_writable_dir(dir: &Path) -> Result<()> {
     let _ = fs::remove_file(&probe);
     Ok(())
 }
+
+/// What a versioned-JSON reader tells the user to do when the file is
+/// missing or is not what it should be (each names a flag or a step that
+/// exists).
+#[derive(Debug, Clone, Copy)]
+pub struct JsonFixes<'a> {
+    /// Fix when the file cannot be read.
+    pub missing: &'a str,
+    /// Fix when it is not JSON, has another `format` tag, or lacks fields.
+    pub corrupt: &'a str,
+}
+
+/// Reads a JSON file whose top-level `"format"` field must equal `format`
+/// (checkpoint sidecars, DSM networks, attack and resume states), then
+/// deserialises it as `T`.
+///
+/// Errors: [`Error::MissingInput`] when it cannot be read;
+/// [`Error::CorruptInput`] when it is not JSON, its format tag differs, or
+/// it does not fit `T`. Each carries the matching fix from `fixes`.
+pub fn read_versioned_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    format: &str,
+    fixes: JsonFixes<'_>,
+) -> Result<T> {
+    let corrupt = |reason: String| Error::CorruptInput {
+        path: path.to_path_buf(),
+        reason,
+        fix: fixes.corrupt.to_string(),
+    };
+    let text = fs::read_to_string(path).map_err(|e| Error::MissingInput {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+        fix: fixes.missing.to_string(),
+    })?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| corrupt(format!("not JSON: {e}")))?;
+    match value.get("format").and_then(|f| f.as_str()) {
+        Some(tag) if tag == format => {}
+        Some(tag) => return Err(corrupt(format!("format `{tag}` is not `{format}`"))),
+        None => return Err(corrupt(format!("no `format` field (expected `{format}`)"))),
+    }
+    serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))
+}
+
+/// Writes `value` as pretty JSON to `path` atomically.
+pub fn write_json_atomically<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::OutputFailed {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    write_bytes_atomically(path, text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize, PartialEq)]
+    struct Tagged {
+        format: String,
+        n: u32,
+    }
+
+    const FIXES: JsonFixes<'static> = JsonFixes {
+        missing: "write it first",
+        corrupt: "rewrite it",
+    };
+
+    #[test]
+    fn a_versioned_file_is_read_and_a_wrong_tag_or_shape_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.json");
+        fs::write(&path, r#"{"format": "taser-x-v1", "n": 3}"#).unwrap();
+        let t: Tagged = read_versioned_json(&path, "taser-x-v1", FIXES).unwrap();
+        assert_eq!(t.n, 3);
+        let err = read_versioned_json::<Tagged>(&path, "taser-y-v1", FIXES).unwrap_err();
+        assert!(matches!(err, Error::CorruptInput { .. }), "{err}");
+        assert!(err.to_string().contains("taser-x-v1") && err.to_string().contains("rewrite it"));
+        fs::write(&path, r#"{"format": "taser-x-v1"}"#).unwrap();
+        let err = read_versioned_json::<Tagged>(&path, "taser-x-v1", FIXES).unwrap_err();
+        assert!(err.to_string().contains("missing field `n`"), "{err}");
+        let err = read_versioned_json::<Tagged>(&dir.path().join("none.json"), "x", FIXES)
+            .unwrap_err();
+        assert!(matches!(err, Error::MissingInput { .. }) && err.to_string().contains("write it first"));
+    }
+
+    #[test]
+    fn write_then_read_round_trips_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("y.json");
+        write_json_atomically(&path, &serde_json::json!({"format": "f", "n": 7})).unwrap();
+        let t: Tagged = read_versioned_json(&path, "f", FIXES).unwrap();
+        assert_eq!(t, Tagged { format: "f".into(), n: 7 });
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

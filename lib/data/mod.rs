@@ -18,7 +18,7 @@ pub mod toy;
 use crate::error::{Error, Result};
 use sha2::{Digest, Sha256};
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use tch::{Kind, Tensor};
 
@@ -136,11 +136,7 @@ pub struct Dataset {
     pub ood: Option<Split>,
 }
 
-/// Where to look for data files unless `--data-dir` says otherwise: the
-/// git-ignored cache that `make setup` fills.
-pub fn default_data_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data/cache"))
-}
+pub use crate::runtime::default_data_dir;
 
 /// Loads `name` from `data_dir`. `seed` only matters for generated data
 /// (`toy-sin`, `toy-score`); the digits split is fixed and CIFAR ships its

@@ -12,7 +12,7 @@ use crate::data::augment::CropFlip;
 use crate::error::{Error, Result};
 use crate::fsutil::write_bytes_atomically;
 use crate::progress;
-use crate::train::optim::{Optimizer, OptimizerConfig, OptimizerKind};
+use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

@@ -12,10 +12,8 @@
 pub mod awp;
 pub mod ema;
 pub mod method;
-pub mod optim;
 pub mod posterior;
 pub mod regularizer;
-pub mod schedule;
 
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::data::augment::{Augment, CropFlip};
@@ -29,13 +27,13 @@ use crate::stein::Center;
 use ema::Ema;
 pub use method::Method;
 use method::{MethodArgs, MethodSettings};
-use optim::{Optimizer, OptimizerConfig, OptimizerKind};
+use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use posterior::{PosteriorArgs, PosteriorSettings};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use regularizer::{l2_term, RegArgs, Regularizer};
-use schedule::{Schedule, ScheduleKind};
+use crate::optim::schedule::{Schedule, ScheduleKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

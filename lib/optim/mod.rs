@@ -3,6 +3,8 @@
 //! Implemented here rather than through libtorch's C++ optimisers so that
 //! their state (momentum buffers, moments, step count) can be saved and
 //! restored: a resumed run then ends bit-identical to an uninterrupted one.
+pub mod schedule;
+
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
