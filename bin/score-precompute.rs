@@ -2,6 +2,7 @@
 use anyhow::Context;
 use clap::Parser;
 use std::process::ExitCode;
+use taser::exit::{self, Status};
 use taser::score::precompute::{precompute, PrecomputeArgs};
 
 /// Compute a score field s̃(x) ≈ ∇ₓ log p(x) (in [0,1] pixel coordinates)
@@ -24,6 +25,11 @@ use taser::score::precompute::{precompute, PrecomputeArgs};
 /// scores abort the write.
 ///
 /// Example: score-precompute --dataset digits --source dsm --out runs/digits-dsm.h5
+///
+/// Exit codes: 0 the file is written; 1 a failed computation (DSM training,
+/// libtorch or I/O error; nothing is left at --out); 2 bad usage or input
+/// (a flag out of its domain, a missing data set or --model file, an
+/// unwritable --out); 3 is not used (precompute does not stop on signals).
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Args {
@@ -32,24 +38,20 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    match precompute(&args.args).context("score-precompute failed") {
-        Ok(s) => {
-            println!(
-                "wrote {} scores to {} in {:.2}s ({:.0} samples/s; source set-up {:.2}s); score std {:.4}, c_t {:.4}",
-                s.samples,
-                s.path.display(),
-                s.seconds,
-                s.samples as f64 / s.seconds.max(1e-9),
-                s.setup_seconds,
-                s.score_std,
-                s.c_t
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    exit::finish(run(Args::parse()))
+}
+
+fn run(args: Args) -> anyhow::Result<Status> {
+    let s = precompute(&args.args).context("score-precompute failed")?;
+    println!(
+        "wrote {} scores to {} in {:.2}s ({:.0} samples/s; source set-up {:.2}s); score std {:.4}, c_t {:.4}",
+        s.samples,
+        s.path.display(),
+        s.seconds,
+        s.samples as f64 / s.seconds.max(1e-9),
+        s.setup_seconds,
+        s.score_std,
+        s.c_t
+    );
+    Ok(Status::Ok)
 }

@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use taser::exit::{self, Status};
 use taser::sweep::{self, grid::Grid, job::Outcome, RunConfig};
 
 /// Run a grid of training-and-evaluation jobs (SPEC §8): each grid point
@@ -28,9 +29,12 @@ use taser::sweep::{self, grid::Grid, job::Outcome, RunConfig};
 /// `--key v`, `true` a bare `--key`. --out, --device, --checkpoint and
 /// --resume are the sweep's own. A job's id is a hash of its resolved flags.
 ///
-/// Exit status of `run`: 0 every job finished, 1 some job failed (their ids
-/// are printed), 3 stopped by a signal before the end (run again to
-/// continue), 2 bad usage or grid file.
+/// Exit codes (the suite's one policy): 0 ok (`run`: every job finished);
+/// 1 a failed computation (`run`/`run-one`: some job failed, their ids are
+/// printed; an MPI or I/O error); 2 bad usage or input (a flag, a missing
+/// or malformed grid file, an unwritable --out); 3 interrupted (`run`/
+/// `run-one`: stopped by a signal before the end; run the same command
+/// again to continue).
 ///
 /// Examples:
 ///   sweep plan sweeps/digits-demo.toml --nodes 2 --gpus-per-node 4
@@ -123,17 +127,10 @@ impl RunOpts {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    match real_main(args) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    exit::finish(real_main(Args::parse()))
 }
 
-fn real_main(args: Args) -> anyhow::Result<ExitCode> {
+fn real_main(args: Args) -> anyhow::Result<Status> {
     match args.command {
         Command::Plan {
             grid,
@@ -143,14 +140,14 @@ fn real_main(args: Args) -> anyhow::Result<ExitCode> {
         } => {
             let g = Grid::load(&grid)?;
             print!("{}", sweep::plan_text(&g, &out, nodes, gpus_per_node));
-            Ok(ExitCode::SUCCESS)
+            Ok(Status::Ok)
         }
         Command::Run { grid, opts } => {
             let cfg = opts.config(grid)?;
             let Some(summary) = sweep::run(&cfg).context("sweep run failed")? else {
                 // Ranks other than 0 leave the verdict to rank 0; a non-zero
                 // status here would make mpirun abort the others.
-                return Ok(ExitCode::SUCCESS);
+                return Ok(Status::Ok);
             };
             println!("jobs = {}", summary.jobs);
             println!("ok = {}", summary.ok);
@@ -161,24 +158,24 @@ fn real_main(args: Args) -> anyhow::Result<ExitCode> {
             }
             if summary.interrupted {
                 eprintln!("stopped by a signal before every job ran; run the same command again to continue");
-                Ok(ExitCode::from(3))
+                Ok(Status::Interrupted)
             } else if !summary.failed.is_empty() {
-                Ok(ExitCode::FAILURE)
+                Ok(Status::Failed)
             } else {
-                Ok(ExitCode::SUCCESS)
+                Ok(Status::Ok)
             }
         }
         Command::RunOne { grid, index, opts } => {
             let cfg = opts.config(grid)?;
             match sweep::run_one(&cfg, index).context("sweep run-one failed")? {
-                Outcome::Ok => Ok(ExitCode::SUCCESS),
-                Outcome::Failed => Ok(ExitCode::FAILURE),
-                Outcome::Interrupted => Ok(ExitCode::from(3)),
+                Outcome::Ok => Ok(Status::Ok),
+                Outcome::Failed => Ok(Status::Failed),
+                Outcome::Interrupted => Ok(Status::Interrupted),
             }
         }
         Command::Collect { dir } => {
             let rows = sweep::results::scan(&dir)?;
-            let path = dir.join(sweep::results::RESULTS);
+            let path = dir.join(taser::layout::RESULTS);
             sweep::results::write(&path, &rows)?;
             let ok = rows.iter().filter(|r| r.status == "ok").count();
             let failed = rows.iter().filter(|r| r.status == "failed").count();
@@ -187,7 +184,7 @@ fn real_main(args: Args) -> anyhow::Result<ExitCode> {
             println!("failed = {failed}");
             println!("pending = {}", rows.len() - ok - failed);
             println!("results = {}", path.display());
-            Ok(ExitCode::SUCCESS)
+            Ok(Status::Ok)
         }
     }
 }

@@ -4,7 +4,7 @@
 //! version and metrics. Both are written atomically, weights first, so a
 //! sidecar always describes complete weights.
 use crate::error::{Error, Result};
-use crate::fsutil::{write_atomically, write_bytes_atomically};
+use crate::fsutil::{read_versioned_json, write_atomically, write_json_atomically, JsonFixes};
 use crate::models::{Model, ModelSpec};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -118,31 +118,22 @@ pub fn load_tensors_into(
 /// Saves a model's weights to `path` (`.safetensors`) and `meta` beside it.
 pub fn save(model: &Model, path: &Path, meta: &CheckpointMeta) -> Result<()> {
     write_tensors(path, &model_tensors(model))?;
-    let text = serde_json::to_string_pretty(meta).expect("metadata serialises");
-    write_bytes_atomically(&sidecar_path(path), text.as_bytes())
+    write_json_atomically(&sidecar_path(path), meta)
 }
 
 /// Reads the sidecar of the checkpoint at `path`.
+///
+/// Errors: [`Error::MissingInput`] without a sidecar, [`Error::CorruptInput`]
+/// when it is not a sidecar of this format.
 pub fn read_meta(path: &Path) -> Result<CheckpointMeta> {
-    let meta_path = sidecar_path(path);
-    let text = std::fs::read_to_string(&meta_path).map_err(|e| Error::MissingInput {
-        path: meta_path.clone(),
-        reason: e.to_string(),
-        fix: "a checkpoint needs its JSON sidecar (same name, .json) written beside it".into(),
-    })?;
-    let meta: CheckpointMeta = serde_json::from_str(&text).map_err(|e| Error::CorruptInput {
-        path: meta_path.clone(),
-        reason: e.to_string(),
-        fix: "restore the sidecar written with the checkpoint".into(),
-    })?;
-    if meta.format != FORMAT {
-        return Err(Error::CorruptInput {
-            path: meta_path,
-            reason: format!("format `{}` is not `{FORMAT}`", meta.format),
-            fix: "use a checkpoint written by this suite".into(),
-        });
-    }
-    Ok(meta)
+    read_versioned_json(
+        &sidecar_path(path),
+        FORMAT,
+        JsonFixes {
+            missing: "a checkpoint needs its JSON sidecar (same name, .json) written beside it",
+            corrupt: "restore the sidecar written with the checkpoint, or use a checkpoint written by this suite",
+        },
+    )
 }
 
 /// Rebuilds the model described by the sidecar and loads its weights.

@@ -7,8 +7,10 @@
 //! <train --out>/   model.safetensors  model.json  metrics.csv
 //!                  resume.safetensors resume.json
 //! <attack --out>/  per_sample.csv  summary.csv  attack-state.json  subset.json
-//! <sweep --out>/   results.csv  subset.json  scores.h5
+//! <sweep --out>/   results.csv
+//!                  scores/<name>-<id>/  scores.h5, step logs and markers
 //!                  jobs/<id>/  config.json  attempts.log  done | failed.json
+//!                              <step>.done  <step>.stdout.log  <step>.stderr.log
 //!                              <step label>/ (a train folder)  eval/ (an attack folder)
 //! ```
 use std::path::{Path, PathBuf};
@@ -49,6 +51,18 @@ pub const SCORES: &str = "scores.h5";
 pub const JOBS_DIR: &str = "jobs";
 /// Folder of a sweep job's evaluation (an attack folder).
 pub const EVAL_DIR: &str = "eval";
+/// Folder of a sweep's shared score-precompute tasks.
+pub const SCORES_DIR: &str = "scores";
+
+/// Marker of one finished step of a sweep task (`<label>.done`).
+pub fn step_done(label: &str) -> String {
+    format!("{label}.done")
+}
+
+/// Standard output and error logs of one step of a sweep task.
+pub fn step_logs(label: &str) -> (String, String) {
+    (format!("{label}.stdout.log"), format!("{label}.stderr.log"))
+}
 
 /// A training run's folder (`train --out` / `finetune --out`).
 #[derive(Debug, Clone, PartialEq, Eq)]

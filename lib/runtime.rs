@@ -17,7 +17,8 @@ pub fn default_data_dir() -> PathBuf {
 }
 
 /// The runtime flags, as clap parses them.
-#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct RuntimeArgs {
     /// auto, cpu or cuda:N (auto: cuda:0 when libtorch sees a GPU, else the CPU).
     #[arg(long, default_value = "auto")]

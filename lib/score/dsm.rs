@@ -10,7 +10,7 @@
 use super::ScoreField;
 use crate::data::augment::CropFlip;
 use crate::error::{Error, Result};
-use crate::fsutil::write_bytes_atomically;
+use crate::fsutil::{read_versioned_json, write_json_atomically, JsonFixes};
 use crate::progress;
 use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use rand::seq::SliceRandom;
@@ -226,33 +226,19 @@ impl DsmNet {
             config: self.config.clone(),
             final_loss: self.final_loss,
         };
-        write_bytes_atomically(
-            &path.with_extension("json"),
-            serde_json::to_string_pretty(&meta).unwrap().as_bytes(),
-        )
+        write_json_atomically(&path.with_extension("json"), &meta)
     }
 
     /// Loads a network saved by [`DsmNet::save`].
     pub fn load(path: &Path, device: Device) -> Result<DsmNet> {
-        let meta_path = path.with_extension("json");
-        let text = std::fs::read_to_string(&meta_path).map_err(|e| Error::MissingInput {
-            path: meta_path.clone(),
-            reason: e.to_string(),
-            fix: "give a DSM network saved by score-precompute (its .json sidecar beside it)"
-                .into(),
-        })?;
-        let meta: DsmMeta = serde_json::from_str(&text).map_err(|e| Error::CorruptInput {
-            path: meta_path.clone(),
-            reason: e.to_string(),
-            fix: "retrain the DSM network".into(),
-        })?;
-        if meta.format != FORMAT {
-            return Err(Error::CorruptInput {
-                path: meta_path,
-                reason: format!("format `{}` is not `{FORMAT}`", meta.format),
-                fix: "give a DSM network saved by score-precompute".into(),
-            });
-        }
+        let meta: DsmMeta = read_versioned_json(
+            &path.with_extension("json"),
+            FORMAT,
+            JsonFixes {
+                missing: "give a DSM network saved by score-precompute (its .json sidecar beside it)",
+                corrupt: "retrain the DSM network, or give one saved by score-precompute",
+            },
+        )?;
         let mut net = DsmNet::build(&meta.input_shape, &meta.config, device)?;
         let tensors = crate::checkpoint::read_tensors(path)?;
         let vars = net.vs.variables();

@@ -67,31 +67,15 @@ impl Gaussian {
         }
     }
 
-    /// Mean μ and covariance Σ of `x` (`[N, …]`), shrunk towards the scaled
-    /// identity: Σ_α = (1 − α)Σ + α·(tr Σ/d)·I, so that pixels of zero
-    /// variance (digits' borders) still give an invertible matrix.
-    /// Computed in double precision.
+    /// N(μ, Σ_α) with the moments of `x` (`[N, …]`) from [`shrunk_moments`];
+    /// the precision Σ_α⁻¹ is computed in double precision.
+    ///
+    /// Errors: [`Error::InvalidArgument`] for a shrinkage outside (0, 1].
     pub fn fit(x: &Tensor, shrinkage: f64) -> Result<Gaussian> {
-        if !(0.0..=1.0).contains(&shrinkage) || (shrinkage == 0.0 && x.size()[0] < 2) {
-            return Err(Error::invalid(
-                "--score-shrinkage",
-                shrinkage,
-                "must be in (0, 1]",
-            ));
-        }
         let _guard = tch::no_grad_guard();
         let shape = x.size()[1..].to_vec();
-        let flat = x
-            .flatten(1, -1)
-            .to_kind(Kind::Double)
-            .to_device(tch::Device::Cpu);
-        let (n, d) = (flat.size()[0], flat.size()[1]);
-        let mean = flat.mean_dim(0, false, Kind::Double);
-        let centred = &flat - &mean;
-        let cov = centred.transpose(0, 1).matmul(&centred) / (n - 1).max(1) as f64;
-        let avg_var = cov.trace().double_value(&[]) / d as f64;
-        let eye = Tensor::eye(d, (Kind::Double, tch::Device::Cpu));
-        let shrunk = cov * (1.0 - shrinkage) + eye * (shrinkage * avg_var.max(1e-12));
+        let n = x.size()[0];
+        let (mean, shrunk) = shrunk_moments(x, shrinkage)?;
         let precision = Tensor::f_linalg_inv(&shrunk)?;
         Ok(Gaussian {
             shape,

@@ -6,10 +6,10 @@ use super::gmm::Gmm;
 use super::torchscript::{InputRange, ScoreInput, TorchScriptEps};
 use super::{check_shape, Gaussian, ScoreField};
 use crate::data::{self, DatasetName};
-use crate::device::parse_device;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomically;
 use crate::progress;
+use crate::runtime::{Runtime, RuntimeArgs};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -45,9 +45,6 @@ pub struct PrecomputeArgs {
     /// Data set: digits, cifar10, cifar100, toy-sin.
     #[arg(long, default_value = "digits")]
     pub dataset: DatasetName,
-    /// Folder with the data files (default: the repository's data/cache).
-    #[arg(long, env = "TASER_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
     /// Split whose inputs get scores (training uses train).
     #[arg(long, value_enum, default_value = "train")]
     pub split: SplitName,
@@ -60,9 +57,10 @@ pub struct PrecomputeArgs {
     /// Samples per batch (memory is bounded by one batch).
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
-    /// auto, cpu or cuda:N.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
+    /// Where to run (`--device`, `--data-dir`, `--threads`).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub runtime: RuntimeArgs,
     /// Seed (DSM training, noised inputs, toy data).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -126,8 +124,7 @@ pub fn precompute(args: &PrecomputeArgs) -> Result<PrecomputeSummary> {
     if args.batch_size == 0 {
         return Err(Error::invalid("--batch-size", 0, "must be ≥ 1"));
     }
-    let device = parse_device(&args.device)?;
-    let data_dir = args.data_dir.clone().unwrap_or_else(data::default_data_dir);
+    let Runtime { device, data_dir } = args.runtime.resolve()?;
     let data = data::load(args.dataset, &data_dir, args.seed)?;
     let split = match args.split {
         SplitName::Train => &data.train,

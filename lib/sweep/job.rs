@@ -7,6 +7,7 @@ use super::grid::{to_args, FlagValue, Flags, Grid, JobSpec, Step};
 use super::signal;
 use crate::error::{Error, Result};
 use crate::fsutil::{write_atomically, write_bytes_atomically};
+use crate::layout::{self, JobDir, ATTEMPTS, DONE, FAILED, JOB_CONFIG};
 use serde_json::{json, Value as Json};
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
@@ -15,15 +16,6 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Name of the marker a finished task leaves.
-pub const DONE: &str = "done";
-/// Name of the record a failed task leaves (removed when it is retried).
-pub const FAILED: &str = "failed.json";
-/// The resolved configuration of a task.
-pub const CONFIG: &str = "config.json";
-/// One line per attempt to run the task (a run counter for restarts).
-pub const ATTEMPTS: &str = "attempts.log";
 
 /// How a task ended on a worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,8 +82,8 @@ pub fn tasks(grid: &Grid, out: &Path) -> Vec<Task> {
     let mut score_path = BTreeMap::new();
     let mut score_index = BTreeMap::new();
     for (name, spec) in &grid.scores {
-        let dir = out.join("scores").join(format!("{name}-{}", spec.id));
-        let file = dir.join("scores.h5");
+        let dir = out.join(layout::SCORES_DIR).join(format!("{name}-{}", spec.id));
+        let file = dir.join(layout::SCORES);
         let mut args = to_args(&spec.flags);
         args.push("--out".into());
         args.push(file.display().to_string());
@@ -112,8 +104,8 @@ pub fn tasks(grid: &Grid, out: &Path) -> Vec<Task> {
     }
     let model = grid.model_step();
     for job in grid.jobs() {
-        let dir = out.join("jobs").join(&job.id);
-        let model_dir = dir.join(model.name());
+        let job_dir = JobDir::at(out.join(layout::JOBS_DIR).join(&job.id));
+        let model_dir = job_dir.train_step(model.name());
         let mut steps = Vec::new();
         for step in &grid.steps {
             let mut flags: Flags = job.flags[step].clone();
@@ -128,16 +120,16 @@ pub fn tasks(grid: &Grid, out: &Path) -> Vec<Task> {
             let resume_if = match step {
                 Step::Train | Step::Finetune => {
                     args.push("--out".into());
-                    args.push(model_dir.display().to_string());
+                    args.push(model_dir.dir().display().to_string());
                     // train/finetune write a resume state every epoch; a
                     // restarted job continues it instead of starting over.
-                    Some((model_dir.join("resume.json"), vec!["--resume".into()]))
+                    Some((model_dir.resume_state(), vec!["--resume".into()]))
                 }
                 Step::Attack => {
                     args.push("--checkpoint".into());
-                    args.push(model_dir.join("model.safetensors").display().to_string());
+                    args.push(model_dir.weights().display().to_string());
                     args.push("--out".into());
-                    args.push(dir.join("eval").display().to_string());
+                    args.push(job_dir.eval().dir().display().to_string());
                     // attack resumes itself from its state file.
                     None
                 }
@@ -152,7 +144,7 @@ pub fn tasks(grid: &Grid, out: &Path) -> Vec<Task> {
         let deps = job.needs_scores.iter().map(|n| score_index[n]).collect();
         tasks.push(Task {
             id: job.id.clone(),
-            dir,
+            dir: job_dir.0,
             steps,
             deps,
             job: Some(job),
@@ -205,7 +197,7 @@ impl Task {
             "steps": steps,
             "version": crate::VERSION,
         });
-        write_json(&self.dir.join(CONFIG), &v)
+        write_json(&self.dir.join(JOB_CONFIG), &v)
     }
 
     /// Records a failure that happened without running (a dependency failed).
@@ -234,7 +226,7 @@ impl Task {
             .map_err(|e| Error::io(self.dir.join(ATTEMPTS), e))?;
         let mut seconds = BTreeMap::new();
         for step in &self.steps {
-            let marker = self.dir.join(format!("{}.done", step.label));
+            let marker = self.dir.join(layout::step_done(&step.label));
             if let Some(m) = read_json(&marker) {
                 seconds.insert(step.label.clone(), m["seconds"].as_f64().unwrap_or(0.0));
                 continue;
@@ -286,7 +278,7 @@ impl Task {
         for step in &self.steps {
             match step.label.as_str() {
                 "train" | "finetune" => {
-                    let sidecar = self.dir.join(&step.label).join("model.json");
+                    let sidecar = JobDir::at(&self.dir).train_step(&step.label).sidecar();
                     if let Some(Json::Object(m)) = read_json(&sidecar).map(|v| v["metrics"].clone())
                     {
                         for (k, v) in m {
@@ -300,7 +292,8 @@ impl Task {
                     }
                 }
                 "attack" => {
-                    let summary = self.dir.join("eval").join("summary.csv");
+                    let eval = JobDir::at(&self.dir).eval();
+                    let summary = eval.summary();
                     if let Ok(mut r) = csv::Reader::from_path(&summary) {
                         let header = r.headers().cloned().unwrap_or_default();
                         if let Some(Ok(row)) = r.records().next() {
@@ -311,14 +304,7 @@ impl Task {
                             }
                         }
                     }
-                    out.insert(
-                        "per_sample".into(),
-                        self.dir
-                            .join("eval")
-                            .join("per_sample.csv")
-                            .display()
-                            .to_string(),
-                    );
+                    out.insert("per_sample".into(), eval.per_sample().display().to_string());
                 }
                 _ => {}
             }
@@ -357,9 +343,10 @@ fn run_child(bin: &Path, args: &[String], dir: &Path, label: &str) -> Result<(Ch
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
         Ok((f, len))
     };
-    let (out, _) = open(format!("{label}.stdout.log"))?;
-    let err_path = dir.join(format!("{label}.stderr.log"));
-    let (mut err, err_start) = open(format!("{label}.stderr.log"))?;
+    let (out_log, err_log) = layout::step_logs(label);
+    let (out, _) = open(out_log)?;
+    let err_path = dir.join(&err_log);
+    let (mut err, err_start) = open(err_log)?;
     let _ = writeln!(err, "# {} {}", bin.display(), args.join(" "));
     let mut cmd = Command::new(bin);
     cmd.args(args)

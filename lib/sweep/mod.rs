@@ -125,7 +125,7 @@ impl Book {
                         None,
                         &format!(
                             "{failed_id} failed; see {}",
-                            self.tasks[i].dir.join(job::FAILED).display()
+                            self.tasks[i].dir.join(crate::layout::FAILED).display()
                         ),
                     );
                     self.record(j, Outcome::Failed);
@@ -207,7 +207,7 @@ pub fn run(cfg: &RunConfig) -> Result<Option<RunSummary>> {
         .filter(|t| t.job.is_some())
         .filter_map(|t| results::read_row(&t.dir))
         .collect();
-    let path = cfg.out.join(results::RESULTS);
+    let path = cfg.out.join(crate::layout::RESULTS);
     results::write(&path, &rows)?;
     let failed = rows
         .iter()

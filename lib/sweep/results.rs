@@ -1,15 +1,14 @@
 //! results.csv: one row per grid point, rebuilt from the job directories
 //! alone (their config.json and markers), so `sweep collect` after any
 //! crash gives the same table as the end of a run.
-use super::job::{dir_status, write_csv, CONFIG};
+use super::job::{dir_status, write_csv};
+use crate::layout::{JOBS_DIR, JOB_CONFIG};
 use crate::error::{Error, Result};
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// Name of the table in the sweep's output directory.
-pub const RESULTS: &str = "results.csv";
 
 /// One row of results.csv before it is laid out.
 #[derive(Clone, Debug)]
@@ -43,7 +42,7 @@ fn text(v: &Json) -> String {
 /// Reads the row of one job directory (None if it has no config.json of a
 /// grid point).
 pub fn read_row(dir: &Path) -> Option<Row> {
-    let config: Json = serde_json::from_str(&fs::read_to_string(dir.join(CONFIG)).ok()?).ok()?;
+    let config: Json = serde_json::from_str(&fs::read_to_string(dir.join(JOB_CONFIG)).ok()?).ok()?;
     if config["kind"] != "job" {
         return None;
     }
@@ -84,7 +83,7 @@ pub fn read_row(dir: &Path) -> Option<Row> {
 
 /// Rows of every grid-point directory under `out/jobs`, in plan order.
 pub fn scan(out: &Path) -> Result<Vec<Row>> {
-    let jobs = out.join("jobs");
+    let jobs = out.join(JOBS_DIR);
     let entries = fs::read_dir(&jobs).map_err(|e| Error::MissingInput {
         path: jobs.clone(),
         reason: e.to_string(),
