@@ -91,15 +91,23 @@ mod tests {
         }
         .into());
         assert_eq!(status_of(&diverged.unwrap_err()), Status::Failed);
-        assert_eq!(status_of(&anyhow::anyhow!("not a library error")), Status::Failed);
+        assert_eq!(
+            status_of(&anyhow::anyhow!("not a library error")),
+            Status::Failed
+        );
     }
 
     #[test]
     fn codes_follow_the_table() {
-        let codes: Vec<u8> = [Status::Ok, Status::Failed, Status::BadInput, Status::Interrupted]
-            .iter()
-            .map(|s| s.code())
-            .collect();
+        let codes: Vec<u8> = [
+            Status::Ok,
+            Status::Failed,
+            Status::BadInput,
+            Status::Interrupted,
+        ]
+        .iter()
+        .map(|s| s.code())
+        .collect();
         assert_eq!(codes, vec![0, 1, 2, 3]);
     }
 }

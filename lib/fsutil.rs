@@ -140,9 +140,11 @@ mod tests {
         fs::write(&path, r#"{"format": "taser-x-v1"}"#).unwrap();
         let err = read_versioned_json::<Tagged>(&path, "taser-x-v1", FIXES).unwrap_err();
         assert!(err.to_string().contains("missing field `n`"), "{err}");
-        let err = read_versioned_json::<Tagged>(&dir.path().join("none.json"), "x", FIXES)
-            .unwrap_err();
-        assert!(matches!(err, Error::MissingInput { .. }) && err.to_string().contains("write it first"));
+        let err =
+            read_versioned_json::<Tagged>(&dir.path().join("none.json"), "x", FIXES).unwrap_err();
+        assert!(
+            matches!(err, Error::MissingInput { .. }) && err.to_string().contains("write it first")
+        );
     }
 
     #[test]
@@ -151,7 +153,13 @@ mod tests {
         let path = dir.path().join("y.json");
         write_json_atomically(&path, &serde_json::json!({"format": "f", "n": 7})).unwrap();
         let t: Tagged = read_versioned_json(&path, "f", FIXES).unwrap();
-        assert_eq!(t, Tagged { format: "f".into(), n: 7 });
+        assert_eq!(
+            t,
+            Tagged {
+                format: "f".into(),
+                n: 7
+            }
+        );
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

@@ -24,16 +24,13 @@ fn assert_no_outputs(dir: &std::path::Path) {
 fn missing_digits_file_names_it_and_the_fix() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let o = run(
+    let o = run_line(
         "train",
-        &[
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--epochs",
-            "1",
-        ],
+        &format!(
+            "--data-dir {} --out {} --epochs 1",
+            dir.path().display(),
+            out.display()
+        ),
     );
     assert!(!o.status.success());
     let e = stderr(&o);
@@ -49,14 +46,13 @@ fn corrupt_data_files_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("digits.csv.gz"), b"this is not gzip").unwrap();
     let out = dir.path().join("out");
-    let o = run(
+    let o = run_line(
         "train",
-        &[
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
+        &format!(
+            "--data-dir {} --out {}",
+            dir.path().display(),
+            out.display()
+        ),
     );
     assert!(!o.status.success());
     assert!(stderr(&o).contains("corrupt"), "{}", stderr(&o));
@@ -67,16 +63,13 @@ fn corrupt_data_files_are_reported() {
     let batch = cifar.join("data_batch_3.bin");
     let bytes = std::fs::read(&batch).unwrap();
     std::fs::write(&batch, &bytes[..bytes.len() - 100]).unwrap();
-    let o = run(
+    let o = run_line(
         "train",
-        &[
-            "--dataset",
-            "cifar10",
-            "--data-dir",
-            cifar.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
+        &format!(
+            "--dataset cifar10 --data-dir {} --out {}",
+            cifar.display(),
+            out.display()
+        ),
     );
     assert!(!o.status.success());
     let e = stderr(&o);
@@ -91,9 +84,9 @@ fn corrupt_data_files_are_reported() {
 fn unknown_model_lists_the_known_ones() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let o = run(
+    let o = run_line(
         "train",
-        &["--model", "resnet99", "--out", out.to_str().unwrap()],
+        &format!("--model resnet99 --out {}", out.display()),
     );
     assert!(!o.status.success());
     let e = stderr(&o);
@@ -107,7 +100,7 @@ fn unwritable_out_is_refused_before_training() {
     let file = dir.path().join("a-file");
     std::fs::write(&file, b"").unwrap();
     let out = file.join("out");
-    let o = run("train", &["--epochs", "1", "--out", out.to_str().unwrap()]);
+    let o = run_line("train", &format!("--epochs 1 --out {}", out.display()));
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(
@@ -120,35 +113,22 @@ fn unwritable_out_is_refused_before_training() {
 fn resuming_with_another_model_or_reusing_an_out_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let o = run(
+    let o = run_line(
         "train",
-        &[
-            "--model",
-            "mlp",
-            "--epochs",
-            "1",
-            "--device",
-            "cpu",
-            "--out",
-            out.to_str().unwrap(),
-        ],
+        &format!(
+            "--model mlp --epochs 1 --device cpu --out {}",
+            out.display()
+        ),
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let before = std::fs::read(out.join("model.safetensors")).unwrap();
 
-    let o = run(
+    let o = run_line(
         "train",
-        &[
-            "--model",
-            "cnn-small",
-            "--epochs",
-            "1",
-            "--device",
-            "cpu",
-            "--out",
-            out.to_str().unwrap(),
-            "--resume",
-        ],
+        &format!(
+            "--model cnn-small --epochs 1 --device cpu --out {} --resume",
+            out.display()
+        ),
     );
     assert!(!o.status.success());
     let e = stderr(&o);
@@ -157,18 +137,12 @@ fn resuming_with_another_model_or_reusing_an_out_dir_is_refused() {
         "{e}"
     );
 
-    let o = run(
+    let o = run_line(
         "train",
-        &[
-            "--model",
-            "mlp",
-            "--epochs",
-            "1",
-            "--device",
-            "cpu",
-            "--out",
-            out.to_str().unwrap(),
-        ],
+        &format!(
+            "--model mlp --epochs 1 --device cpu --out {}",
+            out.display()
+        ),
     );
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--resume"), "{}", stderr(&o));

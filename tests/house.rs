@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 const FLOORS: &[&[&str]] = &[
     &[
-        "error", "exit", "fsutil", "identity", "layout", "runtime", "device", "progress",
-        "optim", "figure",
+        "error", "exit", "fsutil", "identity", "layout", "runtime", "device", "progress", "optim",
+        "figure",
     ],
     &["data"],
     &["models"],
@@ -49,7 +49,12 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// The top-level module a file belongs to (`lib/stats/eval.rs` → `stats`).
 fn module_of(path: &Path) -> String {
     let rel = path.strip_prefix(lib_dir()).unwrap();
-    let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
+    let first = rel
+        .components()
+        .next()
+        .unwrap()
+        .as_os_str()
+        .to_string_lossy();
     first.trim_end_matches(".rs").to_string()
 }
 
@@ -126,7 +131,11 @@ fn no_module_imports_one_on_a_higher_floor() {
             }
         }
     }
-    assert!(violations.is_empty(), "uphill imports:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "uphill imports:\n{}",
+        violations.join("\n")
+    );
 }
 
 #[test]
@@ -138,7 +147,11 @@ fn no_library_file_is_longer_than_600_lines() {
             (n > MAX_FILE_LINES).then(|| format!("{}: {n} lines", f.display()))
         })
         .collect();
-    assert!(long.is_empty(), "files over {MAX_FILE_LINES} lines:\n{}", long.join("\n"));
+    assert!(
+        long.is_empty(),
+        "files over {MAX_FILE_LINES} lines:\n{}",
+        long.join("\n")
+    );
 }
 
 /// Functions (rustfmt-formatted: the closing brace at the `fn` line's
@@ -148,9 +161,16 @@ fn functions(text: &str) -> Vec<(usize, usize, String)> {
     let mut out = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         let trimmed = line.trim_start();
-        let is_fn = ["fn ", "pub fn ", "pub(crate) fn ", "pub(super) fn ", "const fn ", "pub const fn "]
-            .iter()
-            .any(|p| trimmed.starts_with(p));
+        let is_fn = [
+            "fn ",
+            "pub fn ",
+            "pub(crate) fn ",
+            "pub(super) fn ",
+            "const fn ",
+            "pub const fn ",
+        ]
+        .iter()
+        .any(|p| trimmed.starts_with(p));
         let one_line = trimmed.ends_with(';') || trimmed.ends_with('}');
         if !is_fn || one_line {
             continue;
@@ -175,7 +195,11 @@ fn no_library_function_is_longer_than_120_lines() {
             }
         }
     }
-    assert!(long.is_empty(), "functions over {MAX_FN_LINES} lines:\n{}", long.join("\n"));
+    assert!(
+        long.is_empty(),
+        "functions over {MAX_FN_LINES} lines:\n{}",
+        long.join("\n")
+    );
 }
 
 #[test]

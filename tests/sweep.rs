@@ -334,19 +334,17 @@ fn plan_lists_jobs_and_the_launch_line() {
         "0, 1",
         "\n[[exclude]]\nseed = 1\nlr = 0.05\n",
     );
-    let o = sweep(
-        None,
-        &[
-            "plan",
-            s(&grid),
-            "--nodes",
-            "2",
-            "--gpus-per-node",
-            "4",
-            "--out",
-            "runs/x",
-        ],
-    );
+    let plan = [
+        "plan",
+        s(&grid),
+        "--nodes",
+        "2",
+        "--gpus-per-node",
+        "4",
+        "--out",
+        "runs/x",
+    ];
+    let o = sweep(None, &plan);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
     assert!(text.contains("3 job(s)"), "{text}");
@@ -356,19 +354,7 @@ fn plan_lists_jobs_and_the_launch_line() {
     );
     assert!(text.contains("mpirun -np 8"), "{text}");
     // Ids are stable: the same grid plans the same ids.
-    let again = stdout(&sweep(
-        None,
-        &[
-            "plan",
-            s(&grid),
-            "--nodes",
-            "2",
-            "--gpus-per-node",
-            "4",
-            "--out",
-            "runs/x",
-        ],
-    ));
+    let again = stdout(&sweep(None, &plan));
     assert_eq!(text, again);
 }
 

@@ -11,8 +11,8 @@ use super::ScoreField;
 use crate::data::augment::CropFlip;
 use crate::error::{Error, Result};
 use crate::fsutil::{read_versioned_json, write_json_atomically, JsonFixes};
-use crate::progress;
 use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind};
+use crate::progress;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -235,7 +235,8 @@ impl DsmNet {
             &path.with_extension("json"),
             FORMAT,
             JsonFixes {
-                missing: "give a DSM network saved by score-precompute (its .json sidecar beside it)",
+                missing:
+                    "give a DSM network saved by score-precompute (its .json sidecar beside it)",
                 corrupt: "retrain the DSM network, or give one saved by score-precompute",
             },
         )?;

@@ -82,7 +82,9 @@ pub fn tasks(grid: &Grid, out: &Path) -> Vec<Task> {
     let mut score_path = BTreeMap::new();
     let mut score_index = BTreeMap::new();
     for (name, spec) in &grid.scores {
-        let dir = out.join(layout::SCORES_DIR).join(format!("{name}-{}", spec.id));
+        let dir = out
+            .join(layout::SCORES_DIR)
+            .join(format!("{name}-{}", spec.id));
         let file = dir.join(layout::SCORES);
         let mut args = to_args(&spec.flags);
         args.push("--out".into());

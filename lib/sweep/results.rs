@@ -2,13 +2,12 @@
 //! alone (their config.json and markers), so `sweep collect` after any
 //! crash gives the same table as the end of a run.
 use super::job::{dir_status, write_csv};
-use crate::layout::{JOBS_DIR, JOB_CONFIG};
 use crate::error::{Error, Result};
+use crate::layout::{JOBS_DIR, JOB_CONFIG};
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-
 
 /// One row of results.csv before it is laid out.
 #[derive(Clone, Debug)]
@@ -42,7 +41,8 @@ fn text(v: &Json) -> String {
 /// Reads the row of one job directory (None if it has no config.json of a
 /// grid point).
 pub fn read_row(dir: &Path) -> Option<Row> {
-    let config: Json = serde_json::from_str(&fs::read_to_string(dir.join(JOB_CONFIG)).ok()?).ok()?;
+    let config: Json =
+        serde_json::from_str(&fs::read_to_string(dir.join(JOB_CONFIG)).ok()?).ok()?;
     if config["kind"] != "job" {
         return None;
     }

@@ -55,3 +55,10 @@ pub fn flags_with_out(base: &[&str], out: &Path, extra: &[&str]) -> Vec<String> 
     v.extend(extra.iter().map(|s| s.to_string()));
     v
 }
+
+/// Runs binary `name` with the whitespace-separated words of `line` as its
+/// arguments (paths from tempdirs have no spaces).
+pub fn run_line(name: &str, line: &str) -> Output {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    run(name, &words)
+}

@@ -1,8 +1,8 @@
 //! The grid file's TOML: parsing each section into a [`Grid`], and the
 //! cross-checks between sections. Every error names the key and its line.
 use super::{
-    canonical, short_hash, Axis, AxisValue, ExcludePattern, FlagValue, Flags, Grid, Param, ScoreSpec,
-    Step,
+    canonical, short_hash, Axis, AxisValue, ExcludePattern, FlagValue, Flags, Grid, Param,
+    ScoreSpec, Step,
 };
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
@@ -367,7 +367,6 @@ impl Grid {
         }
         Ok(())
     }
-
 }
 
 /// `steps = [...]`: one of the four chains.
@@ -378,13 +377,20 @@ fn steps_of(ctx: &Ctx, k: &str, line: usize, item: &Item) -> Result<Vec<Step>> {
     let mut steps = Vec::new();
     for v in arr.iter() {
         let s = v.as_str().and_then(Step::parse).ok_or_else(|| {
-            ctx.err(k, line, format!("unknown step {v}; the steps are train, finetune, attack"))
+            ctx.err(
+                k,
+                line,
+                format!("unknown step {v}; the steps are train, finetune, attack"),
+            )
         })?;
         steps.push(s);
     }
     let ok = matches!(
         steps.as_slice(),
-        [Step::Train] | [Step::Finetune] | [Step::Train, Step::Attack] | [Step::Finetune, Step::Attack]
+        [Step::Train]
+            | [Step::Finetune]
+            | [Step::Train, Step::Attack]
+            | [Step::Finetune, Step::Attack]
     );
     if !ok {
         return Err(ctx.err(
@@ -397,12 +403,7 @@ fn steps_of(ctx: &Ctx, k: &str, line: usize, item: &Item) -> Result<Vec<Step>> {
 }
 
 /// `[scores.NAME]` tables: score-precompute jobs with their ids.
-fn scores_of(
-    ctx: &Ctx,
-    k: &str,
-    line: usize,
-    item: &Item,
-) -> Result<BTreeMap<String, ScoreSpec>> {
+fn scores_of(ctx: &Ctx, k: &str, line: usize, item: &Item) -> Result<BTreeMap<String, ScoreSpec>> {
     let t = item
         .as_table()
         .ok_or_else(|| ctx.err(k, line, "expected [scores.NAME] tables"))?;

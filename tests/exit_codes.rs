@@ -1,0 +1,160 @@
+//! The one exit-code policy (lib/exit.rs), checked on every binary: 2 for
+//! bad usage (a flag that does not exist) and for bad input (a missing
+//! file), 1 for a run that fails while computing or writing, and a message
+//! on stderr in each case.
+//!
+//! "Failed" runs are made to fail for real: training that diverges (SGD at
+//! a learning rate of 1e12 gives a non-finite loss), or an output whose
+//! final name is taken by a non-empty folder, so the atomic rename at the
+//! end of the work fails.
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::Output;
+
+const BINARIES: [&str; 7] = [
+    "score-precompute",
+    "train",
+    "finetune",
+    "attack",
+    "bootstrap",
+    "sweep",
+    "report",
+];
+
+/// Flags of a digits run that diverges in its first epoch.
+const DIVERGE: &str = "--optimizer sgd --lr 1e12 --epochs 1 --device cpu";
+
+fn assert_code(o: &Output, code: i32, what: &str) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "{what}: expected exit {code}\nstdout: {}\nstderr: {}",
+        stdout(o),
+        stderr(o)
+    );
+    assert!(!stderr(o).is_empty(), "{what}: nothing on stderr");
+}
+
+fn ok(o: Output, what: &str) {
+    assert!(o.status.success(), "{what}: {}", stderr(&o));
+}
+
+/// Makes `path` a non-empty folder, so renaming a file onto it fails.
+fn block(path: &Path) {
+    std::fs::create_dir_all(path.join("occupied")).unwrap();
+}
+
+#[test]
+fn a_flag_that_does_not_exist_exits_2_for_every_binary() {
+    for b in BINARIES {
+        let o = run(b, &["--no-such-flag"]);
+        assert_code(&o, 2, b);
+        assert!(stderr(&o).contains("--no-such-flag"), "{b}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn a_missing_input_exits_2_for_every_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    std::fs::create_dir_all(dir.path().join("empty")).unwrap();
+    let cases = [
+        (
+            "score-precompute",
+            format!("--source gaussian --data-dir {d}/empty --out {d}/s.h5"),
+        ),
+        ("train", format!("--data-dir {d}/empty --out {d}/t")),
+        (
+            "finetune",
+            format!("--from {d}/none/model.safetensors --out {d}/f"),
+        ),
+        (
+            "attack",
+            format!("--checkpoint {d}/none/model.safetensors --out {d}/a"),
+        ),
+        (
+            "bootstrap",
+            format!("--baseline {d}/none --treatment {d}/none --out {d}/b"),
+        ),
+        ("sweep", format!("run {d}/none/grid.toml --out {d}/w")),
+        ("report", format!("toy-table1 --runs {d}/none --out {d}/r")),
+    ];
+    for (b, line) in cases {
+        assert_code(&run_line(b, &line), 2, b);
+    }
+}
+
+#[test]
+fn training_that_diverges_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let o = run_line(
+        "train",
+        &format!("--dataset digits --model mlp {DIVERGE} --out {d}/t"),
+    );
+    assert_code(&o, 1, "train");
+    assert!(stderr(&o).contains("diverged"), "{}", stderr(&o));
+
+    let base = format!("--dataset digits --model mlp --epochs 1 --device cpu --out {d}/ckpt");
+    ok(run_line("train", &base), "train");
+    let o = run_line(
+        "finetune",
+        &format!("--from {d}/ckpt/model.safetensors {DIVERGE} --out {d}/f"),
+    );
+    assert_code(&o, 1, "finetune");
+    assert!(stderr(&o).contains("diverged"), "{}", stderr(&o));
+}
+
+#[test]
+fn an_output_that_cannot_be_put_in_place_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    block(&dir.path().join("s.h5"));
+    let line = format!("--source gaussian-std --device cpu --out {d}/s.h5");
+    assert_code(&run_line("score-precompute", &line), 1, "score-precompute");
+
+    let base = format!("--dataset digits --model mlp --epochs 1 --device cpu --out {d}/ckpt");
+    ok(run_line("train", &base), "train");
+    let attack = format!(
+        "--checkpoint {d}/ckpt/model.safetensors --attacks pgd1 --eps 0.1 --n-eval 20 --device cpu"
+    );
+    block(&dir.path().join("eval/per_sample.csv"));
+    assert_code(
+        &run_line("attack", &format!("{attack} --out {d}/eval")),
+        1,
+        "attack",
+    );
+
+    ok(
+        run_line("attack", &format!("{attack} --out {d}/good")),
+        "attack",
+    );
+    block(&dir.path().join("boot/comparisons.csv"));
+    let line = format!("--baseline {d}/good --treatment {d}/good --resamples 100 --out {d}/boot");
+    assert_code(&run_line("bootstrap", &line), 1, "bootstrap");
+}
+
+#[test]
+fn a_sweep_with_a_failing_job_and_a_report_that_cannot_write_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let grid = dir.path().join("grid.toml");
+    let flags =
+        "dataset = \"digits\"\nmodel = \"mlp\"\nepochs = 1\noptimizer = \"sgd\"\nlr = 1e12\n";
+    std::fs::write(&grid, format!("steps = [\"train\"]\n[train]\n{flags}")).unwrap();
+    let o = run_line(
+        "sweep",
+        &format!("run {d}/grid.toml --out {d}/w --device cpu"),
+    );
+    assert_code(&o, 1, "sweep");
+
+    let toy = format!("--dataset toy-sin --model mlp --epochs 5 --device cpu --out {d}/runs/l2-0");
+    ok(run_line("train", &toy), "train toy-sin");
+    block(&dir.path().join("report/table.csv"));
+    let o = run_line(
+        "report",
+        &format!("toy-table1 --runs {d}/runs --out {d}/report"),
+    );
+    assert_code(&o, 1, "report");
+}
