@@ -10,6 +10,7 @@
 //! <sweep --out>/   results.csv  subset.json  scores.h5
 //!                  jobs/<id>/  config.json  attempts.log  done | failed.json
 //!                              <step label>/ (a train folder)  eval/ (an attack folder)
+//! <bootstrap --out>/  comparisons.csv  table2.md  table2.tex  table3.md  table3.tex
 //! ```
 use std::path::{Path, PathBuf};
 
@@ -49,6 +50,17 @@ pub const SCORES: &str = "scores.h5";
 pub const JOBS_DIR: &str = "jobs";
 /// Folder of a sweep job's evaluation (an attack folder).
 pub const EVAL_DIR: &str = "eval";
+
+/// Every comparison and average row of a `bootstrap` run, every metric.
+pub const COMPARISONS: &str = "comparisons.csv";
+/// The TASER paper's Table 2 (clean and robust avg), Markdown.
+pub const TABLE2_MARKDOWN: &str = "table2.md";
+/// The TASER paper's Table 2, LaTeX.
+pub const TABLE2_LATEX: &str = "table2.tex";
+/// The TASER paper's Table 3 (per attack), Markdown.
+pub const TABLE3_MARKDOWN: &str = "table3.md";
+/// The TASER paper's Table 3, LaTeX.
+pub const TABLE3_LATEX: &str = "table3.tex";
 
 /// A training run's folder (`train --out` / `finetune --out`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,7 +174,10 @@ mod tests {
     #[test]
     fn a_job_folder_nests_a_train_and_an_eval_folder() {
         let job = JobDir::at("/s/jobs/abc");
-        assert_eq!(job.eval().per_sample(), Path::new("/s/jobs/abc/eval/per_sample.csv"));
+        assert_eq!(
+            job.eval().per_sample(),
+            Path::new("/s/jobs/abc/eval/per_sample.csv")
+        );
         assert_eq!(
             job.train_step("train").sidecar(),
             Path::new("/s/jobs/abc/train/model.json")
