@@ -174,10 +174,7 @@ mod tests {
     #[test]
     fn a_job_folder_nests_a_train_and_an_eval_folder() {
         let job = JobDir::at("/s/jobs/abc");
-        assert_eq!(
-            job.eval().per_sample(),
-            Path::new("/s/jobs/abc/eval/per_sample.csv")
-        );
+        assert_eq!(job.eval().per_sample(), Path::new("/s/jobs/abc/eval/per_sample.csv"));
         assert_eq!(
             job.train_step("train").sidecar(),
             Path::new("/s/jobs/abc/train/model.json")
