@@ -132,3 +132,177 @@ impl AverageRow {
         (sb / n, st / n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::bootstrap::{IntervalKind, Settings};
+    use crate::stats::compare::{compare, subset_groups};
+    use crate::stats::pairing::explicit_row;
+    use crate::stats::testing::evaluation;
+    use serde_json::json;
+
+    /// A row whose pair has these clean outcomes, on subset `fingerprint`.
+    fn row(label: &str, fingerprint: &str, baseline: &[u8], treatment: &[u8]) -> RowInput {
+        let b = evaluation("b", fingerprint, &[("clean", baseline)], json!({}));
+        let t = evaluation("t", fingerprint, &[("clean", treatment)], json!({}));
+        explicit_row(b, t, label.into()).unwrap()
+    }
+
+    fn all_rows(rows: &[RowInput]) -> Vec<AverageRow> {
+        resolve(&default_specs(rows.len()), rows, &mut Vec::new())
+    }
+
+    /// Results of every row and average row, percentile 95% intervals.
+    fn results(rows: &[RowInput], averages: &[AverageRow]) -> (Vec<RowResult>, Vec<String>) {
+        let mut notes = Vec::new();
+        let groups = subset_groups(rows, &mut notes).unwrap();
+        let settings = Settings {
+            resamples: 4000,
+            seed: 11,
+            cluster_by_seed: false,
+        };
+        let c = compare(
+            rows,
+            averages,
+            &groups,
+            &settings,
+            IntervalKind::Percentile,
+            0.95,
+        )
+        .unwrap();
+        (c.rows, notes)
+    }
+
+    #[test]
+    fn by_default_one_average_spans_all_rows_when_there_are_several() {
+        let one = [row("A", "fp", &[0, 1], &[1, 1])];
+        assert!(all_rows(&one).is_empty());
+        let three = [
+            one[0].clone(),
+            row("B", "fp", &[0, 1], &[1, 1]),
+            row("C", "fp", &[0, 1], &[1, 1]),
+        ];
+        assert_eq!(
+            all_rows(&three),
+            [AverageRow {
+                label: AVERAGE_LABEL.into(),
+                members: vec![0, 1, 2]
+            }]
+        );
+    }
+
+    #[test]
+    fn include_and_exclude_pick_members_by_family() {
+        let rows = [
+            row("A", "fp", &[0, 1], &[1, 1]),
+            row("B", "fp", &[0, 1], &[1, 1]),
+            row("C", "fp", &[0, 1], &[1, 1]),
+        ];
+        let spec = |label: &str, include: Option<&[&str]>, exclude: &[&str]| AverageSpec {
+            label: label.into(),
+            include: include.map(|l| l.iter().map(|s| s.to_string()).collect()),
+            exclude: exclude.iter().map(|s| s.to_string()).collect(),
+        };
+        let specs = [
+            spec("no A", None, &["A"]),
+            spec("A and C", Some(&["A", "C"]), &[]),
+            spec("none", Some(&["B"]), &["B"]),
+        ];
+        check_names(&specs, &rows, Path::new("cmp.toml")).unwrap();
+        let mut notes = Vec::new();
+        let averages = resolve(&specs, &rows, &mut notes);
+        let members: Vec<(&str, &[usize])> = averages
+            .iter()
+            .map(|a| (a.label.as_str(), a.members.as_slice()))
+            .collect();
+        assert_eq!(members, [("no A", &[1, 2][..]), ("A and C", &[0, 2][..])]);
+        assert_eq!(
+            notes,
+            ["average `none` has no member rows and is not shown"]
+        );
+
+        let e = check_names(
+            &[spec("typo", Some(&["D"]), &[])],
+            &rows,
+            Path::new("cmp.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("cmp.toml") && e.contains("names row `D`"), "{e}");
+    }
+
+    #[test]
+    fn the_average_delta_is_the_mean_and_its_interval_comes_from_the_same_indices() {
+        // Row A: d = (1, 1, 1, 0), Δ_A = 3/4; row B: d = (0, 0, 0, 1),
+        // Δ_B = 1/4, on the same 4 points. Per point (d_A + d_B)/2 = 1/2, so
+        // with the same drawn indices every resample of the average is
+        // exactly 1/2: Δ̄ = 1/2 with interval [1/2, 1/2]. Row A alone: A* =
+        // (draws among points 0–2)/4 with P(A* ≤ 0) = 1/256 < 2.5% <
+        // P(A* ≤ 1/4) = 13/256 and P(A* < 1) = 1 − (3/4)⁴ < 97.5%, so its
+        // interval is [1/4, 1].
+        let rows = [
+            row("A", "fp", &[0, 0, 0, 0], &[1, 1, 1, 0]),
+            row("B", "fp", &[1, 1, 1, 0], &[1, 1, 1, 1]),
+        ];
+        let (results, notes) = results(&rows, &all_rows(&rows));
+        assert!(notes.is_empty(), "{notes:?}");
+        let [a, b, avg] = &results[..] else {
+            panic!("{results:?}")
+        };
+        let (ca, cb, cavg) = (
+            &a.metrics["clean"],
+            &b.metrics["clean"],
+            &avg.metrics["clean"],
+        );
+        assert_eq!((ca.delta, cb.delta), (0.75, 0.25));
+        assert_eq!((ca.interval.lower, ca.interval.upper), (0.25, 1.0));
+        assert_eq!(cavg.delta, (ca.delta + cb.delta) / 2.0);
+        assert_eq!((cavg.interval.lower, cavg.interval.upper), (0.5, 0.5));
+        // Accuracies: means of the members' (0, 3/4) and (3/4, 1).
+        assert_eq!((cavg.baseline, cavg.treatment), (0.375, 0.875));
+        assert!(avg.average && !a.average);
+        assert_eq!(
+            (avg.label.as_str(), avg.seeds, avg.points),
+            (AVERAGE_LABEL, 1, 4)
+        );
+        assert_eq!(avg.notes, ["mean of A, B (joint resamples)"]);
+        assert_eq!(avg.overhead, None);
+    }
+
+    #[test]
+    fn rows_on_different_subsets_are_resampled_independently() {
+        // The same outcomes as above, but B on another subset: its indices
+        // are drawn apart from A's, so the average spreads around 1/2.
+        let rows = [
+            row("A", "fp1", &[0, 0, 0, 0], &[1, 1, 1, 0]),
+            row("B", "fp2", &[1, 1, 1, 0], &[1, 1, 1, 1]),
+        ];
+        let (results, notes) = results(&rows, &all_rows(&rows));
+        assert_eq!(
+            notes,
+            ["2 different evaluation subsets: rows on different subsets are resampled independently"]
+        );
+        let avg = &results[2].metrics["clean"];
+        assert_eq!(avg.delta, 0.5);
+        assert!(
+            avg.interval.lower < 0.5 && avg.interval.upper > 0.5,
+            "{avg:?}"
+        );
+    }
+
+    #[test]
+    fn an_average_has_only_the_metrics_all_its_rows_have() {
+        let with_aa = |label: &str| {
+            let (b, t): (&[u8], &[u8]) = (&[0, 1, 1], &[1, 1, 1]);
+            let be = evaluation("b", "fp", &[("clean", b), ("aa", b)], json!({}));
+            let te = evaluation("t", "fp", &[("clean", t), ("aa", t)], json!({}));
+            explicit_row(be, te, label.into()).unwrap()
+        };
+        let rows = [with_aa("A"), row("B", "fp", &[0, 1, 1], &[1, 1, 1])];
+        let (results, _) = results(&rows, &all_rows(&rows));
+        assert!(results[0].metrics.contains_key("aa"));
+        let avg: Vec<&String> = results[2].metrics.keys().collect();
+        assert_eq!(avg, ["clean"]);
+    }
+}

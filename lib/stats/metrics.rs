@@ -138,3 +138,66 @@ pub fn attack_columns(
     }
     requested
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::pairing::explicit_row;
+    use crate::stats::testing::evaluation;
+    use serde_json::json;
+
+    fn row(columns: &[(&str, &[u8])]) -> RowInput {
+        let b = evaluation("b", "fp", columns, json!({}));
+        let t = evaluation("t", "fp", columns, json!({}));
+        explicit_row(b, t, "r".into()).unwrap()
+    }
+
+    #[test]
+    fn robust_avg_uses_the_components_present_and_says_so() {
+        let v: &[u8] = &[1, 0];
+        let both = row_metrics(&row(&[
+            (CLEAN, v),
+            (SPSA, v),
+            ("pgd20", v),
+            (AUTOATTACK, v),
+            (WORST_CASE, v),
+        ]));
+        assert_eq!(
+            both.metrics,
+            [CLEAN, ROBUST_AVG, SPSA, "pgd20", AUTOATTACK, WORST_CASE]
+        );
+        assert_eq!(both.robust, [AUTOATTACK, SPSA]);
+        assert!(both.notes.is_empty());
+
+        let spsa_only = row_metrics(&row(&[(CLEAN, v), (SPSA, v)]));
+        assert_eq!(spsa_only.robust, [SPSA]);
+        assert_eq!(spsa_only.notes, ["robust avg = spsa only (aa missing)"]);
+        let none = row_metrics(&row(&[(CLEAN, v), ("pgd20", v)]));
+        assert_eq!(none.metrics, [CLEAN, "pgd20"]);
+        assert_eq!(
+            none.notes,
+            ["robust avg unavailable (neither aa nor spsa evaluated)"]
+        );
+        assert_eq!(
+            table_order(&[none, spsa_only, both]),
+            [CLEAN, ROBUST_AVG, "pgd20", SPSA, AUTOATTACK, WORST_CASE]
+        );
+    }
+
+    #[test]
+    fn robust_avg_is_the_per_point_mean_of_its_components() {
+        let e = evaluation(
+            "e",
+            "fp",
+            &[
+                (CLEAN, &[1, 1, 0]),
+                (AUTOATTACK, &[1, 0, 0]),
+                (SPSA, &[1, 1, 0]),
+            ],
+            json!({}),
+        );
+        let robust = [AUTOATTACK.to_string(), SPSA.to_string()];
+        assert_eq!(outcomes(&e, ROBUST_AVG, &robust), [1.0, 0.5, 0.0]);
+        assert_eq!(outcomes(&e, AUTOATTACK, &robust), [1.0, 0.0, 0.0]);
+    }
+}

@@ -472,3 +472,190 @@ fn split_by_x(spec: &Spec, family: Family) -> Result<Vec<RowInput>> {
     }
     Ok(rows)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::testing::evaluation;
+    use serde_json::json;
+
+    const SPEC: &str = "[pairing]\nmatch = [\"method\"]\nvary = \"lambda\"\n";
+
+    fn spec(text: &str) -> Spec {
+        Spec::parse(Path::new("cmp.toml"), text).unwrap()
+    }
+
+    /// A grid point of `method` at `lambda` and `seed` on subset "fp".
+    fn point(dir: &str, method: &str, lambda: f64, seed: u64) -> Evaluation {
+        let clean: &[u8] = &[1, 0, 1, 1];
+        evaluation(
+            dir,
+            "fp",
+            &[("clean", clean)],
+            json!({"method": method, "lambda": lambda, "seed": seed}),
+        )
+    }
+
+    fn by_rule(spec: &Spec, evals: &[Evaluation]) -> Result<(Vec<RowInput>, Vec<String>)> {
+        let mut notes = Vec::new();
+        let rows = rows_by_rule(spec, evals, Path::new("runs"), &mut notes)?;
+        Ok((rows, notes))
+    }
+
+    fn dirs(row: &RowInput) -> Vec<(String, String)> {
+        row.pairs
+            .iter()
+            .map(|p| {
+                (
+                    p.baseline.dir.display().to_string(),
+                    p.treatment.dir.display().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_explicit_pair_needs_the_same_subset_in_the_same_order() {
+        let clean: &[u8] = &[1, 0, 1];
+        let a = evaluation("a", "fpA", &[("clean", clean)], json!({}));
+        let other = evaluation("b", "fpB", &[("clean", clean)], json!({}));
+        let e = explicit_row(a.clone(), other, "x".into()).unwrap_err();
+        assert!(e.to_string().contains("different subsets"), "{e}");
+
+        let mut shuffled = evaluation("c", "fpA", &[("clean", clean)], json!({}));
+        shuffled.index.swap(0, 1);
+        let e = explicit_row(a.clone(), shuffled, "x".into()).unwrap_err();
+        assert!(e.to_string().contains("row 1 has index 1"), "{e}");
+
+        let t = evaluation(
+            "d",
+            "fpA",
+            &[("clean", clean)],
+            json!({"lambda": 2, "seed": 7}),
+        );
+        let row = explicit_row(a, t, "mine".into()).unwrap();
+        assert_eq!((row.label.as_str(), row.family.as_str()), ("mine", "mine"));
+        assert_eq!(row.x, Some(2.0));
+        assert_eq!(row.pairs.len(), 1);
+        assert_eq!(row.pairs[0].seed.as_deref(), Some("7"));
+    }
+
+    #[test]
+    fn an_explicit_row_is_labelled_by_its_run_folder() {
+        assert_eq!(default_label(Path::new("runs/std-taser/eval")), "std-taser");
+        assert_eq!(
+            default_label(Path::new("runs/std-taser/attack")),
+            "std-taser"
+        );
+        assert_eq!(default_label(Path::new("runs/std-taser")), "std-taser");
+        assert_eq!(default_label(Path::new("eval")), "eval");
+    }
+
+    #[test]
+    fn each_treatment_pairs_with_the_baseline_of_its_method_and_seed() {
+        let evals = [
+            point("std-l0-s1", "standard", 0.0, 1),
+            point("std-l1-s1", "standard", 1.0, 1),
+            point("std-l0-s0", "standard", 0.0, 0),
+            point("std-l1-s0", "standard", 1.0, 0),
+            point("pgd-l0-s0", "pgd-at", 0.0, 0),
+            point("pgd-l1-s0", "pgd-at", 1.0, 0),
+            point("pgd-l0-s5", "pgd-at", 0.0, 5),
+        ];
+        let (rows, notes) = by_rule(&spec(SPEC), &evals).unwrap();
+        // Families in order of first appearance, labelled by the varying
+        // match key; seeds of a row sorted.
+        let labels: Vec<&str> = rows.iter().map(|r| r.label.as_str()).collect();
+        assert_eq!(labels, ["method=standard", "method=pgd-at"]);
+        let pair = |b: &str, t: &str| (b.to_string(), t.to_string());
+        assert_eq!(
+            dirs(&rows[0]),
+            [
+                pair("std-l0-s0", "std-l1-s0"),
+                pair("std-l0-s1", "std-l1-s1")
+            ]
+        );
+        assert_eq!(dirs(&rows[1]), [pair("pgd-l0-s0", "pgd-l1-s0")]);
+        assert_eq!(rows[0].x, Some(1.0));
+        assert_eq!(
+            notes,
+            ["1 baseline grid point(s) had no treatment and are not shown"]
+        );
+    }
+
+    #[test]
+    fn a_treatment_needs_exactly_one_baseline() {
+        let orphan = [
+            point("std-l0-s0", "standard", 0.0, 0),
+            point("std-l1-s1", "standard", 1.0, 1),
+        ];
+        let e = by_rule(&spec(SPEC), &orphan).unwrap_err().to_string();
+        assert!(e.contains("std-l1-s1") && e.contains("no baseline"), "{e}");
+        assert!(e.contains("method=standard, seed=1"), "{e}");
+
+        // Without `method` in the rule, both baselines of seed 0 match.
+        let twice = [
+            point("std-l0", "standard", 0.0, 0),
+            point("pgd-l0", "pgd-at", 0.0, 0),
+            point("pgd-l1", "pgd-at", 1.0, 0),
+        ];
+        let e = by_rule(&spec("[pairing]\nvary = \"lambda\"\n"), &twice)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("2 baselines match it"), "{e}");
+        assert!(e.contains("std-l0") && e.contains("pgd-l0"), "{e}");
+
+        let baselines_only = [point("std-l0", "standard", 0.0, 0)];
+        let e = by_rule(&spec(SPEC), &baselines_only)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no treatment (lambda ≠ 0)"), "{e}");
+    }
+
+    #[test]
+    fn rows_split_by_the_varied_value_and_refuse_a_seed_twice() {
+        let text = format!(
+            "{SPEC}treatments = [0.5, 2]\n[[row]]\nlabel = \"PGD\"\nwhere = {{ method = \"pgd-at\" }}\n"
+        );
+        let mut evals = vec![
+            point("pgd-l0", "pgd-at", 0.0, 0),
+            point("pgd-l2", "pgd-at", 2.0, 0),
+            point("pgd-l1", "pgd-at", 1.0, 0),
+            point("pgd-l05", "pgd-at", 0.5, 0),
+            point("std-l0", "standard", 0.0, 0),
+            point("std-l2", "standard", 2.0, 0),
+        ];
+        let (rows, notes) = by_rule(&spec(&text), &evals).unwrap();
+        let labels: Vec<&str> = rows.iter().map(|r| r.label.as_str()).collect();
+        // λ = 1 is not a listed treatment; rows sorted by λ.
+        assert_eq!(labels, ["PGD (λ = 0.5)", "PGD (λ = 2)"]);
+        assert!(rows.iter().all(|r| r.family == "PGD"));
+        assert_eq!(
+            notes,
+            ["1 pair(s) matched no [[row]] of the spec and are not shown"]
+        );
+
+        // A second λ = 2 treatment of seed 0 (it differs in a key outside
+        // the rule) lands in the same row slot.
+        let mut again = point("pgd-l2-awp", "pgd-at", 2.0, 0);
+        again.attributes.insert("awp".into(), json!(true));
+        evals.push(again);
+        let e = by_rule(&spec(&text), &evals).unwrap_err().to_string();
+        assert!(e.contains("row `PGD` has seed=0 twice"), "{e}");
+    }
+
+    #[test]
+    fn a_row_of_the_spec_that_matches_no_pair_is_refused() {
+        let text = format!("{SPEC}[[row]]\nlabel = \"MART\"\nwhere = {{ method = \"mart\" }}\n");
+        let evals = [
+            point("std-l0", "standard", 0.0, 0),
+            point("std-l1", "standard", 1.0, 0),
+        ];
+        let e = by_rule(&spec(&text), &evals).unwrap_err().to_string();
+        assert!(e.contains("cmp.toml"), "{e}");
+        assert!(
+            e.contains("row `MART` (where method=mart) matches no"),
+            "{e}"
+        );
+    }
+}
