@@ -3,7 +3,7 @@
 //! A *series* holds, for one table row and one metric, the per-point paired
 //! differences dᵢ = treatment correctᵢ − baseline correctᵢ on a shared
 //! evaluation subset, one vector per seed *slot* (several seeds of the same
-//! comparison). Its statistic is θ = (1/S)·Σₛ (1/n)·Σᵢ d[s][i], the mean
+//! comparison). Its statistic is θ = (1/S)·Σₛ (1/n)·Σᵢ d\[s\]\[i\], the mean
 //! accuracy difference Δ = acc(treatment) − acc(baseline).
 //!
 //! A *statistic* is the mean of one or more series (a single row, or an
@@ -26,12 +26,12 @@ use rand_chacha::ChaCha8Rng;
 pub struct Series {
     /// Which subset group the points belong to (index into the group sizes).
     pub group: usize,
-    /// d[slot][point], all slots of the same length (the group's size).
+    /// d\[slot\]\[point\], all slots of the same length (the group's size).
     pub slots: Vec<Vec<f64>>,
 }
 
 impl Series {
-    /// Slot-averaged differences d̄ᵢ = (1/S)·Σₛ d[s][i].
+    /// Slot-averaged differences d̄ᵢ = (1/S)·Σₛ d\[s\]\[i\].
     pub fn averaged(&self) -> Vec<f64> {
         let n = self.slots[0].len();
         let s = self.slots.len() as f64;

@@ -266,9 +266,15 @@ fn read_sidecar(side: &Path) -> Result<(BTreeMap<String, Value>, Option<f64>)> {
 }
 
 impl Evaluation {
-    /// Reads `dir/per_sample.csv`, `dir/summary.csv` and the sidecar (see
-    /// [`find_sidecar`]'s order; `sidecar_hint` first). Every outcome must be
-    /// 0 or 1 and `index` unique.
+    /// Reads `dir/per_sample.csv`, `dir/summary.csv` and the sidecar:
+    /// `sidecar_hint` if present, else the summary's `checkpoint` with
+    /// `.json` (as given, then relative to `dir` and its parent), else
+    /// `model.json` in `dir`'s parent. Every outcome must be 0 or 1 and
+    /// `index` unique.
+    ///
+    /// Errors: [`Error::MissingInput`] for a missing CSV file;
+    /// [`Error::CorruptInput`] for malformed CSV or sidecar JSON;
+    /// [`Error::Io`] when the sidecar cannot be read.
     pub fn load(dir: &Path, sidecar_hint: Option<&Path>) -> Result<Evaluation> {
         let AttackOutputs {
             per_sample,

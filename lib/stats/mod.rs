@@ -168,9 +168,13 @@ pub struct Plan {
 pub fn run(opts: &Options) -> Result<Report> {
     validate(opts)?;
     let mut notes = Vec::new();
+    // Rows of baseline/treatment pairs (explicit or by the spec's rule) and
+    // the average rows over them.
     let plan = load_plan(&opts.source, &mut notes)?;
     let cluster_by_seed = opts.cluster_by_seed.unwrap_or(plan.cluster_by_seed);
+    // Seeds of a row on the same points; rows on one subset share indices.
     let groups = compare::subset_groups(&plan.rows, &mut notes)?;
+    // Every row and average row resampled jointly, then their intervals.
     let settings = Settings {
         resamples: opts.resamples,
         seed: opts.seed,
