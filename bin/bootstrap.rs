@@ -3,8 +3,9 @@ use anyhow::Context;
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use taser::exit::{self, Status};
 use taser::stats::bootstrap::IntervalKind;
-use taser::stats::{run, Options, PairSource};
+use taser::stats::{self, Options, PairSource};
 
 /// Paired bootstrap intervals for accuracy differences between evaluations
 /// written by `attack`, and the TASER paper's Table 2 / Table 3 with plots.
@@ -27,6 +28,12 @@ use taser::stats::{run, Options, PairSource};
 ///   bootstrap --baseline runs/std/eval --treatment runs/std-taser/eval --out analysis/demo
 ///
 ///   bootstrap --spec analysis/table2.toml --runs sweeps/out/cifar --out analysis/table2
+///
+/// Exit codes: 0 ok; 1 a failed computation (an I/O error, an output that
+/// could not be written part-way); 2 bad usage or input (a flag out of its
+/// domain, unequal --baseline/--treatment/--label counts, a missing or
+/// corrupt evaluation, unpaired or mismatched evaluations, a bad spec, an
+/// unwritable --out). Nothing is written to --out when an input is refused.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about, args_override_self = true)]
 struct Args {
@@ -66,34 +73,10 @@ struct Args {
     out: PathBuf,
 }
 
-fn options(a: Args) -> anyhow::Result<Options> {
+fn options(a: Args) -> taser::Result<Options> {
     let source = match (a.spec, a.runs) {
         (Some(spec), Some(runs)) => PairSource::Spec { spec, runs },
-        _ => {
-            if a.baseline.len() != a.treatment.len() {
-                anyhow::bail!(
-                    "invalid --baseline/--treatment: {} baselines but {} treatments; they pair in order",
-                    a.baseline.len(),
-                    a.treatment.len()
-                );
-            }
-            if !a.label.is_empty() && a.label.len() != a.baseline.len() {
-                anyhow::bail!(
-                    "invalid --label: {} labels for {} pairs; give one per pair or none",
-                    a.label.len(),
-                    a.baseline.len()
-                );
-            }
-            let labels = a.label.into_iter().map(Some).chain(std::iter::repeat(None));
-            PairSource::Explicit(
-                a.baseline
-                    .into_iter()
-                    .zip(a.treatment)
-                    .zip(labels)
-                    .map(|((b, t), l)| (b, t, l))
-                    .collect(),
-            )
-        }
+        _ => PairSource::explicit(a.baseline, a.treatment, a.label)?,
     };
     Ok(Options {
         source,
@@ -106,17 +89,13 @@ fn options(a: Args) -> anyhow::Result<Options> {
     })
 }
 
+fn run(args: Args) -> anyhow::Result<Status> {
+    let report = stats::run(&options(args)?).context("bootstrap failed")?;
+    print!("{report}");
+    Ok(Status::Ok)
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
-    let result = options(args).and_then(|o| run(&o).context("bootstrap failed"));
-    match result {
-        Ok(report) => {
-            print!("{report}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    exit::finish(run(args))
 }

@@ -12,6 +12,7 @@
 //!                  jobs/<id>/  config.json  attempts.log  done | failed.json
 //!                              <step>.done  <step>.stdout.log  <step>.stderr.log
 //!                              <step label>/ (a train folder)  eval/ (an attack folder)
+//! <bootstrap --out>/  comparisons.csv  table2.md  table2.tex  table3.md  table3.tex
 //! ```
 use std::path::{Path, PathBuf};
 
@@ -63,6 +64,17 @@ pub fn step_done(label: &str) -> String {
 pub fn step_logs(label: &str) -> (String, String) {
     (format!("{label}.stdout.log"), format!("{label}.stderr.log"))
 }
+
+/// Every comparison and average row of a `bootstrap` run, every metric.
+pub const COMPARISONS: &str = "comparisons.csv";
+/// The TASER paper's Table 2 (clean and robust avg), Markdown.
+pub const TABLE2_MARKDOWN: &str = "table2.md";
+/// The TASER paper's Table 2, LaTeX.
+pub const TABLE2_LATEX: &str = "table2.tex";
+/// The TASER paper's Table 3 (per attack), Markdown.
+pub const TABLE3_MARKDOWN: &str = "table3.md";
+/// The TASER paper's Table 3, LaTeX.
+pub const TABLE3_LATEX: &str = "table3.tex";
 
 /// A training run's folder (`train --out` / `finetune --out`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -593,7 +593,7 @@ fn several_lambdas_and_seeds_plot_against_lambda_and_cluster_by_seed() {
 fn assert_refused(args: &[&str], out: &Path, needles: &[&str]) {
     let o = run("bootstrap", args);
     assert!(!o.status.success(), "{args:?} accepted");
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2), "bad input exits 2");
     let e = stderr(&o);
     for n in needles {
         assert!(e.contains(n), "`{n}` not in: {e}");
@@ -779,4 +779,51 @@ fn bad_input_is_refused_with_the_file_and_the_fix() {
         &out,
         &["typo.toml", "pairing.matchh"],
     );
+}
+
+#[test]
+fn exit_codes_follow_the_policy() {
+    let help = stdout(&run("bootstrap", &["--help"]));
+    assert!(
+        help.contains("Exit codes: 0 ok; 1 a failed computation"),
+        "{help}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    // Bad usage (clap): --out is required.
+    let o = run("bootstrap", &["--baseline", "a", "--treatment", "b"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    // Bad input exits 2: see `bad_input_is_refused_with_the_file_and_the_fix`.
+    // A failed computation: an I/O error reading a sidecar (not UTF-8).
+    let n = 20;
+    let idx: Vec<usize> = (0..n).collect();
+    let cols = [("clean_correct", random01(n, 0.7, 1))];
+    let (base, treat) = (dir.path().join("b/eval"), dir.path().join("t/eval"));
+    write_eval(&base, &idx, &cols, "fp");
+    write_eval(&treat, &idx, &cols, "fp");
+    std::fs::write(dir.path().join("t/model.json"), [0xff, 0xfe, 0x00]).unwrap();
+    let o = run(
+        "bootstrap",
+        &[
+            "--baseline",
+            s(&base),
+            "--treatment",
+            s(&treat),
+            "--out",
+            s(&out),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("t/model.json"), "{}", stderr(&o));
+    assert!(!out.exists());
+    // And 0 once the input is sound.
+    std::fs::remove_file(dir.path().join("t/model.json")).unwrap();
+    run_ok(&[
+        "--baseline",
+        s(&base),
+        "--treatment",
+        s(&treat),
+        "--out",
+        s(&out),
+    ]);
 }

@@ -3,7 +3,7 @@
 //! A *series* holds, for one table row and one metric, the per-point paired
 //! differences dᵢ = treatment correctᵢ − baseline correctᵢ on a shared
 //! evaluation subset, one vector per seed *slot* (several seeds of the same
-//! comparison). Its statistic is θ = (1/S)·Σₛ (1/n)·Σᵢ d[s][i], the mean
+//! comparison). Its statistic is θ = (1/S)·Σₛ (1/n)·Σᵢ d\[s\]\[i\], the mean
 //! accuracy difference Δ = acc(treatment) − acc(baseline).
 //!
 //! A *statistic* is the mean of one or more series (a single row, or an
@@ -26,12 +26,12 @@ use rand_chacha::ChaCha8Rng;
 pub struct Series {
     /// Which subset group the points belong to (index into the group sizes).
     pub group: usize,
-    /// d[slot][point], all slots of the same length (the group's size).
+    /// d\[slot\]\[point\], all slots of the same length (the group's size).
     pub slots: Vec<Vec<f64>>,
 }
 
 impl Series {
-    /// Slot-averaged differences d̄ᵢ = (1/S)·Σₛ d[s][i].
+    /// Slot-averaged differences d̄ᵢ = (1/S)·Σₛ d\[s\]\[i\].
     pub fn averaged(&self) -> Vec<f64> {
         let n = self.slots[0].len();
         let s = self.slots.len() as f64;
@@ -72,9 +72,11 @@ pub struct Distribution {
 /// Resamples every series jointly (see the module doc) and returns, for
 /// each statistic (a list of member series indices, averaged), its
 /// bootstrap distribution.
-// Index loops: r and i address transposed layouts ([series][resample],
-// [member][point]), which iterators would obscure.
-#[allow(clippy::needless_range_loop)]
+///
+/// Errors: [`Error::InvalidArgument`] for zero resamples, a series whose
+/// slots are empty or differ in length, series of one group that differ in
+/// size, clustering by seed with series of different seed counts, and a
+/// statistic with no member or one that does not exist.
 pub fn resample(
     series: &[Series],
     statistics: &[Vec<usize>],
@@ -86,6 +88,26 @@ pub fn resample(
     if series.is_empty() {
         return Ok(Vec::new());
     }
+    let sizes = group_sizes(series)?;
+    let n_slots = series[0].slots.len();
+    if settings.cluster_by_seed && series.iter().any(|s| s.slots.len() != n_slots) {
+        return Err(Error::invalid(
+            "cluster_by_seed",
+            true,
+            "clustering by seed needs every row to have the same seeds; \
+             some rows have a different number of seeds (turn clustering off or complete the grid)",
+        ));
+    }
+    let layout = GroupLayout::new(series, sizes, settings.cluster_by_seed);
+    let per_series = draw(&layout, series.len(), n_slots, settings);
+    statistics
+        .iter()
+        .map(|stat| distribution(series, stat, &per_series, &layout.sizes))
+        .collect()
+}
+
+/// The number of points of each subset group (groups are numbered 0..G).
+fn group_sizes(series: &[Series]) -> Result<Vec<usize>> {
     let n_groups = series.iter().map(|s| s.group).max().unwrap_or(0) + 1;
     let mut sizes = vec![0usize; n_groups];
     for s in series {
@@ -106,53 +128,88 @@ pub fn resample(
         }
         sizes[s.group] = n;
     }
-    let n_slots = series[0].slots.len();
-    if settings.cluster_by_seed && series.iter().any(|s| s.slots.len() != n_slots) {
-        return Err(Error::invalid(
-            "cluster_by_seed",
-            true,
-            "clustering by seed needs every row to have the same seeds; \
-             some rows have a different number of seeds (turn clustering off or complete the grid)",
-        ));
-    }
+    Ok(sizes)
+}
 
-    // Point-major layouts per group, so one drawn index adds a contiguous
-    // row of values (one per series of the group).
-    let members: Vec<Vec<usize>> = (0..n_groups)
-        .map(|g| {
-            (0..series.len())
-                .filter(|&k| series[k].group == g)
-                .collect()
-        })
-        .collect();
-    let slot_layers = if settings.cluster_by_seed { n_slots } else { 1 };
-    // layout[g][slot][i * k_g + j]
-    let layout: Vec<Vec<Vec<f64>>> = (0..n_groups)
-        .map(|g| {
-            let k_g = members[g].len();
-            (0..slot_layers)
-                .map(|slot| {
-                    let mut m = vec![0.0; sizes[g] * k_g];
-                    for (j, &k) in members[g].iter().enumerate() {
-                        let d = if settings.cluster_by_seed {
-                            series[k].slots[slot].clone()
-                        } else {
-                            series[k].averaged()
-                        };
-                        for (i, v) in d.iter().enumerate() {
-                            m[i * k_g + j] = *v;
+/// Point-major copies of the series per subset group, so one drawn index
+/// adds a contiguous row of values (one per series of the group).
+struct GroupLayout {
+    /// Points of each group.
+    sizes: Vec<usize>,
+    /// The series of each group, ascending.
+    members: Vec<Vec<usize>>,
+    /// data[g][slot][i · k_g + j] = point i of the j-th series of group g
+    /// (one slot layer of slot-averaged differences unless clustering).
+    data: Vec<Vec<Vec<f64>>>,
+}
+
+impl GroupLayout {
+    fn new(series: &[Series], sizes: Vec<usize>, cluster_by_seed: bool) -> GroupLayout {
+        let n_groups = sizes.len();
+        let members: Vec<Vec<usize>> = (0..n_groups)
+            .map(|g| {
+                (0..series.len())
+                    .filter(|&k| series[k].group == g)
+                    .collect()
+            })
+            .collect();
+        let slot_layers = if cluster_by_seed {
+            series[0].slots.len()
+        } else {
+            1
+        };
+        let data = (0..n_groups)
+            .map(|g| {
+                let k_g = members[g].len();
+                (0..slot_layers)
+                    .map(|slot| {
+                        let mut m = vec![0.0; sizes[g] * k_g];
+                        for (j, &k) in members[g].iter().enumerate() {
+                            let d = if cluster_by_seed {
+                                series[k].slots[slot].clone()
+                            } else {
+                                series[k].averaged()
+                            };
+                            for (i, v) in d.iter().enumerate() {
+                                m[i * k_g + j] = *v;
+                            }
                         }
-                    }
-                    m
-                })
-                .collect()
-        })
-        .collect();
+                        m
+                    })
+                    .collect()
+            })
+            .collect();
+        GroupLayout {
+            sizes,
+            members,
+            data,
+        }
+    }
+}
 
+/// Draws the B resamples: per_series[k][r] = θ*_r of series k. Per
+/// resample, with clustering, first S slots with replacement; then for each
+/// (drawn) slot and each group, n_g point indices with replacement, shared
+/// by the group's series.
+// Index loops: r and g address transposed layouts ([series][resample],
+// [group][member]), which iterators would obscure.
+#[allow(clippy::needless_range_loop)]
+fn draw(
+    layout: &GroupLayout,
+    n_series: usize,
+    n_slots: usize,
+    settings: &Settings,
+) -> Vec<Vec<f64>> {
+    let GroupLayout {
+        sizes,
+        members,
+        data: layers,
+    } = layout;
+    let n_groups = sizes.len();
+    let slot_layers = if settings.cluster_by_seed { n_slots } else { 1 };
     let mut rng = ChaCha8Rng::seed_from_u64(settings.seed);
     let b = settings.resamples;
-    // per_series[k][r] = θ*_r of series k.
-    let mut per_series = vec![vec![0.0; b]; series.len()];
+    let mut per_series = vec![vec![0.0; b]; n_series];
     let mut acc: Vec<Vec<f64>> = members.iter().map(|m| vec![0.0; m.len()]).collect();
     let mut picks = vec![0usize; slot_layers];
     for r in 0..b {
@@ -167,7 +224,7 @@ pub fn resample(
         for &slot in &picks {
             for g in 0..n_groups {
                 let k_g = members[g].len();
-                let data = &layout[g][slot];
+                let data = &layers[g][slot];
                 let a = &mut acc[g];
                 for _ in 0..sizes[g] {
                     let i = rng.gen_range(0..sizes[g]);
@@ -184,30 +241,36 @@ pub fn resample(
             }
         }
     }
+    per_series
+}
 
-    statistics
-        .iter()
-        .map(|stat| {
-            if stat.is_empty() || stat.iter().any(|&k| k >= series.len()) {
-                return Err(Error::invalid(
-                    "statistic",
-                    format!("{stat:?}"),
-                    "needs member series that exist",
-                ));
-            }
-            let m = stat.len() as f64;
-            let mut samples: Vec<f64> = (0..b)
-                .map(|r| stat.iter().map(|&k| per_series[k][r]).sum::<f64>() / m)
-                .collect();
-            samples.sort_by(f64::total_cmp);
-            let estimate = stat.iter().map(|&k| series[k].estimate()).sum::<f64>() / m;
-            Ok(Distribution {
-                estimate,
-                samples,
-                acceleration: acceleration(series, stat, &sizes),
-            })
-        })
-        .collect()
+/// The distribution of one statistic (the mean of its member series) from
+/// the resampled series values.
+fn distribution(
+    series: &[Series],
+    stat: &[usize],
+    per_series: &[Vec<f64>],
+    sizes: &[usize],
+) -> Result<Distribution> {
+    if stat.is_empty() || stat.iter().any(|&k| k >= series.len()) {
+        return Err(Error::invalid(
+            "statistic",
+            format!("{stat:?}"),
+            "needs member series that exist",
+        ));
+    }
+    let m = stat.len() as f64;
+    let b = per_series[0].len();
+    let mut samples: Vec<f64> = (0..b)
+        .map(|r| stat.iter().map(|&k| per_series[k][r]).sum::<f64>() / m)
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    let estimate = stat.iter().map(|&k| series[k].estimate()).sum::<f64>() / m;
+    Ok(Distribution {
+        estimate,
+        samples,
+        acceleration: acceleration(series, stat, sizes),
+    })
 }
 
 /// Jackknife acceleration (Efron 1987): â = Σⱼ uⱼ³ / (6·(Σⱼ uⱼ²)^{3/2}),

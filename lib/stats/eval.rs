@@ -4,6 +4,7 @@
 //! when it can be found, the evaluated checkpoint's `model.json` sidecar
 //! (hyperparameters for pairing by rule, train_seconds for overhead).
 use crate::error::{Error, Result};
+use crate::layout;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -51,8 +52,11 @@ fn read_csv(path: &Path) -> Result<(Vec<String>, Vec<Vec<String>>)> {
         return Err(Error::MissingInput {
             path: path.to_path_buf(),
             reason: "no such file".into(),
-            fix: "give a directory written by `attack` (it holds per_sample.csv and summary.csv)"
-                .into(),
+            fix: format!(
+                "give a directory written by `attack` (it holds {} and {})",
+                layout::PER_SAMPLE,
+                layout::SUMMARY
+            ),
         });
     }
     let mut rdr = csv::ReaderBuilder::new()
@@ -97,7 +101,7 @@ fn find_sidecar(
         }
     }
     if let Some(p) = dir.parent() {
-        candidates.push(p.join("model.json"));
+        candidates.push(p.join(layout::MODEL_SIDECAR));
     }
     candidates.into_iter().find(|c| c.is_file())
 }
@@ -123,123 +127,168 @@ fn flatten_sidecar(v: &Value, into: &mut BTreeMap<String, Value>) {
     }
 }
 
-impl Evaluation {
-    /// Reads `dir/per_sample.csv`, `dir/summary.csv` and the sidecar (see
-    /// [`find_sidecar`]'s order; `sidecar_hint` first). Every outcome must be
-    /// 0 or 1 and `index` unique.
-    pub fn load(dir: &Path, sidecar_hint: Option<&Path>) -> Result<Evaluation> {
-        let per_sample = dir.join("per_sample.csv");
-        let (headers, rows) = read_csv(&per_sample)?;
-        for need in ["index", "clean_correct"] {
-            if !headers.iter().any(|h| h == need) {
-                return Err(corrupt(
-                    &per_sample,
-                    format!("column `{need}` is missing (header: {})", headers.join(",")),
-                    FIX_RERUN,
-                ));
-            }
-        }
-        if rows.is_empty() {
-            return Err(corrupt(&per_sample, "no data rows", FIX_RERUN));
-        }
-        let col = |name: &str| headers.iter().position(|h| h == name);
-        let idx_col = col("index").expect("checked above");
-        let index: Vec<String> = rows.iter().map(|r| r[idx_col].clone()).collect();
-        let mut seen = std::collections::HashSet::new();
-        if let Some(dup) = index.iter().find(|i| !seen.insert(i.as_str())) {
+/// What `attack` wrote in an evaluation directory, parsed: per_sample.csv
+/// (outcomes per point) and summary.csv (one row).
+struct AttackOutputs {
+    per_sample: PathBuf,
+    index: Vec<String>,
+    outcomes: BTreeMap<String, Vec<f64>>,
+    attacks: Vec<String>,
+    summary: BTreeMap<String, String>,
+    fingerprint: String,
+}
+
+/// Reads `dir/per_sample.csv` and `dir/summary.csv`. Every outcome must be
+/// 0 or 1, `index` unique, and the summary's `subset_size` (when given)
+/// the number of rows.
+fn read_attack_outputs(dir: &Path) -> Result<AttackOutputs> {
+    let per_sample = dir.join(layout::PER_SAMPLE);
+    let (headers, rows) = read_csv(&per_sample)?;
+    for need in ["index", "clean_correct"] {
+        if !headers.iter().any(|h| h == need) {
             return Err(corrupt(
                 &per_sample,
-                format!("index {dup} appears twice"),
+                format!("column `{need}` is missing (header: {})", headers.join(",")),
                 FIX_RERUN,
             ));
         }
-        let attacks: Vec<String> = headers
-            .iter()
-            .filter(|h| !NON_ATTACK.contains(&h.as_str()))
-            .cloned()
-            .collect();
-        let mut outcomes = BTreeMap::new();
-        let metric_cols = std::iter::once(("clean".to_string(), "clean_correct"))
-            .chain(attacks.iter().map(|a| (a.clone(), a.as_str())))
-            .chain(col("worst_case").map(|_| ("worst_case".to_string(), "worst_case")));
-        for (metric, column) in metric_cols {
-            let c = col(column).expect("column from header");
-            let mut v = Vec::with_capacity(rows.len());
-            for (line, r) in rows.iter().enumerate() {
-                match r[c].as_str() {
-                    "0" => v.push(0.0),
-                    "1" => v.push(1.0),
-                    other => {
-                        return Err(corrupt(
-                            &per_sample,
-                            format!(
-                                "line {}: column `{column}` is `{other}`, expected 0 or 1",
-                                line + 2
-                            ),
-                            FIX_RERUN,
-                        ))
-                    }
+    }
+    if rows.is_empty() {
+        return Err(corrupt(&per_sample, "no data rows", FIX_RERUN));
+    }
+    let col = |name: &str| headers.iter().position(|h| h == name);
+    let idx_col = col("index").expect("checked above");
+    let index: Vec<String> = rows.iter().map(|r| r[idx_col].clone()).collect();
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = index.iter().find(|i| !seen.insert(i.as_str())) {
+        return Err(corrupt(
+            &per_sample,
+            format!("index {dup} appears twice"),
+            FIX_RERUN,
+        ));
+    }
+    let attacks: Vec<String> = headers
+        .iter()
+        .filter(|h| !NON_ATTACK.contains(&h.as_str()))
+        .cloned()
+        .collect();
+    let mut outcomes = BTreeMap::new();
+    let metric_cols = std::iter::once(("clean".to_string(), "clean_correct"))
+        .chain(attacks.iter().map(|a| (a.clone(), a.as_str())))
+        .chain(col("worst_case").map(|_| ("worst_case".to_string(), "worst_case")));
+    for (metric, column) in metric_cols {
+        let c = col(column).expect("column from header");
+        let mut v = Vec::with_capacity(rows.len());
+        for (line, r) in rows.iter().enumerate() {
+            match r[c].as_str() {
+                "0" => v.push(0.0),
+                "1" => v.push(1.0),
+                other => {
+                    return Err(corrupt(
+                        &per_sample,
+                        format!(
+                            "line {}: column `{column}` is `{other}`, expected 0 or 1",
+                            line + 2
+                        ),
+                        FIX_RERUN,
+                    ))
                 }
             }
-            outcomes.insert(metric, v);
         }
+        outcomes.insert(metric, v);
+    }
 
-        let summary_path = dir.join("summary.csv");
-        let (sh, srows) = read_csv(&summary_path)?;
-        if srows.len() != 1 {
-            return Err(corrupt(
+    let summary_path = dir.join(layout::SUMMARY);
+    let (sh, srows) = read_csv(&summary_path)?;
+    if srows.len() != 1 {
+        return Err(corrupt(
+            &summary_path,
+            format!("expected one data row, found {}", srows.len()),
+            FIX_RERUN,
+        ));
+    }
+    let summary: BTreeMap<String, String> = sh.into_iter().zip(srows[0].iter().cloned()).collect();
+    let fingerprint = summary
+        .get("subset_fingerprint")
+        .filter(|f| !f.is_empty())
+        .cloned()
+        .ok_or_else(|| {
+            corrupt(
                 &summary_path,
-                format!("expected one data row, found {}", srows.len()),
+                "column `subset_fingerprint` is missing or empty",
+                FIX_RERUN,
+            )
+        })?;
+    if let Some(n) = summary
+        .get("subset_size")
+        .and_then(|s| s.parse::<usize>().ok())
+    {
+        if n != index.len() {
+            return Err(corrupt(
+                &per_sample,
+                format!(
+                    "{} rows but summary.csv says subset_size = {n}",
+                    index.len()
+                ),
                 FIX_RERUN,
             ));
         }
-        let summary: BTreeMap<String, String> =
-            sh.into_iter().zip(srows[0].iter().cloned()).collect();
-        let fingerprint = summary
-            .get("subset_fingerprint")
-            .filter(|f| !f.is_empty())
-            .cloned()
-            .ok_or_else(|| {
-                corrupt(
-                    &summary_path,
-                    "column `subset_fingerprint` is missing or empty",
-                    FIX_RERUN,
-                )
-            })?;
-        if let Some(n) = summary
-            .get("subset_size")
-            .and_then(|s| s.parse::<usize>().ok())
-        {
-            if n != index.len() {
-                return Err(corrupt(
-                    &per_sample,
-                    format!(
-                        "{} rows but summary.csv says subset_size = {n}",
-                        index.len()
-                    ),
-                    FIX_RERUN,
-                ));
-            }
-        }
+    }
 
-        let mut attributes = BTreeMap::new();
-        let mut train_seconds = None;
+    Ok(AttackOutputs {
+        per_sample,
+        index,
+        outcomes,
+        attacks,
+        summary,
+        fingerprint,
+    })
+}
+
+/// The sidecar's flattened hyperparameters (see [`flatten_sidecar`]) and
+/// its `metrics.train_seconds`.
+fn read_sidecar(side: &Path) -> Result<(BTreeMap<String, Value>, Option<f64>)> {
+    let text = std::fs::read_to_string(side).map_err(|e| Error::io(side, e))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| {
+        corrupt(
+            side,
+            format!("not JSON: {e}"),
+            "point at the model.json written by `train`/`finetune`",
+        )
+    })?;
+    let mut attributes = BTreeMap::new();
+    flatten_sidecar(&v, &mut attributes);
+    let train_seconds = v
+        .get("metrics")
+        .and_then(|m| m.get("train_seconds"))
+        .and_then(Value::as_f64);
+    Ok((attributes, train_seconds))
+}
+
+impl Evaluation {
+    /// Reads `dir/per_sample.csv`, `dir/summary.csv` and the sidecar:
+    /// `sidecar_hint` if present, else the summary's `checkpoint` with
+    /// `.json` (as given, then relative to `dir` and its parent), else
+    /// `model.json` in `dir`'s parent. Every outcome must be 0 or 1 and
+    /// `index` unique.
+    ///
+    /// Errors: [`Error::MissingInput`] for a missing CSV file;
+    /// [`Error::CorruptInput`] for malformed CSV or sidecar JSON;
+    /// [`Error::Io`] when the sidecar cannot be read.
+    pub fn load(dir: &Path, sidecar_hint: Option<&Path>) -> Result<Evaluation> {
+        let AttackOutputs {
+            per_sample,
+            index,
+            outcomes,
+            attacks,
+            summary,
+            fingerprint,
+        } = read_attack_outputs(dir)?;
         let sidecar = find_sidecar(dir, &summary, sidecar_hint);
-        if let Some(side) = &sidecar {
-            let text = std::fs::read_to_string(side).map_err(|e| Error::io(side, e))?;
-            let v: Value = serde_json::from_str(&text).map_err(|e| {
-                corrupt(
-                    side,
-                    format!("not JSON: {e}"),
-                    "point at the model.json written by `train`/`finetune`",
-                )
-            })?;
-            flatten_sidecar(&v, &mut attributes);
-            train_seconds = v
-                .get("metrics")
-                .and_then(|m| m.get("train_seconds"))
-                .and_then(Value::as_f64);
-        }
+        let (mut attributes, train_seconds) = match &sidecar {
+            Some(side) => read_sidecar(side)?,
+            None => (BTreeMap::new(), None),
+        };
         for (k, x) in &summary {
             let v = x
                 .parse::<f64>()

@@ -23,6 +23,7 @@
 //! attacks = ["aa", "spsa"]
 //! ```
 use crate::error::{Error, Result};
+use crate::layout;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -129,21 +130,141 @@ pub fn show(v: Option<&Value>) -> String {
     }
 }
 
+type Parsed<T> = std::result::Result<T, String>;
+type Table = serde_json::Map<String, Value>;
+
+/// The table `name` of the spec (empty when absent), refusing keys not in
+/// `keys`.
+fn table(obj: &Table, name: &str, keys: &[&str]) -> Parsed<Table> {
+    match obj.get(name) {
+        None => Ok(Default::default()),
+        Some(Value::Object(m)) => {
+            if let Some(k) = m.keys().find(|k| !keys.contains(&k.as_str())) {
+                return Err(format!(
+                    "unknown key `{name}.{k}` (known: {})",
+                    keys.join(", ")
+                ));
+            }
+            Ok(m.clone())
+        }
+        Some(_) => Err(format!("`{name}` must be a table")),
+    }
+}
+
+/// The string `k` of a table, `default` when absent.
+fn string(m: &Table, k: &str, default: &str) -> Parsed<String> {
+    match m.get(k) {
+        None => Ok(default.to_string()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(format!("`{k}` must be a string")),
+    }
+}
+
+/// A list of strings (empty when absent); `what` names it in errors.
+fn strings(v: Option<&Value>, what: &str) -> Parsed<Vec<String>> {
+    match v {
+        None => Ok(Vec::new()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_string)
+                    .ok_or(format!("`{what}` must list strings"))
+            })
+            .collect(),
+        Some(_) => Err(format!("`{what}` must be a list of strings")),
+    }
+}
+
+/// The `[[row]]` entries: `label` and an optional `where` table.
+fn parse_rows(obj: &Table) -> Parsed<Vec<RowSpec>> {
+    let mut rows = Vec::new();
+    for (i, r) in obj
+        .get("row")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        if let Some(k) = r
+            .as_object()
+            .and_then(|o| o.keys().find(|k| !["label", "where"].contains(&k.as_str())))
+        {
+            return Err(format!(
+                "row {}: unknown key `{k}` (known: label, where)",
+                i + 1
+            ));
+        }
+        let label = r
+            .get("label")
+            .and_then(Value::as_str)
+            .ok_or(format!("row {} needs a `label`", i + 1))?
+            .to_string();
+        let filter = match r.get("where") {
+            None => BTreeMap::new(),
+            Some(Value::Object(m)) => m.clone().into_iter().collect(),
+            Some(_) => return Err(format!("row `{label}`: `where` must be a table")),
+        };
+        rows.push(RowSpec { label, filter });
+    }
+    Ok(rows)
+}
+
+/// The `[[average]]` entries; `None` when the spec has no `average` key.
+fn parse_averages(obj: &Table) -> Parsed<Option<Vec<AverageSpec>>> {
+    let list = match obj.get("average") {
+        None => return Ok(None),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err("`average` must be a list of tables ([[average]])".into()),
+    };
+    let mut averages = Vec::new();
+    for a in list {
+        let label = a
+            .get("label")
+            .and_then(Value::as_str)
+            .ok_or("every [[average]] needs a `label`")?
+            .to_string();
+        let include = match a.get("include") {
+            None => None,
+            v => Some(strings(v, "average.include")?),
+        };
+        averages.push(AverageSpec {
+            label,
+            include,
+            exclude: strings(a.get("exclude"), "average.exclude")?,
+        });
+    }
+    Ok(Some(averages))
+}
+
 impl Spec {
     /// Reads a spec from TOML (any extension but `.json`) or JSON.
+    ///
+    /// Errors: [`Error::MissingInput`] when it cannot be read;
+    /// [`Error::CorruptInput`] as [`Spec::parse`].
     pub fn load(path: &Path) -> Result<Spec> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::MissingInput {
             path: path.to_path_buf(),
             reason: e.to_string(),
             fix: "give a comparison spec such as analysis/table2.toml".into(),
         })?;
+        Spec::parse(path, &text)
+    }
+
+    /// Parses the text of the spec at `path` (JSON when `path` ends in
+    /// `.json`, else TOML).
+    ///
+    /// Errors: [`Error::CorruptInput`] for text that is not TOML/JSON, an
+    /// unknown key, or a value of the wrong type.
+    pub fn parse(path: &Path, text: &str) -> Result<Spec> {
         let bad = |reason: String| Error::CorruptInput {
             path: path.to_path_buf(),
             reason,
             fix: "see analysis/table2.toml for the format".into(),
         };
         let root = if path.extension().is_some_and(|e| e == "json") {
-            serde_json::from_str::<Value>(&text).map_err(|e| bad(format!("not JSON: {e}")))?
+            serde_json::from_str::<Value>(text).map_err(|e| bad(format!("not JSON: {e}")))?
         } else {
             let doc = text
                 .parse::<toml_edit::DocumentMut>()
@@ -153,7 +274,7 @@ impl Spec {
         Spec::from_value(path, &root).map_err(bad)
     }
 
-    fn from_value(path: &Path, root: &Value) -> std::result::Result<Spec, String> {
+    fn from_value(path: &Path, root: &Value) -> Parsed<Spec> {
         let obj = root.as_object().ok_or("the spec must be a table")?;
         let allowed = [
             "title", "caption", "layout", "pairing", "row", "average", "tables",
@@ -161,44 +282,9 @@ impl Spec {
         if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
             return Err(format!("unknown key `{k}` (known: {})", allowed.join(", ")));
         }
-        let table = |name: &str,
-                     keys: &[&str]|
-         -> std::result::Result<serde_json::Map<String, Value>, String> {
-            match obj.get(name) {
-                None => Ok(Default::default()),
-                Some(Value::Object(m)) => {
-                    if let Some(k) = m.keys().find(|k| !keys.contains(&k.as_str())) {
-                        return Err(format!(
-                            "unknown key `{name}.{k}` (known: {})",
-                            keys.join(", ")
-                        ));
-                    }
-                    Ok(m.clone())
-                }
-                Some(_) => Err(format!("`{name}` must be a table")),
-            }
-        };
-        let string = |m: &serde_json::Map<String, Value>, k: &str, default: &str| match m.get(k) {
-            None => Ok(default.to_string()),
-            Some(Value::String(s)) => Ok(s.clone()),
-            Some(_) => Err(format!("`{k}` must be a string")),
-        };
-        let strings = |v: Option<&Value>, what: &str| -> std::result::Result<Vec<String>, String> {
-            match v {
-                None => Ok(Vec::new()),
-                Some(Value::Array(a)) => a
-                    .iter()
-                    .map(|x| {
-                        x.as_str()
-                            .map(str::to_string)
-                            .ok_or(format!("`{what}` must list strings"))
-                    })
-                    .collect(),
-                Some(_) => Err(format!("`{what}` must be a list of strings")),
-            }
-        };
-        let layout = table("layout", &["eval_dir", "sidecar"])?;
+        let layout_table = table(obj, "layout", &["eval_dir", "sidecar"])?;
         let pairing = table(
+            obj,
             "pairing",
             &[
                 "match",
@@ -209,59 +295,9 @@ impl Spec {
                 "cluster_by_seed",
             ],
         )?;
-        let tables = table("tables", &["attacks"])?;
-        let mut rows = Vec::new();
-        for (i, r) in obj
-            .get("row")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
-        {
-            if let Some(k) = r
-                .as_object()
-                .and_then(|o| o.keys().find(|k| !["label", "where"].contains(&k.as_str())))
-            {
-                return Err(format!(
-                    "row {}: unknown key `{k}` (known: label, where)",
-                    i + 1
-                ));
-            }
-            let label = r
-                .get("label")
-                .and_then(Value::as_str)
-                .ok_or(format!("row {} needs a `label`", i + 1))?
-                .to_string();
-            let filter = match r.get("where") {
-                None => BTreeMap::new(),
-                Some(Value::Object(m)) => m.clone().into_iter().collect(),
-                Some(_) => return Err(format!("row `{label}`: `where` must be a table")),
-            };
-            rows.push(RowSpec { label, filter });
-        }
-        let mut averages = Vec::new();
-        let average_list = match obj.get("average") {
-            None => None,
-            Some(Value::Array(a)) => Some(a.clone()),
-            Some(_) => return Err("`average` must be a list of tables ([[average]])".into()),
-        };
-        for a in average_list.clone().unwrap_or_default() {
-            let label = a
-                .get("label")
-                .and_then(Value::as_str)
-                .ok_or("every [[average]] needs a `label`")?
-                .to_string();
-            let include = match a.get("include") {
-                None => None,
-                v => Some(strings(v, "average.include")?),
-            };
-            averages.push(AverageSpec {
-                label,
-                include,
-                exclude: strings(a.get("exclude"), "average.exclude")?,
-            });
-        }
+        let tables = table(obj, "tables", &["attacks"])?;
+        let rows = parse_rows(obj)?;
+        let averages = parse_averages(obj)?;
         let treatments = match pairing.get("treatments") {
             None => None,
             Some(Value::Array(a)) => Some(a.clone()),
@@ -272,8 +308,8 @@ impl Spec {
             path: path.to_path_buf(),
             title: string(obj, "title", "Comparison")?,
             caption: string(obj, "caption", "")?,
-            eval_dir: string(&layout, "eval_dir", "eval")?,
-            sidecar: string(&layout, "sidecar", "model.json")?,
+            eval_dir: string(&layout_table, "eval_dir", layout::EVAL_DIR)?,
+            sidecar: string(&layout_table, "sidecar", layout::MODEL_SIDECAR)?,
             match_keys,
             seed_key: string(&pairing, "seed", "seed")?,
             vary: string(&pairing, "vary", "lambda")?,
@@ -288,7 +324,7 @@ impl Spec {
                 .transpose()?
                 .unwrap_or(false),
             rows,
-            averages: average_list.map(|_| averages),
+            averages,
             attacks: strings(tables.get("attacks"), "tables.attacks")?,
         })
     }
@@ -308,7 +344,7 @@ pub fn grid_points(runs: &Path, eval_dir: &str) -> Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     let mut stack = vec![(runs.to_path_buf(), 0usize)];
     while let Some((dir, depth)) = stack.pop() {
-        if dir.join(eval_dir).join("per_sample.csv").is_file() {
+        if dir.join(eval_dir).join(layout::PER_SAMPLE).is_file() {
             found.push(dir.clone());
         }
         if depth >= 4 {

@@ -3,9 +3,11 @@
 //! fractions), and the TASER paper's Table 2 (clean and robust avg with Δ
 //! and interval, overhead) and Table 3 (per attack) as Markdown and LaTeX,
 //! in percentage points.
-use super::{Report, RowResult, ROBUST_AVG};
+use super::metrics::{AUTOATTACK, CLEAN, ROBUST_AVG, SPSA, WORST_CASE};
+use super::{Report, RowResult};
 use crate::error::{Error, Result};
-use crate::report::write_text;
+use crate::fsutil::write_bytes_atomically;
+use crate::layout;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
@@ -26,11 +28,11 @@ fn signed_pp(v: f64) -> String {
 /// Display name of a metric column.
 pub fn metric_name(m: &str) -> String {
     match m {
-        "clean" => "Clean".into(),
+        CLEAN => "Clean".into(),
         ROBUST_AVG => "Robust avg".into(),
-        "aa" => "Robust (AA)".into(),
-        "spsa" => "Robust (SPSA)".into(),
-        "worst_case" => "Worst case".into(),
+        AUTOATTACK => "Robust (AA)".into(),
+        SPSA => "Robust (SPSA)".into(),
+        WORST_CASE => "Worst case".into(),
         other => format!("Robust ({other})"),
     }
 }
@@ -39,7 +41,7 @@ pub fn metric_name(m: &str) -> String {
 /// interval excludes 0, clean accuracy when it includes 0.
 pub fn is_bold(metric: &str, row: &RowResult) -> bool {
     row.metrics.get(metric).is_some_and(|r| {
-        if metric == "clean" {
+        if metric == CLEAN {
             !r.interval.excludes_zero()
         } else {
             r.interval.excludes_zero()
@@ -130,7 +132,7 @@ fn cells(report: &Report, per_attack: bool, f: Format) -> (Vec<String>, Vec<Vec<
                 Format::Markdown => row.label.replace('|', "\\|"),
                 Format::Latex => latex_escape(&row.label),
             }];
-            for m in std::iter::once("clean").chain(columns.iter().map(String::as_str)) {
+            for m in std::iter::once(CLEAN).chain(columns.iter().map(String::as_str)) {
                 c.extend(level_cells(row, m));
                 c.push(delta_cell(row, m, f));
             }
@@ -295,7 +297,7 @@ fn csv_text(report: &Report) -> Result<String> {
         .map(String::from),
     );
     let err = |e: csv::Error| Error::OutputFailed {
-        path: PathBuf::from("comparisons.csv"),
+        path: PathBuf::from(layout::COMPARISONS),
         reason: e.to_string(),
     };
     w.write_record(&header).map_err(err)?;
@@ -336,7 +338,7 @@ fn csv_text(report: &Report) -> Result<String> {
         w.write_record(&rec).map_err(err)?;
     }
     let bytes = w.into_inner().map_err(|e| Error::OutputFailed {
-        path: PathBuf::from("comparisons.csv"),
+        path: PathBuf::from(layout::COMPARISONS),
         reason: e.to_string(),
     })?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
@@ -346,16 +348,16 @@ fn csv_text(report: &Report) -> Result<String> {
 /// each atomically, and returns their paths.
 pub fn write_all(report: &Report, out: &Path) -> Result<Vec<PathBuf>> {
     let files = [
-        ("comparisons.csv", csv_text(report)?),
-        ("table2.md", markdown(report, false)),
-        ("table2.tex", latex(report, false)),
-        ("table3.md", markdown(report, true)),
-        ("table3.tex", latex(report, true)),
+        (layout::COMPARISONS, csv_text(report)?),
+        (layout::TABLE2_MARKDOWN, markdown(report, false)),
+        (layout::TABLE2_LATEX, latex(report, false)),
+        (layout::TABLE3_MARKDOWN, markdown(report, true)),
+        (layout::TABLE3_LATEX, latex(report, true)),
     ];
     let mut written = Vec::new();
     for (name, text) in files {
         let p = out.join(name);
-        write_text(&p, &text)?;
+        write_bytes_atomically(&p, text.as_bytes())?;
         written.push(p);
     }
     Ok(written)
