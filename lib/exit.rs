@@ -78,19 +78,17 @@ pub fn finish(result: anyhow::Result<Status>) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use anyhow::Context;
 
     #[test]
     fn bad_input_is_two_failed_computation_is_one_through_any_context() {
-        let bad: anyhow::Result<()> = Err(Error::invalid("--eps", 8, "too large").into());
-        let bad = bad.context("attack failed").unwrap_err();
+        let bad =
+            anyhow::Error::from(Error::invalid("--eps", 8, "too large")).context("attack failed");
         assert_eq!(status_of(&bad), Status::BadInput);
-        let diverged: anyhow::Result<()> = Err(Error::Diverged {
+        let diverged = anyhow::Error::from(Error::Diverged {
             epoch: 3,
             detail: "loss NaN".into(),
-        }
-        .into());
-        assert_eq!(status_of(&diverged.unwrap_err()), Status::Failed);
+        });
+        assert_eq!(status_of(&diverged), Status::Failed);
         assert_eq!(
             status_of(&anyhow::anyhow!("not a library error")),
             Status::Failed
