@@ -22,7 +22,9 @@ use super::grammar::{parse_attacks, AttackKind};
 use super::inputs::Inputs;
 use super::results::{write_per_sample, write_summary, PerSampleRows};
 use super::run::{to_flags, Target};
-use super::state::{accuracy, checkpoint_sha, subset_fingerprint, AttackResult, EvalIdentity, State};
+use super::state::{
+    accuracy, checkpoint_sha, subset_fingerprint, AttackResult, EvalIdentity, State,
+};
 use super::{parse_fraction, Norm, Threat};
 use crate::data::subset::DEFAULT_SIZE;
 use crate::device::device_name;
@@ -211,7 +213,13 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalSummary> {
         };
         write_per_sample(&run.per_sample(), &rows)?;
         let device = device_name(runtime.device);
-        write_summary(&run.summary(), &state.config, &cfg.checkpoint, &device, &rows)?;
+        write_summary(
+            &run.summary(),
+            &state.config,
+            &cfg.checkpoint,
+            &device,
+            &rows,
+        )?;
     }
     Ok(EvalSummary {
         complete,

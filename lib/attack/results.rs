@@ -145,10 +145,16 @@ pub fn write_summary(
         ("norm".into(), norm.into()),
         ("eps".into(), format!("{}", identity.eps)),
         (N_EVAL.into(), identity.n_points.to_string()),
-        (SUBSET_FINGERPRINT.into(), identity.subset_fingerprint.clone()),
+        (
+            SUBSET_FINGERPRINT.into(),
+            identity.subset_fingerprint.clone(),
+        ),
         ("seed".into(), identity.seed.to_string()),
         ("device".into(), device.into()),
-        ("clean_acc".into(), format!("{:.6}", accuracy(rows.clean_correct))),
+        (
+            "clean_acc".into(),
+            format!("{:.6}", accuracy(rows.clean_correct)),
+        ),
     ];
     let each = |r: &AttackResult, kind: &str, value: &dyn Fn(&AttackResult) -> String| {
         let mut out = vec![(format!("{kind}_{}", r.name), value(r))];
@@ -227,7 +233,10 @@ pub fn read_per_sample(path: &Path) -> Result<PerSampleTable> {
         return Err(corrupt(path, "no data rows"));
     }
     let col = |name: &str| headers.iter().position(|h| h == name);
-    let index: Vec<String> = rows.iter().map(|r| r[col(INDEX).unwrap()].clone()).collect();
+    let index: Vec<String> = rows
+        .iter()
+        .map(|r| r[col(INDEX).unwrap()].clone())
+        .collect();
     let mut seen = std::collections::HashSet::new();
     if let Some(dup) = index.iter().find(|i| !seen.insert(i.as_str())) {
         return Err(corrupt(path, format!("index {dup} appears twice")));
@@ -305,7 +314,11 @@ pub fn read_summary(path: &Path) -> Result<SummaryRow> {
 pub fn read_results(run: &EvalRun) -> Result<(PerSampleTable, SummaryRow)> {
     let per_sample = read_per_sample(&run.per_sample())?;
     let summary = read_summary(&run.summary())?;
-    if let Some(n) = summary.values.get(N_EVAL).and_then(|s| s.parse::<usize>().ok()) {
+    if let Some(n) = summary
+        .values
+        .get(N_EVAL)
+        .and_then(|s| s.parse::<usize>().ok())
+    {
         if n != per_sample.index.len() {
             return Err(corrupt(
                 &per_sample.path,
@@ -358,8 +371,14 @@ mod tests {
             n_points: 3,
             batch_size: 2,
         };
-        write_summary(&run.summary(), &identity, Path::new("m.safetensors"), "cpu", &rows)
-            .unwrap();
+        write_summary(
+            &run.summary(),
+            &identity,
+            Path::new("m.safetensors"),
+            "cpu",
+            &rows,
+        )
+        .unwrap();
         let text = std::fs::read_to_string(run.per_sample()).unwrap();
         assert_eq!(
             text,
@@ -391,7 +410,10 @@ mod tests {
         std::fs::write(run.per_sample(), "index,clean_correct\n1,1\n2,0\n").unwrap();
         std::fs::write(run.summary(), "n_eval,subset_fingerprint\n3,ab\n").unwrap();
         let err = read_results(&run).unwrap_err().to_string();
-        assert!(err.contains("2 rows but summary.csv says n_eval = 3"), "{err}");
+        assert!(
+            err.contains("2 rows but summary.csv says n_eval = 3"),
+            "{err}"
+        );
         std::fs::write(run.per_sample(), "index,clean_correct,aa\n1,1,1\n2,0,x\n").unwrap();
         let err = read_per_sample(&run.per_sample()).unwrap_err().to_string();
         assert!(err.contains("line 3: column `aa` is `x`"), "{err}");

@@ -259,9 +259,13 @@ mod tests {
             n_points: 61,
             ..identity()
         };
-        let err = saved.check_identity(&other, Path::new("o"), &flags).unwrap_err();
+        let err = saved
+            .check_identity(&other, Path::new("o"), &flags)
+            .unwrap_err();
         assert!(err.to_string().contains("n_points: 60 → 61"), "{err}");
-        saved.check_identity(&identity(), Path::new("o"), &flags).unwrap();
+        saved
+            .check_identity(&identity(), Path::new("o"), &flags)
+            .unwrap();
     }
 
     #[test]
