@@ -3,6 +3,7 @@ use anyhow::Context;
 use clap::Parser;
 use std::process::ExitCode;
 use taser::attack::eval::{evaluate, EvalConfig};
+use taser::exit::{self, Status};
 
 /// Evaluate a checkpoint's robustness: clean accuracy and accuracy under
 /// AutoAttack (standard: APGD-CE, APGD-T, FAB-T, Square), SPSA and PGD, per
@@ -24,6 +25,13 @@ use taser::attack::eval::{evaluate, EvalConfig};
 ///
 /// Example: attack --checkpoint runs/std/model.safetensors --attacks aa,spsa,pgd20
 ///          --norm linf --eps 8/255 --out runs/std/eval
+///
+/// Exit codes: 0 ok (also when --stop-after stopped early), 1 a failed
+/// computation (an I/O or libtorch error), 2 bad usage or input (a flag out
+/// of its domain, a missing or mismatched checkpoint or subset, an --out
+/// that holds an evaluation with other flags or cannot be written). A
+/// killed evaluation has no code of its own: rerun the same command to
+/// continue it.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about, allow_negative_numbers = true)]
 struct Args {
@@ -33,25 +41,11 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match evaluate(&args.config).context("attack failed") {
-        Ok(summary) => {
-            println!("clean = {:.6}", summary.clean_accuracy);
-            for (name, acc) in &summary.accuracies {
-                println!("{name} = {acc:.6}");
-            }
-            if summary.complete {
-                println!("worst_case = {:.6}", summary.worst_case_accuracy);
-                println!("results: {}", summary.out.display());
-            } else {
-                println!(
-                    "stopped before every attack finished (--stop-after); rerun the same command to continue"
-                );
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    exit::finish(run(args))
+}
+
+fn run(args: Args) -> anyhow::Result<Status> {
+    let summary = evaluate(&args.config).context("attack failed")?;
+    println!("{summary}");
+    Ok(Status::Ok)
 }

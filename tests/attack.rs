@@ -12,6 +12,7 @@ use taser::attack::square::{square, SquareConfig};
 use taser::attack::{per_sample_norm, Norm, Threat};
 use taser::checkpoint::{self, CheckpointMeta};
 use taser::data::{self, DatasetName};
+use taser::layout::EvalRun;
 use taser::models::{Activation, Arch, Model, ModelSpec};
 use tch::{Device, Kind, Tensor};
 
@@ -553,7 +554,7 @@ fn attack_binary_writes_per_sample_and_summary_and_resumes_identically() {
         &["--attacks", ATTACKS, "--eps", "8/255"],
     ));
     assert!(o.status.success(), "{}", stderr(&o));
-    let (header, rows) = read_csv(&full.join("per_sample.csv"));
+    let (header, rows) = read_csv(&EvalRun::at(&full).per_sample());
     assert_eq!(
         header,
         [
@@ -574,7 +575,7 @@ fn attack_binary_writes_per_sample_and_summary_and_resumes_identically() {
         assert!(v[1..].iter().all(|&a| a <= v[0]));
         assert_eq!(v[5], v[..5].iter().copied().min().unwrap());
     }
-    let (sh, srows) = read_csv(&full.join("summary.csv"));
+    let (sh, srows) = read_csv(&EvalRun::at(&full).summary());
     assert_eq!(srows.len(), 1);
     let s: BTreeMap<&str, &str> = sh
         .iter()
@@ -617,7 +618,7 @@ fn attack_binary_writes_per_sample_and_summary_and_resumes_identically() {
         acc("acc_aa") <= acc("acc_pgd10") + 1e-12,
         "AutoAttack weaker than PGD-10"
     );
-    assert!(full.join("subset.json").exists());
+    assert!(EvalRun::at(&full).subset().exists());
 
     // Interrupted after one attack, then resumed: the same flags.
     let part = dir.path().join("part");
@@ -626,7 +627,7 @@ fn attack_binary_writes_per_sample_and_summary_and_resumes_identically() {
     first.extend(["--stop-after".to_string(), "1".to_string()]);
     let o = run_attack(&first);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(!part.join("per_sample.csv").exists());
+    assert!(!EvalRun::at(&part).per_sample().exists());
     let o = run_attack(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
@@ -635,8 +636,8 @@ fn attack_binary_writes_per_sample_and_summary_and_resumes_identically() {
         stderr(&o)
     );
     assert_eq!(
-        std::fs::read_to_string(part.join("per_sample.csv")).unwrap(),
-        std::fs::read_to_string(full.join("per_sample.csv")).unwrap()
+        std::fs::read_to_string(EvalRun::at(&part).per_sample()).unwrap(),
+        std::fs::read_to_string(EvalRun::at(&full).per_sample()).unwrap()
     );
     // A finished evaluation is not repeated.
     let o = run_attack(&args);
@@ -648,34 +649,41 @@ fn attack_binary_writes_per_sample_and_summary_and_resumes_identically() {
         stderr(&o)
     );
 
-    // Other flags on the same --out are refused, naming the difference.
+    // Other flags on the same --out are refused (bad input, exit 2), naming
+    // each difference with both values.
     let o = run_attack(&attack_args(
         &ckpt,
         &part,
-        &["--attacks", ATTACKS, "--eps", "4/255"],
+        &["--attacks", ATTACKS, "--eps", "4/255", "--norm", "l2"],
     ));
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("--eps") && stderr(&o).contains("new --out"),
-        "{}",
-        stderr(&o)
-    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    for needle in [
+        "--eps: 0.03137254901960784 → 0.01568627450980392",
+        "--norm: \"linf\" → \"l2\"",
+        "new --out",
+    ] {
+        assert!(
+            stderr(&o).contains(needle),
+            "lacks {needle:?}: {}",
+            stderr(&o)
+        );
+    }
 
     // The saved subset can be given back with --subset: same points.
     let again = dir.path().join("again");
-    let subset = full.join("subset.json").display().to_string();
+    let subset = EvalRun::at(&full).subset().display().to_string();
     let o = run_attack(&attack_args(
         &ckpt,
         &again,
         &["--attacks", "pgd10", "--eps", "8/255", "--subset", &subset],
     ));
     assert!(o.status.success(), "{}", stderr(&o));
-    let (_, rows2) = read_csv(&again.join("per_sample.csv"));
+    let (_, rows2) = read_csv(&EvalRun::at(&again).per_sample());
     assert_eq!(
         rows2.iter().map(|r| r[0].clone()).collect::<Vec<_>>(),
         rows.iter().map(|r| r[0].clone()).collect::<Vec<_>>()
     );
-    assert!(!again.join("subset.json").exists());
+    assert!(!EvalRun::at(&again).subset().exists());
 }
 
 #[test]
@@ -690,7 +698,7 @@ fn bad_inputs_are_refused_with_clear_errors_and_no_outputs() {
         &["--attacks", "pgd1", "--eps", "0.1"],
     ));
     assert!(o.status.success(), "{}", stderr(&o));
-    let text = std::fs::read_to_string(good.join("subset.json")).unwrap();
+    let text = std::fs::read_to_string(EvalRun::at(&good).subset()).unwrap();
     let mut subset: serde_json::Value = serde_json::from_str(&text).unwrap();
     subset["indices"]
         .as_array_mut()
@@ -801,7 +809,11 @@ fn bad_inputs_are_refused_with_clear_errors_and_no_outputs() {
     for (args, needle) in cases {
         let o = run_attack(&args);
         let err = stderr(&o);
-        assert!(!o.status.success(), "{args:?} succeeded");
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{args:?}: bad usage or input exits 2: {err}"
+        );
         assert!(
             err.contains(needle),
             "{args:?}: stderr lacks {needle:?}: {err}"
@@ -828,7 +840,23 @@ fn bad_inputs_are_refused_with_clear_errors_and_no_outputs() {
         "--data-dir",
         "cw-pgdK",
         "8/255",
+        "Exit codes: 0 ok (also when --stop-after stopped early), 1 a failed",
     ] {
         assert!(text.contains(flag), "--help lacks {flag}");
     }
+    // Bad usage (clap's own errors) exits 2 as well.
+    let o = run("attack", &["--no-such-flag"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    // A computation that fails after the work (per_sample.csv cannot be
+    // written: a folder holds its name) exits 1, its state kept for a rerun.
+    let blocked = dir.path().join("blocked");
+    std::fs::create_dir_all(EvalRun::at(&blocked).per_sample()).unwrap();
+    let o = run_attack(&attack_args(
+        &ckpt,
+        &blocked,
+        &["--attacks", "pgd1", "--eps", "0.1"],
+    ));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("per_sample.csv"), "{}", stderr(&o));
+    assert!(EvalRun::at(&blocked).state().is_file());
 }

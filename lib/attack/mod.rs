@@ -5,17 +5,28 @@
 //! Evaluation attacks (SPEC §6): [`apgd`] (APGD-CE, APGD-T), [`fab`]
 //! (FAB-T), [`square`] (Square Attack), [`spsa`], and [`autoattack`], which
 //! chains the first four as AutoAttack `standard` does. [`eval`] runs a list
-//! of attacks on an evaluation subset with per-sample results and resume.
+//! of attacks on an evaluation subset with per-sample results and resume;
+//! its rooms are [`grammar`] (the attack names), [`inputs`] (checkpoint,
+//! data, subset), [`checks`] (the clean pass and AutoAttack-style sanity
+//! warnings), [`run`] (one attack over the points), [`state`] (the resume
+//! state and the evaluation's identity) and [`results`] (per_sample.csv and
+//! summary.csv: their writer and their one reader).
 //! Every attack returns adversarial inputs inside the threat set and a mask
 //! of the points it fooled; random choices come from libtorch's generator,
 //! which the caller seeds.
 pub mod apgd;
 pub mod autoattack;
+pub mod checks;
 pub mod eval;
 pub mod fab;
+pub mod grammar;
+pub mod inputs;
 pub mod pgd;
+pub mod results;
+pub mod run;
 pub mod spsa;
 pub mod square;
+pub mod state;
 
 pub use pgd::{pgd, pgd_in, PgdConfig, Start};
 

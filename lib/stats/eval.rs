@@ -3,14 +3,12 @@
 //! `summary.csv` (one row: subset fingerprint, accuracies, timings…) and,
 //! when it can be found, the evaluated checkpoint's `model.json` sidecar
 //! (hyperparameters for pairing by rule, train_seconds for overhead).
+use crate::attack::results::read_results;
 use crate::error::{Error, Result};
-use crate::layout;
+use crate::layout::{self, EvalRun};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-/// Columns of per_sample.csv that are not attacks.
-const NON_ATTACK: [&str; 4] = ["index", "label", "clean_correct", "worst_case"];
 
 /// One evaluation: per-point 0/1 outcomes and what is known about the model.
 #[derive(Debug, Clone)]
@@ -43,38 +41,6 @@ fn corrupt(path: &Path, reason: impl Into<String>, fix: &str) -> Error {
         reason: reason.into(),
         fix: fix.into(),
     }
-}
-
-const FIX_RERUN: &str = "rerun `attack` on this checkpoint with --out pointing at this directory";
-
-fn read_csv(path: &Path) -> Result<(Vec<String>, Vec<Vec<String>>)> {
-    if !path.is_file() {
-        return Err(Error::MissingInput {
-            path: path.to_path_buf(),
-            reason: "no such file".into(),
-            fix: format!(
-                "give a directory written by `attack` (it holds {} and {})",
-                layout::PER_SAMPLE,
-                layout::SUMMARY
-            ),
-        });
-    }
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_path(path)
-        .map_err(|e| corrupt(path, e.to_string(), FIX_RERUN))?;
-    let headers: Vec<String> = rdr
-        .headers()
-        .map_err(|e| corrupt(path, e.to_string(), FIX_RERUN))?
-        .iter()
-        .map(|h| h.trim().to_string())
-        .collect();
-    let mut rows = Vec::new();
-    for rec in rdr.records() {
-        let rec = rec.map_err(|e| corrupt(path, e.to_string(), FIX_RERUN))?;
-        rows.push(rec.iter().map(|v| v.trim().to_string()).collect());
-    }
-    Ok((headers, rows))
 }
 
 /// Looks up the sidecar: `sidecar_hint` if given and present, else the
@@ -128,7 +94,7 @@ fn flatten_sidecar(v: &Value, into: &mut BTreeMap<String, Value>) {
 }
 
 /// What `attack` wrote in an evaluation directory, parsed: per_sample.csv
-/// (outcomes per point) and summary.csv (one row).
+/// (outcomes per point, 0/1) and summary.csv (one row).
 struct AttackOutputs {
     per_sample: PathBuf,
     index: Vec<String>,
@@ -138,110 +104,29 @@ struct AttackOutputs {
     fingerprint: String,
 }
 
-/// Reads `dir/per_sample.csv` and `dir/summary.csv`. Every outcome must be
-/// 0 or 1, `index` unique, and the summary's `subset_size` (when given)
-/// the number of rows.
+/// Reads `dir/per_sample.csv` and `dir/summary.csv` through
+/// [`read_results`], which owns their format (every flag 0 or 1, `index`
+/// unique, one summary row with a subset fingerprint).
 fn read_attack_outputs(dir: &Path) -> Result<AttackOutputs> {
-    let per_sample = dir.join(layout::PER_SAMPLE);
-    let (headers, rows) = read_csv(&per_sample)?;
-    for need in ["index", "clean_correct"] {
-        if !headers.iter().any(|h| h == need) {
-            return Err(corrupt(
-                &per_sample,
-                format!("column `{need}` is missing (header: {})", headers.join(",")),
-                FIX_RERUN,
-            ));
-        }
-    }
-    if rows.is_empty() {
-        return Err(corrupt(&per_sample, "no data rows", FIX_RERUN));
-    }
-    let col = |name: &str| headers.iter().position(|h| h == name);
-    let idx_col = col("index").expect("checked above");
-    let index: Vec<String> = rows.iter().map(|r| r[idx_col].clone()).collect();
-    let mut seen = std::collections::HashSet::new();
-    if let Some(dup) = index.iter().find(|i| !seen.insert(i.as_str())) {
-        return Err(corrupt(
-            &per_sample,
-            format!("index {dup} appears twice"),
-            FIX_RERUN,
-        ));
-    }
-    let attacks: Vec<String> = headers
-        .iter()
-        .filter(|h| !NON_ATTACK.contains(&h.as_str()))
-        .cloned()
-        .collect();
+    let (table, summary) = read_results(&EvalRun::at(dir))?;
+    let zero_one = |flags: &[bool]| flags.iter().map(|&b| f64::from(u8::from(b))).collect();
     let mut outcomes = BTreeMap::new();
-    let metric_cols = std::iter::once(("clean".to_string(), "clean_correct"))
-        .chain(attacks.iter().map(|a| (a.clone(), a.as_str())))
-        .chain(col("worst_case").map(|_| ("worst_case".to_string(), "worst_case")));
-    for (metric, column) in metric_cols {
-        let c = col(column).expect("column from header");
-        let mut v = Vec::with_capacity(rows.len());
-        for (line, r) in rows.iter().enumerate() {
-            match r[c].as_str() {
-                "0" => v.push(0.0),
-                "1" => v.push(1.0),
-                other => {
-                    return Err(corrupt(
-                        &per_sample,
-                        format!(
-                            "line {}: column `{column}` is `{other}`, expected 0 or 1",
-                            line + 2
-                        ),
-                        FIX_RERUN,
-                    ))
-                }
-            }
-        }
-        outcomes.insert(metric, v);
+    outcomes.insert("clean".to_string(), zero_one(&table.clean_correct));
+    for (name, flags) in &table.attacks {
+        outcomes.insert(name.clone(), zero_one(flags));
     }
-
-    let summary_path = dir.join(layout::SUMMARY);
-    let (sh, srows) = read_csv(&summary_path)?;
-    if srows.len() != 1 {
-        return Err(corrupt(
-            &summary_path,
-            format!("expected one data row, found {}", srows.len()),
-            FIX_RERUN,
-        ));
+    if let Some(flags) = &table.worst_case {
+        outcomes.insert("worst_case".to_string(), zero_one(flags));
     }
-    let summary: BTreeMap<String, String> = sh.into_iter().zip(srows[0].iter().cloned()).collect();
-    let fingerprint = summary
-        .get("subset_fingerprint")
-        .filter(|f| !f.is_empty())
-        .cloned()
-        .ok_or_else(|| {
-            corrupt(
-                &summary_path,
-                "column `subset_fingerprint` is missing or empty",
-                FIX_RERUN,
-            )
-        })?;
-    if let Some(n) = summary
-        .get("subset_size")
-        .and_then(|s| s.parse::<usize>().ok())
-    {
-        if n != index.len() {
-            return Err(corrupt(
-                &per_sample,
-                format!(
-                    "{} rows but summary.csv says subset_size = {n}",
-                    index.len()
-                ),
-                FIX_RERUN,
-            ));
-        }
-    }
+    let attacks = table.attacks.iter().map(|(name, _)| name.clone()).collect();
 
     Ok(AttackOutputs {
-        per_sample,
-        index,
+        per_sample: table.path,
+        index: table.index,
         outcomes,
         attacks,
-        summary,
-        fingerprint,
+        summary: summary.values,
+        fingerprint: summary.subset_fingerprint,
     })
 }
 
