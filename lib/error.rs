@@ -45,6 +45,10 @@ pub enum Error {
         reason: String,
         fix: String,
     },
+    /// A computation broke one of its own invariants (e.g. an attack returned
+    /// a point outside its threat set): a bug of the suite, not of the input.
+    #[error("{what} broke an invariant: {reason}. This is a bug of the suite: please report it with the command line")]
+    Invariant { what: String, reason: String },
     /// A libtorch error.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),

@@ -49,6 +49,7 @@ impl Error {
             | Error::Unwritable { .. } => Status::BadInput,
             Error::OutputFailed { .. }
             | Error::Diverged { .. }
+            | Error::Invariant { .. }
             | Error::Torch(_)
             | Error::Io { .. } => Status::Failed,
         }

@@ -5,7 +5,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// The fields in which `a` and `b` differ, as `path: a → b` lines (nested
-/// fields joined with `.`), in field order. Empty when they agree.
+/// fields joined with `.`), sorted by field name (serde_json's map order).
+/// Empty when they agree.
 ///
 /// Both are serialised with serde; a field present in one and absent in the
 /// other is shown as `(absent)`.

@@ -113,14 +113,12 @@ impl Target<'_> {
         let dist = per_sample_norm(&(adv - x), self.threat.norm)
             .max()
             .double_value(&[]);
-        Error::invalid(
-            "attack",
-            name,
-            format!(
-                "returned a point outside the threat set (distance {dist}, ε = {}, or outside [0,1]); \
-                 this is a bug, please report it",
+        Error::Invariant {
+            what: format!("attack {name}"),
+            reason: format!(
+                "it returned a point outside the threat set (distance {dist}, ε = {}, or outside [0,1])",
                 self.threat.eps
             ),
-        )
+        }
     }
 }

@@ -5,6 +5,7 @@
 //! leaves either a finished step or one that is rerun.
 use super::grid::{to_args, FlagValue, Flags, Grid, JobSpec, Step};
 use super::signal;
+use crate::attack::results::read_summary;
 use crate::error::{Error, Result};
 use crate::fsutil::{write_atomically, write_bytes_atomically};
 use crate::layout::{self, JobDir, ATTEMPTS, DONE, FAILED, JOB_CONFIG};
@@ -296,13 +297,11 @@ impl Task {
                 "attack" => {
                     let eval = JobDir::at(&self.dir).eval();
                     let summary = eval.summary();
-                    if let Ok(mut r) = csv::Reader::from_path(&summary) {
-                        let header = r.headers().cloned().unwrap_or_default();
-                        if let Some(Ok(row)) = r.records().next() {
-                            for (h, v) in header.iter().zip(row.iter()) {
-                                if h != "checkpoint" {
-                                    out.insert(format!("attack_{h}"), v.to_string());
-                                }
+                    // An unfinished or unreadable summary leaves the columns empty.
+                    if let Ok(row) = read_summary(&summary) {
+                        for (h, v) in row.values {
+                            if h != "checkpoint" {
+                                out.insert(format!("attack_{h}"), v);
                             }
                         }
                     }
