@@ -116,3 +116,48 @@ pub fn epoch_line(row: &EpochMetrics, epochs: usize) -> String {
         row.seconds
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(epoch: usize, seconds: f64) -> EpochMetrics {
+        EpochMetrics {
+            epoch,
+            lr: 0.1,
+            train_loss: 1.0 / epoch as f64,
+            train_acc: Some(0.5),
+            test_loss: 2.0,
+            test_acc: None,
+            ood_loss: None,
+            penalty: Some(0.25),
+            residual_mean: None,
+            residual_std: None,
+            risk_standard: None,
+            risk_madry: None,
+            risk_score: None,
+            seconds,
+        }
+    }
+
+    #[test]
+    fn rows_survive_a_write_and_read_and_a_missing_file_reads_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.csv");
+        assert!(read_metrics(&path).unwrap().is_empty());
+        let rows = vec![row(1, 1.5), row(2, 2.5)];
+        write_metrics(&path, &rows).unwrap();
+        assert_eq!(read_metrics(&path).unwrap(), rows);
+    }
+
+    #[test]
+    fn the_summary_is_the_last_row_with_the_time_of_every_epoch() {
+        let m = summary_metrics(&[row(1, 1.5), row(2, 2.5)], Some(0.75), None);
+        assert_eq!(m["train_loss"], 0.5);
+        assert_eq!(m["train_acc"], 0.5);
+        assert_eq!(m["penalty"], 0.25);
+        assert_eq!(m["stein_global_center"], 0.75);
+        assert_eq!(m["train_seconds"], 4.0);
+        assert!(!m.contains_key("test_acc") && !m.contains_key("seconds_this_run"));
+    }
+}

@@ -7,7 +7,7 @@
 //! (the measurements after each epoch), [`metrics`] (`metrics.csv`),
 //! [`resume`] (the resume state), [`output`] (the final checkpoint), and
 //! the pieces of the loss: [`method`], [`regularizer`], [`posterior`]
-//! (SCORE's toy), [`awp`], [`ema`], [`finetune`].
+//! (SCORE's toy), [`awp`], [`ema`], [`finetuning`].
 //!
 //! Reproducibility: the model is initialised after `tch::manual_seed(seed)`;
 //! epoch e shuffles and augments with a generator seeded from (seed, e) and
@@ -23,7 +23,7 @@ pub mod config;
 pub mod ema;
 pub mod epochs;
 pub mod evaluate;
-pub mod finetune;
+pub mod finetuning;
 pub mod method;
 pub mod metrics;
 pub mod output;
@@ -36,7 +36,7 @@ pub mod step;
 pub use config::{RunOptions, TrainConfig};
 pub use epochs::epoch_seed;
 pub use evaluate::{evaluate_split, SplitMetrics};
-pub use finetune::FinetuneArgs;
+pub use finetuning::FinetuneArgs;
 pub use method::Method;
 pub use metrics::{read_metrics, EpochMetrics};
 pub use plan::TrainPlan;
@@ -91,7 +91,7 @@ pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
 /// Fine-tunes the checkpoint `ft.from` (TASER §3.4, eq. 26): the student
 /// starts at θ0, the frozen θ0 is the teacher of the α·KL term. Flags that
 /// `ft.given` leaves open are taken from θ0's sidecar (see
-/// [`finetune::fill_defaults`]); the checkpoint must be of the run's model
+/// [`finetuning::fill_defaults`]); the checkpoint must be of the run's model
 /// and data set. Errors as [`train`], plus
 /// [`crate::Error::CheckpointMismatch`].
 pub fn finetune(cfg: &TrainConfig, run: &RunOptions, ft: &FinetuneArgs) -> Result<TrainSummary> {

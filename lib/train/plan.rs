@@ -4,7 +4,7 @@
 //! and its ramp built, the data loaded, the output folder checked). After
 //! [`resolve`] nothing looks at a flag again.
 use super::config::{RunOptions, TrainConfig};
-use super::finetune::{self, FinetuneArgs};
+use super::finetuning::{self, FinetuneArgs};
 use super::method::MethodSettings;
 use super::posterior::PosteriorSettings;
 use super::regularizer::LambdaRamp;
@@ -106,7 +106,7 @@ pub fn resolve(
 ) -> Result<TrainPlan> {
     let mut config = cfg.clone();
     let teacher_meta = finetune
-        .map(|ft| finetune::fill_defaults(&mut config, ft))
+        .map(|ft| finetuning::fill_defaults(&mut config, ft))
         .transpose()?;
     let checked = config.validate()?;
     let mut lambda = checked.lambda;
@@ -120,7 +120,7 @@ pub fn resolve(
             .resolve(config.method, config.dataset, data.task, data.num_outputs)?;
     let steps = StepCounts::new(data.train.len() as usize, config.batch_size, config.epochs);
     if finetune.is_some_and(|ft| !ft.given.lambda_warmup_steps) {
-        lambda.warmup_steps = finetune::warmup_steps(&config, steps.per_epoch);
+        lambda.warmup_steps = finetuning::warmup_steps(&config, steps.per_epoch);
         config.reg.lambda_warmup_steps = lambda.warmup_steps;
     }
     let crop_flip = config.uses_crop_flip();
@@ -134,7 +134,7 @@ pub fn resolve(
     let out = TrainRun::at(&run.out);
     check_out(&out, run.resume)?;
     if let (Some(meta), Some(ft)) = (&teacher_meta, finetune) {
-        finetune::check_teacher(meta, ft, &spec, &data)?;
+        finetuning::check_teacher(meta, ft, &spec, &data)?;
     }
     Ok(TrainPlan {
         runtime,
@@ -169,4 +169,22 @@ fn check_out(out: &TrainRun, resume: bool) -> Result<()> {
         ));
     }
     ensure_writable_dir(out.dir())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_final_batch_of_one_sample_is_dropped_and_one_of_two_is_kept() {
+        assert_eq!(
+            StepCounts::new(65, 32, 3),
+            StepCounts {
+                per_epoch: 2,
+                total: 6
+            }
+        );
+        assert_eq!(StepCounts::new(66, 32, 1).per_epoch, 3);
+        assert_eq!(StepCounts::new(64, 32, 1).per_epoch, 2);
+    }
 }

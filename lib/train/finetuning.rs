@@ -162,3 +162,37 @@ pub fn check_teacher(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Args, Command};
+
+    #[test]
+    fn only_flags_on_the_command_line_count_as_given() {
+        let cmd = TrainConfig::augment_args(Command::new("finetune"));
+        let m = cmd
+            .try_get_matches_from(["finetune", "--model", "mlp", "--lambda-warmup-steps", "3"])
+            .unwrap();
+        let given = GivenFlags::from_matches(&m);
+        assert_eq!(
+            given,
+            GivenFlags {
+                model: true,
+                lambda_warmup_steps: true,
+                ..GivenFlags::default()
+            }
+        );
+    }
+
+    #[test]
+    fn lambda_ramps_over_the_learning_rate_warm_up_rounded() {
+        let cmd = TrainConfig::augment_args(Command::new("finetune"));
+        let m = cmd
+            .try_get_matches_from(["finetune", "--warmup-epochs", "0.3"])
+            .unwrap();
+        let cfg = <TrainConfig as clap::FromArgMatches>::from_arg_matches(&m).unwrap();
+        // 0.3 epochs of 45 steps: 13.5 → 14.
+        assert_eq!(warmup_steps(&cfg, 45), 14);
+    }
+}
