@@ -12,12 +12,13 @@ mod cli;
 use std::time::Instant;
 use taser::data::{self, Dataset, DatasetName, Split, Task};
 use taser::models::{Activation, Arch, Model, ModelSpec};
+use taser::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use taser::score::Gaussian;
 use taser::stein::{Center, Laplacian, Mode, Order, Probe, ResidualOptions};
 use taser::train::method::{MethodArgs, MethodSettings};
-use taser::optim::{Optimizer, OptimizerConfig, OptimizerKind};
-use taser::train::regularizer::{Regularizer, SteinPenalty};
-use taser::train::{train_step, Batch, Method, Objective};
+use taser::train::regularizer::{LambdaRamp, Regularizer, SteinPenalty};
+use taser::train::step::BaseLoss;
+use taser::train::{train_step, Batch, Method, StepLoss};
 use tch::{Device, Kind, Tensor};
 
 struct Opts {
@@ -81,8 +82,10 @@ fn time_steps(
     let reg = match variant {
         None => Regularizer::None,
         Some((order, mode)) => Regularizer::Stein(SteinPenalty {
-            lambda_max: 1.0,
-            warmup_steps: 0,
+            lambda: LambdaRamp {
+                max: 1.0,
+                warmup_steps: 0,
+            },
             options: ResidualOptions {
                 order,
                 mode,
@@ -104,13 +107,14 @@ fn time_steps(
     let x = data.train.x.index_select(0, &t).to_device(o.device);
     let y = data.train.y.index_select(0, &t).to_device(o.device);
     let method = settings(method, data);
-    let objective = Objective {
-        task: Task::Classification,
-        method: &method,
+    let objective = StepLoss {
+        base: BaseLoss::Method {
+            task: Task::Classification,
+            settings: &method,
+        },
         regularizer: &reg,
         awp_gamma: None,
         teacher: None,
-        posterior: None,
     };
     let batch = Batch {
         x: &x,

@@ -1,10 +1,9 @@
 //! `finetune`: fine-tune a checkpoint with the TASER penalty and a KL anchor
 //! to the frozen teacher (TASER §3.4, eq. 26).
 use anyhow::Context;
-use clap::parser::ValueSource;
-use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
+use clap::Parser;
 use std::process::ExitCode;
-use taser::checkpoint;
+use taser::exit::{self, Status};
 use taser::train::{finetune, FinetuneArgs, RunOptions, TrainConfig};
 
 /// Fine-tune a trained checkpoint: L = L_base + α·KL(f_θ0(x) ‖ f_θ(x)) +
@@ -24,6 +23,12 @@ use taser::train::{finetune, FinetuneArgs, RunOptions, TrainConfig};
 ///
 /// Example: finetune --from runs/pgdat/model.safetensors --method pgd-at
 ///   --lambda 1 --scores digits-dsm.h5 --out runs/pgdat-taser
+///
+/// Exit codes: 0 fine-tuned (or the run in --out was already complete), 1
+/// the training failed (diverged: loss or penalty not finite; an I/O or
+/// libtorch error), 2 bad usage or input (a flag out of its domain, a
+/// missing or corrupt --from, a checkpoint of another model or data set, an
+/// --out that holds another run or cannot be written).
 #[derive(Parser, Debug)]
 #[command(
     version,
@@ -41,62 +46,14 @@ struct Args {
     run: RunOptions,
 }
 
-/// `train`'s flags with the fine-tuning protocol's defaults.
-fn command() -> clap::Command {
-    let defaults = [
-        ("epochs", "50"),
-        ("optimizer", "adam"),
-        ("lr", "1e-3"),
-        ("lr_min", "1e-4"),
-        ("weight_decay", "1e-4"),
-        ("schedule", "warmup-cosine"),
-    ];
-    defaults
-        .into_iter()
-        .fold(Args::command(), |cmd, (id, value)| {
-            cmd.mut_arg(id, |a| a.default_value(value))
-        })
-}
-
-fn given(m: &ArgMatches, id: &str) -> bool {
-    m.value_source(id) == Some(ValueSource::CommandLine)
-}
-
 fn main() -> ExitCode {
-    let matches = command().get_matches();
-    let mut args = match Args::from_arg_matches(&matches) {
-        Ok(a) => a,
-        Err(e) => e.exit(),
-    };
-    let result = (|| {
-        let meta = checkpoint::read_meta(&args.finetune.from)?;
-        if !given(&matches, "model") {
-            args.config.model = meta.model.arch;
-        }
-        if !given(&matches, "activation") {
-            args.config.activation = meta.model.activation;
-        }
-        if !given(&matches, "mlp_hidden") {
-            args.config.mlp_hidden = meta.model.mlp_hidden.clone();
-        }
-        if !given(&matches, "dataset") {
-            args.config.dataset = meta.dataset.parse()?;
-        }
-        if !given(&matches, "warmup_epochs") {
-            args.config.warmup_epochs = 0.1 * args.config.epochs as f64;
-        }
-        args.finetune.ramp_lambda_over_warmup = !given(&matches, "lambda_warmup_steps");
-        anyhow::Ok(finetune(&args.config, &args.run, &args.finetune)?)
-    })()
-    .context("finetune failed");
-    match result {
-        Ok(summary) => {
-            println!("{summary}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let (mut args, given) = taser::train::finetuning::parse::<Args>();
+    args.finetune.given = given;
+    exit::finish(run(args))
+}
+
+fn run(args: Args) -> anyhow::Result<Status> {
+    let summary = finetune(&args.config, &args.run, &args.finetune).context("finetune failed")?;
+    println!("{summary}");
+    Ok(Status::Ok)
 }

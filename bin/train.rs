@@ -2,6 +2,7 @@
 use anyhow::Context;
 use clap::Parser;
 use std::process::ExitCode;
+use taser::exit::{self, Status};
 use taser::train::{train, RunOptions, TrainConfig};
 
 /// Train a classifier (or the toy regressor) and write a safetensors
@@ -44,6 +45,12 @@ use taser::train::{train, RunOptions, TrainConfig};
 ///     --mlp-hidden 32,32 --activation tanh --optimizer adam --lr 3e-3
 ///     --weight-decay 0 --schedule constant --epochs 500 --batch-size 60000
 ///     --out runs/score-l2
+///
+/// Exit codes: 0 trained (or the run in --out was already complete), 1 the
+/// training failed (diverged: loss or penalty not finite; an I/O or libtorch
+/// error), 2 bad usage or input (a flag out of its domain, missing or
+/// corrupt data or scores, an --out that holds another run or cannot be
+/// written).
 #[derive(Parser, Debug)]
 #[command(
     version,
@@ -60,15 +67,11 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    match train(&args.config, &args.run).context("train failed") {
-        Ok(summary) => {
-            println!("{summary}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    exit::finish(run(Args::parse()))
+}
+
+fn run(args: Args) -> anyhow::Result<Status> {
+    let summary = train(&args.config, &args.run).context("train failed")?;
+    println!("{summary}");
+    Ok(Status::Ok)
 }

@@ -268,7 +268,11 @@ fn divergence_stops_training_with_a_clear_error_and_no_checkpoint() {
     );
     let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
     let o = run("train", &refs);
-    assert!(!o.status.success(), "a run with lr 1e6 did not diverge");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a run with lr 1e6 did not diverge"
+    );
     let e = stderr(&o);
     assert!(
         e.contains("diverged in epoch 1") && e.contains("--lr"),
@@ -280,4 +284,47 @@ fn divergence_stops_training_with_a_clear_error_and_no_checkpoint() {
     fixed.extend(["--lr", "0.02"].iter().map(|s| s.to_string()));
     train_ok(&fixed);
     assert!(out.join("model.json").exists());
+}
+
+#[test]
+fn exit_codes_are_two_for_bad_usage_and_input_and_one_for_a_failed_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = dir.path().join("teacher");
+    train_ok(&train_args("mlp", "1", &teacher));
+    let from = teacher.join("model.safetensors").display().to_string();
+    let out = |name: &str| dir.path().join(name).display().to_string();
+    let code = |bin: &str, args: &[&str]| run(bin, args).status.code();
+    // Bad usage: a flag clap does not know.
+    assert_eq!(code("train", &["--no-such-flag"]), Some(2));
+    assert_eq!(code("finetune", &["--no-such-flag"]), Some(2));
+    // Bad input: a value out of its domain, a checkpoint that is not there.
+    let o1 = out("bad-epochs");
+    assert_eq!(code("train", &["--epochs", "0", "--out", &o1]), Some(2));
+    let o2 = out("no-teacher");
+    let missing = dir.path().join("none.safetensors").display().to_string();
+    assert_eq!(
+        code("finetune", &["--from", &missing, "--out", &o2]),
+        Some(2)
+    );
+    // A failed run: fine-tuning diverges.
+    let o3 = out("diverged");
+    let args = [
+        "--from",
+        &from,
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "1e6",
+        "--schedule",
+        "constant",
+        "--out",
+        &o3,
+    ];
+    let o = run("finetune", &args);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("diverged"), "{}", stderr(&o));
 }

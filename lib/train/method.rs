@@ -163,43 +163,9 @@ impl MethodArgs {
                 "robust methods, SE and label smoothing need a classification data set",
             ));
         }
-        let attack = if adversarial {
-            let eps = match self.eps {
-                Some(e) => e,
-                None => match (dataset, self.norm) {
-                    (DatasetName::Digits, Norm::Linf) => DIGITS_EPS_LINF,
-                    (DatasetName::Digits, Norm::L2) => 1.0,
-                    (_, Norm::Linf) => 8.0 / 255.0,
-                    (_, Norm::L2) => 0.5,
-                },
-            };
-            let threat = Threat {
-                norm: self.norm,
-                eps,
-            };
-            threat.validate("--eps")?;
-            let step_size = self.attack_step_size.unwrap_or(eps / 4.0);
-            if !(step_size.is_finite() && step_size > 0.0) {
-                return Err(Error::invalid(
-                    "--attack-step-size",
-                    step_size,
-                    "must be > 0",
-                ));
-            }
-            let (start, bn_train) = match method {
-                Method::PgdAt => (Start::Uniform, true),
-                _ => (Start::Gaussian(0.001), false),
-            };
-            Some(PgdConfig {
-                threat,
-                steps: self.attack_steps,
-                step_size,
-                start,
-                bn_train,
-            })
-        } else {
-            None
-        };
+        let attack = adversarial
+            .then(|| self.training_attack(method, dataset))
+            .transpose()?;
         let beta = self.beta.unwrap_or(match method {
             Method::Trades => 6.0,
             Method::Mart => 5.0,
@@ -215,6 +181,48 @@ impl MethodArgs {
             num_classes,
             awp: self.awp.then_some((self.awp_gamma, self.awp_warmup)),
             ema_tau: self.ema_tau,
+        })
+    }
+}
+
+impl MethodArgs {
+    /// The training attack of an adversarial `method` on `dataset`: ε by
+    /// default from the data set's threat model, step ε/4, uniform start
+    /// and BatchNorm in train mode for pgd-at (Rice et al.), a 0.001·N(0,1)
+    /// start in eval mode for trades and mart.
+    fn training_attack(&self, method: Method, dataset: DatasetName) -> Result<PgdConfig> {
+        let eps = match self.eps {
+            Some(e) => e,
+            None => match (dataset, self.norm) {
+                (DatasetName::Digits, Norm::Linf) => DIGITS_EPS_LINF,
+                (DatasetName::Digits, Norm::L2) => 1.0,
+                (_, Norm::Linf) => 8.0 / 255.0,
+                (_, Norm::L2) => 0.5,
+            },
+        };
+        let threat = Threat {
+            norm: self.norm,
+            eps,
+        };
+        threat.validate("--eps")?;
+        let step_size = self.attack_step_size.unwrap_or(eps / 4.0);
+        if !(step_size.is_finite() && step_size > 0.0) {
+            return Err(Error::invalid(
+                "--attack-step-size",
+                step_size,
+                "must be > 0",
+            ));
+        }
+        let (start, bn_train) = match method {
+            Method::PgdAt => (Start::Uniform, true),
+            _ => (Start::Gaussian(0.001), false),
+        };
+        Ok(PgdConfig {
+            threat,
+            steps: self.attack_steps,
+            step_size,
+            start,
+            bn_train,
         })
     }
 }

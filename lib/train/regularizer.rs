@@ -88,8 +88,37 @@ pub struct RegArgs {
     pub calibration_size: usize,
 }
 
+/// The regulariser's weight over training (SPEC §2):
+/// λ(t) = λ_max·min(1, t/T_warm) at optimiser step t (0-based), λ_max
+/// throughout when T_warm = 0.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LambdaRamp {
+    /// λ_max (`--lambda`), ≥ 0; 0 turns the regulariser off.
+    pub max: f64,
+    /// T_warm in optimiser steps (`--lambda-warmup-steps`, or the
+    /// learning-rate warm-up's length when `finetune` ramps over it).
+    pub warmup_steps: usize,
+}
+
+impl LambdaRamp {
+    /// λ(t) at optimiser step `step`.
+    pub fn at(&self, step: usize) -> f64 {
+        stein::lambda_at(self.max, step, self.warmup_steps)
+    }
+
+    /// Whether any regulariser is active (λ_max > 0).
+    pub fn active(&self) -> bool {
+        self.max > 0.0
+    }
+}
+
 impl RegArgs {
-    pub fn validate(&self) -> Result<()> {
+    /// Checks `--lambda` (the one place it is checked) and the residual's
+    /// flags, and returns λ's ramp as the flags give it.
+    ///
+    /// Errors: [`Error::InvalidArgument`] for a λ that is negative or not a
+    /// number, or a residual option out of its domain.
+    pub fn ramp(&self) -> Result<LambdaRamp> {
         if !(self.lambda >= 0.0 && self.lambda.is_finite()) {
             return Err(Error::invalid(
                 "--lambda",
@@ -97,7 +126,11 @@ impl RegArgs {
                 "must be a number ≥ 0",
             ));
         }
-        self.residual_options().validate(1)
+        self.residual_options().validate(1)?;
+        Ok(LambdaRamp {
+            max: self.lambda,
+            warmup_steps: self.lambda_warmup_steps,
+        })
     }
 
     pub fn residual_options(&self) -> ResidualOptions {
@@ -108,11 +141,6 @@ impl RegArgs {
             probes: self.hutchinson_probes,
             fd_step: self.fd_step,
         }
-    }
-
-    /// Whether any regulariser is active.
-    pub fn active(&self) -> bool {
-        self.lambda > 0.0
     }
 }
 
@@ -135,8 +163,8 @@ pub enum Regularizer {
 /// The TASER penalty with its score field and options.
 #[derive(Debug)]
 pub struct SteinPenalty {
-    pub lambda_max: f64,
-    pub warmup_steps: usize,
+    /// λ(t), the weight of R at each step.
+    pub lambda: LambdaRamp,
     pub options: ResidualOptions,
     pub probe: Probe,
     pub center: Center,
@@ -148,16 +176,22 @@ pub struct SteinPenalty {
 }
 
 impl Regularizer {
-    /// Builds the regulariser of `args` for `data`.
-    pub fn new(args: &RegArgs, data: &Dataset, device: tch::Device) -> Result<Regularizer> {
-        args.validate()?;
-        if !args.active() {
+    /// Builds the regulariser of `args` for `data`, weighed by `lambda`
+    /// (from [`RegArgs::ramp`]; the ℓ2 term uses λ_max throughout).
+    ///
+    /// Errors: a probe that does not fit the task, residual options that do
+    /// not fit the input size, or a score file that cannot be used.
+    pub fn new(
+        args: &RegArgs,
+        lambda: LambdaRamp,
+        data: &Dataset,
+        device: tch::Device,
+    ) -> Result<Regularizer> {
+        if !lambda.active() {
             return Ok(Regularizer::None);
         }
         match args.reg {
-            Reg::L2 => Ok(Regularizer::L2 {
-                lambda: args.lambda,
-            }),
+            Reg::L2 => Ok(Regularizer::L2 { lambda: lambda.max }),
             Reg::Stein => {
                 let probe = args.probe.unwrap_or(match data.task {
                     Task::Classification => Probe::Margin,
@@ -183,8 +217,7 @@ impl Regularizer {
                 };
                 score::check_shape(field.as_ref(), &data.input_shape)?;
                 Ok(Regularizer::Stein(SteinPenalty {
-                    lambda_max: args.lambda,
-                    warmup_steps: args.lambda_warmup_steps,
+                    lambda,
                     options,
                     probe,
                     center: args.center,
@@ -238,7 +271,7 @@ impl SteinPenalty {
     ) -> Result<(Tensor, SteinStats)> {
         let r = self.residual(model, x, y, indices, aug, true)?.residual;
         let pen = stein::penalty(&r, self.center, self.detach_mean, self.global_center);
-        let lambda = stein::lambda_at(self.lambda_max, step, self.warmup_steps);
+        let lambda = self.lambda.at(step);
         let rd = r.detach().to_kind(Kind::Double);
         let stats = SteinStats {
             penalty: pen.detach().to_kind(Kind::Double),

@@ -1,0 +1,211 @@
+//! The flags of `train` (and those `finetune` shares): [`TrainConfig`], the
+//! run's identity, and [`RunOptions`], where and how it runs. They are
+//! resolved into a [`super::plan::TrainPlan`] before anything runs.
+use super::method::{Method, MethodArgs};
+use super::posterior::{self, PosteriorArgs, PosteriorSettings};
+use super::regularizer::{LambdaRamp, RegArgs};
+use crate::data::augment::Augment;
+use crate::data::{self, Dataset, DatasetName};
+use crate::error::{Error, Result};
+use crate::models::{Activation, Arch, ModelSpec};
+use crate::optim::schedule::{Schedule, ScheduleKind};
+use crate::optim::{OptimizerConfig, OptimizerKind};
+use crate::runtime::RuntimeArgs;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Every hyperparameter of a training run: what the sidecar records and
+/// what must match for `--resume`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+pub struct TrainConfig {
+    /// Data set: digits (8×8, 10 classes; embedded default), cifar10, cifar100
+    /// (binary files in --data-dir), toy-sin (1-D regression, generated),
+    /// toy-score (SCORE's 1-D binary problem with a known posterior,
+    /// generated; trained with --objective/--distance).
+    #[arg(long, default_value = "digits")]
+    pub dataset: DatasetName,
+    /// Model: mlp, cnn-small, resnet18, preact-resnet18, wrn-D-K (e.g. wrn-28-10).
+    #[arg(long, default_value = "cnn-small")]
+    pub model: Arch,
+    /// Non-linearity of the model.
+    #[arg(long, value_enum, default_value = "relu")]
+    pub activation: Activation,
+    /// Hidden widths of the mlp, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "256,256")]
+    pub mlp_hidden: Vec<i64>,
+    /// Training method.
+    #[arg(long, value_enum, default_value = "standard")]
+    pub method: Method,
+    /// Optimiser.
+    #[arg(long, value_enum, default_value = "sgd")]
+    pub optimizer: OptimizerKind,
+    /// Peak learning rate η_max (the default suits digits; CIFAR SGD runs
+    /// usually take 0.1 with --batch-size 128).
+    #[arg(long, default_value_t = 0.02)]
+    pub lr: f64,
+    /// Final learning rate η_min of the cosine schedules.
+    #[arg(long, default_value_t = 0.0)]
+    pub lr_min: f64,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// Use Nesterov momentum (SGD).
+    #[arg(long)]
+    pub nesterov: bool,
+    /// Adam's β₁ and β₂.
+    #[arg(long, value_delimiter = ',', num_args = 2, default_value = "0.9,0.999")]
+    pub adam_betas: Vec<f64>,
+    /// Adam's ε.
+    #[arg(long, default_value_t = 1e-8)]
+    pub adam_eps: f64,
+    /// L2 weight decay (added to the gradient, as PyTorch's SGD and Adam do).
+    #[arg(long, default_value_t = 5e-4)]
+    pub weight_decay: f64,
+    /// Learning-rate schedule (per step).
+    #[arg(long, value_enum, default_value = "cosine")]
+    pub schedule: ScheduleKind,
+    /// Warm-up length in epochs (warmup-cosine).
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup_epochs: f64,
+    /// Milestone epochs of the piecewise schedule, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub milestones: Vec<usize>,
+    /// Factor applied at each milestone (piecewise).
+    #[arg(long, default_value_t = 0.1)]
+    pub lr_gamma: f64,
+    /// Number of epochs.
+    #[arg(long, default_value_t = 30)]
+    pub epochs: usize,
+    /// Mini-batch size (a final batch of one sample is dropped).
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Seed of initialisation, shuffling, augmentation (and of toy data).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Augmentation: auto = random crop (pad 4) + flip on CIFAR, none elsewhere.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub augment: Augment,
+    /// Flags of the robust methods (attack, divergence, β, AWP, EMA).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub robust: MethodArgs,
+    /// The regulariser (TASER penalty or ℓ2), off unless --lambda > 0.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub reg: RegArgs,
+    /// The objectives of SCORE's toy (toy-score only).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub posterior: PosteriorArgs,
+}
+
+/// Where and how to run, not part of the result's identity.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunOptions {
+    /// Output directory (created; must be writable).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// `--device`, `--data-dir` and `--threads`.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// Continue from the resume state in --out (start fresh if there is none).
+    #[arg(long)]
+    pub resume: bool,
+    /// Batch size of evaluation passes.
+    #[arg(long, default_value_t = 512)]
+    pub eval_batch_size: usize,
+    /// Write metrics.csv and the resume state every N epochs (and at the end).
+    #[arg(long, default_value_t = 1)]
+    pub checkpoint_every: usize,
+    /// Print an epoch line every N epochs (and at the end).
+    #[arg(long, default_value_t = 1)]
+    pub log_every: usize,
+}
+
+/// What [`TrainConfig::validate`] resolved while checking the flags.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CheckedFlags {
+    /// λ and its ramp as the flags give them (`--lambda`,
+    /// `--lambda-warmup-steps`); the one check of `--lambda`.
+    pub lambda: LambdaRamp,
+    /// The SCORE toy's settings (toy-score only).
+    pub posterior: Option<PosteriorSettings>,
+}
+
+impl TrainConfig {
+    /// Checks every value's domain before any work is done, and returns
+    /// what the checks resolved (λ's ramp, the toy's settings).
+    ///
+    /// Errors: [`Error::InvalidArgument`] naming the first flag out of its
+    /// domain.
+    pub fn validate(&self) -> Result<CheckedFlags> {
+        if self.epochs == 0 {
+            return Err(Error::invalid("--epochs", 0, "must be ≥ 1"));
+        }
+        if self.batch_size < 2 {
+            return Err(Error::invalid(
+                "--batch-size",
+                self.batch_size,
+                "must be ≥ 2",
+            ));
+        }
+        self.optimizer_config().validate()?;
+        let lambda = self.reg.ramp()?;
+        let posterior = self.posterior.resolve(self.dataset)?;
+        if posterior.is_some() {
+            posterior::refuse_method_flags(self.method, &self.robust)?;
+        }
+        self.schedule().validate(self.epochs)?;
+        Ok(CheckedFlags { lambda, posterior })
+    }
+
+    /// Loads the data set of this run (toy-score with its --train-size).
+    pub fn load_data(&self, data_dir: &Path) -> Result<Dataset> {
+        data::load_sized(self.dataset, data_dir, self.seed, self.posterior.train_size)
+    }
+
+    /// The optimiser of `--optimizer` with its flags.
+    pub fn optimizer_config(&self) -> OptimizerConfig {
+        OptimizerConfig {
+            kind: self.optimizer,
+            momentum: self.momentum,
+            nesterov: self.nesterov,
+            beta1: self.adam_betas.first().copied().unwrap_or(0.9),
+            beta2: self.adam_betas.get(1).copied().unwrap_or(0.999),
+            eps: self.adam_eps,
+            weight_decay: self.weight_decay,
+        }
+    }
+
+    /// The learning-rate schedule of `--schedule` with its flags.
+    pub fn schedule(&self) -> Schedule {
+        Schedule {
+            kind: self.schedule,
+            lr_max: self.lr,
+            lr_min: self.lr_min,
+            warmup_epochs: self.warmup_epochs,
+            milestones: self.milestones.clone(),
+            gamma: self.lr_gamma,
+        }
+    }
+
+    /// Whether batches get random crop (pad 4) + flip.
+    pub fn uses_crop_flip(&self) -> bool {
+        match self.augment {
+            Augment::Auto => matches!(self.dataset, DatasetName::Cifar10 | DatasetName::Cifar100),
+            Augment::None => false,
+            Augment::CropFlip => true,
+        }
+    }
+
+    /// The model spec for `data`.
+    pub fn model_spec(&self, data: &Dataset) -> ModelSpec {
+        ModelSpec {
+            arch: self.model,
+            activation: self.activation,
+            mlp_hidden: self.mlp_hidden.clone(),
+            input_shape: data.input_shape.clone(),
+            num_outputs: data.num_outputs,
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! The epoch loop: shuffle (and augment) with the epoch's seed, one
+//! [`train_step`] per mini-batch, measure, stop on divergence, log, and
+//! save metrics and the resume state every `--checkpoint-every` epochs.
+use super::ema::Ema;
+use super::evaluate::{EpochEvaluation, EpochEvaluator};
+use super::metrics::{epoch_line, write_metrics, EpochMetrics};
+use super::plan::TrainPlan;
+use super::regularizer::{Regularizer, SteinStats};
+use super::resume;
+use super::step::{train_step, Batch, StepLoss, StepOutput};
+use crate::data::augment::CropFlip;
+use crate::error::{Error, Result};
+use crate::models::Model;
+use crate::optim::Optimizer;
+use crate::progress;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// Seed of epoch `epoch`'s shuffling and augmentation, mixed from the run's
+/// seed (SplitMix64 finaliser, so nearby seeds give unrelated streams).
+pub fn epoch_seed(seed: u64, epoch: usize) -> u64 {
+    let mut z = seed
+        ^ (epoch as u64)
+            .wrapping_add(1)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// What a run trains and keeps between epochs.
+pub struct Session<'a> {
+    pub plan: &'a TrainPlan,
+    pub model: Model,
+    pub opt: Optimizer,
+    /// The weights' moving average (`--ema-tau`).
+    pub ema: Option<Ema>,
+    pub regularizer: Regularizer,
+    /// Fine-tuning's frozen teacher f_θ0.
+    pub teacher: Option<Model>,
+    /// The calibrated centre of `--center global`.
+    pub global_center: Option<f64>,
+}
+
+impl Session<'_> {
+    /// The model evaluation and the final checkpoint use: the EMA weights
+    /// when there are, else the live ones.
+    pub fn eval_model(&self) -> &Model {
+        self.ema.as_ref().map_or(&self.model, |e| &e.model)
+    }
+}
+
+/// Sums of the Stein statistics over an epoch's batches (on the device).
+struct SteinSums {
+    /// Σ over batches of the batch penalty R.
+    penalty: Tensor,
+    /// Σ over samples of r(x).
+    residual: Tensor,
+    /// Σ over samples of r(x)².
+    residual_sq: Tensor,
+}
+
+/// Running sums of one epoch (on the device, read once at its end).
+struct EpochSums {
+    loss: Tensor,
+    correct: Tensor,
+    seen: usize,
+    batches: usize,
+    stein: Option<SteinSums>,
+    /// The learning rate of the epoch's last step.
+    lr: f64,
+}
+
+impl EpochSums {
+    fn new(device: Device, stein_on: bool, lr: f64) -> EpochSums {
+        let zero = |kind: Kind| Tensor::zeros([], (kind, device));
+        EpochSums {
+            loss: zero(Kind::Double),
+            correct: zero(Kind::Int64),
+            seen: 0,
+            batches: 0,
+            stein: stein_on.then(|| SteinSums {
+                penalty: zero(Kind::Double),
+                residual: zero(Kind::Double),
+                residual_sq: zero(Kind::Double),
+            }),
+            lr,
+        }
+    }
+
+    fn add(&mut self, out: StepOutput, batch_len: usize) {
+        self.batches += 1;
+        self.loss += out.task_loss * batch_len as f64;
+        if let Some(c) = out.correct {
+            self.correct += c;
+        }
+        if let (
+            Some(sums),
+            Some(SteinStats {
+                penalty,
+                residual_sum,
+                residual_sq_sum,
+            }),
+        ) = (self.stein.as_mut(), out.stein)
+        {
+            sums.penalty += penalty;
+            sums.residual += residual_sum;
+            sums.residual_sq += residual_sq_sum;
+        }
+        self.seen += batch_len;
+    }
+
+    /// The epoch's row of `metrics.csv` (1-based `epoch`).
+    fn row(
+        &self,
+        epoch: usize,
+        eval: EpochEvaluation,
+        classifies: bool,
+        seconds: f64,
+    ) -> EpochMetrics {
+        let seen = self.seen as f64;
+        let (penalty, residual_mean, residual_std) = match &self.stein {
+            Some(s) => {
+                let [p, r, r2] =
+                    [&s.penalty, &s.residual, &s.residual_sq].map(|t| t.double_value(&[]));
+                let mean = r / seen;
+                (
+                    Some(p / self.batches as f64),
+                    Some(mean),
+                    Some((r2 / seen - mean * mean).max(0.0).sqrt()),
+                )
+            }
+            None => (None, None, None),
+        };
+        EpochMetrics {
+            epoch,
+            lr: self.lr,
+            train_loss: self.loss.double_value(&[]) / seen,
+            train_acc: classifies.then(|| self.correct.int64_value(&[]) as f64 / seen),
+            test_loss: eval.test.loss,
+            test_acc: eval.test.accuracy,
+            ood_loss: eval.ood_loss,
+            penalty,
+            residual_mean,
+            residual_std,
+            risk_standard: eval.risks.map(|r| r.standard),
+            risk_madry: eval.risks.map(|r| r.madry),
+            risk_score: eval.risks.map(|r| r.score),
+            seconds,
+        }
+    }
+}
+
+/// The training split on the device.
+struct TrainSplit {
+    x: Tensor,
+    y: Tensor,
+}
+
+/// One epoch (0-based `epoch`) of optimiser steps.
+fn train_epoch(
+    s: &mut Session,
+    split: &TrainSplit,
+    epoch: usize,
+    bar: &indicatif::ProgressBar,
+) -> Result<EpochSums> {
+    let plan = s.plan;
+    let (device, steps) = (plan.runtime.device, plan.steps);
+    let schedule = plan.config.schedule();
+    let seed = epoch_seed(plan.config.seed, epoch);
+    tch::manual_seed(seed as i64);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut order: Vec<i64> = (0..plan.data.train.len()).collect();
+    order.shuffle(&mut rng);
+    let stein_on = matches!(s.regularizer, Regularizer::Stein(_));
+    let first_lr = schedule.lr_at(epoch * steps.per_epoch, steps.total, steps.per_epoch);
+    let mut sums = EpochSums::new(device, stein_on, first_lr);
+    let batches = order
+        .chunks(plan.config.batch_size)
+        .filter(|c| c.len() >= 2);
+    for (b, idx) in batches.enumerate() {
+        let step = epoch * steps.per_epoch + b;
+        sums.lr = schedule.lr_at(step, steps.total, steps.per_epoch);
+        let idx_t = Tensor::from_slice(idx).to_device(device);
+        let y = split.y.index_select(0, &idx_t);
+        let aug = plan.crop_flip.then(|| CropFlip::draw(idx.len(), &mut rng));
+        let x = match &aug {
+            Some(a) => a.apply(&split.x.index_select(0, &idx_t)),
+            None => split.x.index_select(0, &idx_t),
+        };
+        let loss = StepLoss {
+            base: plan.base_loss(),
+            regularizer: &s.regularizer,
+            awp_gamma: plan
+                .method
+                .awp
+                .and_then(|(gamma, first_epoch)| (epoch >= first_epoch).then_some(gamma)),
+            teacher: s
+                .teacher
+                .as_ref()
+                .zip(plan.teacher.as_ref().map(|t| t.alpha)),
+        };
+        let batch = Batch {
+            x: &x,
+            y: &y,
+            indices: idx,
+            aug: aug.as_ref(),
+        };
+        let out = train_step(&s.model, &mut s.opt, &loss, &batch, step, sums.lr)?;
+        if let Some(ema) = s.ema.as_mut() {
+            ema.update();
+        }
+        sums.add(out, idx.len());
+        bar.inc(1);
+    }
+    Ok(sums)
+}
+
+/// Trains epochs `start_epoch..epochs`, appending their rows to `rows`
+/// (replacing any row of a recomputed epoch).
+///
+/// Errors: [`Error::Diverged`] when an epoch's training loss or penalty is
+/// not finite (the resume state of a run that never saved an epoch is
+/// removed); the step's and the writers' errors.
+pub fn train_epochs(
+    s: &mut Session,
+    start_epoch: usize,
+    rows: &mut Vec<EpochMetrics>,
+) -> Result<()> {
+    let plan = s.plan;
+    let epochs = plan.config.epochs;
+    let device = plan.runtime.device;
+    let split = TrainSplit {
+        x: plan.data.train.x.to_device(device),
+        y: plan.data.train.y.to_device(device),
+    };
+    let evaluator = EpochEvaluator::new(plan);
+    let classifies = plan.base_loss().classifies();
+    let bar = progress::bar(plan.steps.total as u64, "train");
+    bar.set_position((start_epoch * plan.steps.per_epoch) as u64);
+    for epoch in start_epoch..epochs {
+        let epoch_start = Instant::now();
+        let sums = train_epoch(s, &split, epoch, &bar)?;
+        let eval = evaluator.measure(s.eval_model());
+        let row = sums.row(
+            epoch + 1,
+            eval,
+            classifies,
+            epoch_start.elapsed().as_secs_f64(),
+        );
+        if !row.train_loss.is_finite() || row.penalty.is_some_and(|p| !p.is_finite()) {
+            resume::discard_if_unsaved(&plan.out);
+            return Err(Error::Diverged {
+                epoch: row.epoch,
+                detail: format!("train loss {}, penalty {:?}", row.train_loss, row.penalty),
+            });
+        }
+        let last_epoch = row.epoch == epochs;
+        if last_epoch || row.epoch.is_multiple_of(plan.log_every) {
+            bar.suspend(|| println!("{}", epoch_line(&row, epochs)));
+        }
+        rows.retain(|r| r.epoch < row.epoch);
+        rows.push(row);
+        if last_epoch || (epoch + 1).is_multiple_of(plan.checkpoint_every) {
+            write_metrics(&plan.out.metrics(), rows)?;
+            let ema = s.ema.as_ref();
+            resume::save_state(&plan.out, &s.model, &s.opt, ema, epoch + 1, s.global_center)?;
+        }
+    }
+    bar.finish_and_clear();
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! `metrics.csv` (one row per epoch, written and read here) and the
+//! summary metrics of a finished run (the sidecar's `metrics` and the
+//! `key = value` lines `train` prints).
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomically;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// One row of `metrics.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub lr: f64,
+    /// The method's task loss (without the regulariser), averaged over the epoch.
+    pub train_loss: f64,
+    pub train_acc: Option<f64>,
+    pub test_loss: f64,
+    pub test_acc: Option<f64>,
+    /// Mean squared error on the out-of-distribution split (toy-sin).
+    pub ood_loss: Option<f64>,
+    /// Mean Stein penalty R over the epoch's batches (before λ).
+    pub penalty: Option<f64>,
+    /// Mean and standard deviation of the Stein residuals r(x) of the epoch.
+    pub residual_mean: Option<f64>,
+    pub residual_std: Option<f64>,
+    /// toy-score: R_Standard, R_Madry and R_SCORE of the run's distance after
+    /// the epoch, estimated on the test split (grid inner maximum).
+    #[serde(default)]
+    pub risk_standard: Option<f64>,
+    #[serde(default)]
+    pub risk_madry: Option<f64>,
+    #[serde(default)]
+    pub risk_score: Option<f64>,
+    pub seconds: f64,
+}
+
+/// Writes `rows` as `metrics.csv` at `path`, atomically.
+pub fn write_metrics(path: &Path, rows: &[EpochMetrics]) -> Result<()> {
+    write_atomically(path, |tmp| {
+        let mut w = csv::Writer::from_path(tmp).map_err(|e| Error::io(tmp, e.into()))?;
+        for r in rows {
+            w.serialize(r).map_err(|e| Error::io(tmp, e.into()))?;
+        }
+        w.flush().map_err(|e| Error::io(tmp, e))
+    })
+}
+
+/// Reads a run's `metrics.csv` (empty when there is none yet).
+pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let mut r = csv::Reader::from_path(path).map_err(|e| Error::io(path, e.into()))?;
+    r.deserialize()
+        .collect::<std::result::Result<Vec<EpochMetrics>, _>>()
+        .map_err(|e| Error::CorruptInput {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+            fix: "delete the output directory and train again".into(),
+        })
+}
+
+/// The final metrics of a run from its rows: the last epoch's losses,
+/// accuracies, penalty and risks, the global centre (`--center global`),
+/// the training time over all runs (`train_seconds`) and, when this run
+/// resumed another, its own time (`seconds_this_run`).
+pub fn summary_metrics(
+    rows: &[EpochMetrics],
+    global_center: Option<f64>,
+    seconds_this_run: Option<f64>,
+) -> BTreeMap<String, f64> {
+    let last = rows.last().expect("at least one epoch");
+    let mut metrics = BTreeMap::new();
+    metrics.insert("test_loss".into(), last.test_loss);
+    metrics.insert("train_loss".into(), last.train_loss);
+    for (key, value) in [
+        ("test_acc", last.test_acc),
+        ("train_acc", last.train_acc),
+        ("ood_loss", last.ood_loss),
+        ("penalty", last.penalty),
+        ("residual_mean", last.residual_mean),
+        ("residual_std", last.residual_std),
+        ("risk_standard", last.risk_standard),
+        ("risk_madry", last.risk_madry),
+        ("risk_score", last.risk_score),
+        ("stein_global_center", global_center),
+        ("seconds_this_run", seconds_this_run),
+    ] {
+        if let Some(v) = value {
+            metrics.insert(key.into(), v);
+        }
+    }
+    metrics.insert("train_seconds".into(), rows.iter().map(|r| r.seconds).sum());
+    metrics
+}
+
+/// One line of progress for batch logs.
+pub fn epoch_line(row: &EpochMetrics, epochs: usize) -> String {
+    let opt =
+        |name: &str, v: Option<f64>| v.map(|v| format!("  {name} {v:.4}")).unwrap_or_default();
+    format!(
+        "epoch {:>3}/{epochs}  lr {:.4e}  train loss {:.4}{}  test loss {:.4}{}{}{}{}{}{}{}  {:.1}s",
+        row.epoch,
+        row.lr,
+        row.train_loss,
+        opt("acc", row.train_acc),
+        row.test_loss,
+        opt("acc", row.test_acc),
+        opt("ood", row.ood_loss),
+        opt("penalty", row.penalty),
+        opt("residual", row.residual_mean),
+        opt("R_standard", row.risk_standard),
+        opt("R_madry", row.risk_madry),
+        opt("R_score", row.risk_score),
+        row.seconds
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(epoch: usize, seconds: f64) -> EpochMetrics {
+        EpochMetrics {
+            epoch,
+            lr: 0.1,
+            train_loss: 1.0 / epoch as f64,
+            train_acc: Some(0.5),
+            test_loss: 2.0,
+            test_acc: None,
+            ood_loss: None,
+            penalty: Some(0.25),
+            residual_mean: None,
+            residual_std: None,
+            risk_standard: None,
+            risk_madry: None,
+            risk_score: None,
+            seconds,
+        }
+    }
+
+    #[test]
+    fn rows_survive_a_write_and_read_and_a_missing_file_reads_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.csv");
+        assert!(read_metrics(&path).unwrap().is_empty());
+        let rows = vec![row(1, 1.5), row(2, 2.5)];
+        write_metrics(&path, &rows).unwrap();
+        assert_eq!(read_metrics(&path).unwrap(), rows);
+    }
+
+    #[test]
+    fn the_summary_is_the_last_row_with_the_time_of_every_epoch() {
+        let m = summary_metrics(&[row(1, 1.5), row(2, 2.5)], Some(0.75), None);
+        assert_eq!(m["train_loss"], 0.5);
+        assert_eq!(m["train_acc"], 0.5);
+        assert_eq!(m["penalty"], 0.25);
+        assert_eq!(m["stein_global_center"], 0.75);
+        assert_eq!(m["train_seconds"], 4.0);
+        assert!(!m.contains_key("test_acc") && !m.contains_key("seconds_this_run"));
+    }
+}

@@ -1,0 +1,190 @@
+//! The plan of a training run: `train`'s and `finetune`'s flags resolved
+//! once, before anything runs, into everything the run needs (every
+//! default applied, the fine-tune defaults read from θ0's sidecar, λ checked
+//! and its ramp built, the data loaded, the output folder checked). After
+//! [`resolve`] nothing looks at a flag again.
+use super::config::{RunOptions, TrainConfig};
+use super::finetuning::{self, FinetuneArgs};
+use super::method::MethodSettings;
+use super::posterior::PosteriorSettings;
+use super::regularizer::LambdaRamp;
+use super::step::BaseLoss;
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::fsutil::ensure_writable_dir;
+use crate::layout::TrainRun;
+use crate::models::ModelSpec;
+use crate::runtime::Runtime;
+use std::path::PathBuf;
+
+/// Optimiser steps of a run: one per mini-batch (a final batch of one
+/// sample is dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepCounts {
+    pub per_epoch: usize,
+    pub total: usize,
+}
+
+impl StepCounts {
+    /// The counts for `n` training samples in batches of `batch_size` over
+    /// `epochs` epochs.
+    pub fn new(n: usize, batch_size: usize, epochs: usize) -> StepCounts {
+        let per_epoch = n / batch_size + usize::from(n % batch_size >= 2);
+        StepCounts {
+            per_epoch,
+            total: per_epoch * epochs,
+        }
+    }
+}
+
+/// The frozen teacher of a fine-tune.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TeacherPlan {
+    /// θ0's weights (checked against the run's model and data).
+    pub from: PathBuf,
+    /// Weight α ≥ 0 of α·KL(f_θ0(x) ‖ f_θ(x)) (TASER eq. 26).
+    pub alpha: f64,
+}
+
+/// Everything a training run needs, resolved from its flags.
+#[derive(Debug)]
+pub struct TrainPlan {
+    /// The run's identity with every default filled in (fine-tune defaults,
+    /// λ's ramp length): what the sidecar and the resume state record.
+    pub config: TrainConfig,
+    pub runtime: Runtime,
+    pub out: TrainRun,
+    /// Continue from the resume state in `out` if there is one.
+    pub resume: bool,
+    pub eval_batch_size: usize,
+    /// Write metrics and the resume state every this many epochs (≥ 1).
+    pub checkpoint_every: usize,
+    /// Print an epoch line every this many epochs (≥ 1).
+    pub log_every: usize,
+    pub data: Dataset,
+    pub spec: ModelSpec,
+    /// The method's resolved settings (attack, β, AWP, EMA…).
+    pub method: MethodSettings,
+    /// toy-score: the SCORE objective that replaces the method's loss.
+    pub posterior: Option<PosteriorSettings>,
+    /// λ(t) of the regulariser.
+    pub lambda: LambdaRamp,
+    pub steps: StepCounts,
+    /// Random crop (pad 4) + flip on every batch.
+    pub crop_flip: bool,
+    /// Fine-tuning's teacher.
+    pub teacher: Option<TeacherPlan>,
+}
+
+impl TrainPlan {
+    /// What one step minimises before the teacher and regulariser terms.
+    pub fn base_loss(&self) -> BaseLoss<'_> {
+        match &self.posterior {
+            Some(p) => BaseLoss::Posterior(p),
+            None => BaseLoss::Method {
+                task: self.data.task,
+                settings: &self.method,
+            },
+        }
+    }
+}
+
+/// Resolves the flags of `train` (`finetune: None`) or `finetune` into a
+/// plan: fills the fine-tune defaults from θ0's sidecar, checks every flag,
+/// resolves `--device/--data-dir/--threads`, loads the data, resolves the
+/// model, the method and λ's ramp (over the learning-rate warm-up for a
+/// fine-tune without `--lambda-warmup-steps`), and checks `--out`: it must be
+/// writable and hold no run unless `resume` continues it.
+///
+/// Errors: [`Error::InvalidArgument`] for a flag out of its domain or an
+/// `--out` that holds a run; data-loading errors; [`Error::Unwritable`];
+/// [`Error::CheckpointMismatch`] when θ0 does not fit.
+pub fn resolve(
+    cfg: &TrainConfig,
+    run: &RunOptions,
+    finetune: Option<&FinetuneArgs>,
+) -> Result<TrainPlan> {
+    let mut config = cfg.clone();
+    let teacher_meta = finetune
+        .map(|ft| finetuning::fill_defaults(&mut config, ft))
+        .transpose()?;
+    let checked = config.validate()?;
+    let mut lambda = checked.lambda;
+    let runtime = run.runtime.resolve()?;
+    let data = config.load_data(&runtime.data_dir)?;
+    let spec = config.model_spec(&data);
+    spec.validate()?;
+    let method =
+        config
+            .robust
+            .resolve(config.method, config.dataset, data.task, data.num_outputs)?;
+    let steps = StepCounts::new(data.train.len() as usize, config.batch_size, config.epochs);
+    if finetune.is_some_and(|ft| !ft.given.lambda_warmup_steps) {
+        lambda.warmup_steps = finetuning::warmup_steps(&config, steps.per_epoch);
+        config.reg.lambda_warmup_steps = lambda.warmup_steps;
+    }
+    let crop_flip = config.uses_crop_flip();
+    if crop_flip && data.input_shape.len() != 3 {
+        return Err(Error::invalid(
+            "--augment",
+            "crop-flip",
+            "needs image inputs",
+        ));
+    }
+    let out = TrainRun::at(&run.out);
+    check_out(&out, run.resume)?;
+    if let (Some(meta), Some(ft)) = (&teacher_meta, finetune) {
+        finetuning::check_teacher(meta, ft, &spec, &data)?;
+    }
+    Ok(TrainPlan {
+        runtime,
+        out,
+        resume: run.resume,
+        eval_batch_size: run.eval_batch_size,
+        checkpoint_every: run.checkpoint_every.max(1),
+        log_every: run.log_every.max(1),
+        data,
+        spec,
+        method,
+        posterior: checked.posterior,
+        lambda,
+        steps,
+        crop_flip,
+        teacher: finetune.map(|ft| TeacherPlan {
+            from: ft.from.clone(),
+            alpha: ft.alpha,
+        }),
+        config,
+    })
+}
+
+/// Refuses an `--out` that already holds a run unless `resume`, then
+/// creates it and checks that it is writable.
+fn check_out(out: &TrainRun, resume: bool) -> Result<()> {
+    if !resume && (out.resume_state().exists() || out.sidecar().exists()) {
+        return Err(Error::invalid(
+            "--out",
+            out.dir().display(),
+            "it already holds a training run; pass --resume to continue it, or choose another --out",
+        ));
+    }
+    ensure_writable_dir(out.dir())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_final_batch_of_one_sample_is_dropped_and_one_of_two_is_kept() {
+        assert_eq!(
+            StepCounts::new(65, 32, 3),
+            StepCounts {
+                per_epoch: 2,
+                total: 6
+            }
+        );
+        assert_eq!(StepCounts::new(66, 32, 1).per_epoch, 3);
+        assert_eq!(StepCounts::new(64, 32, 1).per_epoch, 2);
+    }
+}

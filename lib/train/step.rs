@@ -1,0 +1,183 @@
+//! One optimisation step (TASER eq. 25/26): what it minimises
+//! ([`BaseLoss`], then the teacher and regulariser terms of [`StepLoss`])
+//! and the step itself ([`train_step`]).
+use super::awp;
+use super::method::{self, MethodLoss, MethodSettings};
+use super::posterior::PosteriorSettings;
+use super::regularizer::{l2_term, Regularizer, SteinStats};
+use crate::data::augment::CropFlip;
+use crate::data::Task;
+use crate::error::Result;
+use crate::models::Model;
+use crate::optim::Optimizer;
+use tch::{Kind, Tensor};
+
+/// The task loss: mean cross-entropy (classification), mean squared error
+/// of the single output (regression) or the posterior gap
+/// mean |sigmoid(z) − p_d(y=1|x)| (toy-score, SCORE's self-consistency).
+/// `output` is `[N, K]` (or `[N, 1]`), `y` `[N]`.
+pub fn task_loss(task: Task, output: &Tensor, y: &Tensor) -> Tensor {
+    match task {
+        Task::Classification => output.cross_entropy_for_logits(y),
+        Task::Regression => output.view([-1]).mse_loss(y, tch::Reduction::Mean),
+        Task::Posterior => (output.view([-1]).sigmoid() - y).abs().mean(Kind::Float),
+    }
+}
+
+/// What one step minimises before the teacher and regulariser terms.
+#[derive(Clone, Copy)]
+pub enum BaseLoss<'a> {
+    /// A training method on labels (SPEC §4): its loss on its adversarial
+    /// batch for classification, the mean squared error for regression.
+    Method {
+        task: Task,
+        settings: &'a MethodSettings,
+    },
+    /// toy-score: one of SCORE's risks against the known posterior
+    /// p_d(y=1|x) (the batch's targets), at the inner maximiser.
+    Posterior(&'a PosteriorSettings),
+}
+
+impl BaseLoss<'_> {
+    /// Whether the step counts correct predictions (classification).
+    pub fn classifies(&self) -> bool {
+        matches!(
+            self,
+            BaseLoss::Method {
+                task: Task::Classification,
+                ..
+            }
+        )
+    }
+
+    /// The training attack's adversarial batch (classification methods
+    /// that attack; `None` otherwise).
+    fn adversarial_batch(&self, model: &Model, x: &Tensor, y: &Tensor) -> Option<Tensor> {
+        match self {
+            BaseLoss::Method { settings, .. } if self.classifies() => {
+                settings.adversarial_batch(model, x, y)
+            }
+            _ => None,
+        }
+    }
+
+    /// The loss on the batch (model in train mode), given the adversarial
+    /// batch from [`Self::adversarial_batch`].
+    fn loss(&self, model: &Model, x: &Tensor, x_adv: Option<&Tensor>, y: &Tensor) -> MethodLoss {
+        match *self {
+            BaseLoss::Posterior(objective) => {
+                let (loss, logits_at_worst_case) = objective.loss(model, x, y);
+                MethodLoss {
+                    loss,
+                    clean_logits: None,
+                    logits_for_accuracy: logits_at_worst_case,
+                }
+            }
+            BaseLoss::Method { task, settings } => {
+                if task == Task::Classification {
+                    return settings.loss(model, x, x_adv, y);
+                }
+                let z = model.forward_t(x, true);
+                MethodLoss {
+                    loss: task_loss(task, &z, y),
+                    clean_logits: Some(z.shallow_clone()),
+                    logits_for_accuracy: z,
+                }
+            }
+        }
+    }
+}
+
+/// Everything one step minimises: L = L_base + α·KL(f_θ0(x) ‖ f_θ(x)) +
+/// λ(t)·R(x) (TASER eq. 26; the KL term only when fine-tuning).
+pub struct StepLoss<'a> {
+    pub base: BaseLoss<'a>,
+    pub regularizer: &'a Regularizer,
+    /// AWP's γ when weight perturbation is on for this step.
+    pub awp_gamma: Option<f64>,
+    /// Fine-tuning's frozen teacher f_θ0 and its weight α (TASER eq. 26).
+    pub teacher: Option<(&'a Model, f64)>,
+}
+
+/// One mini-batch: inputs, targets, their indices in the training split
+/// and the augmentation `x` received (both for precomputed scores).
+pub struct Batch<'a> {
+    pub x: &'a Tensor,
+    pub y: &'a Tensor,
+    pub indices: &'a [i64],
+    pub aug: Option<&'a CropFlip>,
+}
+
+/// What one optimisation step reports (detached tensors, left on the
+/// device so that the loop does not synchronise every step).
+#[derive(Debug)]
+pub struct StepOutput {
+    /// The base loss (without the teacher and regulariser terms), Double.
+    pub task_loss: Tensor,
+    /// Correct predictions in the batch (classification), Int64.
+    pub correct: Option<Tensor>,
+    /// The Stein residual's statistics (TASER penalty only).
+    pub stein: Option<SteinStats>,
+}
+
+/// One optimisation step (TASER eq. 25/26): the base loss (on its
+/// adversarial batch), plus α·KL(f_θ0(x) ‖ f_θ(x)) when fine-tuning, plus
+/// λ(t)·R on the clean batch; with AWP the gradient is taken at the
+/// perturbed weights and the perturbation removed after the update. `step`
+/// (0-based) drives the λ ramp; `lr` is this step's learning rate.
+///
+/// Errors: the regulariser's (a score field that cannot serve the batch).
+pub fn train_step(
+    model: &Model,
+    opt: &mut Optimizer,
+    obj: &StepLoss,
+    batch: &Batch,
+    step: usize,
+    lr: f64,
+) -> Result<StepOutput> {
+    let (x, y) = (batch.x, batch.y);
+    let x_adv = obj.base.adversarial_batch(model, x, y);
+    let base_loss = || obj.base.loss(model, x, x_adv.as_ref(), y);
+    let perturbation = obj
+        .awp_gamma
+        .map(|gamma| awp::perturb(model, gamma, &|| base_loss().loss));
+    let base = base_loss();
+    let loss = match obj.teacher {
+        None => base.loss.shallow_clone(),
+        Some((teacher, alpha)) => {
+            let target = tch::no_grad(|| teacher.forward_t(x, false));
+            let student = match &base.clean_logits {
+                Some(z) => z.shallow_clone(),
+                None => model.forward_t(x, true),
+            };
+            &base.loss + method::kl_div(&target, &student).mean(Kind::Float) * alpha
+        }
+    };
+    let mut stein = None;
+    let loss = match obj.regularizer {
+        Regularizer::None => loss,
+        Regularizer::L2 { lambda } => loss + l2_term(model, *lambda),
+        Regularizer::Stein(p) => {
+            let (term, stats) = p.term(model, x, y, batch.indices, batch.aug, step)?;
+            stein = Some(stats);
+            loss + term
+        }
+    };
+    opt.zero_grad();
+    loss.backward();
+    opt.step(lr);
+    if let Some(p) = perturbation {
+        awp::restore(p);
+    }
+    let _guard = tch::no_grad_guard();
+    Ok(StepOutput {
+        task_loss: base.loss.detach().to_kind(Kind::Double),
+        correct: obj.base.classifies().then(|| {
+            base.logits_for_accuracy
+                .argmax(-1, false)
+                .eq_tensor(y)
+                .sum(Kind::Int64)
+        }),
+        stein,
+    })
+}
