@@ -14,6 +14,7 @@ use crate::layout::TrainRun;
 use crate::models::Model;
 use crate::optim::Optimizer;
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 use tch::Tensor;
 
 /// Format tag of `resume.json`.
@@ -60,6 +61,33 @@ pub struct Restored {
     pub global_center: Option<f64>,
 }
 
+/// Reads `resume.json`. A state written before it carried a format tag (no
+/// `format` field; suite 0.1.0 until this tag) is read as this format, so a
+/// run or sweep interrupted across the upgrade still resumes.
+fn read_config(path: &Path) -> Result<ResumeConfig> {
+    let untagged = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .filter(|v| v.is_object() && v.get("format").is_none());
+    match untagged {
+        Some(mut legacy) => {
+            legacy["format"] = RESUME_FORMAT.into();
+            serde_json::from_value(legacy).map_err(|e| Error::CorruptInput {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+                fix: START_AGAIN.into(),
+            })
+        }
+        None => {
+            let fixes = JsonFixes {
+                missing: START_AGAIN,
+                corrupt: START_AGAIN,
+            };
+            read_versioned_json(path, RESUME_FORMAT, fixes)
+        }
+    }
+}
+
 /// Restores `model`, `opt` and `ema` from the resume state in `out`;
 /// `None` when there is none (the run starts fresh).
 ///
@@ -77,11 +105,7 @@ pub fn restore(
     if !cfg_path.exists() || !weights_path.exists() {
         return Ok(None);
     }
-    let fixes = JsonFixes {
-        missing: START_AGAIN,
-        corrupt: START_AGAIN,
-    };
-    let saved: ResumeConfig = read_versioned_json(&cfg_path, RESUME_FORMAT, fixes)?;
+    let saved = read_config(&cfg_path)?;
     let diffs = differences(&saved.config, config);
     if !diffs.is_empty() {
         return Err(Error::CheckpointMismatch {
@@ -156,4 +180,34 @@ pub fn save_state(
         tensors.push(("stein.global_center".into(), Tensor::from_slice(&[c])));
     }
     checkpoint::write_tensors(&out.resume_weights(), &tensors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        cfg: TrainConfig,
+    }
+
+    #[test]
+    fn an_untagged_state_of_the_previous_version_is_read_and_a_foreign_tag_is_not() {
+        let cfg = Cli::try_parse_from(["train", "--epochs", "3"]).unwrap().cfg;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("resume.json");
+        let legacy = serde_json::json!({"version": "0.1.0", "config": cfg});
+        std::fs::write(&path, legacy.to_string()).unwrap();
+        let saved = read_config(&path).unwrap();
+        assert!(differences(&saved.config, &cfg).is_empty());
+        let foreign = serde_json::json!({"format": "other/1", "version": "0.1.0", "config": cfg});
+        std::fs::write(&path, foreign.to_string()).unwrap();
+        let err = read_config(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("other/1") && err.contains(RESUME_FORMAT),
+            "{err}"
+        );
+    }
 }
