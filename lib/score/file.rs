@@ -224,6 +224,86 @@ fn read_text(file: &hdf5::File, path: &Path, name: &str) -> Result<String> {
         .map_err(h5err(path, &format!("attribute `{name}`")))
 }
 
+/// The attributes of an open score file, after checking its format tag.
+fn read_meta(file: &hdf5::File, path: &Path) -> Result<ScoreFileMeta> {
+    let format = read_text(file, path, "format")?;
+    if format != FORMAT {
+        return Err(Error::CorruptInput {
+            path: path.to_path_buf(),
+            reason: format!("format `{format}` is not `{FORMAT}`"),
+            fix: "recompute it with score-precompute".into(),
+        });
+    }
+    let input_shape: Vec<i64> = file
+        .attr("input_shape")
+        .and_then(|a| a.read_raw::<i64>())
+        .map_err(h5err(path, "attribute `input_shape`"))?;
+    Ok(ScoreFileMeta {
+        dataset: read_text(file, path, "dataset")?,
+        split: read_text(file, path, "split")?,
+        source: read_text(file, path, "source")?,
+        source_config: read_text(file, path, "source_config")?,
+        fingerprint: read_text(file, path, "fingerprint")?,
+        t: file
+            .attr("t")
+            .and_then(|a| a.read_scalar::<i64>())
+            .ok()
+            .filter(|&t| t >= 0),
+        sigma_t: file
+            .attr("sigma_t")
+            .and_then(|a| a.read_scalar::<f64>())
+            .ok()
+            .filter(|v| v.is_finite()),
+        input_shape,
+    })
+}
+
+/// The error for a score file made for other data: (what, file's value,
+/// data's value) → [`Error::CheckpointMismatch`] naming the fix.
+fn mismatch_for<'a>(
+    path: &'a Path,
+    data: &'a Dataset,
+    split: &'a str,
+) -> impl Fn(&str, String, String) -> Error + 'a {
+    move |what, file_value, data_value| {
+        Error::CheckpointMismatch {
+        path: path.to_path_buf(),
+        reason: format!("its {what} is {file_value}, the data's is {data_value}"),
+        fix: format!(
+            "compute scores for this data: score-precompute --dataset {} --split {split} --out <file.h5>",
+            data.name
+        ),
+    }
+    }
+}
+
+/// Data set, split and input shape of the file must be the data's.
+fn check_meta(
+    meta: &ScoreFileMeta,
+    data: &Dataset,
+    split: &str,
+    mismatch: &impl Fn(&str, String, String) -> Error,
+) -> Result<()> {
+    if meta.dataset != data.name.to_string() {
+        return Err(mismatch(
+            "data set",
+            meta.dataset.clone(),
+            data.name.to_string(),
+        ));
+    }
+    if meta.split != split {
+        return Err(mismatch("split", meta.split.clone(), split.to_string()));
+    }
+    if meta.input_shape != data.input_shape {
+        return Err(mismatch(
+            "input shape",
+            format!("{:?}", meta.input_shape),
+            format!("{:?}", data.input_shape),
+        ));
+    }
+    Ok(())
+}
+
 impl ScoreFile {
     /// Opens `path` and checks it against `data`'s `split` ("train" or
     /// "test"): data set, split, shape, sample count and fingerprint must
@@ -246,60 +326,9 @@ impl ScoreFile {
             path,
             "not a readable HDF5 file (truncated or not HDF5)",
         ))?;
-        let format = read_text(&file, path, "format")?;
-        if format != FORMAT {
-            return Err(Error::CorruptInput {
-                path: path.to_path_buf(),
-                reason: format!("format `{format}` is not `{FORMAT}`"),
-                fix: "recompute it with score-precompute".into(),
-            });
-        }
-        let input_shape: Vec<i64> = file
-            .attr("input_shape")
-            .and_then(|a| a.read_raw::<i64>())
-            .map_err(h5err(path, "attribute `input_shape`"))?;
-        let meta = ScoreFileMeta {
-            dataset: read_text(&file, path, "dataset")?,
-            split: read_text(&file, path, "split")?,
-            source: read_text(&file, path, "source")?,
-            source_config: read_text(&file, path, "source_config")?,
-            fingerprint: read_text(&file, path, "fingerprint")?,
-            t: file
-                .attr("t")
-                .and_then(|a| a.read_scalar::<i64>())
-                .ok()
-                .filter(|&t| t >= 0),
-            sigma_t: file
-                .attr("sigma_t")
-                .and_then(|a| a.read_scalar::<f64>())
-                .ok()
-                .filter(|v| v.is_finite()),
-            input_shape,
-        };
-        let mismatch = |what: &str, file_value: String, data_value: String| {
-            Error::CheckpointMismatch {
-            path: path.to_path_buf(),
-            reason: format!("its {what} is {file_value}, the data's is {data_value}"),
-            fix: format!("compute scores for this data: score-precompute --dataset {} --split {split} --out <file.h5>", data.name),
-        }
-        };
-        if meta.dataset != data.name.to_string() {
-            return Err(mismatch(
-                "data set",
-                meta.dataset.clone(),
-                data.name.to_string(),
-            ));
-        }
-        if meta.split != split {
-            return Err(mismatch("split", meta.split.clone(), split.to_string()));
-        }
-        if meta.input_shape != data.input_shape {
-            return Err(mismatch(
-                "input shape",
-                format!("{:?}", meta.input_shape),
-                format!("{:?}", data.input_shape),
-            ));
-        }
+        let meta = read_meta(&file, path)?;
+        let mismatch = mismatch_for(path, data, split);
+        check_meta(&meta, data, split, &mismatch)?;
         let target = if split == "train" {
             &data.train
         } else {

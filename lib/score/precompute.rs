@@ -5,7 +5,7 @@ use super::file::{ScoreFileMeta, ScoreWriter};
 use super::gmm::Gmm;
 use super::torchscript::{InputRange, ScoreInput, TorchScriptEps};
 use super::{check_shape, Gaussian, ScoreField};
-use crate::data::{self, DatasetName};
+use crate::data::{self, Dataset, DatasetName, Split};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomically;
 use crate::progress;
@@ -13,7 +13,7 @@ use crate::runtime::{Runtime, RuntimeArgs};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Instant;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// Score sources (SPEC §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -119,28 +119,28 @@ fn std_of(t: &Tensor) -> f64 {
     t.to_kind(Kind::Double).std(false).double_value(&[])
 }
 
-/// Runs `score-precompute`.
-pub fn precompute(args: &PrecomputeArgs) -> Result<PrecomputeSummary> {
-    if args.batch_size == 0 {
-        return Err(Error::invalid("--batch-size", 0, "must be ≥ 1"));
-    }
-    let Runtime { device, data_dir } = args.runtime.resolve()?;
-    let data = data::load(args.dataset, &data_dir, args.seed)?;
-    let split = match args.split {
-        SplitName::Train => &data.train,
-        SplitName::Test => &data.test,
+/// A score field built from its source, with the diffusion timestep t and
+/// σ_t when the source has one.
+struct BuiltField {
+    field: Box<dyn ScoreField>,
+    t: Option<i64>,
+    sigma_t: Option<f64>,
+}
+
+/// Fits, trains or loads the score field `args.source` names (a trained
+/// DSM network is saved to `--dsm-save`, default beside `--out`).
+fn build_field(args: &PrecomputeArgs, data: &Dataset, device: Device) -> Result<BuiltField> {
+    let plain = |field: Box<dyn ScoreField>| BuiltField {
+        field,
+        t: None,
+        sigma_t: None,
     };
-    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::fsutil::ensure_writable_dir(dir)?;
-    }
-    let setup = Instant::now();
-    let mut t_info = (None, None);
-    let field: Box<dyn ScoreField> = match args.source {
-        Source::GaussianStd => Box::new(Gaussian::standard(&data.input_shape)),
-        Source::Gaussian => {
-            Box::new(Gaussian::fit(&data.train.x, args.shrinkage)?.to_device(device))
-        }
-        Source::Gmm => Box::new(
+    Ok(match args.source {
+        Source::GaussianStd => plain(Box::new(Gaussian::standard(&data.input_shape))),
+        Source::Gaussian => plain(Box::new(
+            Gaussian::fit(&data.train.x, args.shrinkage)?.to_device(device),
+        )),
+        Source::Gmm => plain(Box::new(
             Gmm::fit(
                 &data.train.x,
                 &data.train.y,
@@ -148,8 +148,8 @@ pub fn precompute(args: &PrecomputeArgs) -> Result<PrecomputeSummary> {
                 args.shrinkage,
             )?
             .to_device(device),
-        ),
-        Source::Dsm => Box::new(match &args.dsm_model {
+        )),
+        Source::Dsm => plain(Box::new(match &args.dsm_model {
             Some(path) => DsmNet::load(path, device)?,
             None => {
                 let cfg = DsmConfig {
@@ -167,72 +167,77 @@ pub fn precompute(args: &PrecomputeArgs) -> Result<PrecomputeSummary> {
                 net.save(&save)?;
                 net
             }
-        }),
+        })),
         Source::Torchscript => {
-            let path = args.model.as_ref().ok_or_else(|| {
-                Error::invalid(
-                    "--model",
-                    "(missing)",
-                    "the torchscript source needs --model FILE",
-                )
-            })?;
             tch::manual_seed(args.seed as i64);
-            let m = TorchScriptEps::load(
-                path,
-                &data.input_shape,
-                args.t,
-                args.input_range,
-                args.score_input,
-                device,
-            )?;
-            t_info = (Some(m.t), Some(m.sigma_t));
-            Box::new(m)
+            let m = load_eps_model(args, data, args.t, device)?;
+            BuiltField {
+                t: Some(m.t),
+                sigma_t: Some(m.sigma_t),
+                field: Box::new(m),
+            }
         }
-    };
-    check_shape(field.as_ref(), &data.input_shape)?;
-    // c_t = σ̂_t/σ̂_50 on a calibration batch (TASER C.4); 1 without a timestep.
-    let c_t = match (args.source, &args.model) {
-        (Source::Torchscript, Some(path)) if args.t != 50 => {
-            let k = args.calibration_size.clamp(1, split.len() as usize) as i64;
-            let x = split.x.narrow(0, 0, k).to_device(device);
-            let idx: Vec<i64> = (0..k).collect();
-            let at_50 = TorchScriptEps::load(
-                path,
-                &data.input_shape,
-                50,
-                args.input_range,
-                args.score_input,
-                device,
-            )?;
-            std_of(&field.score(&x, &idx, None)) / std_of(&at_50.score(&x, &idx, None))
-        }
-        _ => 1.0,
-    };
-    let setup_seconds = setup.elapsed().as_secs_f64();
+    })
+}
 
-    let meta = ScoreFileMeta {
-        dataset: data.name.to_string(),
-        split: match args.split {
-            SplitName::Train => "train".into(),
-            SplitName::Test => "test".into(),
-        },
-        input_shape: data.input_shape.clone(),
-        source: serde_json::to_value(args.source)
-            .unwrap()
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-        source_config: serde_json::to_string(args).unwrap(),
-        t: t_info.0,
-        sigma_t: t_info.1,
-        fingerprint: split.fingerprint(),
-    };
+/// The `--model` ε-network at timestep `t`.
+fn load_eps_model(
+    args: &PrecomputeArgs,
+    data: &Dataset,
+    t: i64,
+    device: Device,
+) -> Result<TorchScriptEps> {
+    let path = args.model.as_ref().ok_or_else(|| {
+        Error::invalid(
+            "--model",
+            "(missing)",
+            "the torchscript source needs --model FILE",
+        )
+    })?;
+    TorchScriptEps::load(
+        path,
+        &data.input_shape,
+        t,
+        args.input_range,
+        args.score_input,
+        device,
+    )
+}
+
+/// c_t = σ̂_t/σ̂_50 on the first `--calibration-size` inputs of the split
+/// (TASER C.4); 1 without a timestep or at t = 50.
+fn calibration(
+    args: &PrecomputeArgs,
+    field: &dyn ScoreField,
+    data: &Dataset,
+    split: &Split,
+    device: Device,
+) -> Result<f64> {
+    if args.source != Source::Torchscript || args.t == 50 {
+        return Ok(1.0);
+    }
+    let k = args.calibration_size.clamp(1, split.len() as usize) as i64;
+    let x = split.x.narrow(0, 0, k).to_device(device);
+    let idx: Vec<i64> = (0..k).collect();
+    let at_50 = load_eps_model(args, data, 50, device)?;
+    Ok(std_of(&field.score(&x, &idx, None)) / std_of(&at_50.score(&x, &idx, None)))
+}
+
+/// Scores every input of `split` in batches of `--batch-size` into the
+/// HDF5 file at `--out` (atomically); returns the scores' std.
+fn write_scores(
+    args: &PrecomputeArgs,
+    field: &dyn ScoreField,
+    meta: &ScoreFileMeta,
+    split: &Split,
+    c_t: f64,
+    device: Device,
+) -> Result<f64> {
     let n = split.len() as usize;
-    let started = Instant::now();
     let bar = progress::bar(n as u64, "scores");
     let mut score_std = 0.0;
     write_atomically(&args.out, |tmp| {
-        let mut writer = ScoreWriter::create(tmp, &meta, n)?;
+        let mut writer = ScoreWriter::create(tmp, meta, n)?;
         let mut start = 0;
         while start < n {
             let len = args.batch_size.min(n - start);
@@ -249,9 +254,56 @@ pub fn precompute(args: &PrecomputeArgs) -> Result<PrecomputeSummary> {
         Ok(())
     })?;
     bar.finish_and_clear();
+    Ok(score_std)
+}
+
+/// Runs `score-precompute`: checks the flags, builds the score field, then
+/// writes the HDF5 file of [`super::file`] (SPEC §3).
+///
+/// Errors: [`Error::InvalidArgument`] for a flag out of its domain,
+/// missing or corrupt data and models as their readers report them,
+/// [`Error::OutputFailed`]/[`Error::Io`] when the file cannot be put in place.
+pub fn precompute(args: &PrecomputeArgs) -> Result<PrecomputeSummary> {
+    if args.batch_size == 0 {
+        return Err(Error::invalid("--batch-size", 0, "must be ≥ 1"));
+    }
+    let Runtime { device, data_dir } = args.runtime.resolve()?;
+    let data = data::load(args.dataset, &data_dir, args.seed)?;
+    let split = match args.split {
+        SplitName::Train => &data.train,
+        SplitName::Test => &data.test,
+    };
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::fsutil::ensure_writable_dir(dir)?;
+    }
+    let setup = Instant::now();
+    let built = build_field(args, &data, device)?;
+    check_shape(built.field.as_ref(), &data.input_shape)?;
+    let c_t = calibration(args, built.field.as_ref(), &data, split, device)?;
+    let setup_seconds = setup.elapsed().as_secs_f64();
+
+    let meta = ScoreFileMeta {
+        dataset: data.name.to_string(),
+        split: match args.split {
+            SplitName::Train => "train".into(),
+            SplitName::Test => "test".into(),
+        },
+        input_shape: data.input_shape.clone(),
+        source: serde_json::to_value(args.source)
+            .unwrap()
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        source_config: serde_json::to_string(args).unwrap(),
+        t: built.t,
+        sigma_t: built.sigma_t,
+        fingerprint: split.fingerprint(),
+    };
+    let started = Instant::now();
+    let score_std = write_scores(args, built.field.as_ref(), &meta, split, c_t, device)?;
     Ok(PrecomputeSummary {
         path: args.out.clone(),
-        samples: n,
+        samples: split.len() as usize,
         score_std,
         c_t,
         seconds: started.elapsed().as_secs_f64(),
