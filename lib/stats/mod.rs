@@ -8,7 +8,6 @@
 //! BCa, [`table`] and [`plot`] write the outputs.
 pub mod bootstrap;
 pub mod eval;
-pub mod normal;
 pub mod plot;
 pub mod spec;
 pub mod table;
