@@ -44,6 +44,20 @@ pub fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// Creates the folder `path` will be written in (and its parents).
+pub fn create_parent_dir(path: &Path) -> Result<()> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => fs::create_dir_all(dir).map_err(|e| Error::io(dir, e)),
+        None => Ok(()),
+    }
+}
+
+/// Writes a text file atomically, creating its folder first.
+pub fn write_text(path: &Path, text: &str) -> Result<()> {
+    create_parent_dir(path)?;
+    write_bytes_atomically(path, text.as_bytes())
+}
+
 /// Creates `dir` (and parents) and checks that a file can be written in it,
 /// so a run fails before doing work rather than after.
 pub fn ensure_writable_dir(dir: &Path) -> Result<()> {
@@ -140,9 +154,11 @@ mod tests {
         fs::write(&path, r#"{"format": "taser-x-v1"}"#).unwrap();
         let err = read_versioned_json::<Tagged>(&path, "taser-x-v1", FIXES).unwrap_err();
         assert!(err.to_string().contains("missing field `n`"), "{err}");
-        let err = read_versioned_json::<Tagged>(&dir.path().join("none.json"), "x", FIXES)
-            .unwrap_err();
-        assert!(matches!(err, Error::MissingInput { .. }) && err.to_string().contains("write it first"));
+        let err =
+            read_versioned_json::<Tagged>(&dir.path().join("none.json"), "x", FIXES).unwrap_err();
+        assert!(
+            matches!(err, Error::MissingInput { .. }) && err.to_string().contains("write it first")
+        );
     }
 
     #[test]
@@ -151,7 +167,13 @@ mod tests {
         let path = dir.path().join("y.json");
         write_json_atomically(&path, &serde_json::json!({"format": "f", "n": 7})).unwrap();
         let t: Tagged = read_versioned_json(&path, "f", FIXES).unwrap();
-        assert_eq!(t, Tagged { format: "f".into(), n: 7 });
+        assert_eq!(
+            t,
+            Tagged {
+                format: "f".into(),
+                n: 7
+            }
+        );
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

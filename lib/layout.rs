@@ -10,6 +10,7 @@
 //! <sweep --out>/   results.csv  subset.json  scores.h5
 //!                  jobs/<id>/  config.json  attempts.log  done | failed.json
 //!                              <step label>/ (a train folder)  eval/ (an attack folder)
+//! <bootstrap --out>/ comparisons.csv  table2.{md,tex}  table3.{md,tex}  forest.{svg,png}
 //! ```
 use std::path::{Path, PathBuf};
 
@@ -45,6 +46,8 @@ pub const ATTEMPTS: &str = "attempts.log";
 pub const RESULTS: &str = "results.csv";
 /// Scores shared by a sweep's jobs (HDF5).
 pub const SCORES: &str = "scores.h5";
+/// Every comparison and average row of a `bootstrap` run: Δ and interval per metric.
+pub const COMPARISONS: &str = "comparisons.csv";
 /// Folder of a sweep's jobs.
 pub const JOBS_DIR: &str = "jobs";
 /// Folder of a sweep job's evaluation (an attack folder).
@@ -162,7 +165,10 @@ mod tests {
     #[test]
     fn a_job_folder_nests_a_train_and_an_eval_folder() {
         let job = JobDir::at("/s/jobs/abc");
-        assert_eq!(job.eval().per_sample(), Path::new("/s/jobs/abc/eval/per_sample.csv"));
+        assert_eq!(
+            job.eval().per_sample(),
+            Path::new("/s/jobs/abc/eval/per_sample.csv")
+        );
         assert_eq!(
             job.train_step("train").sidecar(),
             Path::new("/s/jobs/abc/train/model.json")

@@ -72,7 +72,7 @@ impl Window {
         Window { x, y, log_x }
     }
 
-    fn to_axis(&self, p: Point) -> Point {
+    fn axis_of(&self, p: Point) -> Point {
         if self.log_x {
             (p.0.log10(), p.1)
         } else {
@@ -80,7 +80,7 @@ impl Window {
         }
     }
 
-    fn from_axis(&self, p: Point) -> Point {
+    fn data_of(&self, p: Point) -> Point {
         if self.log_x {
             (10f64.powf(p.0), p.1)
         } else {
@@ -89,7 +89,10 @@ impl Window {
     }
 
     fn axis_x(&self) -> (f64, f64) {
-        (self.to_axis((self.x.0, 0.0)).0, self.to_axis((self.x.1, 0.0)).0)
+        (
+            self.axis_of((self.x.0, 0.0)).0,
+            self.axis_of((self.x.1, 0.0)).0,
+        )
     }
 
     /// Whether `p` lies inside the window (edges included).
@@ -114,11 +117,11 @@ impl Window {
             if !usable(&pair[0]) || !usable(&pair[1]) {
                 continue;
             }
-            let (a, b) = (self.to_axis(pair[0]), self.to_axis(pair[1]));
+            let (a, b) = (self.axis_of(pair[0]), self.axis_of(pair[1]));
             let Some((s, e)) = clip_segment(a, b, self.axis_x(), self.y) else {
                 continue;
             };
-            let (s, e) = (self.from_axis(s), self.from_axis(e));
+            let (s, e) = (self.data_of(s), self.data_of(e));
             match runs.last_mut() {
                 Some(run) if s == pair[0] && run.last() == Some(&pair[0]) => run.push(e),
                 _ => runs.push(vec![s, e]),
@@ -132,13 +135,18 @@ impl Window {
         let mut poly: Vec<Point> = points
             .iter()
             .filter(|p| p.0.is_finite() && p.1.is_finite() && (!self.log_x || p.0 > 0.0))
-            .map(|p| self.to_axis(*p))
+            .map(|p| self.axis_of(*p))
             .collect();
         let (x, y) = (self.axis_x(), self.y);
-        for (axis, bound, keep_above) in [(0, x.0, true), (0, x.1, false), (1, y.0, true), (1, y.1, false)] {
+        for (axis, bound, keep_above) in [
+            (0, x.0, true),
+            (0, x.1, false),
+            (1, y.0, true),
+            (1, y.1, false),
+        ] {
             poly = clip_half_plane(&poly, axis, bound, keep_above);
         }
-        poly.into_iter().map(|p| self.from_axis(p)).collect()
+        poly.into_iter().map(|p| self.data_of(p)).collect()
     }
 }
 
@@ -146,7 +154,12 @@ impl Window {
 fn clip_segment(a: Point, b: Point, x: (f64, f64), y: (f64, f64)) -> Option<(Point, Point)> {
     let (dx, dy) = (b.0 - a.0, b.1 - a.1);
     let (mut t0, mut t1) = (0.0f64, 1.0f64);
-    for (p, q) in [(-dx, a.0 - x.0), (dx, x.1 - a.0), (-dy, a.1 - y.0), (dy, y.1 - a.1)] {
+    for (p, q) in [
+        (-dx, a.0 - x.0),
+        (dx, x.1 - a.0),
+        (-dy, a.1 - y.0),
+        (dy, y.1 - a.1),
+    ] {
         if p == 0.0 {
             if q < 0.0 {
                 return None;
@@ -158,7 +171,15 @@ fn clip_segment(a: Point, b: Point, x: (f64, f64), y: (f64, f64)) -> Option<(Poi
         }
     }
     (t0 <= t1).then(|| {
-        let at = |t: f64| if t == 0.0 { a } else if t == 1.0 { b } else { (a.0 + t * dx, a.1 + t * dy) };
+        let at = |t: f64| {
+            if t == 0.0 {
+                a
+            } else if t == 1.0 {
+                b
+            } else {
+                (a.0 + t * dx, a.1 + t * dy)
+            }
+        };
         (at(t0), at(t1))
     })
 }
@@ -167,7 +188,13 @@ fn clip_segment(a: Point, b: Point, x: (f64, f64), y: (f64, f64)) -> Option<(Poi
 /// bound` above it (`keep_above`) or below it.
 fn clip_half_plane(poly: &[Point], axis: usize, bound: f64, keep_above: bool) -> Vec<Point> {
     let value = |p: &Point| if axis == 0 { p.0 } else { p.1 };
-    let inside = |p: &Point| if keep_above { value(p) >= bound } else { value(p) <= bound };
+    let inside = |p: &Point| {
+        if keep_above {
+            value(p) >= bound
+        } else {
+            value(p) <= bound
+        }
+    };
     let cross = |a: &Point, b: &Point| {
         let t = (bound - value(a)) / (value(b) - value(a));
         (a.0 + t * (b.0 - a.0), a.1 + t * (b.1 - a.1))
@@ -221,7 +248,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(Window::of(&forest), window((-0.5, 0.5), (-0.5, 0.5)));
-        let log = Panel { log_x: true, x_refs: vec![0.0, 0.1], ..Default::default() };
+        let log = Panel {
+            log_x: true,
+            x_refs: vec![0.0, 0.1],
+            ..Default::default()
+        };
         assert_eq!(Window::of(&log).x, (0.05, 0.2));
     }
 
@@ -229,7 +260,15 @@ mod tests {
     fn lines_are_cut_at_the_edges_and_at_gaps() {
         let w = window((0.0, 10.0), (0.0, 1.0));
         // Leaves through the top at x = 2, comes back at x = 4.
-        let runs = w.line(&[(0.0, 0.0), (1.0, 0.5), (3.0, 1.5), (5.0, 0.5), (f64::NAN, 0.0), (6.0, 0.2), (7.0, 0.2)]);
+        let runs = w.line(&[
+            (0.0, 0.0),
+            (1.0, 0.5),
+            (3.0, 1.5),
+            (5.0, 0.5),
+            (f64::NAN, 0.0),
+            (6.0, 0.2),
+            (7.0, 0.2),
+        ]);
         let close = |a: Point, b: Point| (a.0 - b.0).abs() < 1e-12 && (a.1 - b.1).abs() < 1e-12;
         assert_eq!(runs.len(), 3, "{runs:?}");
         assert_eq!(runs[0].len(), 3);
@@ -245,12 +284,21 @@ mod tests {
         let square = [(-1.0, -1.0), (2.0, -1.0), (2.0, 2.0), (-1.0, 2.0)];
         let mut clipped = w.polygon(&square);
         clipped.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        assert_eq!(clipped, vec![(0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0)]);
+        assert_eq!(
+            clipped,
+            vec![(0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0)]
+        );
         assert!(w.polygon(&[(2.0, 2.0), (3.0, 2.0), (3.0, 3.0)]).is_empty());
         // On a log axis the cut is straight in log₁₀ x: a band from x = 0.01
         // to 100 cut at x = 1 keeps its height at the cut.
-        let log = Window { x: (1.0, 1000.0), y: (0.0, 1.0), log_x: true };
+        let log = Window {
+            x: (1.0, 1000.0),
+            y: (0.0, 1.0),
+            log_x: true,
+        };
         let band = log.polygon(&[(0.01, 0.2), (100.0, 0.2), (100.0, 0.8), (0.01, 0.8)]);
-        assert!(band.iter().any(|p| (p.0 - 1.0).abs() < 1e-9 && (p.1 - 0.2).abs() < 1e-12));
+        assert!(band
+            .iter()
+            .any(|p| (p.0 - 1.0).abs() < 1e-9 && (p.1 - 0.2).abs() < 1e-12));
     }
 }

@@ -17,7 +17,7 @@ pub mod clip;
 mod render;
 
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomically;
+use crate::fsutil::{create_parent_dir, write_atomically};
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -117,7 +117,10 @@ pub struct Figure {
 impl Figure {
     /// The whole image in pixels: (panels × panel width, height).
     pub fn size(&self) -> (u32, u32) {
-        (self.panel_width * self.panels.len().max(1) as u32, self.height)
+        (
+            self.panel_width * self.panels.len().max(1) as u32,
+            self.height,
+        )
     }
 }
 
@@ -166,9 +169,7 @@ fn register_font() -> Result<()> {
 /// when plotters cannot draw or write a file.
 pub fn draw(figure: &Figure, stem: &Path) -> Result<[PathBuf; 2]> {
     register_font()?;
-    if let Some(dir) = stem.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
+    create_parent_dir(stem)?;
     let size = figure.size();
     let svg = stem.with_extension("svg");
     write_atomically(&svg, |tmp| {
@@ -235,7 +236,13 @@ mod tests {
             ..Default::default()
         };
         let figure = Figure {
-            panels: vec![panel.clone(), Panel { log_x: true, ..panel }],
+            panels: vec![
+                panel.clone(),
+                Panel {
+                    log_x: true,
+                    ..panel
+                },
+            ],
             panel_width: 300,
             height: 200,
         };
@@ -265,7 +272,10 @@ mod tests {
             filled,
         };
         let panel = Panel {
-            error_bars: vec![bar(0.0, 1.0, 0.5, 1.5, true), bar(1.0, 0.0, 0.0, 0.0, false)],
+            error_bars: vec![
+                bar(0.0, 1.0, 0.5, 1.5, true),
+                bar(1.0, 0.0, 0.0, 0.0, false),
+            ],
             y_tick_labels: Some(vec![(0.0, "PGD".into()), (1.0, "A & B".into())]),
             y_range: Some((-0.7, 1.7)),
             x_refs: vec![0.0],
@@ -283,7 +293,10 @@ mod tests {
         // A filled dot for the first bar; a white disc ringed in colour for
         // the hollow one.
         assert_eq!(text.matches("<circle").count(), 3, "{text}");
-        assert!(text.contains("\nPGD\n</text>") && text.contains("\nA &amp; B\n"), "{text}");
+        assert!(
+            text.contains("\nPGD\n</text>") && text.contains("\nA &amp; B\n"),
+            "{text}"
+        );
         assert!(!text.contains("NaN"));
         assert_eq!(png_size(&std::fs::read(png).unwrap()), (400, 200));
     }

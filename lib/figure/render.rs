@@ -28,7 +28,10 @@ pub(super) fn tick_label(v: f64) -> String {
 }
 
 /// Fills `root` white and draws the panels side by side.
-pub(super) fn figure<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, figure: &Figure) -> Drawn<DB> {
+pub(super) fn figure<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    figure: &Figure,
+) -> Drawn<DB> {
     root.fill(&WHITE)?;
     let areas = root.split_evenly((1, figure.panels.len().max(1)));
     for (panel, area) in figure.panels.iter().zip(&areas) {
@@ -40,7 +43,7 @@ pub(super) fn figure<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, figure: 
             .x_label_area_size(44)
             .y_label_area_size(panel.label_width.unwrap_or(60));
         if !panel.title.is_empty() {
-            builder.caption(&panel.title, (FAMILY, 15));
+            builder.caption(&panel.title, (FAMILY, 17));
         }
         let (x, y) = (window.x.0..window.x.1, window.y.0..window.y.1);
         if window.log_x {
@@ -56,7 +59,12 @@ pub(super) fn figure<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, figure: 
 
 /// Everything inside one panel's axes, back to front: shading, grid and
 /// ticks, reference lines, error bars, bands, lines, legend.
-fn contents<'a, DB, X>(root: &DrawingArea<DB, Shift>, mut chart: Chart<'a, DB, X>, panel: &Panel, w: &Window) -> Drawn<DB>
+fn contents<'a, DB, X>(
+    root: &DrawingArea<DB, Shift>,
+    mut chart: Chart<'a, DB, X>,
+    panel: &Panel,
+    w: &Window,
+) -> Drawn<DB>
 where
     DB: DrawingBackend + 'a,
     X: Ranged<ValueType = f64> + ValueFormatter<f64>,
@@ -64,11 +72,15 @@ where
     if let Some((a, b, color)) = panel.shade_x {
         let (a, b) = (a.max(w.x.0), b.min(w.x.1));
         if a < b {
-            chart.draw_series(once(Rectangle::new([(a, w.y.0), (b, w.y.1)], color.mix(0.12).filled())))?;
+            chart.draw_series(once(Rectangle::new(
+                [(a, w.y.0), (b, w.y.1)],
+                color.mix(0.12).filled(),
+            )))?;
         }
     }
     axes(root, &mut chart, panel, w)?;
-    let dashed = |points: Vec<Point>| DashedLineSeries::new(points, 4, 3, DARK_GREY.stroke_width(1));
+    let dashed =
+        |points: Vec<Point>| DashedLineSeries::new(points, 4, 3, DARK_GREY.stroke_width(1));
     for &x in panel.x_refs.iter().filter(|x| (w.x.0..=w.x.1).contains(*x)) {
         chart.draw_series(dashed(vec![(x, w.y.0), (x, w.y.1)]))?;
     }
@@ -99,7 +111,7 @@ where
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperLeft)
             .margin(8)
-            .label_font((FAMILY, 12))
+            .label_font((FAMILY, 13))
             .background_style(WHITE.mix(0.85))
             .border_style(GRID)
             .draw()?;
@@ -109,7 +121,12 @@ where
 
 /// Grid, ticks and axis labels; category labels (drawn on `root`, left of
 /// the axis) in place of numeric y ticks when the panel has them.
-fn axes<'a, DB, X>(root: &DrawingArea<DB, Shift>, chart: &mut Chart<'a, DB, X>, panel: &Panel, w: &Window) -> Drawn<DB>
+fn axes<'a, DB, X>(
+    root: &DrawingArea<DB, Shift>,
+    chart: &mut Chart<'a, DB, X>,
+    panel: &Panel,
+    w: &Window,
+) -> Drawn<DB>
 where
     DB: DrawingBackend + 'a,
     X: Ranged<ValueType = f64> + ValueFormatter<f64>,
@@ -118,8 +135,8 @@ where
     let mut mesh = chart.configure_mesh();
     mesh.x_desc(panel.x_label.as_str())
         .y_desc(panel.y_label.as_str())
-        .label_style((FAMILY, 12))
-        .axis_desc_style((FAMILY, 13))
+        .label_style((FAMILY, 13))
+        .axis_desc_style((FAMILY, 14))
         .light_line_style(TRANSPARENT)
         .bold_line_style(GRID)
         .x_labels(6)
@@ -129,7 +146,7 @@ where
         mesh.y_labels(0);
     }
     mesh.draw()?;
-    let style = TextStyle::from((FAMILY, 12).into_font()).pos(Pos::new(HPos::Right, VPos::Center));
+    let style = TextStyle::from((FAMILY, 13).into_font()).pos(Pos::new(HPos::Right, VPos::Center));
     for (y, text) in panel.y_tick_labels.iter().flatten() {
         chart.draw_series(once(PathElement::new(vec![(w.x.0, *y), (w.x.1, *y)], GRID)))?;
         let (px, py) = chart.backend_coord(&(w.x.0, *y));
@@ -149,7 +166,10 @@ where
     if !(w.y.0..=w.y.1).contains(&bar.y) || lo > hi {
         return Ok(());
     }
-    chart.draw_series(once(PathElement::new(vec![(lo, bar.y), (hi, bar.y)], bar.color.stroke_width(2))))?;
+    chart.draw_series(once(PathElement::new(
+        vec![(lo, bar.y), (hi, bar.y)],
+        bar.color.stroke_width(2),
+    )))?;
     for end in [lo, hi] {
         let cap = PathElement::new(vec![(0, -4), (0, 4)], bar.color.stroke_width(1));
         chart.draw_series(once(EmptyElement::at((end, bar.y)) + cap))?;

@@ -16,10 +16,10 @@
 //! With clustering by seed, each resample first draws S seed slots with
 //! replacement (shared by every series), then the points afresh for each
 //! drawn slot (two-stage cluster bootstrap).
-use statrs::distribution::{ContinuousCDF, Normal};
 use crate::error::{Error, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use statrs::distribution::{ContinuousCDF, Normal};
 
 /// Paired differences of one row and one metric on one subset group.
 #[derive(Debug, Clone)]
@@ -561,7 +561,10 @@ mod tests {
         }
         for k in 1..200 {
             let p = k as f64 / 200.0;
-            assert!((normal_cdf(normal_quantile(p)) - p).abs() < 1e-10, "p = {p}");
+            assert!(
+                (normal_cdf(normal_quantile(p)) - p).abs() < 1e-10,
+                "p = {p}"
+            );
         }
         assert_eq!(normal_quantile(0.0), f64::NEG_INFINITY);
         assert!(normal_quantile(1.5).is_nan());

@@ -5,7 +5,7 @@
 //! in percentage points.
 use super::{Report, RowResult, ROBUST_AVG};
 use crate::error::{Error, Result};
-use crate::report::write_text;
+use crate::fsutil::write_text;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
