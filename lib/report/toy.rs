@@ -383,3 +383,45 @@ pub fn redraw(dir: &Path) -> Result<Vec<PathBuf>> {
     let predictions: Vec<Prediction> = super::read_csv(&path, "make toy-table1")?;
     Ok(figure::draw(&predictions_figure(&predictions), &dir.join(FIGURE))?.to_vec())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn curve(reg: &str, lambda: f64) -> impl Iterator<Item = Prediction> + '_ {
+        (0..3).map(move |i| Prediction {
+            x: i as f64,
+            reg: reg.into(),
+            lambda,
+            seed: 0,
+            prediction: 0.5 * i as f32,
+        })
+    }
+
+    #[test]
+    fn the_baseline_is_in_both_panels_and_each_lambda_keeps_its_colour() {
+        let predictions: Vec<Prediction> = curve("l2", 0.0)
+            .chain(curve("l2", 1e-3))
+            .chain(curve("stein", 1e-3))
+            .chain(curve("stein", 1e-1))
+            .collect();
+        let f = predictions_figure(&predictions);
+        let labels = |i: usize| -> Vec<String> {
+            f.panels[i].lines.iter().map(|l| l.label.clone()).collect()
+        };
+        assert_eq!(labels(0), ["sin x", "λ = 0 (no regulariser)", "λ = 1e-3"]);
+        assert_eq!(
+            labels(1),
+            ["sin x", "λ = 0 (no regulariser)", "λ = 1e-3", "λ = 1e-1"]
+        );
+        let (l2, stein) = (&f.panels[0].lines, &f.panels[1].lines);
+        assert_eq!(l2[1].color, GREY, "λ = 0 in grey");
+        assert_eq!((l2[2].color, stein[2].color), (PALETTE[0], PALETTE[0]));
+        assert_eq!(stein[3].color, PALETTE[1]);
+        assert_eq!(
+            l2[0].points,
+            vec![(0.0, 0.0), (1.0, 1f64.sin()), (2.0, 2f64.sin())]
+        );
+        assert_eq!(stein[3].points[2], (2.0, 1.0));
+    }
+}

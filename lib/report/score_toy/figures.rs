@@ -281,3 +281,81 @@ pub fn redraw(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     Ok(written)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(seed: u64, step: usize, madry: f64, score: f64) -> Figure3Row {
+        Figure3Row {
+            seed,
+            step,
+            risk_madry_l2: madry,
+            risk_score_l2: score,
+            c_l2: 0.12,
+        }
+    }
+
+    #[test]
+    fn each_run_turns_where_r_score_is_smallest_and_figure_3_draws_the_first() {
+        let rows = [
+            row(0, 1, 0.5, 0.4),
+            row(0, 2, 0.3, 0.1),
+            row(0, 3, 0.2, 0.2),
+            row(1, 1, 0.5, 0.3),
+            row(1, 2, 0.6, 0.35),
+        ];
+        let t = turns(&rows);
+        assert_eq!(t.len(), 2);
+        assert_eq!((t[0].seed, t[0].step, t[0].steps), (0, 2, 3));
+        assert_eq!((t[0].madry_at_turn, t[0].score_last), (0.3, 0.2));
+        assert!(t[0].shows_overfitting());
+        assert_eq!((t[1].seed, t[1].step), (1, 1));
+        assert!(!t[1].shows_overfitting(), "R_Madry rose too");
+        let f = figure3(&rows).unwrap();
+        let p = &f.panels[0];
+        assert!(p.title.contains("seed 0"), "{}", p.title);
+        assert_eq!(p.lines[1].points, vec![(1.0, 0.4), (2.0, 0.1), (3.0, 0.2)]);
+        assert_eq!(p.lines[2].points, vec![(1.0, 0.12), (3.0, 0.12)]);
+        assert_eq!(p.x_refs, vec![2.0]);
+        assert!(figure3(&[]).is_none());
+    }
+
+    #[test]
+    fn figures_1_and_2_have_the_data_panel_and_a_panel_per_objective_drawn() {
+        let curve = |objective: &'static str| {
+            (0..3).map(move |i| CurveRow {
+                figure: "figure1".into(),
+                objective: objective.into(),
+                distance: "kl".into(),
+                train_size: 60_000,
+                seed: 0,
+                x: i as f64,
+                p_d: 0.2,
+                p_theta: 0.1 * i as f64,
+            })
+        };
+        let curves: Vec<CurveRow> = curve("R_SCORE").chain(curve("R_Standard")).collect();
+        let gaps = [RunGap {
+            objective: "R_SCORE".into(),
+            distance: "kl".into(),
+            train_size: 60_000,
+            seed: 0,
+            posterior_gap: 0.0057,
+        }];
+        let f = curves_figure(&curves, "figure1", &gaps).unwrap();
+        let titles: Vec<&str> = f.panels.iter().map(|p| p.title.as_str()).collect();
+        assert_eq!(
+            titles,
+            [
+                "data: p_d(x, y) and p_d(y=1|x)",
+                "R_Standard^kl",
+                "R_SCORE^kl: mean |p_θ − p_d| = 0.0057"
+            ]
+        );
+        assert_eq!(f.panels[2].lines[1].color, PALETTE[4], "R_SCORE's colour");
+        assert_eq!(f.panels[1].lines[1].points[2], (2.0, 0.2));
+        assert!(f.panels[1].x_refs.is_empty(), "60 000 draws are not marked");
+        assert!(curves_figure(&curves, "figure2", &gaps).is_none());
+    }
+}
