@@ -3,9 +3,16 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use taser::exit::{self, Status};
 
-/// Rebuild reports (tables as CSV and Markdown, figures as SVG) from the
-/// run folders that `train` wrote.
+/// Rebuild reports (tables as CSV and Markdown, figures as SVG and PNG)
+/// from the run folders that `train` wrote, or redraw the figures of an
+/// output folder from its CSVs.
+///
+/// Exit codes: 0 ok; 1 a failed computation (a model or figure could not be
+/// computed or written, or score-toy's self-consistency check fails); 2 bad
+/// usage or input (a missing runs folder or CSV, a corrupt sidecar or CSV).
+/// report does not catch signals, so it never exits 3.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Args {
@@ -19,7 +26,8 @@ enum Report {
     /// every toy-sin run under --runs, writes table.csv (reg, lambda, id_mse,
     /// id_mse_std, ood_mse, ood_mse_std, seeds), table.md (beside the
     /// paper's numbers, with the pattern checks), predictions.csv and
-    /// predictions.svg into --out. `make toy-table1` trains the runs first.
+    /// predictions.svg/.png into --out. `make toy-table1` trains the runs
+    /// first.
     ToyTable1 {
         /// Folder holding one sub-folder per run.
         #[arg(long, default_value = "runs/toy-table1")]
@@ -31,9 +39,10 @@ enum Report {
     /// SCORE Figures 1–3 (1-D binary toy with a known posterior): reads every
     /// toy-score run under --runs and writes constants.csv (C^D by
     /// quadrature), runs.csv (posterior gap and risks per run), curves.csv,
-    /// figure3.csv, figure1.svg (60 000 draws), figure2.svg (the smallest
-    /// training size), figure3.svg (R_Madry^l2 and R_SCORE^l2 per step of
-    /// the madry/l2 runs, with C^l2) and summary.md into --out. Exits 1 when
+    /// figure3.csv, figure1 (60 000 draws), figure2 (the smallest training
+    /// size) and figure3 (R_Madry^l2 and R_SCORE^l2 per step of the madry/l2
+    /// runs, with C^l2), each as .svg and .png, and summary.md into --out.
+    /// Exits 1 when
     /// the self-consistency check of Figure 1 fails. `make score-toy` trains
     /// the runs first.
     ScoreToy {
@@ -44,11 +53,24 @@ enum Report {
         #[arg(long, default_value = "analysis/score-toy")]
         out: PathBuf,
     },
+    /// Draw the figures of an output folder again (.svg and .png) from the
+    /// CSVs beside them, without the runs: predictions from predictions.csv
+    /// (toy-table1), figure1-3 from curves.csv, runs.csv and figure3.csv
+    /// (score-toy), forest and delta_vs_<vary> from comparisons.csv
+    /// (bootstrap). E.g. `report redraw analysis/score-toy`.
+    Redraw {
+        /// The folder holding the CSVs; the figures are written beside them.
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let result = match &args.report {
+    exit::finish(run(&args).map(|()| Status::Ok))
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    match &args.report {
         Report::ToyTable1 { runs, out } => taser::report::toy::toy_table1(runs, out)
             .map(|(rows, checks)| {
                 for r in &rows {
@@ -97,12 +119,12 @@ fn main() -> ExitCode {
                     }
                 }
             }),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+        Report::Redraw { dir } => {
+            let written = taser::report::redraw(dir).context("report redraw failed")?;
+            for p in written {
+                println!("{}", p.display());
+            }
+            Ok(())
         }
     }
 }

@@ -44,6 +44,20 @@ pub fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// Creates the folder `path` will be written in (and its parents).
+pub fn create_parent_dir(path: &Path) -> Result<()> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => fs::create_dir_all(dir).map_err(|e| Error::io(dir, e)),
+        None => Ok(()),
+    }
+}
+
+/// Writes a text file atomically, creating its folder first.
+pub fn write_text(path: &Path, text: &str) -> Result<()> {
+    create_parent_dir(path)?;
+    write_bytes_atomically(path, text.as_bytes())
+}
+
 /// Creates `dir` (and parents) and checks that a file can be written in it,
 /// so a run fails before doing work rather than after.
 pub fn ensure_writable_dir(dir: &Path) -> Result<()> {

@@ -12,7 +12,7 @@
 //!                  jobs/<id>/  config.json  attempts.log  done | failed.json
 //!                              <step>.done  <step>.stdout.log  <step>.stderr.log
 //!                              <step label>/ (a train folder)  eval/ (an attack folder)
-//! <bootstrap --out>/  comparisons.csv  table2.md  table2.tex  table3.md  table3.tex
+//! <bootstrap --out>/ comparisons.csv  table2.{md,tex}  table3.{md,tex}  forest.{svg,png}
 //! ```
 use std::path::{Path, PathBuf};
 

@@ -11,6 +11,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod exit;
+pub mod figure;
 pub mod fsutil;
 pub mod identity;
 pub mod layout;

@@ -92,6 +92,7 @@ fn score_is_self_consistent_where_madry_is_not_and_the_report_says_so() {
         "runs.csv",
         "curves.csv",
         "figure1.svg",
+        "figure1.png",
         "summary.md",
     ] {
         assert!(out.join(f).exists(), "{f} missing: {:?}", files_in(&out));

@@ -1,22 +1,18 @@
 //! Reports rebuilt from finished runs: tables (CSV, Markdown) and figures
-//! (SVG). [`toy`] rebuilds TASER Table 1 and Figure 2 from the toy runs;
-//! [`score_toy`] SCORE's Figures 1–3 from the toy-score runs.
+//! (SVG and PNG, drawn by [`crate::figure`]). [`toy`] rebuilds TASER Table 1
+//! and Figure 2 from the toy runs; [`score_toy`] SCORE's Figures 1–3 from
+//! the toy-score runs. Each figure is a function of a CSV written beside
+//! it, so [`redraw`] draws the figures of an output folder again without
+//! the runs.
 pub mod score_toy;
-pub mod svg;
 pub mod toy;
 
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::error::{Error, Result};
-use crate::fsutil::write_bytes_atomically;
+use crate::layout::{TrainRun, COMPARISONS};
+use crate::stats::plot::{self, Deltas};
+use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
-
-/// Writes a text file atomically, creating its folder.
-pub fn write_text(path: &Path, text: &str) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    write_bytes_atomically(path, text.as_bytes())
-}
 
 /// Mean and sample standard deviation (n − 1; 0 for one value).
 pub fn mean_std(values: &[f64]) -> (f64, f64) {
@@ -47,7 +43,7 @@ pub fn finished_runs(
     })?;
     let mut out = Vec::new();
     for entry in entries.filter_map(|e| e.ok()) {
-        let ckpt = entry.path().join("model.safetensors");
+        let ckpt = TrainRun::at(entry.path()).weights();
         if !checkpoint::sidecar_path(&ckpt).exists() {
             continue;
         }
@@ -76,4 +72,59 @@ pub fn run_metric(ckpt: &Path, meta: &CheckpointMeta, key: &str) -> Result<f64> 
             reason: format!("no metric `{key}`"),
             fix: "retrain the run with this version of `train`".into(),
         })
+}
+
+/// Reads every row of a CSV that a report wrote (to redraw its figure).
+///
+/// Errors: [`Error::MissingInput`] when it cannot be opened,
+/// [`Error::CorruptInput`] when a row does not fit `T`; both name
+/// `rebuild`, the command that writes the file.
+pub fn read_csv<T: DeserializeOwned>(path: &Path, rebuild: &str) -> Result<Vec<T>> {
+    let mut reader = csv::Reader::from_path(path).map_err(|e| Error::MissingInput {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+        fix: format!("run `{rebuild}` (it writes this file)"),
+    })?;
+    reader
+        .deserialize()
+        .collect::<std::result::Result<Vec<T>, _>>()
+        .map_err(|e| Error::CorruptInput {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+            fix: format!("run `{rebuild}` again to rewrite it"),
+        })
+}
+
+/// Draws the figures of an output folder again from the CSVs beside them,
+/// without the runs: `predictions` from a `report toy-table1` folder's
+/// predictions.csv, `figure1`–`figure3` from a `report score-toy` folder's
+/// curves.csv, runs.csv and figure3.csv, `forest` and `delta_vs_<vary>`
+/// from a `bootstrap` folder's comparisons.csv. Each as .svg and .png;
+/// returns the files written.
+///
+/// Errors: [`Error::MissingInput`] when `dir` holds none of these CSVs; the
+/// readers' errors when one does not parse.
+pub fn redraw(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    if dir.join(toy::PREDICTIONS_CSV).is_file() {
+        written.extend(toy::redraw(dir)?);
+    }
+    if dir.join(score_toy::figures::CURVES_CSV).is_file() {
+        written.extend(score_toy::figures::redraw(dir)?);
+    }
+    if dir.join(COMPARISONS).is_file() {
+        written.extend(plot::draw_all(&Deltas::read(&dir.join(COMPARISONS))?, dir)?);
+    }
+    if written.is_empty() {
+        return Err(Error::MissingInput {
+            path: dir.to_path_buf(),
+            reason: format!(
+                "no {}, {} or {COMPARISONS} in it",
+                toy::PREDICTIONS_CSV,
+                score_toy::figures::CURVES_CSV
+            ),
+            fix: "name a folder that `report` or `bootstrap` wrote".into(),
+        });
+    }
+    Ok(written)
 }

@@ -5,17 +5,24 @@
 //! `model.json` that `train` writes), groups by regulariser and λ, and
 //! writes `table.csv` (one row per regulariser and λ: means and standard
 //! deviations over seeds), `table.md` (the paper's layout beside the
-//! paper's numbers, and the pattern checks), `predictions.csv` and
-//! `predictions.svg` (predictions of the first seed on the OOD grid).
-use super::svg::{self, Panel, Series};
-use super::{finished_runs, mean_std, run_metric, write_text};
+//! paper's numbers, and the pattern checks), `predictions.csv` and the
+//! figure drawn from it, `predictions.svg` and `predictions.png`
+//! (predictions of the first seed on the OOD grid; [`redraw`] draws it
+//! again from the CSV alone).
+use super::{finished_runs, mean_std, run_metric};
 use crate::checkpoint;
 use crate::data::toy::toy_sin;
 use crate::error::{Error, Result};
+use crate::figure::{self, Figure, Line, Panel, GREY, INK, PALETTE};
+use crate::fsutil::write_text;
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tch::Device;
+
+/// The figure's file stem and its data's file name in the output folder.
+pub const FIGURE: &str = "predictions";
+pub const PREDICTIONS_CSV: &str = "predictions.csv";
 
 /// One row of the paper's Table 1: λ, ℓ2 ID, ℓ2 OOD, Stein ID, Stein OOD
 /// (Stein has no λ = 0 entry).
@@ -230,7 +237,7 @@ fn markdown(rows: &[ToyRow], checks: Option<&PatternChecks>) -> String {
             mark(c.ood_spread.0 < c.ood_spread.1)
         );
     }
-    let _ = writeln!(md, "\nFigure: `predictions.svg` (first seed, OOD grid; the shaded band is ±2 around the training mean).");
+    let _ = writeln!(md, "\nFigure: `predictions.svg` / `predictions.png` (first seed, OOD grid; the shaded band is ±2 around the training mean).");
     md
 }
 
@@ -258,66 +265,163 @@ pub fn toy_table1(runs: &Path, out: &Path) -> Result<(Vec<ToyRow>, Option<Patter
         .into_iter()
         .map(f64::from)
         .collect();
-    let mut pred_csv = String::from("x,reg,lambda,seed,prediction\n");
-    let mut panels: Vec<Panel> = ["l2", "stein"]
-        .iter()
-        .map(|reg| Panel {
-            title: if *reg == "l2" {
-                "ℓ2 regularisation".into()
-            } else {
-                "Stein (TASER) regularisation".into()
-            },
-            x_label: "x".into(),
-            y_label: "f(x)".into(),
-            y_range: Some((-3.0, 3.0)),
-            shade_x: Some((-2.0, 2.0, "#888888".into())),
-            series: vec![Series {
-                label: "sin x".into(),
-                points: xs.iter().map(|x| (*x, x.sin())).collect(),
-                color: "#000000".into(),
-                dashed: true,
-            }],
-            ..Default::default()
-        })
-        .collect();
-    // One colour per λ in both panels; the unregularised baseline in grey.
-    let mut lambdas: Vec<f64> = all.iter().map(|r| r.lambda).filter(|l| *l > 0.0).collect();
-    lambdas.sort_by(f64::total_cmp);
-    lambdas.dedup();
+    let mut predictions = Vec::new();
     for ((reg, bits), rs) in group(&all) {
         let first = rs.iter().min_by_key(|r| r.seed).expect("non-empty group");
         let (model, _) = checkpoint::load(&first.checkpoint, Device::Cpu)?;
         let pred: Vec<f32> =
             tch::no_grad(|| Vec::try_from(model.forward_t(&grid.x, false).view([-1])))
                 .unwrap_or_default();
+        predictions.extend(xs.iter().zip(pred).map(|(x, p)| Prediction {
+            x: *x,
+            reg: reg.clone(),
+            lambda: f64::from_bits(bits),
+            seed: first.seed,
+            prediction: p,
+        }));
+    }
+    let mut pred_csv = String::from("x,reg,lambda,seed,prediction\n");
+    for p in &predictions {
+        let _ = writeln!(
+            pred_csv,
+            "{},{},{},{},{}",
+            p.x, p.reg, p.lambda, p.seed, p.prediction
+        );
+    }
+    write_text(&out.join(PREDICTIONS_CSV), &pred_csv)?;
+    figure::draw(&predictions_figure(&predictions), &out.join(FIGURE))?;
+    Ok((rows, checks))
+}
+
+/// One row of `predictions.csv`: the model of the first seed of one
+/// (regulariser, λ) at one point of the OOD grid.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct Prediction {
+    pub x: f64,
+    pub reg: String,
+    pub lambda: f64,
+    pub seed: u64,
+    pub prediction: f32,
+}
+
+/// TASER Figure 2: f(x) of every (regulariser, λ) beside sin x, ℓ2 on the
+/// left and Stein on the right, one colour per λ in both panels and the
+/// unregularised λ = 0 baseline in grey in both; the training inputs' ±2
+/// band shaded, y cut to [−3, 3].
+pub fn predictions_figure(predictions: &[Prediction]) -> Figure {
+    let mut curves: BTreeMap<(&str, u64), Vec<(f64, f64)>> = BTreeMap::new();
+    for p in predictions {
+        curves
+            .entry((p.reg.as_str(), p.lambda.to_bits()))
+            .or_default()
+            .push((p.x, f64::from(p.prediction)));
+    }
+    let xs: Vec<f64> = curves
+        .values()
+        .next()
+        .map_or(Vec::new(), |c| c.iter().map(|p| p.0).collect());
+    let mut panels: Vec<Panel> = ["ℓ2 regularisation", "Stein (TASER) regularisation"]
+        .into_iter()
+        .map(|title| Panel {
+            title: title.into(),
+            x_label: "x".into(),
+            y_label: "f(x)".into(),
+            y_range: Some((-3.0, 3.0)),
+            shade_x: Some((-2.0, 2.0, GREY)),
+            lines: vec![Line {
+                label: "sin x".into(),
+                points: xs.iter().map(|x| (*x, x.sin())).collect(),
+                color: INK,
+                dashed: true,
+            }],
+            ..Default::default()
+        })
+        .collect();
+    let mut lambdas: Vec<f64> = predictions
+        .iter()
+        .map(|p| p.lambda)
+        .filter(|l| *l > 0.0)
+        .collect();
+    lambdas.sort_by(f64::total_cmp);
+    lambdas.dedup();
+    for ((reg, bits), points) in curves {
         let lambda = f64::from_bits(bits);
-        for (x, p) in xs.iter().zip(&pred) {
-            let _ = writeln!(pred_csv, "{x},{reg},{lambda},{},{p}", first.seed);
-        }
-        let series = Series {
+        let line = Line {
             label: if lambda == 0.0 {
                 "λ = 0 (no regulariser)".into()
             } else {
                 format!("λ = {lambda:e}")
             },
-            points: xs.iter().zip(&pred).map(|(x, p)| (*x, *p as f64)).collect(),
+            points,
             color: match lambdas.iter().position(|l| *l == lambda) {
-                Some(i) => svg::PALETTE[i % svg::PALETTE.len()].into(),
-                None => "#999999".into(),
+                Some(i) => PALETTE[i % PALETTE.len()],
+                None => GREY,
             },
             dashed: false,
         };
-        // λ = 0 is the common baseline: draw it in both panels.
+        // λ = 0 is the common baseline: drawn in both panels.
         for (i, panel) in panels.iter_mut().enumerate() {
             if (reg == "stein") == (i == 1) || lambda == 0.0 {
-                panel.series.push(series.clone());
+                panel.lines.push(line.clone());
             }
         }
     }
-    write_text(&out.join("predictions.csv"), &pred_csv)?;
-    write_text(
-        &out.join("predictions.svg"),
-        &svg::render(&panels, 520.0, 380.0),
-    )?;
-    Ok((rows, checks))
+    Figure {
+        panels,
+        panel_width: 520,
+        height: 380,
+    }
+}
+
+/// Draws `predictions.svg` and `predictions.png` in `dir` again from its
+/// `predictions.csv`, without the runs; returns their paths.
+///
+/// Errors: [`Error::MissingInput`] when the CSV cannot be opened,
+/// [`Error::CorruptInput`] when a row does not parse.
+pub fn redraw(dir: &Path) -> Result<Vec<PathBuf>> {
+    let path = dir.join(PREDICTIONS_CSV);
+    let predictions: Vec<Prediction> = super::read_csv(&path, "make toy-table1")?;
+    Ok(figure::draw(&predictions_figure(&predictions), &dir.join(FIGURE))?.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn curve(reg: &str, lambda: f64) -> impl Iterator<Item = Prediction> + '_ {
+        (0..3).map(move |i| Prediction {
+            x: i as f64,
+            reg: reg.into(),
+            lambda,
+            seed: 0,
+            prediction: 0.5 * i as f32,
+        })
+    }
+
+    #[test]
+    fn the_baseline_is_in_both_panels_and_each_lambda_keeps_its_colour() {
+        let predictions: Vec<Prediction> = curve("l2", 0.0)
+            .chain(curve("l2", 1e-3))
+            .chain(curve("stein", 1e-3))
+            .chain(curve("stein", 1e-1))
+            .collect();
+        let f = predictions_figure(&predictions);
+        let labels = |i: usize| -> Vec<String> {
+            f.panels[i].lines.iter().map(|l| l.label.clone()).collect()
+        };
+        assert_eq!(labels(0), ["sin x", "λ = 0 (no regulariser)", "λ = 1e-3"]);
+        assert_eq!(
+            labels(1),
+            ["sin x", "λ = 0 (no regulariser)", "λ = 1e-3", "λ = 1e-1"]
+        );
+        let (l2, stein) = (&f.panels[0].lines, &f.panels[1].lines);
+        assert_eq!(l2[1].color, GREY, "λ = 0 in grey");
+        assert_eq!((l2[2].color, stein[2].color), (PALETTE[0], PALETTE[0]));
+        assert_eq!(stein[3].color, PALETTE[1]);
+        assert_eq!(
+            l2[0].points,
+            vec![(0.0, 0.0), (1.0, 1f64.sin()), (2.0, 2f64.sin())]
+        );
+        assert_eq!(stein[3].points[2], (2.0, 1.0));
+    }
 }

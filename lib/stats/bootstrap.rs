@@ -16,10 +16,10 @@
 //! With clustering by seed, each resample first draws S seed slots with
 //! replacement (shared by every series), then the points afresh for each
 //! drawn slot (two-stage cluster bootstrap).
-use super::normal;
 use crate::error::{Error, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use statrs::distribution::{ContinuousCDF, Normal};
 
 /// Paired differences of one row and one metric on one subset group.
 #[derive(Debug, Clone)]
@@ -394,13 +394,13 @@ impl Distribution {
             .filter(|t| (**t - self.estimate).abs() <= tol)
             .count() as f64;
         let p0 = (below + 0.5 * ties) / b;
-        let z0 = normal::quantile(p0);
+        let z0 = normal_quantile(p0);
         let alpha = 1.0 - level;
         let a = self.acceleration;
         let adjust = |q: f64| -> Option<f64> {
-            let z = normal::quantile(q);
+            let z = normal_quantile(q);
             let denom = 1.0 - a * (z0 + z);
-            (z0.is_finite() && denom > 0.0).then(|| normal::cdf(z0 + (z0 + z) / denom))
+            (z0.is_finite() && denom > 0.0).then(|| normal_cdf(z0 + (z0 + z) / denom))
         };
         match (adjust(alpha / 2.0), adjust(1.0 - alpha / 2.0)) {
             (Some(q1), Some(q2)) => Interval {
@@ -423,6 +423,21 @@ impl Distribution {
             IntervalKind::Percentile => self.percentile(level),
             IntervalKind::Bca => self.bca(level),
         }
+    }
+}
+
+/// Φ(x), the standard normal CDF (statrs: ½·erfc(−x/√2)). NaN for NaN.
+fn normal_cdf(x: f64) -> f64 {
+    Normal::standard().cdf(x)
+}
+
+/// Φ⁻¹(p), the standard normal quantile (statrs: −√2·erfc⁻¹(2p)). −∞ at
+/// p = 0, +∞ at p = 1, NaN outside [0, 1] (statrs panics there).
+fn normal_quantile(p: f64) -> f64 {
+    if (0.0..=1.0).contains(&p) {
+        Normal::standard().inverse_cdf(p)
+    } else {
+        f64::NAN
     }
 }
 
@@ -567,5 +582,54 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("same seeds"), "{e}");
+    }
+
+    #[test]
+    fn normal_cdf_matches_reference_values() {
+        // Reference values from the closed form Φ(x) = erfc(−x/√2)/2
+        // (computed to 16 digits with mpmath). statrs 0.19's erfc is good to
+        // about 1e-10 relative (its per-interval constants carry 10 digits),
+        // far below what BCa's quantile levels need.
+        for (x, want) in [
+            (0.0, 0.5),
+            (1.0, 0.841_344_746_068_542_9),
+            (-1.0, 0.158_655_253_931_457_05),
+            (1.96, 0.975_002_104_851_780),
+            (-3.0, 0.001_349_898_031_630_094_6),
+            (5.0, 0.999_999_713_348_428),
+        ] {
+            assert!(
+                (normal_cdf(x) - want).abs() < 1e-10,
+                "Φ({x}) = {} ≠ {want}",
+                normal_cdf(x)
+            );
+        }
+    }
+
+    #[test]
+    fn normal_quantile_matches_reference_values_and_inverts_the_cdf() {
+        for (p, want) in [
+            (0.5, 0.0),
+            (0.975, 1.959_963_984_540_054),
+            (0.025, -1.959_963_984_540_054),
+            (0.995, 2.575_829_303_548_901),
+            (0.001, -3.090_232_306_167_813_5),
+            (0.8, 0.841_621_233_572_914_2),
+        ] {
+            assert!(
+                (normal_quantile(p) - want).abs() < 1e-9,
+                "Φ⁻¹({p}) = {} ≠ {want}",
+                normal_quantile(p)
+            );
+        }
+        for k in 1..200 {
+            let p = k as f64 / 200.0;
+            assert!(
+                (normal_cdf(normal_quantile(p)) - p).abs() < 1e-10,
+                "p = {p}"
+            );
+        }
+        assert_eq!(normal_quantile(0.0), f64::NEG_INFINITY);
+        assert!(normal_quantile(1.5).is_nan());
     }
 }

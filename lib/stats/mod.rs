@@ -1,20 +1,20 @@
 //! Paired bootstrap comparisons of evaluations (SPEC §7): Δ = acc(treatment)
 //! − acc(baseline) on a shared evaluation subset with seeded percentile or
 //! BCa intervals, average rows from joint resamples, and the TASER paper's
-//! Table 2 / Table 3 layouts (CSV, Markdown, LaTeX) with SVG plots.
+//! Table 2 / Table 3 layouts (CSV, Markdown, LaTeX) with figures (SVG and
+//! PNG, drawn by [`crate::figure`]).
 //!
 //! Modules, in the order [`run`] uses them: [`eval`] reads `attack`
 //! outputs, [`spec`] reads a comparison spec, [`pairing`] pairs baselines
 //! with treatments and groups the pairs into rows, [`average`] resolves the
 //! average rows, [`metrics`] picks each row's metric columns, [`compare`]
-//! builds the series and statistics that [`bootstrap`] resamples ([`normal`]
-//! is Φ and Φ⁻¹ for BCa), and [`table`] and [`plot`] write the outputs.
+//! builds the series and statistics that [`bootstrap`] resamples (Φ and
+//! Φ⁻¹ for BCa from statrs), and [`table`] and [`plot`] write the outputs.
 pub mod average;
 pub mod bootstrap;
 pub mod compare;
 pub mod eval;
 pub mod metrics;
-pub mod normal;
 pub mod pairing;
 pub mod plot;
 pub mod spec;

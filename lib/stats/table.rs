@@ -6,7 +6,7 @@
 use super::metrics::{AUTOATTACK, CLEAN, ROBUST_AVG, SPSA, WORST_CASE};
 use super::{Report, RowResult};
 use crate::error::{Error, Result};
-use crate::fsutil::write_bytes_atomically;
+use crate::fsutil::write_text;
 use crate::layout;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -357,7 +357,7 @@ pub fn write_all(report: &Report, out: &Path) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     for (name, text) in files {
         let p = out.join(name);
-        write_bytes_atomically(&p, text.as_bytes())?;
+        write_text(&p, &text)?;
         written.push(p);
     }
     Ok(written)

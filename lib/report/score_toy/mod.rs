@@ -6,16 +6,23 @@
 //! conventions), `runs.csv` (one row per run: objective, distance, training
 //! size, seed, posterior gap and final risks), `curves.csv` (p_θ and p_d on a
 //! grid, one row per run and x), `figure3.csv` (R_Madry^ℓ2 and R_SCORE^ℓ2 per
-//! step of every madry/ℓ2 run), `figure1.svg`, `figure2.svg`, `figure3.svg`
-//! and `summary.md` (gaps, the self-consistency check and the turn of
-//! Figure 3 beside C^ℓ2).
-use super::svg::{self, Panel, Series};
-use super::{finished_runs, mean_std, run_metric, write_text};
+//! step of every madry/ℓ2 run), `figure1`, `figure2` and `figure3` (each as
+//! .svg and .png, drawn from those CSVs by [`figures`]) and `summary.md`
+//! (gaps, the self-consistency check and the turn of Figure 3 beside C^ℓ2).
+pub mod figures;
+
+use super::{finished_runs, mean_std, run_metric};
 use crate::checkpoint;
-use crate::data::toy::{score_density, score_log_odds, toy_score, SCORE_NUM_TRAIN, SCORE_PRIOR_1};
+use crate::data::toy::SCORE_NUM_TRAIN;
 use crate::error::{Error, Result};
+use crate::figure;
+use crate::fsutil::write_text;
+use crate::layout::TrainRun;
 use crate::train::posterior::{data_constant, Distance, Objective};
-use crate::train::{read_metrics, EpochMetrics};
+use crate::train::read_metrics;
+use figures::{
+    curve_grid, posterior_on, CurveRow, Figure3Row, RunGap, CURVES_CSV, FIGURE3_CSV, RUNS_CSV,
+};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -188,34 +195,6 @@ impl Turn {
     }
 }
 
-fn turn_of(run: &ScoreToyRun, rows: &[EpochMetrics]) -> Option<Turn> {
-    let series: Vec<(usize, f64, f64)> = rows
-        .iter()
-        .filter_map(|r| Some((r.epoch, r.risk_madry?, r.risk_score?)))
-        .collect();
-    let &(step, madry_at_turn, score_at_turn) = series.iter().min_by(|a, b| a.2.total_cmp(&b.2))?;
-    let &(steps, madry_last, score_last) = series.last()?;
-    Some(Turn {
-        seed: run.seed,
-        step,
-        madry_at_turn,
-        score_at_turn,
-        madry_last,
-        score_last,
-        steps,
-    })
-}
-
-/// x values of the curves: 601 points on [−6, 6].
-fn curve_grid() -> Vec<f64> {
-    (0..=600).map(|i| -6.0 + 12.0 * i as f64 / 600.0).collect()
-}
-
-fn posterior_on(xs: &[f64]) -> Vec<f64> {
-    let t = Tensor::from_slice(xs);
-    Vec::try_from(score_log_odds(&t).sigmoid()).unwrap_or_default()
-}
-
 fn model_posterior_on(run: &ScoreToyRun, xs: &[f64]) -> Result<Vec<f64>> {
     let (model, _) = checkpoint::load(&run.checkpoint, Device::Cpu)?;
     let x = Tensor::from_slice(xs).to_kind(Kind::Float).view([-1, 1]);
@@ -235,72 +214,19 @@ fn objective_label(o: Objective) -> &'static str {
     }
 }
 
-/// The left panel of Figures 1 and 2: the joint density p_d(x, y) of each
-/// class and the posterior p_d(y=1|x).
-fn data_panel(xs: &[f64]) -> Panel {
-    let t = Tensor::from_slice(xs);
-    let normal = |m: f64, s: f64| -> Vec<f64> {
-        xs.iter()
-            .map(|x| {
-                (-0.5 * ((x - m) / s).powi(2)).exp() / (s * (2.0 * std::f64::consts::PI).sqrt())
-            })
-            .collect()
-    };
-    let (n1, n0) = (normal(1.0, 1.0), normal(-1.0, 2.0));
-    let density: Vec<f64> = Vec::try_from(score_density(&t)).unwrap_or_default();
-    let pts = |v: Vec<f64>| xs.iter().copied().zip(v).collect::<Vec<_>>();
-    Panel {
-        title: "data: p_d(x, y) and p_d(y=1|x)".into(),
-        x_label: "x".into(),
-        y_label: "density / probability".into(),
-        y_range: Some((0.0, 1.0)),
-        series: vec![
-            Series {
-                label: "p_d(x, y=1) = N(1, 1)/6".into(),
-                points: pts(n1.iter().map(|v| v * SCORE_PRIOR_1).collect()),
-                color: svg::PALETTE[1].into(),
-                dashed: false,
-            },
-            Series {
-                label: "p_d(x, y=0) = 5·N(−1, 4)/6".into(),
-                points: pts(n0.iter().map(|v| v * (1.0 - SCORE_PRIOR_1)).collect()),
-                color: svg::PALETTE[0].into(),
-                dashed: false,
-            },
-            Series {
-                label: "p_d(x)".into(),
-                points: pts(density),
-                color: "#999999".into(),
-                dashed: true,
-            },
-            Series {
-                label: "p_d(y=1|x)".into(),
-                points: pts(posterior_on(xs)),
-                color: "#000000".into(),
-                dashed: false,
-            },
-        ],
-        ..Default::default()
-    }
-}
-
-/// Figure 1 or 2: the data panel and one panel per objective (the lowest
-/// seed of each) for one training size and distance. Appends the curves to
-/// `curves_csv`.
-fn predictions_figure(
+/// The curves of Figure 1 or 2 (`figure`): p_θ(y=1|x) of the lowest seed
+/// of each objective with `train_size` draws and `distance`, beside
+/// p_d(y=1|x), on [`curve_grid`].
+fn curves_of(
     runs: &[ScoreToyRun],
     train_size: usize,
     distance: Distance,
     figure: &str,
-    curves_csv: &mut String,
-) -> Result<Option<String>> {
+) -> Result<Vec<CurveRow>> {
     let xs = curve_grid();
     let p_d = posterior_on(&xs);
-    let mut panels = vec![data_panel(&xs)];
-    for (i, objective) in [Objective::Standard, Objective::Madry, Objective::Score]
-        .into_iter()
-        .enumerate()
-    {
+    let mut curves = Vec::new();
+    for objective in [Objective::Standard, Objective::Madry, Objective::Score] {
         let Some(run) = runs
             .iter()
             .filter(|r| {
@@ -311,59 +237,23 @@ fn predictions_figure(
             continue;
         };
         let p_theta = model_posterior_on(run, &xs)?;
-        for ((x, pd), pt) in xs.iter().zip(&p_d).zip(&p_theta) {
-            let _ = writeln!(
-                curves_csv,
-                "{figure},{},{},{train_size},{},{x},{pd},{pt}",
-                objective_label(objective),
-                distance.as_str(),
-                run.seed
-            );
-        }
-        // The training inputs, drawn as vertical lines when there are few.
-        let x_refs = if train_size <= 20 {
-            let d = toy_score(run.seed, train_size);
-            Vec::<f32>::try_from(d.train.x.view([-1]))
-                .unwrap_or_default()
-                .into_iter()
-                .map(f64::from)
-                .collect()
-        } else {
-            Vec::new()
-        };
-        panels.push(Panel {
-            title: format!(
-                "{}^{}: mean |p_θ − p_d| = {:.4}",
-                objective_label(objective),
-                distance.as_str(),
-                run.gap
-            ),
-            x_label: if x_refs.is_empty() {
-                "x".into()
-            } else {
-                "x (grey lines: the training inputs)".into()
-            },
-            y_label: "p(y=1|x)".into(),
-            y_range: Some((0.0, 1.0)),
-            x_refs,
-            series: vec![
-                Series {
-                    label: "p_d(y=1|x)".into(),
-                    points: xs.iter().copied().zip(p_d.iter().copied()).collect(),
-                    color: "#000000".into(),
-                    dashed: true,
-                },
-                Series {
-                    label: format!("p_θ(y=1|x), seed {}", run.seed),
-                    points: xs.iter().copied().zip(p_theta).collect(),
-                    color: svg::PALETTE[(i + 2) % svg::PALETTE.len()].into(),
-                    dashed: false,
-                },
-            ],
-            ..Default::default()
-        });
+        curves.extend(
+            xs.iter()
+                .zip(&p_d)
+                .zip(p_theta)
+                .map(|((x, pd), pt)| CurveRow {
+                    figure: figure.into(),
+                    objective: objective_label(objective).into(),
+                    distance: distance.as_str().into(),
+                    train_size,
+                    seed: run.seed,
+                    x: *x,
+                    p_d: *pd,
+                    p_theta: pt,
+                }),
+        );
     }
-    Ok((panels.len() > 1).then(|| svg::render(&panels, 400.0, 340.0)))
+    Ok(curves)
 }
 
 /// What [`score_toy`] found.
@@ -471,36 +361,47 @@ fn markdown(
     }
     let _ = writeln!(
         md,
-        "\nFigures: `figure1.svg` (60 000 draws), `figure2.svg` (6 draws; grey lines mark them), `figure3.svg`. \
+        "\nFigures (each .svg and .png): `figure1` (60 000 draws), `figure2` (6 draws; grey lines mark them), `figure3`. \
          Data: `runs.csv`, `curves.csv`, `figure3.csv`, `constants.csv`."
     );
     md
 }
 
-/// Rebuilds Figures 1–3, their CSVs and the summary from the toy-score runs
-/// under `runs` into `out`.
-pub fn score_toy(runs_dir: &Path, out: &Path) -> Result<ScoreToySummary> {
-    let runs = collect(runs_dir)?;
-    let constants: Vec<(Distance, f64)> = Distance::ALL
-        .iter()
-        .map(|&d| (d, data_constant(d, 1.0)))
-        .collect();
-    let c_l2 = constants
-        .iter()
-        .find(|(d, _)| *d == Distance::L2)
-        .map(|(_, c)| *c)
-        .expect("ℓ2 is in Distance::ALL");
+/// R_Madry^ℓ2 and R_SCORE^ℓ2 per step of every madry/ℓ2 run with 60 000
+/// draws (Figure 3's data), read from the runs' metrics.
+fn figure3_rows(runs: &[ScoreToyRun], c_l2: f64) -> Result<Vec<Figure3Row>> {
+    let mut rows = Vec::new();
+    for run in runs.iter().filter(|r| {
+        r.objective == Objective::Madry
+            && r.distance == Distance::L2
+            && r.train_size == SCORE_NUM_TRAIN
+    }) {
+        for m in read_metrics(&TrainRun::at(run.dir()).metrics())? {
+            if let (Some(madry), Some(score)) = (m.risk_madry, m.risk_score) {
+                rows.push(Figure3Row {
+                    seed: run.seed,
+                    step: m.epoch,
+                    risk_madry_l2: madry,
+                    risk_score_l2: score,
+                    c_l2,
+                });
+            }
+        }
+    }
+    Ok(rows)
+}
 
+/// Writes `constants.csv` and `runs.csv`.
+fn write_tables(runs: &[ScoreToyRun], constants: &[(Distance, f64)], out: &Path) -> Result<()> {
     let mut text = String::from("distance,c_class1,c_two_vector\n");
-    for (d, c) in &constants {
+    for (d, c) in constants {
         let _ = writeln!(text, "{},{c},{}", d.as_str(), c * d.two_vector_factor());
     }
     write_text(&out.join("constants.csv"), &text)?;
-
     let mut text = String::from(
         "objective,distance,train_size,seed,posterior_gap,risk_standard,risk_madry,risk_score\n",
     );
-    for r in &runs {
+    for r in runs {
         let _ = writeln!(
             text,
             "{},{},{},{},{},{},{},{}",
@@ -514,91 +415,86 @@ pub fn score_toy(runs_dir: &Path, out: &Path) -> Result<ScoreToySummary> {
             r.risk_score
         );
     }
-    write_text(&out.join("runs.csv"), &text)?;
+    write_text(&out.join(RUNS_CSV), &text)
+}
 
-    let mut curves = String::from("figure,objective,distance,train_size,seed,x,p_d,p_theta\n");
+/// Writes `curves.csv` and draws Figures 1 (60 000 draws) and 2 (the
+/// smallest training size below it) from it.
+fn write_figures_1_and_2(runs: &[ScoreToyRun], out: &Path) -> Result<()> {
     let small = runs
         .iter()
         .map(|r| r.train_size)
         .filter(|&n| n < SCORE_NUM_TRAIN)
         .min();
-    for (figure, size) in [("figure1", Some(SCORE_NUM_TRAIN)), ("figure2", small)] {
-        let Some(size) = size else { continue };
-        if let Some(svg_text) = predictions_figure(&runs, size, Distance::Kl, figure, &mut curves)?
-        {
-            write_text(&out.join(format!("{figure}.svg")), &svg_text)?;
+    let mut curves = Vec::new();
+    for (name, size) in [("figure1", Some(SCORE_NUM_TRAIN)), ("figure2", small)] {
+        if let Some(size) = size {
+            curves.extend(curves_of(runs, size, Distance::Kl, name)?);
         }
     }
-    write_text(&out.join("curves.csv"), &curves)?;
+    let mut text = String::from("figure,objective,distance,train_size,seed,x,p_d,p_theta\n");
+    for c in &curves {
+        let _ = writeln!(
+            text,
+            "{},{},{},{},{},{},{},{}",
+            c.figure, c.objective, c.distance, c.train_size, c.seed, c.x, c.p_d, c.p_theta
+        );
+    }
+    write_text(&out.join(CURVES_CSV), &text)?;
+    let gaps: Vec<RunGap> = runs
+        .iter()
+        .map(|r| RunGap {
+            objective: objective_label(r.objective).into(),
+            distance: r.distance.as_str().into(),
+            train_size: r.train_size,
+            seed: r.seed,
+            posterior_gap: r.gap,
+        })
+        .collect();
+    for name in ["figure1", "figure2"] {
+        if let Some(f) = figures::curves_figure(&curves, name, &gaps) {
+            figure::draw(&f, &out.join(name))?;
+        }
+    }
+    Ok(())
+}
+
+/// Rebuilds Figures 1–3, their CSVs and the summary from the toy-score runs
+/// under `runs_dir` into `out`.
+pub fn score_toy(runs_dir: &Path, out: &Path) -> Result<ScoreToySummary> {
+    let runs = collect(runs_dir)?;
+    let constants: Vec<(Distance, f64)> = Distance::ALL
+        .iter()
+        .map(|&d| (d, data_constant(d, 1.0)))
+        .collect();
+    let c_l2 = constants
+        .iter()
+        .find(|(d, _)| *d == Distance::L2)
+        .map(|(_, c)| *c)
+        .expect("ℓ2 is in Distance::ALL");
+    write_tables(&runs, &constants, out)?;
+    write_figures_1_and_2(&runs, out)?;
 
     // Figure 3: every madry/ℓ2 run at 60 000 draws; the lowest seed drawn.
-    let mut fig3_csv = String::from("seed,step,risk_madry_l2,risk_score_l2,c_l2\n");
-    let mut turns = Vec::new();
-    let mut panel = None;
-    for run in runs.iter().filter(|r| {
-        r.objective == Objective::Madry
-            && r.distance == Distance::L2
-            && r.train_size == SCORE_NUM_TRAIN
-    }) {
-        let rows = read_metrics(&run.dir().join("metrics.csv"))?;
-        for r in &rows {
-            if let (Some(m), Some(s)) = (r.risk_madry, r.risk_score) {
-                let _ = writeln!(fig3_csv, "{},{},{m},{s},{c_l2}", run.seed, r.epoch);
-            }
-        }
-        let Some(turn) = turn_of(run, &rows) else {
-            continue;
-        };
-        turns.push(turn);
-        if panel.is_none() {
-            let series =
-                |label: &str, color: &str, pick: fn(&EpochMetrics) -> Option<f64>| Series {
-                    label: label.into(),
-                    points: rows
-                        .iter()
-                        .filter_map(|r| Some((r.epoch as f64, pick(r)?)))
-                        .collect(),
-                    color: color.into(),
-                    dashed: false,
-                };
-            panel = Some(Panel {
-                title: format!("minimising R_Madry^ℓ2 (seed {}, 60 000 draws)", run.seed),
-                x_label: "training step".into(),
-                y_label: "risk".into(),
-                y_range: Some((0.0, 0.3)),
-                series: vec![
-                    series(
-                        &format!("R_Madry^ℓ2 ({:.3} at the turn)", turn.madry_at_turn),
-                        svg::PALETTE[0],
-                        |r| r.risk_madry,
-                    ),
-                    series(
-                        &format!("R_SCORE^ℓ2 (smallest at step {}: the turn)", turn.step),
-                        svg::PALETTE[1],
-                        |r| r.risk_score,
-                    ),
-                    Series {
-                        label: format!("C^ℓ2 = {c_l2:.4}"),
-                        points: vec![(1.0, c_l2), (rows.len() as f64, c_l2)],
-                        color: "#555555".into(),
-                        dashed: true,
-                    },
-                ],
-                x_refs: vec![turn.step as f64],
-                ..Default::default()
-            });
-        }
+    let fig3 = figure3_rows(&runs, c_l2)?;
+    let mut text = String::from("seed,step,risk_madry_l2,risk_score_l2,c_l2\n");
+    for r in &fig3 {
+        let _ = writeln!(
+            text,
+            "{},{},{},{},{}",
+            r.seed, r.step, r.risk_madry_l2, r.risk_score_l2, r.c_l2
+        );
     }
-    write_text(&out.join("figure3.csv"), &fig3_csv)?;
-    if let Some(p) = panel {
-        write_text(&out.join("figure3.svg"), &svg::render(&[p], 760.0, 420.0))?;
+    write_text(&out.join(FIGURE3_CSV), &text)?;
+    if let Some(f) = figures::figure3(&fig3) {
+        figure::draw(&f, &out.join("figure3"))?;
     }
 
     let gaps = gap_table(&runs);
     let summary = ScoreToySummary {
         self_consistency_kl: self_consistency(&gaps, Distance::Kl),
         gaps,
-        turns,
+        turns: figures::turns(&fig3),
         c_l2,
     };
     write_text(
