@@ -21,8 +21,8 @@ use taser::stats::{self, Options, PairSource};
 /// applied to a sweep directory (--spec analysis/table2.toml --runs DIR).
 ///
 /// Outputs in --out (each written atomically): comparisons.csv, table2.md,
-/// table2.tex, table3.md, table3.tex, forest.svg and, when the treatments
-/// have a λ (or the spec's varied hyperparameter), delta_vs_<vary>.svg.
+/// table2.tex, table3.md, table3.tex, forest.svg + forest.png and, when the treatments
+/// have a λ (or the spec's varied hyperparameter), delta_vs_<vary>.svg + .png.
 ///
 /// Examples:
 ///   bootstrap --baseline runs/std/eval --treatment runs/std-taser/eval --out analysis/demo
