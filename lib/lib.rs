@@ -1,10 +1,27 @@
 //! Library behind the suite's binaries (`score-precompute`, `train`,
-//! `finetune`, `attack`, `bootstrap`, `sweep`).
+//! `finetune`, `attack`, `bootstrap`, `sweep`, `report`).
 //!
-//! Modules follow the way of the data: [`data`] → [`score`] → [`models`] →
-//! [`stein`] → [`train`] → [`checkpoint`]. The formulas implemented are fixed by `SPEC.md` (shared
-//! beside the repository) and the papers it cites; each public item says
-//! which one it implements.
+//! Modules stand on floors that follow the way of the data; a module imports
+//! only from its own floor or lower ones (tests/house.rs checks it):
+//!
+//! | floor | modules | what |
+//! |---|---|---|
+//! | ground | [`error`], [`exit`], [`fsutil`], [`identity`], [`layout`], [`runtime`], [`device`], [`progress`], [`optim`], [`figure`] | errors and the exit-code policy, atomic writes and the versioned-JSON reader, run identities, run-folder file names, the runtime flags, optimisers and schedules, figures (SVG + PNG) |
+//! | 1 | [`data`] | data sets in [0,1] pixels, evaluation subsets, augmentation |
+//! | 2 | [`models`] | architectures with normalisation inside |
+//! | 3 | [`checkpoint`] | safetensors + JSON sidecar |
+//! | 4 | [`score`] | score sources and the HDF5 score file |
+//! | 5 | [`stein`] | the Stein residual and the TASER penalty's pieces |
+//! | 6 | [`attack`] | threat models, PGD, APGD, FAB, Square, SPSA, AutoAttack, and the evaluator |
+//! | 7 | [`train`] | methods, the TASER penalty, the plan, the epoch loop, resume |
+//! | 8 | [`stats`] | paired bootstrap, comparison specs, tables and their figures |
+//! | 9 | [`sweep`] | grids, the MPI launcher, results.csv |
+//! | 10 | [`report`] | the papers' toy tables and figures from finished runs |
+//!
+//! The attack algorithms stand below training because PGD-AT, TRADES and
+//! MART use them as their inner maximiser. The formulas implemented are
+//! fixed by `SPEC.md` (shared beside the repository) and the papers it
+//! cites; each public item says which one it implements.
 pub mod attack;
 pub mod checkpoint;
 pub mod data;

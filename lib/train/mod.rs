@@ -190,7 +190,8 @@ mod tests {
         cfg: TrainConfig,
     }
 
-    fn config(args: &[&str]) -> TrainConfig {
+    /// `TrainConfig` of `train ARGS…` (also used by the other rooms' tests).
+    pub(super) fn config(args: &[&str]) -> TrainConfig {
         let mut full = vec!["train"];
         full.extend(args);
         Cli::try_parse_from(full).unwrap().cfg

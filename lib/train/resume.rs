@@ -185,17 +185,11 @@ pub fn save_state(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        cfg: TrainConfig,
-    }
+    use crate::train::tests::config;
 
     #[test]
     fn an_untagged_state_of_the_previous_version_is_read_and_a_foreign_tag_is_not() {
-        let cfg = Cli::try_parse_from(["train", "--epochs", "3"]).unwrap().cfg;
+        let cfg = config(&["--epochs", "3"]);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("resume.json");
         let legacy = serde_json::json!({"version": "0.1.0", "config": cfg});
