@@ -827,3 +827,60 @@ fn exit_codes_follow_the_policy() {
         s(&out),
     ]);
 }
+
+fn as_strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Runs `bin` with the words of `line`, asserting exit 0.
+fn ok_line(bin: &str, line: &str) {
+    let o = run_line(bin, line);
+    assert!(o.status.success(), "{bin} {line}: {}", stderr(&o));
+}
+
+#[test]
+fn a_comparison_across_threat_models_is_refused_naming_the_property_and_both_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let common = "--device cpu --threads 1";
+    ok_line(
+        "train",
+        &format!("--dataset digits --model mlp --epochs 1 {common} --out {d}/ckpt"),
+    );
+    let attack = |name: &str, threat: &str| {
+        ok_line(
+            "attack",
+            &format!(
+                "--checkpoint {d}/ckpt/model.safetensors --attacks pgd1 --n-eval 40 \
+                 --batch-size 40 {threat} {common} --out {d}/{name}"
+            ),
+        );
+        dir.path().join(name)
+    };
+    let linf_02 = attack("linf-0.2", "--eps 0.2");
+    let linf_005 = attack("linf-0.05", "--eps 0.05");
+    let l2_02 = attack("l2-0.2", "--norm l2 --eps 0.2");
+    let out = dir.path().join("out");
+    let pair = |b: &Path, t: &Path| {
+        vec![
+            "--baseline".to_string(),
+            b.display().to_string(),
+            "--treatment".to_string(),
+            t.display().to_string(),
+            "--out".to_string(),
+            out.display().to_string(),
+        ]
+    };
+    let eps = pair(&linf_02, &linf_005);
+    assert_refused(&as_strs(&eps), &out, &["eps: 0.2 → 0.05", "--eps"]);
+    let norm = pair(&linf_02, &l2_02);
+    assert_refused(&as_strs(&norm), &out, &["norm: \"linf\" → \"l2\"", "--norm"]);
+    // Two rows under different threat models cannot form one average row,
+    // even when each pair on its own is sound.
+    let mut two_rows = pair(&linf_02, &linf_02);
+    two_rows.extend(pair(&linf_005, &linf_005)[..4].iter().cloned());
+    let needles = ["average row `Avg.`", "eps: 0.2 → 0.05"];
+    assert_refused(&as_strs(&two_rows), &out, &needles);
+    // The same measurement twice is a sound (null) comparison.
+    run_ok(&as_strs(&pair(&linf_005, &linf_005)));
+}

@@ -3,6 +3,7 @@
 //! `summary.csv` (one row: subset fingerprint, accuracies, timings…) and,
 //! when it can be found, the evaluated checkpoint's `model.json` sidecar
 //! (hyperparameters for pairing by rule, train_seconds for overhead).
+use super::measurement::Measurement;
 use crate::attack::results::read_results;
 use crate::error::{Error, Result};
 use crate::layout::{self, EvalRun};
@@ -25,6 +26,8 @@ pub struct Evaluation {
     /// The summary.csv row (column → value).
     pub summary: BTreeMap<String, String>,
     pub fingerprint: String,
+    /// What was measured: data set, threat model, attacks, points.
+    pub measurement: Measurement,
     /// Flattened hyperparameters from the sidecar (`config.*` overlaid by
     /// the non-null `resolved.*`, plus the sidecar's `seed`, `dataset`) and
     /// the summary's columns as `eval.<column>`.
@@ -157,8 +160,11 @@ impl Evaluation {
     /// `model.json` in `dir`'s parent. Every outcome must be 0 or 1 and
     /// `index` unique.
     ///
+    /// The [`Measurement`] comes from `dir/attack-state.json` when present,
+    /// else from summary.csv and the attack columns.
+    ///
     /// Errors: [`Error::MissingInput`] for a missing CSV file;
-    /// [`Error::CorruptInput`] for malformed CSV or sidecar JSON;
+    /// [`Error::CorruptInput`] for malformed CSV, sidecar JSON or state;
     /// [`Error::Io`] when the sidecar cannot be read.
     pub fn load(dir: &Path, sidecar_hint: Option<&Path>) -> Result<Evaluation> {
         let AttackOutputs {
@@ -169,6 +175,7 @@ impl Evaluation {
             summary,
             fingerprint,
         } = read_attack_outputs(dir)?;
+        let measurement = Measurement::read(&EvalRun::at(dir), &summary, &attacks, &fingerprint)?;
         let sidecar = find_sidecar(dir, &summary, sidecar_hint);
         let (mut attributes, train_seconds) = match &sidecar {
             Some(side) => read_sidecar(side)?,
@@ -191,6 +198,7 @@ impl Evaluation {
             attacks,
             summary,
             fingerprint,
+            measurement,
             attributes,
             train_seconds,
             sidecar,
@@ -212,8 +220,8 @@ impl Evaluation {
 /// order: same `subset_fingerprint` and identical `index` columns. Pairing
 /// is point by point, so anything else would be a silent misalignment.
 pub fn check_pairable(baseline: &Evaluation, treatment: &Evaluation) -> Result<()> {
-    let fix = "evaluate both checkpoints with the same `attack --subset-size/--subset-seed` \
-               (the same subset_fingerprint) and pair only such evaluations";
+    let fix = "evaluate both checkpoints with the same `attack --subset FILE` (or --n-eval and \
+               --seed), so both have the same subset_fingerprint, and pair only such evaluations";
     if baseline.fingerprint != treatment.fingerprint {
         return Err(corrupt(
             &treatment.per_sample,

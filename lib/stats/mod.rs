@@ -14,6 +14,7 @@ pub mod average;
 pub mod bootstrap;
 pub mod compare;
 pub mod eval;
+pub mod measurement;
 pub mod metrics;
 pub mod pairing;
 pub mod plot;
@@ -214,12 +215,15 @@ fn validate(opts: &Options) -> Result<()> {
 /// Loads and pairs the evaluations of `source` into rows and resolves the
 /// average rows: for explicit pairs one row each and, when there are
 /// several, one [`average::AVERAGE_LABEL`] row over all; for a spec, its
-/// rows and averages (see [`pairing::spec_rows`]).
+/// rows and averages (see [`pairing::spec_rows`]). In both modes, refuses
+/// a pair, row or average that mixes measurements
+/// ([`measurement::check_plan`]).
 pub fn load_plan(source: &PairSource, notes: &mut Vec<String>) -> Result<Plan> {
     match source {
         PairSource::Explicit(list) => {
             let rows = pairing::explicit_rows(list)?;
             let averages = average::resolve(&average::default_specs(rows.len()), &rows, notes);
+            measurement::check_plan(&rows, &averages, notes)?;
             Ok(Plan {
                 rows,
                 averages,
@@ -239,6 +243,7 @@ pub fn load_plan(source: &PairSource, notes: &mut Vec<String>) -> Result<Plan> {
             };
             average::check_names(&specs, &rows, &spec.path)?;
             let averages = average::resolve(&specs, &rows, notes);
+            measurement::check_plan(&rows, &averages, notes)?;
             Ok(Plan {
                 rows,
                 averages,

@@ -235,14 +235,7 @@ fn pair_by_rule(
     let mut pairs: Vec<Pair> = Vec::new();
     let mut used_baselines = vec![false; evals.len()];
     for t in evals.iter().filter(|e| is_wanted_treatment(spec, e)) {
-        let candidates: Vec<usize> = (0..evals.len())
-            .filter(|&k| {
-                is_baseline(spec, &evals[k])
-                    && rule_keys
-                        .iter()
-                        .all(|key| same_value(evals[k].attributes.get(key), t.attributes.get(key)))
-            })
-            .collect();
+        let candidates = baselines_of(spec, evals, t, &rule_keys);
         match candidates.as_slice() {
             [k] => {
                 used_baselines[*k] = true;
@@ -281,6 +274,31 @@ fn pair_by_rule(
         ));
     }
     Ok(pairs)
+}
+
+/// The baselines a treatment may pair with: those agreeing with it on the
+/// rule keys; when there are several, those measured as it was (the
+/// [`super::measurement::Measurement`] tells evaluations at several ε or
+/// norms apart without listing `eval.eps` in `[pairing] match`), if any.
+fn baselines_of(spec: &Spec, evals: &[Evaluation], t: &Evaluation, keys: &[String]) -> Vec<usize> {
+    let by_rule: Vec<usize> = (0..evals.len())
+        .filter(|&k| {
+            is_baseline(spec, &evals[k])
+                && keys
+                    .iter()
+                    .all(|key| same_value(evals[k].attributes.get(key), t.attributes.get(key)))
+        })
+        .collect();
+    let measured_alike: Vec<usize> = by_rule
+        .iter()
+        .copied()
+        .filter(|&k| evals[k].measurement == t.measurement)
+        .collect();
+    if by_rule.len() > 1 && !measured_alike.is_empty() {
+        measured_alike
+    } else {
+        by_rule
+    }
 }
 
 fn no_baseline(spec: &Spec, t: &Evaluation, rule_keys: &[String]) -> Error {
