@@ -676,4 +676,28 @@ mod tests {
             "{e}"
         );
     }
+
+    fn at_eps(mut e: Evaluation, eps: f64) -> Evaluation {
+        e.measurement.eps = Some(eps);
+        e
+    }
+
+    #[test]
+    fn a_treatment_pairs_with_the_baseline_measured_as_it_was_and_mixing_is_refused() {
+        let evals = [
+            at_eps(point("b-0.2", "standard", 0.0, 1), 0.2),
+            at_eps(point("b-0.05", "standard", 0.0, 1), 0.05),
+            at_eps(point("t-0.05", "standard", 1.0, 1), 0.05),
+        ];
+        let (rows, _) = by_rule(&spec(SPEC), &evals).unwrap();
+        assert_eq!(dirs(&rows[0]), [("b-0.05".into(), "t-0.05".into())]);
+
+        let evals = [
+            at_eps(point("b-0.2", "standard", 0.0, 1), 0.2),
+            at_eps(point("t-0.05", "standard", 1.0, 1), 0.05),
+        ];
+        let (rows, mut notes) = by_rule(&spec(SPEC), &evals).unwrap();
+        let e = super::super::measurement::check_plan(&rows, &[], &mut notes).unwrap_err();
+        assert!(e.to_string().contains("eps: 0.2 → 0.05"), "{e}");
+    }
 }
