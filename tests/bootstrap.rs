@@ -874,7 +874,11 @@ fn a_comparison_across_threat_models_is_refused_naming_the_property_and_both_val
     let eps = pair(&linf_02, &linf_005);
     assert_refused(&as_strs(&eps), &out, &["eps: 0.2 → 0.05", "--eps"]);
     let norm = pair(&linf_02, &l2_02);
-    assert_refused(&as_strs(&norm), &out, &["norm: \"linf\" → \"l2\"", "--norm"]);
+    assert_refused(
+        &as_strs(&norm),
+        &out,
+        &["norm: \"linf\" → \"l2\"", "--norm"],
+    );
     // Two rows under different threat models cannot form one average row,
     // even when each pair on its own is sound.
     let mut two_rows = pair(&linf_02, &linf_02);

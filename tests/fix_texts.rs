@@ -22,10 +22,16 @@ const BINARIES: [&str; 7] = [
 /// Flags that literals name but that belong to other programs the suite
 /// drives or mentions, with why: the flag is not ours to have.
 const FOREIGN: [(&str, &str); 4] = [
-    ("--ntasks-per-node", "srun/sbatch (Slurm), in `sweep plan`'s launch lines"),
+    (
+        "--ntasks-per-node",
+        "srun/sbatch (Slurm), in `sweep plan`'s launch lines",
+    ),
     ("--mpi", "srun (Slurm), in `sweep plan`'s launch lines"),
     ("--array", "sbatch (Slurm), in `sweep plan`'s launch lines"),
-    ("--map-by", "mpirun (Open MPI), in `sweep plan`'s launch lines"),
+    (
+        "--map-by",
+        "mpirun (Open MPI), in `sweep plan`'s launch lines",
+    ),
 ];
 
 /// The string literals of Rust source `text`, with their line numbers, as
@@ -214,7 +220,10 @@ fn known_flags() -> BTreeSet<String> {
 #[test]
 fn every_flag_a_message_names_exists() {
     let known = known_flags();
-    assert!(known.contains("--eps") && known.contains("--runs"), "{known:?}");
+    assert!(
+        known.contains("--eps") && known.contains("--runs"),
+        "{known:?}"
+    );
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
     rust_files(&root.join("lib"), &mut files);
@@ -230,9 +239,19 @@ fn every_flag_a_message_names_exists() {
             .sum::<usize>();
         bad.extend(unknown_flags(&name, &source, &known));
     }
-    eprintln!("{named} flags named in the messages of {} files", files.len());
-    assert!(named > 50, "only {named} flags found in messages: the scanner is broken");
-    assert!(bad.is_empty(), "messages name flags no binary has:\n{}", bad.join("\n"));
+    eprintln!(
+        "{named} flags named in the messages of {} files",
+        files.len()
+    );
+    assert!(
+        named > 50,
+        "only {named} flags found in messages: the scanner is broken"
+    );
+    assert!(
+        bad.is_empty(),
+        "messages name flags no binary has:\n{}",
+        bad.join("\n")
+    );
 }
 
 #[test]
@@ -251,7 +270,13 @@ fn the_scanner_finds_a_planted_bad_flag_and_passes_real_ones() {
     "#####;
     let bad = unknown_flags("planted.rs", source, &known);
     assert_eq!(bad.len(), 2, "{bad:#?}");
-    assert!(bad[0].starts_with("planted.rs:5: --subset-size"), "{bad:#?}");
-    assert!(bad[1].starts_with("planted.rs:7: --no-such-flag"), "{bad:#?}");
+    assert!(
+        bad[0].starts_with("planted.rs:5: --subset-size"),
+        "{bad:#?}"
+    );
+    assert!(
+        bad[1].starts_with("planted.rs:7: --no-such-flag"),
+        "{bad:#?}"
+    );
     assert_eq!(flags("a--b --x- -- --{y} ---z"), ["--x"]);
 }

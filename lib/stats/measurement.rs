@@ -97,8 +97,12 @@ impl Measurement {
         for key in NOT_MEASURED {
             fields.remove(key);
         }
-        let norm = fields.remove("norm").and_then(|n| n.as_str().map(String::from));
-        let dataset = fields.remove("dataset").and_then(|d| d.as_str().map(String::from));
+        let norm = fields
+            .remove("norm")
+            .and_then(|n| n.as_str().map(String::from));
+        let dataset = fields
+            .remove("dataset")
+            .and_then(|d| d.as_str().map(String::from));
         let eps = fields.remove("eps").and_then(|e| e.as_f64());
         let _ = (fields.remove("attacks"), fields.remove(POINTS));
         Measurement {
@@ -164,11 +168,23 @@ pub fn check_plan(
     for row in rows {
         let what = format!("row `{}`", row.label);
         for p in &row.pairs {
-            check(&what, (&p.baseline, "baseline"), (&p.treatment, "treatment"), true, notes)?;
+            check(
+                &what,
+                (&p.baseline, "baseline"),
+                (&p.treatment, "treatment"),
+                true,
+                notes,
+            )?;
         }
         let first = &row.pairs[0].treatment;
         for p in &row.pairs[1..] {
-            check(&what, (first, "seed slot"), (&p.treatment, "seed slot"), false, notes)?;
+            check(
+                &what,
+                (first, "seed slot"),
+                (&p.treatment, "seed slot"),
+                false,
+                notes,
+            )?;
         }
     }
     for a in averages {
@@ -176,7 +192,13 @@ pub fn check_plan(
         let first = &rows[a.members[0]].pairs[0].treatment;
         for &k in &a.members[1..] {
             let other = &rows[k].pairs[0].treatment;
-            check(&what, (first, "member row"), (other, "member row"), false, notes)?;
+            check(
+                &what,
+                (first, "member row"),
+                (other, "member row"),
+                false,
+                notes,
+            )?;
         }
     }
     Ok(())
@@ -267,7 +289,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("attacks: [\"aa\"] → [\"pgd20\"]"), "{e}");
-        assert!(e.contains("square_offsets: \"reference\" → \"full\""), "{e}");
+        assert!(
+            e.contains("square_offsets: \"reference\" → \"full\""),
+            "{e}"
+        );
         assert!(notes.is_empty(), "{notes:?}");
     }
 
@@ -289,8 +314,13 @@ mod tests {
             (eval("a", "linf", 0.2), eval("b", "linf", 0.2)),
             (eval("c", "linf", 0.05), eval("d", "linf", 0.05)),
         ]);
-        let e = check_plan(&rows, &avg, &mut Vec::new()).unwrap_err().to_string();
-        assert!(e.contains("average row `Avg.`") && e.contains("eps: 0.2 → 0.05"), "{e}");
+        let e = check_plan(&rows, &avg, &mut Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("average row `Avg.`") && e.contains("eps: 0.2 → 0.05"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -300,7 +330,10 @@ mod tests {
         let mut notes = Vec::new();
         check_plan(&plan(&[(old, eval("new", "linf", 0.05))]), &[], &mut notes).unwrap();
         assert_eq!(notes.len(), 1);
-        assert!(notes[0].contains("`eps` is recorded in only one of old and new"), "{notes:?}");
+        assert!(
+            notes[0].contains("`eps` is recorded in only one of old and new"),
+            "{notes:?}"
+        );
     }
 
     #[test]
@@ -316,7 +349,10 @@ mod tests {
             n_points: 3,
             batch_size: 7,
         };
-        let (a, b) = (Measurement::of_identity(&id("00", 0)), Measurement::of_identity(&id("ff", 1)));
+        let (a, b) = (
+            Measurement::of_identity(&id("00", 0)),
+            Measurement::of_identity(&id("ff", 1)),
+        );
         assert_eq!(a, b);
         assert_eq!(a.norm.as_deref(), Some("l2"));
         assert_eq!(a.eps, Some(0.5));
