@@ -13,7 +13,7 @@
 //! they are resampled independently).
 //!
 //! The identity is read from what `attack` writes: `attack-state.json`'s
-//! `config` ([`EvalIdentity`]) when the folder has one, so any field added
+//! `config` ([`EvalIdentity`](crate::attack::state::EvalIdentity)) when the folder has one, so any field added
 //! to it later (an attack option) is compared without further code; else
 //! `summary.csv`'s `dataset`, `norm`, `eps` columns and per_sample.csv's
 //! attack columns (folders written before the resume state). A property
@@ -22,15 +22,16 @@
 use super::average::AverageRow;
 use super::eval::Evaluation;
 use super::pairing::RowInput;
-use crate::attack::state::{EvalIdentity, State};
+use crate::attack::state::STATE_FORMAT;
 use crate::error::{Error, Result};
+use crate::fsutil::{read_versioned_json, JsonFixes};
 use crate::identity::differences;
 use crate::layout::EvalRun;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
-/// Fields of [`EvalIdentity`] that do not define what was measured: which
+/// Fields of [`EvalIdentity`](crate::attack::state::EvalIdentity) that do not define what was measured: which
 /// model (that is what a comparison varies), the attack's random seed, the
 /// batch size (results do not depend on it) and the number of points (the
 /// subset fingerprint fixes it).
@@ -61,21 +62,43 @@ pub struct Measurement {
     pub settings: BTreeMap<String, Value>,
 }
 
+/// `attack-state.json` as far as the measurement goes: its identity
+/// (`config`) as raw fields, so a state written before or after a field was
+/// added to [`EvalIdentity`](crate::attack::state::EvalIdentity) is still read.
+#[derive(Deserialize)]
+struct SavedIdentity {
+    config: Map<String, Value>,
+}
+
 impl Measurement {
     /// The identity of the evaluation folder `run`: from its
-    /// `attack-state.json` when present, else from the `summary` row, the
-    /// per_sample.csv `attacks` columns and the subset `fingerprint`.
+    /// `attack-state.json` when present ([`Measurement::of_fields`]), else
+    /// from the `summary` row, the per_sample.csv `attacks` columns and the
+    /// subset `fingerprint`.
     ///
-    /// Errors: those of [`State::load`] for an unreadable or corrupt state
-    /// file.
+    /// Errors: [`Error::MissingInput`] for an unreadable state file;
+    /// [`Error::CorruptInput`] for one that is not a state of
+    /// [`STATE_FORMAT`] or whose identity lacks `attacks` or
+    /// `subset_fingerprint`.
     pub fn read(
         run: &EvalRun,
         summary: &BTreeMap<String, String>,
         attacks: &[String],
         fingerprint: &str,
     ) -> Result<Measurement> {
-        if let Some(state) = State::load(&run.state())? {
-            return Ok(Measurement::of_identity(&state.config));
+        let state = run.state();
+        if state.is_file() {
+            let fixes = JsonFixes {
+                missing: "make it readable",
+                corrupt: "rerun `attack` with this --out to rewrite it, or delete it \
+                          (summary.csv's columns are then used)",
+            };
+            let saved: SavedIdentity = read_versioned_json(&state, STATE_FORMAT, fixes)?;
+            return Measurement::of_fields(saved.config).map_err(|e| Error::CorruptInput {
+                path: state,
+                reason: format!("its `config` is not an evaluation identity: {e}"),
+                fix: fixes.corrupt.into(),
+            });
         }
         Ok(Measurement {
             dataset: summary.get("dataset").cloned(),
@@ -87,32 +110,17 @@ impl Measurement {
         })
     }
 
-    /// The measured part of an evaluation's identity: all its fields but
-    /// [`NOT_MEASURED`].
-    pub fn of_identity(identity: &EvalIdentity) -> Measurement {
-        let mut fields = match serde_json::to_value(identity) {
-            Ok(Value::Object(map)) => map,
-            _ => Map::new(),
-        };
+    /// The measured part of an evaluation identity's fields (as
+    /// [`EvalIdentity`](crate::attack::state::EvalIdentity) serialises): all but [`NOT_MEASURED`]; fields
+    /// beyond the named ones go to `settings`.
+    ///
+    /// Errors: serde's, when `attacks` or `subset_fingerprint` is missing or
+    /// a named field has another type.
+    pub fn of_fields(mut fields: Map<String, Value>) -> serde_json::Result<Measurement> {
         for key in NOT_MEASURED {
             fields.remove(key);
         }
-        let norm = fields
-            .remove("norm")
-            .and_then(|n| n.as_str().map(String::from));
-        let dataset = fields
-            .remove("dataset")
-            .and_then(|d| d.as_str().map(String::from));
-        let eps = fields.remove("eps").and_then(|e| e.as_f64());
-        let _ = (fields.remove("attacks"), fields.remove(POINTS));
-        Measurement {
-            dataset,
-            norm,
-            eps,
-            attacks: identity.attacks.clone(),
-            subset_fingerprint: identity.subset_fingerprint.clone(),
-            settings: fields.into_iter().collect(),
-        }
+        serde_json::from_value(Value::Object(fields))
     }
 }
 
@@ -247,6 +255,7 @@ mod tests {
     use super::super::pairing::explicit_row;
     use super::super::testing::evaluation;
     use super::*;
+    use crate::attack::state::EvalIdentity;
     use serde_json::json;
 
     fn eval(dir: &str, norm: &str, eps: f64) -> Evaluation {
@@ -349,13 +358,43 @@ mod tests {
             n_points: 3,
             batch_size: 7,
         };
-        let (a, b) = (
-            Measurement::of_identity(&id("00", 0)),
-            Measurement::of_identity(&id("ff", 1)),
-        );
+        let fields = |id: EvalIdentity| match serde_json::to_value(id).unwrap() {
+            Value::Object(map) => Measurement::of_fields(map).unwrap(),
+            other => panic!("{other}"),
+        };
+        let (a, b) = (fields(id("00", 0)), fields(id("ff", 1)));
         assert_eq!(a, b);
         assert_eq!(a.norm.as_deref(), Some("l2"));
         assert_eq!(a.eps, Some(0.5));
         assert!(a.settings.is_empty(), "{:?}", a.settings);
+    }
+
+    #[test]
+    fn read_takes_the_state_s_identity_with_later_fields_else_the_summary() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = EvalRun::at(dir.path());
+        let summary: BTreeMap<String, String> = [("norm", "linf"), ("eps", "0.25")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+        let old = Measurement::read(&run, &summary, &["pgd1".into()], "fp").unwrap();
+        assert_eq!(
+            (old.norm.as_deref(), old.eps, old.dataset),
+            (Some("linf"), Some(0.25), None)
+        );
+        let state = json!({"format": STATE_FORMAT, "config": {
+            "checkpoint_sha256": "00", "dataset": "digits", "norm": "l2", "eps": 0.5,
+            "attacks": ["aa"], "seed": 0, "subset_fingerprint": "fp", "n_points": 3,
+            "batch_size": 2, "square_offsets": "full"}});
+        std::fs::write(run.state(), state.to_string()).unwrap();
+        let new = Measurement::read(&run, &summary, &["pgd1".into()], "fp").unwrap();
+        assert_eq!((new.norm.as_deref(), new.eps), (Some("l2"), Some(0.5)));
+        assert_eq!(new.attacks, ["aa"]);
+        assert_eq!(new.settings.keys().collect::<Vec<_>>(), ["square_offsets"]);
+        let broken = json!({"format": STATE_FORMAT, "config": {"eps": 0.5}});
+        std::fs::write(run.state(), broken.to_string()).unwrap();
+        let e = Measurement::read(&run, &summary, &[], "fp")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is not an evaluation identity"), "{e}");
     }
 }
