@@ -176,77 +176,89 @@ pub fn check_plan(
     for row in rows {
         let what = format!("row `{}`", row.label);
         for p in &row.pairs {
-            check(
-                &what,
-                (&p.baseline, "baseline"),
-                (&p.treatment, "treatment"),
-                true,
-                notes,
-            )?;
+            PAIR.check(&what, &p.baseline, &p.treatment, notes)?;
         }
         let first = &row.pairs[0].treatment;
         for p in &row.pairs[1..] {
-            check(
-                &what,
-                (first, "seed slot"),
-                (&p.treatment, "seed slot"),
-                false,
-                notes,
-            )?;
+            SEED_SLOTS.check(&what, first, &p.treatment, notes)?;
         }
     }
     for a in averages {
         let what = format!("average row `{}`", a.label);
         let first = &rows[a.members[0]].pairs[0].treatment;
         for &k in &a.members[1..] {
-            let other = &rows[k].pairs[0].treatment;
-            check(
-                &what,
-                (first, "member row"),
-                (other, "member row"),
-                false,
-                notes,
-            )?;
+            AVERAGE.check(&what, first, &rows[k].pairs[0].treatment, notes)?;
         }
     }
     Ok(())
 }
 
-fn check(
-    what: &str,
-    (a, a_role): (&Evaluation, &str),
-    (b, b_role): (&Evaluation, &str),
+/// What [`check_plan`] compares: two roles, whether the points count, and
+/// the fix when they differ.
+struct Scope {
+    roles: [&'static str; 2],
     same_points: bool,
-    notes: &mut Vec<String>,
-) -> Result<()> {
-    let c = compare(&a.measurement, &b.measurement, same_points);
-    for field in c.unrecorded {
-        let note = format!(
-            "`{field}` is recorded in only one of {} and {} (written by an older `attack`): \
-             not compared",
-            a.dir.display(),
-            b.dir.display()
-        );
-        if !notes.contains(&note) {
-            notes.push(note);
+    fix: &'static str,
+}
+
+const PAIR: Scope = Scope {
+    roles: ["baseline", "treatment"],
+    same_points: true,
+    fix: "evaluate both checkpoints (of one data set) with the same `attack` flags: --norm, \
+          --eps, --attacks, and --subset or --n-eval/--seed",
+};
+
+const SEED_SLOTS: Scope = Scope {
+    roles: ["seed slot", "seed slot"],
+    same_points: false,
+    fix: "add the differing property (as `eval.<column>` of summary.csv, e.g. eval.eps) to \
+          [pairing] match of the spec, so each threat model gets its own rows",
+};
+
+const AVERAGE: Scope = Scope {
+    roles: ["member row", "member row"],
+    same_points: false,
+    fix: "average only rows of one threat model: list them in the spec's [[average]] include \
+          or exclude, or compare each threat model in its own `bootstrap` run",
+};
+
+impl Scope {
+    fn check(
+        &self,
+        what: &str,
+        a: &Evaluation,
+        b: &Evaluation,
+        notes: &mut Vec<String>,
+    ) -> Result<()> {
+        let c = compare(&a.measurement, &b.measurement, self.same_points);
+        for field in c.unrecorded {
+            let note = format!(
+                "`{field}` is recorded in only one of {} and {} (written by an older `attack`): \
+                 not compared",
+                a.dir.display(),
+                b.dir.display()
+            );
+            if !notes.contains(&note) {
+                notes.push(note);
+            }
         }
+        if c.differing.is_empty() {
+            return Ok(());
+        }
+        let [ra, rb] = self.roles;
+        Err(Error::invalid(
+            "comparison",
+            what,
+            format!(
+                "{ra} {} and {rb} {} were measured under different threat models ({}; {ra} → \
+                 {rb}), so their difference is not an effect. Fix: {}",
+                a.dir.display(),
+                b.dir.display(),
+                c.differing.join("; "),
+                self.fix
+            ),
+        ))
     }
-    if c.differing.is_empty() {
-        return Ok(());
-    }
-    Err(Error::invalid(
-        "comparison",
-        what,
-        format!(
-            "{a_role} {} and {b_role} {} were measured under different threat models ({}; \
-             {a_role} → {b_role}), so their difference is not an effect. Fix: evaluate both \
-             checkpoints (of one data set) with the same `attack` flags: --norm, --eps, \
-             --attacks, and --subset or --n-eval/--seed",
-            a.dir.display(),
-            b.dir.display(),
-            c.differing.join("; ")
-        ),
-    ))
 }
 
 #[cfg(test)]
@@ -396,5 +408,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("is not an evaluation identity"), "{e}");
+    }
+
+    #[test]
+    fn seed_slots_of_one_row_under_two_threat_models_are_refused() {
+        let mut rows = plan(&[(eval("a", "linf", 0.2), eval("b", "linf", 0.2))]);
+        let other = plan(&[(eval("c", "linf", 0.05), eval("d", "linf", 0.05))]);
+        rows[0].pairs.extend(other[0].pairs.clone());
+        let e = check_plan(&rows, &[], &mut Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("seed slot b and seed slot d") && e.contains("eps: 0.2 → 0.05"),
+            "{e}"
+        );
+        assert!(e.contains("[pairing] match"), "{e}");
     }
 }
