@@ -16,6 +16,11 @@ use taser::stats::{self, Options, PairSource};
 /// BCa interval. "Robust avg" is the per-point mean of AutoAttack (aa) and SPSA.
 /// Average rows resample the same points for every pair at once.
 ///
+/// Only what was measured the same way is compared: a pair, the seeds of a
+/// row and the rows of an average must agree on data set, norm, ε and
+/// attacks (attack-state.json's identity, else summary.csv), else refused
+/// naming each differing property with both values.
+///
 /// Pairs come either explicitly (--baseline DIR --treatment DIR, repeatable,
 /// paired in order, with optional --label per pair) or from a comparison spec
 /// applied to a sweep directory (--spec analysis/table2.toml --runs DIR).
@@ -32,8 +37,8 @@ use taser::stats::{self, Options, PairSource};
 /// Exit codes: 0 ok; 1 a failed computation (an I/O error, an output that
 /// could not be written part-way); 2 bad usage or input (a flag out of its
 /// domain, unequal --baseline/--treatment/--label counts, a missing or
-/// corrupt evaluation, unpaired or mismatched evaluations, a bad spec, an
-/// unwritable --out). Nothing is written to --out when an input is refused.
+/// corrupt evaluation, unpaired or mismatched evaluations, a comparison
+/// across threat models, a bad spec, an unwritable --out). Nothing is written to --out when an input is refused.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about, args_override_self = true)]
 struct Args {
