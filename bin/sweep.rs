@@ -64,6 +64,10 @@ enum Command {
         /// GPUs (ranks) per node of the launch lines.
         #[arg(long, default_value_t = 1)]
         gpus_per_node: usize,
+        /// Folder of the suite's binaries, whose parsers check the grid's
+        /// flags (default: this binary's folder).
+        #[arg(long, env = "TASER_BIN_DIR")]
+        bin_dir: Option<PathBuf>,
     },
     /// Run every unfinished job of the grid (under mpirun/srun or alone).
     Run {
@@ -106,20 +110,24 @@ struct RunOpts {
     no_retry_failed: bool,
 }
 
+/// `--bin-dir`, or the folder of this binary.
+fn bin_dir_or_own(given: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    Ok(match given {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()
+            .context("locating the sweep binary")?
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_default(),
+    })
+}
+
 impl RunOpts {
     fn config(&self, grid: PathBuf) -> anyhow::Result<RunConfig> {
-        let bin_dir = match &self.bin_dir {
-            Some(d) => d.clone(),
-            None => std::env::current_exe()
-                .context("locating the sweep binary")?
-                .parent()
-                .map(PathBuf::from)
-                .unwrap_or_default(),
-        };
         Ok(RunConfig {
             grid,
             out: self.out.clone(),
-            bin_dir,
+            bin_dir: bin_dir_or_own(&self.bin_dir)?,
             device: self.device.clone(),
             retry_failed: !self.no_retry_failed,
         })
@@ -127,7 +135,7 @@ impl RunOpts {
 }
 
 fn main() -> ExitCode {
-    exit::finish(real_main(Args::parse()))
+    exit::finish(real_main(exit::parse_args::<Args>()))
 }
 
 fn real_main(args: Args) -> anyhow::Result<Status> {
@@ -137,8 +145,11 @@ fn real_main(args: Args) -> anyhow::Result<Status> {
             out,
             nodes,
             gpus_per_node,
+            bin_dir,
         } => {
             let g = Grid::load(&grid)?;
+            let tasks = sweep::job::tasks(&g, &out);
+            sweep::check::check_args(&g, &tasks, &bin_dir_or_own(&bin_dir)?)?;
             print!("{}", sweep::plan_text(&g, &out, nodes, gpus_per_node));
             Ok(Status::Ok)
         }
