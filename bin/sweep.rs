@@ -28,13 +28,22 @@ use taser::sweep::{self, grid::Grid, job::Outcome, RunConfig};
 /// tables of parameter values whose points are dropped. `key = v` becomes
 /// `--key v`, `true` a bare `--key`. --out, --device, --checkpoint and
 /// --resume are the sweep's own. A job's id is a hash of its resolved flags.
+/// Before any job starts, every step's binary parses its argument list in
+/// check mode (TASER_CHECK_ARGS=1), so a misspelt flag is refused with its
+/// grid line and the closest real flag.
+///
+/// Each task runs holding an OS file lock on its folder's `lock` file: a
+/// second sweep on the same --out waits for it (naming the holder) and takes
+/// its outcome; a killed holder's lock is released by the kernel.
 ///
 /// Exit codes (the suite's one policy): 0 ok (`run`: every job finished);
 /// 1 a failed computation (`run`/`run-one`: some job failed, their ids are
 /// printed; an MPI or I/O error); 2 bad usage or input (a flag, a missing
-/// or malformed grid file, an unwritable --out); 3 interrupted (`run`/
-/// `run-one`: stopped by a signal before the end; run the same command
-/// again to continue).
+/// or malformed grid file, a grid flag its step's binary refuses, an
+/// unwritable --out); 3 interrupted (`run`/`run-one`: stopped by a signal
+/// before the end; run the same command again to continue). Under mpirun,
+/// send SIGTERM to the ranks for exit 3: OpenMPI's mpirun answers a
+/// SIGTERM of its own with exit 1.
 ///
 /// Examples:
 ///   sweep plan sweeps/digits-demo.toml --nodes 2 --gpus-per-node 4

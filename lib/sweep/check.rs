@@ -90,7 +90,10 @@ fn refusal(grid: &Grid, section: &str, binary: &str, clap_err: &str) -> Error {
     };
     Error::CorruptInput {
         path: grid.path.clone(),
-        reason: format!("{at}{binary} refuses its flags: {error}{tip}"),
+        reason: format!(
+            "{at}{binary} refuses its flags: {}{tip}",
+            error.trim_start_matches("error: ")
+        ),
         fix: "correct the grid file (a key is a flag of the step's binary without its dashes)"
             .into(),
     }
