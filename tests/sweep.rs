@@ -521,9 +521,10 @@ fn two_sweeps_on_one_out_run_each_job_once_and_agree_with_what_they_print() {
     let tmp = tempfile::tempdir().unwrap();
     // Four points, two of which train refuses (optimizer "bogus").
     let grid = tiny_grid(tmp.path(), "twice", 1, "0, 1", "\n[[exclude]]\nlr = 0.05\n");
-    let text = fs::read_to_string(&grid)
-        .unwrap()
-        .replace("lr = [0.02, 0.05]", "lr = [0.02, 0.05]\noptimizer = [\"sgd\", \"bogus\"]");
+    let text = fs::read_to_string(&grid).unwrap().replace(
+        "lr = [0.02, 0.05]",
+        "lr = [0.02, 0.05]\noptimizer = [\"sgd\", \"bogus\"]",
+    );
     fs::write(&grid, text).unwrap();
     let out = tmp.path().join("out");
     let run = ["run", s(&grid), "--out", s(&out)];
@@ -539,12 +540,20 @@ fn two_sweeps_on_one_out_run_each_job_once_and_agree_with_what_they_print() {
         let (so, se) = (stdout(&o), stderr(&o));
         // Each sweep's verdict is what it printed: two points FAILED.
         assert_eq!(o.status.code(), Some(1), "{so}\n{se}");
-        assert!(so.contains("failed = 2") && so.contains("ok = 2"), "{so}\n{se}");
+        assert!(
+            so.contains("failed = 2") && so.contains("ok = 2"),
+            "{so}\n{se}"
+        );
         assert_eq!(se.matches(" FAILED (rank").count(), 2, "{se}");
     }
     for (dir, files) in job_dirs(&out) {
         let attempts = fs::read_to_string(dir.join("attempts.log")).unwrap();
-        assert_eq!(attempts.lines().count(), 1, "{}: ran twice:\n{attempts}", dir.display());
+        assert_eq!(
+            attempts.lines().count(),
+            1,
+            "{}: ran twice:\n{attempts}",
+            dir.display()
+        );
         let done = files.iter().any(|f| f == "done");
         let failed = files.iter().any(|f| f == "failed.json");
         assert!(done != failed, "{}: {files:?}", dir.display());
@@ -579,11 +588,13 @@ fn stalling_bin_dir(dir: &Path, stall: &Path) -> PathBuf {
 #[test]
 fn a_run_one_killed_while_computing_scores_does_not_block_the_next() {
     let tmp = tempfile::tempdir().unwrap();
-    let extra = "\n[scores.dsm]\ndataset = \"digits\"\nsource = \"dsm\"\ndsm-steps = 20\nseed = 0\n";
+    let extra =
+        "\n[scores.dsm]\ndataset = \"digits\"\nsource = \"dsm\"\ndsm-steps = 20\nseed = 0\n";
     let grid = tiny_grid(tmp.path(), "stale", 1, "0", extra);
-    let text = fs::read_to_string(&grid)
-        .unwrap()
-        .replace("threads = 1\n\n[attack]", "threads = 1\nscores = \"@dsm\"\n\n[attack]");
+    let text = fs::read_to_string(&grid).unwrap().replace(
+        "threads = 1\n\n[attack]",
+        "threads = 1\nscores = \"@dsm\"\n\n[attack]",
+    );
     fs::write(&grid, text).unwrap();
     let stall = tmp.path().join("stall");
     fs::write(&stall, "").unwrap();
@@ -607,8 +618,14 @@ fn a_run_one_killed_while_computing_scores_does_not_block_the_next() {
         if let Some(dir) = found {
             break dir.join("lock");
         }
-        assert!(first.try_wait().unwrap().is_none(), "the first run-one ended early");
-        assert!(t0.elapsed() < Duration::from_secs(60), "no score task started");
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first run-one ended early"
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no score task started"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     first.kill().unwrap(); // SIGKILL
@@ -654,7 +671,10 @@ fn a_misspelt_grid_flag_is_refused_before_any_job_with_its_line_and_the_real_fla
             let e = stderr(o);
             assert_eq!(o.status.code(), Some(2), "{key}: {e}");
             assert!(e.contains(&format!("line {line}, key `{key}`")), "{e}");
-            assert!(e.contains(&format!("'{real}'")), "{key}: no suggestion in {e}");
+            assert!(
+                e.contains(&format!("'{real}'")),
+                "{key}: no suggestion in {e}"
+            );
         }
         // Nothing ran: no job folder holds an attempt.
         assert!(

@@ -62,7 +62,12 @@ pub fn check_args(grid: &Grid, tasks: &[Task], bin_dir: &Path) -> Result<()> {
                 })?;
             if !out.status.success() {
                 let err = String::from_utf8_lossy(&out.stderr);
-                return Err(refusal(grid, &section(task, &step.label), &step.binary, &err));
+                return Err(refusal(
+                    grid,
+                    &section(task, &step.label),
+                    &step.binary,
+                    &err,
+                ));
             }
         }
     }

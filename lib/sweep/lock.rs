@@ -126,7 +126,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let first = acquire(tmp.path(), "t", "rank=0/1").unwrap().unwrap();
         let text = std::fs::read_to_string(tmp.path().join(TASK_LOCK)).unwrap();
-        assert!(text.contains(&format!("pid={}", std::process::id())), "{text}");
+        assert!(
+            text.contains(&format!("pid={}", std::process::id())),
+            "{text}"
+        );
         // flock locks belong to the open file: a second open in this
         // process conflicts as another process would.
         let other = File::open(tmp.path().join(TASK_LOCK)).unwrap();

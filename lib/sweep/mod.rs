@@ -400,11 +400,7 @@ fn run_task(task: &Task, worker: &Worker) -> Outcome {
 }
 
 /// A rank other than 0: ask for work, run it, report, until retired.
-fn worker_loop(
-    world: &mpi::topology::SimpleCommunicator,
-    tasks: &[Task],
-    worker: &Worker,
-) {
+fn worker_loop(world: &mpi::topology::SimpleCommunicator, tasks: &[Task], worker: &Worker) {
     let root = world.process_at_rank(0);
     let mut last: [i64; 2] = [-1, 0];
     loop {
