@@ -40,7 +40,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = exit::parse_args::<Args>();
     exit::finish(run(args))
 }
 

@@ -101,6 +101,6 @@ fn run(args: Args) -> anyhow::Result<Status> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = exit::parse_args::<Args>();
     exit::finish(run(args))
 }

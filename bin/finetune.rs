@@ -47,7 +47,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let (mut args, given) = taser::train::finetuning::parse::<Args>();
+    let (mut args, given) = exit::stop_if_checking(taser::train::finetuning::parse::<Args>());
     args.finetune.given = given;
     exit::finish(run(args))
 }

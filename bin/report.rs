@@ -65,7 +65,7 @@ enum Report {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = exit::parse_args::<Args>();
     exit::finish(run(&args).map(|()| Status::Ok))
 }
 

@@ -38,7 +38,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    exit::finish(run(Args::parse()))
+    exit::finish(run(exit::parse_args::<Args>()))
 }
 
 fn run(args: Args) -> anyhow::Result<Status> {

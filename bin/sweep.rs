@@ -28,13 +28,22 @@ use taser::sweep::{self, grid::Grid, job::Outcome, RunConfig};
 /// tables of parameter values whose points are dropped. `key = v` becomes
 /// `--key v`, `true` a bare `--key`. --out, --device, --checkpoint and
 /// --resume are the sweep's own. A job's id is a hash of its resolved flags.
+/// Before any job starts, every step's binary parses its argument list in
+/// check mode (TASER_CHECK_ARGS=1), so a misspelt flag is refused with its
+/// grid line and the closest real flag.
+///
+/// Each task runs holding an OS file lock on its folder's `lock` file: a
+/// second sweep on the same --out waits for it (naming the holder) and takes
+/// its outcome; a killed holder's lock is released by the kernel.
 ///
 /// Exit codes (the suite's one policy): 0 ok (`run`: every job finished);
 /// 1 a failed computation (`run`/`run-one`: some job failed, their ids are
 /// printed; an MPI or I/O error); 2 bad usage or input (a flag, a missing
-/// or malformed grid file, an unwritable --out); 3 interrupted (`run`/
-/// `run-one`: stopped by a signal before the end; run the same command
-/// again to continue).
+/// or malformed grid file, a grid flag its step's binary refuses, an
+/// unwritable --out); 3 interrupted (`run`/`run-one`: stopped by a signal
+/// before the end; run the same command again to continue). Under mpirun,
+/// send SIGTERM to the ranks for exit 3: OpenMPI's mpirun answers a
+/// SIGTERM of its own with exit 1.
 ///
 /// Examples:
 ///   sweep plan sweeps/digits-demo.toml --nodes 2 --gpus-per-node 4
@@ -64,6 +73,10 @@ enum Command {
         /// GPUs (ranks) per node of the launch lines.
         #[arg(long, default_value_t = 1)]
         gpus_per_node: usize,
+        /// Folder of the suite's binaries, whose parsers check the grid's
+        /// flags (default: this binary's folder).
+        #[arg(long, env = "TASER_BIN_DIR")]
+        bin_dir: Option<PathBuf>,
     },
     /// Run every unfinished job of the grid (under mpirun/srun or alone).
     Run {
@@ -106,20 +119,24 @@ struct RunOpts {
     no_retry_failed: bool,
 }
 
+/// `--bin-dir`, or the folder of this binary.
+fn bin_dir_or_own(given: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    Ok(match given {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()
+            .context("locating the sweep binary")?
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_default(),
+    })
+}
+
 impl RunOpts {
     fn config(&self, grid: PathBuf) -> anyhow::Result<RunConfig> {
-        let bin_dir = match &self.bin_dir {
-            Some(d) => d.clone(),
-            None => std::env::current_exe()
-                .context("locating the sweep binary")?
-                .parent()
-                .map(PathBuf::from)
-                .unwrap_or_default(),
-        };
         Ok(RunConfig {
             grid,
             out: self.out.clone(),
-            bin_dir,
+            bin_dir: bin_dir_or_own(&self.bin_dir)?,
             device: self.device.clone(),
             retry_failed: !self.no_retry_failed,
         })
@@ -127,7 +144,7 @@ impl RunOpts {
 }
 
 fn main() -> ExitCode {
-    exit::finish(real_main(Args::parse()))
+    exit::finish(real_main(exit::parse_args::<Args>()))
 }
 
 fn real_main(args: Args) -> anyhow::Result<Status> {
@@ -137,8 +154,11 @@ fn real_main(args: Args) -> anyhow::Result<Status> {
             out,
             nodes,
             gpus_per_node,
+            bin_dir,
         } => {
             let g = Grid::load(&grid)?;
+            let tasks = sweep::job::tasks(&g, &out);
+            sweep::check::check_args(&g, &tasks, &bin_dir_or_own(&bin_dir)?)?;
             print!("{}", sweep::plan_text(&g, &out, nodes, gpus_per_node));
             Ok(Status::Ok)
         }

@@ -76,6 +76,30 @@ pub fn finish(result: anyhow::Result<Status>) -> ExitCode {
     }
 }
 
+/// The environment variable that puts a binary in argument-check mode: with
+/// `TASER_CHECK_ARGS=1` its command line is parsed (clap's usage errors exit
+/// 2 with clap's message and its "a similar argument exists" tip) and the
+/// binary exits 0 without doing any work. `sweep` runs each step's binary
+/// this way before any job starts, so a misspelt grid flag is found by the
+/// binary's own parser, not by a second list of flags.
+pub const CHECK_ARGS_ENV: &str = "TASER_CHECK_ARGS";
+
+/// Parses the command line into `A` (clap's usage errors exit 2); in
+/// argument-check mode ([`CHECK_ARGS_ENV`]) exits 0 once it parsed. Every
+/// binary's `main` starts with it instead of `A::parse()`.
+pub fn parse_args<A: clap::Parser>() -> A {
+    stop_if_checking(A::parse())
+}
+
+/// Returns `parsed`, or exits 0 in argument-check mode ([`CHECK_ARGS_ENV`]):
+/// for binaries that parse their command line their own way.
+pub fn stop_if_checking<T>(parsed: T) -> T {
+    if std::env::var(CHECK_ARGS_ENV).is_ok_and(|v| v == "1") {
+        std::process::exit(0);
+    }
+    parsed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

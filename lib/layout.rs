@@ -44,6 +44,9 @@ pub const FAILED: &str = "failed.json";
 pub const JOB_CONFIG: &str = "config.json";
 /// Each attempt at a sweep job, one line each.
 pub const ATTEMPTS: &str = "attempts.log";
+/// A sweep task's lock file: `flock`ed by the process running the task
+/// (released by the kernel when that process ends); it names the holder.
+pub const TASK_LOCK: &str = "lock";
 /// One row per sweep job.
 pub const RESULTS: &str = "results.csv";
 /// Scores shared by a sweep's jobs (HDF5).

@@ -155,6 +155,16 @@ fn done_markers(out: &Path) -> BTreeMap<String, (std::time::SystemTime, String)>
 /// Waits until `out` holds at least one `done` marker (and fewer than
 /// `total`), then sends SIGTERM to `child`.
 fn terminate_mid_sweep(child: &mut Child, out: &Path, total: usize) {
+    wait_for_first_result(child, out, total);
+    // SAFETY: kill(2) of the child this test started.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+}
+
+/// Waits until `out` holds at least one `done` marker (and fewer than
+/// `total`) and results.csv, which the sweep keeps up to date.
+fn wait_for_first_result(child: &mut Child, out: &Path, total: usize) {
     let t0 = Instant::now();
     loop {
         let n = fs::read_dir(out.join("jobs"))
@@ -164,7 +174,7 @@ fn terminate_mid_sweep(child: &mut Child, out: &Path, total: usize) {
                     .count()
             })
             .unwrap_or(0);
-        if n >= 1 {
+        if n >= 1 && out.join("results.csv").exists() {
             assert!(
                 n < total,
                 "the sweep finished before it could be stopped; make the jobs longer"
@@ -177,10 +187,6 @@ fn terminate_mid_sweep(child: &mut Child, out: &Path, total: usize) {
             "no job finished in 2 minutes"
         );
         std::thread::sleep(Duration::from_millis(100));
-    }
-    // SAFETY: kill(2) of the child this test started.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
     }
 }
 
@@ -207,14 +213,19 @@ fn kill_and_resume(ranks: Option<usize>) {
     );
     if ranks.is_none() {
         assert_eq!(first.status.code(), Some(3), "{}", stderr(&first));
-        // The clean stop still writes results.csv, with the unfinished
-        // jobs pending and none marked failed.
-        let rows = results(&out);
-        assert_eq!(rows.len(), total);
-        assert!(rows.iter().all(|r| r["status"] != "failed"), "{rows:?}");
-        assert!(rows.iter().any(|r| r["status"] == "pending"), "{rows:?}");
     }
+    // OpenMPI's mpirun answers SIGTERM with exit 1 whatever its ranks
+    // return, and SIGKILLs them a second after forwarding it; rank 0 has
+    // kept results.csv up to date, so the table of what finished is there
+    // either way: the unfinished jobs pending, none marked failed.
+    let rows = results(&out);
     let before = done_markers(&out);
+    assert_eq!(rows.len(), total);
+    assert!(rows.iter().all(|r| r["status"] != "failed"), "{rows:?}");
+    assert!(rows.iter().any(|r| r["status"] == "pending"), "{rows:?}");
+    for r in rows.iter().filter(|r| r["status"] == "ok") {
+        assert!(before.contains_key(&r["id"]), "{r:?}");
+    }
     assert!(!before.is_empty() && before.len() < total);
     // Every marker left behind is a finished job: its metrics are in it.
     for (id, (_, text)) in &before {
@@ -494,4 +505,211 @@ fn run_one_runs_a_single_job_and_collect_lists_the_rest_as_pending() {
     let rows = results(&out);
     assert_eq!(rows[0]["index"], "2");
     assert_eq!(rows[0]["status"], "ok");
+}
+
+/// Job directories of `out` with the names of their files.
+fn job_dirs(out: &Path) -> Vec<(PathBuf, Vec<String>)> {
+    fs::read_dir(out.join("jobs"))
+        .unwrap()
+        .flatten()
+        .map(|e| (e.path(), common::files_in(&e.path())))
+        .collect()
+}
+
+#[test]
+fn two_sweeps_on_one_out_run_each_job_once_and_agree_with_what_they_print() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Four points, two of which train refuses (optimizer "bogus").
+    let grid = tiny_grid(tmp.path(), "twice", 1, "0, 1", "\n[[exclude]]\nlr = 0.05\n");
+    let text = fs::read_to_string(&grid).unwrap().replace(
+        "lr = [0.02, 0.05]",
+        "lr = [0.02, 0.05]\noptimizer = [\"sgd\", \"bogus\"]",
+    );
+    fs::write(&grid, text).unwrap();
+    let out = tmp.path().join("out");
+    let run = ["run", s(&grid), "--out", s(&out)];
+    let spawn = || {
+        sweep_cmd(None, &run)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    for o in [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()] {
+        let (so, se) = (stdout(&o), stderr(&o));
+        // Each sweep's verdict is what it printed: two points FAILED.
+        assert_eq!(o.status.code(), Some(1), "{so}\n{se}");
+        assert!(
+            so.contains("failed = 2") && so.contains("ok = 2"),
+            "{so}\n{se}"
+        );
+        assert_eq!(se.matches(" FAILED (rank").count(), 2, "{se}");
+    }
+    for (dir, files) in job_dirs(&out) {
+        let attempts = fs::read_to_string(dir.join("attempts.log")).unwrap();
+        assert_eq!(
+            attempts.lines().count(),
+            1,
+            "{}: ran twice:\n{attempts}",
+            dir.display()
+        );
+        let done = files.iter().any(|f| f == "done");
+        let failed = files.iter().any(|f| f == "failed.json");
+        assert!(done != failed, "{}: {files:?}", dir.display());
+    }
+    let rows = results(&out);
+    assert_eq!(rows.iter().filter(|r| r["status"] == "failed").count(), 2);
+}
+
+/// A bin folder for the sweep whose `score-precompute` hangs (until
+/// killed) while the file `stall` exists, and runs the real one otherwise.
+fn stalling_bin_dir(dir: &Path, stall: &Path) -> PathBuf {
+    let bins = dir.join("bin");
+    fs::create_dir_all(&bins).unwrap();
+    for b in ["train", "attack", "finetune"] {
+        std::os::unix::fs::symlink(bin(b), bins.join(b)).unwrap();
+    }
+    let script = bins.join("score-precompute");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ -e '{}' ] && [ \"$TASER_CHECK_ARGS\" != 1 ] && exec sleep 600\nexec '{}' \"$@\"\n",
+            stall.display(),
+            bin("score-precompute").display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    bins
+}
+
+#[test]
+fn a_run_one_killed_while_computing_scores_does_not_block_the_next() {
+    let tmp = tempfile::tempdir().unwrap();
+    let extra =
+        "\n[scores.dsm]\ndataset = \"digits\"\nsource = \"dsm\"\ndsm-steps = 20\nseed = 0\n";
+    let grid = tiny_grid(tmp.path(), "stale", 1, "0", extra);
+    let text = fs::read_to_string(&grid).unwrap().replace(
+        "threads = 1\n\n[attack]",
+        "threads = 1\nscores = \"@dsm\"\n\n[attack]",
+    );
+    fs::write(&grid, text).unwrap();
+    let stall = tmp.path().join("stall");
+    fs::write(&stall, "").unwrap();
+    let bins = stalling_bin_dir(tmp.path(), &stall);
+    let out = tmp.path().join("out");
+    let args = ["run-one", s(&grid), "--index", "0", "--out", s(&out)];
+    let mut first = sweep_cmd(None, &args)
+        .env("TASER_BIN_DIR", &bins)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the first holds the score task's lock and its step runs.
+    let t0 = Instant::now();
+    let lock = loop {
+        let found = fs::read_dir(out.join("scores")).ok().and_then(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .find(|p| p.join("score-precompute.stderr.log").exists())
+        });
+        if let Some(dir) = found {
+            break dir.join("lock");
+        }
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first run-one ended early"
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no score task started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    assert!(lock.exists(), "the killed holder's lock file stays");
+    fs::remove_file(&stall).unwrap();
+    let mut second = sweep_cmd(None, &args)
+        .env("TASER_BIN_DIR", &bins)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while second.try_wait().unwrap().is_none() {
+        if t0.elapsed() > Duration::from_secs(240) {
+            let _ = second.kill();
+            panic!("the next run-one still waits for the killed holder's lock");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let o = second.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("waiting for"), "{}", stderr(&o));
+    assert!(sweep(None, &["collect", s(&out)]).status.success());
+    assert_eq!(results(&out)[0]["status"], "ok");
+}
+
+#[test]
+fn a_misspelt_grid_flag_is_refused_before_any_job_with_its_line_and_the_real_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (from, to, key, real) in [
+        ("n-eval = 50", "n_eval = 50", "attack.n_eval", "--n-eval"),
+        ("lr = [0.02", "lr_rate = [0.02", "axes.lr_rate", "--lr"),
+    ] {
+        let grid = tiny_grid(tmp.path(), "typo", 1, "0", "");
+        let text = fs::read_to_string(&grid).unwrap();
+        let line = text[..text.find(from).unwrap()].matches('\n').count() + 1;
+        fs::write(&grid, text.replace(from, to)).unwrap();
+        let out = tmp.path().join(format!("out-{line}"));
+        let plan = sweep(None, &["plan", s(&grid), "--out", s(&out)]);
+        let run = sweep(Some(2), &["run", s(&grid), "--out", s(&out)]);
+        for o in [&plan, &run] {
+            let e = stderr(o);
+            assert_eq!(o.status.code(), Some(2), "{key}: {e}");
+            assert!(e.contains(&format!("line {line}, key `{key}`")), "{e}");
+            assert!(
+                e.contains(&format!("'{real}'")),
+                "{key}: no suggestion in {e}"
+            );
+        }
+        // Nothing ran: no job folder holds an attempt.
+        assert!(
+            !out.join("jobs").exists()
+                || job_dirs(&out)
+                    .iter()
+                    .all(|(_, f)| !f.contains(&"attempts.log".to_string())),
+            "{key}: a job started"
+        );
+    }
+}
+
+#[test]
+fn sigterm_to_every_rank_under_mpirun_exits_3_with_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = tiny_grid(tmp.path(), "ranks", 6, "0, 1, 2", "");
+    let out = tmp.path().join("out");
+    let mut child = sweep_cmd(Some(2), &["run", s(&grid), "--out", s(&out)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // As Slurm stops a step (scancel, time limit): SIGTERM to every rank.
+    wait_for_first_result(&mut child, &out, 6);
+    for pid in ranks_of(child.id()).values() {
+        // SAFETY: kill(2) of a rank of the mpirun this test started.
+        unsafe {
+            libc::kill(*pid, libc::SIGTERM);
+        }
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}\n{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("failed = 0"), "{}", stdout(&o));
+    let rows = results(&out);
+    assert_eq!(rows.len(), 6);
+    assert!(rows.iter().any(|r| r["status"] == "ok"), "{rows:?}");
+    assert!(rows.iter().all(|r| r["status"] != "failed"), "{rows:?}");
 }

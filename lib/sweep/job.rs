@@ -4,7 +4,7 @@
 //! marker after the last, all written atomically, so a kill at any moment
 //! leaves either a finished step or one that is rerun.
 use super::grid::{to_args, FlagValue, Flags, Grid, JobSpec, Step};
-use super::signal;
+use super::{lock, signal};
 use crate::attack::results::read_summary;
 use crate::error::{Error, Result};
 use crate::fsutil::{write_atomically, write_bytes_atomically};
@@ -60,6 +60,34 @@ pub struct StepRun {
     pub args: Vec<String>,
     /// Extra arguments when the step's output holds a resume state.
     pub resume_if: Option<(PathBuf, Vec<String>)>,
+}
+
+/// Who runs tasks: the binaries' folder, the device, the worker's name in
+/// attempts logs and lock files, and when this sweep started (unix
+/// seconds): a task another process recorded as failed since then is that
+/// process's outcome for this sweep, not something to retry.
+#[derive(Clone, Debug)]
+pub struct Worker {
+    /// Folder of the suite's binaries.
+    pub bin_dir: PathBuf,
+    /// Device of the jobs (`cpu`, `cuda:N`).
+    pub device: String,
+    /// `rank=R/N host=H` or `array-index=I`.
+    pub name: String,
+    /// Start of this sweep process (unix seconds).
+    pub since: f64,
+}
+
+impl Worker {
+    /// A worker started now.
+    pub fn new(bin_dir: &Path, device: &str, name: String) -> Worker {
+        Worker {
+            bin_dir: bin_dir.to_path_buf(),
+            device: device.to_string(),
+            name,
+            since: now_unix(),
+        }
+    }
 }
 
 /// A unit of work that one worker runs.
@@ -203,23 +231,48 @@ impl Task {
         write_json(&self.dir.join(JOB_CONFIG), &v)
     }
 
-    /// Records a failure that happened without running (a dependency failed).
+    /// Records a failure in `failed.json` (a step failed, or a dependency
+    /// did). A finished task (`done`) is left alone: `done` is never beside
+    /// `failed.json`.
     pub fn record_failure(&self, step: &str, code: Option<i32>, error: &str) -> Result<()> {
         fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        if self.is_done() {
+            return Ok(());
+        }
         write_json(
             &self.dir.join(FAILED),
             &json!({"step": step, "exit_code": code, "error": error, "at": now_unix()}),
         )
     }
 
-    /// Runs the chain's unfinished steps with `device` and `bin_dir`'s
-    /// binaries. `worker` names the rank in the attempts log.
-    pub fn run(&self, bin_dir: &Path, device: &str, worker: &str) -> Result<Outcome> {
+    /// The failure another process recorded for this task since `since`
+    /// (unix seconds), if any.
+    fn failed_since(&self, since: f64) -> bool {
+        read_json(&self.dir.join(FAILED))
+            .and_then(|v| v["at"].as_f64())
+            .is_some_and(|at| at >= since)
+    }
+
+    /// Runs the chain's unfinished steps with the worker's device and
+    /// binaries, holding the task's lock ([`lock::acquire`]) throughout, so
+    /// one task never runs twice at once: a second sweep on the same --out
+    /// waits for the holder and takes its outcome (`done`, or a failure
+    /// recorded since the worker started) instead of running the task again.
+    pub fn run(&self, w: &Worker) -> Result<Outcome> {
         if self.is_done() {
             return Ok(Outcome::Ok);
         }
-        fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
-        let _ = fs::remove_file(self.dir.join(FAILED));
+        let Some(_lock) = lock::acquire(&self.dir, &self.id, &w.name)? else {
+            return Ok(Outcome::Interrupted);
+        };
+        if self.is_done() {
+            return Ok(Outcome::Ok);
+        }
+        if self.failed_since(w.since) {
+            return Ok(Outcome::Failed);
+        }
+        self.clear_failure()?;
+        let (bin_dir, device, worker) = (&w.bin_dir, w.device.as_str(), &w.name);
         let mut log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -266,11 +319,22 @@ impl Task {
             }
         }
         let metrics = self.metrics();
+        // failed.json goes before done appears, so no reader ever sees both.
+        self.clear_failure()?;
         write_json(
             &self.dir.join(DONE),
             &json!({"status": "ok", "seconds": seconds, "metrics": metrics, "at": now_unix()}),
         )?;
         Ok(Outcome::Ok)
+    }
+
+    /// Removes an earlier attempt's failed.json.
+    fn clear_failure(&self) -> Result<()> {
+        let path = self.dir.join(FAILED);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&path, e)),
+            _ => Ok(()),
+        }
     }
 
     /// The metrics of a finished grid point: the model step's `model.json`

@@ -16,14 +16,16 @@
 //! so one rank alone runs the whole sweep. Only rank 0's main thread calls
 //! MPI, and every wait polls with a sleep, so idle ranks do not spin on the
 //! shared cores.
+pub mod check;
 pub mod grid;
 pub mod job;
+pub mod lock;
 pub mod results;
 pub mod signal;
 
 use crate::error::{Error, Result};
 use grid::Grid;
-use job::{Outcome, Task};
+use job::{Outcome, Task, Worker};
 use mpi::point_to_point::MatchedReceiveVec;
 use mpi::traits::*;
 use std::path::{Path, PathBuf};
@@ -181,14 +183,17 @@ pub fn run(cfg: &RunConfig) -> Result<Option<RunSummary>> {
     let size = world.size();
     let local_rank = world.split_shared(rank).rank() as usize;
     let device = pick_device(&cfg.device, local_rank);
-    let host = std::env::var("HOSTNAME")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()))
-        .unwrap_or_default();
-    let me = format!("rank={rank}/{size} host={host}");
+    let me = format!("rank={rank}/{size} host={}", lock::host_name());
+    let worker = Worker::new(&cfg.bin_dir, &device, me);
+    let tasks = job::tasks(&grid, &cfg.out);
     if rank != 0 {
-        let tasks = job::tasks(&grid, &cfg.out);
-        worker_loop(&world, &tasks, &cfg.bin_dir, &device, &me);
+        worker_loop(&world, &tasks, &worker);
         return Ok(None);
+    }
+    if let Err(e) = check::check_args(&grid, &tasks, &cfg.bin_dir) {
+        // No job starts: the other ranks are told to leave before the error.
+        retire_all(&world);
+        return Err(e);
     }
     let mut book = open_book(&grid, &cfg)?;
     eprintln!(
@@ -198,22 +203,39 @@ pub fn run(cfg: &RunConfig) -> Result<Option<RunSummary>> {
         book.state.iter().filter(|s| **s == State::Ok).count(),
         size
     );
-    schedule(&world, &mut book, &cfg, &device, &me)?;
+    schedule(&world, &mut book, &cfg.out, &worker)?;
     drop(universe);
-    let interrupted = book.has_pending();
+    let rows = write_results(&book, &cfg.out)?;
+    Ok(Some(summary(&book, &rows, &cfg.out)))
+}
+
+/// Rewrites results.csv from the job directories of the book's grid
+/// points: after every outcome (so a run killed hard, as mpirun does after
+/// forwarding SIGTERM, leaves the table of what finished) and at the end.
+fn write_results(book: &Book, out: &Path) -> Result<Vec<results::Row>> {
     let rows: Vec<results::Row> = book
         .tasks
         .iter()
         .filter(|t| t.job.is_some())
         .filter_map(|t| results::read_row(&t.dir))
         .collect();
-    let path = cfg.out.join(crate::layout::RESULTS);
-    results::write(&path, &rows)?;
-    let failed = rows
+    results::write(&out.join(crate::layout::RESULTS), &rows)?;
+    Ok(rows)
+}
+
+/// The run's verdict from the book — the outcomes this run printed — with
+/// each failed point's reason from its failed.json.
+fn summary(book: &Book, rows: &[results::Row], out: &Path) -> RunSummary {
+    let jobs: Vec<usize> = (0..book.tasks.len())
+        .filter(|&i| book.tasks[i].job.is_some())
+        .collect();
+    let failed = jobs
         .iter()
-        .filter(|r| r.status == "failed")
-        .map(|r| {
-            let (step, code, err) = r.failure.clone().unwrap_or_default();
+        .filter(|&&i| book.state[i] == State::Failed)
+        .map(|&i| {
+            let id = &book.tasks[i].id;
+            let row = rows.iter().find(|r| &r.id == id);
+            let (step, code, err) = row.and_then(|r| r.failure.clone()).unwrap_or_default();
             // The first `error:` line says why; else the last line of the tail.
             let last = err
                 .lines()
@@ -221,19 +243,34 @@ pub fn run(cfg: &RunConfig) -> Result<Option<RunSummary>> {
                 .or_else(|| err.lines().last())
                 .unwrap_or("")
                 .to_string();
-            (
-                r.id.clone(),
-                format!("step {step}, exit code {code}: {last}"),
-            )
+            (id.clone(), format!("step {step}, exit code {code}: {last}"))
         })
         .collect();
-    Ok(Some(RunSummary {
-        jobs: rows.len(),
-        ok: rows.iter().filter(|r| r.status == "ok").count(),
+    RunSummary {
+        jobs: jobs.len(),
+        ok: jobs.iter().filter(|&&i| book.state[i] == State::Ok).count(),
         failed,
-        interrupted,
-        results: path,
-    }))
+        interrupted: book.has_pending(),
+        results: out.join(crate::layout::RESULTS),
+    }
+}
+
+/// Rank 0 when the sweep ends before any job: every other rank's first
+/// request is answered with "no work".
+fn retire_all(world: &mpi::topology::SimpleCommunicator) {
+    let mut left = world.size() - 1;
+    while left > 0 {
+        match world.any_process().immediate_matched_probe_with_tag(TAG) {
+            Some(probe) => {
+                let (_, status) = probe.matched_receive_vec::<i64>();
+                world
+                    .process_at_rank(status.source_rank())
+                    .send_with_tag(&[-1i64][..], TAG);
+                left -= 1;
+            }
+            None => std::thread::sleep(POLL),
+        }
+    }
 }
 
 /// Rank 0's loop: collect reports, hand out ready tasks, retire ranks when
@@ -241,19 +278,16 @@ pub fn run(cfg: &RunConfig) -> Result<Option<RunSummary>> {
 fn schedule(
     world: &mpi::topology::SimpleCommunicator,
     book: &mut Book,
-    cfg: &RunConfig,
-    device: &str,
-    me: &str,
+    out: &Path,
+    worker: &Worker,
 ) -> Result<()> {
     let size = world.size();
     let (to_local, local_in) = mpsc::channel::<Option<Task>>();
     let (local_out, from_local) = mpsc::channel::<Outcome>();
-    let bin_dir = cfg.bin_dir.clone();
-    let dev = device.to_string();
-    let who = me.to_string();
+    let w = worker.clone();
     let local = std::thread::spawn(move || {
         while let Ok(Some(task)) = local_in.recv() {
-            let _ = local_out.send(run_task(&task, &bin_dir, &dev, &who));
+            let _ = local_out.send(run_task(&task, &w));
         }
     });
     // The task the local worker is on (it runs one at a time).
@@ -270,7 +304,7 @@ fn schedule(
                 let i = msg[0] as usize;
                 let outcome = Outcome::from_code(msg[1]);
                 book.record(i, outcome);
-                report(book, i, outcome, src);
+                report(book, i, outcome, src, out);
                 remote_running[src as usize] = None;
                 if outcome == Outcome::Interrupted {
                     // A rank that was stopped gets no further work.
@@ -286,7 +320,7 @@ fn schedule(
                 .take()
                 .expect("the local worker reports what it ran");
             book.record(i, outcome);
-            report(book, i, outcome, 0);
+            report(book, i, outcome, 0, out);
         }
         let stopping = signal::stop_requested();
         if !local_retired && local_running.is_none() {
@@ -330,7 +364,8 @@ fn schedule(
     Ok(())
 }
 
-fn report(book: &Book, i: usize, outcome: Outcome, rank: i32) {
+/// Prints an outcome and brings results.csv up to date with it.
+fn report(book: &Book, i: usize, outcome: Outcome, rank: i32, out: &Path) {
     let t = &book.tasks[i];
     let done = book
         .state
@@ -347,10 +382,13 @@ fn report(book: &Book, i: usize, outcome: Outcome, rank: i32) {
         book.tasks.len(),
         t.id
     );
+    if let Err(e) = write_results(book, out) {
+        eprintln!("warning: results.csv not updated: {e}");
+    }
 }
 
-fn run_task(task: &Task, bin_dir: &Path, device: &str, me: &str) -> Outcome {
-    match task.run(bin_dir, device, me) {
+fn run_task(task: &Task, worker: &Worker) -> Outcome {
+    match task.run(worker) {
         Ok(o) => o,
         Err(e) => {
             // The sweep's own I/O failed for this task: record it as the
@@ -362,13 +400,7 @@ fn run_task(task: &Task, bin_dir: &Path, device: &str, me: &str) -> Outcome {
 }
 
 /// A rank other than 0: ask for work, run it, report, until retired.
-fn worker_loop(
-    world: &mpi::topology::SimpleCommunicator,
-    tasks: &[Task],
-    bin_dir: &Path,
-    device: &str,
-    me: &str,
-) {
+fn worker_loop(world: &mpi::topology::SimpleCommunicator, tasks: &[Task], worker: &Worker) {
     let root = world.process_at_rank(0);
     let mut last: [i64; 2] = [-1, 0];
     loop {
@@ -383,7 +415,7 @@ fn worker_loop(
         if i < 0 {
             break;
         }
-        let outcome = run_task(&tasks[i as usize], bin_dir, device, me);
+        let outcome = run_task(&tasks[i as usize], worker);
         last = [i, outcome.code()];
     }
 }
@@ -459,40 +491,23 @@ pub fn run_one(cfg: &RunConfig, index: usize) -> Result<Outcome> {
             format!("the grid has {} job(s), 0-based", jobs.len()),
         )
     })?;
+    check::check_args(&grid, &tasks, &cfg.bin_dir)?;
     task.write_config(&grid)?;
     let device = pick_device(&cfg.device, 0);
-    let me = format!("array-index={index}");
+    let worker = Worker::new(&cfg.bin_dir, &device, format!("array-index={index}"));
     for &d in &task.deps {
         let dep = &tasks[d];
         dep.write_config(&grid)?;
-        // Array tasks may start together: an exclusive lock file keeps the
-        // shared score task to one runner; the others wait for its marker.
-        let lock = dep.dir.join("lock");
-        loop {
-            if dep.is_done() {
-                break;
+        // Array tasks may start together: the score task's lock keeps it to
+        // one runner; the others wait for it (saying who holds it) and take
+        // its outcome. The kernel drops the lock of a killed holder.
+        let o = run_task(dep, &worker);
+        if o != Outcome::Ok {
+            if o == Outcome::Failed {
+                task.record_failure("dependency", None, &format!("{} failed", dep.id))?;
             }
-            if signal::stop_requested() {
-                return Ok(Outcome::Interrupted);
-            }
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&lock)
-            {
-                Ok(_) => {
-                    let o = run_task(dep, &cfg.bin_dir, &device, &me);
-                    let _ = std::fs::remove_file(&lock);
-                    if o != Outcome::Ok {
-                        if o == Outcome::Failed {
-                            task.record_failure("dependency", None, &format!("{} failed", dep.id))?;
-                        }
-                        return Ok(o);
-                    }
-                }
-                Err(_) => std::thread::sleep(Duration::from_secs(5)),
-            }
+            return Ok(o);
         }
     }
-    Ok(run_task(task, &cfg.bin_dir, &device, &me))
+    Ok(run_task(task, &worker))
 }

@@ -326,6 +326,24 @@ attack.eps = "0.2"
 "#;
 
     #[test]
+    fn flag_origin_finds_fixed_axis_inline_and_score_keys() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("g.toml");
+        std::fs::write(&path, GRID).unwrap();
+        let g = Grid::load(&path).unwrap();
+        let at = |section: &str, flag: &str| g.flag_origin(section, flag);
+        assert_eq!(at("attack", "attacks"), Some(("attack.attacks".into(), 12)));
+        assert_eq!(at("train", "method"), Some(("axes.method".into(), 6)));
+        assert_eq!(at("attack", "eps"), Some(("axes.attack.eps".into(), 8)));
+        assert_eq!(at("train", "lambda"), Some(("axes.taser.lambda".into(), 7)));
+        assert_eq!(
+            at("scores.dsm", "source"),
+            Some(("scores.dsm.source".into(), 4))
+        );
+        assert_eq!(at("attack", "method"), None);
+    }
+
+    #[test]
     fn expands_product_minus_exclusions() {
         let g = parse(GRID).unwrap();
         let jobs = g.jobs();
