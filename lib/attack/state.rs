@@ -8,6 +8,7 @@
 //! Resumed results are bit-identical to uninterrupted ones because each
 //! attack seeds libtorch's generator from `--seed` and its own name
 //! ([`super::autoattack::seed_for`]).
+use super::square::WindowRange;
 use super::Norm;
 use crate::data::subset::EvalSubset;
 use crate::error::{Error, Result};
@@ -41,6 +42,12 @@ pub struct EvalIdentity {
     /// Number of evaluated points.
     pub n_points: usize,
     pub batch_size: usize,
+    /// Square's window-offset range when an attack runs Square (alone or in
+    /// AutoAttack), else absent. States written before the option lack it
+    /// and read as absent, so an old evaluation with Square is not resumed
+    /// under the new default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub square_window_range: Option<WindowRange>,
 }
 
 /// Per-sample results of one finished attack (or AutoAttack component).
@@ -235,6 +242,7 @@ mod tests {
             subset_fingerprint: "c0458f01bb219926".into(),
             n_points: 60,
             batch_size: 50,
+            square_window_range: Some(WindowRange::Reference),
         }
     }
 
