@@ -56,10 +56,10 @@ fn run_args(bin: &str, args: &[&str], out: &Path) -> Output {
     run(bin, &refs)
 }
 
-/// A copy of the trained checkpoint (weights and sidecar) in `dir` with
-/// entry [0, 0] of its last layer's weight set to `value` (a Python float
-/// literal), via the venv's safetensors.torch. Returns (weights, tensor name).
-fn poisoned(dir: &Path, value: &str) -> (PathBuf, String) {
+/// A copy of the trained checkpoint (weights and sidecar) in `dir` whose
+/// last layer's weight `w` is edited by the Python statement `edit`, via the
+/// venv's safetensors.torch. Returns (weights, tensor name).
+fn poisoned(dir: &Path, edit: &str) -> (PathBuf, String) {
     std::fs::create_dir_all(dir).unwrap();
     let src = weights(trained());
     let dst = dir.join(taser::layout::MODEL_WEIGHTS);
@@ -72,7 +72,7 @@ fn poisoned(dir: &Path, value: &str) -> (PathBuf, String) {
         "import sys\nfrom safetensors.torch import load_file, save_file\n\
          t = load_file(sys.argv[1])\n\
          name = sorted(k for k in t if k.endswith('weight') and t[k].dim() == 2)[-1]\n\
-         t[name][0, 0] = float('{value}')\nsave_file(t, sys.argv[2])\nprint(name)\n"
+         w = t[name]\n{edit}\nsave_file(t, sys.argv[2])\nprint(name)\n"
     );
     let o = std::process::Command::new(python())
         .args(["-c", &script])
@@ -116,7 +116,8 @@ fn refused(bin: &str, args: &[&str], out: &Path, code: i32, expect: &[&str]) {
 fn non_finite_weights_are_refused_naming_the_tensor_by_attack_and_finetune() {
     let dir = tempfile::tempdir().unwrap();
     for (i, value) in ["nan", "inf"].iter().enumerate() {
-        let (ckpt, name) = poisoned(&dir.path().join(format!("bad{i}")), value);
+        let edit = format!("w[0, 0] = float('{value}')");
+        let (ckpt, name) = poisoned(&dir.path().join(format!("bad{i}")), &edit);
         let ckpt = ckpt.display().to_string();
         let expect = [name.as_str(), "non-finite", "model.safetensors"];
         let out = dir.path().join(format!("eval{i}"));
@@ -135,6 +136,13 @@ fn non_finite_weights_are_refused_naming_the_tensor_by_attack_and_finetune() {
         ];
         refused("finetune", &args, &out, 2, &expect);
     }
+    // Finite weights whose logits overflow to ±Inf: the attack stops (exit
+    // 1) instead of calling class-0 points robust, and removes its --out.
+    let (ckpt, _) = poisoned(&dir.path().join("huge"), "w[0, :] = 3e38");
+    let ckpt = ckpt.display().to_string();
+    let args = attack_flags(&ckpt, &["--attacks", "pgd1", "--eps", "0.2"]);
+    let expect = ["logits", "not finite", "--lr"];
+    refused("attack", &args, &dir.path().join("huge-eval"), 1, &expect);
 }
 
 #[test]
