@@ -283,3 +283,46 @@ fn bad_subset_files_and_diverged_runs_leave_no_out_and_an_existing_out_unchanged
     ft.extend(&diverge[4..]);
     refused("finetune", &ft, &dir.path().join("ft"), 1, &["diverged"]);
 }
+
+#[test]
+fn a_score_file_holding_nan_or_inf_is_refused_by_train_with_no_out_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let h5 = dir.path().join("scores.h5");
+    let h5s = h5.display().to_string();
+    let o = run(
+        "score-precompute",
+        &["--source", "gaussian-std", "--out", &h5s, "--device", "cpu"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (i, value) in ["nan", "inf"].iter().enumerate() {
+        let script = format!(
+            "import sys, h5py\nwith h5py.File(sys.argv[1], 'a') as f:\n    f['score'][3, 0, 0, 0] = float('{value}')\n"
+        );
+        let o = std::process::Command::new(python())
+            .args(["-c", &script, &h5s])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "python: {}", stderr(&o));
+        let args = [
+            "--dataset",
+            "digits",
+            "--model",
+            "mlp",
+            "--lambda",
+            "1",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--scores",
+            &h5s,
+        ];
+        refused(
+            "train",
+            &args,
+            &dir.path().join(format!("run{i}")),
+            2,
+            &["scores.h5", "NaN or Inf"],
+        );
+    }
+}

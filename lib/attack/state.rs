@@ -277,6 +277,21 @@ mod tests {
     }
 
     #[test]
+    fn a_state_without_the_square_window_range_is_not_resumed_under_the_reference_default() {
+        let mut old = serde_json::to_value(identity()).unwrap();
+        old.as_object_mut().unwrap().remove("square_window_range");
+        let old: EvalIdentity = serde_json::from_value(old).unwrap();
+        assert_eq!(old.square_window_range, None);
+        let saved = State::new(Path::new("m.safetensors"), old, vec![true]);
+        let flags = vec!["square-window-range".to_string()];
+        let err = saved
+            .check_identity(&identity(), Path::new("o"), &flags)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--square-window-range"), "{err}");
+    }
+
+    #[test]
     fn a_saved_state_reads_back_and_a_foreign_file_is_corrupt() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(crate::layout::ATTACK_STATE);
