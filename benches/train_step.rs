@@ -52,7 +52,13 @@ struct MethodFlags {
 fn settings(method: Method, data: &Dataset) -> MethodSettings {
     MethodFlags::parse_from(["bench"])
         .m
-        .resolve(method, data.name, Task::Classification, data.num_outputs)
+        .resolve(
+            method,
+            data.name,
+            Task::Classification,
+            data.num_outputs,
+            data.input_shape.iter().product::<i64>() as usize,
+        )
         .unwrap()
 }
 

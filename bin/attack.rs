@@ -18,6 +18,20 @@ use taser::exit::{self, Status};
 /// evaluation and never repeats a finished attack; a rerun with other flags
 /// is refused) and subset.json when the subset was drawn here.
 ///
+/// Square (alone or inside aa) is the official AutoAttack code's: its
+/// square's offset is drawn from 0 … h − s − 1, never moving the last row
+/// and column (--square-window-range reference, the default);
+/// --square-window-range full draws from every position (a stronger,
+/// non-standard Square, recorded in attack-state.json and summary.csv).
+///
+/// Refused before anything is written: a checkpoint with a NaN or ±Inf
+/// weight (named), an ε that covers the whole [0,1] input box (L∞ ε ≥ 1,
+/// L2 ε ≥ √d; "did you mean ε/255?"; L∞ ε > 0.5 is warned about), and a
+/// subset file that is empty, unsorted, has duplicate, non-integer or
+/// out-of-range indices or unknown fields. NaN or ±Inf logits or input
+/// gradients during an attack stop it; they are never counted as robust.
+/// A run that fails on an --out it created removes that folder.
+///
 /// Warnings on stderr follow AutoAttack's checks: points with zero input
 /// gradient, outputs that differ between two forward passes, and a
 /// black-box attack (Square, SPSA) breaking points the white-box attacks
@@ -27,9 +41,10 @@ use taser::exit::{self, Status};
 ///          --norm linf --eps 8/255 --out runs/std/eval
 ///
 /// Exit codes: 0 ok (also when --stop-after stopped early), 1 a failed
-/// computation (an I/O or libtorch error), 2 bad usage or input (a flag out
-/// of its domain, a missing or mismatched checkpoint or subset, an --out
-/// that holds an evaluation with other flags or cannot be written). A
+/// computation (an I/O or libtorch error, non-finite logits or gradients),
+/// 2 bad usage or input (a flag out of its domain, an ε on the wrong scale,
+/// a missing, mismatched or non-finite checkpoint, a bad subset file, an
+/// --out that holds an evaluation with other flags or cannot be written). A
 /// killed evaluation has no code of its own: rerun the same command to
 /// continue it.
 #[derive(Parser, Debug)]

@@ -48,8 +48,44 @@ pub fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
 }
 
 /// Reads every tensor of a safetensors file, mapping failures to errors
-/// that name the file.
+/// that name the file. Every checkpoint load (`attack --checkpoint`,
+/// `finetune --from`, resume) goes through it.
+///
+/// Errors: [`Error::MissingInput`] without the file; [`Error::CorruptInput`]
+/// when it is not safetensors or a floating-point tensor holds NaN or ±Inf
+/// (named, with the count and the first flat index): such weights make every
+/// prediction meaningless — e.g. all logits NaN, argmax 0 — and would be
+/// reported as "robust".
 pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let tensors = read_tensor_file(path)?;
+    for (name, t) in &tensors {
+        check_finite_tensor(path, name, t)?;
+    }
+    Ok(tensors)
+}
+
+/// Refuses a floating-point tensor holding NaN or ±Inf, naming it.
+fn check_finite_tensor(path: &Path, name: &str, t: &Tensor) -> Result<()> {
+    if !t.is_floating_point() || bool::try_from(t.isfinite().all()).unwrap_or(false) {
+        return Ok(());
+    }
+    let bad = t.isfinite().logical_not().flatten(0, -1);
+    let count = bad.sum(tch::Kind::Int64).int64_value(&[]);
+    let first = bad.nonzero().int64_value(&[0, 0]);
+    let value = t.flatten(0, -1).double_value(&[first]);
+    Err(Error::CorruptInput {
+        path: path.to_path_buf(),
+        reason: format!(
+            "tensor `{name}` holds {count} non-finite value(s) (first: {value} at flat index {first}); \
+             a model with such weights predicts nothing meaningful"
+        ),
+        fix: "use a checkpoint whose weights are all finite (retrain it, or resume the run from an \
+              earlier checkpoint)"
+            .into(),
+    })
+}
+
+fn read_tensor_file(path: &Path) -> Result<Vec<(String, Tensor)>> {
     if !path.exists() {
         return Err(Error::MissingInput {
             path: path.to_path_buf(),
@@ -223,6 +259,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("shape"), "{err}");
+    }
+
+    #[test]
+    fn non_finite_weights_are_refused_naming_the_tensor() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Model::new(&spec(Arch::Mlp), Device::Cpu, &[0.0], &[1.0]).unwrap();
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let mut tensors = model_tensors(&m);
+            let (name, t) = tensors.iter_mut().find(|(_, t)| t.numel() > 2).unwrap();
+            *t = t.detach().copy();
+            let _ = t.flatten(0, -1).get(1).fill_(bad);
+            let name = name.clone();
+            let path = dir.path().join("bad.safetensors");
+            write_tensors(&path, &tensors).unwrap();
+            let err = read_tensors(&path).unwrap_err();
+            assert!(matches!(err, Error::CorruptInput { .. }));
+            let err = err.to_string();
+            assert!(
+                err.contains(&format!("`{name}`"))
+                    && err.contains("1 non-finite")
+                    && err.contains("index 1"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

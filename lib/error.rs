@@ -49,6 +49,15 @@ pub enum Error {
     /// a point outside its threat set): a bug of the suite, not of the input.
     #[error("{what} broke an invariant: {reason}. This is a bug of the suite: please report it with the command line")]
     Invariant { what: String, reason: String },
+    /// A computation produced NaN or ±Inf where a number was needed (an
+    /// attack's logits or input gradients): its result would be meaningless,
+    /// so it stops instead of reporting one.
+    #[error("{what} is not finite ({detail}); no result was reported. Fix: {fix}")]
+    NonFinite {
+        what: String,
+        detail: String,
+        fix: String,
+    },
     /// A libtorch error.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),

@@ -50,6 +50,7 @@ impl Error {
             Error::OutputFailed { .. }
             | Error::Diverged { .. }
             | Error::Invariant { .. }
+            | Error::NonFinite { .. }
             | Error::Torch(_)
             | Error::Io { .. } => Status::Failed,
         }

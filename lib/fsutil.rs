@@ -58,6 +58,31 @@ pub fn write_text(path: &Path, text: &str) -> Result<()> {
     write_bytes_atomically(path, text.as_bytes())
 }
 
+/// Runs `work`, which may create the folder `dir`; when it fails and `dir`
+/// did not exist before, removes what the run created — `dir`, or its
+/// highest ancestor that did not exist either — so a run that refuses its
+/// input or fails leaves no empty or half-filled output folder. A folder
+/// that existed before is never removed.
+pub fn remove_if_created<T>(dir: &Path, work: impl FnOnce() -> Result<T>) -> Result<T> {
+    let created = dir
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+        .last()
+        .map(Path::to_path_buf);
+    let result = work();
+    if let (Err(_), Some(root)) = (&result, created) {
+        if root.is_dir() {
+            if let Err(e) = fs::remove_dir_all(&root) {
+                eprintln!(
+                    "warning: could not remove {} after the failure: {e}",
+                    root.display()
+                );
+            }
+        }
+    }
+    result
+}
+
 /// Creates `dir` (and parents) and checks that a file can be written in it,
 /// so a run fails before doing work rather than after.
 pub fn ensure_writable_dir(dir: &Path) -> Result<()> {

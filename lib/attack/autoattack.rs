@@ -6,7 +6,7 @@
 //! (which makes resumed evaluations identical to uninterrupted ones).
 use super::apgd::{apgd_ce, apgd_t, ApgdConfig};
 use super::fab::fab_t;
-use super::square::{square, SquareConfig};
+use super::square::{square, SquareConfig, WindowRange};
 use super::{fooled_mask, logits_no_grad, mask_indices, select_rows, Threat};
 use crate::models::Model;
 use tch::Tensor;
@@ -43,14 +43,32 @@ impl Component {
         !matches!(self, Component::Square)
     }
 
-    /// Runs the component on a batch; returns the adversarial batch (inside
-    /// the threat set) and the fooled mask.
+    /// Runs the component on a batch as AutoAttack `standard` does; returns
+    /// the adversarial batch (inside the threat set) and the fooled mask.
     pub fn run(self, model: &Model, x: &Tensor, y: &Tensor, threat: &Threat) -> (Tensor, Tensor) {
+        self.run_with(model, x, y, threat, WindowRange::Reference)
+    }
+
+    /// [`Component::run`] with Square's window offsets drawn from `window`.
+    pub fn run_with(
+        self,
+        model: &Model,
+        x: &Tensor,
+        y: &Tensor,
+        threat: &Threat,
+        window: WindowRange,
+    ) -> (Tensor, Tensor) {
         match self {
             Component::ApgdCe => apgd_ce(model, x, y, &ApgdConfig::standard(*threat)),
             Component::ApgdT => apgd_t(model, x, y, &ApgdConfig::standard(*threat)),
             Component::FabT => fab_t(model, x, y, threat),
-            Component::Square => square(model, x, y, &SquareConfig::standard(*threat)),
+            Component::Square => {
+                let cfg = SquareConfig {
+                    window,
+                    ..SquareConfig::standard(*threat)
+                };
+                square(model, x, y, &cfg)
+            }
         }
     }
 }
@@ -87,6 +105,18 @@ pub fn autoattack_standard(
     threat: &Threat,
     seed: u64,
 ) -> AutoAttackResult {
+    autoattack_with(model, x, y, threat, seed, WindowRange::Reference)
+}
+
+/// [`autoattack_standard`] with Square's window offsets drawn from `window`.
+pub fn autoattack_with(
+    model: &Model,
+    x: &Tensor,
+    y: &Tensor,
+    threat: &Threat,
+    seed: u64,
+    window: WindowRange,
+) -> AutoAttackResult {
     let mut adv = x.detach().copy();
     let mut robust = fooled_mask(&logits_no_grad(model, x), y).logical_not();
     let mut after = Vec::new();
@@ -95,7 +125,7 @@ pub fn autoattack_standard(
         if idx.numel() > 0 {
             tch::manual_seed(seed_for(seed, c.name()));
             let (xs, ys) = (x.index_select(0, &idx), y.index_select(0, &idx));
-            let (a, fooled) = c.run(model, &xs, &ys, threat);
+            let (a, fooled) = c.run_with(model, &xs, &ys, threat, window);
             adv = adv.index_copy(0, &idx, &select_rows(&fooled, &a, &xs));
             robust = robust.index_copy(0, &idx, &fooled.logical_not());
         }

@@ -11,7 +11,10 @@
 //!   breaking points that the white-box attacks left robust.
 use super::grammar::AttackKind;
 use super::state::AttackResult;
-use super::{cross_entropy, fooled_mask, logits_no_grad, loss_and_grad, per_sample_norm, Norm};
+use super::{
+    cross_entropy, finite, fooled_mask, logits_no_grad, loss_and_grad, per_sample_norm, Norm,
+};
+use crate::error::Result;
 use crate::models::Model;
 use tch::{Kind, Tensor};
 
@@ -26,13 +29,17 @@ pub fn warn(warnings: &mut Vec<String>, text: String) {
 /// clean-correct mask `[N]` (bool) and adds the warnings of the clean-pass
 /// checks (zero input gradients, non-deterministic outputs on the first
 /// batch).
+///
+/// Errors: [`crate::Error::NonFinite`] when a batch's logits or input
+/// gradients hold NaN or ±Inf.
 pub fn clean_pass(
     model: &Model,
     x: &Tensor,
     y: &Tensor,
     batch_size: usize,
     warnings: &mut Vec<String>,
-) -> Tensor {
+) -> Result<Tensor> {
+    let _ = finite::gradients_finite_since_last();
     let n = x.size()[0];
     let mut clean_parts = Vec::new();
     let mut zero_grad = 0i64;
@@ -41,6 +48,8 @@ pub fn clean_pass(
         let len = (batch_size as i64).min(n - start);
         let (xb, yb) = (x.narrow(0, start, len), y.narrow(0, start, len));
         let (logits, _, grad) = loss_and_grad(model, &xb, &|z: &Tensor| cross_entropy(z, &yb));
+        finite::check_logits(&logits, "the clean pass")?;
+        finite::check_gradients("the clean pass")?;
         let correct = fooled_mask(&logits, &yb).logical_not();
         let zero = per_sample_norm(&grad, Norm::Linf)
             .eq(0.0)
@@ -64,7 +73,7 @@ pub fn clean_pass(
             ),
         );
     }
-    clean
+    Ok(clean)
 }
 
 /// Warns when a second forward pass on `xb` differs from `logits` by more

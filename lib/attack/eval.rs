@@ -17,11 +17,12 @@
 //! - `subset.json`: the evaluation subset, when drawn here (no `--subset`).
 //!
 //! Every file is written under a temporary name and renamed.
-use super::checks::{black_box_warnings, clean_pass};
+use super::checks::{black_box_warnings, clean_pass, warn};
 use super::grammar::{parse_attacks, AttackKind};
 use super::inputs::Inputs;
 use super::results::{write_per_sample, write_summary, PerSampleRows};
 use super::run::{to_flags, Target};
+use super::square::WindowRange;
 use super::state::{
     accuracy, checkpoint_sha, subset_fingerprint, AttackResult, EvalIdentity, State,
 };
@@ -29,7 +30,7 @@ use super::{parse_fraction, Norm, Threat};
 use crate::data::subset::DEFAULT_SIZE;
 use crate::device::device_name;
 use crate::error::{Error, Result};
-use crate::fsutil::ensure_writable_dir;
+use crate::fsutil::{ensure_writable_dir, remove_if_created};
 use crate::layout::{self, EvalRun};
 use crate::runtime::RuntimeArgs;
 use std::fmt;
@@ -73,6 +74,14 @@ pub struct EvalConfig {
     /// Points per attack batch.
     #[arg(long, default_value_t = 250)]
     pub batch_size: usize,
+    /// Where Square (alone or inside aa) draws its square's offset along a
+    /// side of h pixels with square side s: reference = 0 … h − s − 1, as
+    /// the official AutoAttack code (the last row and column are never
+    /// moved; what published "AutoAttack standard" numbers mean); full =
+    /// 0 … h − s, every position (a stronger Square, not comparable with
+    /// published numbers). Recorded in attack-state.json and summary.csv.
+    #[arg(long, value_enum, default_value_t = WindowRange::Reference)]
+    pub square_window_range: WindowRange,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     /// Finish at most N attacks in this invocation, then stop (the state is
@@ -149,24 +158,36 @@ impl EvalConfig {
 }
 
 /// Runs the evaluation `cfg` describes (see the module documentation).
+/// When it fails and `--out` did not exist before, the folder it created is
+/// removed, so no empty or half-filled `--out` is left behind.
 ///
 /// Errors: every input is checked before anything is written
-/// ([`Error::InvalidArgument`], [`Error::MissingInput`],
-/// [`Error::CorruptInput`], [`Error::CheckpointMismatch`], and
-/// [`Error::InvalidArgument`] on `--out` when it holds an evaluation with
-/// other settings); [`Error::Unwritable`] for `--out`; I/O errors while
-/// writing.
+/// ([`Error::InvalidArgument`], among others for an ε on the wrong scale
+/// ([`Threat::check_scale`]), [`Error::MissingInput`],
+/// [`Error::CorruptInput`] (also for non-finite weights or a bad subset),
+/// [`Error::CheckpointMismatch`], and [`Error::InvalidArgument`] on `--out`
+/// when it holds an evaluation with other settings); [`Error::Unwritable`]
+/// for `--out`; [`Error::NonFinite`] when the model's logits or input
+/// gradients stop being finite; I/O errors while writing.
 pub fn evaluate(cfg: &EvalConfig) -> Result<EvalSummary> {
+    remove_if_created(&cfg.out, || evaluate_in(cfg))
+}
+
+fn evaluate_in(cfg: &EvalConfig) -> Result<EvalSummary> {
     let (threat, attacks) = cfg.check()?;
     let runtime = cfg.runtime.resolve()?;
     let inputs = Inputs::load(cfg, &runtime)?;
+    let mut warnings = Vec::new();
+    let input_dim = inputs.data.input_shape.iter().product::<i64>() as usize;
+    if let Some(w) = threat.check_scale("--eps", input_dim)? {
+        warn(&mut warnings, w);
+    }
     let run = EvalRun::at(&cfg.out);
     let identity = identity(cfg, &attacks, &inputs)?;
     let previous = open_out(cfg, &identity, &inputs, &run)?;
 
-    let mut warnings = Vec::new();
     let (x, y) = inputs.points(runtime.device);
-    let clean = clean_pass(&inputs.model, &x, &y, cfg.batch_size, &mut warnings);
+    let clean = clean_pass(&inputs.model, &x, &y, cfg.batch_size, &mut warnings)?;
     let clean_flags = to_flags(&clean);
     let mut state = match previous {
         Some(prev) => {
@@ -192,6 +213,7 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalSummary> {
         threat,
         seed: cfg.seed,
         batch_size: cfg.batch_size,
+        square_window: cfg.square_window_range,
     };
     let ran_now = run_attacks(&target, &attacks, &clean, &mut state, &run, cfg.stop_after)?;
 
@@ -245,6 +267,10 @@ fn identity(cfg: &EvalConfig, attacks: &[AttackKind], inputs: &Inputs) -> Result
         subset_fingerprint: subset_fingerprint(&inputs.subset),
         n_points: inputs.subset.indices.len(),
         batch_size: cfg.batch_size,
+        square_window_range: attacks
+            .iter()
+            .any(|a| a.runs_square())
+            .then_some(cfg.square_window_range),
     })
 }
 

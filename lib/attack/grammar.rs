@@ -10,8 +10,9 @@
 //! A parsed name prints back as itself; that text names the attack's
 //! column in per_sample.csv, its `acc_`/`seconds_` columns in summary.csv
 //! and its entry in the resume state.
-use super::autoattack::{autoattack_standard, Component};
+use super::autoattack::{autoattack_with, Component};
 use super::spsa::{spsa, SpsaConfig};
+use super::square::WindowRange;
 use super::{cross_entropy, fooled_mask, logits_no_grad, margin, pgd, PgdConfig, Start, Threat};
 use crate::error::{Error, Result};
 use crate::models::Model;
@@ -84,6 +85,14 @@ impl fmt::Display for AttackKind {
 }
 
 impl AttackKind {
+    /// Whether the attack runs Square (alone or inside AutoAttack).
+    pub fn runs_square(self) -> bool {
+        matches!(
+            self,
+            AttackKind::AutoAttack | AttackKind::Component(Component::Square)
+        )
+    }
+
     /// Whether the attack uses the model's gradients.
     pub fn white_box(self) -> bool {
         match self {
@@ -97,20 +106,23 @@ impl AttackKind {
     /// (pixels in [0,1]) with labels `y` `[B]`; returns the adversarial
     /// batch (inside the threat set) and the fooled mask `[B]`. (The
     /// evaluator runs AutoAttack component by component, not through here.)
+    /// Square, alone or in AutoAttack, draws its window offsets from
+    /// `window`.
     pub fn run_batch(
         self,
         model: &Model,
         x: &Tensor,
         y: &Tensor,
         threat: &Threat,
+        window: WindowRange,
     ) -> (Tensor, Tensor) {
         match self {
             AttackKind::AutoAttack => {
-                let r = autoattack_standard(model, x, y, threat, 0);
+                let r = autoattack_with(model, x, y, threat, 0, window);
                 let fooled = r.robust.logical_not();
                 (r.adv, fooled)
             }
-            AttackKind::Component(c) => c.run(model, x, y, threat),
+            AttackKind::Component(c) => c.run_with(model, x, y, threat, window),
             AttackKind::Spsa => spsa(model, x, y, &SpsaConfig::standard(*threat)),
             AttackKind::Pgd(k) | AttackKind::CwPgd(k) => {
                 let cfg = PgdConfig {

@@ -8,7 +8,7 @@
 //! of attacks on an evaluation subset with per-sample results and resume;
 //! its rooms are [`grammar`] (the attack names), [`inputs`] (checkpoint,
 //! data, subset), [`checks`] (the clean pass and AutoAttack-style sanity
-//! warnings), [`run`] (one attack over the points), [`state`] (the resume
+//! warnings), [`finite`] (NaN/Inf logits and gradients stop an attack), [`run`] (one attack over the points), [`state`] (the resume
 //! state and the evaluation's identity) and [`results`] (per_sample.csv and
 //! summary.csv: their writer and their one reader).
 //! Every attack returns adversarial inputs inside the threat set and a mask
@@ -19,6 +19,7 @@ pub mod autoattack;
 pub mod checks;
 pub mod eval;
 pub mod fab;
+pub mod finite;
 pub mod grammar;
 pub mod inputs;
 pub mod pgd;
@@ -99,7 +100,14 @@ pub fn per_sample(v: &Tensor, like: &Tensor) -> Tensor {
     v.view(shape.as_slice())
 }
 
+/// L∞ radii above this are warned about: they are larger than half the
+/// [0,1] input range.
+pub const LINF_EPS_WARN: f64 = 0.5;
+
 impl Threat {
+    /// Checks that ε is a positive finite number.
+    ///
+    /// Errors: [`Error::InvalidArgument`] naming `flag`.
     pub fn validate(&self, flag: &str) -> Result<()> {
         if self.eps.is_finite() && self.eps > 0.0 {
             Ok(())
@@ -110,6 +118,48 @@ impl Threat {
                 "the attack radius ε must be > 0 (fractions like 8/255 are accepted)",
             ))
         }
+    }
+
+    /// The one rule of ε's scale, for every attack of the suite (evaluation
+    /// and training) on inputs in [0,1]^d, `input_dim` = d: [`Threat::validate`],
+    /// then an ε that covers the whole input box is refused — L∞ ε ≥ 1, or
+    /// L2 ε ≥ √d (the box's diagonal) — as it was surely typed on the 0–255
+    /// pixel scale; the error suggests ε/255. Returns a warning text when L∞
+    /// ε > [`LINF_EPS_WARN`] (half the input range); the caller prints it.
+    ///
+    /// Errors: [`Error::InvalidArgument`] naming `flag`.
+    pub fn check_scale(&self, flag: &str, input_dim: usize) -> Result<Option<String>> {
+        self.validate(flag)?;
+        let (limit, what) = match self.norm {
+            Norm::Linf => (1.0, "1 (L∞)".to_string()),
+            Norm::L2 => {
+                let d = input_dim.max(1) as f64;
+                (
+                    d.sqrt(),
+                    format!("√d = {:.4} (L2, d = {input_dim})", d.sqrt()),
+                )
+            }
+        };
+        if self.eps >= limit {
+            return Err(Error::invalid(
+                flag,
+                self.eps,
+                format!(
+                    "inputs are in [0,1], and an ε ≥ {what} covers the whole input box, so every point \
+                     could be moved anywhere; did you mean {}/255?",
+                    self.eps
+                ),
+            ));
+        }
+        Ok(
+            (self.norm == Norm::Linf && self.eps > LINF_EPS_WARN).then(|| {
+                format!(
+                    "{flag} {} is more than half the [0,1] input range (L∞); radii of robustness \
+                 papers are 8/255 ≈ 0.031 (CIFAR) to 0.3 (MNIST) — is it on the right scale?",
+                    self.eps
+                )
+            }),
+        )
     }
 
     /// Projects `x_adv` onto the ball around `x` and then onto [0,1].
@@ -258,6 +308,7 @@ pub fn loss_and_grad_at(
     let grad = Tensor::run_backward(&[l.sum(None)], &[&xa], false, false)
         .pop()
         .expect("one gradient");
+    finite::note_gradient(&grad);
     (logits.detach(), l.detach(), grad)
 }
 

@@ -8,8 +8,9 @@
 //!   but `label` is 1 = correct / robust, 0 = not. `worst_case` is 1 where
 //!   the point is correct and every attack left it robust.
 //! - `summary.csv` ([`crate::layout::SUMMARY`]): one header and one row:
-//!   `checkpoint,dataset,norm,eps,n_eval,subset_fingerprint,seed,device,
-//!   clean_acc`, then `acc_<attack>` (and `acc_<attack>_<component>` for
+//!   `checkpoint,dataset,norm,eps,n_eval,subset_fingerprint,seed,
+//!   [square_window_range,]device,clean_acc` (`square_window_range`, reference
+//!   or full, only when an attack runs Square), then `acc_<attack>` (and `acc_<attack>_<component>` for
 //!   AutoAttack's cumulative components), `acc_worst_case`, then
 //!   `seconds_<attack>` (and `seconds_<attack>_<component>`). Accuracies
 //!   have 6 decimals, seconds 3.
@@ -23,6 +24,9 @@ use crate::layout::EvalRun;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// summary.csv: Square's window-offset range (`reference` or `full`), present
+/// when an attack ran Square.
+pub const SQUARE_WINDOW_RANGE: &str = "square_window_range";
 /// per_sample.csv: the test-split index of the point.
 pub const INDEX: &str = "index";
 /// per_sample.csv: the point's class label.
@@ -150,12 +154,17 @@ pub fn write_summary(
             identity.subset_fingerprint.clone(),
         ),
         ("seed".into(), identity.seed.to_string()),
+    ];
+    if let Some(range) = identity.square_window_range {
+        columns.push((SQUARE_WINDOW_RANGE.into(), range.to_string()));
+    }
+    columns.extend([
         ("device".into(), device.into()),
         (
             "clean_acc".into(),
             format!("{:.6}", accuracy(rows.clean_correct)),
         ),
-    ];
+    ]);
     let each = |r: &AttackResult, kind: &str, value: &dyn Fn(&AttackResult) -> String| {
         let mut out = vec![(format!("{kind}_{}", r.name), value(r))];
         for c in &r.components {
@@ -370,6 +379,7 @@ mod tests {
             subset_fingerprint: "c0458f01bb219926".into(),
             n_points: 3,
             batch_size: 2,
+            square_window_range: None,
         };
         write_summary(
             &run.summary(),

@@ -5,8 +5,9 @@
 //! on the returned points.
 use super::autoattack::{seed_for, STANDARD};
 use super::grammar::AttackKind;
+use super::square::WindowRange;
 use super::state::{accuracy, AttackResult};
-use super::{fooled_mask, logits_no_grad, mask_indices, per_sample_norm, Threat};
+use super::{finite, fooled_mask, logits_no_grad, mask_indices, per_sample_norm, Threat};
 use crate::error::{Error, Result};
 use crate::models::Model;
 use std::time::Instant;
@@ -24,6 +25,8 @@ pub struct Target<'a> {
     pub seed: u64,
     /// Points per attack batch.
     pub batch_size: usize,
+    /// Where Square (alone or in AutoAttack) draws its window offsets.
+    pub square_window: WindowRange,
 }
 
 /// A bool mask `[N]` (any device) as flags.
@@ -36,8 +39,10 @@ impl Target<'_> {
     /// AutoAttack, each component on the points every earlier one left
     /// robust, with the cumulative flags after each as `components`.
     ///
-    /// Errors: [`Error::InvalidArgument`] when an attack returns a point
-    /// outside the threat set (a bug).
+    /// Errors: [`Error::Invariant`] when an attack returns a point outside
+    /// the threat set (a bug); [`Error::NonFinite`] when the model's logits
+    /// on a returned batch, or an input gradient computed for it, hold NaN
+    /// or ±Inf (never reported as robust).
     pub fn run(&self, kind: AttackKind, clean: &Tensor) -> Result<AttackResult> {
         let name = kind.to_string();
         let started = Instant::now();
@@ -47,7 +52,9 @@ impl Target<'_> {
             for c in STANDARD {
                 let t0 = Instant::now();
                 tch::manual_seed(seed_for(self.seed, c.name()));
-                let run = |xb: &Tensor, yb: &Tensor| c.run(self.model, xb, yb, &self.threat);
+                let run = |xb: &Tensor, yb: &Tensor| {
+                    c.run_with(self.model, xb, yb, &self.threat, self.square_window)
+                };
                 robust = self.attack_points(&run, &robust, &format!("aa/{}", c.name()))?;
                 let r = AttackResult {
                     name: c.name().to_string(),
@@ -66,7 +73,9 @@ impl Target<'_> {
             robust
         } else {
             tch::manual_seed(seed_for(self.seed, &name));
-            let run = |xb: &Tensor, yb: &Tensor| kind.run_batch(self.model, xb, yb, &self.threat);
+            let run = |xb: &Tensor, yb: &Tensor| {
+                kind.run_batch(self.model, xb, yb, &self.threat, self.square_window)
+            };
             self.attack_points(&run, clean, &name)?
         };
         Ok(AttackResult {
@@ -91,16 +100,21 @@ impl Target<'_> {
         let mut robust = robust_in.copy();
         let n = idx.numel() as i64;
         let pb = crate::progress::bar(n as u64, name);
+        let _ = finite::gradients_finite_since_last();
         let mut start = 0i64;
         while start < n {
             let len = (self.batch_size as i64).min(n - start);
             let bidx = idx.narrow(0, start, len);
             let (xb, yb) = (self.x.index_select(0, &bidx), self.y.index_select(0, &bidx));
             let (adv, _) = run(&xb, &yb);
+            let what = format!("attack {name}");
+            finite::check_gradients(&what)?;
+            let logits = logits_no_grad(self.model, &adv);
+            finite::check_logits(&logits, &what)?;
             if !self.threat.contains(&adv, &xb) {
                 return Err(self.outside_threat_set(&adv, &xb, name));
             }
-            let wrong = fooled_mask(&logits_no_grad(self.model, &adv), &yb);
+            let wrong = fooled_mask(&logits, &yb);
             robust = robust.index_copy(0, &bidx, &wrong.logical_not());
             start += len;
             pb.set_position(start as u64);

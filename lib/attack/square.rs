@@ -11,7 +11,12 @@
 //! square into another (the reference's update with its η pattern).
 //!
 //! As in the reference, the square's position is drawn once per query for
-//! the whole batch; the signs are drawn per sample and channel. Inputs that
+//! the whole batch; the signs are drawn per sample and channel. Its offset
+//! along an axis of length h with side s is drawn as the reference code
+//! does by default ([`WindowRange::Reference`]: 0 … h − s − 1, so a square
+//! smaller than the image never covers the last row or column), or from
+//! every position ([`WindowRange::Full`]: 0 … h − s; `attack
+//! --square-window-range full`). Inputs that
 //! are not images `[B, C, H, W]` are treated as `[B, 1, 1, d]` with s ≤
 //! min(H, W). Points already fooled stop querying.
 use super::{margin, mask_indices, per_sample, per_sample_norm, select_rows, Norm, Threat};
@@ -24,16 +29,66 @@ pub struct SquareConfig {
     pub threat: Threat,
     pub n_queries: usize,
     pub p_init: f64,
+    /// The range the square's offset is drawn from.
+    pub window: WindowRange,
 }
 
 impl SquareConfig {
-    /// AutoAttack `standard`'s settings.
+    /// AutoAttack `standard`'s settings (with the reference's offsets).
     pub fn standard(threat: Threat) -> SquareConfig {
         SquareConfig {
             threat,
             n_queries: 5000,
             p_init: 0.8,
+            window: WindowRange::Reference,
         }
+    }
+}
+
+/// The range a square window's offset is drawn from, along an axis of
+/// length h with window side s ≤ h.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum WindowRange {
+    /// 0 … h − s − 1 (0 when s = h), as the official AutoAttack code draws
+    /// it (`random_int(0, h - s)`, a floor of a uniform draw in [0, h − s)):
+    /// the last row and column are never moved by a square smaller than the
+    /// image. What "AutoAttack standard" means in published numbers.
+    #[default]
+    Reference,
+    /// 0 … h − s: every position of the window (a stronger attack than the
+    /// reference; numbers are not comparable with published ones).
+    Full,
+}
+
+impl WindowRange {
+    /// A random offset for a window of side `s` on an axis of length `h`,
+    /// from libtorch's generator.
+    pub fn offset(self, h: i64, s: i64) -> i64 {
+        let positions = match self {
+            WindowRange::Reference => h - s,
+            WindowRange::Full => h - s + 1,
+        };
+        random_below(positions)
+    }
+}
+
+impl std::fmt::Display for WindowRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WindowRange::Reference => "reference",
+            WindowRange::Full => "full",
+        })
     }
 }
 
@@ -59,12 +114,12 @@ fn random_sign(shape: &[i64], device: Device) -> Tensor {
     (Tensor::rand(shape, (Kind::Float, device)) * 2.0 - 1.0).sign()
 }
 
-/// A uniform integer in [0, high] from libtorch's generator.
-fn random_offset(high: i64) -> i64 {
-    if high <= 0 {
+/// A uniform integer in [0, n) from libtorch's generator (0 when n ≤ 1).
+fn random_below(n: i64) -> i64 {
+    if n <= 1 {
         0
     } else {
-        Tensor::randint(high + 1, [1], (Kind::Int64, Device::Cpu)).int64_value(&[0])
+        Tensor::randint(n, [1], (Kind::Int64, Device::Cpu)).int64_value(&[0])
     }
 }
 
@@ -187,7 +242,7 @@ pub fn square(model: &Model, x: &Tensor, y: &Tensor, cfg: &SquareConfig) -> (Ten
                 let s = ((p * n_features / c as f64).sqrt().round() as i64)
                     .max(1)
                     .min(h.min(w));
-                let (vh, vw) = (random_offset(h - s), random_offset(w - s));
+                let (vh, vw) = (cfg.window.offset(h, s), cfg.window.offset(w, s));
                 let mut cand = xbc.copy();
                 let mut win = cand.narrow(2, vh, s).narrow(3, vw, s);
                 win.copy_(
@@ -204,8 +259,8 @@ pub fn square(model: &Model, x: &Tensor, y: &Tensor, cfg: &SquareConfig) -> (Ten
                 }
                 let s = s.min(h.min(w));
                 let delta = &xbc - &xc;
-                let (vh, vw) = (random_offset(h - s), random_offset(w - s));
-                let (vh2, vw2) = (random_offset(h - s), random_offset(w - s));
+                let (vh, vw) = (cfg.window.offset(h, s), cfg.window.offset(w, s));
+                let (vh2, vw2) = (cfg.window.offset(h, s), cfg.window.offset(w, s));
                 let win1 = delta.narrow(2, vh, s).narrow(3, vw, s);
                 let norm_win1 = win1
                     .square()
@@ -246,6 +301,31 @@ pub fn square(model: &Model, x: &Tensor, y: &Tensor, cfg: &SquareConfig) -> (Ten
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn window_offsets_follow_the_reference_by_default_and_reach_the_edge_when_full() {
+        tch::manual_seed(3);
+        let (h, s) = (8i64, 3i64);
+        let draw =
+            |range: WindowRange| -> Vec<i64> { (0..2000).map(|_| range.offset(h, s)).collect() };
+        let reference = draw(WindowRange::default());
+        assert_eq!(*reference.iter().max().unwrap(), h - s - 1);
+        assert_eq!(*reference.iter().min().unwrap(), 0);
+        let full = draw(WindowRange::Full);
+        assert_eq!(*full.iter().max().unwrap(), h - s);
+        assert_eq!(*full.iter().min().unwrap(), 0);
+        // A window as large as the axis sits at 0 under either range.
+        assert_eq!(WindowRange::Reference.offset(h, h), 0);
+        assert_eq!(WindowRange::Full.offset(h, h), 0);
+        assert_eq!(
+            SquareConfig::standard(Threat {
+                norm: Norm::Linf,
+                eps: 0.1
+            })
+            .window,
+            WindowRange::Reference
+        );
+    }
 
     #[test]
     fn p_schedule_matches_the_reference() {

@@ -8,6 +8,7 @@
 //! Resumed results are bit-identical to uninterrupted ones because each
 //! attack seeds libtorch's generator from `--seed` and its own name
 //! ([`super::autoattack::seed_for`]).
+use super::square::WindowRange;
 use super::Norm;
 use crate::data::subset::EvalSubset;
 use crate::error::{Error, Result};
@@ -41,6 +42,12 @@ pub struct EvalIdentity {
     /// Number of evaluated points.
     pub n_points: usize,
     pub batch_size: usize,
+    /// Square's window-offset range when an attack runs Square (alone or in
+    /// AutoAttack), else absent. States written before the option lack it
+    /// and read as absent, so an old evaluation with Square is not resumed
+    /// under the new default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub square_window_range: Option<WindowRange>,
 }
 
 /// Per-sample results of one finished attack (or AutoAttack component).
@@ -235,6 +242,7 @@ mod tests {
             subset_fingerprint: "c0458f01bb219926".into(),
             n_points: 60,
             batch_size: 50,
+            square_window_range: Some(WindowRange::Reference),
         }
     }
 
@@ -266,6 +274,21 @@ mod tests {
         saved
             .check_identity(&identity(), Path::new("o"), &flags)
             .unwrap();
+    }
+
+    #[test]
+    fn a_state_without_the_square_window_range_is_not_resumed_under_the_reference_default() {
+        let mut old = serde_json::to_value(identity()).unwrap();
+        old.as_object_mut().unwrap().remove("square_window_range");
+        let old: EvalIdentity = serde_json::from_value(old).unwrap();
+        assert_eq!(old.square_window_range, None);
+        let saved = State::new(Path::new("m.safetensors"), old, vec![true]);
+        let flags = vec!["square-window-range".to_string()];
+        let err = saved
+            .check_identity(&identity(), Path::new("o"), &flags)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--square-window-range"), "{err}");
     }
 
     #[test]

@@ -130,6 +130,15 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("label 12"));
+        // Non-finite pixels are refused, naming the file.
+        for bad in ["nan", "inf", "-inf"] {
+            let text = format!("{bad},{}3\n", "0,".repeat(63));
+            let err = parse(&text, p).unwrap_err().to_string();
+            assert!(
+                err.contains("digits.csv.gz") && err.contains("pixel"),
+                "{err}"
+            );
+        }
         // One valid row is still not the whole data set.
         assert!(parse(&row("3"), p)
             .unwrap_err()

@@ -14,8 +14,10 @@ use std::path::Path;
 /// Default subset size of the TASER paper's evaluations.
 pub const DEFAULT_SIZE: usize = 1000;
 
-/// The subset file's content.
+/// The subset file's content. Reading refuses unknown fields, and
+/// [`EvalSubset::check_against`] the rest of what makes a subset invalid.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EvalSubset {
     pub dataset: String,
     pub split: String,
@@ -52,7 +54,12 @@ impl EvalSubset {
         write_bytes_atomically(path, text.as_bytes())
     }
 
-    /// Reads a subset file.
+    /// Reads a subset file: JSON with exactly the fields of [`EvalSubset`]
+    /// (indices non-negative integers). Check it with
+    /// [`EvalSubset::check_against`] before use.
+    ///
+    /// Errors: [`Error::MissingInput`] when unreadable,
+    /// [`Error::CorruptInput`] naming the JSON problem.
     pub fn load(path: &Path) -> Result<EvalSubset> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::MissingInput {
             path: path.to_path_buf(),
@@ -61,19 +68,46 @@ impl EvalSubset {
         })?;
         serde_json::from_str(&text).map_err(|e| Error::CorruptInput {
             path: path.to_path_buf(),
-            reason: e.to_string(),
-            fix: "rewrite the subset file".into(),
+            reason: format!(
+                "not a subset file ({e}); it holds exactly the fields dataset, split, seed, \
+                 test_fingerprint and indices (a non-empty, sorted list of distinct test-split \
+                 indices, integers ≥ 0)"
+            ),
+            fix: "use a subset.json written by `attack`, or omit --subset to draw one with \
+                  --n-eval and --seed"
+                .into(),
         })
     }
 
-    /// Checks that the subset refers to `data`'s test split and its indices
-    /// are in range.
+    /// Checks the whole subset against `data` before anything uses it: it
+    /// refers to `data`'s test split (data set, split `test`, fingerprint),
+    /// and its indices are non-empty, in range, unique and sorted.
+    ///
+    /// Errors: [`Error::CorruptInput`] naming `path` and the first problem.
     pub fn check_against(&self, data: &Dataset, path: &Path) -> Result<()> {
         let mismatch = |reason: String| Error::CorruptInput {
             path: path.to_path_buf(),
             reason,
-            fix: "draw a subset for this data set".into(),
+            fix: "use a subset.json written by `attack` for this data set, or omit --subset to \
+                  draw one with --n-eval and --seed"
+                .into(),
         };
+        if self.indices.is_empty() {
+            return Err(mismatch("its `indices` list is empty".into()));
+        }
+        if self.split != "test" {
+            return Err(mismatch(format!(
+                "its split is `{}`; evaluation subsets index the test split (`test`)",
+                self.split
+            )));
+        }
+        if let Some(w) = self.indices.windows(2).find(|w| w[0] >= w[1]) {
+            return Err(mismatch(if w[0] == w[1] {
+                format!("index {} is listed twice", w[0])
+            } else {
+                format!("indices are not sorted ({} before {})", w[0], w[1])
+            }));
+        }
         if self.dataset != data.name.to_string() {
             return Err(mismatch(format!(
                 "it is for data set {}, not {}",
@@ -124,6 +158,38 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("out of range"));
+        let refused = |edit: &dyn Fn(&mut EvalSubset), text: &str| {
+            let mut bad = a.clone();
+            edit(&mut bad);
+            let err = bad.check_against(&data, &path).unwrap_err().to_string();
+            assert!(err.contains(text) && err.contains("subset.json"), "{err}");
+        };
+        refused(&|s| s.indices.clear(), "empty");
+        refused(&|s| s.indices.insert(1, s.indices[0]), "listed twice");
+        refused(&|s| s.indices.swap(0, 1), "not sorted");
+        refused(&|s| s.split = "train".into(), "split");
+        for (text, err) in [
+            (
+                r#"{"dataset":"toy-sin","split":"test","seed":0,"test_fingerprint":"x","indices":[1.5]}"#,
+                "indices",
+            ),
+            (
+                r#"{"dataset":"toy-sin","split":"test","seed":0,"test_fingerprint":"x","indices":[-1]}"#,
+                "indices",
+            ),
+            (
+                r#"{"dataset":"toy-sin","split":"test","seed":0,"test_fingerprint":"x","indices":[1],"extra":2}"#,
+                "extra",
+            ),
+            (
+                r#"{"dataset":"toy-sin","split":"test","seed":0,"indices":[1]}"#,
+                "test_fingerprint",
+            ),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = EvalSubset::load(&path).unwrap_err().to_string();
+            assert!(e.contains(err) || e.contains("invalid"), "{e}");
+        }
         let other = toy_sin(1);
         assert!(a
             .check_against(&other, &path)

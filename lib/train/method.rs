@@ -109,13 +109,16 @@ pub struct MethodSettings {
 
 impl MethodArgs {
     /// Checks the flags and fills in the per-method and per-data-set
-    /// defaults.
+    /// defaults; `input_dim` is the number of input entries d (for the
+    /// training attack's ε scale check, [`Threat::check_scale`], whose
+    /// warning is printed on stderr).
     pub fn resolve(
         &self,
         method: Method,
         dataset: DatasetName,
         task: Task,
         num_classes: i64,
+        input_dim: usize,
     ) -> Result<MethodSettings> {
         if let Some(beta) = self.beta {
             if !(beta.is_finite() && beta >= 0.0) {
@@ -164,7 +167,7 @@ impl MethodArgs {
             ));
         }
         let attack = adversarial
-            .then(|| self.training_attack(method, dataset))
+            .then(|| self.training_attack(method, dataset, input_dim))
             .transpose()?;
         let beta = self.beta.unwrap_or(match method {
             Method::Trades => 6.0,
@@ -190,7 +193,12 @@ impl MethodArgs {
     /// default from the data set's threat model, step ε/4, uniform start
     /// and BatchNorm in train mode for pgd-at (Rice et al.), a 0.001·N(0,1)
     /// start in eval mode for trades and mart.
-    fn training_attack(&self, method: Method, dataset: DatasetName) -> Result<PgdConfig> {
+    fn training_attack(
+        &self,
+        method: Method,
+        dataset: DatasetName,
+        input_dim: usize,
+    ) -> Result<PgdConfig> {
         let eps = match self.eps {
             Some(e) => e,
             None => match (dataset, self.norm) {
@@ -204,7 +212,9 @@ impl MethodArgs {
             norm: self.norm,
             eps,
         };
-        threat.validate("--eps")?;
+        if let Some(warning) = threat.check_scale("--eps", input_dim)? {
+            eprintln!("warning: {warning}");
+        }
         let step_size = self.attack_step_size.unwrap_or(eps / 4.0);
         if !(step_size.is_finite() && step_size > 0.0) {
             return Err(Error::invalid(
@@ -429,7 +439,7 @@ mod tests {
         args.extend(extra);
         let mut m = Cli::try_parse_from(args).unwrap().m;
         m.divergence = d;
-        m.resolve(method, DatasetName::Digits, Task::Classification, 3)
+        m.resolve(method, DatasetName::Digits, Task::Classification, 3, 2)
             .unwrap()
     }
 
@@ -565,13 +575,18 @@ mod tests {
             Cli::try_parse_from(full)
                 .unwrap()
                 .m
-                .resolve(method, DatasetName::Digits, Task::Classification, 10)
+                .resolve(method, DatasetName::Digits, Task::Classification, 10, 64)
                 .unwrap_err()
                 .to_string()
         };
         assert!(resolve(&["--beta=-1"], Method::Trades).contains("--beta"));
         assert!(resolve(&["--eps", "0"], Method::PgdAt).contains("--eps"));
         assert!(resolve(&["--eps=-8/255"], Method::PgdAt).contains("--eps"));
+        // ε on the 0–255 scale covers the whole [0,1] box: refused with a hint.
+        let err = resolve(&["--eps", "8"], Method::PgdAt);
+        assert!(err.contains("--eps") && err.contains("8/255"), "{err}");
+        let err = resolve(&["--norm", "l2", "--eps", "8"], Method::Trades);
+        assert!(err.contains("√d") && err.contains("8/255"), "{err}");
         assert!(resolve(&["--awp"], Method::Standard).contains("--awp"));
         assert!(resolve(&["--ema-tau", "1.5"], Method::Standard).contains("--ema-tau"));
     }

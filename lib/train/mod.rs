@@ -45,6 +45,7 @@ pub use step::{task_loss, train_step, Batch, StepLoss, StepOutput};
 use crate::checkpoint;
 use crate::data;
 use crate::error::Result;
+use crate::fsutil::remove_if_created;
 use crate::models::Model;
 use crate::optim::Optimizer;
 use crate::stein::Center;
@@ -85,7 +86,7 @@ impl std::fmt::Display for TrainSummary {
 /// [`plan::resolve`] before any work; [`crate::Error::Diverged`] when the
 /// loss or the penalty stops being finite; I/O and libtorch errors.
 pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
-    run_plan(&plan::resolve(cfg, run, None)?)
+    remove_if_created(&run.out, || run_plan(&plan::resolve(cfg, run, None)?))
 }
 
 /// Fine-tunes the checkpoint `ft.from` (TASER §3.4, eq. 26): the student
@@ -95,7 +96,7 @@ pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
 /// and data set. Errors as [`train`], plus
 /// [`crate::Error::CheckpointMismatch`].
 pub fn finetune(cfg: &TrainConfig, run: &RunOptions, ft: &FinetuneArgs) -> Result<TrainSummary> {
-    run_plan(&plan::resolve(cfg, run, Some(ft))?)
+    remove_if_created(&run.out, || run_plan(&plan::resolve(cfg, run, Some(ft))?))
 }
 
 /// Builds the model (θ0's weights when fine-tuning), optimiser, EMA and
@@ -216,7 +217,7 @@ mod tests {
         let before = model.forward_calls();
         let settings = cfg
             .robust
-            .resolve(cfg.method, data.name, data.task, data.num_outputs)
+            .resolve(cfg.method, data.name, data.task, data.num_outputs, 1)
             .unwrap();
         let objective = StepLoss {
             base: BaseLoss::Method {

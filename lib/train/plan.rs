@@ -114,10 +114,13 @@ pub fn resolve(
     let data = config.load_data(&runtime.data_dir)?;
     let spec = config.model_spec(&data);
     spec.validate()?;
-    let method =
-        config
-            .robust
-            .resolve(config.method, config.dataset, data.task, data.num_outputs)?;
+    let method = config.robust.resolve(
+        config.method,
+        config.dataset,
+        data.task,
+        data.num_outputs,
+        data.input_shape.iter().product::<i64>() as usize,
+    )?;
     let steps = StepCounts::new(data.train.len() as usize, config.batch_size, config.epochs);
     if finetune.is_some_and(|ft| !ft.given.lambda_warmup_steps) {
         lambda.warmup_steps = finetuning::warmup_steps(&config, steps.per_epoch);
