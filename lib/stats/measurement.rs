@@ -267,6 +267,7 @@ mod tests {
     use super::super::pairing::explicit_row;
     use super::super::testing::evaluation;
     use super::*;
+    use crate::attack::square::WindowRange;
     use crate::attack::state::EvalIdentity;
     use serde_json::json;
 
@@ -358,7 +359,7 @@ mod tests {
     }
 
     #[test]
-    fn the_identity_leaves_out_model_seed_and_batch_size() {
+    fn the_identity_leaves_out_model_seed_and_batch_size_but_keeps_square_s_window() {
         let id = |sha: &str, seed: u64| EvalIdentity {
             checkpoint_sha256: sha.into(),
             dataset: "digits".into(),
@@ -369,6 +370,7 @@ mod tests {
             subset_fingerprint: "fp".into(),
             n_points: 3,
             batch_size: 7,
+            square_window_range: Some(WindowRange::Reference),
         };
         let fields = |id: EvalIdentity| match serde_json::to_value(id).unwrap() {
             Value::Object(map) => Measurement::of_fields(map).unwrap(),
@@ -378,7 +380,16 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.norm.as_deref(), Some("l2"));
         assert_eq!(a.eps, Some(0.5));
-        assert!(a.settings.is_empty(), "{:?}", a.settings);
+        assert_eq!(a.settings.len(), 1, "{:?}", a.settings);
+        let full = EvalIdentity {
+            square_window_range: Some(WindowRange::Full),
+            ..id("00", 0)
+        };
+        assert_ne!(
+            fields(full),
+            a,
+            "Square's window range is part of the measurement"
+        );
     }
 
     #[test]
