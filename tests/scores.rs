@@ -693,3 +693,45 @@ fn an_existing_score_file_is_replaced_only_with_overwrite() {
         f.meta.source_config
     );
 }
+
+#[test]
+fn a_sweep_retries_a_score_task_whose_file_outlived_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = dir.path().join("g.toml");
+    std::fs::write(
+        &grid,
+        "name = \"g\"\nsteps = [\"train\"]\n[scores.g]\nsource = \"gaussian-std\"\n\
+         [axes]\nseed = [0]\n[train]\nmodel = \"mlp\"\noptimizer = \"adam\"\n\
+         lambda = 0.01\nscores = \"@g\"\nepochs = 1\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let sweep = || {
+        let o = run(
+            "sweep",
+            &[
+                "run",
+                grid.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--device",
+                "cpu",
+            ],
+        );
+        assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    };
+    sweep();
+    // A crash after the file was renamed into place, before the markers.
+    let scores = out.join(taser::layout::SCORES_DIR);
+    let task = std::fs::read_dir(&scores)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(task.join(taser::layout::SCORES).exists());
+    std::fs::remove_file(task.join(taser::layout::DONE)).unwrap();
+    std::fs::remove_file(task.join(taser::layout::step_done("score-precompute"))).unwrap();
+    sweep();
+    assert!(task.join(taser::layout::DONE).exists());
+}

@@ -262,13 +262,14 @@ fn write_scores(
     Ok(score_std)
 }
 
-/// Refuses an existing `--out` unless `--overwrite` is given, and with it
-/// one that another process holds open for writing.
+/// Refuses an existing `--out` file unless `--overwrite` is given, and with
+/// it one that another process holds open for writing. (A directory there
+/// is left to the final rename, which fails: [`Error::OutputFailed`].)
 ///
 /// Errors: [`Error::InvalidArgument`] (the file exists, no `--overwrite`),
 /// [`Error::FileLocked`].
 fn check_out(args: &PrecomputeArgs) -> Result<()> {
-    if !args.out.exists() {
+    if !args.out.exists() || args.out.is_dir() {
         return Ok(());
     }
     if !args.overwrite {
