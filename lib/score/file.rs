@@ -43,15 +43,14 @@ pub struct ScoreFileMeta {
 }
 
 /// The [`Error::FileLocked`] of an HDF5 error that is a failed file lock
-/// (`unable to lock file`: errno 11 when another process holds the file,
+/// (`unable to lock [the] file`: errno 11 when another process holds the file,
 /// ENOSYS/ENOLCK on a file system without locks), else `None`.
 pub fn lock_error(path: &Path, e: &hdf5::Error) -> Option<Error> {
     let text = e.to_string();
-    text.contains("unable to lock file")
-        .then(|| Error::FileLocked {
-            path: path.to_path_buf(),
-            detail: format!("HDF5 could not lock it ({text})"),
-        })
+    text.contains("unable to lock").then(|| Error::FileLocked {
+        path: path.to_path_buf(),
+        detail: format!("HDF5 could not lock it ({text})"),
+    })
 }
 
 /// Maps an HDF5 read error to [`Error::FileLocked`] or, for any other
