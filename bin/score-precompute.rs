@@ -22,14 +22,20 @@ use taser::score::precompute::{precompute, PrecomputeArgs};
 /// input_shape, source, source_config, t, sigma_t, score_std, c_t
 /// (σ̂_t/σ̂_50; apply with train --score-normalise), fingerprint, version.
 /// Written under a temporary name and renamed when complete; NaN/Inf
-/// scores abort the write.
+/// scores abort the write. An existing --out is replaced only with
+/// --overwrite (checked before any work), and never while another process
+/// holds it open for writing. `train --scores` records the file's SHA-256
+/// and attributes in model.json (`score_file`).
 ///
 /// Example: score-precompute --dataset digits --source dsm --out runs/digits-dsm.h5
 ///
 /// Exit codes: 0 the file is written; 1 a failed computation (DSM training,
-/// libtorch or I/O error; nothing is left at --out); 2 bad usage or input
-/// (a flag out of its domain, a missing data set or --model file, an
-/// unwritable --out); 3 is not used (precompute does not stop on signals).
+/// libtorch or I/O error; nothing is left at --out) or an --out that another
+/// process holds (HDF5 file lock; on Lustre/NFS without locks set
+/// HDF5_USE_FILE_LOCKING=FALSE); 2 bad usage or input (a flag out of its
+/// domain, a missing data set or --model file, an unwritable --out, an
+/// existing --out without --overwrite); 3 is not used (precompute does not
+/// stop on signals).
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Args {

@@ -30,6 +30,11 @@ pub struct CheckpointMeta {
     pub hyperparameters: serde_json::Value,
     /// Final metrics (test accuracy, losses, timings…).
     pub metrics: BTreeMap<String, f64>,
+    /// The score file the run trained with (`train --scores`): its path,
+    /// SHA-256 and attributes (`score::file::ScoreProvenance`); absent
+    /// without one and in sidecars written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_file: Option<serde_json::Value>,
 }
 
 /// The sidecar path of a weights file: same stem, `.json`.
@@ -208,6 +213,7 @@ mod tests {
             epochs_completed: 0,
             hyperparameters: serde_json::json!({}),
             metrics: BTreeMap::new(),
+            score_file: None,
         }
     }
 

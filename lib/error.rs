@@ -19,6 +19,15 @@ pub enum Error {
         reason: String,
         fix: String,
     },
+    /// A file is locked: another process holds it (an HDF5 writer's lock,
+    /// errno 11), or the file system does not support locks. Nothing is
+    /// wrong with the file; a later run can open it.
+    #[error(
+        "{path} is locked: {detail}. Another process holds it open for writing (wait for it to finish; \
+         recomputing it now would race that process), or the file system has no locks (Lustre, NFS). \
+         Fix: wait and rerun, or on a file system without locks set HDF5_USE_FILE_LOCKING=FALSE"
+    )]
+    FileLocked { path: PathBuf, detail: String },
     /// An output location cannot be written.
     #[error("cannot write to {path}: {reason}. Fix: choose a writable --out directory")]
     Unwritable { path: PathBuf, reason: String },

@@ -523,6 +523,7 @@ fn digits_checkpoint(dir: &Path) -> PathBuf {
         epochs_completed: 1,
         hyperparameters: serde_json::json!({}),
         metrics: BTreeMap::new(),
+        score_file: None,
     };
     checkpoint::save(&model, &path, &meta).unwrap();
     path

@@ -1,6 +1,7 @@
 //! score-precompute end to end: the torchscript source against Python, the
 //! HDF5 layout through h5py, augmentation of precomputed scores, a kill in
-//! the middle of a write, and bad input.
+//! the middle of a write, bad input, a file locked by another process,
+//! `--overwrite`, and the score file's record in model.json.
 mod common;
 use common::*;
 use std::path::{Path, PathBuf};
@@ -469,4 +470,268 @@ fn training_reads_precomputed_scores() {
     assert!(o.status.success(), "{}", stderr(&o));
     let meta = std::fs::read_to_string(out.join("model.json")).unwrap();
     assert!(meta.contains("gmm.h5") && meta.contains("residual_std"));
+    assert_sidecar_records(&out.join("model.json"), &h5);
+    // finetune with the same scores records them too.
+    let tuned = dir.path().join("tuned");
+    let o = run(
+        "finetune",
+        &[
+            "--from",
+            out.join("model.safetensors").to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--lambda",
+            "0.01",
+            "--device",
+            "cpu",
+            "--scores",
+            h5.to_str().unwrap(),
+            "--out",
+            tuned.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_sidecar_records(&tuned.join("model.json"), &h5);
+}
+
+/// The sidecar's `score_file` equals the file's path, SHA-256 and root
+/// attributes as h5py and hashlib read them (−1/NaN ↔ null).
+fn assert_sidecar_records(sidecar: &Path, h5: &Path) {
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sidecar).unwrap()).unwrap();
+    let recorded = &meta["score_file"];
+    let script = r#"
+import h5py, hashlib, json, math, sys
+with h5py.File(sys.argv[1], "r") as f:
+    a = {k: f.attrs[k] for k in ["fingerprint", "source", "source_config", "dataset", "split",
+                                 "t", "sigma_t", "score_std", "c_t"]}
+a = {k: (v.decode() if isinstance(v, bytes) else v.item() if hasattr(v, "item") else v)
+     for k, v in a.items()}
+a["t"] = None if a["t"] < 0 else a["t"]
+a["sigma_t"] = None if math.isnan(a["sigma_t"]) else a["sigma_t"]
+a["sha256"] = hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest()
+print(json.dumps(a))
+"#;
+    let o = Command::new(python())
+        .args(["-c", script, h5.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let attrs: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    for (key, value) in attrs.as_object().unwrap() {
+        assert_eq!(
+            &recorded[key],
+            value,
+            "score_file.{key} in {}",
+            sidecar.display()
+        );
+    }
+    assert_eq!(recorded["path"], h5.to_str().unwrap());
+}
+
+/// A python child that holds `h5` open for writing (h5py mode 'a') until
+/// its stdin closes.
+struct Holder(std::process::Child);
+
+impl Holder {
+    fn hold(h5: &Path) -> Holder {
+        use std::io::BufRead;
+        let script = "import h5py, sys\nf = h5py.File(sys.argv[1], 'a')\nprint('held', flush=True)\nsys.stdin.read()\nf.close()\n";
+        let mut child = Command::new(python())
+            .args(["-c", script, h5.to_str().unwrap()])
+            .env_remove("HDF5_USE_FILE_LOCKING")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(
+            line.trim(),
+            "held",
+            "the holder did not open {}",
+            h5.display()
+        );
+        Holder(child)
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}
+
+/// `bin args` with HDF5_USE_FILE_LOCKING unset, or set to `locking`.
+fn run_locking(name: &str, args: &[&str], locking: Option<&str>) -> std::process::Output {
+    let mut c = Command::new(bin(name));
+    c.args(args).env_remove("HDF5_USE_FILE_LOCKING");
+    if let Some(v) = locking {
+        c.env("HDF5_USE_FILE_LOCKING", v);
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn a_score_file_held_by_another_process_is_called_locked_not_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let h5 = dir.path().join("held.h5");
+    let h5s = h5.to_str().unwrap();
+    precompute_ok(&["--source", "gaussian-std", "--out", h5s, "--device", "cpu"]);
+    let holder = Holder::hold(&h5);
+    let out = dir.path().join("run");
+    let train = |locking| {
+        let _ = std::fs::remove_dir_all(&out);
+        let a = [
+            "--model",
+            "mlp",
+            "--lambda",
+            "0.01",
+            "--optimizer",
+            "adam",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--scores",
+            h5s,
+        ];
+        run_locking(
+            "train",
+            &[&a[..], &["--out", out.to_str().unwrap()]].concat(),
+            locking,
+        )
+    };
+    let o = train(None);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("held.h5 is locked")
+            && e.contains("Another process holds it")
+            && e.contains("HDF5_USE_FILE_LOCKING=FALSE")
+            && !e.contains("corrupt"),
+        "{e}"
+    );
+    // Without locks (as on Lustre/NFS) the same run reads the file.
+    let o = train(Some("FALSE"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Replacing a file its writer holds is refused the same way.
+    let o = run_locking(
+        "score-precompute",
+        &[
+            "--source",
+            "gaussian-std",
+            "--device",
+            "cpu",
+            "--overwrite",
+            "--out",
+            h5s,
+        ],
+        None,
+    );
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("is locked") && e.contains("HDF5_USE_FILE_LOCKING=FALSE"),
+        "{e}"
+    );
+    drop(holder);
+    precompute_ok(&[
+        "--source",
+        "gaussian-std",
+        "--device",
+        "cpu",
+        "--overwrite",
+        "--out",
+        h5s,
+    ]);
+}
+
+#[test]
+fn an_existing_score_file_is_replaced_only_with_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let h5 = dir.path().join("s.h5");
+    let h5s = h5.to_str().unwrap();
+    precompute_ok(&["--source", "gaussian-std", "--out", h5s, "--device", "cpu"]);
+    let before = std::fs::read(&h5).unwrap();
+    // Refused before any work: the data folder is not even read.
+    let o = precompute(&[
+        "--source",
+        "gaussian",
+        "--data-dir",
+        dir.path().join("no-data").to_str().unwrap(),
+        "--out",
+        h5s,
+    ]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains(h5s) && e.contains("--overwrite"), "{e}");
+    assert_eq!(
+        std::fs::read(&h5).unwrap(),
+        before,
+        "the refused run changed the file"
+    );
+    assert_eq!(files_in(dir.path()), vec!["s.h5"]);
+    precompute_ok(&[
+        "--source",
+        "gaussian",
+        "--out",
+        h5s,
+        "--device",
+        "cpu",
+        "--overwrite",
+    ]);
+    let d = digits();
+    let f = ScoreFile::open(&h5, &d, "train", false, Device::Cpu).unwrap();
+    assert_eq!(f.meta.source, "gaussian");
+    assert!(
+        !f.meta.source_config.contains("overwrite"),
+        "{}",
+        f.meta.source_config
+    );
+}
+
+#[test]
+fn a_sweep_retries_a_score_task_whose_file_outlived_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = dir.path().join("g.toml");
+    std::fs::write(
+        &grid,
+        "name = \"g\"\nsteps = [\"train\"]\n[scores.g]\nsource = \"gaussian-std\"\n\
+         [axes]\nseed = [0]\n[train]\nmodel = \"mlp\"\noptimizer = \"adam\"\n\
+         lambda = 0.01\nscores = \"@g\"\nepochs = 1\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let sweep = || {
+        let o = run(
+            "sweep",
+            &[
+                "run",
+                grid.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--device",
+                "cpu",
+            ],
+        );
+        assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    };
+    sweep();
+    // A crash after the file was renamed into place, before the markers.
+    let scores = out.join(taser::layout::SCORES_DIR);
+    let task = std::fs::read_dir(&scores)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(task.join(taser::layout::SCORES).exists());
+    std::fs::remove_file(task.join(taser::layout::DONE)).unwrap();
+    std::fs::remove_file(task.join(taser::layout::step_done("score-precompute"))).unwrap();
+    sweep();
+    assert!(task.join(taser::layout::DONE).exists());
 }

@@ -18,6 +18,8 @@ use crate::data::augment::CropFlip;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use hdf5::types::VarLenUnicode;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use tch::{Device, Kind, Tensor};
@@ -40,19 +42,51 @@ pub struct ScoreFileMeta {
     pub fingerprint: String,
 }
 
+/// The [`Error::FileLocked`] of an HDF5 error that is a failed file lock
+/// (`unable to lock [the] file`: errno 11 when another process holds the file,
+/// ENOSYS/ENOLCK on a file system without locks), else `None`.
+pub fn lock_error(path: &Path, e: &hdf5::Error) -> Option<Error> {
+    let text = e.to_string();
+    text.contains("unable to lock").then(|| Error::FileLocked {
+        path: path.to_path_buf(),
+        detail: format!("HDF5 could not lock it ({text})"),
+    })
+}
+
+/// Maps an HDF5 read error to [`Error::FileLocked`] or, for any other
+/// failure, [`Error::CorruptInput`] saying what could not be read.
 fn h5err<'a>(path: &'a Path, what: &str) -> impl Fn(hdf5::Error) -> Error + 'a {
     let what = what.to_string();
-    move |e| Error::CorruptInput {
-        path: path.to_path_buf(),
-        reason: format!("{what}: {e}"),
-        fix: "recompute it with score-precompute".into(),
+    move |e| {
+        lock_error(path, &e).unwrap_or_else(|| Error::CorruptInput {
+            path: path.to_path_buf(),
+            reason: format!("{what}: {e}"),
+            fix: "recompute it with score-precompute".into(),
+        })
     }
 }
 
+/// Maps an HDF5 write error to [`Error::FileLocked`] or
+/// [`Error::OutputFailed`].
 fn write_err(path: &Path) -> impl Fn(hdf5::Error) -> Error + '_ {
-    move |e| Error::OutputFailed {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
+    move |e| {
+        lock_error(path, &e).unwrap_or_else(|| Error::OutputFailed {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// Refuses to replace `path` while another process holds it open for
+/// writing: opens it for reading (HDF5 takes a shared lock, which fails
+/// against a writer's) and closes it. A file that is not HDF5 at all is
+/// not in anyone's hands and may be replaced.
+///
+/// Errors: [`Error::FileLocked`].
+pub fn check_not_held(path: &Path) -> Result<()> {
+    match hdf5::File::open(path) {
+        Err(e) => lock_error(path, &e).map_or(Ok(()), Err),
+        Ok(_) => Ok(()),
     }
 }
 
@@ -204,6 +238,38 @@ impl ScoreWriter {
     }
 }
 
+/// Where a run's scores came from, as its `model.json` records them
+/// (`score_file`): the file's path as given, the SHA-256 of its bytes when
+/// it was opened (compare with `sha256sum FILE`), and its root attributes
+/// (`t` and `sigma_t` are null where the file holds −1 and NaN).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreProvenance {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub fingerprint: String,
+    pub source: String,
+    pub source_config: String,
+    pub t: Option<i64>,
+    pub sigma_t: Option<f64>,
+    pub score_std: f64,
+    pub c_t: f64,
+    pub dataset: String,
+    pub split: String,
+}
+
+/// SHA-256 (hex) of a file's bytes, read in one streaming pass (about a
+/// second per 500 MB).
+fn sha256_of(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|e| Error::io(path, e))?;
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
 /// A score file loaded for training: all scores in memory (on `device`),
 /// looked up by sample index.
 #[derive(Debug)]
@@ -215,6 +281,8 @@ pub struct ScoreFile {
     /// Multiply by c_t when read (`--score-normalise`).
     normalise: bool,
     path: PathBuf,
+    /// SHA-256 of the file's bytes (see [`ScoreProvenance`]).
+    sha256: String,
 }
 
 fn read_text(file: &hdf5::File, path: &Path, name: &str) -> Result<String> {
@@ -308,6 +376,11 @@ impl ScoreFile {
     /// Opens `path` and checks it against `data`'s `split` ("train" or
     /// "test"): data set, split, shape, sample count and fingerprint must
     /// all match.
+    ///
+    /// Errors: [`Error::MissingInput`] (no file), [`Error::FileLocked`]
+    /// (another process holds it for writing, or the file system has no
+    /// locks), [`Error::CorruptInput`] (unreadable, wrong format, NaN/Inf
+    /// scores), [`Error::CheckpointMismatch`] (made for other data).
     pub fn open(
         path: &Path,
         data: &Dataset,
@@ -381,12 +454,31 @@ impl ScoreFile {
             scores: scores.to_device(device),
             normalise,
             path: path.to_path_buf(),
+            sha256: sha256_of(path)?,
         })
     }
 
     /// All scores `[N, …]`.
     pub fn all(&self) -> &Tensor {
         &self.scores
+    }
+
+    /// The file's path, checksum and attributes, for a model's sidecar.
+    pub fn provenance(&self) -> ScoreProvenance {
+        let m = &self.meta;
+        ScoreProvenance {
+            path: self.path.clone(),
+            sha256: self.sha256.clone(),
+            fingerprint: m.fingerprint.clone(),
+            source: m.source.clone(),
+            source_config: m.source_config.clone(),
+            t: m.t,
+            sigma_t: m.sigma_t,
+            score_std: self.score_std,
+            c_t: self.c_t,
+            dataset: m.dataset.clone(),
+            split: m.split.clone(),
+        }
     }
 }
 
@@ -409,5 +501,9 @@ impl ScoreField for ScoreFile {
 
     fn describe(&self) -> String {
         format!("scores from {} ({})", self.path.display(), self.meta.source)
+    }
+
+    fn provenance(&self) -> Option<ScoreProvenance> {
+        Some(ScoreFile::provenance(self))
     }
 }

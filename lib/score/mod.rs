@@ -31,6 +31,11 @@ pub trait ScoreField: std::fmt::Debug {
     fn score(&self, x: &Tensor, indices: &[i64], aug: Option<&CropFlip>) -> Tensor;
     /// One line for logs and metadata.
     fn describe(&self) -> String;
+    /// The file the scores were read from, for a model's sidecar; `None`
+    /// for fields computed from the inputs.
+    fn provenance(&self) -> Option<file::ScoreProvenance> {
+        None
+    }
 }
 
 /// Checks that a score field fits the data's inputs.

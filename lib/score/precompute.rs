@@ -54,6 +54,11 @@ pub struct PrecomputeArgs {
     /// Output HDF5 file (written under a temporary name, renamed when complete).
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace --out if it exists (refused without it, so a model's record
+    /// of its score file stays true). Not recorded in `source_config`.
+    #[arg(long)]
+    #[serde(skip)]
+    pub overwrite: bool,
     /// Samples per batch (memory is bounded by one batch).
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
@@ -257,16 +262,40 @@ fn write_scores(
     Ok(score_std)
 }
 
+/// Refuses an existing `--out` file unless `--overwrite` is given, and with
+/// it one that another process holds open for writing. (A directory there
+/// is left to the final rename, which fails: [`Error::OutputFailed`].)
+///
+/// Errors: [`Error::InvalidArgument`] (the file exists, no `--overwrite`),
+/// [`Error::FileLocked`].
+fn check_out(args: &PrecomputeArgs) -> Result<()> {
+    if !args.out.exists() || args.out.is_dir() {
+        return Ok(());
+    }
+    if !args.overwrite {
+        return Err(Error::invalid(
+            "--out",
+            args.out.display(),
+            "the file exists; models trained with it record its checksum, so it is not replaced \
+             silently. Fix: pass --overwrite to replace it, or choose another --out",
+        ));
+    }
+    super::file::check_not_held(&args.out)
+}
+
 /// Runs `score-precompute`: checks the flags, builds the score field, then
 /// writes the HDF5 file of [`super::file`] (SPEC §3).
 ///
-/// Errors: [`Error::InvalidArgument`] for a flag out of its domain,
+/// Errors: [`Error::InvalidArgument`] for a flag out of its domain or an
+/// existing `--out` without `--overwrite`, [`Error::FileLocked`] for an
+/// `--out` another process holds,
 /// missing or corrupt data and models as their readers report them,
 /// [`Error::OutputFailed`]/[`Error::Io`] when the file cannot be put in place.
 pub fn precompute(args: &PrecomputeArgs) -> Result<PrecomputeSummary> {
     if args.batch_size == 0 {
         return Err(Error::invalid("--batch-size", 0, "must be ≥ 1"));
     }
+    check_out(args)?;
     let Runtime { device, data_dir } = args.runtime.resolve()?;
     let data = data::load(args.dataset, &data_dir, args.seed)?;
     let split = match args.split {

@@ -118,6 +118,7 @@ pub fn tasks(grid: &Grid, out: &Path) -> Vec<Task> {
         let mut args = to_args(&spec.flags);
         args.push("--out".into());
         args.push(file.display().to_string());
+        args.push("--overwrite".into()); // a retry after a crash past the rename replaces the file
         score_index.insert(name.clone(), tasks.len());
         score_path.insert(name.clone(), file);
         tasks.push(Task {

@@ -1,8 +1,10 @@
 //! The final checkpoint of a run: `model.safetensors` and its sidecar
 //! `model.json` (model spec, data set, every hyperparameter as given and as
-//! resolved, seed, version, final metrics).
+//! resolved, seed, version, final metrics, and the provenance of the score
+//! file it trained with).
 use super::epochs::Session;
 use super::method::MethodSettings;
+use super::regularizer::Regularizer;
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::device::device_name;
 use crate::error::Result;
@@ -30,6 +32,17 @@ fn resolved_settings(s: &MethodSettings) -> serde_json::Value {
     })
 }
 
+/// The provenance of the score file the regulariser reads, as JSON.
+fn score_provenance(reg: &Regularizer) -> Option<serde_json::Value> {
+    match reg {
+        Regularizer::Stein(p) => p
+            .field
+            .provenance()
+            .map(|prov| serde_json::to_value(prov).expect("score provenance serialises to JSON")),
+        _ => None,
+    }
+}
+
 /// Writes the session's final weights (the EMA's when there is one) with
 /// their sidecar to `model.safetensors` / `model.json` in `--out`.
 pub fn write_checkpoint(s: &Session, metrics: &BTreeMap<String, f64>) -> Result<()> {
@@ -53,6 +66,7 @@ pub fn write_checkpoint(s: &Session, metrics: &BTreeMap<String, f64>) -> Result<
             "weights": if s.ema.is_some() { "ema" } else { "last" },
         }),
         metrics: metrics.clone(),
+        score_file: score_provenance(&s.regularizer),
     };
     checkpoint::save(s.eval_model(), &plan.out.weights(), &meta)
 }
