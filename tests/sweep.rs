@@ -713,3 +713,26 @@ fn sigterm_to_every_rank_under_mpirun_exits_3_with_results() {
     assert!(rows.iter().any(|r| r["status"] == "ok"), "{rows:?}");
     assert!(rows.iter().all(|r| r["status"] != "failed"), "{rows:?}");
 }
+
+#[test]
+fn a_failed_score_task_counts_as_failed_with_its_dependants() {
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = tmp.path().join("bad-scores.toml");
+    let text = "steps = [\"train\"]\n\n[scores.bad]\ndataset = \"digits\"\nsource = \"gaussian\"\n\
+                shrinkage = 5\n\n[train]\ndataset = \"digits\"\nmodel = \"mlp\"\nepochs = 1\n\
+                lambda = 0.01\nscores = \"@bad\"\n";
+    fs::write(&grid, text).unwrap();
+    let out = tmp.path().join("out");
+    let o = sweep(
+        None,
+        &["run", s(&grid), "--out", s(&out), "--device", "cpu"],
+    );
+    let so = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{so}\n{}", stderr(&o));
+    assert!(so.contains("failed = 2"), "{so}");
+    assert!(
+        stderr(&o).contains("failed job score:bad"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -57,8 +57,7 @@ pub fn check_args(grid: &Grid, tasks: &[Task], bin_dir: &Path) -> Result<()> {
                 .map_err(|e| Error::MissingInput {
                     path: bin.clone(),
                     reason: e.to_string(),
-                    fix: "build the suite's binaries (cargo build --release) or give --bin-dir"
-                        .into(),
+                    fix: "build the suite's binaries (make setup) or give --bin-dir".into(),
                 })?;
             if !out.status.success() {
                 let err = String::from_utf8_lossy(&out.stderr);

@@ -229,6 +229,15 @@ fn summary(book: &Book, rows: &[results::Row], out: &Path) -> RunSummary {
     let jobs: Vec<usize> = (0..book.tasks.len())
         .filter(|&i| book.tasks[i].job.is_some())
         .collect();
+    // A failed score task counts too, even when no job of this run needed
+    // it any more: the run printed it as FAILED.
+    let failed_scores = (0..book.tasks.len())
+        .filter(|&i| book.tasks[i].job.is_none() && book.state[i] == State::Failed)
+        .map(|i| {
+            let task = &book.tasks[i];
+            let record = task.dir.join(crate::layout::FAILED);
+            (task.id.clone(), format!("see {}", record.display()))
+        });
     let failed = jobs
         .iter()
         .filter(|&&i| book.state[i] == State::Failed)
@@ -245,6 +254,7 @@ fn summary(book: &Book, rows: &[results::Row], out: &Path) -> RunSummary {
                 .to_string();
             (id.clone(), format!("step {step}, exit code {code}: {last}"))
         })
+        .chain(failed_scores)
         .collect();
     RunSummary {
         jobs: jobs.len(),
