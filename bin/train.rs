@@ -11,7 +11,9 @@ use taser::train::{train, RunOptions, TrainConfig};
 /// Outputs in --out: model.safetensors + model.json (final weights, model
 /// spec, every hyperparameter, seed, version, metrics), metrics.csv (one row
 /// per epoch: epoch, lr, train_loss, train_acc, test_loss, test_acc,
-/// seconds) and the resume state (resume.safetensors, resume.json), written
+/// ood_loss, penalty, residual_mean, residual_std, risk_standard,
+/// risk_madry, risk_score, seconds; a column a run does not measure is
+/// empty) and the resume state (resume.safetensors, resume.json), written
 /// after every epoch, which --resume continues from.
 ///
 /// Methods (--method): standard, pgd-at, trades, mart, each with --loss kl

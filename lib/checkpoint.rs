@@ -179,6 +179,15 @@ pub fn read_meta(path: &Path) -> Result<CheckpointMeta> {
 
 /// Rebuilds the model described by the sidecar and loads its weights.
 pub fn load(path: &Path, device: Device) -> Result<(Model, CheckpointMeta)> {
+    if !path.is_file() {
+        return Err(Error::MissingInput {
+            path: path.to_path_buf(),
+            reason: "no such file".into(),
+            fix:
+                "give the model.safetensors that train or finetune wrote (its model.json beside it)"
+                    .into(),
+        });
+    }
     let meta = read_meta(path)?;
     let channels = if meta.model.input_shape.len() == 3 {
         meta.model.input_shape[0] as usize
@@ -304,6 +313,15 @@ mod tests {
         let err = load(&dir.path().join("none.safetensors"), Device::Cpu)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("none.json"), "{err}");
+        assert!(
+            err.contains("none.safetensors") && err.contains("no such file"),
+            "{err}"
+        );
+        // Weights without their sidecar: the sidecar is named.
+        std::fs::copy(&path, dir.path().join("lone.safetensors")).unwrap();
+        let err = load(&dir.path().join("lone.safetensors"), Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lone.json"), "{err}");
     }
 }

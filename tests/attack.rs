@@ -832,7 +832,7 @@ fn bad_inputs_are_refused_with_clear_errors_and_no_outputs() {
                 &dir.path().join("o9"),
                 &["--eps", "0.1", "--attacks", "pgd1"],
             ),
-            "none.json",
+            "none.safetensors",
         ),
     ];
     for (args, needle) in cases {

@@ -255,7 +255,10 @@ pub fn train_epochs(
             resume::discard_if_unsaved(&plan.out);
             return Err(Error::Diverged {
                 epoch: row.epoch,
-                detail: format!("train loss {}, penalty {:?}", row.train_loss, row.penalty),
+                detail: match row.penalty {
+                    Some(p) => format!("train loss {}, penalty {p}", row.train_loss),
+                    None => format!("train loss {}", row.train_loss),
+                },
             });
         }
         let last_epoch = row.epoch == epochs;
