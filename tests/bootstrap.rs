@@ -802,30 +802,21 @@ fn exit_codes_follow_the_policy() {
     write_eval(&base, &idx, &cols, "fp");
     write_eval(&treat, &idx, &cols, "fp");
     std::fs::write(dir.path().join("t/model.json"), [0xff, 0xfe, 0x00]).unwrap();
-    let o = run(
-        "bootstrap",
-        &[
-            "--baseline",
-            s(&base),
-            "--treatment",
-            s(&treat),
-            "--out",
-            s(&out),
-        ],
-    );
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("t/model.json"), "{}", stderr(&o));
-    assert!(!out.exists());
-    // And 0 once the input is sound.
-    std::fs::remove_file(dir.path().join("t/model.json")).unwrap();
-    run_ok(&[
+    let args = [
         "--baseline",
         s(&base),
         "--treatment",
         s(&treat),
         "--out",
         s(&out),
-    ]);
+    ];
+    let o = run("bootstrap", &args);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("t/model.json"), "{}", stderr(&o));
+    assert!(!out.exists());
+    // And 0 once the input is sound.
+    std::fs::remove_file(dir.path().join("t/model.json")).unwrap();
+    run_ok(&args);
 }
 
 fn as_strs(v: &[String]) -> Vec<&str> {
