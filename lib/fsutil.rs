@@ -122,6 +122,26 @@ pub fn read_versioned_json<T: serde::de::DeserializeOwned>(
     format: &str,
     fixes: JsonFixes<'_>,
 ) -> Result<T> {
+    read_tagged_json(path, format, fixes, false)
+}
+
+/// As [`read_versioned_json`], but a file without any `format` field is
+/// read as `format`: for files written before they carried a tag (a
+/// different tag is still refused).
+pub fn read_versioned_json_or_untagged<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    format: &str,
+    fixes: JsonFixes<'_>,
+) -> Result<T> {
+    read_tagged_json(path, format, fixes, true)
+}
+
+fn read_tagged_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    format: &str,
+    fixes: JsonFixes<'_>,
+    untagged_is_current: bool,
+) -> Result<T> {
     let corrupt = |reason: String| Error::CorruptInput {
         path: path.to_path_buf(),
         reason,
@@ -132,11 +152,14 @@ pub fn read_versioned_json<T: serde::de::DeserializeOwned>(
         reason: e.to_string(),
         fix: fixes.missing.to_string(),
     })?;
-    let value: serde_json::Value =
+    let mut value: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| corrupt(format!("not JSON: {e}")))?;
     match value.get("format").and_then(|f| f.as_str()) {
         Some(tag) if tag == format => {}
         Some(tag) => return Err(corrupt(format!("format `{tag}` is not `{format}`"))),
+        None if untagged_is_current && value.get("format").is_none() && value.is_object() => {
+            value["format"] = format.into();
+        }
         None => return Err(corrupt(format!("no `format` field (expected `{format}`)"))),
     }
     serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))

@@ -145,7 +145,8 @@ impl EvalRun {
     }
 }
 
-/// A sweep job's folder (`<sweep --out>/jobs/<id>`).
+/// A sweep task's folder: a job (`<sweep --out>/jobs/<id>`) or a shared
+/// score set (`<sweep --out>/scores/<name>-<id>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobDir(pub PathBuf);
 

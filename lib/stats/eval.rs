@@ -4,7 +4,7 @@
 //! when it can be found, the evaluated checkpoint's `model.json` sidecar
 //! (hyperparameters for pairing by rule, train_seconds for overhead).
 use super::measurement::Measurement;
-use crate::attack::results::read_results;
+use crate::attack::results::{read_results, PerSampleTable};
 use crate::error::{Error, Result};
 use crate::layout::{self, EvalRun};
 use serde_json::Value;
@@ -96,22 +96,9 @@ fn flatten_sidecar(v: &Value, into: &mut BTreeMap<String, Value>) {
     }
 }
 
-/// What `attack` wrote in an evaluation directory, parsed: per_sample.csv
-/// (outcomes per point, 0/1) and summary.csv (one row).
-struct AttackOutputs {
-    per_sample: PathBuf,
-    index: Vec<String>,
-    outcomes: BTreeMap<String, Vec<f64>>,
-    attacks: Vec<String>,
-    summary: BTreeMap<String, String>,
-    fingerprint: String,
-}
-
-/// Reads `dir/per_sample.csv` and `dir/summary.csv` through
-/// [`read_results`], which owns their format (every flag 0 or 1, `index`
-/// unique, one summary row with a subset fingerprint).
-fn read_attack_outputs(dir: &Path) -> Result<AttackOutputs> {
-    let (table, summary) = read_results(&EvalRun::at(dir))?;
+/// The 0/1 outcomes per metric ("clean", each attack, "worst_case") of a
+/// per_sample.csv read through [`read_results`], which owns its format.
+fn outcomes_of(table: &PerSampleTable) -> BTreeMap<String, Vec<f64>> {
     let zero_one = |flags: &[bool]| flags.iter().map(|&b| f64::from(u8::from(b))).collect();
     let mut outcomes = BTreeMap::new();
     outcomes.insert("clean".to_string(), zero_one(&table.clean_correct));
@@ -121,16 +108,7 @@ fn read_attack_outputs(dir: &Path) -> Result<AttackOutputs> {
     if let Some(flags) = &table.worst_case {
         outcomes.insert("worst_case".to_string(), zero_one(flags));
     }
-    let attacks = table.attacks.iter().map(|(name, _)| name.clone()).collect();
-
-    Ok(AttackOutputs {
-        per_sample: table.path,
-        index: table.index,
-        outcomes,
-        attacks,
-        summary: summary.values,
-        fingerprint: summary.subset_fingerprint,
-    })
+    outcomes
 }
 
 /// The sidecar's flattened hyperparameters (see [`flatten_sidecar`]) and
@@ -167,14 +145,11 @@ impl Evaluation {
     /// [`Error::CorruptInput`] for malformed CSV, sidecar JSON or state;
     /// [`Error::Io`] when the sidecar cannot be read.
     pub fn load(dir: &Path, sidecar_hint: Option<&Path>) -> Result<Evaluation> {
-        let AttackOutputs {
-            per_sample,
-            index,
-            outcomes,
-            attacks,
-            summary,
-            fingerprint,
-        } = read_attack_outputs(dir)?;
+        let (table, summary) = read_results(&EvalRun::at(dir))?;
+        let outcomes = outcomes_of(&table);
+        let attacks: Vec<String> = table.attacks.into_iter().map(|(name, _)| name).collect();
+        let (per_sample, index) = (table.path, table.index);
+        let (summary, fingerprint) = (summary.values, summary.subset_fingerprint);
         let measurement = Measurement::read(&EvalRun::at(dir), &summary, &attacks, &fingerprint)?;
         let sidecar = find_sidecar(dir, &summary, sidecar_hint);
         let (mut attributes, train_seconds) = match &sidecar {

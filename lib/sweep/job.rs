@@ -8,7 +8,7 @@ use super::{lock, signal};
 use crate::attack::results::read_summary;
 use crate::error::{Error, Result};
 use crate::fsutil::{write_atomically, write_bytes_atomically};
-use crate::layout::{self, JobDir, ATTEMPTS, DONE, FAILED, JOB_CONFIG};
+use crate::layout::{self, JobDir};
 use serde_json::{json, Value as Json};
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
@@ -204,9 +204,14 @@ fn read_json(path: &Path) -> Option<Json> {
 }
 
 impl Task {
+    /// The task's folder and the marker and log files in it.
+    pub fn folder(&self) -> JobDir {
+        JobDir::at(&self.dir)
+    }
+
     /// Whether the task's `done` marker exists.
     pub fn is_done(&self) -> bool {
-        self.dir.join(DONE).is_file()
+        self.folder().done().is_file()
     }
 
     /// Writes the resolved configuration (before any step runs, so `sweep
@@ -229,7 +234,7 @@ impl Task {
             "steps": steps,
             "version": crate::VERSION,
         });
-        write_json(&self.dir.join(JOB_CONFIG), &v)
+        write_json(&self.folder().config(), &v)
     }
 
     /// Records a failure in `failed.json` (a step failed, or a dependency
@@ -241,7 +246,7 @@ impl Task {
             return Ok(());
         }
         write_json(
-            &self.dir.join(FAILED),
+            &self.folder().failed(),
             &json!({"step": step, "exit_code": code, "error": error, "at": now_unix()}),
         )
     }
@@ -249,7 +254,7 @@ impl Task {
     /// The failure another process recorded for this task since `since`
     /// (unix seconds), if any.
     fn failed_since(&self, since: f64) -> bool {
-        read_json(&self.dir.join(FAILED))
+        read_json(&self.folder().failed())
             .and_then(|v| v["at"].as_f64())
             .is_some_and(|at| at >= since)
     }
@@ -277,10 +282,10 @@ impl Task {
         let mut log = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join(ATTEMPTS))
-            .map_err(|e| Error::io(self.dir.join(ATTEMPTS), e))?;
+            .open(self.folder().attempts())
+            .map_err(|e| Error::io(self.folder().attempts(), e))?;
         writeln!(log, "{:.3} {worker} device={device}", now_unix())
-            .map_err(|e| Error::io(self.dir.join(ATTEMPTS), e))?;
+            .map_err(|e| Error::io(self.folder().attempts(), e))?;
         let mut seconds = BTreeMap::new();
         for step in &self.steps {
             let marker = self.dir.join(layout::step_done(&step.label));
@@ -323,7 +328,7 @@ impl Task {
         // failed.json goes before done appears, so no reader ever sees both.
         self.clear_failure()?;
         write_json(
-            &self.dir.join(DONE),
+            &self.folder().done(),
             &json!({"status": "ok", "seconds": seconds, "metrics": metrics, "at": now_unix()}),
         )?;
         Ok(Outcome::Ok)
@@ -331,7 +336,7 @@ impl Task {
 
     /// Removes an earlier attempt's failed.json.
     fn clear_failure(&self) -> Result<()> {
-        let path = self.dir.join(FAILED);
+        let path = self.folder().failed();
         match fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&path, e)),
             _ => Ok(()),
@@ -346,7 +351,7 @@ impl Task {
         for step in &self.steps {
             match step.label.as_str() {
                 "train" | "finetune" => {
-                    let sidecar = JobDir::at(&self.dir).train_step(&step.label).sidecar();
+                    let sidecar = self.folder().train_step(&step.label).sidecar();
                     if let Some(Json::Object(m)) = read_json(&sidecar).map(|v| v["metrics"].clone())
                     {
                         for (k, v) in m {
@@ -360,7 +365,7 @@ impl Task {
                     }
                 }
                 "attack" => {
-                    let eval = JobDir::at(&self.dir).eval();
+                    let eval = self.folder().eval();
                     let summary = eval.summary();
                     // An unfinished or unreadable summary leaves the columns empty.
                     if let Ok(row) = read_summary(&summary) {
@@ -478,9 +483,9 @@ fn run_child(bin: &Path, args: &[String], dir: &Path, label: &str) -> Result<(Ch
 
 /// The status of a task directory as results.csv gives it.
 pub fn dir_status(dir: &Path) -> (&'static str, Option<Json>) {
-    if let Some(v) = read_json(&dir.join(DONE)) {
+    if let Some(v) = read_json(&JobDir::at(dir).done()) {
         ("ok", Some(v))
-    } else if let Some(v) = read_json(&dir.join(FAILED)) {
+    } else if let Some(v) = read_json(&JobDir::at(dir).failed()) {
         ("failed", Some(v))
     } else {
         ("pending", None)

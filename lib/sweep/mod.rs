@@ -127,7 +127,7 @@ impl Book {
                         None,
                         &format!(
                             "{failed_id} failed; see {}",
-                            self.tasks[i].dir.join(crate::layout::FAILED).display()
+                            self.tasks[i].folder().failed().display()
                         ),
                     );
                     self.record(j, Outcome::Failed);
@@ -235,7 +235,7 @@ fn summary(book: &Book, rows: &[results::Row], out: &Path) -> RunSummary {
         .filter(|&i| book.tasks[i].job.is_none() && book.state[i] == State::Failed)
         .map(|i| {
             let task = &book.tasks[i];
-            let record = task.dir.join(crate::layout::FAILED);
+            let record = task.folder().failed();
             (task.id.clone(), format!("see {}", record.display()))
         });
     let failed = jobs

@@ -8,7 +8,7 @@ use super::ema::Ema;
 use super::metrics::{read_metrics, EpochMetrics};
 use crate::checkpoint;
 use crate::error::{Error, Result};
-use crate::fsutil::{read_versioned_json, write_json_atomically, JsonFixes};
+use crate::fsutil::{read_versioned_json_or_untagged, write_json_atomically, JsonFixes};
 use crate::identity::differences;
 use crate::layout::TrainRun;
 use crate::models::Model;
@@ -65,27 +65,11 @@ pub struct Restored {
 /// `format` field; suite 0.1.0 until this tag) is read as this format, so a
 /// run or sweep interrupted across the upgrade still resumes.
 fn read_config(path: &Path) -> Result<ResumeConfig> {
-    let untagged = std::fs::read_to_string(path)
-        .ok()
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-        .filter(|v| v.is_object() && v.get("format").is_none());
-    match untagged {
-        Some(mut legacy) => {
-            legacy["format"] = RESUME_FORMAT.into();
-            serde_json::from_value(legacy).map_err(|e| Error::CorruptInput {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-                fix: START_AGAIN.into(),
-            })
-        }
-        None => {
-            let fixes = JsonFixes {
-                missing: START_AGAIN,
-                corrupt: START_AGAIN,
-            };
-            read_versioned_json(path, RESUME_FORMAT, fixes)
-        }
-    }
+    let fixes = JsonFixes {
+        missing: START_AGAIN,
+        corrupt: START_AGAIN,
+    };
+    read_versioned_json_or_untagged(path, RESUME_FORMAT, fixes)
 }
 
 /// Restores `model`, `opt` and `ema` from the resume state in `out`;
