@@ -423,7 +423,7 @@ fn table2_spec_rebuilds_the_papers_layout_from_a_sweep() {
             &paper_cols(n, 0.68, 0.35, k + 5),
         );
     }
-    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("analysis/table2.toml");
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("analysis/table2-end-to-end.toml");
     let out = dir.path().join("t2");
     run_ok(&[
         "--spec",
@@ -484,7 +484,7 @@ fn table2_spec_rebuilds_the_papers_layout_from_a_sweep() {
     assert!(svg.contains("MART + AWP") && !svg.contains("NaN"));
     assert!(out.join("delta_vs_lambda.svg").is_file());
 
-    let spec3 = Path::new(env!("CARGO_MANIFEST_DIR")).join("analysis/table3.toml");
+    let spec3 = Path::new(env!("CARGO_MANIFEST_DIR")).join("analysis/table3-end-to-end.toml");
     let out3 = dir.path().join("t3");
     run_ok(&[
         "--spec",
@@ -754,7 +754,7 @@ fn bad_input_is_refused_with_the_file_and_the_fix() {
     grid_point(&runs, "std-l0", "standard", false, 0.0, 0, &pc);
     grid_point(&runs, "std-l1", "standard", false, 1.0, 0, &pc);
     let orphan = grid_point(&runs, "trades-l1", "trades", false, 1.0, 0, &pc);
-    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("analysis/table2.toml");
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("analysis/table2-end-to-end.toml");
     assert_refused(
         &["--spec", s(&spec), "--runs", s(&runs), "--out", s(&out)],
         &out,
@@ -766,7 +766,7 @@ fn bad_input_is_refused_with_the_file_and_the_fix() {
         &["--spec", s(&spec), "--runs", s(&runs), "--out", s(&out)],
         &out,
         &[
-            "table2.toml",
+            "table2-end-to-end.toml",
             "row `PGD`",
             "matches no baseline/treatment pair",
         ],
