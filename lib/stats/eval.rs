@@ -248,3 +248,22 @@ pub fn check_pairable(baseline: &Evaluation, treatment: &Evaluation) -> Result<(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_says_whether_finetune_or_train_made_the_checkpoint() {
+        let stage = |v: Value| {
+            let mut a = BTreeMap::new();
+            flatten_sidecar(&v, &mut a);
+            a[STAGE].clone()
+        };
+        let tuned =
+            serde_json::json!({"hyperparameters": {"finetuned_from": "b/model.safetensors"}});
+        assert_eq!(stage(tuned), "finetune");
+        let base = serde_json::json!({"hyperparameters": {"finetuned_from": null}, "seed": 0});
+        assert_eq!(stage(base), "base");
+    }
+}

@@ -460,6 +460,85 @@ attack.eps = "0.2"
         assert!(e.contains("@nope"), "{e}");
     }
 
+    const CHAIN: &str = r#"
+steps = ["train", "finetune", "attack"]
+[scores.dsm]
+source = "dsm"
+[axes]
+method = ["standard", "pgd-at"]
+train.lr = [0.1]
+finetune.taser = [{ lambda = 0 }, { lambda = 0.01, reg = "grad-norm", scores = "@dsm" }]
+[train]
+epochs = 200
+[finetune]
+epochs = 50
+[attack]
+attacks = "aa"
+[[exclude]]
+method = "standard"
+finetune.lambda = 0.01
+"#;
+
+    #[test]
+    fn the_chain_routes_bare_train_and_finetune_keys_to_their_steps() {
+        let g = parse(CHAIN).unwrap();
+        assert!(g.is_chained());
+        let jobs = g.jobs();
+        assert_eq!(jobs.len(), 3, "4 points minus one excluded");
+        let one = |s: &str| FlagValue::One(s.into());
+        for j in &jobs {
+            let (train, ft) = (&j.flags[&Step::Train], &j.flags[&Step::Finetune]);
+            // Bare keys set both model steps; `train.` and the fixed
+            // tables only their own.
+            assert_eq!(train["method"], ft["method"]);
+            assert_eq!(train["lr"], one("0.1"));
+            assert!(!ft.contains_key("lr"));
+            assert_eq!((&train["epochs"], &ft["epochs"]), (&one("200"), &one("50")));
+            assert!(!train.contains_key("lambda"));
+        }
+        // One axis value sets several fine-tune flags at once.
+        let taser = jobs
+            .iter()
+            .find(|j| j.params.get("finetune.lambda").map(String::as_str) == Some("0.01"))
+            .unwrap();
+        let ft = &taser.flags[&Step::Finetune];
+        assert_eq!(ft["reg"], one("grad-norm"));
+        assert_eq!(ft["scores"], one("@dsm"));
+        assert_eq!(taser.params["method"], "pgd-at");
+        // The base id depends on the train flags only.
+        let base = |j: &JobSpec| {
+            let f = [(Step::Train, j.flags[&Step::Train].clone())].into();
+            g.flags_id("base\n", &f).0
+        };
+        let pgd: Vec<_> = jobs
+            .iter()
+            .filter(|j| j.params["method"] == "pgd-at")
+            .collect();
+        assert_eq!(pgd.len(), 2);
+        assert_eq!(base(pgd[0]), base(pgd[1]));
+        assert_ne!(base(&jobs[0]), base(pgd[0]));
+    }
+
+    #[test]
+    fn the_chain_refuses_a_from_and_two_step_chains_keep_their_keys() {
+        let e = parse(&CHAIN.replace("[finetune]\n", "[finetune]\nfrom = \"m.safetensors\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("finetune.from") && e.contains("--from"), "{e}");
+        let e = parse(&CHAIN.replace(
+            "steps = [\"train\", \"finetune\", \"attack\"]",
+            "steps = [\"train\", \"attack\"]",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("[finetune] is given"), "{e}");
+        // In a two-step chain `train.lr` is the model step's `lr`, as before.
+        let g = parse(&GRID.replace("method = [", "train.lr = [0.1]\nmethod = [")).unwrap();
+        let j = &g.jobs()[0];
+        assert_eq!(j.params["lr"], "0.1");
+        assert_eq!(j.flags[&Step::Train]["lr"], FlagValue::One("0.1".into()));
+    }
+
     #[test]
     fn args_of_flags() {
         let mut f = Flags::new();
