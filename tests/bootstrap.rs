@@ -389,19 +389,22 @@ fn paper_cols(n: usize, clean: f64, rob: f64, seed: u64) -> Vec<(&'static str, V
     ]
 }
 
+/// The base methods of TASER Table 2 as (method, AWP).
+const PAPER_METHODS: [(&str, bool); 6] = [
+    ("standard", false),
+    ("pgd-at", false),
+    ("trades", false),
+    ("mart", false),
+    ("trades", true),
+    ("mart", true),
+];
+
 #[test]
 fn table2_spec_rebuilds_the_papers_layout_from_a_sweep() {
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("sweep");
     let n = 400;
-    let methods = [
-        ("standard", false),
-        ("pgd-at", false),
-        ("trades", false),
-        ("mart", false),
-        ("trades", true),
-        ("mart", true),
-    ];
+    let methods = PAPER_METHODS;
     for (k, (m, awp)) in methods.iter().enumerate() {
         let k = k as u64 * 10;
         grid_point(
@@ -904,14 +907,7 @@ fn table2_specs_pair_taser_fine_tunes_with_the_base_and_with_the_control() {
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("sweep");
     let n = 400;
-    let methods = [
-        ("standard", false),
-        ("pgd-at", false),
-        ("trades", false),
-        ("mart", false),
-        ("trades", true),
-        ("mart", true),
-    ];
+    let methods = PAPER_METHODS;
     // Per method: the base (robust 0.2), the λ = 0 fine-tune (0.3) and the
     // TASER fine-tune (0.5), as the train → finetune → attack chain leaves them.
     for (k, (m, awp)) in methods.iter().enumerate() {

@@ -951,3 +951,41 @@ fn a_failed_base_marks_its_baseline_and_fine_tunes_as_not_run() {
     assert!(err.contains("failed job base:"), "{err}");
     assert!(stdout(&o).contains("failed = 4"), "{}", stdout(&o));
 }
+
+#[test]
+fn run_one_of_a_fine_tune_trains_its_base_first_and_a_second_reuses_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = chain_grid(tmp.path(), "chain-array", 1, "", "");
+    let out = tmp.path().join("out");
+    for index in ["1", "2"] {
+        let o = sweep(
+            None,
+            &["run-one", s(&grid), "--index", index, "--out", s(&out)],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let runs = attempts_and_done(&out);
+    let bases: Vec<_> = runs
+        .iter()
+        .filter(|(id, _)| out.join("jobs").join(id).join("train").is_dir())
+        .collect();
+    assert_eq!(bases.len(), 1, "{runs:?}");
+    assert_eq!(
+        bases[0].1 .0, 1,
+        "the base trained once for both fine-tunes"
+    );
+    let c = sweep(None, &["collect", s(&out)]);
+    assert!(
+        stdout(&c).contains("jobs = 2") && stdout(&c).contains("ok = 2"),
+        "{}",
+        stdout(&c)
+    );
+    let rows = results(&out);
+    let status: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r["stage"].as_str(), r["status"].as_str()))
+        .collect();
+    // The baseline evaluation (index 0) was not asked for.
+    assert_eq!(status, [("finetune", "ok"), ("finetune", "ok")]);
+    assert_eq!(rows[0]["index"], "1");
+}
