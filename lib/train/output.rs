@@ -37,7 +37,8 @@ fn score_provenance(reg: &Regularizer) -> Option<serde_json::Value> {
     match reg {
         Regularizer::Stein(p) => p
             .field
-            .provenance()
+            .as_ref()
+            .and_then(|f| f.provenance())
             .map(|prov| serde_json::to_value(prov).expect("score provenance serialises to JSON")),
         _ => None,
     }
