@@ -10,9 +10,25 @@ use std::path::Path;
 /// `train` on digits (mlp, silu, Adam) for `epochs` with λ = 0.01 and `extra`.
 fn train_args(out: &Path, epochs: &str, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
-        "--dataset", "digits", "--model", "mlp", "--activation", "silu", "--epochs", epochs,
-        "--seed", "3", "--device", "cpu", "--optimizer", "adam", "--lr", "1e-3", "--lambda",
-        "0.01", "--out",
+        "--dataset",
+        "digits",
+        "--model",
+        "mlp",
+        "--activation",
+        "silu",
+        "--epochs",
+        epochs,
+        "--seed",
+        "3",
+        "--device",
+        "cpu",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "1e-3",
+        "--lambda",
+        "0.01",
+        "--out",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -28,7 +44,13 @@ fn metrics(out: &Path) -> Vec<HashMap<String, String>> {
     let mut lines = text.lines();
     let header: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
     lines
-        .map(|l| header.iter().cloned().zip(l.split(',').map(String::from)).collect())
+        .map(|l| {
+            header
+                .iter()
+                .cloned()
+                .zip(l.split(',').map(String::from))
+                .collect()
+        })
         .collect()
 }
 
@@ -75,9 +97,16 @@ fn the_diagnostic_columns_are_finite_after_one_epoch() {
     // λR / train_loss from the row's own columns.
     let ratio = 0.01 * value(row, "penalty") / value(row, "train_loss");
     assert!((value(row, "penalty_ratio") - ratio).abs() < 1e-9 * ratio);
-    assert_eq!(row["global_center"], "", "no global centre with --center batch");
+    assert_eq!(
+        row["global_center"], "",
+        "no global centre with --center batch"
+    );
     let meta = std::fs::read_to_string(out.join("model.json")).unwrap();
-    for key in ["\"score_permute\": false", "\"zero_scores\": false", "\"stein_coordinates\": \"pixel\""] {
+    for key in [
+        "\"score_permute\": false",
+        "\"zero_scores\": false",
+        "\"stein_coordinates\": \"pixel\"",
+    ] {
         assert!(meta.contains(key), "model.json lacks {key}");
     }
     assert!(meta.contains("\"hutchinson_noise_share\""));
@@ -97,7 +126,12 @@ fn the_controls_train_and_log_what_they_measure() {
     let rows = train_ok(&dir.path().join("gn"), "1", &["--reg", "grad-norm"]);
     let row = &rows[0];
     assert!(value(row, "penalty") > 0.0 && value(row, "grad_norm_mean") > 0.0);
-    for col in ["residual_mean", "residual_std", "score_grad_cosine", "hutchinson_noise_share"] {
+    for col in [
+        "residual_mean",
+        "residual_std",
+        "score_grad_cosine",
+        "hutchinson_noise_share",
+    ] {
         assert_eq!(row[col], "", "grad-norm: {col}");
     }
     // The penalty of grad-norm is mean‖∇m‖² ≥ (mean‖∇m‖)² on other batches:
@@ -114,14 +148,21 @@ fn the_controls_train_and_log_what_they_measure() {
     assert!(meta.contains("\"zero_scores\": true"));
 
     // Model coordinates train and are recorded.
-    let rows = train_ok(&dir.path().join("model"), "1", &["--stein-coordinates", "model"]);
+    let rows = train_ok(
+        &dir.path().join("model"),
+        "1",
+        &["--stein-coordinates", "model"],
+    );
     assert!(value(&rows[0], "penalty").is_finite());
     let meta = std::fs::read_to_string(dir.path().join("model/model.json")).unwrap();
     assert!(meta.contains("\"stein_coordinates\": \"model\""));
 
     // --center global: a centre per epoch, re-estimated as the model trains.
     let rows = train_ok(&dir.path().join("global"), "2", &["--center", "global"]);
-    let (d1, d2) = (value(&rows[0], "global_center"), value(&rows[1], "global_center"));
+    let (d1, d2) = (
+        value(&rows[0], "global_center"),
+        value(&rows[1], "global_center"),
+    );
     println!("global centre: epoch 1 {d1}, epoch 2 {d2}");
     assert!(d1.is_finite() && d2.is_finite() && d1 != d2);
     let meta = std::fs::read_to_string(dir.path().join("global/model.json")).unwrap();
@@ -134,8 +175,14 @@ fn contradictory_control_flags_are_refused_before_any_work() {
     for (extra, names) in [
         (vec!["--score-permute"], "--scores"),
         (vec!["--zero-scores", "--reg", "l2"], "--zero-scores"),
-        (vec!["--zero-scores", "--stein-order", "first-order"], "--stein-order"),
-        (vec!["--reg", "grad-norm", "--score-permute"], "--score-permute"),
+        (
+            vec!["--zero-scores", "--stein-order", "first-order"],
+            "--stein-order",
+        ),
+        (
+            vec!["--reg", "grad-norm", "--score-permute"],
+            "--score-permute",
+        ),
         (vec!["--zero-scores", "--score-permute"], "--zero-scores"),
         (vec!["--zero-scores", "--scores", "x.h5"], "--scores"),
     ] {

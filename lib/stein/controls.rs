@@ -11,9 +11,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 /// The coordinates in which ∇ₓ and Δ are taken (`--stein-coordinates`).
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Coordinates {
     /// Input pixels in [0,1] (the suite's default since its first release).
@@ -55,7 +53,12 @@ impl Rescale {
 /// The probe values m(x) (`[B]`) and their input gradient ∇ₓm (shaped like
 /// `x`), per sample (the batch's samples must not interact: BatchNorm in
 /// eval mode). `create_graph` keeps the graph for a parameter gradient.
-pub fn input_gradient<F>(m: F, x: &Tensor, y: &Tensor, create_graph: bool) -> Result<(Tensor, Tensor)>
+pub fn input_gradient<F>(
+    m: F,
+    x: &Tensor,
+    y: &Tensor,
+    create_graph: bool,
+) -> Result<(Tensor, Tensor)>
 where
     F: Fn(&Tensor, &Tensor) -> Tensor,
 {
@@ -69,7 +72,9 @@ where
 
 /// ‖g_i‖² per sample of a batch of gradients `[B, …]` → `[B]`.
 pub fn squared_norms(g: &Tensor) -> Tensor {
-    g.flatten(1, -1).square().sum_dim_intlist(1, false, g.kind())
+    g.flatten(1, -1)
+        .square()
+        .sum_dim_intlist(1, false, g.kind())
 }
 
 /// The matched isotropic gradient penalty mean_i ‖∇ₓm(x_i)‖² (`--reg
@@ -84,9 +89,7 @@ pub fn mean_cosine(score: &Tensor, grad: &Tensor) -> f64 {
     let (s, g) = (score.flatten(1, -1), grad.flatten(1, -1));
     let dot = (&s * &g).sum_dim_intlist(1, false, s.kind());
     let norms = squared_norms(&s).sqrt() * squared_norms(&g).sqrt();
-    let cos = norms
-        .gt(0.0)
-        .where_self(&(dot / norms.clamp_min(1e-300)), &norms.zeros_like());
+    let cos = (dot / &norms).where_self(&norms.gt(0.0), &norms.zeros_like());
     cos.mean(Kind::Double).double_value(&[])
 }
 

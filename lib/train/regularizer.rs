@@ -185,13 +185,25 @@ impl RegArgs {
             return refuse("--score-permute", "set", "permuting zero scores changes nothing; choose one of --score-permute and --zero-scores");
         }
         if self.score_permute && self.scores.is_none() {
-            return refuse("--score-permute", "set", "permutes precomputed scores by sample; pass --scores FILE");
+            return refuse(
+                "--score-permute",
+                "set",
+                "permutes precomputed scores by sample; pass --scores FILE",
+            );
         }
         if self.zero_scores && self.scores.is_some() {
-            return refuse("--zero-scores", "set", "replaces every score by 0; drop --scores");
+            return refuse(
+                "--zero-scores",
+                "set",
+                "replaces every score by 0; drop --scores",
+            );
         }
         if self.zero_scores && self.stein_order == Order::FirstOrder {
-            return refuse("--zero-scores", "set", "makes the first-order residual identically 0; use --stein-order full");
+            return refuse(
+                "--zero-scores",
+                "set",
+                "makes the first-order residual identically 0; use --stein-order full",
+            );
         }
         Ok(())
     }
@@ -220,7 +232,9 @@ pub struct SteinStats {
 #[derive(Debug)]
 pub enum Regularizer {
     None,
-    L2 { lambda: f64 },
+    L2 {
+        lambda: f64,
+    },
     /// The TASER penalty or, with `grad_norm`, its matched gradient penalty.
     Stein(SteinPenalty),
 }
@@ -425,7 +439,11 @@ impl SteinPenalty {
     ) -> Result<stein::Residual> {
         let c = self.coordinated(model, x, indices, aug);
         let Some(score) = &c.score else {
-            return Err(Error::invalid("--reg", "grad-norm", "has no Stein residual"));
+            return Err(Error::invalid(
+                "--reg",
+                "grad-norm",
+                "has no Stein residual",
+            ));
         };
         let m = self.probe_fn(model, c.rescale.as_ref(), self.bn_train);
         stein::residual(m, &c.x, y, score, &self.options, None, create_graph)
@@ -530,7 +548,10 @@ mod tests {
             let v: Vec<f64> = indices.iter().map(|&i| (i + 1) as f64).collect();
             let mut shape = vec![indices.len() as i64];
             shape.extend(std::iter::repeat_n(1, x.dim() - 1));
-            Tensor::from_slice(&v).view(shape.as_slice()).expand_as(x).to_kind(x.kind())
+            Tensor::from_slice(&v)
+                .view(shape.as_slice())
+                .expand_as(x)
+                .to_kind(x.kind())
         }
         fn describe(&self) -> String {
             "index".into()
@@ -552,9 +573,16 @@ mod tests {
         m
     }
 
-    fn penalty(field: Option<Box<dyn ScoreField>>, control: ScoreControl, laplacian: Laplacian) -> SteinPenalty {
+    fn penalty(
+        field: Option<Box<dyn ScoreField>>,
+        control: ScoreControl,
+        laplacian: Laplacian,
+    ) -> SteinPenalty {
         SteinPenalty {
-            lambda: LambdaRamp { max: 1.0, warmup_steps: 0 },
+            lambda: LambdaRamp {
+                max: 1.0,
+                warmup_steps: 0,
+            },
             options: ResidualOptions {
                 order: Order::Full,
                 mode: Mode::Autograd,
@@ -579,7 +607,11 @@ mod tests {
         let n = 300;
         let partner = controls::derangement(n, 9 ^ PERMUTE_STREAM);
         let field = Box::new(IndexField(vec![1, 2, 2]));
-        let p = penalty(Some(field), ScoreControl::Permute(partner.clone()), Laplacian::Exact);
+        let p = penalty(
+            Some(field),
+            ScoreControl::Permute(partner.clone()),
+            Laplacian::Exact,
+        );
         let all: Vec<i64> = (0..n as i64).collect();
         let x = Tensor::zeros([n as i64, 1, 2, 2], (Kind::Double, Device::Cpu));
         let s = p.score(&x, &all, None).unwrap();
@@ -592,13 +624,19 @@ mod tests {
         let mut sorted = got.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, all, "the multiset of scores is unchanged");
-        assert!(got.iter().zip(&all).all(|(a, b)| a != b), "every sample gets another's score");
+        assert!(
+            got.iter().zip(&all).all(|(a, b)| a != b),
+            "every sample gets another's score"
+        );
         // A batch in any order gets its samples' partners.
         let batch = [17i64, 3, 250];
         let sb = p.score(&x.narrow(0, 0, 3), &batch, None).unwrap();
         assert_eq!(
             Vec::<f64>::try_from(sb.flatten(1, -1).select(1, 0)).unwrap(),
-            batch.iter().map(|&i| (partner[i as usize] + 1) as f64).collect::<Vec<_>>()
+            batch
+                .iter()
+                .map(|&i| (partner[i as usize] + 1) as f64)
+                .collect::<Vec<_>>()
         );
     }
 
@@ -608,7 +646,9 @@ mod tests {
         let x = Tensor::rand([6, 1, 2, 2], (Kind::Double, Device::Cpu));
         let y = Tensor::from_slice(&[0i64, 1, 2, 0, 1, 2]);
         let p = penalty(None, ScoreControl::Zero, Laplacian::Exact);
-        let r = p.residual(&m, &x, &y, &[0, 1, 2, 3, 4, 5], None, false).unwrap();
+        let r = p
+            .residual(&m, &x, &y, &[0, 1, 2, 3, 4, 5], None, false)
+            .unwrap();
         assert_eq!(r.first_order.abs().max().double_value(&[]), 0.0);
         assert!(r.residual.equal(r.laplacian.as_ref().unwrap()));
         assert!(r.residual.abs().max().double_value(&[]) > 0.0);
@@ -625,16 +665,28 @@ mod tests {
         let pixel = penalty(field(), ScoreControl::None, Laplacian::Exact);
         let mut model_c = penalty(field(), ScoreControl::None, Laplacian::Exact);
         model_c.coordinates = Coordinates::Model;
-        let rp = pixel.residual(&m, &x, &y, &idx, None, false).unwrap().residual;
-        let rm = model_c.residual(&m, &x, &y, &idx, None, false).unwrap().residual;
+        let rp = pixel
+            .residual(&m, &x, &y, &idx, None, false)
+            .unwrap()
+            .residual;
+        let rm = model_c
+            .residual(&m, &x, &y, &idx, None, false)
+            .unwrap()
+            .residual;
         let s2 = (sigma as f32 as f64).powi(2);
         let err = (&rm - &rp * s2).abs().max().double_value(&[]);
-        assert!(err < 1e-9 * rp.abs().max().double_value(&[]), "r_model − σ²r_pixel: {err}");
+        assert!(
+            err < 1e-9 * rp.abs().max().double_value(&[]),
+            "r_model − σ²r_pixel: {err}"
+        );
         let (pp, pm) = (
             stein::penalty(&rp, Center::Batch, false, 0.0).double_value(&[]),
             stein::penalty(&rm, Center::Batch, false, 0.0).double_value(&[]),
         );
-        println!("R_pixel {pp:.6e}, R_model {pm:.6e}, σ⁴ R_pixel {:.6e}", s2 * s2 * pp);
+        println!(
+            "R_pixel {pp:.6e}, R_model {pm:.6e}, σ⁴ R_pixel {:.6e}",
+            s2 * s2 * pp
+        );
         assert!((pm - s2 * s2 * pp).abs() < 1e-9 * pm);
     }
 }

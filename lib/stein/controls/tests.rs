@@ -37,12 +37,31 @@ fn the_derangement_keeps_every_index_once_and_moves_each() {
         let perm = derangement(n, 42);
         let mut sorted = perm.clone();
         sorted.sort_unstable();
-        assert_eq!(sorted, (0..n as i64).collect::<Vec<_>>(), "n = {n}: multiset");
-        assert!(perm.iter().enumerate().all(|(i, &p)| p != i as i64), "n = {n}: a fixed point");
+        assert_eq!(
+            sorted,
+            (0..n as i64).collect::<Vec<_>>(),
+            "n = {n}: multiset"
+        );
+        assert!(
+            perm.iter().enumerate().all(|(i, &p)| p != i as i64),
+            "n = {n}: a fixed point"
+        );
         assert_eq!(perm, derangement(n, 42), "n = {n}: same seed, same pairing");
     }
     assert_ne!(derangement(1797, 42), derangement(1797, 43));
     assert_eq!(derangement(1, 0), vec![0]);
+}
+
+#[test]
+fn the_cosine_is_averaged_over_samples_and_zero_where_a_vector_vanishes() {
+    let s = Tensor::from_slice(&[1.0, 0.0, 2.0, 2.0, 0.0, 0.0]).view([3, 2]);
+    let g = Tensor::from_slice(&[3.0, 0.0, -1.0, -1.0, 1.0, 1.0]).view([3, 2]);
+    // cos = 1, −1 and 0 (a zero score).
+    assert!((mean_cosine(&s.to_kind(Kind::Float), &g.to_kind(Kind::Float)) - 0.0).abs() < 1e-7);
+    let s2 = Tensor::from_slice(&[1.0, 0.0, 0.0, 1.0]).view([2, 2]);
+    let g2 = Tensor::from_slice(&[2.0, 0.0, 1.0, 1.0]).view([2, 2]);
+    let expect = (1.0 + 0.5f64.sqrt()) / 2.0;
+    assert!((mean_cosine(&s2, &g2) - expect).abs() < 1e-12);
 }
 
 #[test]
@@ -57,7 +76,13 @@ fn the_gradient_penalty_is_the_mean_squared_norm_of_a_plus_ax() {
     let expect = expect_grad.square().sum(Kind::Double).double_value(&[]) / b as f64;
     let got = grad_norm_penalty(&grad).double_value(&[]);
     assert!((got - expect).abs() < 1e-10 * expect, "{got} vs {expect}");
-    assert!((values - quadratic(&a, &big_a, &x)).abs().max().double_value(&[]) < 1e-12);
+    assert!(
+        (values - quadratic(&a, &big_a, &x))
+            .abs()
+            .max()
+            .double_value(&[])
+            < 1e-12
+    );
     // λ·mean‖∇m‖² with λ = 0.3, as `--reg grad-norm` weighs it.
     let lambda_term = (grad_norm_penalty(&grad) * 0.3).double_value(&[]);
     assert!((lambda_term - 0.3 * expect).abs() < 1e-10 * expect);
@@ -75,7 +100,16 @@ fn zero_scores_leave_the_laplacian_alone() {
         residual: r,
         first_order,
         laplacian,
-    } = residual(m, &x, &labels(b), &zero, &opts(Laplacian::Exact, 1), None, false).unwrap();
+    } = residual(
+        m,
+        &x,
+        &labels(b),
+        &zero,
+        &opts(Laplacian::Exact, 1),
+        None,
+        false,
+    )
+    .unwrap();
     assert_eq!(first_order.abs().max().double_value(&[]), 0.0);
     assert!(r.equal(&laplacian.unwrap()));
     // On the quadratic itself Δm = tr A for every sample.
@@ -110,7 +144,10 @@ fn model_coordinates_scale_a_one_channel_penalty_by_std_to_the_fourth() {
     let x = Tensor::rand([b, d], F64);
     let s = -&x * 3.0 + 1.0;
     let y = labels(b);
-    for (laplacian, center) in [(Laplacian::Exact, Center::Batch), (Laplacian::Hutchinson, Center::None)] {
+    for (laplacian, center) in [
+        (Laplacian::Exact, Center::Batch),
+        (Laplacian::Hutchinson, Center::None),
+    ] {
         tch::manual_seed(1);
         let probes = super::super::rademacher(3, &x);
         let o = opts(laplacian, 3);
@@ -156,10 +193,25 @@ fn the_noise_share_of_a_quadratic_matches_its_closed_form() {
     let off = &big_a - big_a.diag(0).diag_embed(0, -2, -1);
     let v = 2.0 * off.square().sum(Kind::Double).double_value(&[]) * (1.0 - 1.0 / b as f64);
     let expect = v / (r_exact + v);
-    println!("noise share {share:.4}, closed form {expect:.4} (V' = {v:.3}, R_exact = {r_exact:.3})");
-    assert!((share - expect).abs() < 0.03 * expect, "{share} vs {expect}");
+    println!(
+        "noise share {share:.4}, closed form {expect:.4} (V' = {v:.3}, R_exact = {r_exact:.3})"
+    );
+    assert!(
+        (share - expect).abs() < 0.03 * expect,
+        "{share} vs {expect}"
+    );
     // Fewer than two probes or the exact Laplacian: no share to measure.
     let one = probes.narrow(0, 0, 1);
     let m = |xx: &Tensor, _: &Tensor| quadratic(&a, &big_a, xx);
-    assert!(hutchinson_noise_share(m, &x, &y, &s, &opts(Laplacian::Hutchinson, 1), &one, Center::Batch, 0.0).is_err());
+    assert!(hutchinson_noise_share(
+        m,
+        &x,
+        &y,
+        &s,
+        &opts(Laplacian::Hutchinson, 1),
+        &one,
+        Center::Batch,
+        0.0
+    )
+    .is_err());
 }
