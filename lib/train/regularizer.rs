@@ -253,7 +253,7 @@ pub enum ScoreControl {
 
 /// Offset mixed into `--seed` for the permutation of `--score-permute`
 /// (its own stream: ChaCha8 seeded with `seed ^ PERMUTE_STREAM`).
-pub const PERMUTE_STREAM: u64 = 0x5C0_4E5_9E4D;
+pub const PERMUTE_STREAM: u64 = 0x5C04_E59E;
 
 /// The TASER penalty with its score field and options.
 #[derive(Debug)]
