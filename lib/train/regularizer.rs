@@ -87,7 +87,8 @@ pub struct RegArgs {
     /// Stop the gradient through the batch mean (changes nothing with the exact mean).
     #[arg(long)]
     pub detach_mean: bool,
-    /// Finite-difference step h (Euclidean length of each displacement, [0,1] pixel units).
+    /// Finite-difference step h (Euclidean length of each displacement, in [0,1] pixel units, or
+    /// in normalised units with --stein-coordinates model).
     #[arg(long, default_value_t = 1e-2)]
     pub fd_step: f64,
     /// Steps of the linear λ ramp λ(t) = λ_max·min(1, t/T).
