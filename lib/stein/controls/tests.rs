@@ -27,6 +27,13 @@ fn quadratic(a: &Tensor, big_a: &Tensor, x: &Tensor) -> Tensor {
     x.matmul(a) + (x.matmul(big_a) * x).sum_dim_intlist(1, false, Kind::Double) * 0.5
 }
 
+/// A random quadratic (A from `seed`, a) and a batch of `b` inputs in ℝᵈ.
+fn quadratic_batch(d: i64, b: i64, seed: i64) -> (Tensor, Tensor, Tensor) {
+    let big_a = symmetric(d, seed);
+    let a = Tensor::randn([d], F64);
+    (big_a, a, Tensor::randn([b, d], F64))
+}
+
 fn labels(b: i64) -> Tensor {
     Tensor::zeros([b], (Kind::Int64, Device::Cpu))
 }
@@ -66,10 +73,8 @@ fn the_cosine_is_averaged_over_samples_and_zero_where_a_vector_vanishes() {
 
 #[test]
 fn the_gradient_penalty_is_the_mean_squared_norm_of_a_plus_ax() {
-    let (d, b) = (6, 32);
-    let big_a = symmetric(d, 3);
-    let a = Tensor::randn([d], F64);
-    let x = Tensor::randn([b, d], F64);
+    let b = 32;
+    let (big_a, a, x) = quadratic_batch(6, b, 3);
     let (values, grad) =
         input_gradient(|xx, _| quadratic(&a, &big_a, xx), &x, &labels(b), false).unwrap();
     let expect_grad = x.matmul(&big_a) + &a;
@@ -90,10 +95,8 @@ fn the_gradient_penalty_is_the_mean_squared_norm_of_a_plus_ax() {
 
 #[test]
 fn zero_scores_leave_the_laplacian_alone() {
-    let (d, b) = (5, 8);
-    let big_a = symmetric(d, 5);
-    let a = Tensor::randn([d], F64);
-    let x = Tensor::randn([b, d], F64);
+    let b = 8;
+    let (big_a, a, x) = quadratic_batch(5, b, 5);
     let zero = x.zeros_like();
     let m = |xx: &Tensor, _: &Tensor| quadratic(&a, &big_a, xx).tanh();
     let Residual {
