@@ -14,9 +14,10 @@ use taser::data::{self, Dataset, DatasetName, Split, Task};
 use taser::models::{Activation, Arch, Model, ModelSpec};
 use taser::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use taser::score::Gaussian;
+use taser::stein::controls::Coordinates;
 use taser::stein::{Center, Laplacian, Mode, Order, Probe, ResidualOptions};
 use taser::train::method::{MethodArgs, MethodSettings};
-use taser::train::regularizer::{LambdaRamp, Regularizer, SteinPenalty};
+use taser::train::regularizer::{LambdaRamp, Regularizer, ScoreControl, SteinPenalty};
 use taser::train::step::BaseLoss;
 use taser::train::{train_step, Batch, Method, StepLoss};
 use tch::{Device, Kind, Tensor};
@@ -104,7 +105,12 @@ fn time_steps(
             detach_mean: false,
             bn_train: false,
             global_center: 0.0,
-            field: Box::new(Gaussian::standard(&data.input_shape).to_device(o.device)),
+            field: Some(Box::new(
+                Gaussian::standard(&data.input_shape).to_device(o.device),
+            )),
+            control: ScoreControl::None,
+            grad_norm: false,
+            coordinates: Coordinates::Pixel,
         }),
     };
     let n = data.train.len();

@@ -19,7 +19,10 @@ use taser::train::{finetune, FinetuneArgs, RunOptions, TrainConfig};
 /// `--method pgd-at --attack-steps 3` for an adversarial-lite base loss).
 ///
 /// Outputs in --out are those of `train` (model.safetensors + model.json,
-/// metrics.csv, resume state for --resume); the sidecar records --from and α.
+/// metrics.csv with its instrument columns, resume state for --resume); the
+/// sidecar records --from and α. The controls --reg grad-norm,
+/// --score-permute, --zero-scores and --stein-coordinates work as in `train`
+/// (see `train --help` for them and for metrics.csv's columns).
 ///
 /// Example: finetune --from runs/pgdat/model.safetensors --method pgd-at
 ///   --lambda 1 --scores digits-dsm.h5 --out runs/pgdat-taser

@@ -12,9 +12,29 @@ use taser::train::{train, RunOptions, TrainConfig};
 /// spec, every hyperparameter, seed, version, metrics), metrics.csv (one row
 /// per epoch: epoch, lr, train_loss, train_acc, test_loss, test_acc,
 /// ood_loss, penalty, residual_mean, residual_std, risk_standard,
-/// risk_madry, risk_score, seconds; a column a run does not measure is
-/// empty) and the resume state (resume.safetensors, resume.json), written
-/// after every epoch, which --resume continues from.
+/// risk_madry, risk_score, grad_norm_mean, probe_mean, penalty_ratio,
+/// score_grad_cosine, hutchinson_noise_share, global_center, seconds; a
+/// column a run does not measure is empty) and the resume state
+/// (resume.safetensors, resume.json), written after every epoch, which
+/// --resume continues from.
+///
+/// Instruments (--reg stein or grad-norm with --lambda > 0), measured after
+/// each epoch on a fixed probe batch of 256 training inputs drawn from
+/// --seed, live model, BatchNorm in eval mode, in --stein-coordinates:
+/// grad_norm_mean = mean ‖∇ₓm‖; probe_mean = mean m (the smooth margin
+/// unless --probe; > 0 is misclassified); penalty_ratio = λ(t)·penalty /
+/// train_loss (λ at the epoch's last step); score_grad_cosine = mean over
+/// samples of cos(s̃(x), ∇ₓm(x)) (empty with --zero-scores or grad-norm);
+/// hutchinson_noise_share = V/R₁ from 8 single-probe residuals r⁽ᵏ⁾ with
+/// fixed probes: R₁ = mean_k R(r⁽ᵏ⁾), R₈ = R(mean_k r⁽ᵏ⁾), V = 8/7·(R₁ − R₈),
+/// the share of the one-probe penalty that is estimator noise (empty unless
+/// --stein-order full with --stein-laplacian hutchinson); global_center = D
+/// of --center global, re-estimated at the start of every epoch on the
+/// current model.
+///
+/// Controls of the TASER penalty: --reg grad-norm (λ·mean‖∇ₓm‖², no score),
+/// --score-permute (each sample gets another sample's score from --scores),
+/// --zero-scores (r = Δm) and --stein-coordinates pixel|model.
 ///
 /// Methods (--method): standard, pgd-at, trades, mart, each with --loss kl
 /// (the references) or se (SCORE's squared error), --clip, --label-smoothing,

@@ -237,13 +237,16 @@ impl Model {
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         self.forward_calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let shape: Vec<i64> = if x.dim() == 4 {
-            vec![1, -1, 1, 1]
-        } else {
-            vec![1, -1]
-        };
-        let z = (x - self.mean.view(shape.as_slice())) / self.std.view(shape.as_slice());
-        self.body.forward_t(&z, train)
+        let (mean, std) = self.normalisation(x.dim());
+        self.body.forward_t(&((x - mean) / std), train)
+    }
+
+    /// The per-channel mean μ_c and std σ_c the model normalises its [0,1]
+    /// inputs with (z = (x − μ)/σ), shaped to broadcast against a batch of
+    /// `dim` dimensions (`[1, C, 1, 1]` for images, `[1, C]` otherwise).
+    pub fn normalisation(&self, dim: usize) -> (Tensor, Tensor) {
+        let shape: &[i64] = if dim == 4 { &[1, -1, 1, 1] } else { &[1, -1] };
+        (self.mean.view(shape), self.std.view(shape))
     }
 
     /// Number of forward passes made so far.

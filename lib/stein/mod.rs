@@ -49,6 +49,8 @@
 //! The penalty's forward uses BatchNorm in eval mode by default: in train
 //! mode BatchNorm couples the samples of a batch, so ∇ₓ of the batch sum of
 //! m would not be the per-sample gradient.
+pub mod controls;
+
 use crate::data::Task;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};

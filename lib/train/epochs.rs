@@ -1,6 +1,7 @@
 //! The epoch loop: shuffle (and augment) with the epoch's seed, one
 //! [`train_step`] per mini-batch, measure, stop on divergence, log, and
 //! save metrics and the resume state every `--checkpoint-every` epochs.
+use super::diagnostics::{Diagnosis, Diagnostics};
 use super::ema::Ema;
 use super::evaluate::{EpochEvaluation, EpochEvaluator};
 use super::metrics::{epoch_line, write_metrics, EpochMetrics};
@@ -41,7 +42,7 @@ pub struct Session<'a> {
     pub regularizer: Regularizer,
     /// Fine-tuning's frozen teacher f_θ0.
     pub teacher: Option<Model>,
-    /// The calibrated centre of `--center global`.
+    /// The centre of `--center global` (re-estimated every epoch).
     pub global_center: Option<f64>,
 }
 
@@ -61,6 +62,8 @@ struct SteinSums {
     residual: Tensor,
     /// Σ over samples of r(x)².
     residual_sq: Tensor,
+    /// Whether the penalty has residuals (not `--reg grad-norm`).
+    has_residual: bool,
 }
 
 /// Running sums of one epoch (on the device, read once at its end).
@@ -72,6 +75,8 @@ struct EpochSums {
     stein: Option<SteinSums>,
     /// The learning rate of the epoch's last step.
     lr: f64,
+    /// λ(t) of the epoch's last step (TASER or grad-norm penalty).
+    lambda: Option<f64>,
 }
 
 impl EpochSums {
@@ -86,8 +91,10 @@ impl EpochSums {
                 penalty: zero(Kind::Double),
                 residual: zero(Kind::Double),
                 residual_sq: zero(Kind::Double),
+                has_residual: false,
             }),
             lr,
+            lambda: None,
         }
     }
 
@@ -101,25 +108,29 @@ impl EpochSums {
             Some(sums),
             Some(SteinStats {
                 penalty,
-                residual_sum,
-                residual_sq_sum,
+                residual_sums,
             }),
         ) = (self.stein.as_mut(), out.stein)
         {
             sums.penalty += penalty;
-            sums.residual += residual_sum;
-            sums.residual_sq += residual_sq_sum;
+            if let Some([r, r2]) = residual_sums {
+                sums.residual += r;
+                sums.residual_sq += r2;
+                sums.has_residual = true;
+            }
         }
         self.seen += batch_len;
     }
 
-    /// The epoch's row of `metrics.csv` (1-based `epoch`).
+    /// The epoch's row of `metrics.csv` (1-based `epoch`), with the
+    /// penalty's instruments `diag` and the global centre `center`.
     fn row(
         &self,
         epoch: usize,
         eval: EpochEvaluation,
         classifies: bool,
         seconds: f64,
+        (diag, center): (Option<Diagnosis>, Option<f64>),
     ) -> EpochMetrics {
         let seen = self.seen as f64;
         let (penalty, residual_mean, residual_std) = match &self.stein {
@@ -127,18 +138,20 @@ impl EpochSums {
                 let [p, r, r2] =
                     [&s.penalty, &s.residual, &s.residual_sq].map(|t| t.double_value(&[]));
                 let mean = r / seen;
+                let residuals = s.has_residual;
                 (
                     Some(p / self.batches as f64),
-                    Some(mean),
-                    Some((r2 / seen - mean * mean).max(0.0).sqrt()),
+                    residuals.then_some(mean),
+                    residuals.then(|| (r2 / seen - mean * mean).max(0.0).sqrt()),
                 )
             }
             None => (None, None, None),
         };
+        let train_loss = self.loss.double_value(&[]) / seen;
         EpochMetrics {
             epoch,
             lr: self.lr,
-            train_loss: self.loss.double_value(&[]) / seen,
+            train_loss,
             train_acc: classifies.then(|| self.correct.int64_value(&[]) as f64 / seen),
             test_loss: eval.test.loss,
             test_acc: eval.test.accuracy,
@@ -149,6 +162,16 @@ impl EpochSums {
             risk_standard: eval.risks.map(|r| r.standard),
             risk_madry: eval.risks.map(|r| r.madry),
             risk_score: eval.risks.map(|r| r.score),
+            grad_norm_mean: diag.map(|d| d.grad_norm_mean),
+            probe_mean: diag.map(|d| d.probe_mean),
+            penalty_ratio: self
+                .lambda
+                .zip(penalty)
+                .filter(|_| diag.is_some())
+                .map(|(l, p)| l * p / train_loss),
+            score_grad_cosine: diag.and_then(|d| d.score_grad_cosine),
+            hutchinson_noise_share: diag.and_then(|d| d.hutchinson_noise_share),
+            global_center: center,
             seconds,
         }
     }
@@ -175,9 +198,12 @@ fn train_epoch(
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut order: Vec<i64> = (0..plan.data.train.len()).collect();
     order.shuffle(&mut rng);
-    let stein_on = matches!(s.regularizer, Regularizer::Stein(_));
+    let stein = match &s.regularizer {
+        Regularizer::Stein(p) => Some(p.lambda),
+        _ => None,
+    };
     let first_lr = schedule.lr_at(epoch * steps.per_epoch, steps.total, steps.per_epoch);
-    let mut sums = EpochSums::new(device, stein_on, first_lr);
+    let mut sums = EpochSums::new(device, stein.is_some(), first_lr);
     let batches = order
         .chunks(plan.config.batch_size)
         .filter(|c| c.len() >= 2);
@@ -214,9 +240,29 @@ fn train_epoch(
             ema.update();
         }
         sums.add(out, idx.len());
+        sums.lambda = stein.map(|l| l.at(step));
         bar.inc(1);
     }
     Ok(sums)
+}
+
+/// Offset mixed into an epoch's seed for the global centre's calibration.
+const CALIBRATION_STREAM: u64 = 0xCA11_B4A7;
+
+/// Re-estimates the centre D of `--center global` on the current model at
+/// the start of 0-based `epoch` (on the same `--calibration-size` inputs
+/// every epoch, Hutchinson probes from the epoch's own stream, so a resumed
+/// run computes the D of the uninterrupted one).
+fn recalibrate(s: &mut Session, epoch: usize) -> Result<()> {
+    let cfg = &s.plan.config;
+    if let Regularizer::Stein(p) = &mut s.regularizer {
+        if p.needs_calibration() {
+            tch::manual_seed((epoch_seed(cfg.seed, epoch) ^ CALIBRATION_STREAM) as i64);
+            let size = cfg.reg.calibration_size;
+            s.global_center = Some(p.calibrate(&s.model, &s.plan.data, size, cfg.seed)?);
+        }
+    }
+    Ok(())
 }
 
 /// Trains epochs `start_epoch..epochs`, appending their rows to `rows`
@@ -239,17 +285,25 @@ pub fn train_epochs(
     };
     let evaluator = EpochEvaluator::new(plan);
     let classifies = plan.base_loss().classifies();
+    let diagnostics = matches!(s.regularizer, Regularizer::Stein(_))
+        .then(|| Diagnostics::new(&plan.data, plan.config.seed, device));
     let bar = progress::bar(plan.steps.total as u64, "train");
     bar.set_position((start_epoch * plan.steps.per_epoch) as u64);
     for epoch in start_epoch..epochs {
         let epoch_start = Instant::now();
+        recalibrate(s, epoch)?;
         let sums = train_epoch(s, &split, epoch, &bar)?;
         let eval = evaluator.measure(s.eval_model());
+        let diag = match (&diagnostics, &s.regularizer) {
+            (Some(d), Regularizer::Stein(p)) => Some(d.measure(p, &s.model)?),
+            _ => None,
+        };
         let row = sums.row(
             epoch + 1,
             eval,
             classifies,
             epoch_start.elapsed().as_secs_f64(),
+            (diag, s.global_center),
         );
         if !row.train_loss.is_finite() || row.penalty.is_some_and(|p| !p.is_finite()) {
             resume::discard_if_unsaved(&plan.out);

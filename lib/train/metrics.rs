@@ -32,6 +32,23 @@ pub struct EpochMetrics {
     pub risk_madry: Option<f64>,
     #[serde(default)]
     pub risk_score: Option<f64>,
+    /// The penalty's instruments after the epoch (TASER or grad-norm
+    /// penalty, λ > 0; see [`super::diagnostics`]): mean ‖∇ₓm‖ and mean m
+    /// on the fixed probe batch, λR / train_loss, the mean cosine of s̃ and
+    /// ∇ₓm, the one-probe Hutchinson noise share; and the global centre D
+    /// the epoch used (`--center global`).
+    #[serde(default)]
+    pub grad_norm_mean: Option<f64>,
+    #[serde(default)]
+    pub probe_mean: Option<f64>,
+    #[serde(default)]
+    pub penalty_ratio: Option<f64>,
+    #[serde(default)]
+    pub score_grad_cosine: Option<f64>,
+    #[serde(default)]
+    pub hutchinson_noise_share: Option<f64>,
+    #[serde(default)]
+    pub global_center: Option<f64>,
     pub seconds: f64,
 }
 
@@ -84,6 +101,11 @@ pub fn summary_metrics(
         ("risk_standard", last.risk_standard),
         ("risk_madry", last.risk_madry),
         ("risk_score", last.risk_score),
+        ("grad_norm_mean", last.grad_norm_mean),
+        ("probe_mean", last.probe_mean),
+        ("penalty_ratio", last.penalty_ratio),
+        ("score_grad_cosine", last.score_grad_cosine),
+        ("hutchinson_noise_share", last.hutchinson_noise_share),
         ("stein_global_center", global_center),
         ("seconds_this_run", seconds_this_run),
     ] {
@@ -136,6 +158,12 @@ mod tests {
             risk_standard: None,
             risk_madry: None,
             risk_score: None,
+            grad_norm_mean: Some(1.5),
+            probe_mean: Some(-0.5),
+            penalty_ratio: None,
+            score_grad_cosine: None,
+            hutchinson_noise_share: Some(0.25),
+            global_center: None,
             seconds,
         }
     }

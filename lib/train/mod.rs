@@ -20,6 +20,7 @@
 //! `resume.json` (the configuration it belongs to).
 pub mod awp;
 pub mod config;
+pub mod diagnostics;
 pub mod ema;
 pub mod epochs;
 pub mod evaluate;
@@ -48,7 +49,6 @@ use crate::error::Result;
 use crate::fsutil::remove_if_created;
 use crate::models::Model;
 use crate::optim::Optimizer;
-use crate::stein::Center;
 use ema::Ema;
 use epochs::Session;
 use regularizer::Regularizer;
@@ -100,8 +100,7 @@ pub fn finetune(cfg: &TrainConfig, run: &RunOptions, ft: &FinetuneArgs) -> Resul
 }
 
 /// Builds the model (θ0's weights when fine-tuning), optimiser, EMA and
-/// regulariser of `plan`, restores the resume state, calibrates the global
-/// centre, trains the remaining epochs and writes the checkpoint.
+/// regulariser of `plan`, restores the resume state, trains the remaining epochs and writes the checkpoint.
 pub fn run_plan(plan: &TrainPlan) -> Result<TrainSummary> {
     let (cfg, device) = (&plan.config, plan.runtime.device);
     // The teacher is loaded before the seed is set, as its construction
@@ -132,17 +131,9 @@ pub fn run_plan(plan: &TrainPlan) -> Result<TrainSummary> {
         Some(r) => (r.epochs_done, r.rows, r.global_center),
         None => (0, Vec::new(), None),
     };
-    let mut regularizer = Regularizer::new(&cfg.reg, plan.lambda, &plan.data, device)?;
-    let global_center = match &mut regularizer {
-        Regularizer::Stein(p) if p.center == Center::Global => Some(match saved_center {
-            Some(c) => {
-                p.global_center = c;
-                c
-            }
-            None => p.calibrate(&model, &plan.data, cfg.reg.calibration_size, cfg.seed)?,
-        }),
-        _ => None,
-    };
+    let regularizer = Regularizer::new(&cfg.reg, plan.lambda, &plan.data, device, cfg.seed)?;
+    // `--center global` is re-estimated at the start of every epoch.
+    let global_center = saved_center;
     if start_epoch >= cfg.epochs {
         if let Ok(meta) = checkpoint::read_meta(&plan.out.weights()) {
             return Ok(TrainSummary {
@@ -165,7 +156,7 @@ pub fn run_plan(plan: &TrainPlan) -> Result<TrainSummary> {
     };
     epochs::train_epochs(&mut session, start_epoch, &mut rows)?;
     let this_run = (start_epoch > 0).then(|| started.elapsed().as_secs_f64());
-    let metrics = metrics::summary_metrics(&rows, global_center, this_run);
+    let metrics = metrics::summary_metrics(&rows, session.global_center, this_run);
     output::write_checkpoint(&session, &metrics)?;
     Ok(TrainSummary {
         checkpoint: plan.out.weights(),
@@ -207,7 +198,7 @@ mod tests {
         let model = Model::new(&cfg.model_spec(&data), tch::Device::Cpu, &[0.0], &[1.0]).unwrap();
         let mut opt = Optimizer::new(&cfg.optimizer_config(), model.named_trainable());
         let lambda = cfg.validate().unwrap().lambda;
-        let reg = Regularizer::new(&cfg.reg, lambda, &data, tch::Device::Cpu).unwrap();
+        let reg = Regularizer::new(&cfg.reg, lambda, &data, tch::Device::Cpu, 0).unwrap();
         let idx: Vec<i64> = (0..32).collect();
         let t = Tensor::from_slice(&idx);
         let (x, y) = (

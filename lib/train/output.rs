@@ -35,10 +35,11 @@ fn resolved_settings(s: &MethodSettings) -> serde_json::Value {
 /// The provenance of the score file the regulariser reads, as JSON.
 fn score_provenance(reg: &Regularizer) -> Option<serde_json::Value> {
     match reg {
-        Regularizer::Stein(p) => p
-            .field
-            .provenance()
-            .map(|prov| serde_json::to_value(prov).expect("score provenance serialises to JSON")),
+        Regularizer::Stein(p) => {
+            p.field.as_ref().and_then(|f| f.provenance()).map(|prov| {
+                serde_json::to_value(prov).expect("score provenance serialises to JSON")
+            })
+        }
         _ => None,
     }
 }

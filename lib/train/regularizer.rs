@@ -1,12 +1,15 @@
 //! The regulariser added to a method's loss: the TASER penalty λ(t)·R
 //! (TASER eq. 25; SPEC §2) or, for comparison, ℓ2 on the parameters
-//! λ·‖θ‖² (TASER Table 1).
+//! λ·‖θ‖² (TASER Table 1) and the matched isotropic gradient penalty
+//! λ·mean‖∇ₓm‖²; with the score controls `--score-permute` and
+//! `--zero-scores` and the coordinates of `--stein-coordinates`.
 use crate::data::augment::CropFlip;
 use crate::data::{Dataset, Task};
 use crate::error::{Error, Result};
 use crate::models::Model;
 use crate::score::file::ScoreFile;
 use crate::score::{self, AnalyticSource, Gaussian, ScoreField};
+use crate::stein::controls::{self, Coordinates, Rescale};
 use crate::stein::{self, Center, Laplacian, Mode, Order, Probe, ResidualOptions};
 use rand::seq::index::sample;
 use rand::SeedableRng;
@@ -22,6 +25,9 @@ pub enum Reg {
     Stein,
     /// λ·‖θ‖² over every trainable parameter (the toy's baseline).
     L2,
+    /// λ·mean‖∇ₓm‖²: the isotropic gradient penalty matched to the TASER
+    /// one (same probe m, coordinates and batch; no score).
+    GradNorm,
 }
 
 /// BatchNorm mode of the penalty's forward pass.
@@ -38,9 +44,27 @@ pub struct RegArgs {
     /// Regularisation strength λ_max (0: no penalty and no extra cost).
     #[arg(long, default_value_t = 0.0)]
     pub lambda: f64,
-    /// Regulariser weighed by --lambda: stein (TASER) or l2 (λ‖θ‖²).
+    /// Regulariser weighed by --lambda: stein (TASER), l2 (λ‖θ‖²) or
+    /// grad-norm (λ·mean‖∇ₓm‖² of the probe m, the matched control; no score).
     #[arg(long, value_enum, default_value = "stein")]
     pub reg: Reg,
+    /// Control: hand sample i the precomputed score of sample π(i) ≠ i, π a
+    /// random cyclic permutation (a derangement) of the training split drawn
+    /// from --seed; the scores' multiset is unchanged. Needs --scores.
+    #[arg(long)]
+    #[serde(default)]
+    pub score_permute: bool,
+    /// Control: s̃ ≡ 0, so the residual is the Laplacian term alone (r = Δm).
+    /// Takes no --scores; needs --stein-order full.
+    #[arg(long)]
+    #[serde(default)]
+    pub zero_scores: bool,
+    /// Coordinates of ∇ₓ and Δ: pixel ([0,1] inputs; the default, as before
+    /// this flag) or model (the normalised z = (x − μ_c)/σ_c: each pixel's
+    /// terms of r scaled by σ_c², so R by σ⁴ on one channel).
+    #[arg(long, value_enum, default_value = "pixel")]
+    #[serde(default)]
+    pub stein_coordinates: Coordinates,
     /// Stein residual: full (Δm + s̃ᵀ∇m) or first-order (s̃ᵀ∇m).
     #[arg(long, value_enum, default_value = "full")]
     pub stein_order: Order,
@@ -56,13 +80,15 @@ pub struct RegArgs {
     /// Probe m: margin (default for classifiers), logit, log-prob, prob; output for regression.
     #[arg(long, value_enum)]
     pub probe: Option<Probe>,
-    /// Centre of the residuals: batch mean, global constant (calibration set), none.
+    /// Centre of the residuals: batch mean, global constant (re-estimated on
+    /// --calibration-size training inputs at the start of every epoch), none.
     #[arg(long, value_enum, default_value = "batch")]
     pub center: Center,
     /// Stop the gradient through the batch mean (changes nothing with the exact mean).
     #[arg(long)]
     pub detach_mean: bool,
-    /// Finite-difference step h (Euclidean length of each displacement, [0,1] pixel units).
+    /// Finite-difference step h (Euclidean length of each displacement, in [0,1] pixel units, or
+    /// in normalised units with --stein-coordinates model).
     #[arg(long, default_value_t = 1e-2)]
     pub fd_step: f64,
     /// Steps of the linear λ ramp λ(t) = λ_max·min(1, t/T).
@@ -127,10 +153,60 @@ impl RegArgs {
             ));
         }
         self.residual_options().validate(1)?;
+        self.check_controls()?;
         Ok(LambdaRamp {
             max: self.lambda,
             warmup_steps: self.lambda_warmup_steps,
         })
+    }
+
+    /// The rules between the control flags and the regulariser's others.
+    ///
+    /// Errors: [`Error::InvalidArgument`] naming the flag to drop or add.
+    fn check_controls(&self) -> Result<()> {
+        let refuse = |flag: &str, value: &str, reason: &str| {
+            Err(Error::invalid(flag, value, reason.to_string()))
+        };
+        let controls = self.score_permute || self.zero_scores;
+        if self.reg == Reg::L2 && (controls || self.stein_coordinates == Coordinates::Model) {
+            return refuse(
+                "--reg",
+                "l2",
+                "takes no input derivatives; drop --score-permute, --zero-scores and --stein-coordinates",
+            );
+        }
+        if self.reg == Reg::GradNorm && (controls || self.scores.is_some()) {
+            return refuse(
+                "--reg",
+                "grad-norm",
+                "uses no score; drop --scores, --score-permute and --zero-scores",
+            );
+        }
+        if self.score_permute && self.zero_scores {
+            return refuse("--score-permute", "set", "permuting zero scores changes nothing; choose one of --score-permute and --zero-scores");
+        }
+        if self.score_permute && self.scores.is_none() {
+            return refuse(
+                "--score-permute",
+                "set",
+                "permutes precomputed scores by sample; pass --scores FILE",
+            );
+        }
+        if self.zero_scores && self.scores.is_some() {
+            return refuse(
+                "--zero-scores",
+                "set",
+                "replaces every score by 0; drop --scores",
+            );
+        }
+        if self.zero_scores && self.stein_order == Order::FirstOrder {
+            return refuse(
+                "--zero-scores",
+                "set",
+                "makes the first-order residual identically 0; use --stein-order full",
+            );
+        }
+        Ok(())
     }
 
     pub fn residual_options(&self) -> ResidualOptions {
@@ -144,21 +220,41 @@ impl RegArgs {
     }
 }
 
-/// Per-batch statistics of the Stein residual (detached).
+/// Per-batch statistics of the penalty (detached).
 #[derive(Debug)]
 pub struct SteinStats {
+    /// R (or mean‖∇ₓm‖² for `--reg grad-norm`), before λ.
     pub penalty: Tensor,
-    pub residual_sum: Tensor,
-    pub residual_sq_sum: Tensor,
+    /// Σ r and Σ r² over the batch; `None` for the gradient penalty.
+    pub residual_sums: Option<[Tensor; 2]>,
 }
 
 /// The regulariser of a run, ready to use.
 #[derive(Debug)]
 pub enum Regularizer {
     None,
-    L2 { lambda: f64 },
+    L2 {
+        lambda: f64,
+    },
+    /// The TASER penalty or, with `grad_norm`, its matched gradient penalty.
     Stein(SteinPenalty),
 }
+
+/// What replaces the score field's own scores (the controls).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScoreControl {
+    /// The field's scores as they are.
+    None,
+    /// Sample i gets the stored score of sample `partner[i]` ≠ i
+    /// (`--score-permute`; indices into the training split).
+    Permute(Vec<i64>),
+    /// s̃ ≡ 0 (`--zero-scores`).
+    Zero,
+}
+
+/// Offset mixed into `--seed` for the permutation of `--score-permute`
+/// (its own stream: ChaCha8 seeded with `seed ^ PERMUTE_STREAM`).
+pub const PERMUTE_STREAM: u64 = 0x5C04_E59E;
 
 /// The TASER penalty with its score field and options.
 #[derive(Debug)]
@@ -172,12 +268,18 @@ pub struct SteinPenalty {
     pub bn_train: bool,
     /// The constant D of `--center global` (set by [`SteinPenalty::calibrate`]).
     pub global_center: f64,
-    pub field: Box<dyn ScoreField>,
+    /// The score field (`None` with `--zero-scores` and `--reg grad-norm`).
+    pub field: Option<Box<dyn ScoreField>>,
+    pub control: ScoreControl,
+    /// `--reg grad-norm`: λ·mean‖∇ₓm‖² instead of λ·R.
+    pub grad_norm: bool,
+    pub coordinates: Coordinates,
 }
 
 impl Regularizer {
     /// Builds the regulariser of `args` for `data`, weighed by `lambda`
-    /// (from [`RegArgs::ramp`]; the ℓ2 term uses λ_max throughout).
+    /// (from [`RegArgs::ramp`]; the ℓ2 term uses λ_max throughout); `seed`
+    /// (`--seed`) draws the permutation of `--score-permute`.
     ///
     /// Errors: a probe that does not fit the task, residual options that do
     /// not fit the input size, or a score file that cannot be used.
@@ -186,54 +288,147 @@ impl Regularizer {
         lambda: LambdaRamp,
         data: &Dataset,
         device: tch::Device,
+        seed: u64,
     ) -> Result<Regularizer> {
         if !lambda.active() {
             return Ok(Regularizer::None);
         }
-        match args.reg {
-            Reg::L2 => Ok(Regularizer::L2 { lambda: lambda.max }),
-            Reg::Stein => {
-                let probe = args.probe.unwrap_or(match data.task {
-                    Task::Classification => Probe::Margin,
-                    Task::Regression | Task::Posterior => Probe::Output,
-                });
-                stein::check_probe(probe, data.task)?;
-                let options = args.residual_options();
-                options.validate(data.input_shape.iter().product())?;
-                let field: Box<dyn ScoreField> = match (&args.scores, args.score_source) {
-                    (Some(path), _) => Box::new(ScoreFile::open(
-                        path,
-                        data,
-                        "train",
-                        args.score_normalise,
-                        device,
-                    )?),
-                    (None, AnalyticSource::GaussianStd) => {
-                        Box::new(Gaussian::standard(&data.input_shape).to_device(device))
-                    }
-                    (None, AnalyticSource::GaussianFit) => Box::new(
-                        Gaussian::fit(&data.train.x, args.score_shrinkage)?.to_device(device),
-                    ),
-                };
-                score::check_shape(field.as_ref(), &data.input_shape)?;
-                Ok(Regularizer::Stein(SteinPenalty {
-                    lambda,
-                    options,
-                    probe,
-                    center: args.center,
-                    detach_mean: args.detach_mean,
-                    bn_train: args.stein_bn == BnMode::Train,
-                    global_center: 0.0,
-                    field,
-                }))
-            }
+        if args.reg == Reg::L2 {
+            return Ok(Regularizer::L2 { lambda: lambda.max });
         }
+        let probe = args.probe.unwrap_or(match data.task {
+            Task::Classification => Probe::Margin,
+            Task::Regression | Task::Posterior => Probe::Output,
+        });
+        stein::check_probe(probe, data.task)?;
+        let options = args.residual_options();
+        options.validate(data.input_shape.iter().product())?;
+        let grad_norm = args.reg == Reg::GradNorm;
+        let field = if grad_norm || args.zero_scores {
+            None
+        } else {
+            Some(score_field(args, data, device)?)
+        };
+        let control = if args.zero_scores {
+            ScoreControl::Zero
+        } else if args.score_permute {
+            let n = data.train.len() as usize;
+            ScoreControl::Permute(controls::derangement(n, seed ^ PERMUTE_STREAM))
+        } else {
+            ScoreControl::None
+        };
+        Ok(Regularizer::Stein(SteinPenalty {
+            lambda,
+            options,
+            probe,
+            center: args.center,
+            detach_mean: args.detach_mean,
+            bn_train: args.stein_bn == BnMode::Train,
+            global_center: 0.0,
+            field,
+            control,
+            grad_norm,
+            coordinates: args.stein_coordinates,
+        }))
     }
 }
 
+/// The score field of `args` (file or analytic), checked against the data.
+fn score_field(args: &RegArgs, data: &Dataset, device: tch::Device) -> Result<Box<dyn ScoreField>> {
+    let field: Box<dyn ScoreField> = match (&args.scores, args.score_source) {
+        (Some(path), _) => Box::new(ScoreFile::open(
+            path,
+            data,
+            "train",
+            args.score_normalise,
+            device,
+        )?),
+        (None, AnalyticSource::GaussianStd) => {
+            Box::new(Gaussian::standard(&data.input_shape).to_device(device))
+        }
+        (None, AnalyticSource::GaussianFit) => {
+            Box::new(Gaussian::fit(&data.train.x, args.score_shrinkage)?.to_device(device))
+        }
+    };
+    score::check_shape(field.as_ref(), &data.input_shape)?;
+    Ok(field)
+}
+
+/// A batch in the coordinates of the penalty's derivatives.
+pub struct Coordinated {
+    /// The inputs (pixels, or z = (x − μ)/σ).
+    pub x: Tensor,
+    /// The scores in the same coordinates (`None` without a score).
+    pub score: Option<Tensor>,
+    /// The map back to pixels (`None` in pixel coordinates).
+    pub rescale: Option<Rescale>,
+}
+
 impl SteinPenalty {
+    /// s̃ for the batch in pixel coordinates after the controls (`None`
+    /// for the gradient penalty).
+    pub fn score(&self, x: &Tensor, indices: &[i64], aug: Option<&CropFlip>) -> Option<Tensor> {
+        match (&self.control, &self.field) {
+            (ScoreControl::Zero, _) => Some(x.zeros_like()),
+            (_, None) => None,
+            (ScoreControl::None, Some(f)) => Some(f.score(x, indices, aug)),
+            (ScoreControl::Permute(partner), Some(f)) => {
+                let other: Vec<i64> = indices.iter().map(|&i| partner[i as usize]).collect();
+                Some(f.score(x, &other, aug))
+            }
+        }
+    }
+
+    /// The batch (`x` in pixels) in the penalty's coordinates, with its scores.
+    pub fn coordinated(
+        &self,
+        model: &Model,
+        x: &Tensor,
+        indices: &[i64],
+        aug: Option<&CropFlip>,
+    ) -> Coordinated {
+        let score = self.score(x, indices, aug);
+        match self.coordinates {
+            Coordinates::Pixel => Coordinated {
+                x: x.shallow_clone(),
+                score,
+                rescale: None,
+            },
+            Coordinates::Model => {
+                let (mean, std) = model.normalisation(x.dim());
+                let r = Rescale { mean, std };
+                Coordinated {
+                    x: r.to_model(x),
+                    score: score.map(|s| r.score_to_model(&s)),
+                    rescale: Some(r),
+                }
+            }
+        }
+    }
+
+    /// The probe m as a function of inputs in the penalty's coordinates
+    /// (BatchNorm in train mode when `bn_train`).
+    pub fn probe_fn<'a>(
+        &self,
+        model: &'a Model,
+        rescale: Option<&'a Rescale>,
+        bn_train: bool,
+    ) -> impl Fn(&Tensor, &Tensor) -> Tensor + 'a {
+        let probe = self.probe;
+        move |xx: &Tensor, yy: &Tensor| {
+            let out = match rescale {
+                Some(r) => model.forward_t(&r.to_pixel(xx), bn_train),
+                None => model.forward_t(xx, bn_train),
+            };
+            stein::probe_values(&out, yy, probe)
+        }
+    }
+
     /// Residuals r(x) of `model` on the batch (`x`, `y`); `indices` locate
     /// the samples in the training split (for precomputed scores).
+    ///
+    /// Errors: [`Error::InvalidArgument`] for the gradient penalty (no
+    /// residual); the residual's.
     pub fn residual(
         &self,
         model: &Model,
@@ -243,23 +438,20 @@ impl SteinPenalty {
         aug: Option<&CropFlip>,
         create_graph: bool,
     ) -> Result<stein::Residual> {
-        let score = self.field.score(x, indices, aug);
-        let probe = self.probe;
-        let bn_train = self.bn_train;
-        stein::residual(
-            |xx: &Tensor, yy: &Tensor| {
-                stein::probe_values(&model.forward_t(xx, bn_train), yy, probe)
-            },
-            x,
-            y,
-            &score,
-            &self.options,
-            None,
-            create_graph,
-        )
+        let c = self.coordinated(model, x, indices, aug);
+        let Some(score) = &c.score else {
+            return Err(Error::invalid(
+                "--reg",
+                "grad-norm",
+                "has no Stein residual",
+            ));
+        };
+        let m = self.probe_fn(model, c.rescale.as_ref(), self.bn_train);
+        stein::residual(m, &c.x, y, score, &self.options, None, create_graph)
     }
 
-    /// λ(t)·R on the batch (augmented by `aug`, if any), and its statistics.
+    /// λ(t)·R (or λ(t)·mean‖∇ₓm‖² for `--reg grad-norm`) on the batch
+    /// (augmented by `aug`, if any), and its statistics.
     pub fn term(
         &self,
         model: &Model,
@@ -269,20 +461,38 @@ impl SteinPenalty {
         aug: Option<&CropFlip>,
         step: usize,
     ) -> Result<(Tensor, SteinStats)> {
+        let lambda = self.lambda.at(step);
+        if self.grad_norm {
+            let c = self.coordinated(model, x, indices, aug);
+            let m = self.probe_fn(model, c.rescale.as_ref(), self.bn_train);
+            let (_, grad) = controls::input_gradient(m, &c.x, y, true)?;
+            let pen = controls::grad_norm_penalty(&grad);
+            let stats = SteinStats {
+                penalty: pen.detach().to_kind(Kind::Double),
+                residual_sums: None,
+            };
+            return Ok((pen * lambda, stats));
+        }
         let r = self.residual(model, x, y, indices, aug, true)?.residual;
         let pen = stein::penalty(&r, self.center, self.detach_mean, self.global_center);
-        let lambda = self.lambda.at(step);
         let rd = r.detach().to_kind(Kind::Double);
         let stats = SteinStats {
             penalty: pen.detach().to_kind(Kind::Double),
-            residual_sum: rd.sum(Kind::Double),
-            residual_sq_sum: rd.square().sum(Kind::Double),
+            residual_sums: Some([rd.sum(Kind::Double), rd.square().sum(Kind::Double)]),
         };
         Ok((pen * lambda, stats))
     }
 
-    /// Estimates the global centre D ≈ E[r(X)] on `size` training inputs
-    /// drawn with `seed` (TASER §3, "approximate scores and centering").
+    /// Whether the run needs the global centre (`--center global` on a
+    /// residual penalty).
+    pub fn needs_calibration(&self) -> bool {
+        self.center == Center::Global && !self.grad_norm
+    }
+
+    /// Estimates the global centre D ≈ E[r(X)] of the current `model` on
+    /// `size` training inputs drawn with `seed` (TASER §3, "approximate
+    /// scores and centering"); the trainer calls it at the start of every
+    /// epoch, so D follows the model.
     pub fn calibrate(
         &mut self,
         model: &Model,
@@ -319,4 +529,165 @@ pub fn l2_term(model: &Model, lambda: f64) -> Tensor {
         .reduce(|a, b| a + b)
         .unwrap_or_else(|| Tensor::zeros([], (Kind::Float, model.device())));
     total * lambda
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::{Activation, Arch, ModelSpec};
+    use tch::Device;
+
+    /// Scores that name their sample: s̃ of sample i is i + 1 everywhere.
+    #[derive(Debug)]
+    struct IndexField(Vec<i64>);
+
+    impl ScoreField for IndexField {
+        fn input_shape(&self) -> &[i64] {
+            &self.0
+        }
+        fn score(&self, x: &Tensor, indices: &[i64], _: Option<&CropFlip>) -> Tensor {
+            let v: Vec<f64> = indices.iter().map(|&i| (i + 1) as f64).collect();
+            let mut shape = vec![indices.len() as i64];
+            shape.extend(std::iter::repeat_n(1, x.dim() - 1));
+            Tensor::from_slice(&v)
+                .view(shape.as_slice())
+                .expand_as(x)
+                .to_kind(x.kind())
+        }
+        fn describe(&self) -> String {
+            "index".into()
+        }
+    }
+
+    /// A one-channel smooth classifier on 2×2 inputs normalised by (μ, σ).
+    fn model(mean: f32, std: f32) -> Model {
+        tch::manual_seed(5);
+        let spec = ModelSpec {
+            arch: Arch::Mlp,
+            activation: Activation::Tanh,
+            mlp_hidden: vec![8],
+            input_shape: vec![1, 2, 2],
+            num_outputs: 3,
+        };
+        let mut m = Model::new(&spec, Device::Cpu, &[mean], &[std]).unwrap();
+        m.set_kind(Kind::Double);
+        m
+    }
+
+    fn penalty(
+        field: Option<Box<dyn ScoreField>>,
+        control: ScoreControl,
+        laplacian: Laplacian,
+    ) -> SteinPenalty {
+        SteinPenalty {
+            lambda: LambdaRamp {
+                max: 1.0,
+                warmup_steps: 0,
+            },
+            options: ResidualOptions {
+                order: Order::Full,
+                mode: Mode::Autograd,
+                laplacian,
+                probes: 1,
+                fd_step: 1e-3,
+            },
+            probe: Probe::Margin,
+            center: Center::Batch,
+            detach_mean: false,
+            bn_train: false,
+            global_center: 0.0,
+            field,
+            control,
+            grad_norm: false,
+            coordinates: Coordinates::Pixel,
+        }
+    }
+
+    #[test]
+    fn permuted_scores_keep_their_multiset_and_come_from_another_sample() {
+        let n = 300;
+        let partner = controls::derangement(n, 9 ^ PERMUTE_STREAM);
+        let field = Box::new(IndexField(vec![1, 2, 2]));
+        let p = penalty(
+            Some(field),
+            ScoreControl::Permute(partner.clone()),
+            Laplacian::Exact,
+        );
+        let all: Vec<i64> = (0..n as i64).collect();
+        let x = Tensor::zeros([n as i64, 1, 2, 2], (Kind::Double, Device::Cpu));
+        let s = p.score(&x, &all, None).unwrap();
+        let got: Vec<i64> = Vec::<f64>::try_from(s.select(1, 0).select(1, 0).select(1, 0))
+            .unwrap()
+            .into_iter()
+            .map(|v| v as i64 - 1)
+            .collect();
+        assert_eq!(got, partner);
+        let mut sorted = got.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, all, "the multiset of scores is unchanged");
+        assert!(
+            got.iter().zip(&all).all(|(a, b)| a != b),
+            "every sample gets another's score"
+        );
+        // A batch in any order gets its samples' partners.
+        let batch = [17i64, 3, 250];
+        let sb = p.score(&x.narrow(0, 0, 3), &batch, None).unwrap();
+        assert_eq!(
+            Vec::<f64>::try_from(sb.flatten(1, -1).select(1, 0)).unwrap(),
+            batch
+                .iter()
+                .map(|&i| (partner[i as usize] + 1) as f64)
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn zero_scores_give_the_laplacian_alone() {
+        let m = model(0.4, 0.3);
+        let x = Tensor::rand([6, 1, 2, 2], (Kind::Double, Device::Cpu));
+        let y = Tensor::from_slice(&[0i64, 1, 2, 0, 1, 2]);
+        let p = penalty(None, ScoreControl::Zero, Laplacian::Exact);
+        let r = p
+            .residual(&m, &x, &y, &[0, 1, 2, 3, 4, 5], None, false)
+            .unwrap();
+        assert_eq!(r.first_order.abs().max().double_value(&[]), 0.0);
+        assert!(r.residual.equal(r.laplacian.as_ref().unwrap()));
+        assert!(r.residual.abs().max().double_value(&[]) > 0.0);
+    }
+
+    #[test]
+    fn model_coordinates_scale_a_one_channel_residual_by_std_squared() {
+        let sigma = 0.3f64;
+        let m = model(0.4, sigma as f32);
+        let x = Tensor::rand([8, 1, 2, 2], (Kind::Double, Device::Cpu));
+        let y = Tensor::from_slice(&[0i64, 1, 2, 0, 1, 2, 0, 1]);
+        let idx: Vec<i64> = (0..8).collect();
+        let field = || Some(Box::new(IndexField(vec![1, 2, 2])) as Box<dyn ScoreField>);
+        let pixel = penalty(field(), ScoreControl::None, Laplacian::Exact);
+        let mut model_c = penalty(field(), ScoreControl::None, Laplacian::Exact);
+        model_c.coordinates = Coordinates::Model;
+        let rp = pixel
+            .residual(&m, &x, &y, &idx, None, false)
+            .unwrap()
+            .residual;
+        let rm = model_c
+            .residual(&m, &x, &y, &idx, None, false)
+            .unwrap()
+            .residual;
+        let s2 = (sigma as f32 as f64).powi(2);
+        let err = (&rm - &rp * s2).abs().max().double_value(&[]);
+        assert!(
+            err < 1e-9 * rp.abs().max().double_value(&[]),
+            "r_model − σ²r_pixel: {err}"
+        );
+        let (pp, pm) = (
+            stein::penalty(&rp, Center::Batch, false, 0.0).double_value(&[]),
+            stein::penalty(&rm, Center::Batch, false, 0.0).double_value(&[]),
+        );
+        println!(
+            "R_pixel {pp:.6e}, R_model {pm:.6e}, σ⁴ R_pixel {:.6e}",
+            s2 * s2 * pp
+        );
+        assert!((pm - s2 * s2 * pp).abs() < 1e-9 * pm);
+    }
 }

@@ -1,0 +1,197 @@
+//! The TASER penalty's instruments and controls (issue 15) through the
+//! `train` binary on digits: the diagnostic columns of metrics.csv, the
+//! gradient-norm control, the per-epoch global centre, the sidecar's record
+//! of the control flags and the rules between them.
+mod common;
+use common::*;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// `train` on digits (mlp, silu, Adam) for `epochs` with λ = 0.01 and `extra`.
+fn train_args(out: &Path, epochs: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--dataset",
+        "digits",
+        "--model",
+        "mlp",
+        "--activation",
+        "silu",
+        "--epochs",
+        epochs,
+        "--seed",
+        "3",
+        "--device",
+        "cpu",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "1e-3",
+        "--lambda",
+        "0.01",
+        "--out",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(out.display().to_string());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// metrics.csv's rows as column name → cell (empty cells as "").
+fn metrics(out: &Path) -> Vec<HashMap<String, String>> {
+    let text = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
+    lines
+        .map(|l| {
+            header
+                .iter()
+                .cloned()
+                .zip(l.split(',').map(String::from))
+                .collect()
+        })
+        .collect()
+}
+
+fn train_ok(out: &Path, epochs: &str, extra: &[&str]) -> Vec<HashMap<String, String>> {
+    let args = train_args(out, epochs, extra);
+    let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let o = run("train", &refs);
+    assert!(o.status.success(), "train {extra:?} failed: {}", stderr(&o));
+    metrics(out)
+}
+
+fn value(row: &HashMap<String, String>, col: &str) -> f64 {
+    let cell = row.get(col).unwrap_or_else(|| panic!("no column {col}"));
+    cell.parse()
+        .unwrap_or_else(|_| panic!("{col}: {cell:?} is not a number"))
+}
+
+const DIAGNOSTICS: [&str; 5] = [
+    "grad_norm_mean",
+    "probe_mean",
+    "penalty_ratio",
+    "score_grad_cosine",
+    "hutchinson_noise_share",
+];
+
+#[test]
+fn the_diagnostic_columns_are_finite_after_one_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("taser");
+    let rows = train_ok(&out, "1", &[]);
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    for col in DIAGNOSTICS {
+        let v = value(row, col);
+        println!("{col} = {v}");
+        assert!(v.is_finite(), "{col} = {v}");
+    }
+    assert!(value(row, "grad_norm_mean") > 0.0);
+    assert!(value(row, "penalty_ratio") > 0.0);
+    let cos = value(row, "score_grad_cosine");
+    assert!((-1.0..=1.0).contains(&cos), "cosine {cos}");
+    let share = value(row, "hutchinson_noise_share");
+    assert!(share > 0.0 && share < 1.5, "noise share {share}");
+    // λR / train_loss from the row's own columns.
+    let ratio = 0.01 * value(row, "penalty") / value(row, "train_loss");
+    assert!((value(row, "penalty_ratio") - ratio).abs() < 1e-9 * ratio);
+    assert_eq!(
+        row["global_center"], "",
+        "no global centre with --center batch"
+    );
+    let meta = std::fs::read_to_string(out.join("model.json")).unwrap();
+    for key in [
+        "\"score_permute\": false",
+        "\"zero_scores\": false",
+        "\"stein_coordinates\": \"pixel\"",
+    ] {
+        assert!(meta.contains(key), "model.json lacks {key}");
+    }
+    assert!(meta.contains("\"hutchinson_noise_share\""));
+
+    // λ = 0: the columns stay empty.
+    let plain = dir.path().join("plain");
+    let rows = train_ok(&plain, "1", &["--lambda", "0"]);
+    for col in DIAGNOSTICS {
+        assert_eq!(rows[0][col], "", "{col} at λ = 0");
+    }
+}
+
+#[test]
+fn the_controls_train_and_log_what_they_measure() {
+    let dir = tempfile::tempdir().unwrap();
+    // The gradient penalty: no residual, no score, no noise share.
+    let rows = train_ok(&dir.path().join("gn"), "1", &["--reg", "grad-norm"]);
+    let row = &rows[0];
+    assert!(value(row, "penalty") > 0.0 && value(row, "grad_norm_mean") > 0.0);
+    for col in [
+        "residual_mean",
+        "residual_std",
+        "score_grad_cosine",
+        "hutchinson_noise_share",
+    ] {
+        assert_eq!(row[col], "", "grad-norm: {col}");
+    }
+    // The penalty of grad-norm is mean‖∇m‖² ≥ (mean‖∇m‖)² on other batches:
+    // both measure the same gradient, so they are of one order.
+    let g = value(row, "grad_norm_mean");
+    assert!(value(row, "penalty") > 0.01 * g * g);
+
+    // Zero scores: the Laplacian alone; its noise share is measured, the
+    // cosine is not.
+    let rows = train_ok(&dir.path().join("zero"), "1", &["--zero-scores"]);
+    assert!(value(&rows[0], "hutchinson_noise_share").is_finite());
+    assert_eq!(rows[0]["score_grad_cosine"], "");
+    let meta = std::fs::read_to_string(dir.path().join("zero/model.json")).unwrap();
+    assert!(meta.contains("\"zero_scores\": true"));
+
+    // Model coordinates train and are recorded.
+    let rows = train_ok(
+        &dir.path().join("model"),
+        "1",
+        &["--stein-coordinates", "model"],
+    );
+    assert!(value(&rows[0], "penalty").is_finite());
+    let meta = std::fs::read_to_string(dir.path().join("model/model.json")).unwrap();
+    assert!(meta.contains("\"stein_coordinates\": \"model\""));
+
+    // --center global: a centre per epoch, re-estimated as the model trains.
+    let rows = train_ok(&dir.path().join("global"), "2", &["--center", "global"]);
+    let (d1, d2) = (
+        value(&rows[0], "global_center"),
+        value(&rows[1], "global_center"),
+    );
+    println!("global centre: epoch 1 {d1}, epoch 2 {d2}");
+    assert!(d1.is_finite() && d2.is_finite() && d1 != d2);
+    let meta = std::fs::read_to_string(dir.path().join("global/model.json")).unwrap();
+    assert!(meta.contains("stein_global_center"));
+}
+
+#[test]
+fn contradictory_control_flags_are_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    for (extra, names) in [
+        (vec!["--score-permute"], "--scores"),
+        (vec!["--zero-scores", "--reg", "l2"], "--zero-scores"),
+        (
+            vec!["--zero-scores", "--stein-order", "first-order"],
+            "--stein-order",
+        ),
+        (
+            vec!["--reg", "grad-norm", "--score-permute"],
+            "--score-permute",
+        ),
+        (vec!["--zero-scores", "--score-permute"], "--zero-scores"),
+        (vec!["--zero-scores", "--scores", "x.h5"], "--scores"),
+    ] {
+        let out = dir.path().join("refused");
+        let args = train_args(&out, "1", &extra);
+        let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let o = run("train", &refs);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(names), "{extra:?}: {}", stderr(&o));
+        assert!(!out.join("model.json").exists() && !out.join("metrics.csv").exists());
+    }
+}
