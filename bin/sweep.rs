@@ -28,6 +28,18 @@ use taser::sweep::{self, grid::Grid, job::Outcome, RunConfig};
 /// tables of parameter values whose points are dropped. `key = v` becomes
 /// `--key v`, `true` a bare `--key`. --out, --device, --checkpoint and
 /// --resume are the sweep's own. A job's id is a hash of its resolved flags.
+///
+/// The fine-tune protocol (TASER App. C.2), `steps = ["train", "finetune",
+/// "attack"]`: bare keys set both model steps (e.g. method, seed),
+/// `train.KEY` only the base, `finetune.KEY` only the fine-tune (an axis
+/// `finetune.taser = [{ lambda = 0 }, { lambda = 0.1, scores = "@dsm" }]`
+/// sets several fine-tune flags per value). Each distinct base is trained
+/// once and shared; the sweep sets each fine-tune's --from to its
+/// checkpoint; each base also gets a baseline evaluation. results.csv has
+/// a `stage` column (base: the base checkpoint evaluated as it is;
+/// finetune: a fine-tune) and the base's `train_*` metrics in every row; a
+/// failed base marks its dependants as failed (step `dependency`, error
+/// `not run: base:<id> failed …`).
 /// Before any job starts, every step's binary parses its argument list in
 /// check mode (TASER_CHECK_ARGS=1), so a misspelt flag is refused with its
 /// grid line and the closest real flag.

@@ -389,19 +389,22 @@ fn paper_cols(n: usize, clean: f64, rob: f64, seed: u64) -> Vec<(&'static str, V
     ]
 }
 
+/// The base methods of TASER Table 2 as (method, AWP).
+const PAPER_METHODS: [(&str, bool); 6] = [
+    ("standard", false),
+    ("pgd-at", false),
+    ("trades", false),
+    ("mart", false),
+    ("trades", true),
+    ("mart", true),
+];
+
 #[test]
 fn table2_spec_rebuilds_the_papers_layout_from_a_sweep() {
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("sweep");
     let n = 400;
-    let methods = [
-        ("standard", false),
-        ("pgd-at", false),
-        ("trades", false),
-        ("mart", false),
-        ("trades", true),
-        ("mart", true),
-    ];
+    let methods = PAPER_METHODS;
     for (k, (m, awp)) in methods.iter().enumerate() {
         let k = k as u64 * 10;
         grid_point(
@@ -423,7 +426,7 @@ fn table2_spec_rebuilds_the_papers_layout_from_a_sweep() {
             &paper_cols(n, 0.68, 0.35, k + 5),
         );
     }
-    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("analysis/table2.toml");
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("analysis/table2-end-to-end.toml");
     let out = dir.path().join("t2");
     run_ok(&[
         "--spec",
@@ -484,7 +487,7 @@ fn table2_spec_rebuilds_the_papers_layout_from_a_sweep() {
     assert!(svg.contains("MART + AWP") && !svg.contains("NaN"));
     assert!(out.join("delta_vs_lambda.svg").is_file());
 
-    let spec3 = Path::new(env!("CARGO_MANIFEST_DIR")).join("analysis/table3.toml");
+    let spec3 = Path::new(env!("CARGO_MANIFEST_DIR")).join("analysis/table3-end-to-end.toml");
     let out3 = dir.path().join("t3");
     run_ok(&[
         "--spec",
@@ -754,7 +757,7 @@ fn bad_input_is_refused_with_the_file_and_the_fix() {
     grid_point(&runs, "std-l0", "standard", false, 0.0, 0, &pc);
     grid_point(&runs, "std-l1", "standard", false, 1.0, 0, &pc);
     let orphan = grid_point(&runs, "trades-l1", "trades", false, 1.0, 0, &pc);
-    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("analysis/table2.toml");
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("analysis/table2-end-to-end.toml");
     assert_refused(
         &["--spec", s(&spec), "--runs", s(&runs), "--out", s(&out)],
         &out,
@@ -766,7 +769,7 @@ fn bad_input_is_refused_with_the_file_and_the_fix() {
         &["--spec", s(&spec), "--runs", s(&runs), "--out", s(&out)],
         &out,
         &[
-            "table2.toml",
+            "table2-end-to-end.toml",
             "row `PGD`",
             "matches no baseline/treatment pair",
         ],
@@ -878,4 +881,76 @@ fn a_comparison_across_threat_models_is_refused_naming_the_property_and_both_val
     assert_refused(&as_strs(&two_rows), &out, &needles);
     // The same measurement twice is a sound (null) comparison.
     run_ok(&as_strs(&pair(&linf_005, &linf_005)));
+}
+
+/// A grid point of a fine-tune: as [`grid_point`], its sidecar recording
+/// the base checkpoint it started from (as `finetune` writes it).
+fn finetune_point(
+    runs: &Path,
+    name: &str,
+    method: &str,
+    awp: bool,
+    lambda: f64,
+    cols: &[(&str, Vec<u8>)],
+) -> PathBuf {
+    let p = grid_point(runs, name, method, awp, lambda, 0, cols);
+    let side = p.join("model.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&side).unwrap()).unwrap();
+    v["hyperparameters"]["finetuned_from"] = serde_json::json!("base/model.safetensors");
+    std::fs::write(&side, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    p
+}
+
+#[test]
+fn table2_specs_pair_taser_fine_tunes_with_the_base_and_with_the_control() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("sweep");
+    let n = 400;
+    let methods = PAPER_METHODS;
+    // Per method: the base (robust 0.2), the λ = 0 fine-tune (0.3) and the
+    // TASER fine-tune (0.5), as the train → finetune → attack chain leaves them.
+    for (k, (m, awp)) in methods.iter().enumerate() {
+        let k = k as u64 * 10;
+        grid_point(
+            &runs,
+            &format!("{m}{awp}-base"),
+            m,
+            *awp,
+            0.0,
+            0,
+            &paper_cols(n, 0.7, 0.2, k),
+        );
+        let control = paper_cols(n, 0.7, 0.3, k + 3);
+        finetune_point(&runs, &format!("{m}{awp}-ft0"), m, *awp, 0.0, &control);
+        let taser = paper_cols(n, 0.7, 0.5, k + 6);
+        finetune_point(&runs, &format!("{m}{awp}-ft1"), m, *awp, 1.0, &taser);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("analysis");
+    let (mut deltas, mut treated) = (Vec::new(), Vec::new());
+    for spec in ["table2.toml", "table2-control.toml", "table3.toml"] {
+        let out = dir.path().join(spec);
+        run_ok(&[
+            "--spec",
+            s(&root.join(spec)),
+            "--runs",
+            s(&runs),
+            "--resamples",
+            "200",
+            "--out",
+            s(&out),
+        ]);
+        let rows = read_rows(&out.join("comparisons.csv"));
+        assert_eq!(rows[0]["row"], "Vanilla", "{spec}");
+        assert!(rows.len() >= 6, "{spec}: {rows:?}");
+        deltas.push(f(&rows[0], "robust_avg_delta"));
+        // Every comparison's treatment is the TASER fine-tune.
+        treated.push(f(&rows[0], "robust_avg_treatment"));
+    }
+    assert!(treated.iter().all(|t| *t == treated[0]), "{treated:?}");
+    // vs the base: 0.5 − 0.2; vs the control: 0.5 − 0.3 (± sampling noise).
+    assert!((deltas[0] - 0.3).abs() < 0.1, "{deltas:?}");
+    assert!((deltas[1] - 0.2).abs() < 0.1, "{deltas:?}");
+    assert!(deltas[0] > deltas[1], "{deltas:?}");
+    assert_eq!(deltas[0], deltas[2], "Table 3 pairs as Table 2");
 }

@@ -373,8 +373,17 @@ fn plan_lists_jobs_and_the_launch_line() {
 fn shipped_grids_plan_and_slurm_scripts_parse() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for (grid, jobs) in [
-        ("digits-demo.toml", "1 score task(s), 4 job(s)"),
-        ("table2.toml", "1 score task(s), 36 job(s)"),
+        (
+            "digits-demo.toml",
+            "1 score task(s), 2 base model(s) (train, each run once and shared), \
+             6 job(s): 2 baseline evaluation(s) + 4 fine-tune(s); 6 attack(s) in all",
+        ),
+        (
+            "table2.toml",
+            "1 score task(s), 18 base model(s) (train, each run once and shared), \
+             54 job(s): 18 baseline evaluation(s) + 36 fine-tune(s); 54 attack(s) in all",
+        ),
+        ("table2-end-to-end.toml", "1 score task(s), 36 job(s)"),
         ("score-beta.toml", "0 score task(s), 8 job(s)"),
         ("toy.toml", "0 score task(s), 45 job(s)"),
     ] {
@@ -735,4 +744,248 @@ fn a_failed_score_task_counts_as_failed_with_its_dependants() {
         "{}",
         stderr(&o)
     );
+}
+
+/// A `train → finetune → attack` grid of one tiny mlp base (`epochs`
+/// epochs) fine-tuned `epochs` epochs with two teacher weights α, each
+/// evaluated by a 5-step PGD on 50 points; `extra` is appended.
+fn chain_grid(dir: &Path, name: &str, epochs: usize, base_axes: &str, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"name = "{name}"
+steps = ["train", "finetune", "attack"]
+
+[axes]
+seed = [0]
+{base_axes}
+finetune.alpha = [0, 1]
+
+[train]
+dataset = "digits"
+model = "mlp"
+mlp-hidden = "32"
+epochs = {epochs}
+threads = 1
+
+[finetune]
+epochs = {epochs}
+threads = 1
+
+[attack]
+attacks = "pgd5"
+eps = "0.2"
+n-eval = 50
+threads = 1
+{extra}"#
+    );
+    let p = dir.join(format!("{name}.toml"));
+    fs::write(&p, text).unwrap();
+    p
+}
+
+/// Job folders (base folders included) whose `step`'s stdout log exists
+/// but whose `step.done` marker does not: the step is running.
+fn running(out: &Path, step: &str) -> Vec<String> {
+    fs::read_dir(out.join("jobs"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    let p = e.path();
+                    p.join(format!("{step}.stdout.log")).exists()
+                        && !p.join(format!("{step}.done")).exists()
+                })
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Starts a lone sweep, waits until `step` runs in some job folder, sends
+/// SIGTERM and checks it stopped cleanly (exit status 3); returns the
+/// folders that were running the step.
+fn stop_during(grid: &Path, out: &Path, step: &str) -> Vec<String> {
+    let mut child = sweep_cmd(None, &["run", s(grid), "--out", s(out)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let busy = loop {
+        let r = running(out, step);
+        if !r.is_empty() {
+            break r;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the sweep ended before {step} ran"
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "{step} did not start in 2 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // SAFETY: kill(2) of the child this test started.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    busy
+}
+
+/// Each job folder's attempts.log line count and `done` marker text.
+fn attempts_and_done(out: &Path) -> BTreeMap<String, (usize, Option<String>)> {
+    fs::read_dir(out.join("jobs"))
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let p = e.path();
+            let n = fs::read_to_string(p.join("attempts.log"))
+                .map(|t| t.lines().count())
+                .unwrap_or(0);
+            let done = fs::read_to_string(p.join("done")).ok();
+            (e.file_name().to_string_lossy().into_owned(), (n, done))
+        })
+        .collect()
+}
+
+#[test]
+fn a_chained_sweep_shares_its_base_and_resumes_after_kills_in_a_base_and_a_fine_tune() {
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = chain_grid(tmp.path(), "chain", 6, "", "");
+    let out = tmp.path().join("out");
+    let plan = stdout(&sweep(None, &["plan", s(&grid), "--out", s(&out)]));
+    assert!(
+        plan.contains("1 base model(s)")
+            && plan.contains("3 job(s): 1 baseline evaluation(s) + 2 fine-tune(s)"),
+        "{plan}"
+    );
+    assert!(plan.contains("(shared by 3 job(s))"), "{plan}");
+    // Stopped while the base trains: nothing is finished, nothing failed.
+    let bases = stop_during(&grid, &out, "train");
+    assert_eq!(bases.len(), 1);
+    let base = bases[0].clone();
+    let rows = results(&out);
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(rows.iter().all(|r| r["status"] == "pending"), "{rows:?}");
+    // Stopped again while a fine-tune runs: the base is finished by then.
+    let tuning = stop_during(&grid, &out, "finetune");
+    assert!(!tuning.contains(&base));
+    assert!(out.join("jobs").join(&base).join("done").exists());
+    let before = attempts_and_done(&out);
+    assert_eq!(
+        before[&base].0, 2,
+        "the base ran in the first two sweeps only"
+    );
+    let rows = results(&out);
+    assert!(rows.iter().all(|r| r["status"] != "failed"), "{rows:?}");
+    assert!(rows.iter().any(|r| r["status"] == "pending"), "{rows:?}");
+    // The rerun does only what is missing: the base and every finished
+    // point are neither run again nor rewritten.
+    let o = sweep(None, &["run", s(&grid), "--out", s(&out)]);
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let after = attempts_and_done(&out);
+    for (id, (n, done)) in &before {
+        if done.is_some() {
+            assert_eq!(&after[id], &(*n, done.clone()), "finished {id} ran again");
+        } else {
+            assert_eq!(after[id].0, n + 1, "unfinished {id} ran once more");
+        }
+    }
+    for id in &tuning {
+        let err =
+            fs::read_to_string(out.join("jobs").join(id).join("finetune.stderr.log")).unwrap();
+        let from = out
+            .join("jobs")
+            .join(&base)
+            .join("train")
+            .join("model.safetensors");
+        assert!(err.contains(&format!("--from {}", from.display())), "{err}");
+    }
+    let rows = results(&out);
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r["status"] == "ok"), "{rows:?}");
+    let stages: Vec<&str> = rows.iter().map(|r| r["stage"].as_str()).collect();
+    assert_eq!(stages, ["base", "finetune", "finetune"]);
+    // Every row carries the shared base's metrics; fine-tunes their own too.
+    let base_acc = &rows[0]["train_test_acc"];
+    assert!(!base_acc.is_empty());
+    for r in &rows[1..] {
+        assert_eq!(&r["train_test_acc"], base_acc);
+        assert!(!r["finetune_test_acc"].is_empty() && !r["attack_acc_pgd5"].is_empty());
+    }
+    assert_eq!(rows[0]["finetune.alpha"], "");
+    assert_eq!(rows[1]["finetune.alpha"], "0");
+}
+
+#[test]
+fn a_failed_base_marks_its_baseline_and_fine_tunes_as_not_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    // train.optimizer = "bogus" is refused by train: that base fails.
+    let grid = chain_grid(
+        tmp.path(),
+        "bad-base",
+        1,
+        "train.optimizer = [\"sgd\", \"bogus\"]",
+        "",
+    );
+    let out = tmp.path().join("out");
+    let o = sweep(None, &["run", s(&grid), "--out", s(&out)]);
+    assert_eq!(o.status.code(), Some(1), "{}\n{}", stdout(&o), stderr(&o));
+    let rows = results(&out);
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    let (bad, good): (Vec<_>, Vec<_>) = rows.iter().partition(|r| r["train.optimizer"] == "bogus");
+    assert_eq!(bad.len(), 3);
+    assert!(good.iter().all(|r| r["status"] == "ok"), "{good:?}");
+    for r in &bad {
+        assert_eq!(r["status"], "failed", "{r:?}");
+        assert_eq!(r["failed_step"], "dependency", "{r:?}");
+        assert!(
+            r["error"].starts_with("not run: base:")
+                && r["error"].contains("step train, exit code 2")
+                && r["error"].contains("invalid value 'bogus'"),
+            "{r:?}"
+        );
+    }
+    let err = stderr(&o);
+    assert!(err.contains("failed job base:"), "{err}");
+    assert!(stdout(&o).contains("failed = 4"), "{}", stdout(&o));
+}
+
+#[test]
+fn run_one_of_a_fine_tune_trains_its_base_first_and_a_second_reuses_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = chain_grid(tmp.path(), "chain-array", 1, "", "");
+    let out = tmp.path().join("out");
+    for index in ["1", "2"] {
+        let o = sweep(
+            None,
+            &["run-one", s(&grid), "--index", index, "--out", s(&out)],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let runs = attempts_and_done(&out);
+    let bases: Vec<_> = runs
+        .iter()
+        .filter(|(id, _)| out.join("jobs").join(id).join("train").is_dir())
+        .collect();
+    assert_eq!(bases.len(), 1, "{runs:?}");
+    assert_eq!(
+        bases[0].1 .0, 1,
+        "the base trained once for both fine-tunes"
+    );
+    let c = sweep(None, &["collect", s(&out)]);
+    assert!(
+        stdout(&c).contains("jobs = 2") && stdout(&c).contains("ok = 2"),
+        "{}",
+        stdout(&c)
+    );
+    let rows = results(&out);
+    let status: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r["stage"].as_str(), r["status"].as_str()))
+        .collect();
+    // The baseline evaluation (index 0) was not asked for.
+    assert_eq!(status, [("finetune", "ok"), ("finetune", "ok")]);
+    assert_eq!(rows[0]["index"], "1");
 }

@@ -29,8 +29,8 @@ pub struct Evaluation {
     /// What was measured: data set, threat model, attacks, points.
     pub measurement: Measurement,
     /// Flattened hyperparameters from the sidecar (`config.*` overlaid by
-    /// the non-null `resolved.*`, plus the sidecar's `seed`, `dataset`) and
-    /// the summary's columns as `eval.<column>`.
+    /// the non-null `resolved.*`, plus the sidecar's `seed`, `dataset` and
+    /// [`STAGE`]) and the summary's columns as `eval.<column>`.
     pub attributes: BTreeMap<String, Value>,
     /// Training wall-clock seconds (sidecar `metrics.train_seconds`).
     pub train_seconds: Option<f64>,
@@ -94,7 +94,20 @@ fn flatten_sidecar(v: &Value, into: &mut BTreeMap<String, Value>) {
             into.insert(k.to_string(), x.clone());
         }
     }
+    let finetuned = hp
+        .and_then(|h| h.get("finetuned_from"))
+        .is_some_and(|f| !f.is_null());
+    let stage = if finetuned { "finetune" } else { "base" };
+    into.insert(STAGE.to_string(), Value::from(stage));
 }
+
+/// The attribute that says which stage of the fine-tune protocol (TASER
+/// App. C.2) made the evaluated checkpoint: `"finetune"` when its sidecar
+/// records `hyperparameters.finetuned_from` (written by `finetune`), else
+/// `"base"` (trained from scratch by `train`). A spec pairs TASER with the
+/// base checkpoint by `vary = "stage"`, `baseline = "base"`, and with the
+/// λ = 0 fine-tune control by `vary = "lambda"` with `stage` in `match`.
+pub const STAGE: &str = "stage";
 
 /// The 0/1 outcomes per metric ("clean", each attack, "worst_case") of a
 /// per_sample.csv read through [`read_results`], which owns its format.
@@ -234,4 +247,23 @@ pub fn check_pairable(baseline: &Evaluation, treatment: &Evaluation) -> Result<(
         return Err(corrupt(&treatment.per_sample, reason, fix));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_says_whether_finetune_or_train_made_the_checkpoint() {
+        let stage = |v: Value| {
+            let mut a = BTreeMap::new();
+            flatten_sidecar(&v, &mut a);
+            a[STAGE].clone()
+        };
+        let tuned =
+            serde_json::json!({"hyperparameters": {"finetuned_from": "b/model.safetensors"}});
+        assert_eq!(stage(tuned), "finetune");
+        let base = serde_json::json!({"hyperparameters": {"finetuned_from": null}, "seed": 0});
+        assert_eq!(stage(base), "base");
+    }
 }

@@ -5,7 +5,7 @@
 //! tip — judges the grid's flags, and there is no second list of flags to
 //! keep in step with the binaries. A refusal names the grid key and line.
 use super::grid::Grid;
-use super::job::Task;
+use super::job::{Kind, Task};
 use crate::error::{Error, Result};
 use crate::exit::CHECK_ARGS_ENV;
 use std::collections::BTreeSet;
@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 /// task, else the step's name.
 fn section(task: &Task, label: &str) -> String {
     match task.id.strip_prefix("score:") {
-        Some(name) if task.job.is_none() => format!("scores.{name}"),
+        Some(name) if task.kind == Kind::Score => format!("scores.{name}"),
         _ => label.to_string(),
     }
 }

@@ -3,12 +3,14 @@
 //! task's directory, a `<step>.done` marker after each step and a `done`
 //! marker after the last, all written atomically, so a kill at any moment
 //! leaves either a finished step or one that is rerun.
-use super::grid::{to_args, FlagValue, Flags, Grid, JobSpec, Step};
+use super::grid::{Grid, JobSpec};
 use super::{lock, signal};
 use crate::attack::results::read_summary;
 use crate::error::{Error, Result};
 use crate::fsutil::{write_atomically, write_bytes_atomically};
-use crate::layout::{self, JobDir};
+use crate::layout::{self, JobDir, TrainRun};
+
+pub use super::expand::tasks;
 use serde_json::{json, Value as Json};
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
@@ -90,99 +92,47 @@ impl Worker {
     }
 }
 
+/// What a task is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A shared score-precompute.
+    Score,
+    /// A shared base model of the `train → finetune → attack` chain.
+    Base,
+    /// A grid point: one results.csv row (in the three-step chain a
+    /// baseline evaluation of a base, or a fine-tune and its evaluation).
+    Point,
+}
+
+impl Kind {
+    /// The `kind` of config.json.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Score => "score",
+            Kind::Base => "base",
+            Kind::Point => "job",
+        }
+    }
+}
+
 /// A unit of work that one worker runs.
 #[derive(Clone, Debug)]
 pub struct Task {
-    /// `score:<name>` or the grid point's id.
+    /// `score:<name>`, `base:<id>` or the grid point's id.
     pub id: String,
+    /// What it is.
+    pub kind: Kind,
     /// Directory of its logs, markers and outputs.
     pub dir: PathBuf,
     /// The chain.
     pub steps: Vec<StepRun>,
     /// Indices (in the task list) of the tasks that must finish first.
     pub deps: Vec<usize>,
-    /// Grid point (None for a score task).
+    /// Grid point (for a base: the first point that uses it).
     pub job: Option<JobSpec>,
-}
-
-/// Every task of a grid: the score tasks first, then the grid points.
-pub fn tasks(grid: &Grid, out: &Path) -> Vec<Task> {
-    let mut tasks = Vec::new();
-    let mut score_path = BTreeMap::new();
-    let mut score_index = BTreeMap::new();
-    for (name, spec) in &grid.scores {
-        let dir = out
-            .join(layout::SCORES_DIR)
-            .join(format!("{name}-{}", spec.id));
-        let file = dir.join(layout::SCORES);
-        let mut args = to_args(&spec.flags);
-        args.push("--out".into());
-        args.push(file.display().to_string());
-        args.push("--overwrite".into()); // a retry after a crash past the rename replaces the file
-        score_index.insert(name.clone(), tasks.len());
-        score_path.insert(name.clone(), file);
-        tasks.push(Task {
-            id: format!("score:{name}"),
-            dir,
-            steps: vec![StepRun {
-                label: "score-precompute".into(),
-                binary: "score-precompute".into(),
-                args,
-                resume_if: None,
-            }],
-            deps: Vec::new(),
-            job: None,
-        });
-    }
-    let model = grid.model_step();
-    for job in grid.jobs() {
-        let job_dir = JobDir::at(out.join(layout::JOBS_DIR).join(&job.id));
-        let model_dir = job_dir.train_step(model.name());
-        let mut steps = Vec::new();
-        for step in &grid.steps {
-            let mut flags: Flags = job.flags[step].clone();
-            for v in flags.values_mut() {
-                if let FlagValue::One(s) = v {
-                    if let Some(name) = s.strip_prefix('@') {
-                        *v = FlagValue::One(score_path[name].display().to_string());
-                    }
-                }
-            }
-            let mut args = to_args(&flags);
-            let resume_if = match step {
-                Step::Train | Step::Finetune => {
-                    args.push("--out".into());
-                    args.push(model_dir.dir().display().to_string());
-                    // train/finetune write a resume state every epoch; a
-                    // restarted job continues it instead of starting over.
-                    Some((model_dir.resume_state(), vec!["--resume".into()]))
-                }
-                Step::Attack => {
-                    args.push("--checkpoint".into());
-                    args.push(model_dir.weights().display().to_string());
-                    args.push("--out".into());
-                    args.push(job_dir.eval().dir().display().to_string());
-                    // attack resumes itself from its state file.
-                    None
-                }
-            };
-            steps.push(StepRun {
-                label: step.name().into(),
-                binary: step.name().into(),
-                args,
-                resume_if,
-            });
-        }
-        let deps = job.needs_scores.iter().map(|n| score_index[n]).collect();
-        tasks.push(Task {
-            id: job.id.clone(),
-            dir: job_dir.0,
-            steps,
-            deps,
-            job: Some(job),
-        });
-    }
-    tasks
+    /// The base model's folder a point of the three-step chain starts from
+    /// (its `train` metrics go into the point's row).
+    pub base_model: Option<PathBuf>,
 }
 
 fn now_unix() -> f64 {
@@ -228,8 +178,8 @@ impl Task {
             "id": self.id,
             "grid": grid.path.display().to_string(),
             "grid_name": grid.name,
-            "kind": if job.is_some() { "job" } else { "score" },
-            "index": job.map(|j| j.index),
+            "kind": self.kind.name(),
+            "index": job.filter(|_| self.kind == Kind::Point).map(|j| j.index),
             "params": job.map(|j| j.params.clone()).unwrap_or_default(),
             "steps": steps,
             "version": crate::VERSION,
@@ -343,26 +293,20 @@ impl Task {
         }
     }
 
-    /// The metrics of a finished grid point: the model step's `model.json`
-    /// metrics (prefixed with the step's name) and attack's summary row
-    /// (prefixed `attack_`), plus where its per-sample CSV is.
+    /// The metrics of a finished grid point: the model steps' `model.json`
+    /// metrics (prefixed with the step's name; a chain's base as `train_`)
+    /// and attack's summary row (prefixed `attack_`), plus where its
+    /// per-sample CSV is.
     pub fn metrics(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
+        if let Some(base) = &self.base_model {
+            sidecar_metrics(&TrainRun(base.clone()).sidecar(), "train", &mut out);
+        }
         for step in &self.steps {
             match step.label.as_str() {
                 "train" | "finetune" => {
                     let sidecar = self.folder().train_step(&step.label).sidecar();
-                    if let Some(Json::Object(m)) = read_json(&sidecar).map(|v| v["metrics"].clone())
-                    {
-                        for (k, v) in m {
-                            let text = match v {
-                                Json::Number(n) => n.to_string(),
-                                Json::String(s) => s,
-                                other => other.to_string(),
-                            };
-                            out.insert(format!("{}_{k}", step.label), text);
-                        }
-                    }
+                    sidecar_metrics(&sidecar, &step.label, &mut out);
                 }
                 "attack" => {
                     let eval = self.folder().eval();
@@ -382,6 +326,40 @@ impl Task {
         }
         out
     }
+}
+
+/// Adds the `metrics` of a model.json sidecar to `out` as `<prefix>_<name>`.
+fn sidecar_metrics(sidecar: &Path, prefix: &str, out: &mut BTreeMap<String, String>) {
+    if let Some(Json::Object(m)) = read_json(sidecar).map(|v| v["metrics"].clone()) {
+        for (k, v) in m {
+            let text = match v {
+                Json::Number(n) => n.to_string(),
+                Json::String(s) => s,
+                other => other.to_string(),
+            };
+            out.insert(format!("{prefix}_{k}"), text);
+        }
+    }
+}
+
+/// One line of why a task failed, from its failed.json: the step, the exit
+/// code and the first `error` line of the error tail (else its last line).
+pub fn failure_reason(dir: &Path) -> Option<String> {
+    let v = read_json(&JobDir::at(dir).failed())?;
+    let err = v["error"].as_str().unwrap_or("");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error"))
+        .or_else(|| err.lines().last())
+        .unwrap_or("");
+    let code = match &v["exit_code"] {
+        Json::Null => "none".to_string(),
+        c => c.to_string(),
+    };
+    Some(format!(
+        "step {}, exit code {code}: {line}",
+        v["step"].as_str().unwrap_or("?")
+    ))
 }
 
 enum ChildEnd {

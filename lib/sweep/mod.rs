@@ -17,6 +17,7 @@
 //! MPI, and every wait polls with a sleep, so idle ranks do not spin on the
 //! shared cores.
 pub mod check;
+pub mod expand;
 pub mod grid;
 pub mod job;
 pub mod lock;
@@ -25,7 +26,7 @@ pub mod signal;
 
 use crate::error::{Error, Result};
 use grid::Grid;
-use job::{Outcome, Task, Worker};
+use job::{Kind, Outcome, Task, Worker};
 use mpi::point_to_point::MatchedReceiveVec;
 use mpi::traits::*;
 use std::path::{Path, PathBuf};
@@ -109,8 +110,8 @@ impl Book {
         self.state.contains(&State::Pending)
     }
 
-    /// Records an outcome; a failed score task fails its dependants (they
-    /// cannot run), recorded with the reason.
+    /// Records an outcome; a failed score or base task fails its
+    /// dependants (they cannot run), recorded as not run with the reason.
     fn record(&mut self, i: usize, outcome: Outcome) {
         self.state[i] = match outcome {
             Outcome::Ok => State::Ok,
@@ -119,6 +120,9 @@ impl Book {
         };
         if outcome == Outcome::Failed {
             let failed_id = self.tasks[i].id.clone();
+            let why = job::failure_reason(&self.tasks[i].dir)
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
             for j in 0..self.tasks.len() {
                 if self.state[j] == State::Pending && self.tasks[j].deps.contains(&i) {
                     self.state[j] = State::Failed;
@@ -126,7 +130,7 @@ impl Book {
                         "dependency",
                         None,
                         &format!(
-                            "{failed_id} failed; see {}",
+                            "not run: {failed_id} failed{why}; see {}",
                             self.tasks[i].folder().failed().display()
                         ),
                     );
@@ -216,7 +220,7 @@ fn write_results(book: &Book, out: &Path) -> Result<Vec<results::Row>> {
     let rows: Vec<results::Row> = book
         .tasks
         .iter()
-        .filter(|t| t.job.is_some())
+        .filter(|t| t.kind == Kind::Point)
         .filter_map(|t| results::read_row(&t.dir))
         .collect();
     results::write(&out.join(crate::layout::RESULTS), &rows)?;
@@ -227,16 +231,17 @@ fn write_results(book: &Book, out: &Path) -> Result<Vec<results::Row>> {
 /// each failed point's reason from its failed.json.
 fn summary(book: &Book, rows: &[results::Row], out: &Path) -> RunSummary {
     let jobs: Vec<usize> = (0..book.tasks.len())
-        .filter(|&i| book.tasks[i].job.is_some())
+        .filter(|&i| book.tasks[i].kind == Kind::Point)
         .collect();
-    // A failed score task counts too, even when no job of this run needed
-    // it any more: the run printed it as FAILED.
-    let failed_scores = (0..book.tasks.len())
-        .filter(|&i| book.tasks[i].job.is_none() && book.state[i] == State::Failed)
+    // A failed score or base task counts too, even when no job of this run
+    // needed it any more: the run printed it as FAILED.
+    let failed_shared = (0..book.tasks.len())
+        .filter(|&i| book.tasks[i].kind != Kind::Point && book.state[i] == State::Failed)
         .map(|i| {
             let task = &book.tasks[i];
             let record = task.folder().failed();
-            (task.id.clone(), format!("see {}", record.display()))
+            let why = job::failure_reason(&task.dir).unwrap_or_default();
+            (task.id.clone(), format!("{why}; see {}", record.display()))
         });
     let failed = jobs
         .iter()
@@ -254,7 +259,7 @@ fn summary(book: &Book, rows: &[results::Row], out: &Path) -> RunSummary {
                 .to_string();
             (id.clone(), format!("step {step}, exit code {code}: {last}"))
         })
-        .chain(failed_scores)
+        .chain(failed_shared)
         .collect();
     RunSummary {
         jobs: jobs.len(),
@@ -444,32 +449,29 @@ pub fn plan_text(grid: &Grid, out: &Path, nodes: usize, gpus_per_node: usize) ->
             .collect::<Vec<_>>()
             .join(" → ")
     );
-    let nscore = tasks.iter().filter(|t| t.job.is_none()).count();
-    let njobs = tasks.len() - nscore;
-    s.push_str(&format!("{nscore} score task(s), {njobs} job(s)\n"));
+    let count = |k: Kind| tasks.iter().filter(|t| t.kind == k).count();
+    let (nscore, njobs) = (count(Kind::Score), count(Kind::Point));
+    if grid.is_chained() {
+        let steps = |label: &str| {
+            tasks
+                .iter()
+                .flat_map(|t| &t.steps)
+                .filter(|st| st.label == label)
+                .count()
+        };
+        s.push_str(&format!(
+            "{nscore} score task(s), {} base model(s) (train, each run once and shared), \
+             {njobs} job(s): {} baseline evaluation(s) + {} fine-tune(s); {} attack(s) in all\n",
+            count(Kind::Base),
+            njobs - steps("finetune"),
+            steps("finetune"),
+            steps("attack"),
+        ));
+    } else {
+        s.push_str(&format!("{nscore} score task(s), {njobs} job(s)\n"));
+    }
     for t in &tasks {
-        match &t.job {
-            None => s.push_str(&format!(
-                "  {:<20} score-precompute {}\n",
-                t.id,
-                t.steps[0].args.join(" ")
-            )),
-            Some(j) => {
-                let params: Vec<String> =
-                    j.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                let needs = if j.needs_scores.is_empty() {
-                    String::new()
-                } else {
-                    format!("  (after score:{})", j.needs_scores.join(", score:"))
-                };
-                s.push_str(&format!(
-                    "  {:>3} {}  {}{needs}\n",
-                    j.index,
-                    j.id,
-                    params.join(" ")
-                ));
-            }
-        }
+        s.push_str(&plan_line(&tasks, t));
     }
     let ranks = nodes * gpus_per_node;
     let grid_path = grid.path.display();
@@ -485,6 +487,52 @@ pub fn plan_text(grid: &Grid, out: &Path, nodes: usize, gpus_per_node: usize) ->
     s
 }
 
+/// One task's line of the plan: a score task's command, or a base's or a
+/// point's id, parameters, steps and what it runs after.
+fn plan_line(tasks: &[Task], t: &Task) -> String {
+    let Some(j) = &t.job else {
+        return format!(
+            "  {:<20} score-precompute {}\n",
+            t.id,
+            t.steps[0].args.join(" ")
+        );
+    };
+    let params: Vec<String> = j.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let after: Vec<&str> = t.deps.iter().map(|&d| tasks[d].id.as_str()).collect();
+    let after = if after.is_empty() {
+        String::new()
+    } else {
+        format!("  (after {})", after.join(", "))
+    };
+    match t.kind {
+        Kind::Base => {
+            let users = tasks
+                .iter()
+                .filter(|u| u.deps.iter().any(|&d| tasks[d].id == t.id))
+                .count();
+            format!(
+                "  {}  train  {}{after}  (shared by {users} job(s))\n",
+                t.id,
+                params.join(" ")
+            )
+        }
+        _ => {
+            let steps: Vec<&str> = t.steps.iter().map(|st| st.label.as_str()).collect();
+            let steps = if tasks.iter().any(|u| u.kind == Kind::Base) {
+                format!("{}  ", steps.join(" → "))
+            } else {
+                String::new()
+            };
+            format!(
+                "  {:>3} {}  {steps}{}{after}\n",
+                j.index,
+                j.id,
+                params.join(" ")
+            )
+        }
+    }
+}
+
 /// `sweep run-one`: runs one grid point by its plan index without MPI (the
 /// job-array form); score tasks it depends on run first if not finished.
 pub fn run_one(cfg: &RunConfig, index: usize) -> Result<Outcome> {
@@ -493,7 +541,7 @@ pub fn run_one(cfg: &RunConfig, index: usize) -> Result<Outcome> {
     let mut cfg = cfg.clone();
     cfg.out = absolute_out(&cfg.out)?;
     let tasks = job::tasks(&grid, &cfg.out);
-    let jobs: Vec<&Task> = tasks.iter().filter(|t| t.job.is_some()).collect();
+    let jobs: Vec<&Task> = tasks.iter().filter(|t| t.kind == Kind::Point).collect();
     let task = *jobs.get(index).ok_or_else(|| {
         Error::invalid(
             "--index",
@@ -502,22 +550,34 @@ pub fn run_one(cfg: &RunConfig, index: usize) -> Result<Outcome> {
         )
     })?;
     check::check_args(&grid, &tasks, &cfg.bin_dir)?;
-    task.write_config(&grid)?;
     let device = pick_device(&cfg.device, 0);
     let worker = Worker::new(&cfg.bin_dir, &device, format!("array-index={index}"));
+    run_with_deps(&grid, &tasks, task, &worker)
+}
+
+/// Runs `task` after its dependencies (a base after its score tasks, then
+/// the point), each unless finished. Array tasks may start together: a
+/// shared task's lock keeps it to one runner; the others wait for it
+/// (saying who holds it) and take its outcome. The kernel drops the lock
+/// of a killed holder.
+fn run_with_deps(grid: &Grid, tasks: &[Task], task: &Task, worker: &Worker) -> Result<Outcome> {
+    task.write_config(grid)?;
     for &d in &task.deps {
         let dep = &tasks[d];
-        dep.write_config(&grid)?;
-        // Array tasks may start together: the score task's lock keeps it to
-        // one runner; the others wait for it (saying who holds it) and take
-        // its outcome. The kernel drops the lock of a killed holder.
-        let o = run_task(dep, &worker);
+        let o = run_with_deps(grid, tasks, dep, worker)?;
         if o != Outcome::Ok {
             if o == Outcome::Failed {
-                task.record_failure("dependency", None, &format!("{} failed", dep.id))?;
+                let why = job::failure_reason(&dep.dir)
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default();
+                task.record_failure(
+                    "dependency",
+                    None,
+                    &format!("not run: {} failed{why}", dep.id),
+                )?;
             }
             return Ok(o);
         }
     }
-    Ok(run_task(task, &worker))
+    Ok(run_task(task, worker))
 }

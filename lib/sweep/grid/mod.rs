@@ -2,7 +2,8 @@
 //!
 //! ```toml
 //! name = "digits-demo"
-//! steps = ["train", "attack"]          # or ["finetune", "attack"], or ["train"]
+//! steps = ["train", "attack"]          # or ["finetune", "attack"], ["train"], ["finetune"],
+//!                                      # or ["train", "finetune", "attack"] (below)
 //!
 //! [scores.dsm]                         # score-precompute flags; run once, before
 //! dataset = "digits"                   # the jobs whose flags say scores = "@dsm"
@@ -27,6 +28,41 @@
 //! Values become command-line flags: `key = v` gives `--key v`, `true` gives
 //! a bare `--key`, `false` leaves it out, an array gives `--key v1 v2`.
 //! Errors name the key and the line it is on.
+//!
+//! # The fine-tune protocol: `steps = ["train", "finetune", "attack"]`
+//!
+//! TASER App. C.2: each base model is trained once, then fine-tuned (eq. 26)
+//! from its checkpoint. In this chain a bare key sets a flag of **both**
+//! model steps (the base `train` and the `finetune`: e.g. `method`, `seed`),
+//! `train.KEY` only the base, `finetune.KEY` only the fine-tune, and
+//! `attack.KEY` the evaluations; `[train]`, `[finetune]` and `[attack]` hold
+//! each step's fixed flags. An inline table may set several steps' flags at
+//! once (`{ finetune = { lambda = 0.01, reg = "grad-norm" } }`, or with
+//! dotted keys `{ finetune.lambda = 0.01, finetune.scores = "@dsm" }`).
+//!
+//! ```toml
+//! steps = ["train", "finetune", "attack"]
+//! [axes]
+//! method = ["standard", "pgd-at"]      # base and fine-tune alike
+//! seed = [0, 1, 2]
+//! finetune.taser = [{ lambda = 0 },    # λ = 0: the control (same teacher, epochs)
+//!   { lambda = 0.1, scores = "@dsm" }]
+//! [train]
+//! epochs = 200
+//! [finetune]
+//! epochs = 50
+//! ```
+//!
+//! (`finetune.taser = […]` is an axis whose values address the fine-tune:
+//! every key of its inline tables is a `finetune` flag.) The sweep gives
+//! each distinct base (its resolved `train` flags) one `train` task, shared
+//! by every fine-tune that starts from it, and sets each fine-tune's
+//! `--from` to that base's checkpoint (a grid may not set `from` here).
+//! Each base also gets one **baseline** evaluation (`attack` of the base
+//! checkpoint as it is). results.csv has one row per baseline evaluation
+//! (`stage = base`) and one per fine-tune (`stage = finetune`); the λ = 0
+//! control is an ordinary value of the fine-tune's axis. A base that fails
+//! marks its baseline and fine-tunes as not run, with its reason.
 mod toml;
 
 use crate::error::{Error, Result};
@@ -40,7 +76,8 @@ use std::path::{Path, PathBuf};
 pub enum Step {
     /// `train`: a model from scratch.
     Train,
-    /// `finetune`: a model from a checkpoint (`from = …` in `[finetune]`).
+    /// `finetune`: a model from a checkpoint (`from = …` in `[finetune]`,
+    /// or the base model's checkpoint in the three-step chain).
     Finetune,
     /// `attack`: evaluation of the model step's checkpoint.
     Attack,
@@ -97,7 +134,10 @@ pub type Flags = BTreeMap<String, FlagValue>;
 /// A parameter name: the step it addresses and the flag.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Param {
-    /// `None`: the model step (train or finetune); `Some(Attack)`: attack.
+    /// `None`: the model step (train or finetune; both in the three-step
+    /// chain); `Some(Attack)`: attack; `Some(Train)`/`Some(Finetune)`:
+    /// only that model step of the three-step chain (in a two-step chain
+    /// they are read as `None`).
     pub step: Option<Step>,
     /// Flag name without the leading dashes.
     pub flag: String,
@@ -198,9 +238,55 @@ impl Grid {
         Grid::parse(&src, path)
     }
 
-    /// The model step of the chain (train or finetune).
+    /// The (first) model step of the chain (train or finetune).
     pub fn model_step(&self) -> Step {
         self.steps[0]
+    }
+
+    /// Whether the chain is the fine-tune protocol `train → finetune →
+    /// attack` (shared bases, baseline evaluations, fine-tunes).
+    pub fn is_chained(&self) -> bool {
+        self.steps == [Step::Train, Step::Finetune, Step::Attack]
+    }
+
+    /// The steps a parameter sets: the named one, or for a bare name every
+    /// model step of the chain.
+    fn steps_of(&self, p: &Param) -> Vec<Step> {
+        match p.step {
+            Some(s) => vec![s],
+            None => self
+                .steps
+                .iter()
+                .copied()
+                .filter(|s| *s != Step::Attack)
+                .collect(),
+        }
+    }
+
+    /// Stable id of resolved flags: a hash of `tag` and the steps' sorted
+    /// flags, a score reference hashed as its score job's id (so a change
+    /// of its score-precompute flags gives new jobs). Returns the id and
+    /// the score jobs referenced, in order.
+    pub fn flags_id(&self, tag: &str, flags: &BTreeMap<Step, Flags>) -> (String, Vec<String>) {
+        let mut needs = Vec::new();
+        let mut text = tag.to_string();
+        for (s, f) in flags {
+            text.push_str(&format!("[{}]\n", s.name()));
+            for (k, v) in f {
+                let shown = match v {
+                    FlagValue::One(x) if x.starts_with('@') => {
+                        let spec = &self.scores[&x[1..]];
+                        if !needs.contains(&spec.name) {
+                            needs.push(spec.name.clone());
+                        }
+                        format!("@{}", spec.id)
+                    }
+                    other => other.to_string(),
+                };
+                text.push_str(&format!("{k}={shown}\n"));
+            }
+        }
+        (short_hash(&text), needs)
     }
 
     /// Expands the axes into jobs, dropping excluded points. Points that
@@ -229,11 +315,12 @@ impl Grid {
                 .collect();
             let mut params = BTreeMap::new();
             for (p, v) in point.iter().flat_map(|v| v.iter()) {
-                let step = p.step.unwrap_or(model);
-                flags
-                    .get_mut(&step)
-                    .expect("step of the chain")
-                    .insert(p.flag.clone(), v.clone());
+                for step in self.steps_of(p) {
+                    flags
+                        .get_mut(&step)
+                        .expect("step of the chain")
+                        .insert(p.flag.clone(), v.clone());
+                }
                 params.insert(p.to_string(), v.to_string());
             }
             let value_of = |p: &Param| flags[&p.step.unwrap_or(model)].get(&p.flag);
@@ -244,27 +331,7 @@ impl Grid {
             {
                 continue;
             }
-            let mut needs = Vec::new();
-            let mut text = String::new();
-            for (s, f) in &flags {
-                text.push_str(&format!("[{}]\n", s.name()));
-                for (k, v) in f {
-                    // A score reference hashes as the score job's id, so a
-                    // change of its score-precompute flags gives new jobs.
-                    let shown = match v {
-                        FlagValue::One(x) if x.starts_with('@') => {
-                            let spec = &self.scores[&x[1..]];
-                            if !needs.contains(&spec.name) {
-                                needs.push(spec.name.clone());
-                            }
-                            format!("@{}", spec.id)
-                        }
-                        other => other.to_string(),
-                    };
-                    text.push_str(&format!("{k}={shown}\n"));
-                }
-            }
-            let id = short_hash(&text);
+            let (id, needs) = self.flags_id("", &flags);
             if jobs.iter().any(|j| j.id == id) {
                 continue;
             }
@@ -391,6 +458,85 @@ attack.eps = "0.2"
             .unwrap_err()
             .to_string();
         assert!(e.contains("@nope"), "{e}");
+    }
+
+    const CHAIN: &str = r#"
+steps = ["train", "finetune", "attack"]
+[scores.dsm]
+source = "dsm"
+[axes]
+method = ["standard", "pgd-at"]
+train.lr = [0.1]
+finetune.taser = [{ lambda = 0 }, { lambda = 0.01, reg = "grad-norm", scores = "@dsm" }]
+[train]
+epochs = 200
+[finetune]
+epochs = 50
+[attack]
+attacks = "aa"
+[[exclude]]
+method = "standard"
+finetune.lambda = 0.01
+"#;
+
+    #[test]
+    fn the_chain_routes_bare_train_and_finetune_keys_to_their_steps() {
+        let g = parse(CHAIN).unwrap();
+        assert!(g.is_chained());
+        let jobs = g.jobs();
+        assert_eq!(jobs.len(), 3, "4 points minus one excluded");
+        let one = |s: &str| FlagValue::One(s.into());
+        for j in &jobs {
+            let (train, ft) = (&j.flags[&Step::Train], &j.flags[&Step::Finetune]);
+            // Bare keys set both model steps; `train.` and the fixed
+            // tables only their own.
+            assert_eq!(train["method"], ft["method"]);
+            assert_eq!(train["lr"], one("0.1"));
+            assert!(!ft.contains_key("lr"));
+            assert_eq!((&train["epochs"], &ft["epochs"]), (&one("200"), &one("50")));
+            assert!(!train.contains_key("lambda"));
+        }
+        // One axis value sets several fine-tune flags at once.
+        let taser = jobs
+            .iter()
+            .find(|j| j.params.get("finetune.lambda").map(String::as_str) == Some("0.01"))
+            .unwrap();
+        let ft = &taser.flags[&Step::Finetune];
+        assert_eq!(ft["reg"], one("grad-norm"));
+        assert_eq!(ft["scores"], one("@dsm"));
+        assert_eq!(taser.params["method"], "pgd-at");
+        // The base id depends on the train flags only.
+        let base = |j: &JobSpec| {
+            let f = [(Step::Train, j.flags[&Step::Train].clone())].into();
+            g.flags_id("base\n", &f).0
+        };
+        let pgd: Vec<_> = jobs
+            .iter()
+            .filter(|j| j.params["method"] == "pgd-at")
+            .collect();
+        assert_eq!(pgd.len(), 2);
+        assert_eq!(base(pgd[0]), base(pgd[1]));
+        assert_ne!(base(&jobs[0]), base(pgd[0]));
+    }
+
+    #[test]
+    fn the_chain_refuses_a_from_and_two_step_chains_keep_their_keys() {
+        let e = parse(&CHAIN.replace("[finetune]\n", "[finetune]\nfrom = \"m.safetensors\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("finetune.from") && e.contains("--from"), "{e}");
+        let e = parse(&CHAIN.replace(
+            "steps = [\"train\", \"finetune\", \"attack\"]",
+            "steps = [\"train\", \"attack\"]",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("[finetune] is given"), "{e}");
+        // In a two-step chain `train.lr` is the model step's `lr`, as before.
+        let g = parse(&GRID.replace("method = [", "train.lr = [0.1]\nmethod = [")).unwrap();
+        let j = &g.jobs()[0];
+        assert_eq!(j.params["lr"], "0.1");
+        assert_eq!(j.flags[&Step::Train]["lr"], FlagValue::One("0.1".into()));
     }
 
     #[test]

@@ -90,6 +90,9 @@ fn flag_value(ctx: &Ctx, key: &str, line: usize, v: &Value) -> Result<FlagValue>
     }
 }
 
+const FROM_WHY: &str =
+    "in the train → finetune → attack chain the sweep sets finetune's --from to \
+     the base model's checkpoint; remove `from`, or use steps = [\"finetune\", \"attack\"]";
 const RESERVED_WHY: &str =
     "this flag is set by the sweep itself (each job's --out, --device, --checkpoint, --resume)";
 const BAD_NAME_WHY: &str = "a flag name is letters, digits, '-' and '_' without leading dashes";
@@ -128,8 +131,7 @@ fn flags_of(ctx: &Ctx, prefix: &str, t: &Table) -> Result<Flags> {
 fn param_of(ctx: &Ctx, name: &str, shown: &str, line: usize) -> Result<Param> {
     let (step, flag) = match name.split_once('.') {
         Some((s, f)) => match Step::parse(s) {
-            Some(Step::Attack) => (Some(Step::Attack), f),
-            Some(_) => (None, f),
+            Some(step) => (Some(step), f),
             None => {
                 return Err(ctx.err(
                     shown,
@@ -183,7 +185,15 @@ fn entries(t: &Table) -> Vec<(String, &Key, &Item)> {
     out
 }
 
+/// One value of axis `axis`. The keys of an inline table address the
+/// model step(s), or the step its own `step.` prefix names; on an axis
+/// named `step.label` (e.g. `finetune.taser`) they address that step.
 fn axis_value(ctx: &Ctx, axis: &str, line: usize, v: &Value) -> Result<AxisValue> {
+    let axis_step = axis
+        .split_once('.')
+        .and_then(|(s, _)| Step::parse(s))
+        .map(|s| format!("{}.", s.name()))
+        .unwrap_or_default();
     match v {
         Value::InlineTable(it) => {
             let mut out = Vec::new();
@@ -192,7 +202,8 @@ fn axis_value(ctx: &Ctx, axis: &str, line: usize, v: &Value) -> Result<AxisValue
                     (Some(_), Value::InlineTable(inner)) => {
                         inner.iter().map(|(a, y)| (format!("{k}.{a}"), y)).collect()
                     }
-                    _ => vec![(k.to_string(), x)],
+                    (Some(_), _) => vec![(k.to_string(), x)],
+                    _ => vec![(format!("{axis_step}{k}"), x)],
                 };
                 for (name, y) in sub {
                     let full = format!("axes.{axis}.{name}");
@@ -272,8 +283,27 @@ impl Grid {
                 }
             }
         }
+        grid.normalise_steps();
         grid.check(&ctx, root)?;
         Ok(grid)
+    }
+
+    /// Outside the three-step chain `train.KEY` and `finetune.KEY` address
+    /// the one model step, as bare keys do.
+    fn normalise_steps(&mut self) {
+        if self.is_chained() {
+            return;
+        }
+        let params = self
+            .axes
+            .iter_mut()
+            .flat_map(|a| a.values.iter_mut().flatten().map(|(p, _)| p))
+            .chain(self.excludes.iter_mut().flatten().map(|(p, _, _)| p));
+        for p in params {
+            if p.step != Some(Step::Attack) {
+                p.step = None;
+            }
+        }
     }
 
     /// Cross-checks: sections match the chain, excluded names exist, score
@@ -306,20 +336,29 @@ impl Grid {
                 ));
             }
         }
+        let chained = self.is_chained();
         let known: Vec<Param> = self
             .axes
             .iter()
             .flat_map(|a| a.values.iter().flatten().map(|(p, _)| p.clone()))
             .chain(self.fixed.iter().flat_map(|(s, f)| {
                 f.keys().map(move |k| Param {
-                    step: (*s == Step::Attack).then_some(Step::Attack),
+                    step: (*s == Step::Attack || chained).then_some(*s),
                     flag: k.clone(),
                 })
             }))
             .collect();
+        // A bare name and a model step's name match each other (a bare
+        // `epochs` in [[exclude]] finds `[train] epochs`).
+        let same = |a: &Param, b: &Param| {
+            a.flag == b.flag
+                && (a.step == b.step
+                    || (a.step.is_none() && b.step != Some(Step::Attack))
+                    || (b.step.is_none() && a.step != Some(Step::Attack)))
+        };
         for pattern in &self.excludes {
             for (p, _, line) in pattern {
-                if !known.contains(p) {
+                if !known.iter().any(|k| same(k, p)) {
                     return Err(ctx.err(
                         &format!("exclude.{p}"),
                         *line,
@@ -332,11 +371,18 @@ impl Grid {
         for a in &self.axes {
             for v in &a.values {
                 for (p, fv) in v {
-                    if p.step.is_some() && !self.steps.contains(&Step::Attack) {
+                    if let Some(s) = p.step.filter(|s| !self.steps.contains(s)) {
                         return Err(ctx.err(
                             &format!("axes.{}", a.name),
                             line_in("axes", &a.name),
-                            "addresses the attack step, which steps does not run",
+                            format!("addresses the {} step, which steps does not run", s.name()),
+                        ));
+                    }
+                    if chained && p.flag == "from" && p.step != Some(Step::Train) {
+                        return Err(ctx.err(
+                            &format!("axes.{}", a.name),
+                            line_in("axes", &a.name),
+                            FROM_WHY,
                         ));
                     }
                     refs.push((
@@ -348,6 +394,9 @@ impl Grid {
             }
         }
         for (s, f) in &self.fixed {
+            if chained && *s == Step::Finetune && f.contains_key("from") {
+                return Err(ctx.err("finetune.from", line_in("finetune", "from"), FROM_WHY));
+            }
             for (k, v) in f {
                 refs.push((format!("{}.{k}", s.name()), line_in(s.name(), k), v.clone()));
             }
@@ -369,7 +418,7 @@ impl Grid {
     }
 }
 
-/// `steps = [...]`: one of the four chains.
+/// `steps = [...]`: one of the five chains.
 fn steps_of(ctx: &Ctx, k: &str, line: usize, item: &Item) -> Result<Vec<Step>> {
     let arr = item
         .as_array()
@@ -391,12 +440,14 @@ fn steps_of(ctx: &Ctx, k: &str, line: usize, item: &Item) -> Result<Vec<Step>> {
             | [Step::Finetune]
             | [Step::Train, Step::Attack]
             | [Step::Finetune, Step::Attack]
+            | [Step::Train, Step::Finetune, Step::Attack]
     );
     if !ok {
         return Err(ctx.err(
             k,
             line,
-            "the chain is [\"train\"], [\"finetune\"], [\"train\", \"attack\"] or [\"finetune\", \"attack\"]",
+            "the chain is [\"train\"], [\"finetune\"], [\"train\", \"attack\"], [\"finetune\", \"attack\"] \
+             or [\"train\", \"finetune\", \"attack\"]",
         ));
     }
     Ok(steps)
