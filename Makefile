@@ -17,7 +17,7 @@ export TASER_PYTHON                  := $(PY)
 export OMPI_ALLOW_RUN_AS_ROOT        := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: setup system-deps venv data build demo test lint bench dist clean toy-table1 score-toy digits-methods
+.PHONY: setup system-deps venv data build demo test lint bench dist clean toy-table1 score-toy digits-methods digits-taser-study
 
 ## setup: system libraries (if missing), .venv with torch, digits data, release binaries. Idempotent.
 setup: system-deps venv data build
@@ -86,6 +86,12 @@ score-toy: setup
 digits-methods: setup
 	bash analysis/digits-methods/train.sh
 	bash analysis/digits-methods/evaluate.sh
+
+## digits-taser-study: the TASER study on digits by the fine-tune protocol (sweeps/digits-taser-study.toml):
+## standard and PGD-AT, 3 seeds, TASER / grad-norm / permuted scores at 5 λ and the λ = 0 control, AutoAttack
+## on 200 points → paired bootstraps in analysis/digits-taser-study/. Resumable (runs/digits-taser-study).
+digits-taser-study: setup
+	bash analysis/digits-taser-study/run.sh
 
 lint: venv
 	cargo fmt --check
