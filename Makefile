@@ -17,7 +17,7 @@ export TASER_PYTHON                  := $(PY)
 export OMPI_ALLOW_RUN_AS_ROOT        := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: setup system-deps venv data build demo test lint bench dist clean toy-table1 score-toy digits-methods digits-taser-study
+.PHONY: setup system-deps venv data build demo test slurm-test lint bench dist clean toy-table1 score-toy digits-methods digits-taser-study
 
 ## setup: system libraries (if missing), .venv with torch, digits data, release binaries. Idempotent.
 setup: system-deps venv data build
@@ -60,9 +60,18 @@ demo: setup
 	@echo "TASER fine-tune vs the λ = 0 fine-tune (control):"
 	@cat $(RUNS)/demo/vs-control/table2.md
 
-## test: unit and integration tests (release profile, shares the setup build).
+## test: unit and integration tests (release profile, shares the setup build), then slurm-test
+## where it can run (root with apt-get, as in CI).
 test: setup
 	cargo test --release --no-fail-fast -- --test-threads=1
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then bash tests/slurm/run.sh; \
+	else echo "slurm-test skipped: it installs Slurm and runs its daemons, so it needs root with apt-get"; fi
+
+## slurm-test: both sbatch scripts on a throw-away single-node Slurm (installed with apt-get when
+## missing; daemons under a temporary folder, stopped by pid): results equal to a run without Slurm,
+## scancel, requeue, preemption, time limit, the array form. Prints a scenario table (~5 min on 2 cores).
+slurm-test: setup
+	bash tests/slurm/run.sh
 
 ## bench: per-step cost of each method ± the TASER penalty, score sources and HDF5 writes, attack
 ## throughput, sweep launcher overhead and rank speed-up (figures and ratios; BENCH_ARGS="--device cuda:0").

@@ -11,9 +11,10 @@ use taser::exit::{self, Status};
 ///
 /// Outputs in --out: per_sample.csv (index,label,clean_correct,<one column
 /// per attack>,worst_case; 1 = correct/robust), summary.csv (one row:
-/// checkpoint, dataset, norm, eps, subset size and fingerprint, seed, clean
-/// accuracy, accuracy per attack and per AutoAttack component, worst-case
-/// accuracy, seconds per attack), attack-state.json (finished attacks and
+/// checkpoint, dataset, norm, eps, subset size and fingerprint, seed,
+/// device, libtorch_threads (the CPU threads it ran with), clean accuracy,
+/// accuracy per attack and per AutoAttack component, worst-case accuracy,
+/// seconds per attack), attack-state.json (finished attacks and
 /// the flags; a rerun of the same command continues an interrupted
 /// evaluation and never repeats a finished attack; a rerun with other flags
 /// is refused) and subset.json when the subset was drawn here.

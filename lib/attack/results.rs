@@ -9,7 +9,7 @@
 //!   the point is correct and every attack left it robust.
 //! - `summary.csv` ([`crate::layout::SUMMARY`]): one header and one row:
 //!   `checkpoint,dataset,norm,eps,n_eval,subset_fingerprint,seed,
-//!   [square_window_range,]device,clean_acc` (`square_window_range`, reference
+//!   [square_window_range,]device,libtorch_threads,clean_acc` (`square_window_range`, reference
 //!   or full, only when an attack runs Square), then `acc_<attack>` (and `acc_<attack>_<component>` for
 //!   AutoAttack's cumulative components), `acc_worst_case`, then
 //!   `seconds_<attack>` (and `seconds_<attack>_<component>`). Accuracies
@@ -160,6 +160,10 @@ pub fn write_summary(
     }
     columns.extend([
         ("device".into(), device.into()),
+        (
+            "libtorch_threads".into(),
+            tch::get_num_threads().to_string(),
+        ),
         (
             "clean_acc".into(),
             format!("{:.6}", accuracy(rows.clean_correct)),

@@ -8,7 +8,8 @@
 //!   source, source_config (JSON of every flag), t (int64, −1 if none),
 //!   sigma_t (float64, NaN if none), score_std (σ̂ over all entries),
 //!   c_t (normalisation constant, 1 unless the source has a timestep),
-//!   fingerprint (of the split's inputs), version
+//!   fingerprint (of the split's inputs), version, libtorch_threads (the
+//!   CPU threads libtorch computed them with)
 //! ```
 //!
 //! Written in batches (memory bounded by one batch) under a temporary name
@@ -151,6 +152,10 @@ impl ScoreWriter {
         file.new_attr::<f64>()
             .create("sigma_t")
             .and_then(|a| a.write_scalar(&meta.sigma_t.unwrap_or(f64::NAN)))
+            .map_err(&we)?;
+        file.new_attr::<i64>()
+            .create("libtorch_threads")
+            .and_then(|a| a.write_scalar(&i64::from(tch::get_num_threads())))
             .map_err(&we)?;
         Ok(ScoreWriter {
             path: path.to_path_buf(),

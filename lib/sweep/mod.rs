@@ -550,6 +550,13 @@ pub fn run_one(cfg: &RunConfig, index: usize) -> Result<Outcome> {
         )
     })?;
     check::check_args(&grid, &tasks, &cfg.bin_dir)?;
+    // Every grid point's config.json, as `run` writes them: `sweep collect`
+    // then counts the points whose array task never started as pending.
+    for t in &jobs {
+        if !t.folder().config().exists() {
+            t.write_config(&grid)?;
+        }
+    }
     let device = pick_device(&cfg.device, 0);
     let worker = Worker::new(&cfg.bin_dir, &device, format!("array-index={index}"));
     run_with_deps(&grid, &tasks, task, &worker)

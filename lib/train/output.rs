@@ -60,6 +60,7 @@ pub fn write_checkpoint(s: &Session, metrics: &BTreeMap<String, f64>) -> Result<
         hyperparameters: serde_json::json!({
             "config": plan.config,
             "device": device_name(plan.runtime.device),
+            "libtorch_threads": tch::get_num_threads(),
             "resolved": resolved_settings(&plan.method),
             "posterior": plan.posterior,
             "finetuned_from": teacher.map(|t| t.from.display().to_string()),
