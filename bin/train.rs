@@ -40,7 +40,7 @@ use taser::train::{train, RunOptions, TrainConfig};
 /// (the references) or se (SCORE's squared error), --clip, --label-smoothing,
 /// --awp (adversarial weight perturbation) and --ema-tau. The training
 /// attacks default to the data set's threat model: L∞ ε = 8/255 on CIFAR,
-/// ε = 0.2 on digits, 10 PGD steps of ε/4. The TASER penalty (--lambda > 0)
+/// ε = 0.2 on digits, ε = 0.3 on mnist and mnist-5k, 10 PGD steps of ε/4. The TASER penalty (--lambda > 0)
 /// combines with every method and is always computed on the clean input.
 ///
 /// SCORE's 1-D toy (--dataset toy-score: p_d(y=1) = 1/6, x|1 ~ N(1,1),

@@ -1,13 +1,12 @@
 //! The 8×8 handwritten digits (1797 samples, 10 classes) from
 //! `sklearn/datasets/data/digits.csv.gz`, which `make setup` extracts from the
 //! scikit-learn wheel into the data cache with its checksum verified.
+use super::pixel_csv::{self, CsvFormat};
 use super::{Dataset, DatasetName, Split, Task};
-use crate::error::{Error, Result};
-use flate2::read::GzDecoder;
+use crate::error::Result;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::io::Read;
 use std::path::Path;
 use tch::Tensor;
 
@@ -21,80 +20,26 @@ pub const SPLIT_SEED: u64 = 20_240_917;
 /// Size of the test split: 20% of 1797, rounded.
 pub const NUM_TEST: usize = 359;
 
-const FIX: &str =
-    "run `make setup` (it fetches the scikit-learn wheel and extracts digits.csv.gz), \
-                   or pass --data-dir pointing at a folder holding digits.csv.gz";
+/// The file's format: 64 pixel values 0..16 then the label per row.
+pub const FORMAT: CsvFormat = CsvFormat {
+    pixels: 64,
+    max_value: 16.0,
+    num_classes: 10,
+    num_samples: NUM_SAMPLES,
+    fix: "run `make setup` (it fetches the scikit-learn wheel and extracts digits.csv.gz), \
+          or pass --data-dir pointing at a folder holding digits.csv.gz",
+};
 
 /// Parses the CSV (64 pixel values 0..16 then the label per row) into pixels
-/// scaled to [0,1] and labels.
+/// scaled to [0,1] and labels (see [`pixel_csv::parse`]).
 pub fn parse(text: &str, path: &Path) -> Result<(Vec<f32>, Vec<i64>)> {
-    let corrupt = |reason: String| Error::CorruptInput {
-        path: path.to_path_buf(),
-        reason,
-        fix: FIX.to_string(),
-    };
-    let mut pixels = Vec::with_capacity(NUM_SAMPLES * 64);
-    let mut labels = Vec::with_capacity(NUM_SAMPLES);
-    for (line_no, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let values: Vec<f64> = line
-            .split(',')
-            .map(|v| v.trim().parse::<f64>())
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| corrupt(format!("line {}: {e}", line_no + 1)))?;
-        if values.len() != 65 {
-            return Err(corrupt(format!(
-                "line {} has {} values, expected 65 (64 pixels and a label)",
-                line_no + 1,
-                values.len()
-            )));
-        }
-        for &v in &values[..64] {
-            if !(0.0..=16.0).contains(&v) {
-                return Err(corrupt(format!(
-                    "line {}: pixel {v} outside 0..16",
-                    line_no + 1
-                )));
-            }
-            pixels.push((v / 16.0) as f32);
-        }
-        let label = values[64];
-        if !(0.0..=9.0).contains(&label) || label.fract() != 0.0 {
-            return Err(corrupt(format!(
-                "line {}: label {label} is not 0..9",
-                line_no + 1
-            )));
-        }
-        labels.push(label as i64);
-    }
-    if labels.len() != NUM_SAMPLES {
-        return Err(corrupt(format!(
-            "{} samples, expected {NUM_SAMPLES}",
-            labels.len()
-        )));
-    }
-    Ok((pixels, labels))
+    pixel_csv::parse(text, path, &FORMAT)
 }
 
 /// Loads digits from `data_dir/digits.csv.gz` and applies the fixed split.
 pub fn load(data_dir: &Path) -> Result<Dataset> {
     let path = data_dir.join(FILE_NAME);
-    let file = std::fs::File::open(&path).map_err(|e| Error::MissingInput {
-        path: path.clone(),
-        reason: e.to_string(),
-        fix: FIX.to_string(),
-    })?;
-    let mut text = String::new();
-    GzDecoder::new(file)
-        .read_to_string(&mut text)
-        .map_err(|e| Error::CorruptInput {
-            path: path.clone(),
-            reason: format!("not a readable gzip text file ({e})"),
-            fix: FIX.to_string(),
-        })?;
+    let text = pixel_csv::read_gz_text(&path, &FORMAT)?;
     let (pixels, labels) = parse(&text, &path)?;
     let x = Tensor::from_slice(&pixels).view([NUM_SAMPLES as i64, 1, 8, 8]);
     let y = Tensor::from_slice(&labels);

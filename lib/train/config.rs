@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 /// what must match for `--resume`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 pub struct TrainConfig {
-    /// Data set: digits (8×8, 10 classes; embedded default), cifar10, cifar100
+    /// Data set: digits (8×8, 10 classes; embedded default), mnist-5k (5000
+    /// MNIST images, 28×28, fetched by `make setup`; fixed 4000/1000 split),
+    /// mnist (the official IDX files in --data-dir), cifar10, cifar100
     /// (binary files in --data-dir), toy-sin (1-D regression, generated),
     /// toy-score (SCORE's 1-D binary problem with a known posterior,
     /// generated; trained with --objective/--distance).

@@ -57,7 +57,8 @@ pub struct MethodArgs {
     #[arg(long)]
     pub beta: Option<f64>,
     /// Attack radius ε of the training attacks; fractions accepted. Default:
-    /// 8/255 (L∞) or 0.5 (L2) on CIFAR, 0.2 (L∞) or 1.0 (L2) on digits.
+    /// the data set's threat model: 8/255 (L∞) or 0.5 (L2) on CIFAR, 0.2
+    /// (L∞) or 1.0 (L2) on digits, 0.3 (L∞) or 2.0 (L2) on mnist and mnist-5k.
     #[arg(long, value_parser = parse_fraction)]
     pub eps: Option<f64>,
     /// PGD steps of the training attacks (a few give an adversarial-lite
@@ -86,10 +87,6 @@ pub struct MethodArgs {
     #[arg(long)]
     pub ema_tau: Option<f64>,
 }
-
-/// The ε the digits threat model uses by default (L∞), chosen so that
-/// standard training's PGD-20 accuracy is low and PGD-AT's is high.
-pub const DIGITS_EPS_LINF: f64 = 0.2;
 
 /// Resolved settings of a method for one data set.
 #[derive(Debug, Clone, PartialEq)]
@@ -199,15 +196,10 @@ impl MethodArgs {
         dataset: DatasetName,
         input_dim: usize,
     ) -> Result<PgdConfig> {
-        let eps = match self.eps {
-            Some(e) => e,
-            None => match (dataset, self.norm) {
-                (DatasetName::Digits, Norm::Linf) => DIGITS_EPS_LINF,
-                (DatasetName::Digits, Norm::L2) => 1.0,
-                (_, Norm::Linf) => 8.0 / 255.0,
-                (_, Norm::L2) => 0.5,
-            },
-        };
+        let eps = self.eps.unwrap_or(match self.norm {
+            Norm::Linf => dataset.threat().linf,
+            Norm::L2 => dataset.threat().l2,
+        });
         let threat = Threat {
             norm: self.norm,
             eps,
