@@ -37,7 +37,8 @@ use taser::train::{train, RunOptions, TrainConfig};
 /// --zero-scores (r = Δm) and --stein-coordinates pixel|model.
 ///
 /// Methods (--method): standard, pgd-at, trades, mart, each with --loss kl
-/// (the references) or se (SCORE's squared error), --clip, --label-smoothing,
+/// (the references) or one of SCORE's Table 1 distances between class
+/// probability vectors (se, l1, l2, linf, js, js-dist, l1-sq), --clip, --label-smoothing,
 /// --awp (adversarial weight perturbation) and --ema-tau. The training
 /// attacks default to the data set's threat model: L∞ ε = 8/255 on CIFAR,
 /// ε = 0.2 on digits, 10 PGD steps of ε/4. The TASER penalty (--lambda > 0)

@@ -6,7 +6,7 @@
 //! [`step`] (one optimisation step and what it minimises), [`evaluate`]
 //! (the measurements after each epoch), [`metrics`] (`metrics.csv`),
 //! [`resume`] (the resume state), [`output`] (the final checkpoint), and
-//! the pieces of the loss: [`method`], [`regularizer`], [`posterior`]
+//! the pieces of the loss: [`method`], [`losses`] (SCORE's eight), [`regularizer`], [`posterior`]
 //! (SCORE's toy), [`awp`], [`ema`], [`finetuning`].
 //!
 //! Reproducibility: the model is initialised after `tch::manual_seed(seed)`;
@@ -25,6 +25,7 @@ pub mod ema;
 pub mod epochs;
 pub mod evaluate;
 pub mod finetuning;
+pub mod losses;
 pub mod method;
 pub mod metrics;
 pub mod output;
