@@ -13,10 +13,15 @@ use taser::train::{train, RunOptions, TrainConfig};
 /// per epoch: epoch, lr, train_loss, train_acc, test_loss, test_acc,
 /// ood_loss, penalty, residual_mean, residual_std, risk_standard,
 /// risk_madry, risk_score, grad_norm_mean, probe_mean, penalty_ratio,
-/// score_grad_cosine, hutchinson_noise_share, global_center, seconds; a
-/// column a run does not measure is empty) and the resume state
-/// (resume.safetensors, resume.json), written after every epoch, which
-/// --resume continues from.
+/// score_grad_cosine, hutchinson_noise_share, global_center, val_acc,
+/// val_robust_acc, seconds; a column a run does not measure is empty) and
+/// the resume state (resume.safetensors, resume.json), written after every
+/// epoch, which --resume continues from. With --val-size N:
+/// model-best.safetensors + model-best.json (the epoch with the highest
+/// val_robust_acc, or val_acc under --val-attack none; its sidecar's
+/// hyperparameters.validation.best_epoch), and under --select best
+/// model.safetensors is that epoch's while model-last.safetensors keeps the
+/// last. attack --checkpoint and finetune --from take any of them.
 ///
 /// Instruments (--reg stein or grad-norm with --lambda > 0), measured after
 /// each epoch on a fixed probe batch of 256 training inputs drawn from

@@ -14,6 +14,7 @@ pub mod cifar;
 pub mod digits;
 pub mod subset;
 pub mod toy;
+pub mod validation;
 
 use crate::error::{Error, Result};
 use sha2::{Digest, Sha256};

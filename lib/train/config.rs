@@ -4,6 +4,7 @@
 use super::method::{Method, MethodArgs};
 use super::posterior::{self, PosteriorArgs, PosteriorSettings};
 use super::regularizer::{LambdaRamp, RegArgs};
+use super::validation::ValArgs;
 use crate::data::augment::Augment;
 use crate::data::{self, Dataset, DatasetName};
 use crate::error::{Error, Result};
@@ -97,6 +98,10 @@ pub struct TrainConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub posterior: PosteriorArgs,
+    /// Validation and best-checkpoint selection (--val-size…).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub val: ValArgs,
 }
 
 /// Where and how to run, not part of the result's identity.

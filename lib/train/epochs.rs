@@ -5,6 +5,7 @@ use super::diagnostics::{Diagnosis, Diagnostics};
 use super::ema::Ema;
 use super::evaluate::{EpochEvaluation, EpochEvaluator};
 use super::metrics::{epoch_line, write_metrics, EpochMetrics};
+use super::output;
 use super::plan::TrainPlan;
 use super::regularizer::{Regularizer, SteinStats};
 use super::resume;
@@ -44,6 +45,8 @@ pub struct Session<'a> {
     pub teacher: Option<Model>,
     /// The centre of `--center global` (re-estimated every epoch).
     pub global_center: Option<f64>,
+    /// The best validated epoch so far (1-based) and its criterion.
+    pub best: Option<(usize, f64)>,
 }
 
 impl Session<'_> {
@@ -172,6 +175,8 @@ impl EpochSums {
             score_grad_cosine: diag.and_then(|d| d.score_grad_cosine),
             hutchinson_noise_share: diag.and_then(|d| d.hutchinson_noise_share),
             global_center: center,
+            val_acc: None,
+            val_robust_acc: None,
             seconds,
         }
     }
@@ -298,7 +303,7 @@ pub fn train_epochs(
             (Some(d), Regularizer::Stein(p)) => Some(d.measure(p, &s.model)?),
             _ => None,
         };
-        let row = sums.row(
+        let mut row = sums.row(
             epoch + 1,
             eval,
             classifies,
@@ -315,12 +320,30 @@ pub fn train_epochs(
                 },
             });
         }
+        let val = plan
+            .validation
+            .as_ref()
+            .filter(|v| v.due(epoch + 1, epochs))
+            .map(|v| {
+                v.measure(
+                    s.eval_model(),
+                    plan.eval_batch_size,
+                    epoch_seed(plan.config.seed, epoch),
+                )
+            });
+        if let Some(m) = val {
+            (row.val_acc, row.val_robust_acc) = (Some(m.acc), m.robust_acc);
+        }
         let last_epoch = row.epoch == epochs;
         if last_epoch || row.epoch.is_multiple_of(plan.log_every) {
             bar.suspend(|| println!("{}", epoch_line(&row, epochs)));
         }
         rows.retain(|r| r.epoch < row.epoch);
         rows.push(row);
+        if let Some(m) = val.filter(|m| s.best.is_none_or(|(_, b)| m.criterion() > b)) {
+            s.best = Some((epoch + 1, m.criterion()));
+            output::write_best(s, rows)?;
+        }
         if last_epoch || (epoch + 1).is_multiple_of(plan.checkpoint_every) {
             write_metrics(&plan.out.metrics(), rows)?;
             let ema = s.ema.as_ref();

@@ -34,14 +34,14 @@ pub enum Divergence {
     Se,
     /// ℓ1 distance ‖P − Q‖₁ = Σ_k |p_k − q_k|.
     L1,
-    /// ℓ2 distance ‖P − Q‖₂ (safe root at P = Q, see the module docs).
+    /// ℓ2 distance ‖P − Q‖₂ (safe root √(x + ε²) − ε, ε = 2⁻²⁰).
     L2,
     /// ℓ∞ distance max_k |p_k − q_k| (gradient to one arg-max class).
     Linf,
     /// Jensen–Shannon divergence ½KL(P ‖ M) + ½KL(Q ‖ M), M = (P + Q)/2,
     /// in nats.
     Js,
-    /// Jensen–Shannon distance √JS (safe root at P = Q).
+    /// Jensen–Shannon distance √JS (safe root √(x + ε²) − ε, ε = 2⁻²⁰).
     JsDist,
     /// Squared ℓ1 distance ‖P − Q‖₁².
     L1Sq,

@@ -50,8 +50,8 @@ pub struct MethodArgs {
     /// robust term of trades and mart.
     #[arg(long)]
     pub clip: Option<f64>,
-    /// Label smoothing ε_ls: targets (1 − ε_ls)·onehot + ε_ls/K in the CE/SE
-    /// terms against labels (not in the attacks).
+    /// Label smoothing ε_ls: targets (1 − ε_ls)·onehot + ε_ls/K in the
+    /// label terms (not in the attacks).
     #[arg(long, default_value_t = 0.0)]
     pub label_smoothing: f64,
     /// Weight β of the robust term (default 6 for trades, 5 for mart).
@@ -194,7 +194,7 @@ impl MethodArgs {
     /// default from the data set's threat model, step ε/4, uniform start
     /// and BatchNorm in train mode for pgd-at (Rice et al.), a 0.001·N(0,1)
     /// start in eval mode for trades and mart.
-    fn training_attack(
+    pub(super) fn training_attack(
         &self,
         method: Method,
         dataset: DatasetName,

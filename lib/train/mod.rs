@@ -34,6 +34,7 @@ pub mod posterior;
 pub mod regularizer;
 pub mod resume;
 pub mod step;
+pub mod validation;
 
 pub use config::{RunOptions, TrainConfig};
 pub use epochs::epoch_seed;
@@ -144,6 +145,18 @@ pub fn run_plan(plan: &TrainPlan) -> Result<TrainSummary> {
             });
         }
     }
+    // The best validated epoch so far (the earliest on ties), from the
+    // restored rows of a resumed run.
+    let best = rows
+        .iter()
+        .filter_map(|r| {
+            let c = r.val_robust_acc.or(r.val_acc)?;
+            Some((r.epoch, c))
+        })
+        .fold(None, |b: Option<(usize, f64)>, (e, c)| match b {
+            Some((_, bc)) if bc >= c => b,
+            _ => Some((e, c)),
+        });
     resume::write_config(&plan.out, cfg)?;
     let started = Instant::now();
     let mut session = Session {
@@ -154,6 +167,7 @@ pub fn run_plan(plan: &TrainPlan) -> Result<TrainSummary> {
         regularizer,
         teacher,
         global_center,
+        best,
     };
     epochs::train_epochs(&mut session, start_epoch, &mut rows)?;
     let this_run = (start_epoch > 0).then(|| started.elapsed().as_secs_f64());

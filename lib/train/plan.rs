@@ -9,6 +9,7 @@ use super::method::MethodSettings;
 use super::posterior::PosteriorSettings;
 use super::regularizer::LambdaRamp;
 use super::step::BaseLoss;
+use super::validation::ValPlan;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::fsutil::ensure_writable_dir;
@@ -74,6 +75,9 @@ pub struct TrainPlan {
     pub crop_flip: bool,
     /// Fine-tuning's teacher.
     pub teacher: Option<TeacherPlan>,
+    /// The validation split carved out of the training split, its attack
+    /// and the selection (`--val-size` > 0).
+    pub validation: Option<ValPlan>,
 }
 
 impl TrainPlan {
@@ -111,7 +115,11 @@ pub fn resolve(
     let checked = config.validate()?;
     let mut lambda = checked.lambda;
     let runtime = run.runtime.resolve()?;
-    let data = config.load_data(&runtime.data_dir)?;
+    let mut data = config.load_data(&runtime.data_dir)?;
+    let validation =
+        config
+            .val
+            .resolve(&mut data, &config.robust, config.seed, config.reg.lambda)?;
     let spec = config.model_spec(&data);
     spec.validate()?;
     let method = config.robust.resolve(
@@ -157,6 +165,7 @@ pub fn resolve(
             from: ft.from.clone(),
             alpha: ft.alpha,
         }),
+        validation,
         config,
     })
 }
