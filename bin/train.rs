@@ -23,6 +23,13 @@ use taser::train::{train, RunOptions, TrainConfig};
 /// model.safetensors is that epoch's while model-last.safetensors keeps the
 /// last. attack --checkpoint and finetune --from take any of them.
 ///
+/// Extra data (--extra-data FILE, --extra-ratio r, SCORE's generated-data
+/// mixing): every batch of B holds round(r·B) samples of the original
+/// training set and the rest from FILE, each from a seeded shuffle,
+/// augmentation applied to both; an epoch is one pass over the original
+/// set. FILE is HDF5 (datasets images: float32 [N,C,H,W] in [0,1] or uint8
+/// [N,H,W,C]; labels: int64 [N]) or in the CIFAR binary format.
+///
 /// Instruments (--reg stein or grad-norm with --lambda > 0), measured after
 /// each epoch on a fixed probe batch of 256 training inputs drawn from
 /// --seed, live model, BatchNorm in eval mode, in --stein-coordinates:

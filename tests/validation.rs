@@ -171,3 +171,66 @@ fn bad_validation_flags_are_refused_by_name() {
     let refs: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
     assert!(stderr(&run("train", &refs)).contains("--select"));
 }
+
+/// Writes an extra set with h5py: `n` images, pixels `scale`·U[0,1).
+fn write_extra(path: &Path, layout: &str, scale: f64) {
+    let script = format!(
+        "import h5py, numpy as np\n\
+         r = np.random.default_rng(0)\n\
+         with h5py.File('{}', 'w') as f:\n\
+         \x20   if '{layout}' == 'uint8': f['images'] = r.integers(0, 256, (300, 8, 8, 1)).astype('uint8')\n\
+         \x20   else: f['images'] = ({scale} * r.random((300, 1, 8, 8))).astype('float32')\n\
+         \x20   f['labels'] = r.integers(0, 10, 300).astype('int64')\n",
+        path.display()
+    );
+    let o = Command::new(python())
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn extra_data_written_by_h5py_is_mixed_in_and_bad_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for layout in ["float32", "uint8"] {
+        let file = dir.path().join(format!("{layout}.h5"));
+        write_extra(&file, layout, 1.0);
+        let out = dir.path().join(layout);
+        let f = file.display().to_string();
+        train_ok(&args(
+            &out,
+            1,
+            &[
+                "--method",
+                "trades",
+                "--loss",
+                "se",
+                "--extra-data",
+                &f,
+                "--batch-size",
+                "20",
+            ],
+        ));
+        let meta = checkpoint::read_meta(&out.join("model.safetensors")).unwrap();
+        let extra = &meta.hyperparameters["extra_data"];
+        assert_eq!(extra["size"], 300);
+        assert_eq!(extra["original_per_batch"], 6, "round(0.3·20)");
+    }
+    let bad = dir.path().join("bright.h5");
+    write_extra(&bad, "float32", 255.0);
+    let b = bad.display().to_string();
+    for (extra, needle) in [
+        (vec!["--extra-data", b.as_str()], "[0, 1]"),
+        (vec!["--extra-data", "/nonexistent.h5"], "h5py"),
+    ] {
+        let a = args(&dir.path().join("bad"), 1, &extra);
+        let refs: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
+        let o = run("train", &refs);
+        assert!(
+            !o.status.success() && stderr(&o).contains(needle),
+            "{}",
+            stderr(&o)
+        );
+    }
+}

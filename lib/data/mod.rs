@@ -12,6 +12,7 @@
 pub mod augment;
 pub mod cifar;
 pub mod digits;
+pub mod extra;
 pub mod subset;
 pub mod toy;
 pub mod validation;

@@ -2,6 +2,7 @@
 //! run's identity, and [`RunOptions`], where and how it runs. They are
 //! resolved into a [`super::plan::TrainPlan`] before anything runs.
 use super::method::{Method, MethodArgs};
+use super::mixing::ExtraArgs;
 use super::posterior::{self, PosteriorArgs, PosteriorSettings};
 use super::regularizer::{LambdaRamp, RegArgs};
 use super::validation::ValArgs;
@@ -102,6 +103,10 @@ pub struct TrainConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub val: ValArgs,
+    /// Extra data mixed into every batch (--extra-data, --extra-ratio).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub extra: ExtraArgs,
 }
 
 /// Where and how to run, not part of the result's identity.

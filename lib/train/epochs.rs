@@ -182,10 +182,30 @@ impl EpochSums {
     }
 }
 
-/// The training split on the device.
+/// The training split (and the extra set) on the device.
 struct TrainSplit {
     x: Tensor,
     y: Tensor,
+    extra: Option<(Tensor, Tensor)>,
+}
+
+impl TrainSplit {
+    /// Rows `idx` of the training split followed by rows `extra_idx` of
+    /// the extra set.
+    fn batch(&self, idx: &[i64], extra_idx: &[i64], device: Device) -> (Tensor, Tensor) {
+        let pick = |x: &Tensor, y: &Tensor, i: &[i64]| {
+            let t = Tensor::from_slice(i).to_device(device);
+            (x.index_select(0, &t), y.index_select(0, &t))
+        };
+        let (x, y) = pick(&self.x, &self.y, idx);
+        match &self.extra {
+            Some((ex, ey)) if !extra_idx.is_empty() => {
+                let (x2, y2) = pick(ex, ey, extra_idx);
+                (Tensor::cat(&[x, x2], 0), Tensor::cat(&[y, y2], 0))
+            }
+            _ => (x, y),
+        }
+    }
 }
 
 /// One epoch (0-based `epoch`) of optimiser steps.
@@ -209,18 +229,26 @@ fn train_epoch(
     };
     let first_lr = schedule.lr_at(epoch * steps.per_epoch, steps.total, steps.per_epoch);
     let mut sums = EpochSums::new(device, stein.is_some(), first_lr);
-    let batches = order
-        .chunks(plan.config.batch_size)
-        .filter(|c| c.len() >= 2);
-    for (b, idx) in batches.enumerate() {
+    // (original indices, extra indices) per batch; a final batch of one
+    // sample is dropped when nothing is mixed in.
+    let batches: Vec<(Vec<i64>, Vec<i64>)> = match &plan.extra {
+        Some(e) => e.batches(&order, &mut rng),
+        None => order
+            .chunks(plan.config.batch_size)
+            .filter(|c| c.len() >= 2)
+            .map(|c| (c.to_vec(), Vec::new()))
+            .collect(),
+    };
+    for (b, (idx, extra_idx)) in batches.iter().enumerate() {
         let step = epoch * steps.per_epoch + b;
         sums.lr = schedule.lr_at(step, steps.total, steps.per_epoch);
-        let idx_t = Tensor::from_slice(idx).to_device(device);
-        let y = split.y.index_select(0, &idx_t);
-        let aug = plan.crop_flip.then(|| CropFlip::draw(idx.len(), &mut rng));
+        let (x, y) = split.batch(idx, extra_idx, device);
+        let aug = plan
+            .crop_flip
+            .then(|| CropFlip::draw(y.size()[0] as usize, &mut rng));
         let x = match &aug {
-            Some(a) => a.apply(&split.x.index_select(0, &idx_t)),
-            None => split.x.index_select(0, &idx_t),
+            Some(a) => a.apply(&x),
+            None => x,
         };
         let loss = StepLoss {
             base: plan.base_loss(),
@@ -244,7 +272,7 @@ fn train_epoch(
         if let Some(ema) = s.ema.as_mut() {
             ema.update();
         }
-        sums.add(out, idx.len());
+        sums.add(out, idx.len() + extra_idx.len());
         sums.lambda = stein.map(|l| l.at(step));
         bar.inc(1);
     }
@@ -287,6 +315,10 @@ pub fn train_epochs(
     let split = TrainSplit {
         x: plan.data.train.x.to_device(device),
         y: plan.data.train.y.to_device(device),
+        extra: plan
+            .extra
+            .as_ref()
+            .map(|e| (e.split.x.to_device(device), e.split.y.to_device(device))),
     };
     let evaluator = EpochEvaluator::new(plan);
     let classifies = plan.base_loss().classifies();

@@ -28,6 +28,7 @@ pub mod finetuning;
 pub mod losses;
 pub mod method;
 pub mod metrics;
+pub mod mixing;
 pub mod output;
 pub mod plan;
 pub mod posterior;

@@ -83,6 +83,11 @@ fn sidecar(
                 "best_epoch": s.best.map(|b| b.0),
                 "best_criterion": s.best.map(|b| b.1),
             })),
+            "extra_data": plan.extra.as_ref().map(|e| serde_json::json!({
+                "size": e.split.len(),
+                "fingerprint": e.split.fingerprint(),
+                "original_per_batch": e.original_per_batch,
+            })),
         }),
         metrics: metrics.clone(),
         score_file: score_provenance(&s.regularizer),

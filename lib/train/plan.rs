@@ -6,6 +6,7 @@
 use super::config::{RunOptions, TrainConfig};
 use super::finetuning::{self, FinetuneArgs};
 use super::method::MethodSettings;
+use super::mixing::ExtraPlan;
 use super::posterior::PosteriorSettings;
 use super::regularizer::LambdaRamp;
 use super::step::BaseLoss;
@@ -78,6 +79,8 @@ pub struct TrainPlan {
     /// The validation split carved out of the training split, its attack
     /// and the selection (`--val-size` > 0).
     pub validation: Option<ValPlan>,
+    /// The extra data mixed into every batch (`--extra-data`).
+    pub extra: Option<ExtraPlan>,
 }
 
 impl TrainPlan {
@@ -129,7 +132,14 @@ pub fn resolve(
         data.num_outputs,
         data.input_shape.iter().product::<i64>() as usize,
     )?;
-    let steps = StepCounts::new(data.train.len() as usize, config.batch_size, config.epochs);
+    let extra = config
+        .extra
+        .resolve(&data, config.batch_size, config.reg.lambda)?;
+    let mut steps = StepCounts::new(data.train.len() as usize, config.batch_size, config.epochs);
+    if let Some(e) = &extra {
+        steps.per_epoch = e.batches_per_epoch(data.train.len() as usize);
+        steps.total = steps.per_epoch * config.epochs;
+    }
     if finetune.is_some_and(|ft| !ft.given.lambda_warmup_steps) {
         lambda.warmup_steps = finetuning::warmup_steps(&config, steps.per_epoch);
         config.reg.lambda_warmup_steps = lambda.warmup_steps;
@@ -166,6 +176,7 @@ pub fn resolve(
             alpha: ft.alpha,
         }),
         validation,
+        extra,
         config,
     })
 }
