@@ -145,7 +145,7 @@ pub fn check_teacher(
     if meta.train_fingerprint != data.train.fingerprint() {
         return Err(mismatch(
             "its training split's fingerprint differs from this one's (other data files or split seed)".into(),
-            "fine-tune with the data and --seed it was trained with",
+            "fine-tune with the data, --seed and --val-size it was trained with",
         ));
     }
     if &meta.model != spec {
