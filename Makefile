@@ -17,7 +17,7 @@ export TASER_PYTHON                  := $(PY)
 export OMPI_ALLOW_RUN_AS_ROOT        := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: setup system-deps venv data build demo test slurm-test lint bench dist clean toy-table1 score-toy digits-methods digits-taser-study
+.PHONY: setup system-deps venv data build demo test slurm-test lint bench dist clean toy-table1 score-toy digits-methods digits-taser-study score-table1-digits
 
 ## setup: system libraries (if missing), .venv with torch, digits and mnist-5k data, release binaries. Idempotent.
 setup: system-deps venv data build
@@ -88,6 +88,10 @@ bench: setup
 ## toy-table1: TASER Table 1 (45 toy runs, ~10 min on 2 cores) → analysis/toy-table1/
 toy-table1: setup
 	bash analysis/toy-table1/run.sh
+
+## score-table1-digits: SCORE Table 1 on digits (8 losses × 3 lr, PGD-AT, cnn-small; PGD-20 and AutoAttack of the best and last checkpoints) → analysis/score-table1-digits/
+score-table1-digits: setup
+	bash analysis/score-table1-digits/run.sh
 
 ## score-toy: SCORE Figures 1–3 (26 toy-score runs, ~10 min on 2 cores) → analysis/score-toy/
 score-toy: setup

@@ -13,10 +13,22 @@ use taser::train::{train, RunOptions, TrainConfig};
 /// per epoch: epoch, lr, train_loss, train_acc, test_loss, test_acc,
 /// ood_loss, penalty, residual_mean, residual_std, risk_standard,
 /// risk_madry, risk_score, grad_norm_mean, probe_mean, penalty_ratio,
-/// score_grad_cosine, hutchinson_noise_share, global_center, seconds; a
-/// column a run does not measure is empty) and the resume state
-/// (resume.safetensors, resume.json), written after every epoch, which
-/// --resume continues from.
+/// score_grad_cosine, hutchinson_noise_share, global_center, val_acc,
+/// val_robust_acc, seconds; a column a run does not measure is empty) and
+/// the resume state (resume.safetensors, resume.json), written after every
+/// epoch, which --resume continues from. With --val-size N:
+/// model-best.safetensors + model-best.json (the epoch with the highest
+/// val_robust_acc, or val_acc under --val-attack none; its sidecar's
+/// hyperparameters.validation.best_epoch), and under --select best
+/// model.safetensors is that epoch's while model-last.safetensors keeps the
+/// last. attack --checkpoint and finetune --from take any of them.
+///
+/// Extra data (--extra-data FILE, --extra-ratio r, SCORE's generated-data
+/// mixing): every batch of B holds round(r·B) samples of the original
+/// training set and the rest from FILE, each from a seeded shuffle,
+/// augmentation applied to both; an epoch is one pass over the original
+/// set. FILE is HDF5 (datasets images: float32 [N,C,H,W] in [0,1] or uint8
+/// [N,H,W,C]; labels: int64 [N]) or in the CIFAR binary format.
 ///
 /// Instruments (--reg stein or grad-norm with --lambda > 0), measured after
 /// each epoch on a fixed probe batch of 256 training inputs drawn from
@@ -37,7 +49,8 @@ use taser::train::{train, RunOptions, TrainConfig};
 /// --zero-scores (r = Δm) and --stein-coordinates pixel|model.
 ///
 /// Methods (--method): standard, pgd-at, trades, mart, each with --loss kl
-/// (the references) or se (SCORE's squared error), --clip, --label-smoothing,
+/// (the references) or one of SCORE's Table 1 distances between class
+/// probability vectors (se, l1, l2, linf, js, js-dist, l1-sq), --clip, --label-smoothing,
 /// --awp (adversarial weight perturbation) and --ema-tau. The training
 /// attacks default to the data set's threat model: L∞ ε = 8/255 on CIFAR,
 /// ε = 0.2 on digits, ε = 0.3 on mnist and mnist-5k, 10 PGD steps of ε/4. The TASER penalty (--lambda > 0)

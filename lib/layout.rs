@@ -20,6 +20,12 @@ use std::path::{Path, PathBuf};
 pub const MODEL_WEIGHTS: &str = "model.safetensors";
 /// JSON sidecar of [`MODEL_WEIGHTS`]: model spec, hyperparameters, metrics.
 pub const MODEL_SIDECAR: &str = "model.json";
+/// Weights of the epoch with the best validation accuracy (`train
+/// --val-size`); its sidecar is `model-best.json`.
+pub const BEST_WEIGHTS: &str = "model-best.safetensors";
+/// The last epoch's weights when `--select best` makes
+/// [`MODEL_WEIGHTS`] the best epoch's; its sidecar is `model-last.json`.
+pub const LAST_WEIGHTS: &str = "model-last.safetensors";
 /// Per-epoch metrics of a training run, one row per epoch.
 pub const METRICS: &str = "metrics.csv";
 /// Weights, optimiser and EMA state of the last finished epoch.
@@ -99,6 +105,14 @@ impl TrainRun {
     /// Sidecar of the final weights.
     pub fn sidecar(&self) -> PathBuf {
         self.0.join(MODEL_SIDECAR)
+    }
+    /// The best validation epoch's weights ([`BEST_WEIGHTS`]).
+    pub fn best_weights(&self) -> PathBuf {
+        self.0.join(BEST_WEIGHTS)
+    }
+    /// The last epoch's weights under `--select best` ([`LAST_WEIGHTS`]).
+    pub fn last_weights(&self) -> PathBuf {
+        self.0.join(LAST_WEIGHTS)
     }
     /// Per-epoch metrics.
     pub fn metrics(&self) -> PathBuf {

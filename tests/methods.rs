@@ -90,6 +90,27 @@ fn every_method_with_and_without_the_penalty_and_both_losses_runs() {
 }
 
 #[test]
+fn every_score_loss_trains_pgd_at_and_trades_and_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    for loss in ["l1", "l2", "linf", "js", "js-dist", "l1-sq"] {
+        for method in ["pgd-at", "trades"] {
+            let out = dir.path().join(format!("{method}-{loss}"));
+            let text = ok(
+                "train",
+                &args(
+                    &out,
+                    &["--method", method, "--loss", loss, "--clip", "0.01"],
+                ),
+            );
+            let loss_value = metric(&text, "train_loss");
+            assert!(loss_value.is_finite() && loss_value > 0.0, "{text}");
+            let meta = checkpoint::read_meta(&out.join("model.safetensors")).unwrap();
+            assert_eq!(meta.hyperparameters["resolved"]["loss"], loss);
+        }
+    }
+}
+
+#[test]
 fn awp_and_ema_run_and_are_recorded() {
     let dir = tempfile::tempdir().unwrap();
     for method in ["pgd-at", "trades", "mart"] {

@@ -41,7 +41,10 @@ use tch::Tensor;
 #[derive(Debug, Clone, clap::Args)]
 pub struct EvalConfig {
     /// Checkpoint to evaluate: the .safetensors file written by `train` or
-    /// `finetune`, with its .json sidecar beside it.
+    /// `finetune`, with its .json sidecar beside it
+    /// (model.safetensors; with `train --val-size` also model-best.safetensors,
+    /// and model-last.safetensors under --select best, each with its own
+    /// .json).
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Attacks, comma-separated: aa (AutoAttack standard: apgd-ce, apgd-t,

@@ -18,11 +18,13 @@
 pub mod augment;
 pub mod cifar;
 pub mod digits;
+pub mod extra;
 pub mod idx;
 pub mod mnist;
 pub mod pixel_csv;
 pub mod subset;
 pub mod toy;
+pub mod validation;
 
 use crate::error::{Error, Result};
 use sha2::{Digest, Sha256};

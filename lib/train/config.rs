@@ -2,8 +2,10 @@
 //! run's identity, and [`RunOptions`], where and how it runs. They are
 //! resolved into a [`super::plan::TrainPlan`] before anything runs.
 use super::method::{Method, MethodArgs};
+use super::mixing::ExtraArgs;
 use super::posterior::{self, PosteriorArgs, PosteriorSettings};
 use super::regularizer::{LambdaRamp, RegArgs};
+use super::validation::ValArgs;
 use crate::data::augment::Augment;
 use crate::data::{self, Dataset, DatasetName};
 use crate::error::{Error, Result};
@@ -99,6 +101,14 @@ pub struct TrainConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub posterior: PosteriorArgs,
+    /// Validation and best-checkpoint selection (--val-size…).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub val: ValArgs,
+    /// Extra data mixed into every batch (--extra-data, --extra-ratio).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub extra: ExtraArgs,
 }
 
 /// Where and how to run, not part of the result's identity.

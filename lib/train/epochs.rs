@@ -5,6 +5,7 @@ use super::diagnostics::{Diagnosis, Diagnostics};
 use super::ema::Ema;
 use super::evaluate::{EpochEvaluation, EpochEvaluator};
 use super::metrics::{epoch_line, write_metrics, EpochMetrics};
+use super::output;
 use super::plan::TrainPlan;
 use super::regularizer::{Regularizer, SteinStats};
 use super::resume;
@@ -44,6 +45,8 @@ pub struct Session<'a> {
     pub teacher: Option<Model>,
     /// The centre of `--center global` (re-estimated every epoch).
     pub global_center: Option<f64>,
+    /// The best validated epoch so far (1-based) and its criterion.
+    pub best: Option<(usize, f64)>,
 }
 
 impl Session<'_> {
@@ -172,15 +175,37 @@ impl EpochSums {
             score_grad_cosine: diag.and_then(|d| d.score_grad_cosine),
             hutchinson_noise_share: diag.and_then(|d| d.hutchinson_noise_share),
             global_center: center,
+            val_acc: None,
+            val_robust_acc: None,
             seconds,
         }
     }
 }
 
-/// The training split on the device.
+/// The training split (and the extra set) on the device.
 struct TrainSplit {
     x: Tensor,
     y: Tensor,
+    extra: Option<(Tensor, Tensor)>,
+}
+
+impl TrainSplit {
+    /// Rows `idx` of the training split followed by rows `extra_idx` of
+    /// the extra set.
+    fn batch(&self, idx: &[i64], extra_idx: &[i64], device: Device) -> (Tensor, Tensor) {
+        let pick = |x: &Tensor, y: &Tensor, i: &[i64]| {
+            let t = Tensor::from_slice(i).to_device(device);
+            (x.index_select(0, &t), y.index_select(0, &t))
+        };
+        let (x, y) = pick(&self.x, &self.y, idx);
+        match &self.extra {
+            Some((ex, ey)) if !extra_idx.is_empty() => {
+                let (x2, y2) = pick(ex, ey, extra_idx);
+                (Tensor::cat(&[x, x2], 0), Tensor::cat(&[y, y2], 0))
+            }
+            _ => (x, y),
+        }
+    }
 }
 
 /// One epoch (0-based `epoch`) of optimiser steps.
@@ -204,18 +229,26 @@ fn train_epoch(
     };
     let first_lr = schedule.lr_at(epoch * steps.per_epoch, steps.total, steps.per_epoch);
     let mut sums = EpochSums::new(device, stein.is_some(), first_lr);
-    let batches = order
-        .chunks(plan.config.batch_size)
-        .filter(|c| c.len() >= 2);
-    for (b, idx) in batches.enumerate() {
+    // (original indices, extra indices) per batch; a final batch of one
+    // sample is dropped when nothing is mixed in.
+    let batches: Vec<(Vec<i64>, Vec<i64>)> = match &plan.extra {
+        Some(e) => e.batches(&order, &mut rng),
+        None => order
+            .chunks(plan.config.batch_size)
+            .filter(|c| c.len() >= 2)
+            .map(|c| (c.to_vec(), Vec::new()))
+            .collect(),
+    };
+    for (b, (idx, extra_idx)) in batches.iter().enumerate() {
         let step = epoch * steps.per_epoch + b;
         sums.lr = schedule.lr_at(step, steps.total, steps.per_epoch);
-        let idx_t = Tensor::from_slice(idx).to_device(device);
-        let y = split.y.index_select(0, &idx_t);
-        let aug = plan.crop_flip.then(|| CropFlip::draw(idx.len(), &mut rng));
+        let (x, y) = split.batch(idx, extra_idx, device);
+        let aug = plan
+            .crop_flip
+            .then(|| CropFlip::draw(y.size()[0] as usize, &mut rng));
         let x = match &aug {
-            Some(a) => a.apply(&split.x.index_select(0, &idx_t)),
-            None => split.x.index_select(0, &idx_t),
+            Some(a) => a.apply(&x),
+            None => x,
         };
         let loss = StepLoss {
             base: plan.base_loss(),
@@ -239,7 +272,7 @@ fn train_epoch(
         if let Some(ema) = s.ema.as_mut() {
             ema.update();
         }
-        sums.add(out, idx.len());
+        sums.add(out, idx.len() + extra_idx.len());
         sums.lambda = stein.map(|l| l.at(step));
         bar.inc(1);
     }
@@ -282,6 +315,10 @@ pub fn train_epochs(
     let split = TrainSplit {
         x: plan.data.train.x.to_device(device),
         y: plan.data.train.y.to_device(device),
+        extra: plan
+            .extra
+            .as_ref()
+            .map(|e| (e.split.x.to_device(device), e.split.y.to_device(device))),
     };
     let evaluator = EpochEvaluator::new(plan);
     let classifies = plan.base_loss().classifies();
@@ -298,7 +335,7 @@ pub fn train_epochs(
             (Some(d), Regularizer::Stein(p)) => Some(d.measure(p, &s.model)?),
             _ => None,
         };
-        let row = sums.row(
+        let mut row = sums.row(
             epoch + 1,
             eval,
             classifies,
@@ -315,12 +352,30 @@ pub fn train_epochs(
                 },
             });
         }
+        let val = plan
+            .validation
+            .as_ref()
+            .filter(|v| v.due(epoch + 1, epochs))
+            .map(|v| {
+                v.measure(
+                    s.eval_model(),
+                    plan.eval_batch_size,
+                    epoch_seed(plan.config.seed, epoch),
+                )
+            });
+        if let Some(m) = val {
+            (row.val_acc, row.val_robust_acc) = (Some(m.acc), m.robust_acc);
+        }
         let last_epoch = row.epoch == epochs;
         if last_epoch || row.epoch.is_multiple_of(plan.log_every) {
             bar.suspend(|| println!("{}", epoch_line(&row, epochs)));
         }
         rows.retain(|r| r.epoch < row.epoch);
         rows.push(row);
+        if let Some(m) = val.filter(|m| s.best.is_none_or(|(_, b)| m.criterion() > b)) {
+            s.best = Some((epoch + 1, m.criterion()));
+            output::write_best(s, rows)?;
+        }
         if last_epoch || (epoch + 1).is_multiple_of(plan.checkpoint_every) {
             write_metrics(&plan.out.metrics(), rows)?;
             let ema = s.ema.as_ref();

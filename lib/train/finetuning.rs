@@ -13,7 +13,9 @@ use std::path::PathBuf;
 /// Flags of `finetune` beyond those of `train`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct FinetuneArgs {
-    /// Checkpoint θ0 to start from; it also serves as the frozen teacher.
+    /// Checkpoint θ0 to start from; it also serves as the frozen teacher
+    /// (any .safetensors of `train` with its .json beside it: model,
+    /// model-best or model-last).
     #[arg(long)]
     pub from: PathBuf,
     /// Weight α of the teacher term α·KL(f_θ0(x) ‖ f_θ(x)) (TASER eq. 26).
@@ -143,7 +145,7 @@ pub fn check_teacher(
     if meta.train_fingerprint != data.train.fingerprint() {
         return Err(mismatch(
             "its training split's fingerprint differs from this one's (other data files or split seed)".into(),
-            "fine-tune with the data and --seed it was trained with",
+            "fine-tune with the data, --seed and --val-size it was trained with",
         ));
     }
     if &meta.model != spec {

@@ -1,8 +1,11 @@
 //! Base training methods (SPEC §4): standard, PGD-AT (Madry et al. 2018, as
 //! in Rice et al. 2020), TRADES (Zhang et al. 2019), MART (Wang et al. 2020),
-//! with the SCORE substitutions (Pang et al. 2022): squared error between
-//! probability vectors instead of KL/CE (`--loss se`), loss clipping
-//! relu(ℓ − c) and label smoothing.
+//! with the SCORE substitutions (Pang et al. 2022): another distance between
+//! probability vectors instead of KL/CE (`--loss`, the eight of SCORE's
+//! Table 1 in [`super::losses`]), loss clipping relu(ℓ − c) and label
+//! smoothing.
+use super::losses::label_distance;
+pub use super::losses::{divergence, Divergence};
 use crate::attack::{parse_fraction, pgd, Norm, PgdConfig, Start, Threat};
 use crate::data::{DatasetName, Task};
 use crate::error::{Error, Result};
@@ -14,7 +17,8 @@ use tch::{Kind, Tensor};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
-    /// Loss on clean inputs: CE (or SE with --loss se); MSE for regression.
+    /// Loss on clean inputs: CE (or D(onehot, softmax) with another
+    /// --loss); MSE for regression.
     Standard,
     /// Loss on PGD examples (uniform start, BatchNorm in train mode, as in
     /// Rice et al.'s reference); the attack maximises the same loss.
@@ -27,21 +31,18 @@ pub enum Method {
     Mart,
 }
 
-/// The divergence of the robust term (SCORE §3.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Divergence {
-    /// KL divergence (cross-entropy against hard labels).
-    Kl,
-    /// Squared error ‖P − Q‖₂² between probability vectors.
-    Se,
-}
-
 /// Flags of the robust methods (part of the run's identity).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 pub struct MethodArgs {
-    /// Divergence in the loss and the training attack: kl (CE/KL, the
-    /// references) or se (SCORE's squared error between probability vectors).
+    /// Distance D(P, Q) between whole class-probability vectors (not the
+    /// toy's class-1 convention) in the loss and the training attack, as
+    /// in SCORE's Table 1: in the label term D(target, softmax(z)) (kl: the
+    /// cross-entropy), in TRADES/MART's robust term D(softmax(z),
+    /// softmax(z_adv)), and PGD-AT's loss and attack D(onehot(y),
+    /// softmax(z_adv)). Kinks: l2 and js-dist use the safe root
+    /// √(x + ε²) − ε (ε = 2⁻²⁰; 0 with gradient 0 at P = Q); l1 and linf
+    /// take |·|'s subgradient 0 at 0, linf's max passes its gradient to one
+    /// arg-max class; kl and js skip classes with p = 0 (0·log 0 = 0).
     #[arg(long = "loss", value_enum, default_value = "kl")]
     pub divergence: Divergence,
     /// Loss clipping relu(ℓ − c) per sample (SCORE: 0.4 for PGD-AT, 0.3 for
@@ -49,8 +50,8 @@ pub struct MethodArgs {
     /// robust term of trades and mart.
     #[arg(long)]
     pub clip: Option<f64>,
-    /// Label smoothing ε_ls: targets (1 − ε_ls)·onehot + ε_ls/K in the CE/SE
-    /// terms against labels (not in the attacks).
+    /// Label smoothing ε_ls: targets (1 − ε_ls)·onehot + ε_ls/K in the
+    /// label terms (not in the attacks).
     #[arg(long, default_value_t = 0.0)]
     pub label_smoothing: f64,
     /// Weight β of the robust term (default 6 for trades, 5 for mart).
@@ -155,12 +156,12 @@ impl MethodArgs {
             ));
         }
         if task != Task::Classification
-            && (adversarial || self.divergence == Divergence::Se || self.label_smoothing > 0.0)
+            && (adversarial || self.divergence != Divergence::Kl || self.label_smoothing > 0.0)
         {
             return Err(Error::invalid(
                 "--method/--loss/--label-smoothing",
                 dataset,
-                "robust methods, SE and label smoothing need a classification data set",
+                "robust methods, --loss other than kl and label smoothing need a classification data set",
             ));
         }
         let attack = adversarial
@@ -190,7 +191,7 @@ impl MethodArgs {
     /// default from the data set's threat model, step ε/4, uniform start
     /// and BatchNorm in train mode for pgd-at (Rice et al.), a 0.001·N(0,1)
     /// start in eval mode for trades and mart.
-    fn training_attack(
+    pub(super) fn training_attack(
         &self,
         method: Method,
         dataset: DatasetName,
@@ -239,30 +240,10 @@ pub fn cross_entropy_to(logits: &Tensor, targets: &Tensor) -> Tensor {
     -(targets * logits.log_softmax(-1, Kind::Float)).sum_dim_intlist([1i64].as_slice(), false, None)
 }
 
-/// Per-sample squared error ‖t − softmax(z)‖₂² (SCORE's SE).
-pub fn squared_error_to(logits: &Tensor, targets: &Tensor) -> Tensor {
-    (targets - logits.softmax(-1, Kind::Float))
-        .square()
-        .sum_dim_intlist([1i64].as_slice(), false, None)
-}
-
 /// Per-sample KL(softmax(z_p) ‖ softmax(z_q)) = Σ p (log p − log q), as
 /// PyTorch's `KLDivLoss(log_softmax(z_q), softmax(z_p))` summed per row.
 pub fn kl_div(logits_p: &Tensor, logits_q: &Tensor) -> Tensor {
-    let log_p = logits_p.log_softmax(-1, Kind::Float);
-    (log_p.exp() * (&log_p - logits_q.log_softmax(-1, Kind::Float))).sum_dim_intlist(
-        [1i64].as_slice(),
-        false,
-        None,
-    )
-}
-
-/// Per-sample D(p ‖ q) for the chosen divergence.
-pub fn divergence(d: Divergence, logits_p: &Tensor, logits_q: &Tensor) -> Tensor {
-    match d {
-        Divergence::Kl => kl_div(logits_p, logits_q),
-        Divergence::Se => squared_error_to(logits_q, &logits_p.softmax(-1, Kind::Float)),
-    }
+    divergence(Divergence::Kl, logits_p, logits_q)
 }
 
 /// relu(ℓ − c) per sample when clipping is on.
@@ -286,13 +267,11 @@ pub struct MethodLoss {
 }
 
 impl MethodSettings {
-    /// Label-side term: CE or SE against (smoothed) targets, per sample.
+    /// Label-side term: CE (kl) or D(t, softmax(z)) against (smoothed)
+    /// targets t, per sample.
     fn label_loss(&self, logits: &Tensor, y: &Tensor) -> Tensor {
         let t = smoothed_targets(y, self.num_classes, self.label_smoothing);
-        match self.divergence {
-            Divergence::Kl => cross_entropy_to(logits, &t),
-            Divergence::Se => squared_error_to(logits, &t),
-        }
+        label_distance(self.divergence, logits, &t)
     }
 
     /// The training attack's adversarial batch (None for standard).
@@ -306,10 +285,7 @@ impl MethodSettings {
             Method::Standard => unreachable!("no attack for standard training"),
             Method::PgdAt => {
                 let d = self.divergence;
-                pgd(model, x, cfg, &|z: &Tensor| match d {
-                    Divergence::Kl => cross_entropy_to(z, &hard),
-                    Divergence::Se => squared_error_to(z, &hard),
-                })
+                pgd(model, x, cfg, &|z: &Tensor| label_distance(d, z, &hard))
             }
             Method::Trades => {
                 let clean = tch::no_grad(|| model.forward_t(x, false));
@@ -496,13 +472,10 @@ mod tests {
             let mut total = 0.0;
             for i in 0..2 {
                 let (p, q) = (softmax(logits(X[i])), softmax(logits(XA[i])));
-                let robust = match d {
-                    Divergence::Kl => kl(p, q),
-                    Divergence::Se => se(p, q),
-                };
-                let natural = match d {
-                    Divergence::Kl => ce(target(Y[i], 0.0), p),
-                    Divergence::Se => se(target(Y[i], 0.0), p),
+                let (robust, natural) = if d == Divergence::Kl {
+                    (kl(p, q), ce(target(Y[i], 0.0), p))
+                } else {
+                    (se(p, q), se(target(Y[i], 0.0), p))
                 };
                 total += natural + beta * robust;
             }
@@ -551,6 +524,30 @@ mod tests {
             .sum::<f64>()
             / 2.0;
         close(loss_of(&s), expected);
+    }
+
+    #[test]
+    fn the_training_attack_increases_each_loss() {
+        let model = linear_model();
+        let (x, _, y) = tensors();
+        let hard = smoothed_targets(&y, 3, 0.0);
+        for d in Divergence::ALL {
+            tch::manual_seed(5);
+            // PGD-AT: D(onehot(y), softmax(z)) at x' against x.
+            let s = settings(Method::PgdAt, d, &["--eps", "0.3"]);
+            let x_adv = s.adversarial_batch(&model, &x, &y).unwrap();
+            let at =
+                |x: &Tensor| label_distance(d, &model.forward_t(x, false), &hard).sum(Kind::Double);
+            let (clean, adv) = (at(&x).double_value(&[]), at(&x_adv).double_value(&[]));
+            assert!(adv > clean + 1e-3, "pgd-at {d:?}: {clean} → {adv}");
+            // TRADES: D(p(x), p(x')) from 0 at x' = x.
+            let s = settings(Method::Trades, d, &["--eps", "0.3"]);
+            let x_adv = s.adversarial_batch(&model, &x, &y).unwrap();
+            let z = model.forward_t(&x, false);
+            let robust = divergence(d, &z, &model.forward_t(&x_adv, false));
+            let min = robust.min().double_value(&[]);
+            assert!(min > 1e-4, "trades {d:?}: D(p, p_adv) = {robust}");
+        }
     }
 
     #[test]

@@ -49,6 +49,12 @@ pub struct EpochMetrics {
     pub hutchinson_noise_share: Option<f64>,
     #[serde(default)]
     pub global_center: Option<f64>,
+    /// Clean and PGD-K accuracy on the validation split after the epoch
+    /// (`--val-size` > 0, every `--val-every` epochs; `--val-attack`).
+    #[serde(default)]
+    pub val_acc: Option<f64>,
+    #[serde(default)]
+    pub val_robust_acc: Option<f64>,
     pub seconds: f64,
 }
 
@@ -107,6 +113,8 @@ pub fn summary_metrics(
         ("score_grad_cosine", last.score_grad_cosine),
         ("hutchinson_noise_share", last.hutchinson_noise_share),
         ("stein_global_center", global_center),
+        ("val_acc", last.val_acc),
+        ("val_robust_acc", last.val_robust_acc),
         ("seconds_this_run", seconds_this_run),
     ] {
         if let Some(v) = value {
@@ -122,7 +130,7 @@ pub fn epoch_line(row: &EpochMetrics, epochs: usize) -> String {
     let opt =
         |name: &str, v: Option<f64>| v.map(|v| format!("  {name} {v:.4}")).unwrap_or_default();
     format!(
-        "epoch {:>3}/{epochs}  lr {:.4e}  train loss {:.4}{}  test loss {:.4}{}{}{}{}{}{}{}  {:.1}s",
+        "epoch {:>3}/{epochs}  lr {:.4e}  train loss {:.4}{}  test loss {:.4}{}{}{}{}{}{}{}{}{}  {:.1}s",
         row.epoch,
         row.lr,
         row.train_loss,
@@ -135,6 +143,8 @@ pub fn epoch_line(row: &EpochMetrics, epochs: usize) -> String {
         opt("R_standard", row.risk_standard),
         opt("R_madry", row.risk_madry),
         opt("R_score", row.risk_score),
+        opt("val acc", row.val_acc),
+        opt("val robust", row.val_robust_acc),
         row.seconds
     )
 }
@@ -163,6 +173,8 @@ mod tests {
             penalty_ratio: None,
             score_grad_cosine: None,
             hutchinson_noise_share: Some(0.25),
+            val_acc: None,
+            val_robust_acc: None,
             global_center: None,
             seconds,
         }

@@ -6,7 +6,7 @@
 //! [`step`] (one optimisation step and what it minimises), [`evaluate`]
 //! (the measurements after each epoch), [`metrics`] (`metrics.csv`),
 //! [`resume`] (the resume state), [`output`] (the final checkpoint), and
-//! the pieces of the loss: [`method`], [`regularizer`], [`posterior`]
+//! the pieces of the loss: [`method`], [`losses`] (SCORE's eight), [`regularizer`], [`posterior`]
 //! (SCORE's toy), [`awp`], [`ema`], [`finetuning`].
 //!
 //! Reproducibility: the model is initialised after `tch::manual_seed(seed)`;
@@ -25,14 +25,17 @@ pub mod ema;
 pub mod epochs;
 pub mod evaluate;
 pub mod finetuning;
+pub mod losses;
 pub mod method;
 pub mod metrics;
+pub mod mixing;
 pub mod output;
 pub mod plan;
 pub mod posterior;
 pub mod regularizer;
 pub mod resume;
 pub mod step;
+pub mod validation;
 
 pub use config::{RunOptions, TrainConfig};
 pub use epochs::epoch_seed;
@@ -143,6 +146,18 @@ pub fn run_plan(plan: &TrainPlan) -> Result<TrainSummary> {
             });
         }
     }
+    // The best validated epoch so far (the earliest on ties), from the
+    // restored rows of a resumed run.
+    let best = rows
+        .iter()
+        .filter_map(|r| {
+            let c = r.val_robust_acc.or(r.val_acc)?;
+            Some((r.epoch, c))
+        })
+        .fold(None, |b: Option<(usize, f64)>, (e, c)| match b {
+            Some((_, bc)) if bc >= c => b,
+            _ => Some((e, c)),
+        });
     resume::write_config(&plan.out, cfg)?;
     let started = Instant::now();
     let mut session = Session {
@@ -153,6 +168,7 @@ pub fn run_plan(plan: &TrainPlan) -> Result<TrainSummary> {
         regularizer,
         teacher,
         global_center,
+        best,
     };
     epochs::train_epochs(&mut session, start_epoch, &mut rows)?;
     let this_run = (start_epoch > 0).then(|| started.elapsed().as_secs_f64());

@@ -6,9 +6,11 @@
 use super::config::{RunOptions, TrainConfig};
 use super::finetuning::{self, FinetuneArgs};
 use super::method::MethodSettings;
+use super::mixing::ExtraPlan;
 use super::posterior::PosteriorSettings;
 use super::regularizer::LambdaRamp;
 use super::step::BaseLoss;
+use super::validation::ValPlan;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::fsutil::ensure_writable_dir;
@@ -74,6 +76,11 @@ pub struct TrainPlan {
     pub crop_flip: bool,
     /// Fine-tuning's teacher.
     pub teacher: Option<TeacherPlan>,
+    /// The validation split carved out of the training split, its attack
+    /// and the selection (`--val-size` > 0).
+    pub validation: Option<ValPlan>,
+    /// The extra data mixed into every batch (`--extra-data`).
+    pub extra: Option<ExtraPlan>,
 }
 
 impl TrainPlan {
@@ -111,7 +118,11 @@ pub fn resolve(
     let checked = config.validate()?;
     let mut lambda = checked.lambda;
     let runtime = run.runtime.resolve()?;
-    let data = config.load_data(&runtime.data_dir)?;
+    let mut data = config.load_data(&runtime.data_dir)?;
+    let validation =
+        config
+            .val
+            .resolve(&mut data, &config.robust, config.seed, config.reg.lambda)?;
     let spec = config.model_spec(&data);
     spec.validate()?;
     let method = config.robust.resolve(
@@ -121,7 +132,14 @@ pub fn resolve(
         data.num_outputs,
         data.input_shape.iter().product::<i64>() as usize,
     )?;
-    let steps = StepCounts::new(data.train.len() as usize, config.batch_size, config.epochs);
+    let extra = config
+        .extra
+        .resolve(&data, config.batch_size, config.reg.lambda)?;
+    let mut steps = StepCounts::new(data.train.len() as usize, config.batch_size, config.epochs);
+    if let Some(e) = &extra {
+        steps.per_epoch = e.batches_per_epoch(data.train.len() as usize);
+        steps.total = steps.per_epoch * config.epochs;
+    }
     if finetune.is_some_and(|ft| !ft.given.lambda_warmup_steps) {
         lambda.warmup_steps = finetuning::warmup_steps(&config, steps.per_epoch);
         config.reg.lambda_warmup_steps = lambda.warmup_steps;
@@ -157,6 +175,8 @@ pub fn resolve(
             from: ft.from.clone(),
             alpha: ft.alpha,
         }),
+        validation,
+        extra,
         config,
     })
 }
