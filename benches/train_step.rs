@@ -15,7 +15,7 @@ use taser::models::{Activation, Arch, Model, ModelSpec};
 use taser::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use taser::score::Gaussian;
 use taser::stein::controls::Coordinates;
-use taser::stein::{Center, Laplacian, Mode, Order, Probe, ResidualOptions};
+use taser::stein::{Center, Difference, Laplacian, Mode, Order, Probe, ResidualOptions};
 use taser::train::method::{MethodArgs, MethodSettings};
 use taser::train::regularizer::{LambdaRamp, Regularizer, ScoreControl, SteinPenalty};
 use taser::train::step::BaseLoss;
@@ -99,6 +99,7 @@ fn time_steps(
                 laplacian: Laplacian::Hutchinson,
                 probes: 1,
                 fd_step: 1e-2,
+                difference: Difference::Central,
             },
             probe: Probe::Margin,
             center: Center::Batch,
@@ -111,6 +112,8 @@ fn time_steps(
             control: ScoreControl::None,
             grad_norm: false,
             coordinates: Coordinates::Pixel,
+            fraction: 1.0,
+            seed: 0,
         }),
     };
     let n = data.train.len();
