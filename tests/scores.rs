@@ -169,7 +169,10 @@ fn hdf5_file_opens_in_h5py_with_the_documented_layout_and_values() {
             compression,
         ]);
         let dump = dir.path().join("dump.safetensors");
-        println!("{compression}: {}", py("check_h5.py", &[&out, &dump, Path::new(compression)]));
+        println!(
+            "{compression}: {}",
+            py("check_h5.py", &[&out, &dump, Path::new(compression)])
+        );
         let d = digits();
         let file = ScoreFile::open(&out, &d, "train", false, Device::Cpu).unwrap();
         assert!(

@@ -50,6 +50,7 @@
 //! mode BatchNorm couples the samples of a batch, so ∇ₓ of the batch sum of
 //! m would not be the per-sample gradient.
 pub mod controls;
+pub mod floor;
 
 use crate::data::Task;
 use crate::error::{Error, Result};

@@ -11,6 +11,7 @@ use crate::models::Model;
 use crate::score::file::ScoreFile;
 use crate::score::{self, AnalyticSource, Gaussian, ScoreField};
 use crate::stein::controls::{self, Coordinates, Rescale};
+use crate::stein::floor::{self, has_batch_norm};
 use crate::stein::{
     self, Center, Difference, Inputs, Laplacian, Mode, Order, Probe, ResidualOptions,
 };
@@ -308,9 +309,6 @@ pub struct SteinPenalty {
     pub seed: u64,
 }
 
-/// Offset mixed into `--seed` for the samples of `--stein-fraction`.
-pub const FRACTION_STREAM: u64 = 0xF4AC_7109;
-
 impl Regularizer {
     /// Builds the regulariser of `args` for `data`, weighed by `lambda`
     /// (from [`RegArgs::ramp`]; the ℓ2 term uses λ_max throughout); `seed`
@@ -517,7 +515,7 @@ impl SteinPenalty {
             .filter(|_| reuse)
             .map(|z| stein::probe_values(z, y, self.probe));
         let b = x.size()[0];
-        let keep = self.fraction_sample(b, step, x.device());
+        let keep = floor::fraction_sample(self.fraction, self.seed, b, step, x.device());
         let sub = |t: &Tensor| match &keep {
             Some(k) => t.index_select(0, k),
             None => t.shallow_clone(),
@@ -532,14 +530,7 @@ impl SteinPenalty {
         };
         let r = stein::residual_of(m, &inputs, &self.options, true)?.residual;
         let n = xs.size()[0];
-        // Unbiased for the whole batch's R: with the batch centre, the
-        // subset's (1/n)Σ(rᵢ − r̄_S)² times n/(n−1)·(B−1)/B (the sample
-        // variance of a simple random sample is unbiased for the population's).
-        let correction = if n < b && n > 1 && self.center == Center::Batch {
-            (n as f64 / (n - 1) as f64) * ((b - 1) as f64 / b as f64)
-        } else {
-            1.0
-        };
+        let correction = floor::fraction_correction(n, b, self.center);
         let pen =
             stein::penalty(&r, self.center, self.detach_mean, self.global_center) * correction;
         let rd = r.detach().to_kind(Kind::Double);
@@ -552,26 +543,6 @@ impl SteinPenalty {
             ]),
         };
         Ok((pen * lambda, stats))
-    }
-
-    /// The samples of a batch of `b` the penalty is taken on at `step`:
-    /// `None` for the whole batch (f = 1), else ⌈f·b⌉ distinct indices
-    /// (sorted) drawn uniformly without replacement by ChaCha8 seeded with
-    /// `seed ^ FRACTION_STREAM` and the step.
-    pub fn fraction_sample(&self, b: i64, step: usize, device: tch::Device) -> Option<Tensor> {
-        if self.fraction >= 1.0 {
-            return None;
-        }
-        let n = ((self.fraction * b as f64).ceil() as i64).clamp(1, b);
-        let seed = (self.seed ^ FRACTION_STREAM)
-            .wrapping_add((step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let mut idx: Vec<i64> =
-            sample(&mut ChaCha8Rng::seed_from_u64(seed), b as usize, n as usize)
-                .into_iter()
-                .map(|i| i as i64)
-                .collect();
-        idx.sort_unstable();
-        Some(Tensor::from_slice(&idx).to_device(device))
     }
 
     /// Whether the run needs the global centre (`--center global` on a
@@ -614,16 +585,6 @@ impl SteinPenalty {
 /// The error of asking the gradient penalty for a residual.
 fn no_residual() -> Error {
     Error::invalid("--reg", "grad-norm", "has no Stein residual")
-}
-
-/// Whether `model` has BatchNorm layers (its train- and eval-mode forwards
-/// then differ).
-pub fn has_batch_norm(model: &Model) -> bool {
-    model
-        .vs
-        .variables()
-        .keys()
-        .any(|k| k.ends_with("running_mean"))
 }
 
 /// λ·‖θ‖² over the trainable parameters.
