@@ -76,10 +76,12 @@ test: setup
 slurm-test: setup
 	bash tests/slurm/run.sh
 
-## bench: per-step cost of each method ± the TASER penalty, score sources and HDF5 writes, attack
+## bench: side by side with PyTorch (benches/train_step.py: same models and penalty variants, rows
+## interleaved, one thread each; ms/step and ratio), then per-step cost of each method ± the TASER penalty, score sources and HDF5 writes, attack
 ## throughput, sweep launcher overhead and rank speed-up (figures and ratios; BENCH_ARGS="--device cuda:0").
 BENCH_ARGS ?= --device auto
 bench: setup
+	nice -n 10 cargo bench --quiet --bench train_step -- --device cpu --side-by-side
 	cargo bench --quiet --bench train_step -- $(BENCH_ARGS)
 	cargo bench --quiet --bench scores
 	cargo bench --quiet --bench attack -- $(BENCH_ARGS)

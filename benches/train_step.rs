@@ -15,7 +15,7 @@ use taser::models::{Activation, Arch, Model, ModelSpec};
 use taser::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use taser::score::Gaussian;
 use taser::stein::controls::Coordinates;
-use taser::stein::{Center, Laplacian, Mode, Order, Probe, ResidualOptions};
+use taser::stein::{Center, Difference, Laplacian, Mode, Order, Probe, ResidualOptions};
 use taser::train::method::{MethodArgs, MethodSettings};
 use taser::train::regularizer::{LambdaRamp, Regularizer, ScoreControl, SteinPenalty};
 use taser::train::step::BaseLoss;
@@ -70,7 +70,7 @@ fn time_steps(
     data: &Dataset,
     batch: i64,
     method: Method,
-    variant: Option<(Order, Mode)>,
+    variant: Option<(Order, Mode, Difference)>,
     o: &Opts,
 ) -> f64 {
     tch::manual_seed(0);
@@ -88,7 +88,7 @@ fn time_steps(
     let mut opt = Optimizer::new(&cfg, model.named_trainable());
     let reg = match variant {
         None => Regularizer::None,
-        Some((order, mode)) => Regularizer::Stein(SteinPenalty {
+        Some((order, mode, difference)) => Regularizer::Stein(SteinPenalty {
             lambda: LambdaRamp {
                 max: 1.0,
                 warmup_steps: 0,
@@ -99,6 +99,7 @@ fn time_steps(
                 laplacian: Laplacian::Hutchinson,
                 probes: 1,
                 fd_step: 1e-2,
+                difference,
             },
             probe: Probe::Margin,
             center: Center::Batch,
@@ -111,6 +112,8 @@ fn time_steps(
             control: ScoreControl::None,
             grad_norm: false,
             coordinates: Coordinates::Pixel,
+            fraction: 1.0,
+            seed: 0,
         }),
     };
     let n = data.train.len();
@@ -144,6 +147,110 @@ fn time_steps(
     let start = Instant::now();
     run(o.steps);
     start.elapsed().as_secs_f64() / o.steps as f64
+}
+
+type Variant = Option<(Order, Mode, Difference)>;
+
+/// The rows of each table: label, the PyTorch step's name for the same
+/// variant (benches/train_step.py), and the penalty (None: the method alone).
+/// PyTorch's one-sided row is its two-copy central difference, the
+/// reference the suite's one-sided variant is compared with.
+const VARIANTS: [(&str, &str, Variant); 6] = [
+    ("alone", "alone", None),
+    (
+        "+ first-order, autograd",
+        "first-autograd",
+        Some((Order::FirstOrder, Mode::Autograd, Difference::Central)),
+    ),
+    (
+        "+ first-order, fd",
+        "first-fd",
+        Some((Order::FirstOrder, Mode::Fd, Difference::Central)),
+    ),
+    (
+        "+ first-order, fd one-sided",
+        "first-fd",
+        Some((Order::FirstOrder, Mode::Fd, Difference::Forward)),
+    ),
+    (
+        "+ full K=1, autograd",
+        "full-autograd",
+        Some((Order::Full, Mode::Autograd, Difference::Central)),
+    ),
+    (
+        "+ full K=1, fd",
+        "full-fd",
+        Some((Order::Full, Mode::Fd, Difference::Central)),
+    ),
+];
+
+/// `--side-by-side`: standard training ± each penalty variant, this suite
+/// and the same step in PyTorch (benches/train_step.py, run as a server so
+/// the rows alternate and drift hits both), one thread each; ms per step
+/// and the ratio suite / PyTorch.
+fn side_by_side(digits: &Dataset, cifar_like: &Dataset, batch: i64, o: &Opts) {
+    use std::io::{BufRead, BufReader, Write};
+    let threads = cli::number("--threads", 1);
+    tch::set_num_threads(threads);
+    let python = std::env::var("TASER_PYTHON")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python").into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/train_step.py");
+    let mut child = std::process::Command::new(python)
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start benches/train_step.py with TASER_PYTHON");
+    let mut to_py = child.stdin.take().unwrap();
+    let mut from_py = BufReader::new(child.stdout.take().unwrap());
+    println!(
+        "side by side, CPU, {threads} thread(s) each, standard training (SGD), {} timed steps per row after 2 warm-up steps, fd step 1e-2, K = 1",
+        o.steps
+    );
+    println!();
+    println!("| model / data | batch | variant | suite ms/step | PyTorch ms/step | suite / PyTorch | suite × alone |");
+    println!("|---|---|---|---|---|---|---|");
+    for (name, arch, d, b) in [
+        ("cnn-small / digits", Arch::CnnSmall, digits, 256),
+        ("resnet18 / CIFAR-shaped", Arch::Resnet18, cifar_like, batch),
+    ] {
+        let spec = ModelSpec {
+            arch,
+            activation: Activation::Relu,
+            mlp_hidden: vec![],
+            input_shape: d.input_shape.clone(),
+            num_outputs: d.num_outputs,
+        };
+        let mut alone = 0.0;
+        for (label, py_name, v) in VARIANTS {
+            let suite = time_steps(&spec, d, b, Method::Standard, v, o) * 1e3;
+            let shape = &d.input_shape;
+            let arch_name = if arch == Arch::CnnSmall {
+                "cnn-small"
+            } else {
+                "resnet18"
+            };
+            writeln!(
+                to_py,
+                "{arch_name} {py_name} {b} {} {} {} {} {} {threads}",
+                shape[0], shape[1], shape[2], d.num_outputs, o.steps
+            )
+            .unwrap();
+            let mut line = String::new();
+            from_py.read_line(&mut line).unwrap();
+            let torch: f64 = line.trim().parse().expect("benches/train_step.py answer");
+            if v.is_none() {
+                alone = suite;
+            }
+            println!(
+                "| {name} | {b} | {label} | {suite:.1} | {torch:.1} | {:.2} | ×{:.2} |",
+                suite / torch,
+                suite / alone
+            );
+        }
+    }
+    drop(to_py);
+    child.wait().unwrap();
 }
 
 fn main() {
@@ -204,16 +311,11 @@ fn main() {
             resnet_methods,
         ),
     ];
-    let variants: [(&str, Option<(Order, Mode)>); 5] = [
-        ("alone", None),
-        (
-            "+ first-order, autograd",
-            Some((Order::FirstOrder, Mode::Autograd)),
-        ),
-        ("+ first-order, fd", Some((Order::FirstOrder, Mode::Fd))),
-        ("+ full K=1, autograd", Some((Order::Full, Mode::Autograd))),
-        ("+ full K=1, fd", Some((Order::Full, Mode::Fd))),
-    ];
+    if std::env::args().any(|a| a == "--side-by-side") {
+        side_by_side(&digits, &cifar_like, batch, &o);
+        return;
+    }
+    let variants: Vec<_> = VARIANTS.iter().map(|&(l, _, v)| (l, v)).collect();
     println!(
         "time per training step, device {}, {} timed steps per row (after 2 warm-up steps)",
         taser::device::device_name(o.device),
@@ -227,7 +329,7 @@ fn main() {
     for (name, s, d, b, methods) in cases {
         for &method in methods {
             let mut base = 0.0;
-            for (label, v) in variants {
+            for &(label, v) in &variants {
                 let secs = time_steps(&s, d, b, method, v, &o);
                 if v.is_none() {
                     base = secs;

@@ -50,6 +50,7 @@
 //! mode BatchNorm couples the samples of a batch, so ∇ₓ of the batch sum of
 //! m would not be the per-sample gradient.
 pub mod controls;
+pub mod floor;
 
 use crate::data::Task;
 use crate::error::{Error, Result};
@@ -127,6 +128,21 @@ pub struct ResidualOptions {
     pub probes: i64,
     /// Finite-difference step h (Euclidean length of each displacement).
     pub fd_step: f64,
+    /// Central or one-sided (forward) difference for the fd first-order term.
+    #[serde(default)]
+    pub difference: Difference,
+}
+
+/// The finite difference of the first-order term (`--fd-difference`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Difference {
+    /// ‖s̃‖·[m(x+hŝ) − m(x−hŝ)]/2h: truncation error O(h²), two copies.
+    #[default]
+    Central,
+    /// ‖s̃‖·[m(x+hŝ) − m(x)]/h: truncation error ‖s̃‖·h·|m''|/2, one copy
+    /// when m(x) is reused from the clean forward of the step.
+    Forward,
 }
 
 impl ResidualOptions {
@@ -267,6 +283,43 @@ pub fn residual<F>(
 where
     F: Fn(&Tensor, &Tensor) -> Tensor,
 {
+    let inputs = Inputs {
+        x,
+        y,
+        score,
+        probes,
+        clean: None,
+    };
+    residual_of(m, &inputs, opts, create_graph)
+}
+
+/// The batch a residual is taken on.
+pub struct Inputs<'a> {
+    /// Inputs `[B, …]`.
+    pub x: &'a Tensor,
+    /// Labels `[B]`.
+    pub y: &'a Tensor,
+    /// s̃(x), shaped like `x`.
+    pub score: &'a Tensor,
+    /// Hutchinson directions `[K, B, …]` (drawn with [`rademacher`] if `None`).
+    pub probes: Option<&'a Tensor>,
+    /// m(x) `[B]` from a forward the caller made anyway, in the same mode as
+    /// `m` (reused by fd for the one-sided difference and the Laplacian's
+    /// centre term, saving B forwards; ignored by autograd).
+    pub clean: Option<&'a Tensor>,
+}
+
+/// [`residual`] on [`Inputs`] (with the option of reusing m(x)).
+pub fn residual_of<F>(
+    m: F,
+    inputs: &Inputs,
+    opts: &ResidualOptions,
+    create_graph: bool,
+) -> Result<Residual>
+where
+    F: Fn(&Tensor, &Tensor) -> Tensor,
+{
+    let (x, y, score) = (inputs.x, inputs.y, inputs.score);
     if score.size() != x.size() {
         return Err(Error::invalid(
             "score",
@@ -277,13 +330,16 @@ where
     let directions = match (opts.order, opts.laplacian) {
         (Order::FirstOrder, _) => None,
         (Order::Full, Laplacian::Exact) => Some(basis(x)),
-        (Order::Full, Laplacian::Hutchinson) => Some(match probes {
+        (Order::Full, Laplacian::Hutchinson) => Some(match inputs.probes {
             Some(p) => p.shallow_clone(),
             None => rademacher(opts.probes, x),
         }),
     };
-    match opts.mode {
-        Mode::Autograd => residual_autograd(
+    match (opts.mode, opts.laplacian, &directions) {
+        (Mode::Autograd, Laplacian::Hutchinson, Some(dirs)) => {
+            residual_autograd_batched(&m, x, y, score, dirs, create_graph)
+        }
+        (Mode::Autograd, _, _) => residual_autograd(
             &m,
             x,
             y,
@@ -292,16 +348,52 @@ where
             opts.laplacian,
             create_graph,
         ),
-        Mode::Fd => residual_fd(
-            &m,
-            x,
-            y,
-            score,
-            directions.as_ref(),
-            opts.laplacian,
-            opts.fd_step,
-        ),
+        (Mode::Fd, _, _) => residual_fd(&m, x, y, score, directions.as_ref(), opts, inputs.clean),
     }
+}
+
+/// Autograd residual with the K Hutchinson probes in one pass: the batch
+/// is repeated K times (`[K·B, …]`), one forward, one gradient and one
+/// double backward of Σ_k v_kᵀ∇m(x_k) give every v_kᵀ∇²m v_k at once;
+/// the same value as K separate Hessian–vector products (a test checks it).
+fn residual_autograd_batched<F>(
+    m: &F,
+    x: &Tensor,
+    y: &Tensor,
+    score: &Tensor,
+    dirs: &Tensor,
+    create_graph: bool,
+) -> Result<Residual>
+where
+    F: Fn(&Tensor, &Tensor) -> Tensor,
+{
+    let (k, b) = (dirs.size()[0], x.size()[0]);
+    let mut reps = vec![k];
+    reps.extend(std::iter::repeat_n(1, x.dim() - 1));
+    let xg = x.detach().repeat(reps.as_slice()).set_requires_grad(true);
+    let values = m(&xg, &y.repeat([k]));
+    let grad = Tensor::f_run_backward(&[values.sum(values.kind())], &[&xg], true, true)?
+        .pop()
+        .expect("one gradient");
+    let v = dirs.flatten(0, 1);
+    let hv = Tensor::f_run_backward(&[(&grad * &v).sum(grad.kind())], &[&xg], true, create_graph)?
+        .pop()
+        .expect("K Hessian-vector products");
+    let first_order = per_sample_sum(&(grad.narrow(0, 0, b) * score));
+    let lap = per_sample_sum(&(hv * &v))
+        .view([k, b])
+        .sum_dim_intlist(0, false, x.kind())
+        / k as f64;
+    let (first_order, lap) = if create_graph {
+        (first_order, lap)
+    } else {
+        (first_order.detach(), lap.detach())
+    };
+    Ok(Residual {
+        residual: &first_order + &lap,
+        first_order,
+        laplacian: Some(lap),
+    })
 }
 
 fn residual_autograd<F>(
@@ -370,48 +462,76 @@ fn residual_fd<F>(
     y: &Tensor,
     score: &Tensor,
     directions: Option<&Tensor>,
-    laplacian: Laplacian,
-    h: f64,
+    opts: &ResidualOptions,
+    clean: Option<&Tensor>,
 ) -> Result<Residual>
 where
     F: Fn(&Tensor, &Tensor) -> Tensor,
 {
-    let b = x.size()[0];
+    let (b, h) = (x.size()[0], opts.fd_step);
     let mut bshape = vec![b];
     bshape.extend(std::iter::repeat_n(1, x.dim() - 1));
     let s_norm = per_sample_sum(&score.square()).sqrt();
     // ŝ = s/‖s‖, and 0 where the score vanishes (its term is then 0 anyway).
     let s_hat = score / s_norm.clamp_min(1e-30).view(bshape.as_slice());
-    let mut copies = vec![x.shallow_clone(), x + &s_hat * h, x - &s_hat * h];
-    let (n_dirs, dir_sq_norms) = match directions {
-        Some(dirs) => {
-            let n = dirs.size()[0];
-            let flat = dirs.flatten(2, -1);
-            let sq = flat.square().sum_dim_intlist(2, false, dirs.kind()); // [n, B]
-            let mut ushape = vec![n, b];
-            ushape.extend(std::iter::repeat_n(1, x.dim() - 1));
-            let unit = dirs / sq.sqrt().view(ushape.as_slice());
-            for k in 0..n {
-                let u = unit.get(k);
-                copies.push(x + &u * h);
-                copies.push(x - &u * h);
-            }
-            (n, Some(sq))
+    let one_sided = opts.difference == Difference::Forward;
+    // m(x) is needed by the one-sided difference and the Laplacian; it is
+    // evaluated in the batched forward unless the caller passes it.
+    let need_m0 = one_sided || directions.is_some();
+    let eval_m0 = need_m0 && clean.is_none();
+    // Displacements of the batched forward (each `[B, …]`, length h):
+    // [0 if m(x) is evaluated here], +ŝ, [−ŝ if central], ±u_k per probe.
+    let mut offsets = Vec::new();
+    if eval_m0 {
+        offsets.push(x.zeros_like());
+    }
+    offsets.push(s_hat.shallow_clone());
+    if !one_sided {
+        offsets.push(-&s_hat);
+    }
+    let first_dir = offsets.len() as i64;
+    let dir_sq_norms = directions.map(|dirs| {
+        let n = dirs.size()[0];
+        let sq = dirs
+            .flatten(2, -1)
+            .square()
+            .sum_dim_intlist(2, false, dirs.kind()); // [n, B]
+        let mut ushape = vec![n, b];
+        ushape.extend(std::iter::repeat_n(1, x.dim() - 1));
+        let unit = dirs / sq.sqrt().view(ushape.as_slice());
+        for k in 0..n {
+            let u = unit.get(k);
+            offsets.push(-&u);
+            offsets.push(u);
         }
-        None => (0, None),
+        sq
+    });
+    let n_copies = offsets.len() as i64;
+    // One allocation for every copy: x broadcast against the stacked
+    // displacements, flattened to a batch of n_copies·B.
+    let copies = (Tensor::stack(&offsets, 0) * h + x.unsqueeze(0)).flatten(0, 1);
+    let values = m(&copies, &y.repeat([n_copies])).view([n_copies, b]);
+    let m0 = match clean {
+        Some(c) if need_m0 => c.shallow_clone(),
+        _ => values.get(0),
     };
-    let n_copies = copies.len() as i64;
-    let values = m(&Tensor::cat(&copies, 0), &y.repeat([n_copies])).view([n_copies, b]);
-    let m0 = values.get(0);
-    let first_order = (values.get(1) - values.get(2)) * &s_norm / (2.0 * h);
+    let plus = values.get(first_dir - if one_sided { 1 } else { 2 });
+    let first_order = if one_sided {
+        (plus - &m0) * &s_norm / h
+    } else {
+        (plus - values.get(first_dir - 1)) * &s_norm / (2.0 * h)
+    };
     let lap = dir_sq_norms.map(|sq| {
-        let seconds: Vec<Tensor> = (0..n_dirs)
-            .map(|k| {
-                (values.get(3 + 2 * k) - &m0 * 2.0 + values.get(4 + 2 * k)) / (h * h) * sq.get(k)
-            })
-            .collect();
-        let total = Tensor::stack(&seconds, 0).sum_dim_intlist(0, false, x.kind());
-        match laplacian {
+        let n_dirs = sq.size()[0];
+        let seconds = (values
+            .narrow(0, first_dir, 2 * n_dirs)
+            .view([n_dirs, 2, b])
+            .sum_dim_intlist(1, false, x.kind())
+            - m0.unsqueeze(0) * 2.0)
+            / (h * h)
+            * &sq;
+        let total = seconds.sum_dim_intlist(0, false, x.kind());
+        match opts.laplacian {
             Laplacian::Exact => total,
             Laplacian::Hutchinson => total / n_dirs as f64,
         }

@@ -18,6 +18,7 @@ fn opts(
         laplacian,
         probes,
         fd_step,
+        difference: Difference::Central,
     }
 }
 
@@ -382,4 +383,99 @@ fn bad_options_and_shapes_are_refused() {
     .to_string();
     assert!(err.contains("shape"), "{err}");
     assert!(check_probe(Probe::Margin, crate::data::Task::Regression).is_err());
+}
+
+#[test]
+fn e_one_sided_fd_agrees_with_central_and_reuses_the_clean_probe() {
+    let m = smooth_model(Arch::Mlp, vec![6], 3);
+    let x = Tensor::rand([12, 6], F64);
+    let s = score_of(&x);
+    let y = Tensor::from_slice(&[0i64, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2]);
+    let f = |xx: &Tensor, yy: &Tensor| probe_values(&m.forward_t(xx, false), yy, Probe::Margin);
+    let h = 1e-5;
+    let central = opts(Order::FirstOrder, Mode::Fd, Laplacian::Hutchinson, 1, h);
+    let forward = ResidualOptions {
+        difference: Difference::Forward,
+        ..central.clone()
+    };
+    let first = |o: &ResidualOptions, clean: Option<&Tensor>| {
+        let inputs = Inputs {
+            x: &x,
+            y: &y,
+            score: &s,
+            probes: None,
+            clean,
+        };
+        residual_of(f, &inputs, o, false).unwrap().residual
+    };
+    let rc = first(&central, None);
+    let rf = first(&forward, None);
+    // Forward-difference truncation ‖s̃‖·h·|m''|/2 ≈ 1e-5 relative here;
+    // rounding ε|m|/h ≈ 1e-11: demand 1e-3 relative.
+    let err = rel_err(&rf, &rc);
+    assert!(err < 1e-3, "one-sided vs central: {err}");
+    assert!(err > 0.0, "the two differences are different formulas");
+    // m(x) handed in from a forward made anyway: the same residual.
+    let m0 = f(&x, &y);
+    let reused = first(&forward, Some(&m0));
+    assert!(rel_err(&reused, &rf) < 1e-9);
+    // Full residual: the Laplacian's centre term reuses m(x) too.
+    tch::manual_seed(4);
+    let probes = rademacher(2, &x);
+    let full = opts(Order::Full, Mode::Fd, Laplacian::Hutchinson, 2, 1e-3);
+    let with = |clean: Option<&Tensor>| {
+        let inputs = Inputs {
+            x: &x,
+            y: &y,
+            score: &s,
+            probes: Some(&probes),
+            clean,
+        };
+        residual_of(f, &inputs, &full, false).unwrap().residual
+    };
+    assert!(rel_err(&with(Some(&m0)), &with(None)) < 1e-9);
+}
+
+#[test]
+fn f_batched_hutchinson_equals_k_separate_probes() {
+    let m = smooth_model(Arch::Mlp, vec![6], 3);
+    let x = Tensor::rand([10, 6], F64);
+    let s = score_of(&x);
+    let y = Tensor::from_slice(&[0i64, 1, 2, 0, 1, 2, 0, 1, 2, 0]);
+    let f = |xx: &Tensor, yy: &Tensor| probe_values(&m.forward_t(xx, false), yy, Probe::Margin);
+    tch::manual_seed(8);
+    let k = 4;
+    let probes = rademacher(k, &x);
+    let o = opts(Order::Full, Mode::Autograd, Laplacian::Hutchinson, k, 1e-3);
+    let batched = residual(f, &x, &y, &s, &o, Some(&probes), true).unwrap();
+    // K separate probes, one Hessian–vector product each (the loop).
+    let looped =
+        residual_autograd(&f, &x, &y, &s, Some(&probes), Laplacian::Hutchinson, true).unwrap();
+    let one = ResidualOptions {
+        probes: 1,
+        ..o.clone()
+    };
+    let singles: Vec<Tensor> = (0..k)
+        .map(|i| {
+            let p = probes.narrow(0, i, 1);
+            residual(f, &x, &y, &s, &one, Some(&p), false)
+                .unwrap()
+                .residual
+        })
+        .collect();
+    let mean = Tensor::stack(&singles, 0).mean_dim(0, false, Kind::Double);
+    assert!(rel_err(&batched.residual, &looped.residual) < 1e-12);
+    assert!(rel_err(&batched.residual.detach(), &mean) < 1e-12);
+    // The parameter gradients agree too.
+    let grads = |r: &Tensor| {
+        let p = m.vs.trainable_variables();
+        let refs: Vec<&Tensor> = p.iter().collect();
+        Tensor::run_backward(&[r.square().sum(Kind::Double)], &refs, true, false)
+    };
+    for (a, b) in grads(&batched.residual)
+        .iter()
+        .zip(grads(&looped.residual).iter())
+    {
+        assert!(rel_err(a, b) < 1e-10);
+    }
 }

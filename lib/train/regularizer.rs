@@ -3,6 +3,7 @@
 //! λ·‖θ‖² (TASER Table 1) and the matched isotropic gradient penalty
 //! λ·mean‖∇ₓm‖²; with the score controls `--score-permute` and
 //! `--zero-scores` and the coordinates of `--stein-coordinates`.
+use super::step::Batch;
 use crate::data::augment::CropFlip;
 use crate::data::{Dataset, Task};
 use crate::error::{Error, Result};
@@ -10,7 +11,10 @@ use crate::models::Model;
 use crate::score::file::ScoreFile;
 use crate::score::{self, AnalyticSource, Gaussian, ScoreField};
 use crate::stein::controls::{self, Coordinates, Rescale};
-use crate::stein::{self, Center, Laplacian, Mode, Order, Probe, ResidualOptions};
+use crate::stein::floor::{self, has_batch_norm};
+use crate::stein::{
+    self, Center, Difference, Inputs, Laplacian, Mode, Order, Probe, ResidualOptions,
+};
 use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -91,6 +95,19 @@ pub struct RegArgs {
     /// in normalised units with --stein-coordinates model).
     #[arg(long, default_value_t = 1e-2)]
     pub fd_step: f64,
+    /// fd first-order term: central ‖s̃‖·[m(x+hŝ) − m(x−hŝ)]/2h (O(h²)) or forward
+    /// ‖s̃‖·[m(x+hŝ) − m(x)]/h (O(h)); forward reuses the step's clean forward for m(x)
+    /// when the model has no BatchNorm (pixel coordinates), so the penalty costs one
+    /// extra forward+backward of the batch. The full residual's m(x) is reused likewise.
+    #[arg(long, value_enum, default_value = "central")]
+    #[serde(default)]
+    pub fd_difference: Difference,
+    /// Penalty on a fraction f ∈ (0, 1] of each batch: ⌈f·B⌉ samples drawn without
+    /// replacement from --seed and the step, R rescaled to an unbiased estimate of the
+    /// whole batch's R (variance ≈ (1 − f)/(f·B)·Var((rᵢ − c)²); README, "Speed").
+    #[arg(long, default_value_t = 1.0)]
+    #[serde(default = "full_fraction")]
+    pub stein_fraction: f64,
     /// Steps of the linear λ ramp λ(t) = λ_max·min(1, t/T).
     #[arg(long, default_value_t = 0)]
     pub lambda_warmup_steps: usize,
@@ -112,6 +129,10 @@ pub struct RegArgs {
     /// Training inputs used to estimate the global centre (--center global).
     #[arg(long, default_value_t = 512)]
     pub calibration_size: usize,
+}
+
+fn full_fraction() -> f64 {
+    1.0
 }
 
 /// The regulariser's weight over training (SPEC §2):
@@ -153,6 +174,13 @@ impl RegArgs {
             ));
         }
         self.residual_options().validate(1)?;
+        if !(self.stein_fraction > 0.0 && self.stein_fraction <= 1.0) {
+            return Err(Error::invalid(
+                "--stein-fraction",
+                self.stein_fraction,
+                "must be in (0, 1]",
+            ));
+        }
         self.check_controls()?;
         Ok(LambdaRamp {
             max: self.lambda,
@@ -216,6 +244,7 @@ impl RegArgs {
             laplacian: self.stein_laplacian,
             probes: self.hutchinson_probes,
             fd_step: self.fd_step,
+            difference: self.fd_difference,
         }
     }
 }
@@ -274,6 +303,10 @@ pub struct SteinPenalty {
     /// `--reg grad-norm`: λ·mean‖∇ₓm‖² instead of λ·R.
     pub grad_norm: bool,
     pub coordinates: Coordinates,
+    /// `--stein-fraction` f: the penalty on ⌈f·B⌉ samples of each batch.
+    pub fraction: f64,
+    /// `--seed`, for the samples of `--stein-fraction`.
+    pub seed: u64,
 }
 
 impl Regularizer {
@@ -329,6 +362,8 @@ impl Regularizer {
             control,
             grad_norm,
             coordinates: args.stein_coordinates,
+            fraction: args.stein_fraction,
+            seed,
         }))
     }
 }
@@ -439,32 +474,30 @@ impl SteinPenalty {
         create_graph: bool,
     ) -> Result<stein::Residual> {
         let c = self.coordinated(model, x, indices, aug);
-        let Some(score) = &c.score else {
-            return Err(Error::invalid(
-                "--reg",
-                "grad-norm",
-                "has no Stein residual",
-            ));
-        };
+        let score = c.score.as_ref().ok_or_else(no_residual)?;
         let m = self.probe_fn(model, c.rescale.as_ref(), self.bn_train);
         stein::residual(m, &c.x, y, score, &self.options, None, create_graph)
     }
 
     /// λ(t)·R (or λ(t)·mean‖∇ₓm‖² for `--reg grad-norm`) on the batch
-    /// (augmented by `aug`, if any), and its statistics.
+    /// (augmented by `batch.aug`, if any), and its statistics. `clean_logits`:
+    /// the step's train-mode outputs on `batch.x`, if it made them; fd reuses
+    /// them for m(x) when the model has no BatchNorm (its train and eval
+    /// forwards agree) and the derivatives are in pixel coordinates.
+    /// With `--stein-fraction` f < 1, R is taken on ⌈f·B⌉ samples drawn from
+    /// the seed and `step` (see [`SteinPenalty::fraction_sample`]).
     pub fn term(
         &self,
         model: &Model,
-        x: &Tensor,
-        y: &Tensor,
-        indices: &[i64],
-        aug: Option<&CropFlip>,
+        batch: &Batch,
+        clean_logits: Option<&Tensor>,
         step: usize,
     ) -> Result<(Tensor, SteinStats)> {
         let lambda = self.lambda.at(step);
+        let (x, y) = (batch.x, batch.y);
+        let c = self.coordinated(model, x, batch.indices, batch.aug);
+        let m = self.probe_fn(model, c.rescale.as_ref(), self.bn_train);
         if self.grad_norm {
-            let c = self.coordinated(model, x, indices, aug);
-            let m = self.probe_fn(model, c.rescale.as_ref(), self.bn_train);
             let (_, grad) = controls::input_gradient(m, &c.x, y, true)?;
             let pen = controls::grad_norm_penalty(&grad);
             let stats = SteinStats {
@@ -473,12 +506,41 @@ impl SteinPenalty {
             };
             return Ok((pen * lambda, stats));
         }
-        let r = self.residual(model, x, y, indices, aug, true)?.residual;
-        let pen = stein::penalty(&r, self.center, self.detach_mean, self.global_center);
+        let score = c.score.as_ref().ok_or_else(no_residual)?;
+        let reuse = self.options.mode == Mode::Fd
+            && c.rescale.is_none()
+            && !self.bn_train
+            && !has_batch_norm(model);
+        let clean = clean_logits
+            .filter(|_| reuse)
+            .map(|z| stein::probe_values(z, y, self.probe));
+        let b = x.size()[0];
+        let keep = floor::fraction_sample(self.fraction, self.seed, b, step, x.device());
+        let sub = |t: &Tensor| match &keep {
+            Some(k) => t.index_select(0, k),
+            None => t.shallow_clone(),
+        };
+        let (xs, ys, ss, cs) = (sub(&c.x), sub(y), sub(score), clean.as_ref().map(sub));
+        let inputs = Inputs {
+            x: &xs,
+            y: &ys,
+            score: &ss,
+            probes: None,
+            clean: cs.as_ref(),
+        };
+        let r = stein::residual_of(m, &inputs, &self.options, true)?.residual;
+        let n = xs.size()[0];
+        let correction = floor::fraction_correction(n, b, self.center);
+        let pen =
+            stein::penalty(&r, self.center, self.detach_mean, self.global_center) * correction;
         let rd = r.detach().to_kind(Kind::Double);
+        let scale = b as f64 / n as f64;
         let stats = SteinStats {
             penalty: pen.detach().to_kind(Kind::Double),
-            residual_sums: Some([rd.sum(Kind::Double), rd.square().sum(Kind::Double)]),
+            residual_sums: Some([
+                rd.sum(Kind::Double) * scale,
+                rd.square().sum(Kind::Double) * scale,
+            ]),
         };
         Ok((pen * lambda, stats))
     }
@@ -518,6 +580,11 @@ impl SteinPenalty {
         self.global_center = total / k as f64;
         Ok(self.global_center)
     }
+}
+
+/// The error of asking the gradient penalty for a residual.
+fn no_residual() -> Error {
+    Error::invalid("--reg", "grad-norm", "has no Stein residual")
 }
 
 /// λ·‖θ‖² over the trainable parameters.
@@ -590,6 +657,7 @@ mod tests {
                 laplacian,
                 probes: 1,
                 fd_step: 1e-3,
+                difference: Difference::Central,
             },
             probe: Probe::Margin,
             center: Center::Batch,
@@ -600,6 +668,8 @@ mod tests {
             control,
             grad_norm: false,
             coordinates: Coordinates::Pixel,
+            fraction: 1.0,
+            seed: 0,
         }
     }
 
@@ -689,5 +759,86 @@ mod tests {
             s2 * s2 * pp
         );
         assert!((pm - s2 * s2 * pp).abs() < 1e-9 * pm);
+    }
+
+    #[test]
+    fn a_fraction_of_the_batch_estimates_the_whole_batch_penalty_without_bias() {
+        let m = model(0.4, 0.3);
+        tch::manual_seed(2);
+        let b = 40i64;
+        let x = Tensor::rand([b, 1, 2, 2], (Kind::Double, Device::Cpu));
+        let y = Tensor::arange(b, (Kind::Int64, Device::Cpu)).remainder(3);
+        let idx: Vec<i64> = (0..b).collect();
+        let batch = Batch {
+            x: &x,
+            y: &y,
+            indices: &idx,
+            aug: None,
+        };
+        let field = || Some(Box::new(IndexField(vec![1, 2, 2])) as Box<dyn ScoreField>);
+        for center in [Center::Batch, Center::None] {
+            let mut p = penalty(field(), ScoreControl::None, Laplacian::Exact);
+            p.options.order = Order::FirstOrder;
+            p.center = center;
+            let pen = |p: &SteinPenalty, step| {
+                p.term(&m, &batch, None, step)
+                    .unwrap()
+                    .1
+                    .penalty
+                    .double_value(&[])
+            };
+            let whole = pen(&p, 0);
+            p.fraction = 0.25;
+            p.seed = 7;
+            let draws: Vec<f64> = (0..600).map(|t| pen(&p, t)).collect();
+            let n = draws.len() as f64;
+            let mean = draws.iter().sum::<f64>() / n;
+            let sd = (draws.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+            let se = sd / n.sqrt();
+            println!(
+                "{center:?}: R {whole:.6e}, fraction mean {mean:.6e} ± {se:.2e} (sd {sd:.2e})"
+            );
+            assert!(se > 0.0, "subsets should differ between steps");
+            // Unbiased: the mean of 600 draws within 4 standard errors of R.
+            assert!(
+                (mean - whole).abs() < 4.0 * se,
+                "{center:?}: {mean} vs {whole}"
+            );
+            // Same seed and step → same subset and value.
+            assert_eq!(pen(&p, 3), draws[3]);
+        }
+    }
+
+    #[test]
+    fn one_sided_fd_reusing_the_clean_logits_agrees_with_central_fd() {
+        let m = model(0.4, 0.3);
+        assert!(!has_batch_norm(&m));
+        let x = Tensor::rand([8, 1, 2, 2], (Kind::Double, Device::Cpu));
+        let y = Tensor::from_slice(&[0i64, 1, 2, 0, 1, 2, 0, 1]);
+        let idx: Vec<i64> = (0..8).collect();
+        let batch = Batch {
+            x: &x,
+            y: &y,
+            indices: &idx,
+            aug: None,
+        };
+        let field = || Some(Box::new(IndexField(vec![1, 2, 2])) as Box<dyn ScoreField>);
+        let mut p = penalty(field(), ScoreControl::None, Laplacian::Exact);
+        p.options.order = Order::FirstOrder;
+        p.options.mode = Mode::Fd;
+        p.options.fd_step = 1e-5;
+        let central = p.term(&m, &batch, None, 0).unwrap().0;
+        p.options.difference = Difference::Forward;
+        let before = m.forward_calls();
+        let clean = m.forward_t(&x, true);
+        let one_sided = p.term(&m, &batch, Some(&clean), 0).unwrap().0;
+        assert_eq!(
+            m.forward_calls() - before,
+            2,
+            "one forward for the step, one for x + hŝ"
+        );
+        let (c, o) = (central.double_value(&[]), one_sided.double_value(&[]));
+        // O(h) truncation at h = 1e-5: 1e-3 relative.
+        assert!((c - o).abs() < 1e-3 * c.abs(), "{o} vs {c}");
     }
 }

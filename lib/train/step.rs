@@ -158,7 +158,7 @@ pub fn train_step(
         Regularizer::None => loss,
         Regularizer::L2 { lambda } => loss + l2_term(model, *lambda),
         Regularizer::Stein(p) => {
-            let (term, stats) = p.term(model, x, y, batch.indices, batch.aug, step)?;
+            let (term, stats) = p.term(model, batch, base.clean_logits.as_ref(), step)?;
             stein = Some(stats);
             loss + term
         }

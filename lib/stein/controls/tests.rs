@@ -1,6 +1,6 @@
 //! Closed-form checks of the controls (issue 15's acceptance).
 use super::*;
-use crate::stein::{Mode, Residual};
+use crate::stein::{Difference, Mode, Residual};
 use tch::Device;
 
 const F64: (Kind, Device) = (Kind::Double, Device::Cpu);
@@ -12,6 +12,7 @@ fn opts(laplacian: Laplacian, probes: i64) -> ResidualOptions {
         laplacian,
         probes,
         fd_step: 1e-3,
+        difference: Difference::Central,
     }
 }
 

@@ -1,0 +1,167 @@
+"""PyTorch side of `make bench`'s side-by-side training-step table.
+
+The same models (lib/models: cnn-small, kuangliu's CIFAR ResNet-18), the same
+step (SGD momentum 0.9, weight decay 5e-4, lr 0.01, cross-entropy on the
+train-mode forward) and the same TASER variants as benches/train_step.rs:
+penalty λ·R with R = mean((r − mean r)²), r the residual of the smooth margin
+m = LSE_{j≠y} z_j − z_y, scores of N(0, I) (s̃ = −x), BatchNorm in eval mode
+for the penalty, fd step h = 1e-2, Hutchinson K = 1.
+
+Runs as a server so that the Rust bench can interleave rows: it reads lines
+`MODEL VARIANT BATCH C H W CLASSES STEPS THREADS` on stdin and answers each
+with the mean ms per step (after 2 warm-up steps).
+"""
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class CnnSmall(nn.Module):
+    def __init__(self, c, h, w, classes):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+        self.conv3 = nn.Conv2d(64, 128, 3, padding=1)
+        self.fc1 = nn.Linear(128 * (h // 4) * (w // 4), 256)
+        self.fc2 = nn.Linear(256, classes)
+
+    def forward(self, x):
+        h = F.relu(self.conv1(x))
+        h = F.max_pool2d(F.relu(self.conv2(h)), 2)
+        h = F.max_pool2d(F.relu(self.conv3(h)), 2)
+        return self.fc2(F.relu(self.fc1(h.flatten(1))))
+
+
+class Block(nn.Module):
+    def __init__(self, c_in, c_out, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+                                          nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    def __init__(self, c, classes):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, 64, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        layers, c_in = [], 64
+        for c_out, stride in [(64, 1), (128, 2), (256, 2), (512, 2)]:
+            for i in range(2):
+                layers.append(Block(c_in, c_out, stride if i == 0 else 1))
+                c_in = c_out
+        self.layers = nn.Sequential(*layers)
+        self.linear = nn.Linear(512, classes)
+
+    def forward(self, x):
+        h = self.layers(F.relu(self.bn1(self.conv1(x))))
+        return self.linear(F.adaptive_avg_pool2d(h, 1).flatten(1))
+
+
+class Normalised(nn.Module):
+    """z = (x − 0.5)/0.25 per channel, as the bench's Rust models."""
+
+    def __init__(self, body):
+        super().__init__()
+        self.body = body
+
+    def forward(self, x):
+        return self.body((x - 0.5) / 0.25)
+
+
+def margin(z, y):
+    z_y = z.gather(1, y[:, None])[:, 0]
+    other = z.scatter(1, y[:, None], float("-inf"))
+    return torch.logsumexp(other, 1) - z_y
+
+
+def per_sample(t):
+    return t.flatten(1).sum(1)
+
+
+def eval_bn(model):
+    """BatchNorm in eval mode for the penalty's forward (the suite's --stein-bn eval)."""
+    class Ctx:
+        def __enter__(self):
+            model.eval()
+
+        def __exit__(self, *a):
+            model.train()
+    return Ctx()
+
+
+def residual(model, x, y, s, variant, h=1e-2):
+    order, mode = variant.split("-")[0], variant.split("-")[1]
+    with eval_bn(model):
+        if mode == "autograd":
+            xg = x.detach().requires_grad_(True)
+            m = margin(model(xg), y)
+            (g,) = torch.autograd.grad(m.sum(), xg, create_graph=True)
+            r = per_sample(g * s)
+            if order == "full":
+                v = torch.randint(0, 2, x.shape, dtype=x.dtype) * 2 - 1
+                (hv,) = torch.autograd.grad((g * v).sum(), xg, create_graph=True)
+                r = r + per_sample(hv * v)
+            return r
+        b = x.shape[0]
+        sn = per_sample(s * s).sqrt()
+        shat = s / sn.clamp_min(1e-30).view(-1, *([1] * (x.dim() - 1)))
+        if order == "first":
+            # The two-copy central difference in one batched forward.
+            m = margin(model(torch.cat([x + h * shat, x - h * shat])), y.repeat(2)).view(2, b)
+            return (m[0] - m[1]) * sn / (2 * h)
+        v = torch.randint(0, 2, x.shape, dtype=x.dtype) * 2 - 1
+        vn2 = per_sample(v * v)
+        u = v / vn2.sqrt().view(-1, *([1] * (x.dim() - 1)))
+        m = margin(model(torch.cat([x, x + h * shat, x - h * shat, x + h * u, x - h * u])),
+                   y.repeat(5)).view(5, b)
+        return (m[1] - m[2]) * sn / (2 * h) + (m[3] - 2 * m[0] + m[4]) / h ** 2 * vn2
+
+
+def step(model, opt, x, y, variant):
+    loss = F.cross_entropy(model(x), y)
+    if variant != "alone":
+        r = residual(model, x, y, -x, variant)
+        loss = loss + ((r - r.mean()) ** 2).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+def time_row(arch, variant, batch, c, h, w, classes, steps):
+    torch.manual_seed(0)
+    body = CnnSmall(c, h, w, classes) if arch == "cnn-small" else ResNet18(c, classes)
+    model = Normalised(body).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    x = torch.rand(batch, c, h, w)
+    y = torch.randint(0, classes, (batch,))
+    for _ in range(2):
+        step(model, opt, x, y, variant)
+    t = time.perf_counter()
+    for _ in range(steps):
+        step(model, opt, x, y, variant)
+    return (time.perf_counter() - t) / steps * 1e3
+
+
+def main():
+    for line in sys.stdin:
+        arch, variant, *nums = line.split()
+        batch, c, h, w, classes, steps, threads = map(int, nums)
+        torch.set_num_threads(threads)
+        print(f"{time_row(arch, variant, batch, c, h, w, classes, steps):.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
