@@ -990,7 +990,9 @@ fn run_one_of_a_fine_tune_trains_its_base_first_and_a_second_reuses_it() {
     );
     let c = sweep(None, &["collect", s(&out)]);
     assert!(
-        stdout(&c).contains("jobs = 2") && stdout(&c).contains("ok = 2"),
+        stdout(&c).contains("jobs = 3")
+            && stdout(&c).contains("ok = 2")
+            && stdout(&c).contains("pending = 1"),
         "{}",
         stdout(&c)
     );
@@ -999,7 +1001,11 @@ fn run_one_of_a_fine_tune_trains_its_base_first_and_a_second_reuses_it() {
         .iter()
         .map(|r| (r["stage"].as_str(), r["status"].as_str()))
         .collect();
-    // The baseline evaluation (index 0) was not asked for.
-    assert_eq!(status, [("finetune", "ok"), ("finetune", "ok")]);
-    assert_eq!(rows[0]["index"], "1");
+    // The baseline evaluation (index 0) was not asked for: collect counts
+    // it as pending (run-one writes every point's config.json).
+    assert_eq!(
+        status,
+        [("base", "pending"), ("finetune", "ok"), ("finetune", "ok")]
+    );
+    assert_eq!(rows[1]["index"], "1");
 }
