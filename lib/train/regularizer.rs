@@ -673,6 +673,21 @@ mod tests {
         }
     }
 
+    /// A batch of every sample of `x` (indices 0..B), without augmentation.
+    fn whole_batch<'a>(x: &'a Tensor, y: &'a Tensor, idx: &'a [i64]) -> Batch<'a> {
+        Batch {
+            x,
+            y,
+            indices: idx,
+            aug: None,
+        }
+    }
+
+    /// A score field whose score of sample i is i + 1 on a 1×2×2 input.
+    fn index_field() -> Option<Box<dyn ScoreField>> {
+        Some(Box::new(IndexField(vec![1, 2, 2])))
+    }
+
     #[test]
     fn permuted_scores_keep_their_multiset_and_come_from_another_sample() {
         let n = 300;
@@ -732,9 +747,8 @@ mod tests {
         let x = Tensor::rand([8, 1, 2, 2], (Kind::Double, Device::Cpu));
         let y = Tensor::from_slice(&[0i64, 1, 2, 0, 1, 2, 0, 1]);
         let idx: Vec<i64> = (0..8).collect();
-        let field = || Some(Box::new(IndexField(vec![1, 2, 2])) as Box<dyn ScoreField>);
-        let pixel = penalty(field(), ScoreControl::None, Laplacian::Exact);
-        let mut model_c = penalty(field(), ScoreControl::None, Laplacian::Exact);
+        let pixel = penalty(index_field(), ScoreControl::None, Laplacian::Exact);
+        let mut model_c = penalty(index_field(), ScoreControl::None, Laplacian::Exact);
         model_c.coordinates = Coordinates::Model;
         let rp = pixel
             .residual(&m, &x, &y, &idx, None, false)
@@ -769,15 +783,9 @@ mod tests {
         let x = Tensor::rand([b, 1, 2, 2], (Kind::Double, Device::Cpu));
         let y = Tensor::arange(b, (Kind::Int64, Device::Cpu)).remainder(3);
         let idx: Vec<i64> = (0..b).collect();
-        let batch = Batch {
-            x: &x,
-            y: &y,
-            indices: &idx,
-            aug: None,
-        };
-        let field = || Some(Box::new(IndexField(vec![1, 2, 2])) as Box<dyn ScoreField>);
+        let batch = whole_batch(&x, &y, &idx);
         for center in [Center::Batch, Center::None] {
-            let mut p = penalty(field(), ScoreControl::None, Laplacian::Exact);
+            let mut p = penalty(index_field(), ScoreControl::None, Laplacian::Exact);
             p.options.order = Order::FirstOrder;
             p.center = center;
             let pen = |p: &SteinPenalty, step| {
@@ -816,14 +824,8 @@ mod tests {
         let x = Tensor::rand([8, 1, 2, 2], (Kind::Double, Device::Cpu));
         let y = Tensor::from_slice(&[0i64, 1, 2, 0, 1, 2, 0, 1]);
         let idx: Vec<i64> = (0..8).collect();
-        let batch = Batch {
-            x: &x,
-            y: &y,
-            indices: &idx,
-            aug: None,
-        };
-        let field = || Some(Box::new(IndexField(vec![1, 2, 2])) as Box<dyn ScoreField>);
-        let mut p = penalty(field(), ScoreControl::None, Laplacian::Exact);
+        let batch = whole_batch(&x, &y, &idx);
+        let mut p = penalty(index_field(), ScoreControl::None, Laplacian::Exact);
         p.options.order = Order::FirstOrder;
         p.options.mode = Mode::Fd;
         p.options.fd_step = 1e-5;
