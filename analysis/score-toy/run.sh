@@ -7,7 +7,16 @@
 #             per step), beside R_SCORE^l2 and both objectives with SE.
 # (l1 is not run: in the class-1 convention it is the same objective as l2.)
 # Finished runs are skipped (--resume), so an interrupted report resumes.
+#
+# Reproducible across machines: the runs' numbers hang on MKL's and ATen's
+# run-time choice of CPU code path (AVX2, AVX-512, AMX), not only on the
+# seeds and the one thread each run uses — on one machine
+# MKL_ENABLE_INSTRUCTIONS=AVX2 alone moves a 6-draw R_Madry gap from 0.0612
+# to 0.0630. So both are pinned to AVX2 (MKL's conditional numerical
+# reproducibility, ATen's kernel set), which any x86-64 CPU of the last
+# decade runs.
 set -euo pipefail
+export MKL_CBWR=AVX2 ATEN_CPU_CAPABILITY=avx2
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 bin="$root/target/release"
 runs="${RUNS:-$root/runs/score-toy}"
