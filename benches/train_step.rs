@@ -130,6 +130,7 @@ fn time_steps(
         regularizer: &reg,
         awp_gamma: None,
         teacher: None,
+        precision: Default::default(),
     };
     let batch = Batch {
         x: &x,
