@@ -224,13 +224,7 @@ fn real_main(args: Args) -> anyhow::Result<Status> {
             };
             println!("rank host local_rank launcher_local_rank visible_gpus device");
             for r in &ranks {
-                let launcher = r
-                    .launcher_local_rank
-                    .map_or("-".to_string(), |l| l.to_string());
-                println!(
-                    "{} {} {} {launcher} {} {}",
-                    r.rank, r.host, r.local_rank, r.visible, r.device
-                );
+                println!("{r}");
             }
             let problems = sweep::devices::problems(&ranks);
             for p in &problems {

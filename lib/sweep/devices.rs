@@ -23,17 +23,22 @@ pub struct RankDevice {
     pub device: String,
 }
 
-impl RankDevice {
-    fn encode(&self) -> String {
+/// `rank host local_rank launcher_local_rank visible device` (`-` for no
+/// launcher rank): what `sweep devices` prints and ranks send to rank 0.
+impl std::fmt::Display for RankDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let launcher = self
             .launcher_local_rank
             .map_or("-".to_string(), |l| l.to_string());
-        format!(
+        write!(
+            f,
             "{} {} {} {launcher} {} {}",
             self.rank, self.host, self.local_rank, self.visible, self.device
         )
     }
+}
 
+impl RankDevice {
     fn decode(line: &str) -> Option<RankDevice> {
         let f: Vec<&str> = line.split_whitespace().collect();
         let [rank, host, local, launcher, visible, device] = f.as_slice() else {
@@ -84,7 +89,7 @@ pub fn gather(spec: &str) -> Result<Option<Vec<RankDevice>>> {
     if rank != 0 {
         world
             .process_at_rank(0)
-            .send_with_tag(me.encode().as_bytes(), TAG);
+            .send_with_tag(me.to_string().as_bytes(), TAG);
         return Ok(None);
     }
     let mut all = vec![me];
@@ -160,7 +165,7 @@ mod tests {
     #[test]
     fn a_line_round_trips_and_good_layouts_pass() {
         let r = rank(3, "node-a", 1, 4, "cuda:1");
-        assert_eq!(RankDevice::decode(&r.encode()), Some(r));
+        assert_eq!(RankDevice::decode(&r.to_string()), Some(r));
         let two_nodes = [
             rank(0, "a", 0, 2, "cuda:0"),
             rank(1, "a", 1, 2, "cuda:1"),

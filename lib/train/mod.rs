@@ -208,6 +208,23 @@ mod tests {
         Cli::try_parse_from(full).unwrap().cfg
     }
 
+    /// The step loss of `cfg`'s method on `task` with `reg`, without AWP
+    /// or a teacher.
+    fn objective<'a>(
+        cfg: &TrainConfig,
+        task: crate::data::Task,
+        settings: &'a method::MethodSettings,
+        reg: &'a Regularizer,
+    ) -> StepLoss<'a> {
+        StepLoss {
+            base: BaseLoss::Method { task, settings },
+            regularizer: reg,
+            awp_gamma: None,
+            teacher: None,
+            precision: cfg.compute.step_precision(),
+        }
+    }
+
     /// One step of a fresh tanh mlp on toy data; returns the forward passes
     /// made and the parameters after the step.
     fn one_step(args: &[&str]) -> (usize, Vec<Tensor>) {
@@ -229,16 +246,7 @@ mod tests {
             .robust
             .resolve(cfg.method, data.name, data.task, data.num_outputs, 1)
             .unwrap();
-        let objective = StepLoss {
-            base: BaseLoss::Method {
-                task: data.task,
-                settings: &settings,
-            },
-            regularizer: &reg,
-            awp_gamma: None,
-            teacher: None,
-            precision: cfg.compute.step_precision(),
-        };
+        let objective = objective(&cfg, data.task, &settings, &reg);
         let batch = Batch {
             x: &x,
             y: &y,
@@ -353,16 +361,7 @@ mod tests {
                 shape.iter().product::<i64>() as usize,
             )
             .unwrap();
-        let objective = StepLoss {
-            base: BaseLoss::Method {
-                task: data.task,
-                settings: &settings,
-            },
-            regularizer: &reg,
-            awp_gamma: None,
-            teacher: None,
-            precision: cfg.compute.step_precision(),
-        };
+        let objective = objective(&cfg, data.task, &settings, &reg);
         let idx: Vec<i64> = (0..16).collect();
         let batch = Batch {
             x: &data.train.x,
