@@ -169,12 +169,13 @@ if [ -z "$bench" ] || [ ! -x "$bench" ]; then
   failed=1
 else
   export TASER_PYTHON="$py" TASER_BENCH_PY="$root/benches/train_step.py" TASER_DATA_DIR="$digits"
-  bench_args=(--device "$device" --steps "$steps" --batch "$bench_batch" --cnn-batch "$cnn_batch")
-  step "bench side by side, f32" bench-f32 "$bench" "${bench_args[@]}" --side-by-side
+  bench_args=(--device "$device" --batch "$bench_batch" --cnn-batch "$cnn_batch")
+  step "bench side by side, f32" bench-f32 "$bench" "${bench_args[@]}" --steps "$steps" --side-by-side
   step "bench side by side, resnet18, bf16 + channels-last" bench-bf16-cl "$bench" "${bench_args[@]}" \
-    --side-by-side --models resnet18 --precision bf16 --memory-format channels-last
+    --steps "$steps" --side-by-side --models resnet18 --precision bf16 --memory-format channels-last
+  # PGD-AT steps cost 11 forward/backward passes: half the timed steps.
   step "bench $adv_model, PGD-AT ± TASER (suite)" bench-adv "$bench" "${bench_args[@]}" \
-    --methods pgd-at --models "$adv_model"
+    --steps $(( steps > 1 ? steps / 2 : 1 )) --methods pgd-at --models "$adv_model"
 fi
 # Side-by-side rows: | model | batch | variant | suite | PyTorch | ratio | × alone |
 # (`echo $x` trims the cells' spaces.)
