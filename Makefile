@@ -17,7 +17,7 @@ export TASER_PYTHON                  := $(PY)
 export OMPI_ALLOW_RUN_AS_ROOT        := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: setup system-deps venv data build demo test slurm-test lint bench dist clean toy-table1 score-toy digits-methods digits-taser-study score-table1-digits
+.PHONY: setup system-deps venv data build demo test slurm-test lint bench dist gpu-check clean toy-table1 score-toy digits-methods digits-taser-study score-table1-digits
 
 ## setup: system libraries (if missing), .venv with torch, digits and mnist-5k data, release binaries. Idempotent.
 setup: system-deps venv data build
@@ -65,8 +65,10 @@ demo: setup
 
 ## test: unit and integration tests (release profile, shares the setup build). slurm-test is not part
 ## of it yet: its preemption and time-limit scenarios depend on the jobs outlasting the signals, and
-## on a quiet machine the tiny grids finish first (run it with `make slurm-test`).
+## on a quiet machine the tiny grids finish first (run it with `make slurm-test`). The train_step bench
+## is built first: tests/gpu_check.rs runs scripts/gpu-check.sh --device cpu --quick with it.
 test: setup
+	cargo bench --no-run --quiet --bench train_step
 	cargo test --release --no-fail-fast -- --test-threads=1
 
 ## slurm-test: both sbatch scripts on a throw-away single-node Slurm (installed with apt-get when
@@ -114,9 +116,18 @@ lint: venv
 	cargo fmt --check
 	cargo clippy --release --all-targets --quiet -- -D warnings
 
-## dist: the binaries plus the shared libraries a GPU node may lack (DESIGN.md, GPU nodes).
+## dist: the binaries plus the shared libraries a GPU node may lack (DESIGN.md, GPU nodes), and
+## what gpu-check needs (the train_step bench binary, its Python side, digits, the scripts).
 dist: build
-	@bash scripts/make-dist.sh $(BIN) $(CURDIR)/dist
+	@bash scripts/make-dist.sh $(BIN) $(CURDIR)/dist "$$(bash scripts/bench-binary.sh)"
+
+## gpu-check: dist, then dist/scripts/gpu-check.sh (on a GPU node without Rust: copy dist/ and run
+## `bash dist/scripts/gpu-check.sh`): CUDA visible, ranks → node-local GPU, resnet18 1 epoch standard
+## / + TASER / bf16 / channels-last on CIFAR-shaped data, AutoAttack on 64 points, the side-by-side
+## bench rows on the GPU; one table (< 8 min on one H100/H200). GPU_CHECK_ARGS="--device cpu --quick".
+GPU_CHECK_ARGS ?= --device cuda:0
+gpu-check: dist
+	bash dist/scripts/gpu-check.sh $(GPU_CHECK_ARGS)
 
 clean:
 	cargo clean

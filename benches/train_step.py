@@ -8,8 +8,13 @@ m = LSE_{j≠y} z_j − z_y, scores of N(0, I) (s̃ = −x), BatchNorm in eval m
 for the penalty, fd step h = 1e-2, Hutchinson K = 1.
 
 Runs as a server so that the Rust bench can interleave rows: it reads lines
-`MODEL VARIANT BATCH C H W CLASSES STEPS THREADS` on stdin and answers each
-with the mean ms per step (after 2 warm-up steps).
+`MODEL VARIANT BATCH C H W CLASSES STEPS THREADS [DEVICE PRECISION FORMAT]`
+on stdin and answers each with the mean ms per step (after 2 warm-up steps).
+DEVICE is cpu or cuda:N (default cpu; CUDA timings synchronise before the
+clock stops), PRECISION f32 or bf16 (torch.autocast with bfloat16 around the
+cross-entropy's forward, the penalty in f32, as the suite's --precision bf16),
+FORMAT contiguous or channels-last (model and input in
+torch.channels_last, as the suite's --memory-format channels-last).
 """
 import sys
 import time
@@ -102,6 +107,10 @@ def eval_bn(model):
     return Ctx()
 
 
+def rademacher(x):
+    return torch.randint(0, 2, x.shape, dtype=x.dtype, device=x.device) * 2 - 1
+
+
 def residual(model, x, y, s, variant, h=1e-2):
     order, mode = variant.split("-")[0], variant.split("-")[1]
     with eval_bn(model):
@@ -111,7 +120,7 @@ def residual(model, x, y, s, variant, h=1e-2):
             (g,) = torch.autograd.grad(m.sum(), xg, create_graph=True)
             r = per_sample(g * s)
             if order == "full":
-                v = torch.randint(0, 2, x.shape, dtype=x.dtype) * 2 - 1
+                v = rademacher(x)
                 (hv,) = torch.autograd.grad((g * v).sum(), xg, create_graph=True)
                 r = r + per_sample(hv * v)
             return r
@@ -122,7 +131,7 @@ def residual(model, x, y, s, variant, h=1e-2):
             # The two-copy central difference in one batched forward.
             m = margin(model(torch.cat([x + h * shat, x - h * shat])), y.repeat(2)).view(2, b)
             return (m[0] - m[1]) * sn / (2 * h)
-        v = torch.randint(0, 2, x.shape, dtype=x.dtype) * 2 - 1
+        v = rademacher(x)
         vn2 = per_sample(v * v)
         u = v / vn2.sqrt().view(-1, *([1] * (x.dim() - 1)))
         m = margin(model(torch.cat([x, x + h * shat, x - h * shat, x + h * u, x - h * u])),
@@ -130,8 +139,9 @@ def residual(model, x, y, s, variant, h=1e-2):
         return (m[1] - m[2]) * sn / (2 * h) + (m[3] - 2 * m[0] + m[4]) / h ** 2 * vn2
 
 
-def step(model, opt, x, y, variant):
-    loss = F.cross_entropy(model(x), y)
+def step(model, opt, x, y, variant, bf16=False):
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        loss = F.cross_entropy(model(x), y)
     if variant != "alone":
         r = residual(model, x, y, -x, variant)
         loss = loss + ((r - r.mean()) ** 2).mean()
@@ -140,27 +150,39 @@ def step(model, opt, x, y, variant):
     opt.step()
 
 
-def time_row(arch, variant, batch, c, h, w, classes, steps):
+def time_row(arch, variant, batch, c, h, w, classes, steps, device="cpu", precision="f32",
+             memory_format="contiguous"):
     torch.manual_seed(0)
+    device = torch.device(device)
+    fmt = torch.channels_last if memory_format == "channels-last" else torch.contiguous_format
     body = CnnSmall(c, h, w, classes) if arch == "cnn-small" else ResNet18(c, classes)
-    model = Normalised(body).train()
+    model = Normalised(body).to(device, memory_format=fmt).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    x = torch.rand(batch, c, h, w)
-    y = torch.randint(0, classes, (batch,))
+    x = torch.rand(batch, c, h, w, device=device).contiguous(memory_format=fmt)
+    y = torch.randint(0, classes, (batch,), device=device)
+    bf16 = precision == "bf16"
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     for _ in range(2):
-        step(model, opt, x, y, variant)
+        step(model, opt, x, y, variant, bf16)
+    sync()
     t = time.perf_counter()
     for _ in range(steps):
-        step(model, opt, x, y, variant)
+        step(model, opt, x, y, variant, bf16)
+    sync()
     return (time.perf_counter() - t) / steps * 1e3
 
 
 def main():
     for line in sys.stdin:
-        arch, variant, *nums = line.split()
-        batch, c, h, w, classes, steps, threads = map(int, nums)
+        arch, variant, *rest = line.split()
+        batch, c, h, w, classes, steps, threads = map(int, rest[:7])
         torch.set_num_threads(threads)
-        print(f"{time_row(arch, variant, batch, c, h, w, classes, steps):.3f}", flush=True)
+        ms = time_row(arch, variant, batch, c, h, w, classes, steps, *rest[7:])
+        print(f"{ms:.3f}", flush=True)
 
 
 if __name__ == "__main__":

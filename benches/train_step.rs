@@ -4,13 +4,21 @@
 //! each as a ratio to standard training. Prints a table; asserts nothing.
 //!
 //! Options: --device auto|cpu|cuda:N, --steps N (timed steps per row),
-//! --batch N (resnet18 batch; default 256 on CUDA, 32 on CPU).
+//! --batch N (resnet18 batch; default 256 on CUDA, 32 on CPU),
+//! --cnn-batch N (cnn-small batch; default 256),
+//! --precision f32|bf16 and --memory-format contiguous|channels-last (as
+//! `train`'s; the penalty stays f32), --models cnn-small,resnet18 and
+//! --methods standard,pgd-at,trades,mart (rows to run; default all),
+//! --side-by-side (against benches/train_step.py, or the script named by
+//! TASER_BENCH_PY, run by TASER_PYTHON). Digits are read from
+//! TASER_DATA_DIR when set (else the repository's data/cache).
 use clap::Parser;
 #[path = "cli.rs"]
 mod cli;
 
 use std::time::Instant;
 use taser::data::{self, Dataset, DatasetName, Split, Task};
+use taser::device::{MemoryFormat, Precision};
 use taser::models::{Activation, Arch, Model, ModelSpec};
 use taser::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use taser::score::Gaussian;
@@ -18,7 +26,7 @@ use taser::stein::controls::Coordinates;
 use taser::stein::{Center, Difference, Laplacian, Mode, Order, Probe, ResidualOptions};
 use taser::train::method::{MethodArgs, MethodSettings};
 use taser::train::regularizer::{LambdaRamp, Regularizer, ScoreControl, SteinPenalty};
-use taser::train::step::BaseLoss;
+use taser::train::step::{BaseLoss, StepPrecision};
 use taser::train::{train_step, Batch, Method, StepLoss};
 use tch::{Device, Kind, Tensor};
 
@@ -26,15 +34,44 @@ struct Opts {
     device: Device,
     steps: usize,
     batch: Option<i64>,
+    cnn_batch: i64,
+    precision: Precision,
+    format: MemoryFormat,
+    /// Model names to run (cnn-small, resnet18).
+    models: Vec<String>,
+    /// Methods to run (standard, pgd-at, trades, mart).
+    methods: Vec<String>,
 }
 
 fn parse() -> Opts {
+    use clap::ValueEnum;
     let device = cli::device();
+    let choice = |flag: &str, default: &str| cli::flag_value(flag).unwrap_or(default.into());
     Opts {
         device,
         steps: cli::number("--steps", if device.is_cuda() { 20 } else { 3 }),
         batch: cli::flag_value("--batch").map(|s| s.parse().expect("--batch")),
+        cnn_batch: cli::number("--cnn-batch", 256),
+        precision: Precision::from_str(&choice("--precision", "f32"), true).expect("--precision"),
+        format: MemoryFormat::from_str(&choice("--memory-format", "contiguous"), true)
+            .expect("--memory-format"),
+        models: list_flag("--models", "cnn-small,resnet18"),
+        methods: list_flag("--methods", "standard,pgd-at,trades,mart"),
     }
+}
+
+/// A comma-separated list flag, or `default` when absent.
+fn list_flag(flag: &str, default: &str) -> Vec<String> {
+    cli::flag_value(flag)
+        .unwrap_or_else(|| default.into())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .collect()
+}
+
+/// How the rows compute, for the tables' headers.
+fn compute_label(o: &Opts) -> String {
+    format!("{:?}, {:?}", o.precision, o.format).to_lowercase()
 }
 
 fn sync(device: Device) {
@@ -75,7 +112,8 @@ fn time_steps(
 ) -> f64 {
     tch::manual_seed(0);
     let c = spec.input_shape[0] as usize;
-    let model = Model::new(spec, o.device, &vec![0.5; c], &vec![0.25; c]).unwrap();
+    let mut model = Model::new(spec, o.device, &vec![0.5; c], &vec![0.25; c]).unwrap();
+    model.set_memory_format(o.format).unwrap();
     let cfg = OptimizerConfig {
         kind: OptimizerKind::Sgd,
         momentum: 0.9,
@@ -130,6 +168,10 @@ fn time_steps(
         regularizer: &reg,
         awp_gamma: None,
         teacher: None,
+        precision: StepPrecision {
+            base: o.precision,
+            penalty: Precision::F32,
+        },
     };
     let batch = Batch {
         x: &x,
@@ -194,7 +236,8 @@ fn side_by_side(digits: &Dataset, cifar_like: &Dataset, batch: i64, o: &Opts) {
     tch::set_num_threads(threads);
     let python = std::env::var("TASER_PYTHON")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python").into());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/train_step.py");
+    let script = std::env::var("TASER_BENCH_PY")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/benches/train_step.py").into());
     let mut child = std::process::Command::new(python)
         .arg(script)
         .stdin(std::process::Stdio::piped())
@@ -203,17 +246,23 @@ fn side_by_side(digits: &Dataset, cifar_like: &Dataset, batch: i64, o: &Opts) {
         .expect("start benches/train_step.py with TASER_PYTHON");
     let mut to_py = child.stdin.take().unwrap();
     let mut from_py = BufReader::new(child.stdout.take().unwrap());
+    let device = taser::device::device_name(o.device);
     println!(
-        "side by side, CPU, {threads} thread(s) each, standard training (SGD), {} timed steps per row after 2 warm-up steps, fd step 1e-2, K = 1",
+        "side by side, {device} ({}), {threads} CPU thread(s) each, standard training (SGD), {} timed steps per row after 2 warm-up steps, fd step 1e-2, K = 1",
+        compute_label(o),
         o.steps
     );
     println!();
     println!("| model / data | batch | variant | suite ms/step | PyTorch ms/step | suite / PyTorch | suite × alone |");
     println!("|---|---|---|---|---|---|---|");
-    for (name, arch, d, b) in [
-        ("cnn-small / digits", Arch::CnnSmall, digits, 256),
+    let cases = [
+        ("cnn-small / digits", Arch::CnnSmall, digits, o.cnn_batch),
         ("resnet18 / CIFAR-shaped", Arch::Resnet18, cifar_like, batch),
-    ] {
+    ];
+    for (name, arch, d, b) in cases
+        .into_iter()
+        .filter(|c| o.models.contains(&c.1.to_string()))
+    {
         let spec = ModelSpec {
             arch,
             activation: Activation::Relu,
@@ -230,9 +279,13 @@ fn side_by_side(digits: &Dataset, cifar_like: &Dataset, batch: i64, o: &Opts) {
             } else {
                 "resnet18"
             };
+            let (precision, format) = (
+                format!("{:?}", o.precision).to_lowercase(),
+                format!("{:?}", o.format).to_lowercase(),
+            );
             writeln!(
                 to_py,
-                "{arch_name} {py_name} {b} {} {} {} {} {} {threads}",
+                "{arch_name} {py_name} {b} {} {} {} {} {} {threads} {device} {precision} {format}",
                 shape[0], shape[1], shape[2], d.num_outputs, o.steps
             )
             .unwrap();
@@ -254,10 +307,15 @@ fn side_by_side(digits: &Dataset, cifar_like: &Dataset, batch: i64, o: &Opts) {
 }
 
 fn main() {
+    use clap::ValueEnum;
     let o = parse();
     let cuda = o.device.is_cuda();
-    let digits = data::load(DatasetName::Digits, &data::default_data_dir(), 0)
-        .expect("digits data: run `make setup`");
+    let data_dir = std::env::var_os("TASER_DATA_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(data::default_data_dir);
+    let digits = data::load(DatasetName::Digits, &data_dir, 0).expect(
+        "digits data: run `make setup`, or set TASER_DATA_DIR to a folder with digits.csv.gz",
+    );
     let batch = o.batch.unwrap_or(if cuda { 256 } else { 32 });
     tch::manual_seed(1);
     let cifar_like = Dataset {
@@ -300,7 +358,7 @@ fn main() {
             "cnn-small / digits",
             spec(Arch::CnnSmall, &digits),
             &digits,
-            256,
+            o.cnn_batch,
             &all_methods[..],
         ),
         (
@@ -317,8 +375,9 @@ fn main() {
     }
     let variants: Vec<_> = VARIANTS.iter().map(|&(l, _, v)| (l, v)).collect();
     println!(
-        "time per training step, device {}, {} timed steps per row (after 2 warm-up steps)",
+        "time per training step, device {} ({}), {} timed steps per row (after 2 warm-up steps)",
         taser::device::device_name(o.device),
+        compute_label(&o),
         o.steps
     );
     println!("paper (TASER Table 2, A10 GPU): standard ×2.45, adversarial methods ×1.17–×1.27");
@@ -326,8 +385,16 @@ fn main() {
     println!();
     println!("| model / data | batch | method | variant | ms/step | × method alone |");
     println!("|---|---|---|---|---|---|");
+    let wanted = |m: &Method| {
+        o.methods
+            .iter()
+            .any(|w| Method::from_str(w, true).ok() == Some(*m))
+    };
     for (name, s, d, b, methods) in cases {
-        for &method in methods {
+        if !o.models.contains(&s.arch.to_string()) {
+            continue;
+        }
+        for &method in methods.iter().filter(|m| wanted(m)) {
             let mut base = 0.0;
             for &(label, v) in &variants {
                 let secs = time_steps(&s, d, b, method, v, &o);

@@ -107,6 +107,19 @@ enum Command {
         #[command(flatten)]
         opts: RunOpts,
     },
+    /// Print the device each MPI rank of this launch takes (the rule of
+    /// `run`: with auto, the CUDA device of the node-local rank modulo the
+    /// GPUs libtorch sees, else the CPU), one line per rank: rank, host,
+    /// node-local rank (MPI's and the launcher's), visible GPUs, device.
+    /// Exits 1 naming the rank when a node-local rank disagrees with the
+    /// launcher's, a rank's device is not visible to it, or two ranks of a
+    /// node share a GPU although the node has one per rank. Run it as
+    /// `mpirun -np <GPUs> sweep devices` on a node (alone: rank 0).
+    Devices {
+        /// The rule to check: auto, cpu or cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: String,
+    },
     /// Rebuild DIR/results.csv from the job directories.
     Collect {
         /// The --out directory of a run.
@@ -204,6 +217,24 @@ fn real_main(args: Args) -> anyhow::Result<Status> {
                 Outcome::Failed => Ok(Status::Failed),
                 Outcome::Interrupted => Ok(Status::Interrupted),
             }
+        }
+        Command::Devices { device } => {
+            let Some(ranks) = sweep::devices::gather(&device)? else {
+                return Ok(Status::Ok);
+            };
+            println!("rank host local_rank launcher_local_rank visible_gpus device");
+            for r in &ranks {
+                println!("{r}");
+            }
+            let problems = sweep::devices::problems(&ranks);
+            for p in &problems {
+                eprintln!("error: {p}");
+            }
+            Ok(if problems.is_empty() {
+                Status::Ok
+            } else {
+                Status::Failed
+            })
         }
         Command::Collect { dir } => {
             let rows = sweep::results::scan(&dir)?;

@@ -17,6 +17,7 @@
 //! MPI, and every wait polls with a sleep, so idle ranks do not spin on the
 //! shared cores.
 pub mod check;
+pub mod devices;
 pub mod expand;
 pub mod grid;
 pub mod job;

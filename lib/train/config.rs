@@ -5,9 +5,11 @@ use super::method::{Method, MethodArgs};
 use super::mixing::ExtraArgs;
 use super::posterior::{self, PosteriorArgs, PosteriorSettings};
 use super::regularizer::{LambdaRamp, RegArgs};
+use super::step::StepPrecision;
 use super::validation::ValArgs;
 use crate::data::augment::Augment;
 use crate::data::{self, Dataset, DatasetName};
+use crate::device::{MemoryFormat, Precision};
 use crate::error::{Error, Result};
 use crate::models::{Activation, Arch, ModelSpec};
 use crate::optim::schedule::{Schedule, ScheduleKind};
@@ -109,6 +111,44 @@ pub struct TrainConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub extra: ExtraArgs,
+    /// Precision and memory layout (--precision, --penalty-precision,
+    /// --memory-format).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub compute: ComputeArgs,
+}
+
+/// How the step computes: precision of the base loss and of the penalty,
+/// and the layout of image tensors. Recorded in the sidecar (`config`) and
+/// part of the run's identity (`--resume` refuses another choice), since
+/// bf16 changes the numbers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(default)]
+pub struct ComputeArgs {
+    /// Precision of the base loss: f32, or bf16 = autocast with bfloat16
+    /// for the base loss's forward (the training attack's forward/backward
+    /// passes, the method's loss, the fine-tune teacher's KL term) and so
+    /// for its backward; weights, gradients, the optimiser and the
+    /// per-epoch evaluation stay f32. On CUDA (Ampere or newer) this is
+    /// the fast path; on a CPU bf16 runs too (libtorch's CPU autocast),
+    /// usually slower than f32.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: Precision,
+    /// Precision of the TASER penalty's forward and derivatives (f32 by
+    /// default even under --precision bf16: finite differences with step
+    /// 1e-2 and second derivatives need f32); bf16 autocasts them too.
+    /// Under different precisions fd does not reuse the base loss's
+    /// clean forward for m(x).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub penalty_precision: Precision,
+    /// Layout of images, activations and convolution weights:
+    /// contiguous (NCHW) or channels-last (NHWC strides, PyTorch's
+    /// torch.channels_last; faster convolutions on tensor-core GPUs,
+    /// especially with bf16). Convolutional models only (cnn-small,
+    /// resnet18, preact-resnet18, wrn-D-K); checkpoints are written
+    /// contiguous either way.
+    #[arg(long, value_enum, default_value = "contiguous")]
+    pub memory_format: MemoryFormat,
 }
 
 /// Where and how to run, not part of the result's identity.
@@ -132,6 +172,16 @@ pub struct RunOptions {
     /// Print an epoch line every N epochs (and at the end).
     #[arg(long, default_value_t = 1)]
     pub log_every: usize,
+}
+
+impl ComputeArgs {
+    /// The precisions of a step's base loss and penalty.
+    pub fn step_precision(&self) -> StepPrecision {
+        StepPrecision {
+            base: self.precision,
+            penalty: self.penalty_precision,
+        }
+    }
 }
 
 /// What [`TrainConfig::validate`] resolved while checking the flags.
@@ -168,6 +218,14 @@ impl TrainConfig {
             posterior::refuse_method_flags(self.method, &self.robust)?;
         }
         self.schedule().validate(self.epochs)?;
+        if self.compute.memory_format == MemoryFormat::ChannelsLast && self.model == Arch::Mlp {
+            return Err(Error::invalid(
+                "--memory-format",
+                "channels-last",
+                "applies to the convolutional models (cnn-small, resnet18, preact-resnet18, \
+                 wrn-D-K), not mlp; use --memory-format contiguous",
+            ));
+        }
         Ok(CheckedFlags { lambda, posterior })
     }
 

@@ -21,6 +21,7 @@ impl Ema {
     pub fn new(model: &Model, tau: f64) -> Result<Ema> {
         let c = model.spec.channels() as usize;
         let mut shadow = Model::new(&model.spec, model.device(), &vec![0.0; c], &vec![1.0; c])?;
+        shadow.set_memory_format(model.memory_format())?;
         shadow.copy_from(model)?;
         let live = model.vs.variables();
         let pairs = shadow

@@ -261,6 +261,7 @@ fn train_epoch(
                 .teacher
                 .as_ref()
                 .zip(plan.teacher.as_ref().map(|t| t.alpha)),
+            precision: plan.config.compute.step_precision(),
         };
         let batch = Batch {
             x: &x,

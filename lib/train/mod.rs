@@ -112,6 +112,8 @@ pub fn run_plan(plan: &TrainPlan) -> Result<TrainSummary> {
         .teacher
         .as_ref()
         .map(|t| checkpoint::load(&t.from, device).map(|(m, _)| m))
+        .transpose()?
+        .map(|mut m| m.set_memory_format(cfg.compute.memory_format).map(|_| m))
         .transpose()?;
     tch::manual_seed(cfg.seed as i64);
     let (mean, std) = data::channel_stats(&plan.data.train.x);
@@ -119,6 +121,7 @@ pub fn run_plan(plan: &TrainPlan) -> Result<TrainSummary> {
     if let Some(t) = &teacher {
         model.copy_from(t)?;
     }
+    model.set_memory_format(cfg.compute.memory_format)?;
     let mut opt = Optimizer::new(&cfg.optimizer_config(), model.named_trainable());
     let mut ema = plan
         .method
@@ -205,6 +208,23 @@ mod tests {
         Cli::try_parse_from(full).unwrap().cfg
     }
 
+    /// The step loss of `cfg`'s method on `task` with `reg`, without AWP
+    /// or a teacher.
+    fn objective<'a>(
+        cfg: &TrainConfig,
+        task: crate::data::Task,
+        settings: &'a method::MethodSettings,
+        reg: &'a Regularizer,
+    ) -> StepLoss<'a> {
+        StepLoss {
+            base: BaseLoss::Method { task, settings },
+            regularizer: reg,
+            awp_gamma: None,
+            teacher: None,
+            precision: cfg.compute.step_precision(),
+        }
+    }
+
     /// One step of a fresh tanh mlp on toy data; returns the forward passes
     /// made and the parameters after the step.
     fn one_step(args: &[&str]) -> (usize, Vec<Tensor>) {
@@ -226,15 +246,7 @@ mod tests {
             .robust
             .resolve(cfg.method, data.name, data.task, data.num_outputs, 1)
             .unwrap();
-        let objective = StepLoss {
-            base: BaseLoss::Method {
-                task: data.task,
-                settings: &settings,
-            },
-            regularizer: &reg,
-            awp_gamma: None,
-            teacher: None,
-        };
+        let objective = objective(&cfg, data.task, &settings, &reg);
         let batch = Batch {
             x: &x,
             y: &y,
@@ -298,5 +310,162 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("--hutchinson-probes"), "{err}");
+    }
+
+    /// One step of a fresh `arch` on 16 random `shape` images (digits'
+    /// name, so the method takes digits' ε) with `args`; returns the step's
+    /// output and the parameters before and after it.
+    fn image_step(
+        arch: &str,
+        shape: &[i64],
+        args: &[&str],
+    ) -> (StepOutput, (Vec<Tensor>, Vec<Tensor>)) {
+        let mut full = vec!["--model", arch];
+        full.extend(args);
+        let cfg = config(&full);
+        tch::manual_seed(5);
+        let mut dims = vec![16];
+        dims.extend(shape);
+        let split = || crate::data::Split {
+            x: Tensor::rand(dims.as_slice(), (tch::Kind::Float, tch::Device::Cpu)),
+            y: Tensor::randint(10, [16], (tch::Kind::Int64, tch::Device::Cpu)),
+        };
+        let data = crate::data::Dataset {
+            name: crate::data::DatasetName::Digits,
+            task: crate::data::Task::Classification,
+            input_shape: shape.to_vec(),
+            num_outputs: 10,
+            train: split(),
+            test: split(),
+            ood: None,
+        };
+        let c = shape[0] as usize;
+        let mut model = Model::new(
+            &cfg.model_spec(&data),
+            tch::Device::Cpu,
+            &vec![0.5; c],
+            &vec![0.25; c],
+        )
+        .unwrap();
+        model.set_memory_format(cfg.compute.memory_format).unwrap();
+        let mut opt = Optimizer::new(&cfg.optimizer_config(), model.named_trainable());
+        let lambda = cfg.validate().unwrap().lambda;
+        let reg = Regularizer::new(&cfg.reg, lambda, &data, tch::Device::Cpu, 0).unwrap();
+        let settings = cfg
+            .robust
+            .resolve(
+                cfg.method,
+                data.name,
+                data.task,
+                10,
+                shape.iter().product::<i64>() as usize,
+            )
+            .unwrap();
+        let objective = objective(&cfg, data.task, &settings, &reg);
+        let idx: Vec<i64> = (0..16).collect();
+        let batch = Batch {
+            x: &data.train.x,
+            y: &data.train.y,
+            indices: &idx,
+            aug: None,
+        };
+        let params = || -> Vec<Tensor> {
+            model
+                .named_trainable()
+                .into_iter()
+                .map(|(_, p)| p.detach().contiguous().copy())
+                .collect()
+        };
+        let before = params();
+        let out = train_step(&model, &mut opt, &objective, &batch, 0, 0.01).unwrap();
+        (out, (before, params()))
+    }
+
+    fn max_rel_diff(a: &Tensor, b: &Tensor) -> f64 {
+        let scale = a.abs().max().double_value(&[]).max(1e-6);
+        (a - b).abs().max().double_value(&[]) / scale
+    }
+
+    /// `--memory-format channels-last` trains the same step: the loss
+    /// agrees with the contiguous step's to 1e-5 relative, the TASER
+    /// penalty to 1e-3 relative (the fd quotient's 1/2h = 50 magnifies the
+    /// kernels' rounding; measured 6e-5), and the two updates differ by
+    /// less than `tol` of the largest update entry — cnn-small with
+    /// first-order fd TASER (1e-3), resnet18 with autograd TASER (5e-2:
+    /// train-mode BatchNorm's backward on a batch of 16 cancels heavily;
+    /// measured 2.6e-2 here, and PyTorch's own channels-last resnet18
+    /// gradient differs from its contiguous one by 0.9% of the largest
+    /// entry, 5.5% within one tensor).
+    #[test]
+    fn channels_last_step_gives_the_contiguous_loss() {
+        let taser = ["--lambda", "1", "--stein-order", "first-order"];
+        for (arch, shape, mode, tol) in [
+            ("cnn-small", vec![1, 8, 8], "fd", 1e-3),
+            ("resnet18", vec![3, 32, 32], "autograd", 5e-2),
+        ] {
+            let mut args = taser.to_vec();
+            args.extend(["--stein-mode", mode]);
+            let (a, pa) = image_step(arch, &shape, &args);
+            args.extend(["--memory-format", "channels-last"]);
+            let (b, pb) = image_step(arch, &shape, &args);
+            assert!(max_rel_diff(&a.task_loss, &b.task_loss) < 1e-5, "{arch}");
+            let (sa, sb) = (a.stein.unwrap().penalty, b.stein.unwrap().penalty);
+            // fd divides by 2h = 2e-2, which magnifies the kernels' rounding.
+            assert!(max_rel_diff(&sa, &sb) < 1e-3, "{arch}: {sa} vs {sb}");
+            // The two updates agree relative to the largest update entry.
+            let max_of = |ts: Vec<Tensor>| {
+                ts.iter()
+                    .map(|t| t.abs().max().double_value(&[]))
+                    .fold(0.0, f64::max)
+            };
+            let gap = max_of(pa.1.iter().zip(&pb.1).map(|(x, y)| x - y).collect());
+            let update = max_of(pa.1.iter().zip(&pa.0).map(|(x, y)| x - y).collect());
+            assert!(gap < tol * update, "{arch}: {gap} vs {update}");
+        }
+    }
+
+    /// `--precision bf16` autocasts the base loss only: its loss moves by
+    /// bf16 rounding (nonzero, < 2% relative) while the TASER penalty,
+    /// computed in f32, is bit-identical to the f32 step's; with
+    /// `--penalty-precision bf16` the penalty moves too.
+    #[test]
+    fn bf16_autocasts_the_base_loss_and_keeps_the_penalty_in_f32() {
+        let args = [
+            "--lambda",
+            "1",
+            "--stein-order",
+            "first-order",
+            "--stein-mode",
+            "fd",
+        ];
+        let shape = [1, 8, 8];
+        let (f32_out, _) = image_step("cnn-small", &shape, &args);
+        let mut bf = args.to_vec();
+        bf.extend(["--precision", "bf16"]);
+        let (bf_out, bf_params) = image_step("cnn-small", &shape, &bf);
+        let d = max_rel_diff(&f32_out.task_loss, &bf_out.task_loss);
+        assert!(d > 0.0 && d < 2e-2, "base loss moved by {d}");
+        let pen = |o: &StepOutput| o.stein.as_ref().unwrap().penalty.shallow_clone();
+        assert!(
+            pen(&f32_out).equal(&pen(&bf_out)),
+            "the penalty must stay f32"
+        );
+        assert!(bf_params.1.iter().all(|p| p.kind() == tch::Kind::Float));
+        bf.extend(["--penalty-precision", "bf16"]);
+        let (both, _) = image_step("cnn-small", &shape, &bf);
+        assert!(!pen(&f32_out).equal(&pen(&both)));
+        assert!(both.task_loss.double_value(&[]).is_finite());
+    }
+
+    #[test]
+    fn channels_last_is_refused_for_the_mlp() {
+        let err = config(&["--model", "mlp", "--memory-format", "channels-last"])
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--memory-format") && err.contains("mlp"),
+            "{err}"
+        );
     }
 }

@@ -7,6 +7,7 @@ use super::posterior::PosteriorSettings;
 use super::regularizer::{l2_term, Regularizer, SteinStats};
 use crate::data::augment::CropFlip;
 use crate::data::Task;
+use crate::device::{with_precision, Precision};
 use crate::error::Result;
 use crate::models::Model;
 use crate::optim::Optimizer;
@@ -97,6 +98,18 @@ pub struct StepLoss<'a> {
     pub awp_gamma: Option<f64>,
     /// Fine-tuning's frozen teacher f_θ0 and its weight α (TASER eq. 26).
     pub teacher: Option<(&'a Model, f64)>,
+    /// Precision of the base loss and of the penalty (`--precision`,
+    /// `--penalty-precision`).
+    pub precision: StepPrecision,
+}
+
+/// Precision of a step's two parts on the model's device (see
+/// [`crate::device::with_precision`]): `base` for the training attack, the
+/// method's loss and the teacher's KL term; `penalty` for the regulariser.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StepPrecision {
+    pub base: Precision,
+    pub penalty: Precision,
 }
 
 /// One mini-batch: inputs, targets, their indices in the training split
@@ -136,29 +149,45 @@ pub fn train_step(
     lr: f64,
 ) -> Result<StepOutput> {
     let (x, y) = (batch.x, batch.y);
-    let x_adv = obj.base.adversarial_batch(model, x, y);
-    let base_loss = || obj.base.loss(model, x, x_adv.as_ref(), y);
+    let (device, precision) = (model.device(), obj.precision);
+    let in_base = |f: &dyn Fn() -> Tensor| with_precision(precision.base, device, f);
+    let x_adv = with_precision(precision.base, device, || {
+        obj.base.adversarial_batch(model, x, y)
+    });
+    let base_loss = || {
+        with_precision(precision.base, device, || {
+            obj.base.loss(model, x, x_adv.as_ref(), y)
+        })
+    };
     let perturbation = obj
         .awp_gamma
         .map(|gamma| awp::perturb(model, gamma, &|| base_loss().loss));
     let base = base_loss();
     let loss = match obj.teacher {
         None => base.loss.shallow_clone(),
-        Some((teacher, alpha)) => {
+        Some((teacher, alpha)) => in_base(&|| {
             let target = tch::no_grad(|| teacher.forward_t(x, false));
             let student = match &base.clean_logits {
                 Some(z) => z.shallow_clone(),
                 None => model.forward_t(x, true),
             };
             &base.loss + method::kl_div(&target, &student).mean(Kind::Float) * alpha
-        }
+        }),
     };
     let mut stein = None;
     let loss = match obj.regularizer {
         Regularizer::None => loss,
         Regularizer::L2 { lambda } => loss + l2_term(model, *lambda),
         Regularizer::Stein(p) => {
-            let (term, stats) = p.term(model, batch, base.clean_logits.as_ref(), step)?;
+            // fd reuses the clean forward for m(x) only when it was made
+            // in the penalty's precision.
+            let clean = base
+                .clean_logits
+                .as_ref()
+                .filter(|_| precision.base == precision.penalty);
+            let (term, stats) = with_precision(precision.penalty, device, || {
+                p.term(model, batch, clean, step)
+            })?;
             stein = Some(stats);
             loss + term
         }
