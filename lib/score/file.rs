@@ -13,8 +13,9 @@
 //!   CPU threads libtorch computed them with)
 //! ```
 //!
-//! Written in batches (memory bounded by one batch) under a temporary name
+//! Written in batches (memory bounded by one batch and one chunk; [`ScoreWriter`]) under a temporary name
 //! and renamed when complete; a batch with NaN or Inf aborts the write.
+pub use super::writer::ScoreWriter;
 use super::ScoreField;
 use crate::data::augment::CropFlip;
 use crate::data::Dataset;
@@ -23,8 +24,7 @@ use hdf5::types::VarLenUnicode;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 /// Format tag of the file.
 pub const FORMAT: &str = "taser-scores/1";
@@ -32,9 +32,10 @@ pub const FORMAT: &str = "taser-scores/1";
 pub const CHUNK_SAMPLES: usize = 256;
 
 /// The filter of the `/score` dataset (`--compression`). Default `none`:
-/// scores are dense floats that deflate shrinks little (random CIFAR-shaped
-/// scores: gzip 4 + shuffle wrote ×11 slower than a plain write for ~8%
-/// smaller files; README, "Speed"); every choice is read by h5py as is.
+/// scores are dense floats that deflate shrinks little (50 000 random
+/// CIFAR-shaped scores: none writes at about a plain write's speed, gzip 1
+/// and gzip 4 + shuffle ×24–×34 slower for ~14% smaller files; README,
+/// "Speed"); every choice is read by h5py as is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Compression {
@@ -84,17 +85,6 @@ fn h5err<'a>(path: &'a Path, what: &str) -> impl Fn(hdf5::Error) -> Error + 'a {
     }
 }
 
-/// Maps an HDF5 write error to [`Error::FileLocked`] or
-/// [`Error::OutputFailed`].
-fn write_err(path: &Path) -> impl Fn(hdf5::Error) -> Error + '_ {
-    move |e| {
-        lock_error(path, &e).unwrap_or_else(|| Error::OutputFailed {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })
-    }
-}
-
 /// Refuses to replace `path` while another process holds it open for
 /// writing: opens it for reading (HDF5 takes a shared lock, which fails
 /// against a writer's) and closes it. A file that is not HDF5 at all is
@@ -105,177 +95,6 @@ pub fn check_not_held(path: &Path) -> Result<()> {
     match hdf5::File::open(path) {
         Err(e) => lock_error(path, &e).map_or(Ok(()), Err),
         Ok(_) => Ok(()),
-    }
-}
-
-/// Writes a score file batch by batch.
-pub struct ScoreWriter {
-    path: PathBuf,
-    file: hdf5::File,
-    scores: hdf5::Dataset,
-    n: usize,
-    written: usize,
-    sum: f64,
-    sum_sq: f64,
-}
-
-impl ScoreWriter {
-    /// Creates the file at `path` (the caller's temporary name) for `n`
-    /// samples, with the metadata attributes, `/score` filtered by
-    /// `compression` (deflate levels need libhdf5's zlib filter; without it
-    /// the error names --compression none).
-    pub fn create(
-        path: &Path,
-        meta: &ScoreFileMeta,
-        n: usize,
-        compression: Compression,
-    ) -> Result<ScoreWriter> {
-        let we = write_err(path);
-        let file = hdf5::File::create(path).map_err(&we)?;
-        let mut shape = vec![n];
-        shape.extend(meta.input_shape.iter().map(|&d| d as usize));
-        let mut chunk = shape.clone();
-        chunk[0] = CHUNK_SAMPLES.min(n.max(1));
-        let mut builder = file
-            .new_dataset::<f32>()
-            .shape(shape.as_slice())
-            .chunk(chunk.as_slice());
-        let level = match compression {
-            Compression::None => None,
-            Compression::Gzip1 => Some(1),
-            Compression::Gzip4 => Some(4),
-        };
-        if let Some(level) = level {
-            if !hdf5::filters::deflate_available() {
-                return Err(Error::invalid(
-                    "--compression",
-                    format!("gzip{level}"),
-                    "this libhdf5 has no deflate filter; use --compression none",
-                ));
-            }
-            builder = builder.shuffle().deflate(level);
-        }
-        let scores = builder.create("score").map_err(&we)?;
-        let index: Vec<u64> = (0..n as u64).collect();
-        file.new_dataset_builder()
-            .with_data(&index)
-            .create("index")
-            .map_err(&we)?;
-        let text = |name: &str, value: &str| -> Result<()> {
-            let v = VarLenUnicode::from_str(value)
-                .map_err(|e| Error::invalid(name, value, e.to_string()))?;
-            file.new_attr::<VarLenUnicode>()
-                .create(name)
-                .and_then(|a| a.write_scalar(&v))
-                .map_err(&we)
-        };
-        text("format", FORMAT)?;
-        text("dataset", &meta.dataset)?;
-        text("split", &meta.split)?;
-        text("source", &meta.source)?;
-        text("source_config", &meta.source_config)?;
-        text("fingerprint", &meta.fingerprint)?;
-        text("version", crate::VERSION)?;
-        file.new_attr::<i64>()
-            .shape([meta.input_shape.len()])
-            .create("input_shape")
-            .and_then(|a| a.write_raw(&meta.input_shape))
-            .map_err(&we)?;
-        file.new_attr::<i64>()
-            .create("t")
-            .and_then(|a| a.write_scalar(&meta.t.unwrap_or(-1)))
-            .map_err(&we)?;
-        file.new_attr::<f64>()
-            .create("sigma_t")
-            .and_then(|a| a.write_scalar(&meta.sigma_t.unwrap_or(f64::NAN)))
-            .map_err(&we)?;
-        file.new_attr::<i64>()
-            .create("libtorch_threads")
-            .and_then(|a| a.write_scalar(&i64::from(tch::get_num_threads())))
-            .map_err(&we)?;
-        Ok(ScoreWriter {
-            path: path.to_path_buf(),
-            file,
-            scores,
-            n,
-            written: 0,
-            sum: 0.0,
-            sum_sq: 0.0,
-        })
-    }
-
-    /// Appends the scores of the next samples; refuses NaN or Inf.
-    pub fn write_batch(&mut self, scores: &Tensor) -> Result<()> {
-        let b = scores.size()[0] as usize;
-        if self.written + b > self.n {
-            return Err(Error::invalid(
-                "scores",
-                self.written + b,
-                format!("more than the {} samples declared", self.n),
-            ));
-        }
-        let cpu = scores
-            .to_device(Device::Cpu)
-            .to_kind(Kind::Float)
-            .contiguous();
-        if !bool::try_from(cpu.isfinite().all()).unwrap_or(false) {
-            let bad = cpu
-                .isfinite()
-                .logical_not()
-                .flatten(1, -1)
-                .any_dim(1, false)
-                .nonzero();
-            let first = bad.int64_value(&[0, 0]) as usize + self.written;
-            return Err(Error::invalid(
-                "score",
-                "NaN/Inf",
-                format!("the score of sample {first} is not finite; the source is broken for these inputs (nothing was written)"),
-            ));
-        }
-        let values: Vec<f32> = Vec::try_from(cpu.view([-1]))
-            .map_err(|e: tch::TchError| Error::invalid("scores", "(tensor)", e.to_string()))?;
-        self.sum += values.iter().map(|&v| v as f64).sum::<f64>();
-        self.sum_sq += values.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
-        let mut shape = vec![b];
-        shape.extend(scores.size()[1..].iter().map(|&d| d as usize));
-        let array = ndarray::ArrayViewD::from_shape(ndarray::IxDyn(&shape), &values)
-            .map_err(|e| Error::invalid("scores", "(shape)", e.to_string()))?;
-        // Rows written..written+b of the first axis, every other axis whole.
-        let mut slices = vec![hdf5::SliceOrIndex::from(self.written..self.written + b)];
-        slices.extend((1..shape.len()).map(|_| hdf5::SliceOrIndex::from(..)));
-        self.scores
-            .write_slice(array, hdf5::Hyperslab::from(slices))
-            .map_err(write_err(&self.path))?;
-        self.written += b;
-        Ok(())
-    }
-
-    /// Writes the statistics attributes (score_std, c_t) and closes the
-    /// file. Returns σ̂, the standard deviation of every score entry.
-    pub fn finish(self, c_t: f64) -> Result<f64> {
-        if self.written != self.n {
-            return Err(Error::invalid(
-                "scores",
-                self.written,
-                format!("{} samples were declared", self.n),
-            ));
-        }
-        let count = (self.n as f64) * self.scores.shape()[1..].iter().product::<usize>() as f64;
-        let mean = self.sum / count;
-        let std = (self.sum_sq / count - mean * mean).max(0.0).sqrt();
-        let we = write_err(&self.path);
-        self.file
-            .new_attr::<f64>()
-            .create("score_std")
-            .and_then(|a| a.write_scalar(&std))
-            .map_err(&we)?;
-        self.file
-            .new_attr::<f64>()
-            .create("c_t")
-            .and_then(|a| a.write_scalar(&c_t))
-            .map_err(&we)?;
-        self.file.flush().map_err(&we)?;
-        Ok(std)
     }
 }
 

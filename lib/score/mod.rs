@@ -13,6 +13,7 @@ pub mod gaussian;
 pub mod gmm;
 pub mod precompute;
 pub mod torchscript;
+pub mod writer;
 
 pub use gaussian::{AnalyticSource, Gaussian};
 
