@@ -190,8 +190,9 @@ preempt() { sbatch --parsable --partition=urgent --ntasks=2 --output=/dev/null -
 
 echo "references: the short and long grids without Slurm (mpirun -np 2)"
 for g in short long; do
-  mpirun --oversubscribe -np 2 "$bin/sweep" run "$work/$g.toml" --out "$work/ref-$g" > "$work/log/ref-$g.log" 2>&1
-  record "reference, $g grid (no Slurm)" "4 ok" "$(grep -c ',ok,' "$work/ref-$g/results.csv") ok"
+  timeout 600 mpirun --oversubscribe -np 2 "$bin/sweep" run "$work/$g.toml" --out "$work/ref-$g" \
+    > "$work/log/ref-$g.log" 2>&1 || late="exit $? of the run (124: over 600 s)"
+  record "reference, $g grid (no Slurm)" "4 ok" "$(grep -cs ',ok,' "$work/ref-$g/results.csv") ok"
 done
 
 # 5: the documented command line, as is, must run on this 2-CPU node.
