@@ -116,10 +116,11 @@ field() { scontrol show job -o "$1" 2>/dev/null | tr ' ' '\n' | sed -n "s|^$2=||
 jobs_after() { scontrol show job -o 2>/dev/null | sed -n 's/^JobId=\([0-9]*\) .*/\1/p' | awk -v a="$1" '$1 > a' | sort -u | wc -l; }
 last_id() { scontrol show job -o 2>/dev/null | sed -n 's/^JobId=\([0-9]*\) .*/\1/p' | sort -n | tail -1; }
 queued() { squeue -h -o %i | wc -l | tr -d ' '; }
-queue_empty() { [ "$(queued)" = 0 ]; }
+queue_empty() { local q; q=$(squeue -h -o %i 2>/dev/null) && [ -z "$q" ]; }
 # Job (or array) $1 has left the queue: ended and its script finished (a
-# completing job is still listed; a requeued one is listed as pending).
-gone() { [ -z "$(squeue -h -j "$1" -o %i 2>/dev/null)" ]; }
+# completing job is still listed; a requeued one is listed as pending). A
+# failed query (slurmctld busy) is not taken for an empty queue.
+gone() { local q; q=$(squeue -h -j "$1" -o %i 2>/dev/null) && [ -z "$q" ]; }
 running() { [ "$(squeue -h -j "$1" -o %T 2>/dev/null)" = RUNNING ]; }
 # Slurm counts a requeue (its own, or the script's `scontrol requeue`).
 restarted() { scontrol show job -o "$1" 2>/dev/null | grep -q ' Restarts=[1-9]'; }
