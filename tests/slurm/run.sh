@@ -145,6 +145,14 @@ mid_work() {
   done
   return 1
 }
+# Where sweep folder $1 stands (printed when an event is sent): jobs done,
+# and the furthest epoch any job has trained.
+progress() {
+  local done epoch
+  done=$(compgen -G "$1/jobs/*/done" | wc -l)
+  epoch=$(cat "$1"/jobs/*/train/metrics.csv 2>/dev/null | cut -d, -f1 | grep -E '^[0-9]+$' | sort -n | tail -1)
+  echo "  $2 at $done job(s) done, furthest epoch ${epoch:-0}"
+}
 in_log() { grep -qs -- "$2" "$1"; }
 # The sweep's exit status as the MPI script printed it.
 exit_status() { sed -n 's/.*sweep exited with status \([0-9]*\).*/\1/p' "$1" 2>/dev/null | head -1; }
@@ -218,7 +226,7 @@ clear_queue
 out="$work/cancel"
 before=$(last_id)
 j=$(mpi "${fit[@]}" "$endless" "$out")
-await 90 "metrics row" mid_work "$out"
+await 90 "metrics row" mid_work "$out" && progress "$out" scancel
 scancel "$j"
 await 60 "end of the job" gone "$j"
 record "1 scancel ends the chain" "1 job, 0 by script, 0 queued" \
@@ -229,7 +237,7 @@ clear_queue
 out="$work/requeue"
 before=$(last_id)
 j=$(mpi "${fit[@]}" "$long" "$out")
-await 90 "metrics row" mid_work "$out" && scontrol requeue "$j"
+await 90 "metrics row" mid_work "$out" && progress "$out" "scontrol requeue" && scontrol requeue "$j"
 await 30 "restart" restarted "$j"
 await 300 "end of the continuation" gone "$j"
 record "2 requeue: one continuation" "1 job, 1 restart, 0 by script" \
@@ -243,7 +251,7 @@ clear_queue
 preempted_sweep() {
   before=$(last_id)
   j=$(mpi "${fit[@]}" --partition="$1" "$long" "$out")
-  await 90 "metrics row" mid_work "$out" && preempt
+  await 90 "metrics row" mid_work "$out" && progress "$out" preemption && preempt
   await 60 "restart after the preemption" restarted "$j"
   await 300 "end of the continuation" gone "$j"
 }
@@ -271,7 +279,7 @@ out="$work/timelimit"
 before=$(last_id)
 j=$(mpi --nodes=1 --ntasks-per-node=1 --cpus-per-task=2 --gpus-per-node=0 --time=1 "$endless" "$out")
 log="$work/log/taser-sweep-$j.out"
-await 75 "exit line in the job log" in_log "$log" "exited with status"
+await 75 "exit line in the job log" in_log "$log" "exited with status" && progress "$out" "stopped by Slurm's USR1"
 record "3 time limit (Slurm's), srun" "3" "$(exit_status "$log")"
 # The continuation: the same job requeued, or (old scripts) a new one.
 continued() { restarted "$j" || [ "$(jobs_after "$before")" -gt 1 ]; }
@@ -312,7 +320,7 @@ stop_at_start mpirun
 out="$work/timelimit-mpirun"
 j=$(TASER_LAUNCHER=mpirun TASER_MAX_RESUBMITS=0 mpi "${fit[@]}" "$endless" "$out")
 log="$work/log/taser-sweep-$j.out"
-await 90 "metrics row" mid_work "$out" && scancel --batch --signal=USR1 "$j"
+await 90 "metrics row" mid_work "$out" && progress "$out" USR1 && scancel --batch --signal=USR1 "$j"
 await 90 "exit line in the job log" in_log "$log" "exited with status"
 record "3 USR1 mid-work, mpirun" "3" "$(exit_status "$log")"
 clear_queue 60
@@ -330,7 +338,7 @@ clear_queue
 # running tasks, which continue their jobs.
 out="$work/array-preempt"
 j=$(array --array=0-3 "${afit[@]}" --partition=main "$long" "$out")
-await 90 "metrics row" mid_work "$out" && preempt
+await 90 "metrics row" mid_work "$out" && progress "$out" preemption && preempt
 await 60 "restart after the preemption" restarted "$j"
 await 300 "end of the array" gone "$j"
 "$bin/sweep" collect "$out" > /dev/null 2>&1
@@ -342,7 +350,7 @@ out="$work/array-cancel"
 j=$(array --array=0-1 "${afit[@]}" "$endless" "$out")
 starts() { cat "$out"/slurm/array-*.log 2>/dev/null | grep -c ' of .* → '; }
 two_started() { [ "$(starts)" -ge 2 ] && mid_work "$out"; }
-await 90 "two running tasks" two_started
+await 90 "two running tasks" two_started && progress "$out" scancel
 scancel "$j"
 await 60 "end of the array" gone "$j"
 # Each task's log has one line per start: 2 tasks started once, none again.
