@@ -18,7 +18,9 @@
 # script's --signal=B:USR1@120, sent at Slurm's first time-limit check,
 # ≤ 30 s in) and the same USR1 sent by `scancel -b --signal=USR1` (at a
 # chosen moment: mid-work, or right after the script starts).
-# About 5 min on an idle 2-core machine.
+# 10–11 min measured on a shared 2-core machine at load 5–8 (25/25 each
+# time, also with two extra CPU hogs); most of it is the long grid's five
+# runs, which take ~25 s each on 2 idle cores (~46 CPU-s of training).
 #
 # Environment: TASER_SLURM_SCRIPTS (folder of the sbatch scripts under test,
 # default slurm/), TASER_BIN (default target/release), KEEP=1 keeps the
