@@ -20,7 +20,7 @@
 # chosen moment: mid-work, or right after the script starts).
 # 10–11 min measured on a shared 2-core machine at load 5–8 (25/25 each
 # time, also with two extra CPU hogs); most of it is the long grid's five
-# runs, which take ~25 s each on 2 idle cores (~46 CPU-s of training).
+# runs (~46 CPU-s of training each: an estimated ~25 s on 2 idle cores).
 #
 # Environment: TASER_SLURM_SCRIPTS (folder of the sbatch scripts under test,
 # default slurm/), TASER_BIN (default target/release), KEEP=1 keeps the
