@@ -76,7 +76,7 @@ test: setup
 ## scancel, requeue, preemption, Slurm's time limit and its USR1 at chosen moments (mid-work, before
 ## the ranks are up), the array form. Every signal waits for a sign that the sweep is where the
 ## scenario needs it, so the verdicts do not depend on the machine's speed or load. Prints a scenario
-## table (10–11 min measured on a shared 2-core machine at load 5–8).
+## table (5 min on 2 mostly idle cores; 10–11 min at load 5–8).
 slurm-test: setup
 	bash tests/slurm/run.sh
 

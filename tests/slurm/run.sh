@@ -18,9 +18,9 @@
 # script's --signal=B:USR1@120, sent at Slurm's first time-limit check,
 # ≤ 30 s in) and the same USR1 sent by `scancel -b --signal=USR1` (at a
 # chosen moment: mid-work, or right after the script starts).
-# 10–11 min measured on a shared 2-core machine at load 5–8 (25/25 each
+# On 2 cores: 5 min when mostly idle, 10–11 min at load 5–8 (25/25 each
 # time, also with two extra CPU hogs); most of it is the long grid's five
-# runs (~46 CPU-s of training each: an estimated ~25 s on 2 idle cores).
+# runs (27 s for the reference on 2 idle cores).
 #
 # Environment: TASER_SLURM_SCRIPTS (folder of the sbatch scripts under test,
 # default slurm/), TASER_BIN (default target/release), KEEP=1 keeps the
