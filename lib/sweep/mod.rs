@@ -201,6 +201,9 @@ pub fn run(cfg: &RunConfig) -> Result<Option<RunSummary>> {
         return Err(e);
     }
     let mut book = open_book(&grid, &cfg)?;
+    // After the collective split above every rank has its stop handler:
+    // slurm/sweep-mpi.sbatch waits for this line before it forwards a
+    // time-limit stop to the ranks (keep its "sweep …: … rank(s)" shape).
     eprintln!(
         "sweep {}: {} task(s), {} already finished, {} rank(s); rank 0 on {device}",
         grid.name,

@@ -1,9 +1,26 @@
 #!/usr/bin/env bash
 # `make slurm-test`: both sbatch scripts against a real single-node Slurm
 # (scripts/slurm-cluster.sh: Debian's slurmctld + slurmd + munge, started
-# under a temporary folder and stopped by pid whatever happens), on a tiny
-# digits grid (4 jobs: mlp, 40 epochs, PGD-5 on 50 points). Prints one row
-# per scenario (name, expected, got, PASS/FAIL) and exits 1 if any failed.
+# under a temporary folder and stopped by pid whatever happens). Prints one
+# row per scenario (name, expected, got, PASS/FAIL) and exits 1 if any failed.
+#
+# No scenario depends on the machine's speed. A signal or event is sent only
+# after a positive sign that the sweep is where the scenario needs it (a
+# job's first metrics.csv row: mid-work; the script's first line: started,
+# ranks not yet up), on a grid that cannot finish first; every wait is
+# bounded and a timeout is a failure that says what did not come. Grids
+# (digits, mlp 32, PGD-5 on 50 points):
+#   short    4 jobs × 40 epochs: runs that no signal interrupts;
+#   long     4 jobs × 1500 epochs (~25 s on 2 idle cores): interrupted, then
+#            continued to the end and compared with a run without Slurm;
+#   endless  2 jobs × 100000 epochs: stopped by the scenario, never finished.
+# The time limit is exercised both ways: Slurm's own (--time=1 with the
+# script's --signal=B:USR1@120, sent at Slurm's first time-limit check,
+# ≤ 30 s in) and the same USR1 sent by `scancel -b --signal=USR1` (at a
+# chosen moment: mid-work, or right after the script starts).
+# On 2 cores: 5 min when mostly idle, 10–11 min at load 5–8 (25/25 each
+# time, also with two extra CPU hogs); most of it is the long grid's five
+# runs (27 s for the reference on 2 idle cores).
 #
 # Environment: TASER_SLURM_SCRIPTS (folder of the sbatch scripts under test,
 # default slurm/), TASER_BIN (default target/release), KEEP=1 keeps the
@@ -21,6 +38,9 @@ bash "$root/scripts/slurm-cluster.sh" install || exit 1
 work=$(mktemp -d "${TMPDIR:-/tmp}/taser slurm.XXXXXX")
 cluster=$(mktemp -d "${TMPDIR:-/tmp}/taser-slurm-cluster.XXXXXX")
 cleanup() {
+  if [ -n "${SLURM_CONF:-}" ]; then
+    kill_all_jobs
+  fi
   bash "$root/scripts/slurm-cluster.sh" stop "$cluster"
   [ "${KEEP:-0}" = 1 ] && echo "kept $work $cluster" || rm -rf "$work" "$cluster"
 }
@@ -31,8 +51,8 @@ bash "$root/scripts/slurm-cluster.sh" start "$cluster" || exit 1
 source "$cluster/env"
 cd "$work" || exit 1
 
-grid="$work/grid.toml"
-cat > "$grid" <<'TOML'
+short="$work/short.toml"
+cat > "$short" <<'TOML'
 name = "slurm-test"
 steps = ["train", "attack"]
 
@@ -53,40 +73,95 @@ eps = "0.2"
 n-eval = 50
 threads = 1
 TOML
-# The time-limit scenario needs jobs that outlast Slurm's 30 s check.
 long="$work/long.toml"
-sed 's/^epochs = 40/epochs = 600/; s/^seed = \[0, 1\]/seed = [0]/' "$grid" > "$long"
+sed 's/^epochs = 40/epochs = 1500/' "$short" > "$long"
+endless="$work/endless.toml"
+sed 's/^epochs = 40/epochs = 100000/; s/^lr = \[0.02, 0.05\]/lr = [0.05]/' "$short" > "$endless"
 
+# --- bookkeeping -----------------------------------------------------------
 rows=()
 failed=0
+late="" # the bounded waits of the current scenario that timed out
 record() { # name expected got
-  local verdict=PASS
-  [ "$2" = "$3" ] || { verdict=FAIL; failed=$((failed + 1)); }
-  rows+=("$1|$2|$3|$verdict")
-  printf '%-28s expected %-28s got %-28s %s\n' "$1" "$2" "$3" "$verdict"
+  local verdict=PASS got=$3
+  [ -n "$late" ] && got="$got [$late]"
+  late=""
+  [ "$2" = "$got" ] || { verdict=FAIL; failed=$((failed + 1)); }
+  rows+=("$1|$2|$got|$verdict")
+  printf '%-34s expected %-30s got %-30s %s  (%d s)\n' "$1" "$2" "$got" "$verdict" $(($(date +%s) - start))
+}
+# wait_for SECONDS COMMAND...: polls every $poll s until COMMAND succeeds.
+poll=0.2
+wait_for() {
+  local until=$(($(date +%s) + $1))
+  shift
+  while :; do
+    "$@" && return 0
+    [ "$(date +%s)" -lt "$until" ] || return 1
+    sleep "$poll"
+  done
+}
+# await SECONDS WHAT COMMAND...: wait_for, and a timeout is noted in the
+# scenario's row ("no WHAT in N s"), so the scenario fails and says why.
+await() {
+  local t=$1 what=$2
+  shift 2
+  wait_for "$t" "$@" && return 0
+  late="${late:+$late; }no $what in $t s"
+  echo "  timeout: no $what in $t s" >&2
+  return 1
 }
 
+# --- Slurm queries ------------------------------------------------------------
 field() { scontrol show job -o "$1" 2>/dev/null | tr ' ' '\n' | sed -n "s|^$2=||p" | head -1; }
 # Jobs submitted after job id $1 (the chain a scenario started, resubmissions included).
 jobs_after() { scontrol show job -o 2>/dev/null | sed -n 's/^JobId=\([0-9]*\) .*/\1/p' | awk -v a="$1" '$1 > a' | sort -u | wc -l; }
 last_id() { scontrol show job -o 2>/dev/null | sed -n 's/^JobId=\([0-9]*\) .*/\1/p' | sort -n | tail -1; }
-queue_empty() { [ -z "$(squeue -h -o %i)" ]; }
-wait_for() { # seconds command...
-  local t=$1; shift
-  for _ in $(seq $((t * 5))); do "$@" && return 0; sleep 0.2; done
+queued() { squeue -h -o %i | wc -l | tr -d ' '; }
+queue_empty() { local q; q=$(squeue -h -o %i 2>/dev/null) && [ -z "$q" ]; }
+# Job (or array) $1 has left the queue: ended and its script finished (a
+# completing job is still listed; a requeued one is listed as pending). A
+# failed query (slurmctld busy) is not taken for an empty queue.
+gone() { local q; q=$(squeue -h -j "$1" -o %i 2>/dev/null) && [ -z "$q" ]; }
+running() { [ "$(squeue -h -j "$1" -o %T 2>/dev/null)" = RUNNING ]; }
+# Slurm counts a requeue (its own, or the script's `scontrol requeue`).
+restarted() { scontrol show job -o "$1" 2>/dev/null | grep -q ' Restarts=[1-9]'; }
+kill_all_jobs() {
+  local ids
+  mapfile -t ids < <(squeue -h -o %i 2>/dev/null)
+  [ "${#ids[@]}" = 0 ] && return 0
+  scancel --full --signal=KILL "${ids[@]}" 2>/dev/null
+  scancel --signal=KILL "${ids[@]}" 2>/dev/null
+  wait_for 30 queue_empty || echo "warning: jobs left in the queue: $(squeue -h -o '%i %T' | tr '\n' ' ')"
+}
+# Ends whatever a scenario left (an old script's endless chain included).
+clear_queue() { wait_for "${1:-5}" queue_empty || kill_all_jobs; }
+
+# --- signs of progress -------------------------------------------------------
+# Mid-work: some job of sweep folder $1 has trained an epoch (a metrics.csv
+# row) and so is now in the middle of its training.
+mid_work() {
+  local f
+  for f in "$1"/jobs/*/train/metrics.csv; do
+    [ -f "$f" ] && [ "$(wc -l < "$f")" -ge 2 ] && return 0
+  done
   return 1
 }
-wait_quiet() { wait_for "$1" queue_empty; }
-# Ends whatever a scenario left (an old script's endless chain included).
-clear_queue() {
-  wait_quiet "${1:-5}" && return 0
-  scancel --full --signal=KILL "$(squeue -h -o %i | tr '\n' ' ')" 2>/dev/null
-  scancel --signal=KILL $(squeue -h -o %i) 2>/dev/null
-  wait_quiet 30 || echo "warning: jobs left in the queue: $(squeue -h -o '%i %T')"
+# Where sweep folder $1 stands (printed when an event is sent): jobs done,
+# and the furthest epoch any job has trained.
+progress() {
+  local done epoch
+  done=$(compgen -G "$1/jobs/*/done" | wc -l)
+  epoch=$(cat "$1"/jobs/*/train/metrics.csv 2>/dev/null | cut -d, -f1 | grep -E '^[0-9]+$' | sort -n | tail -1)
+  echo "  $2 at $done job(s) done, furthest epoch ${epoch:-0}"
 }
-started() { compgen -G "$1/jobs/*/train.stdout.log" >/dev/null || compgen -G "$1/jobs/*/*.log" >/dev/null; }
-running() { [ "$(squeue -h -j "$1" -o %T 2>/dev/null)" = RUNNING ]; }
+in_log() { grep -qs -- "$2" "$1"; }
+# The sweep's exit status as the MPI script printed it.
+exit_status() { sed -n 's/.*sweep exited with status \([0-9]*\).*/\1/p' "$1" 2>/dev/null | head -1; }
+# Whether the script held a stop that came before the ranks could take it.
+held() { if grep -qs 'cannot take a stop yet' "$1"; then echo held; else echo "not held"; fi; }
 
+# --- results ----------------------------------------------------------------
 # The metrics of results.csv (no seconds or paths), one line per job.
 metrics() {
   python3 - "$1/results.csv" <<'PY'
@@ -96,13 +171,13 @@ try:
 except OSError:
     sys.exit(0)
 for r in sorted(rows, key=lambda r: r["id"]):
-    keep = [k for k in r if not k.startswith("seconds") and k not in ("dir", "per_sample") and "seconds" not in k]
+    keep = [k for k in r if k not in ("dir", "per_sample") and "seconds" not in k]
     print(",".join(f"{k}={r[k]}" for k in sorted(keep)))
 PY
 }
-same_as_reference() {
+same_as() { # run-folder reference-folder
   if [ -z "$(metrics "$1")" ]; then echo "no results.csv"; return; fi
-  if [ "$(metrics "$1")" = "$(metrics "$work/ref")" ]; then echo "4 ok, equal"; else
+  if [ "$(metrics "$1")" = "$(metrics "$2")" ]; then echo "4 ok, equal"; else
     echo "$(grep -c ',ok,' "$1/results.csv" 2>/dev/null) ok, differ"; fi
 }
 # Continuations the script itself started (its "resubmitting"/"requeueing" lines).
@@ -112,103 +187,108 @@ both_markers() { # folders holding both done and failed.json
   for d in "$1"/jobs/*/; do [ -e "$d/done" ] && [ -e "$d/failed.json" ] && n=$((n + 1)); done
   echo "$n"
 }
-mpi() { sbatch --parsable --output="$work/log/%x-%j.out" "$@"; }
+# mpi|array SBATCH-OPTIONS... GRID OUT: submits the script under test.
+mpi() { sbatch --parsable --output="$work/log/%x-%j.out" "${@:1:$#-2}" "$scripts/sweep-mpi.sbatch" "${@:$#-1}"; }
+array() { sbatch --parsable --output="$work/log/%x-%A_%a.out" "${@:1:$#-2}" "$scripts/sweep-array.sbatch" "${@:$#-1}"; }
 mkdir -p "$work/log"
-# The time-limit signal the MPI script asks Slurm for (B:SIG@secs).
-tl_signal=$(sed -n 's/^#SBATCH --signal=B:\([A-Z0-9]*\)@.*/\1/p' "$scripts/sweep-mpi.sbatch")
-
-echo "reference: the grid without Slurm (mpirun -np 2)"
-mpirun --oversubscribe -np 2 "$bin/sweep" run "$grid" --out "$work/ref" > "$work/log/ref.log" 2>&1
-record "reference (no Slurm)" "4 ok" "$(grep -c ',ok,' "$work/ref/results.csv") ok"
-
 export TASER_BIN="$bin"
+# From the second scenario on, the options a 2-CPU node can take (the old
+# defaults could not); --gpus-per-node=0 overrides a script's GPU request.
+fit=(--nodes=1 --ntasks-per-node=2 --cpus-per-task=1 --gpus-per-node=0)
+afit=(--cpus-per-task=1 --gpus=0)
+# An urgent 2-CPU job: preempts whatever runs in partitions main and grace.
+preempt() { sbatch --parsable --partition=urgent --ntasks=2 --output=/dev/null --wrap 'sleep 2' > /dev/null; }
+
+echo "references: the short and long grids without Slurm (mpirun -np 2)"
+for g in short long; do
+  timeout 600 mpirun --oversubscribe -np 2 "$bin/sweep" run "$work/$g.toml" --out "$work/ref-$g" \
+    > "$work/log/ref-$g.log" 2>&1 || late="exit $? of the run (124: over 600 s)"
+  record "reference, $g grid (no Slurm)" "4 ok" "$(grep -cs ',ok,' "$work/ref-$g/results.csv") ok"
+done
 
 # 5: the documented command line, as is, must run on this 2-CPU node.
 out="$work/srun out"
-j=$(mpi --nodes=1 --ntasks-per-node=2 "$scripts/sweep-mpi.sbatch" "$grid" "$out" 2>"$work/log/submit.err")
-if [ -n "$j" ] && wait_for 30 running "$j"; then got="runs"; else
+j=$(sbatch --parsable --output="$work/log/%x-%j.out" --nodes=1 --ntasks-per-node=2 \
+      "$scripts/sweep-mpi.sbatch" "$short" "$out" 2>"$work/log/submit.err")
+if [ -n "$j" ] && await 60 "start" running "$j"; then got="runs"; else
   got="refused: $(head -c 60 "$work/log/submit.err" | tr -d '\n')"; fi
 record "5 defaults fit the node" "runs" "$got"
-[ -n "$j" ] && wait_quiet 120
-record "srun: results" "4 ok, equal" "$(same_as_reference "$out")"
-# From here on, the options a 2-CPU node can take (the old defaults could not).
-# (--gpus-per-node=0 overrides a script's GPU request; harmless otherwise.)
-fit=(--nodes=1 --ntasks-per-node=2 --cpus-per-task=1 --gpus-per-node=0)
-afit=(--cpus-per-task=1 --gpus=0)
+[ -n "$j" ] && await 180 "end of the job" gone "$j"
+record "srun: results" "4 ok, equal" "$(same_as "$out" "$work/ref-short")"
 clear_queue
 
 out="$work/mpirun out"
-TASER_LAUNCHER=mpirun mpi "${fit[@]}" "$scripts/sweep-mpi.sbatch" "$grid" "$out" > /dev/null
-wait_quiet 120
-record "mpirun: results" "4 ok, equal" "$(same_as_reference "$out")"
+j=$(TASER_LAUNCHER=mpirun mpi "${fit[@]}" "$short" "$out")
+await 180 "end of the job" gone "$j"
+record "mpirun: results" "4 ok, equal" "$(same_as "$out" "$work/ref-short")"
 clear_queue
 
-# 1: a user's scancel ends the chain.
+# 1: a user's scancel, mid-work, ends the chain: the job leaves the queue
+# (a requeue would list it as pending) and nothing else is submitted.
 out="$work/cancel"
 before=$(last_id)
-j=$(mpi "${fit[@]}" "$scripts/sweep-mpi.sbatch" "$grid" "$out")
-wait_for 60 started "$out"; sleep 3
+j=$(mpi "${fit[@]}" "$endless" "$out")
+await 90 "metrics row" mid_work "$out" && progress "$out" scancel
 scancel "$j"
-sleep 20
+await 60 "end of the job" gone "$j"
 record "1 scancel ends the chain" "1 job, 0 by script, 0 queued" \
-  "$(jobs_after "$before") job, $(by_script "$j") by script, $(squeue -h | wc -l | tr -d ' ') queued"
+  "$(jobs_after "$before") job, $(by_script "$j") by script, $(queued) queued"
 clear_queue
 
-# 2: scontrol requeue (and preemption with GraceTime 0) → one continuation.
+# 2: scontrol requeue mid-work → exactly one continuation, Slurm's.
 out="$work/requeue"
 before=$(last_id)
-j=$(mpi "${fit[@]}" "$scripts/sweep-mpi.sbatch" "$grid" "$out")
-wait_for 60 started "$out"; sleep 3
-scontrol requeue "$j"
-sleep 3
-wait_quiet 180
+j=$(mpi "${fit[@]}" "$long" "$out")
+await 90 "metrics row" mid_work "$out" && progress "$out" "scontrol requeue" && scontrol requeue "$j"
+await 30 "restart" restarted "$j"
+await 300 "end of the continuation" gone "$j"
 record "2 requeue: one continuation" "1 job, 1 restart, 0 by script" \
   "$(jobs_after "$before") job, $(field "$j" Restarts) restart, $(by_script "$j") by script"
-record "2 requeue: results" "4 ok, equal" "$(same_as_reference "$out")"
+record "2 requeue: results" "4 ok, equal" "$(same_as "$out" "$work/ref-long")"
 record "2 requeue: done+failed dirs" "0" "$(both_markers "$out")"
 clear_queue
 
-# Submits the sweep to partition $1 into $out, preempts it once the jobs run
-# (a 2-CPU job in the higher-tier partition) and waits for the queue to empty.
+# Submits the long grid to partition $1 into $out, preempts it mid-work and
+# waits until the preemption took (a restart) and the sweep has finished.
 preempted_sweep() {
   before=$(last_id)
-  j=$(mpi "${fit[@]}" --partition="$1" "$scripts/sweep-mpi.sbatch" "$grid" "$out")
-  wait_for 60 started "$out"; sleep 3
-  sbatch --parsable --partition=urgent --ntasks=2 --output=/dev/null --wrap 'sleep 2' > /dev/null
-  sleep 5
-  wait_quiet 180
+  j=$(mpi "${fit[@]}" --partition="$1" "$long" "$out")
+  await 90 "metrics row" mid_work "$out" && progress "$out" preemption && preempt
+  await 60 "restart after the preemption" restarted "$j"
+  await 300 "end of the continuation" gone "$j"
 }
+# Preemption with GraceTime 0 (PreemptMode=REQUEUE): Slurm requeues the job.
 out="$work/preempt"
 preempted_sweep main
 # (2 jobs: the sweep and the preempting one.)
 record "2 preempt GraceTime=0" "2 job, 1 restart, 0 by script" \
   "$(jobs_after "$before") job, $(field "$j" Restarts) restart, $(by_script "$j") by script"
-record "2 preempt: results" "4 ok, equal" "$(same_as_reference "$out")"
+record "2 preempt: results" "4 ok, equal" "$(same_as "$out" "$work/ref-long")"
 clear_queue
 
 # Preemption with a grace period (PreemptMode=CANCEL, GraceTime=20): the
 # ranks get SIGTERM at once, stop with 3; the script requeues the job once.
 out="$work/grace"
 preempted_sweep grace
-record "preempt GraceTime=20" "4 ok, equal, 1 by script" "$(same_as_reference "$out"), $(by_script "$j") by script"
+record "preempt GraceTime=20" "4 ok, equal, 1 by script" "$(same_as "$out" "$work/ref-long"), $(by_script "$j") by script"
 clear_queue
 
-# 3 + 4: the time limit. --time=1 makes Slurm send the script's signal at
-# its first check (≤ 30 s); the ranks must stop with 3 and the continuation
-# keep --time and --cpus-per-task.
+# 3 + 4: Slurm's own time limit. With --time=1 Slurm sends the script's
+# USR1 at its first time-limit check (≤ 30 s in; the endless grid is then
+# mid-work whatever the machine); the ranks must stop with 3 and the
+# continuation keep --time and --cpus-per-task.
 out="$work/timelimit"
 before=$(last_id)
-j=$(mpi --nodes=1 --ntasks-per-node=1 --cpus-per-task=2 --gpus-per-node=0 --time=1 "$scripts/sweep-mpi.sbatch" "$long" "$out")
+j=$(mpi --nodes=1 --ntasks-per-node=1 --cpus-per-task=2 --gpus-per-node=0 --time=1 "$endless" "$out")
 log="$work/log/taser-sweep-$j.out"
-wait_for 75 grep -q "exited with status" "$log"
-got=$(sed -n 's/.*sweep exited with status \([0-9]*\).*/\1/p' "$log" | head -1)
-record "3 time limit, srun: status" "3" "${got:-none}"
-# The continuation: the same job requeued, or a new one.
-continued() { [ "$(field "$j" Restarts)" -ge 1 ] || [ "$(jobs_after "$before")" -gt 1 ]; }
-if wait_for 40 continued; then
+await 75 "exit line in the job log" in_log "$log" "exited with status" && progress "$out" "stopped by Slurm's USR1"
+record "3 time limit (Slurm's), srun" "3" "$(exit_status "$log")"
+# The continuation: the same job requeued, or (old scripts) a new one.
+continued() { restarted "$j" || [ "$(jobs_after "$before")" -gt 1 ]; }
+if await 40 "continuation" continued; then
   next=$j
   [ "$(jobs_after "$before")" -gt 1 ] && next=$(last_id)
-  wait_for 60 running "$next"
+  await 60 "start of the continuation" running "$next"
   tl=$(field "$next" TimeLimit) cpt=$(field "$next" CPUs/Task)
   scancel "$next"
 else
@@ -218,63 +298,89 @@ record "4 continuation keeps --time" "00:01:00" "$tl"
 record "4 continuation keeps -c" "2" "$cpt"
 clear_queue 30
 
-# 3 under mpirun: the script must report the sweep's 3, not mpirun's 1.
+# The race: the time-limit USR1 right after the script starts, before the
+# srun step (or mpirun's ranks) exist or can take a TERM. The script must
+# hold it and stop the ranks once they are up (exit 3), not lose it (the
+# job would run on to its kill) nor kill ranks that have no handler yet.
+# $1: the launcher.
+stop_at_start() {
+  out="$work/stop-at-start-$1"
+  j=$(TASER_LAUNCHER=$1 TASER_MAX_RESUBMITS=0 mpi "${fit[@]}" "$endless" "$out")
+  log="$work/log/taser-sweep-$j.out"
+  poll=0.02 await 60 "first line of the job log" in_log "$log" "(run 1)" &&
+    scancel --batch --signal=USR1 "$j"
+  await 90 "exit line in the job log" in_log "$log" "exited with status"
+  record "3 USR1 before the ranks, $1" "3, held" "$(exit_status "$log"), $(held "$log")"
+  await 60 "end of the job" gone "$j"
+  clear_queue 30
+}
+stop_at_start srun
+stop_at_start mpirun
+
+# 3 under mpirun: the time-limit USR1 mid-work; the script must report the
+# sweep's 3, not mpirun's 1.
 out="$work/timelimit-mpirun"
-j=$(TASER_LAUNCHER=mpirun TASER_MAX_RESUBMITS=0 mpi "${fit[@]}" "$scripts/sweep-mpi.sbatch" "$grid" "$out")
+j=$(TASER_LAUNCHER=mpirun TASER_MAX_RESUBMITS=0 mpi "${fit[@]}" "$endless" "$out")
 log="$work/log/taser-sweep-$j.out"
-wait_for 60 started "$out"; sleep 3
-scancel --batch --signal="$tl_signal" "$j"
-wait_for 60 grep -q "exited with status" "$log"
-got=$(sed -n 's/.*sweep exited with status \([0-9]*\).*/\1/p' "$log" | head -1)
-record "3 time limit, mpirun: status" "3" "${got:-none}"
+await 90 "metrics row" mid_work "$out" && progress "$out" USR1 && scancel --batch --signal=USR1 "$j"
+await 90 "exit line in the job log" in_log "$log" "exited with status"
+record "3 USR1 mid-work, mpirun" "3" "$(exit_status "$log")"
 clear_queue 60
 
-# The array form: all four, then a requeued task continues.
+# The array form: all four.
 out="$work/array"
-j=$(sbatch --parsable --array=0-3 "${afit[@]}" --output="$work/log/%x-%A_%a.out" \
-      "$scripts/sweep-array.sbatch" "$grid" "$out" 2>"$work/log/submit.err")
+j=$(array --array=0-3 "${afit[@]}" "$short" "$out" 2>"$work/log/submit.err")
 [ -z "$j" ] && echo "array refused: $(cat "$work/log/submit.err")"
-wait_quiet 120
+await 180 "end of the array" gone "$j"
 "$bin/sweep" collect "$out" > /dev/null 2>&1
-record "array: results" "4 ok, equal" "$(same_as_reference "$out")"
+record "array: results" "4 ok, equal" "$(same_as "$out" "$work/ref-short")"
 clear_queue
 
-# The array form preempted (GraceTime 0): Slurm requeues the running tasks.
+# The array form preempted mid-work (GraceTime 0): Slurm requeues the
+# running tasks, which continue their jobs.
 out="$work/array-preempt"
-sbatch --parsable --array=0-3 "${afit[@]}" --partition=main --output="$work/log/%x-%A_%a.out" \
-  "$scripts/sweep-array.sbatch" "$grid" "$out" > /dev/null
-wait_for 60 started "$out"; sleep 3
-sbatch --parsable --partition=urgent --ntasks=2 --output=/dev/null --wrap 'sleep 2' > /dev/null
-sleep 5
-wait_quiet 180
+j=$(array --array=0-3 "${afit[@]}" --partition=main "$long" "$out")
+await 90 "metrics row" mid_work "$out" && progress "$out" preemption && preempt
+await 60 "restart after the preemption" restarted "$j"
+await 300 "end of the array" gone "$j"
 "$bin/sweep" collect "$out" > /dev/null 2>&1
-record "array preempted: results" "4 ok, equal" "$(same_as_reference "$out")"
+record "array preempted: results" "4 ok, equal" "$(same_as "$out" "$work/ref-long")"
 clear_queue
 
+# 1 for the array: a user's scancel of two running tasks ends both.
 out="$work/array-cancel"
-before=$(last_id)
-j=$(sbatch --parsable --array=0-1 "${afit[@]}" --output="$work/log/%x-%A_%a.out" \
-      "$scripts/sweep-array.sbatch" "$grid" "$out")
-wait_for 60 started "$out"; sleep 3
+j=$(array --array=0-1 "${afit[@]}" "$endless" "$out")
+starts() { cat "$out"/slurm/array-*.log 2>/dev/null | grep -c ' of .* → '; }
+two_started() { [ "$(starts)" -ge 2 ] && mid_work "$out"; }
+await 90 "two running tasks" two_started && progress "$out" scancel
 scancel "$j"
-sleep 20
+await 60 "end of the array" gone "$j"
 # Each task's log has one line per start: 2 tasks started once, none again.
-starts=$(cat "$out"/slurm/array-*.log 2>/dev/null | grep -c ' of .* → ')
-record "1 array: scancel ends it" "2 starts, 0 queued" "$starts starts, $(squeue -h | wc -l | tr -d ' ') queued"
+record "1 array: scancel ends it" "2 starts, 0 queued" "$(starts) starts, $(queued) queued"
 clear_queue
+
+# The race in the array form: USR1 right after the task's script starts.
+out="$work/array-stop-at-start"
+j=$(TASER_MAX_RESUBMITS=0 array --array=0 "${afit[@]}" "$endless" "$out")
+tlog="$out/slurm/array-0.log"
+poll=0.02 await 60 "the task's first line" in_log "$tlog" " of .* → " &&
+  scancel --batch --signal=USR1 "${j}_0"
+await 90 "exit line in the task's log" in_log "$tlog" "exited with status"
+got=$(sed -n 's/.*exited with status \([0-9]*\).*/\1/p' "$tlog" | head -1)
+record "3 USR1 before run-one, array" "3, held" "$got, $(held "$work/log/taser-sweep-array-${j}_0.out")"
+clear_queue 30
 
 # 6: smaller ones.
 out="$work/nobin"
-j=$(TASER_BIN="$work/no such dir" mpi "${fit[@]}" "$scripts/sweep-mpi.sbatch" "$grid" "$out")
-wait_quiet 60
+j=$(TASER_BIN="$work/no such dir" mpi "${fit[@]}" "$short" "$out")
+await 60 "end of the job" gone "$j"
 if grep -rqs "no such dir/sweep" "$work/log/taser-sweep-$j.out"; then got="names it"; else got="does not"; fi
 record "6 missing binary named" "names it" "$got"
 clear_queue
 
 out="$work/partial-array"
-sbatch --parsable --array=0 "${afit[@]}" --output=/dev/null \
-  "$scripts/sweep-array.sbatch" "$grid" "$out" > /dev/null
-wait_quiet 60
+j=$(sbatch --parsable --array=0 "${afit[@]}" --output=/dev/null "$scripts/sweep-array.sbatch" "$short" "$out")
+await 60 "end of the array" gone "$j"
 got=$("$bin/sweep" collect "$out" 2>&1 | sed -n 's/^pending = //p')
 record "6 collect: unstarted pending" "3" "${got:-none}"
 clear_queue
