@@ -7,14 +7,22 @@ penalty λ·R with R = mean((r − mean r)²), r the residual of the smooth marg
 m = LSE_{j≠y} z_j − z_y, scores of N(0, I) (s̃ = −x), BatchNorm in eval mode
 for the penalty, fd step h = 1e-2, Hutchinson K = 1.
 
+METHOD standard trains on the clean batch; pgd-at (Madry et al.) on PGD's
+adversarial batch: uniform start in the L-inf ball, ATTACK_STEPS sign steps of
+STEP_SIZE on the summed cross-entropy, each projected onto the ball and [0,1],
+the model in train mode throughout, as the suite's PGD-AT; the penalty is on
+the clean batch, as the suite's.
+
 Runs as a server so that the Rust bench can interleave rows: it reads lines
-`MODEL VARIANT BATCH C H W CLASSES STEPS THREADS [DEVICE PRECISION FORMAT]`
-on stdin and answers each with the mean ms per step (after 2 warm-up steps).
-DEVICE is cpu or cuda:N (default cpu; CUDA timings synchronise before the
-clock stops), PRECISION f32 or bf16 (torch.autocast with bfloat16 around the
-cross-entropy's forward, the penalty in f32, as the suite's --precision bf16),
-FORMAT contiguous or channels-last (model and input in
-torch.channels_last, as the suite's --memory-format channels-last).
+`MODEL METHOD VARIANT BATCH C H W CLASSES STEPS THREADS DEVICE PRECISION FORMAT
+EPS STEP_SIZE ATTACK_STEPS` on stdin and answers each with the mean ms per step
+(after 2 warm-up steps). DEVICE is cpu or cuda:N (CUDA timings synchronise
+before the clock stops), PRECISION f32 or bf16 (torch.autocast with bfloat16
+around the base loss's forward and the training attack, the penalty in f32,
+as the suite's --precision bf16), FORMAT contiguous or channels-last (model
+and input in torch.channels_last, as the suite's --memory-format
+channels-last). EPS, STEP_SIZE and ATTACK_STEPS are pgd-at's (ignored for
+standard).
 """
 import sys
 import time
@@ -139,9 +147,20 @@ def residual(model, x, y, s, variant, h=1e-2):
         return (m[1] - m[2]) * sn / (2 * h) + (m[3] - 2 * m[0] + m[4]) / h ** 2 * vn2
 
 
-def step(model, opt, x, y, variant, bf16=False):
+def pgd_at_batch(model, x, y, eps, step_size, steps):
+    """Madry et al.'s PGD: uniform start, sign steps, projection onto the L-inf ball and [0,1]."""
+    xa = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
+    for _ in range(steps):
+        xa.requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(model(xa), y, reduction="sum"), xa)
+        xa = torch.min(torch.max(xa.detach() + step_size * g.sign(), x - eps), x + eps).clamp(0, 1)
+    return xa.detach()
+
+
+def step(model, opt, x, y, variant, attack=None, bf16=False):
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-        loss = F.cross_entropy(model(x), y)
+        x_base = x if attack is None else pgd_at_batch(model, x, y, *attack)
+        loss = F.cross_entropy(model(x_base), y)
     if variant != "alone":
         r = residual(model, x, y, -x, variant)
         loss = loss + ((r - r.mean()) ** 2).mean()
@@ -150,8 +169,8 @@ def step(model, opt, x, y, variant, bf16=False):
     opt.step()
 
 
-def time_row(arch, variant, batch, c, h, w, classes, steps, device="cpu", precision="f32",
-             memory_format="contiguous"):
+def time_row(arch, method, variant, batch, c, h, w, classes, steps, device, precision,
+             memory_format, attack):
     torch.manual_seed(0)
     device = torch.device(device)
     fmt = torch.channels_last if memory_format == "channels-last" else torch.contiguous_format
@@ -161,27 +180,31 @@ def time_row(arch, variant, batch, c, h, w, classes, steps, device="cpu", precis
     x = torch.rand(batch, c, h, w, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, classes, (batch,), device=device)
     bf16 = precision == "bf16"
+    attack = attack if method == "pgd-at" else None
 
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
     for _ in range(2):
-        step(model, opt, x, y, variant, bf16)
+        step(model, opt, x, y, variant, attack, bf16)
     sync()
     t = time.perf_counter()
     for _ in range(steps):
-        step(model, opt, x, y, variant, bf16)
+        step(model, opt, x, y, variant, attack, bf16)
     sync()
     return (time.perf_counter() - t) / steps * 1e3
 
 
 def main():
     for line in sys.stdin:
-        arch, variant, *rest = line.split()
+        arch, method, variant, *rest = line.split()
         batch, c, h, w, classes, steps, threads = map(int, rest[:7])
+        device, precision, memory_format = rest[7:10]
+        attack = (float(rest[10]), float(rest[11]), int(rest[12]))
         torch.set_num_threads(threads)
-        ms = time_row(arch, variant, batch, c, h, w, classes, steps, *rest[7:])
+        ms = time_row(arch, method, variant, batch, c, h, w, classes, steps, device, precision,
+                      memory_format, attack)
         print(f"{ms:.3f}", flush=True)
 
 

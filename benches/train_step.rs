@@ -226,43 +226,67 @@ const VARIANTS: [(&str, &str, Variant); 6] = [
     ),
 ];
 
-/// `--side-by-side`: standard training ± each penalty variant, this suite
-/// and the same step in PyTorch (benches/train_step.py, run as a server so
-/// the rows alternate and drift hits both), one thread each; ms per step
-/// and the ratio suite / PyTorch.
+/// `--side-by-side`: standard training and PGD-AT ± each penalty variant,
+/// this suite and the same step in PyTorch (benches/train_step.py, run as a
+/// server so the rows alternate and drift hits both), one thread each; ms
+/// per step and the ratio suite / PyTorch. PGD-AT rows: cnn-small always,
+/// resnet18 on CUDA only (a CPU step takes many seconds).
 fn side_by_side(digits: &Dataset, cifar_like: &Dataset, batch: i64, o: &Opts) {
-    use std::io::{BufRead, BufReader, Write};
     let threads = cli::number("--threads", 1);
     tch::set_num_threads(threads);
     let python = std::env::var("TASER_PYTHON")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python").into());
     let script = std::env::var("TASER_BENCH_PY")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/benches/train_step.py").into());
-    let mut child = std::process::Command::new(python)
-        .arg(script)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start benches/train_step.py with TASER_PYTHON");
-    let mut to_py = child.stdin.take().unwrap();
-    let mut from_py = BufReader::new(child.stdout.take().unwrap());
-    let device = taser::device::device_name(o.device);
+    let mut torch = TorchSide::start(&python, &script);
+    let pgd = settings(Method::PgdAt, digits).attack.unwrap();
     println!(
-        "side by side, {device} ({}), {threads} CPU thread(s) each, standard training (SGD), {} timed steps per row after 2 warm-up steps, fd step 1e-2, K = 1",
+        "side by side, {} ({}), {threads} CPU thread(s) each, SGD, {} timed steps per row after 2 warm-up steps, fd step 1e-2, K = 1; PGD-AT on digits: {} sign steps of {} from a uniform start in the L∞ ball of ε = {}",
+        taser::device::device_name(o.device),
         compute_label(o),
-        o.steps
+        o.steps,
+        pgd.steps,
+        pgd.step_size,
+        pgd.threat.eps
     );
     println!();
-    println!("| model / data | batch | variant | suite ms/step | PyTorch ms/step | suite / PyTorch | suite × alone |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| model / data | batch | method | variant | suite ms/step | PyTorch ms/step | suite / PyTorch | suite × alone |");
+    println!("|---|---|---|---|---|---|---|---|");
     let cases = [
-        ("cnn-small / digits", Arch::CnnSmall, digits, o.cnn_batch),
-        ("resnet18 / CIFAR-shaped", Arch::Resnet18, cifar_like, batch),
+        (
+            "cnn-small / digits",
+            Arch::CnnSmall,
+            digits,
+            o.cnn_batch,
+            Method::Standard,
+        ),
+        (
+            "cnn-small / digits",
+            Arch::CnnSmall,
+            digits,
+            o.cnn_batch,
+            Method::PgdAt,
+        ),
+        (
+            "resnet18 / CIFAR-shaped",
+            Arch::Resnet18,
+            cifar_like,
+            batch,
+            Method::Standard,
+        ),
+        (
+            "resnet18 / CIFAR-shaped",
+            Arch::Resnet18,
+            cifar_like,
+            batch,
+            Method::PgdAt,
+        ),
     ];
-    for (name, arch, d, b) in cases
-        .into_iter()
-        .filter(|c| o.models.contains(&c.1.to_string()))
-    {
+    for (name, arch, d, b, method) in cases.into_iter().filter(|c| {
+        o.models.contains(&c.1.to_string())
+            && o.methods.contains(&method_name(c.4))
+            && (o.device.is_cuda() || c.1 == Arch::CnnSmall || c.4 == Method::Standard)
+    }) {
         let spec = ModelSpec {
             arch,
             activation: Activation::Relu,
@@ -272,38 +296,108 @@ fn side_by_side(digits: &Dataset, cifar_like: &Dataset, batch: i64, o: &Opts) {
         };
         let mut alone = 0.0;
         for (label, py_name, v) in VARIANTS {
-            let suite = time_steps(&spec, d, b, Method::Standard, v, o) * 1e3;
-            let shape = &d.input_shape;
-            let arch_name = if arch == Arch::CnnSmall {
-                "cnn-small"
-            } else {
-                "resnet18"
+            let suite = time_steps(&spec, d, b, method, v, o) * 1e3;
+            let row = Row {
+                arch,
+                method,
+                variant: py_name,
+                batch: b,
+                data: d,
+                threads,
             };
-            let (precision, format) = (
-                format!("{:?}", o.precision).to_lowercase(),
-                format!("{:?}", o.format).to_lowercase(),
-            );
-            writeln!(
-                to_py,
-                "{arch_name} {py_name} {b} {} {} {} {} {} {threads} {device} {precision} {format}",
-                shape[0], shape[1], shape[2], d.num_outputs, o.steps
-            )
-            .unwrap();
-            let mut line = String::new();
-            from_py.read_line(&mut line).unwrap();
-            let torch: f64 = line.trim().parse().expect("benches/train_step.py answer");
+            let pytorch = torch.time(&row, o);
             if v.is_none() {
                 alone = suite;
             }
             println!(
-                "| {name} | {b} | {label} | {suite:.1} | {torch:.1} | {:.2} | ×{:.2} |",
-                suite / torch,
+                "| {name} | {b} | {} | {label} | {suite:.1} | {pytorch:.1} | {:.2} | ×{:.2} |",
+                method_name(method),
+                suite / pytorch,
                 suite / alone
             );
         }
     }
-    drop(to_py);
-    child.wait().unwrap();
+    torch.finish();
+}
+
+/// The method's flag name (pgd-at, …).
+fn method_name(m: Method) -> String {
+    use clap::ValueEnum;
+    m.to_possible_value().unwrap().get_name().to_string()
+}
+
+/// One side-by-side row as benches/train_step.py reads it.
+struct Row<'a> {
+    arch: Arch,
+    method: Method,
+    variant: &'a str,
+    batch: i64,
+    data: &'a Dataset,
+    threads: i32,
+}
+
+/// benches/train_step.py running as a server (one request line, one answer
+/// line in ms per step).
+struct TorchSide {
+    child: std::process::Child,
+    to_py: Option<std::process::ChildStdin>,
+    from_py: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl TorchSide {
+    fn start(python: &str, script: &str) -> TorchSide {
+        let mut child = std::process::Command::new(python)
+            .arg(script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start benches/train_step.py with TASER_PYTHON");
+        let to_py = child.stdin.take();
+        let from_py = std::io::BufReader::new(child.stdout.take().unwrap());
+        TorchSide {
+            child,
+            to_py,
+            from_py,
+        }
+    }
+
+    /// PyTorch's ms per step for `row`, with the method's reference
+    /// training attack (the suite's defaults for the data set).
+    fn time(&mut self, row: &Row, o: &Opts) -> f64 {
+        use std::io::{BufRead, Write};
+        let pgd = settings(Method::PgdAt, row.data).attack.unwrap();
+        let (shape, device) = (&row.data.input_shape, taser::device::device_name(o.device));
+        let (precision, format) = (
+            format!("{:?}", o.precision).to_lowercase(),
+            format!("{:?}", o.format).to_lowercase(),
+        );
+        writeln!(
+            self.to_py.as_mut().unwrap(),
+            "{} {} {} {} {} {} {} {} {} {} {device} {precision} {format} {} {} {}",
+            row.arch,
+            method_name(row.method),
+            row.variant,
+            row.batch,
+            shape[0],
+            shape[1],
+            shape[2],
+            row.data.num_outputs,
+            o.steps,
+            row.threads,
+            pgd.threat.eps,
+            pgd.step_size,
+            pgd.steps
+        )
+        .unwrap();
+        let mut line = String::new();
+        self.from_py.read_line(&mut line).unwrap();
+        line.trim().parse().expect("benches/train_step.py answer")
+    }
+
+    fn finish(mut self) {
+        drop(self.to_py.take());
+        self.child.wait().unwrap();
+    }
 }
 
 fn main() {

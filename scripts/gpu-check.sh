@@ -177,13 +177,13 @@ else
   step "bench $adv_model, PGD-AT ± TASER (suite)" bench-adv "$bench" "${bench_args[@]}" \
     --steps $(( steps > 1 ? steps / 2 : 1 )) --methods pgd-at --models "$adv_model"
 fi
-# Side-by-side rows: | model | batch | variant | suite | PyTorch | ratio | × alone |
+# Side-by-side rows: | model | batch | method | variant | suite | PyTorch | ratio | × alone |
 # (`echo $x` trims the cells' spaces.)
 for log in bench-f32 bench-bf16-cl; do
   [ -f "$out/logs/$log.log" ] || continue
   tag=${log#bench-}
-  while IFS='|' read -r _ model b variant suite torch r alone _; do
-    row "bench $tag: $(echo $model) b=$(echo $b) $(echo $variant)" "" "" "$(echo $suite)" "$(echo $torch)" "$(echo $r)" "$(echo $alone)"
+  while IFS='|' read -r _ model b method variant suite torch r alone _; do
+    row "bench $tag: $(echo $model) b=$(echo $b) $(echo $method) $(echo $variant)" "" "" "$(echo $suite)" "$(echo $torch)" "$(echo $r)" "$(echo $alone)"
   done < <(grep -E '^\| (cnn-small|resnet18) ' "$out/logs/$log.log")
 done
 adv_first=""
@@ -193,7 +193,7 @@ if [ -f "$out/logs/bench-adv.log" ]; then
     [ "$(echo $variant)" = "+ first-order, fd" ] && adv_first=$(echo $alone)
   done < <(grep -E '^\| (cnn-small|resnet18) ' "$out/logs/bench-adv.log")
 fi
-bench_first=$(grep -E '^\| resnet18 .*\| \+ first-order, autograd \|' "$out/logs/bench-f32.log" 2>/dev/null | awk -F'|' '{ gsub(/ /, "", $8); print $8 }')
+bench_first=$(grep -E '^\| resnet18 .*\| standard \| \+ first-order, autograd \|' "$out/logs/bench-f32.log" 2>/dev/null | awk -F'|' '{ gsub(/ /, "", $9); print $9 }')
 row "overhead: TASER first-order / standard, resnet18 epoch" "" "" "" "" "" "$(ratio "$taser_s" "$std_s")" "×2.45"
 row "overhead: + first-order autograd / alone, resnet18 step (bench)" "" "" "" "" "" "${bench_first:-–}" "×2.45"
 row "overhead: PGD-AT + first-order fd / PGD-AT, $adv_model step (bench)" "" "" "" "" "" "${adv_first:-–}" "×1.17–1.27"

@@ -70,8 +70,10 @@ fn quick_cpu_path_prints_one_table_of_passed_steps_and_bench_rows() {
     assert!(row(&table, "… ranks' devices")
         .join(" ")
         .contains("rank 1 → cpu"));
-    // Side-by-side rows: every variant of both models in f32, of resnet18
-    // in bf16 + channels-last, each with both timings and their ratio.
+    // Side-by-side rows: every variant of cnn-small standard and PGD-AT and
+    // of resnet18 standard in f32 (resnet18 PGD-AT only on CUDA), of
+    // resnet18 in bf16 + channels-last, each with both timings and their
+    // ratio.
     let bench_rows = |tag: &str| {
         table
             .lines()
@@ -85,7 +87,7 @@ fn quick_cpu_path_prints_one_table_of_passed_steps_and_bench_rows() {
             .collect::<Vec<_>>()
     };
     let (f32_rows, bf16_rows) = (bench_rows("f32"), bench_rows("bf16-cl"));
-    assert_eq!(f32_rows.len(), 12, "{table}");
+    assert_eq!(f32_rows.len(), 18, "{table}");
     assert_eq!(bf16_rows.len(), 6, "{table}");
     for cells in f32_rows.iter().chain(&bf16_rows) {
         let (suite, torch, ratio): (f64, f64, f64) = (
