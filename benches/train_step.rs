@@ -1,7 +1,9 @@
 //! `make bench`: time per training step of standard training alone and with
 //! the TASER penalty (first-order and full with K = 1, in autograd and fd
-//! modes), for cnn-small on digits and resnet18 on CIFAR-shaped random data,
-//! each as a ratio to standard training. Prints a table; asserts nothing.
+//! modes; in the suite-only table also the one-sided first-order penalty on a
+//! fraction f ∈ {0.5, 0.25} of each batch, `--stein-fraction`), for
+//! cnn-small on digits and resnet18 on CIFAR-shaped random data, each as a
+//! ratio to standard training. Prints a table; asserts nothing.
 //!
 //! Options: --device auto|cpu|cuda:N, --steps N (timed steps per row),
 //! --batch N (resnet18 batch; default 256 on CUDA, 32 on CPU),
@@ -108,6 +110,7 @@ fn time_steps(
     batch: i64,
     method: Method,
     variant: Option<(Order, Mode, Difference)>,
+    fraction: f64,
     o: &Opts,
 ) -> f64 {
     tch::manual_seed(0);
@@ -150,7 +153,7 @@ fn time_steps(
             control: ScoreControl::None,
             grad_norm: false,
             coordinates: Coordinates::Pixel,
-            fraction: 1.0,
+            fraction,
             seed: 0,
         }),
     };
@@ -192,6 +195,9 @@ fn time_steps(
 }
 
 type Variant = Option<(Order, Mode, Difference)>;
+
+/// `--stein-fraction` values of the suite-only table's extra rows.
+const FRACTIONS: [f64; 2] = [0.5, 0.25];
 
 /// The rows of each table: label, the PyTorch step's name for the same
 /// variant (benches/train_step.py), and the penalty (None: the method alone).
@@ -296,7 +302,7 @@ fn side_by_side(digits: &Dataset, cifar_like: &Dataset, batch: i64, o: &Opts) {
         };
         let mut alone = 0.0;
         for (label, py_name, v) in VARIANTS {
-            let suite = time_steps(&spec, d, b, method, v, o) * 1e3;
+            let suite = time_steps(&spec, d, b, method, v, 1.0, o) * 1e3;
             let row = Row {
                 arch,
                 method,
@@ -467,7 +473,21 @@ fn main() {
         side_by_side(&digits, &cifar_like, batch, &o);
         return;
     }
-    let variants: Vec<_> = VARIANTS.iter().map(|&(l, _, v)| (l, v)).collect();
+    // The side-by-side variants on the whole batch, then the cheapest
+    // first-order variant with the penalty on a fraction f of each batch
+    // (`--stein-fraction`; its floor is ×(1 + f)).
+    let one_sided = Some((Order::FirstOrder, Mode::Fd, Difference::Forward));
+    let variants: Vec<_> = VARIANTS
+        .iter()
+        .map(|&(l, _, v)| (l.to_string(), v, 1.0))
+        .chain(FRACTIONS.iter().map(|&f| {
+            (
+                format!("+ first-order, fd one-sided, f = {f}"),
+                one_sided,
+                f,
+            )
+        }))
+        .collect();
     println!(
         "time per training step, device {} ({}), {} timed steps per row (after 2 warm-up steps)",
         taser::device::device_name(o.device),
@@ -490,8 +510,9 @@ fn main() {
         }
         for &method in methods.iter().filter(|m| wanted(m)) {
             let mut base = 0.0;
-            for &(label, v) in &variants {
-                let secs = time_steps(&s, d, b, method, v, &o);
+            for (label, v, fraction) in &variants {
+                let (v, fraction) = (*v, *fraction);
+                let secs = time_steps(&s, d, b, method, v, fraction, &o);
                 if v.is_none() {
                     base = secs;
                 }
