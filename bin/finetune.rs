@@ -16,7 +16,8 @@ use taser::train::{finetune, FinetuneArgs, RunOptions, TrainConfig};
 /// warm-up (unless --lambda-warmup-steps is given). --model, --activation,
 /// --mlp-hidden and --dataset are taken from the checkpoint's sidecar unless
 /// given; if given they must match it. The base loss is any --method's (e.g.
-/// `--method pgd-at --attack-steps 3` for an adversarial-lite base loss).
+/// `--method pgd-at --attack-steps 3` for an adversarial-lite base loss;
+/// --eps-warmup-epochs ramps its attack's ε as in `train`).
 ///
 /// Outputs in --out are those of `train` (model.safetensors + model.json,
 /// metrics.csv with its instrument columns, resume state for --resume); the

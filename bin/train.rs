@@ -10,8 +10,8 @@ use taser::train::{train, RunOptions, TrainConfig};
 ///
 /// Outputs in --out: model.safetensors + model.json (final weights, model
 /// spec, every hyperparameter, seed, version, metrics), metrics.csv (one row
-/// per epoch: epoch, lr, train_loss, train_acc, test_loss, test_acc,
-/// ood_loss, penalty, residual_mean, residual_std, risk_standard,
+/// per epoch: epoch, lr, train_eps, train_loss, train_acc, test_loss,
+/// test_acc, ood_loss, penalty, residual_mean, residual_std, risk_standard,
 /// risk_madry, risk_score, grad_norm_mean, probe_mean, penalty_ratio,
 /// score_grad_cosine, hutchinson_noise_share, global_center, val_acc,
 /// val_robust_acc, seconds; a column a run does not measure is empty) and
@@ -55,6 +55,12 @@ use taser::train::{train, RunOptions, TrainConfig};
 /// attacks default to the data set's threat model: L∞ ε = 8/255 on CIFAR,
 /// ε = 0.2 on digits, ε = 0.3 on mnist and mnist-5k, 10 PGD steps of ε/4. The TASER penalty (--lambda > 0)
 /// combines with every method and is always computed on the clean input.
+/// --eps-warmup-epochs E ramps the training attack's radius linearly: at
+/// optimiser step s (0-based, across epochs; S steps per epoch) it attacks
+/// with ε_s = ε·min(1, (s+1)/(E·S)) and a step size scaled alike; the
+/// resume state carries E, so a run resumed mid-ramp continues the same
+/// schedule. metrics.csv's train_eps is ε_s at each epoch's last step (0
+/// for runs without a training attack).
 ///
 /// SCORE's 1-D toy (--dataset toy-score: p_d(y=1) = 1/6, x|1 ~ N(1,1),
 /// x|0 ~ N(−1,4), 60 000 draws or --train-size) trains one of SCORE's risks

@@ -1,8 +1,11 @@
 //! Robust methods end to end on digits (tiny runs): every method × λ ∈ {0, 1}
-//! × loss ∈ {kl, se}, AWP, EMA, `finetune`, and the refusals of bad flags.
+//! × loss ∈ {kl, se}, AWP, EMA, the ε warm-up (and its resume mid-ramp),
+//! `finetune`, and the refusals of bad flags.
 mod common;
 use common::*;
 use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 use taser::checkpoint;
 use taser::data::{self, DatasetName};
 use taser::train::method::kl_div;
@@ -265,4 +268,187 @@ fn bad_method_flags_give_clear_errors() {
         &args(&out, &["--dataset", "toy-sin", "--method", "pgd-at"]),
     );
     assert!(e.contains("classification"), "{e}");
+}
+
+/// metrics.csv's column `name`, one value per epoch.
+fn column(out: &Path, name: &str) -> Vec<f64> {
+    let text = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let k = header.iter().position(|h| *h == name).unwrap();
+    lines
+        .map(|l| l.split(',').nth(k).unwrap().parse().unwrap())
+        .collect()
+}
+
+/// metrics.csv without its `seconds` column (the only one that may differ
+/// between two runs of one seed).
+fn metrics_without_seconds(out: &Path) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    let k = header.iter().position(|h| *h == "seconds").unwrap();
+    text.lines()
+        .map(|l| {
+            l.split(',')
+                .enumerate()
+                .filter(|(i, _)| *i != k)
+                .map(|(_, c)| c.to_string())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn eps_warmup_without_an_attack_or_longer_than_the_run_exits_2_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x");
+    for (flags, needle) in [
+        (vec!["--eps-warmup-epochs", "1"], "--method standard"),
+        (
+            vec!["--method", "pgd-at", "--eps-warmup-epochs", "2"],
+            "--epochs (1)",
+        ),
+    ] {
+        let a = args(&out, &flags);
+        let refs: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
+        let o = run("train", &refs);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{flags:?}: {e}");
+        assert!(
+            e.contains("--eps-warmup-epochs") && e.contains(needle),
+            "{flags:?}: {e}"
+        );
+    }
+    assert!(!out.exists() || files_in(&out).is_empty());
+}
+
+/// 2 epochs of 45 steps with E = 2: the first epoch's last step attacks at
+/// ε·45/90 = ε/2, the second's at ε; without the flag every epoch's
+/// train_eps is ε, standard training's 0; `finetune` shares the flag and
+/// its refusals.
+#[test]
+fn eps_warmup_ramps_train_eps_to_eps_at_epoch_e_and_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let ramp = dir.path().join("ramp");
+    let pgd = ["--method", "pgd-at", "--epochs", "2"];
+    let mut flags = pgd.to_vec();
+    flags.extend(["--eps-warmup-epochs", "2"]);
+    ok("train", &args(&ramp, &flags));
+    let eps = column(&ramp, "train_eps");
+    println!("train_eps with E = 2: {eps:?}");
+    assert_eq!(eps, vec![0.1, 0.2], "digits ε 0.2, halfway after epoch 1");
+    let meta = checkpoint::read_meta(&ramp.join("model.safetensors")).unwrap();
+    let h = &meta.hyperparameters;
+    assert_eq!(h["config"]["eps_warmup_epochs"], 2);
+    assert_eq!(h["resolved"]["eps_warmup_steps"], 90);
+    assert_eq!(h["resolved"]["attack"]["eps"], 0.2, "the configured ε");
+    let resume_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ramp.join("resume.json")).unwrap()).unwrap();
+    assert_eq!(resume_json["config"]["eps_warmup_epochs"], 2);
+
+    let flat = dir.path().join("flat");
+    ok("train", &args(&flat, &pgd));
+    assert_eq!(column(&flat, "train_eps"), vec![0.2, 0.2]);
+    let meta = checkpoint::read_meta(&flat.join("model.safetensors")).unwrap();
+    assert_eq!(meta.hyperparameters["config"]["eps_warmup_epochs"], 0);
+    assert_eq!(meta.hyperparameters["resolved"]["eps_warmup_steps"], 0);
+    assert!(
+        std::fs::read(ramp.join("model.safetensors")).unwrap()
+            != std::fs::read(flat.join("model.safetensors")).unwrap(),
+        "the warm-up changed nothing"
+    );
+    let standard = dir.path().join("standard");
+    ok("train", &args(&standard, &[]));
+    assert_eq!(column(&standard, "train_eps"), vec![0.0]);
+
+    let from = ramp.join("model.safetensors").display().to_string();
+    for (flags, needle) in [
+        (vec!["--eps-warmup-epochs", "1"], "--method standard"),
+        (
+            vec!["--method", "trades", "--eps-warmup-epochs", "3"],
+            "--epochs (2)",
+        ),
+    ] {
+        let out = dir.path().join("ft").display().to_string();
+        let mut a = vec![
+            "--from", &from, "--epochs", "2", "--device", "cpu", "--out", &out,
+        ];
+        a.extend(flags.iter());
+        let o = run("finetune", &a);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{flags:?}: {e}");
+        assert!(
+            e.contains("--eps-warmup-epochs") && e.contains(needle),
+            "{flags:?}: {e}"
+        );
+    }
+}
+
+/// A run killed while the ε warm-up ramps and resumed ends with the
+/// uninterrupted run's model.safetensors (byte for byte) and metrics.csv
+/// (every column but seconds); resuming with another E is refused.
+#[test]
+fn a_run_resumed_mid_ramp_ends_byte_identical_to_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = [
+        "--method",
+        "pgd-at",
+        "--epochs",
+        "8",
+        "--eps-warmup-epochs",
+        "7",
+    ];
+    let full = dir.path().join("full");
+    ok("train", &args(&full, &flags));
+
+    // Kill -9 a second run as soon as it has saved its first resume state.
+    let cut = dir.path().join("cut");
+    let mut child = Command::new(bin("train"))
+        .args(args(&cut, &flags))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !cut.join("resume.safetensors").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !cut.join("model.json").exists(),
+        "the run finished before it could be killed; the test needs more epochs"
+    );
+    let state = checkpoint::read_tensors(&cut.join("resume.safetensors")).unwrap();
+    let done = state
+        .iter()
+        .find(|(n, _)| n == "epochs_completed")
+        .map(|(_, t)| t.int64_value(&[0]))
+        .unwrap();
+    println!("killed after {done} epochs (ramp: 7)");
+    assert!((1..7).contains(&done), "not mid-ramp: {done} epochs saved");
+
+    // Another warm-up is another run: refused by name.
+    let mut other = args(&cut, &flags);
+    other.extend(["--eps-warmup-epochs".into(), "6".into(), "--resume".into()]);
+    let refs: Vec<&str> = other.iter().map(|s| s.as_str()).collect();
+    let o = run("train", &refs);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("eps_warmup_epochs"), "{}", stderr(&o));
+
+    let mut resumed = args(&cut, &flags);
+    resumed.push("--resume".into());
+    ok("train", &resumed);
+    let a = std::fs::read(full.join("model.safetensors")).unwrap();
+    let b = std::fs::read(cut.join("model.safetensors")).unwrap();
+    assert!(a == b, "resumed run differs from the uninterrupted one");
+    assert_eq!(
+        metrics_without_seconds(&full),
+        metrics_without_seconds(&cut)
+    );
+    let eps = column(&cut, "train_eps");
+    assert!(
+        eps[..6].iter().all(|&e| e < 0.2) && eps[6..] == [0.2, 0.2],
+        "{eps:?}"
+    );
 }

@@ -91,7 +91,8 @@ pub struct TrainConfig {
     /// Augmentation: auto = random crop (pad 4) + flip on CIFAR, none elsewhere.
     #[arg(long, value_enum, default_value = "auto")]
     pub augment: Augment,
-    /// Flags of the robust methods (attack, divergence, β, AWP, EMA).
+    /// Flags of the robust methods (attack and its ε warm-up, divergence,
+    /// β, AWP, EMA).
     #[command(flatten)]
     #[serde(flatten)]
     pub robust: MethodArgs,
@@ -218,6 +219,7 @@ impl TrainConfig {
             posterior::refuse_method_flags(self.method, &self.robust)?;
         }
         self.schedule().validate(self.epochs)?;
+        self.robust.check_eps_warmup(self.method, self.epochs)?;
         if self.compute.memory_format == MemoryFormat::ChannelsLast && self.model == Arch::Mlp {
             return Err(Error::invalid(
                 "--memory-format",

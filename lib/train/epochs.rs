@@ -78,12 +78,15 @@ struct EpochSums {
     stein: Option<SteinSums>,
     /// The learning rate of the epoch's last step.
     lr: f64,
+    /// The training attack's ε at the epoch's last step (the ε warm-up's
+    /// value; 0 without an attack).
+    train_eps: f64,
     /// λ(t) of the epoch's last step (TASER or grad-norm penalty).
     lambda: Option<f64>,
 }
 
 impl EpochSums {
-    fn new(device: Device, stein_on: bool, lr: f64) -> EpochSums {
+    fn new(device: Device, stein_on: bool, lr: f64, train_eps: f64) -> EpochSums {
         let zero = |kind: Kind| Tensor::zeros([], (kind, device));
         EpochSums {
             loss: zero(Kind::Double),
@@ -97,6 +100,7 @@ impl EpochSums {
                 has_residual: false,
             }),
             lr,
+            train_eps,
             lambda: None,
         }
     }
@@ -154,6 +158,7 @@ impl EpochSums {
         EpochMetrics {
             epoch,
             lr: self.lr,
+            train_eps: Some(self.train_eps),
             train_loss,
             train_acc: classifies.then(|| self.correct.int64_value(&[]) as f64 / seen),
             test_loss: eval.test.loss,
@@ -228,7 +233,7 @@ fn train_epoch(
         _ => None,
     };
     let first_lr = schedule.lr_at(epoch * steps.per_epoch, steps.total, steps.per_epoch);
-    let mut sums = EpochSums::new(device, stein.is_some(), first_lr);
+    let mut sums = EpochSums::new(device, stein.is_some(), first_lr, 0.0);
     // (original indices, extra indices) per batch; a final batch of one
     // sample is dropped when nothing is mixed in.
     let batches: Vec<(Vec<i64>, Vec<i64>)> = match &plan.extra {
@@ -242,6 +247,11 @@ fn train_epoch(
     for (b, (idx, extra_idx)) in batches.iter().enumerate() {
         let step = epoch * steps.per_epoch + b;
         sums.lr = schedule.lr_at(step, steps.total, steps.per_epoch);
+        // During the ε warm-up the step's method attacks at ε_s (a scaled
+        // copy of the plan's); after it, the plan's method itself.
+        let warming = plan.method_at(step);
+        let method = warming.as_ref().unwrap_or(&plan.method);
+        sums.train_eps = method.attack_eps();
         let (x, y) = split.batch(idx, extra_idx, device);
         let aug = plan
             .crop_flip
@@ -251,7 +261,7 @@ fn train_epoch(
             None => x,
         };
         let loss = StepLoss {
-            base: plan.base_loss(),
+            base: plan.base_loss_with(method),
             regularizer: &s.regularizer,
             awp_gamma: plan
                 .method

@@ -69,6 +69,16 @@ pub struct MethodArgs {
     /// PGD step size; fractions accepted (default ε/4, i.e. 2/255 at 8/255).
     #[arg(long, value_parser = parse_fraction)]
     pub attack_step_size: Option<f64>,
+    /// Warm-up of the training attack's radius over the first E epochs
+    /// (pgd-at, trades, mart, with or without AWP): at optimiser step s
+    /// (0-based, counted across epochs; S steps per epoch) the attack uses
+    /// ε_s = ε·min(1, (s+1)/(E·S)) and its step size scales by the same
+    /// factor (step size/ε stays as configured); metrics.csv's train_eps shows ε_s
+    /// at each epoch's last step. The validation attack keeps the full ε.
+    /// 0 = no warm-up. Refused with --method standard and when E > --epochs.
+    #[arg(long, default_value_t = 0)]
+    #[serde(default)]
+    pub eps_warmup_epochs: usize,
     /// Norm of the training threat model.
     #[arg(long, value_enum, default_value = "linf")]
     pub norm: Norm,
@@ -105,7 +115,66 @@ pub struct MethodSettings {
     pub ema_tau: Option<f64>,
 }
 
+/// The linear warm-up of the training attack's radius
+/// (`--eps-warmup-epochs E`), resolved in the plan over the run's S steps
+/// per epoch: at optimiser step s (0-based, counted across epochs, so a
+/// resumed run continues the schedule) the attack's ε and step size are
+/// multiplied by [`EpsWarmup::factor`] = min(1, (s + 1)/(E·S)), i.e.
+/// ε_s = ε·min(1, (s + 1)/(E·S)). The first step attacks at ε/(E·S), step
+/// E·S − 1 (the last of epoch E) and every later one at the full ε.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EpsWarmup {
+    /// Length E·S of the ramp in steps; 0: no warm-up (factor 1 at every
+    /// step, the attack exactly as configured).
+    pub steps: usize,
+}
+
+impl EpsWarmup {
+    /// The ramp over `epochs` epochs (E) of `steps_per_epoch` steps (S).
+    pub fn new(epochs: usize, steps_per_epoch: usize) -> EpsWarmup {
+        EpsWarmup {
+            steps: epochs * steps_per_epoch,
+        }
+    }
+
+    /// min(1, (s + 1)/(E·S)) at 0-based step `step`; 1 without a ramp.
+    pub fn factor(&self, step: usize) -> f64 {
+        if self.steps == 0 {
+            return 1.0;
+        }
+        ((step + 1) as f64 / self.steps as f64).min(1.0)
+    }
+}
+
 impl MethodArgs {
+    /// Checks `--eps-warmup-epochs` against the method and `--epochs`: a
+    /// warm-up needs a training attack (not `standard`) and must end within
+    /// the run (E ≤ `epochs`).
+    ///
+    /// Errors: [`Error::InvalidArgument`] naming `--eps-warmup-epochs`.
+    pub fn check_eps_warmup(&self, method: Method, epochs: usize) -> Result<()> {
+        let e = self.eps_warmup_epochs;
+        if e > 0 && method == Method::Standard {
+            return Err(Error::invalid(
+                "--eps-warmup-epochs",
+                e,
+                "ramps the radius of the training attack, and --method standard has none: \
+                 use it with --method pgd-at, trades or mart, or leave it at 0",
+            ));
+        }
+        if e > epochs {
+            return Err(Error::invalid(
+                "--eps-warmup-epochs",
+                e,
+                format!(
+                    "must be ≤ --epochs ({epochs}), or the attack never reaches its ε: \
+                     lower --eps-warmup-epochs or raise --epochs"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks the flags and fills in the per-method and per-data-set
     /// defaults; `input_dim` is the number of input entries d (for the
     /// training attack's ε scale check, [`Threat::check_scale`], whose
@@ -267,6 +336,24 @@ pub struct MethodLoss {
 }
 
 impl MethodSettings {
+    /// These settings with the training attack's ε and step size
+    /// multiplied by `factor` (the [`EpsWarmup`] ramp; the ratio of step
+    /// size to ε stays as configured). Unchanged without an attack.
+    pub fn with_attack_scaled(&self, factor: f64) -> MethodSettings {
+        let mut s = self.clone();
+        if let Some(a) = s.attack.as_mut() {
+            a.threat.eps *= factor;
+            a.step_size *= factor;
+        }
+        s
+    }
+
+    /// The training attack's ε, 0 without an attack (standard training,
+    /// regression).
+    pub fn attack_eps(&self) -> f64 {
+        self.attack.as_ref().map_or(0.0, |a| a.threat.eps)
+    }
+
     /// Label-side term: CE (kl) or D(t, softmax(z)) against (smoothed)
     /// targets t, per sample.
     fn label_loss(&self, logits: &Tensor, y: &Tensor) -> Tensor {
@@ -578,5 +665,70 @@ mod tests {
         assert!(err.contains("√d") && err.contains("8/255"), "{err}");
         assert!(resolve(&["--awp"], Method::Standard).contains("--awp"));
         assert!(resolve(&["--ema-tau", "1.5"], Method::Standard).contains("--ema-tau"));
+    }
+
+    /// ε_s = ε·min(1, (s+1)/(E·S)) at 0-based step s, step size alike.
+    #[test]
+    fn the_eps_warm_up_is_linear_in_the_global_step_and_ends_at_epoch_e() {
+        // E = 2 epochs of S = 45 steps: a ramp of 90 steps.
+        let w = EpsWarmup::new(2, 45);
+        assert_eq!(w.steps, 90);
+        for s in [0usize, 1, 44, 45, 88, 89, 90, 1000] {
+            let expected = ((s + 1) as f64 / 90.0).min(1.0);
+            assert_eq!(w.factor(s), expected, "step {s}");
+        }
+        assert_eq!(w.factor(0), 1.0 / 90.0);
+        assert_eq!(w.factor(44), 0.5, "the last step of epoch 1 is halfway");
+        assert_eq!(w.factor(89), 1.0, "the last step of epoch E reaches ε");
+        assert!((0..200).all(|s| w.factor(s) <= w.factor(s + 1)));
+        // No warm-up: factor exactly 1 from the first step.
+        let off = EpsWarmup::new(0, 45);
+        assert!((0..100).all(|s| off.factor(s) == 1.0));
+        assert_eq!(EpsWarmup::default(), off);
+
+        let s = settings(Method::PgdAt, Divergence::Kl, &["--eps", "0.2"]);
+        let full = s.attack.unwrap();
+        let half = s.with_attack_scaled(w.factor(44));
+        let a = half.attack.unwrap();
+        assert_eq!(a.threat.eps, 0.1);
+        assert_eq!(a.step_size, full.step_size * 0.5);
+        assert_eq!(a.step_size / a.threat.eps, full.step_size / full.threat.eps);
+        assert_eq!(
+            (a.steps, a.start, a.bn_train),
+            (full.steps, full.start, full.bn_train)
+        );
+        assert_eq!(half.attack_eps(), 0.1);
+        assert_eq!(s.with_attack_scaled(1.0), s);
+        let standard = settings(Method::Standard, Divergence::Kl, &[]);
+        assert_eq!(standard.attack_eps(), 0.0);
+        assert_eq!(standard.with_attack_scaled(0.5), standard);
+    }
+
+    #[test]
+    fn an_eps_warm_up_without_an_attack_or_longer_than_the_run_is_refused() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            m: MethodArgs,
+        }
+        let check = |e: &str, method, epochs| {
+            Cli::try_parse_from(["x", "--eps-warmup-epochs", e])
+                .unwrap()
+                .m
+                .check_eps_warmup(method, epochs)
+        };
+        let err = check("1", Method::Standard, 5).unwrap_err().to_string();
+        assert!(
+            err.contains("--eps-warmup-epochs") && err.contains("standard"),
+            "{err}"
+        );
+        let err = check("3", Method::Trades, 2).unwrap_err().to_string();
+        assert!(
+            err.contains("--eps-warmup-epochs") && err.contains("--epochs (2)"),
+            "{err}"
+        );
+        assert!(check("0", Method::Standard, 1).is_ok());
+        assert!(check("2", Method::Mart, 2).is_ok());
     }
 }

@@ -12,6 +12,13 @@ use std::path::Path;
 pub struct EpochMetrics {
     pub epoch: usize,
     pub lr: f64,
+    /// The training attack's ε at the epoch's last step: ε_s of the
+    /// `--eps-warmup-epochs` ramp, ε·min(1, (s+1)/(E·S)), the configured ε
+    /// after it or without one; 0 for a run with no training attack
+    /// (standard training, regression, toy-score). Empty in rows written
+    /// before the column existed.
+    #[serde(default)]
+    pub train_eps: Option<f64>,
     /// The method's task loss (without the regulariser), averaged over the epoch.
     pub train_loss: f64,
     pub train_acc: Option<f64>,
@@ -157,6 +164,7 @@ mod tests {
         EpochMetrics {
             epoch,
             lr: 0.1,
+            train_eps: Some(0.05),
             train_loss: 1.0 / epoch as f64,
             train_acc: Some(0.5),
             test_loss: 2.0,
@@ -188,6 +196,35 @@ mod tests {
         let rows = vec![row(1, 1.5), row(2, 2.5)];
         write_metrics(&path, &rows).unwrap();
         assert_eq!(read_metrics(&path).unwrap(), rows);
+    }
+
+    /// A run resumed across the upgrade keeps its old rows: a metrics.csv
+    /// written before `train_eps` existed reads with the column empty.
+    #[test]
+    fn rows_written_before_train_eps_read_with_it_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.csv");
+        write_metrics(&path, &[row(1, 1.5)]).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let k = text
+            .lines()
+            .next()
+            .unwrap()
+            .split(',')
+            .position(|h| h == "train_eps")
+            .unwrap();
+        let old: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let mut cells: Vec<&str> = l.split(',').collect();
+                cells.remove(k);
+                cells.join(",")
+            })
+            .collect();
+        std::fs::write(&path, old.join("\n") + "\n").unwrap();
+        let read = read_metrics(&path).unwrap();
+        assert_eq!(read[0].train_eps, None);
+        assert_eq!(read[0].train_loss, 1.0);
     }
 
     #[test]

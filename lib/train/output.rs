@@ -14,8 +14,9 @@ use crate::error::{Error, Result};
 use crate::fsutil::write_atomically;
 use std::collections::BTreeMap;
 
-/// The defaults a run actually used (ε, step, β…), for the sidecar.
-fn resolved_settings(s: &MethodSettings) -> serde_json::Value {
+/// The defaults a run actually used (ε, step, β…), for the sidecar, with
+/// the length of the ε warm-up in steps (E·S; 0 without one).
+fn resolved_settings(s: &MethodSettings, eps_warmup_steps: usize) -> serde_json::Value {
     serde_json::json!({
         "method": s.method,
         "loss": s.divergence,
@@ -30,6 +31,7 @@ fn resolved_settings(s: &MethodSettings) -> serde_json::Value {
             "start": format!("{:?}", a.start),
             "bn_train": a.bn_train,
         })),
+        "eps_warmup_steps": eps_warmup_steps,
         "awp_gamma": s.awp.map(|a| a.0),
         "awp_first_epoch": s.awp.map(|a| a.1),
         "ema_tau": s.ema_tau,
@@ -70,7 +72,7 @@ fn sidecar(
             "config": plan.config,
             "device": device_name(plan.runtime.device),
             "libtorch_threads": tch::get_num_threads(),
-            "resolved": resolved_settings(&plan.method),
+            "resolved": resolved_settings(&plan.method, plan.eps_warmup.steps),
             "posterior": plan.posterior,
             "finetuned_from": teacher.map(|t| t.from.display().to_string()),
             "teacher_alpha": teacher.map(|t| t.alpha),

@@ -5,7 +5,7 @@
 //! [`resolve`] nothing looks at a flag again.
 use super::config::{RunOptions, TrainConfig};
 use super::finetuning::{self, FinetuneArgs};
-use super::method::MethodSettings;
+use super::method::{EpsWarmup, MethodSettings};
 use super::mixing::ExtraPlan;
 use super::posterior::PosteriorSettings;
 use super::regularizer::LambdaRamp;
@@ -67,6 +67,9 @@ pub struct TrainPlan {
     pub spec: ModelSpec,
     /// The method's resolved settings (attack, β, AWP, EMA…).
     pub method: MethodSettings,
+    /// The training attack's ε warm-up over the run's steps
+    /// (`--eps-warmup-epochs`; off at 0).
+    pub eps_warmup: EpsWarmup,
     /// toy-score: the SCORE objective that replaces the method's loss.
     pub posterior: Option<PosteriorSettings>,
     /// λ(t) of the regulariser.
@@ -86,21 +89,39 @@ pub struct TrainPlan {
 impl TrainPlan {
     /// What one step minimises before the teacher and regulariser terms.
     pub fn base_loss(&self) -> BaseLoss<'_> {
+        self.base_loss_with(&self.method)
+    }
+
+    /// [`Self::base_loss`] with `settings` in place of the plan's method
+    /// (the method of a step of the ε warm-up, [`Self::method_at`]).
+    pub fn base_loss_with<'a>(&'a self, settings: &'a MethodSettings) -> BaseLoss<'a> {
         match &self.posterior {
             Some(p) => BaseLoss::Posterior(p),
             None => BaseLoss::Method {
                 task: self.data.task,
-                settings: &self.method,
+                settings,
             },
         }
+    }
+
+    /// The method at 0-based optimiser step `step` while the ε warm-up
+    /// ramps: the training attack's ε and step size scaled by
+    /// [`EpsWarmup::factor`]. `None` when the step attacks at the full ε
+    /// (after the ramp, without one, or without an attack): the plan's
+    /// `method` applies unchanged.
+    pub fn method_at(&self, step: usize) -> Option<MethodSettings> {
+        let factor = self.eps_warmup.factor(step);
+        (factor < 1.0 && self.method.attack.is_some())
+            .then(|| self.method.with_attack_scaled(factor))
     }
 }
 
 /// Resolves the flags of `train` (`finetune: None`) or `finetune` into a
 /// plan: fills the fine-tune defaults from θ0's sidecar, checks every flag,
 /// resolves `--device/--data-dir/--threads`, loads the data, resolves the
-/// model, the method and λ's ramp (over the learning-rate warm-up for a
-/// fine-tune without `--lambda-warmup-steps`), and checks `--out`: it must be
+/// model, the method, the training attack's ε warm-up (over the run's steps
+/// per epoch) and λ's ramp (over the learning-rate warm-up for a fine-tune
+/// without `--lambda-warmup-steps`), and checks `--out`: it must be
 /// writable and hold no run unless `resume` continues it.
 ///
 /// Errors: [`Error::InvalidArgument`] for a flag out of its domain or an
@@ -144,6 +165,7 @@ pub fn resolve(
         lambda.warmup_steps = finetuning::warmup_steps(&config, steps.per_epoch);
         config.reg.lambda_warmup_steps = lambda.warmup_steps;
     }
+    let eps_warmup = EpsWarmup::new(config.robust.eps_warmup_epochs, steps.per_epoch);
     let crop_flip = config.uses_crop_flip();
     if crop_flip && data.input_shape.len() != 3 {
         return Err(Error::invalid(
@@ -167,6 +189,7 @@ pub fn resolve(
         data,
         spec,
         method,
+        eps_warmup,
         posterior: checked.posterior,
         lambda,
         steps,
