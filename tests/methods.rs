@@ -4,8 +4,6 @@
 mod common;
 use common::*;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 use taser::checkpoint;
 use taser::data::{self, DatasetName};
 use taser::train::method::kl_div;
@@ -271,16 +269,6 @@ fn bad_method_flags_give_clear_errors() {
 }
 
 /// metrics.csv's column `name`, one value per epoch.
-fn column(out: &Path, name: &str) -> Vec<f64> {
-    let text = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let k = header.iter().position(|h| *h == name).unwrap();
-    lines
-        .map(|l| l.split(',').nth(k).unwrap().parse().unwrap())
-        .collect()
-}
-
 /// metrics.csv without its `seconds` column (the only one that may differ
 /// between two runs of one seed).
 fn metrics_without_seconds(out: &Path) -> Vec<Vec<String>> {
@@ -403,22 +391,9 @@ fn a_run_resumed_mid_ramp_ends_byte_identical_to_an_uninterrupted_one() {
 
     // Kill -9 a second run as soon as it has saved its first resume state.
     let cut = dir.path().join("cut");
-    let mut child = Command::new(bin("train"))
-        .args(args(&cut, &flags))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !cut.join("resume.safetensors").exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(
-        !cut.join("model.json").exists(),
-        "the run finished before it could be killed; the test needs more epochs"
-    );
+    kill_train_when(&args(&cut, &flags), &cut, |o| {
+        o.join("resume.safetensors").exists()
+    });
     let state = checkpoint::read_tensors(&cut.join("resume.safetensors")).unwrap();
     let done = state
         .iter()

@@ -3,8 +3,7 @@
 mod common;
 use common::*;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 use taser::checkpoint;
 use tch::{Device, Tensor};
 
@@ -69,33 +68,10 @@ fn resume_after_a_kill_ends_with_the_uninterrupted_weights() {
 
     // Kill -9 the second run as soon as it has finished two epochs.
     let cut = dir.path().join("cut");
-    let mut child = Command::new(bin("train"))
-        .args(train_args("cnn-small", epochs, &cut))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let rows = std::fs::read_to_string(cut.join("metrics.csv"))
-            .map(|t| t.lines().count())
-            .unwrap_or(0);
-        if rows >= 3 || Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(
-        !cut.join("model.json").exists(),
-        "the run finished before it could be killed; the test needs more epochs"
-    );
-    let done = std::fs::read_to_string(cut.join("metrics.csv"))
-        .unwrap()
-        .lines()
-        .count()
-        - 1;
+    kill_train_when(&train_args("cnn-small", epochs, &cut), &cut, |o| {
+        metrics_rows(o) >= 2
+    });
+    let done = metrics_rows(&cut);
     assert!(done < 12, "killed after {done} epochs");
 
     let mut args = train_args("cnn-small", epochs, &cut);

@@ -4,8 +4,7 @@
 mod common;
 use common::*;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 use taser::checkpoint;
 use tch::Device;
 
@@ -44,16 +43,6 @@ fn train_ok(args: &[String]) {
     let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
     let o = run("train", &refs);
     assert!(o.status.success(), "train failed: {}", stderr(&o));
-}
-
-fn column(out: &Path, name: &str) -> Vec<f64> {
-    let text = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let k = header.iter().position(|h| *h == name).unwrap();
-    lines
-        .map(|l| l.split(',').nth(k).unwrap().parse().unwrap())
-        .collect()
 }
 
 fn same_weights(a: &Path, b: &Path) -> bool {
@@ -99,24 +88,9 @@ fn model_best_is_the_peak_epochs_weights_and_resume_keeps_it() {
 
     // Kill a second run after the peak, resume it: the best so far stays.
     let cut = dir.path().join("cut");
-    let mut child = Command::new(bin("train"))
-        .args(args(&cut, 12, &["--select", "best"]))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline
-        && std::fs::read_to_string(cut.join("metrics.csv")).map_or(0, |t| t.lines().count()) <= peak
-    {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(
-        !cut.join("model.json").exists(),
-        "the run finished before it could be killed"
-    );
+    kill_train_when(&args(&cut, 12, &["--select", "best"]), &cut, |o| {
+        metrics_rows(o) >= peak
+    });
     let mut resumed = args(&cut, 12, &["--select", "best"]);
     resumed.push("--resume".into());
     train_ok(&resumed);

@@ -62,3 +62,44 @@ pub fn run_line(name: &str, line: &str) -> Output {
     let words: Vec<&str> = line.split_whitespace().collect();
     run(name, &words)
 }
+
+/// Column `name` of `out`/metrics.csv, parsed as numbers (one per epoch).
+pub fn column(out: &Path, name: &str) -> Vec<f64> {
+    let text = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let k = header.iter().position(|h| *h == name).unwrap();
+    lines
+        .map(|l| l.split(',').nth(k).unwrap().parse().unwrap())
+        .collect()
+}
+
+/// Rows written so far to `out`/metrics.csv, header excluded (0 if absent).
+pub fn metrics_rows(out: &Path) -> usize {
+    std::fs::read_to_string(out.join("metrics.csv"))
+        .map_or(0, |t| t.lines().count().saturating_sub(1))
+}
+
+/// Spawns `train` with `args` (whose `--out` is `out`), kills it (SIGKILL)
+/// as soon as `ready(out)` holds or after 120 s, and asserts that it had not
+/// finished (no model.json), so that a resume has work left to do.
+pub fn kill_train_when(args: &[String], out: &Path, ready: impl Fn(&Path) -> bool) {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(bin("train"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !ready(out) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !out.join("model.json").exists(),
+        "the run finished before it could be killed; the test needs more epochs"
+    );
+}
