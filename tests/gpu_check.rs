@@ -107,7 +107,8 @@ fn quick_cpu_path_prints_one_table_of_passed_steps_and_bench_rows() {
             .lines()
             .filter(|l| l.starts_with("| bench: cnn-small / digits b=32 PgdAt"))
             .count(),
-        6
+        8,
+        "alone, five whole-batch penalty variants and two --stein-fraction rows: {table}"
     );
     // The paper's overheads beside ours (a measured ×ratio, not a dash).
     for (step, paper) in [
