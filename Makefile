@@ -21,7 +21,7 @@ export TASER_PYTHON                  := $(PY)
 export OMPI_ALLOW_RUN_AS_ROOT        := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: setup system-deps venv bench-venv data build demo test slurm-test lint bench dist gpu-check clean toy-table1 score-toy digits-methods digits-taser-study score-table1-digits
+.PHONY: setup system-deps venv bench-venv data build demo test slurm-test lint bench dist gpu-check clean toy-table1 score-toy digits-methods digits-taser-study score-table1-digits mnist-baselines
 
 ## setup: system libraries (if missing), .venv with torch, digits and mnist-5k data, release binaries. Idempotent.
 setup: system-deps venv data build
@@ -114,6 +114,12 @@ toy-table1: setup
 ## score-table1-digits: SCORE Table 1 on digits (8 losses × 3 lr, PGD-AT, cnn-small; PGD-20 and AutoAttack of the best and last checkpoints) → analysis/score-table1-digits/
 score-table1-digits: setup
 	bash analysis/score-table1-digits/run.sh
+
+## mnist-baselines: cnn-small standard and PGD-AT (ε 0.3, --eps-warmup-epochs 8) on mnist-5k, 20 epochs,
+## PGD-20 + AutoAttack on N_EVAL (200) seeded test points → analysis/mnist-5k-baselines/. ~5 + ~25 min
+## train, AutoAttack ~10 min per 100 points on 2 cores; resumable.
+mnist-baselines: setup
+	bash analysis/mnist-5k-baselines/run.sh
 
 ## score-toy: SCORE Figures 1–3 (26 toy-score runs, ~10 min on 2 cores) → analysis/score-toy/
 score-toy: setup
