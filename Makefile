@@ -21,7 +21,7 @@ export TASER_PYTHON                  := $(PY)
 export OMPI_ALLOW_RUN_AS_ROOT        := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: setup system-deps venv bench-venv data build demo test slurm-test lint bench dist gpu-check clean toy-table1 score-toy digits-methods digits-taser-study score-table1-digits mnist-baselines
+.PHONY: setup system-deps venv bench-venv data build demo test slurm-test lint bench dist gpu-check clean toy-table1 score-toy digits-methods digits-taser-study score-table1-digits mnist-baselines mnist-study
 
 ## setup: system libraries (if missing), .venv with torch, digits and mnist-5k data, release binaries. Idempotent.
 setup: system-deps venv data build
@@ -120,6 +120,13 @@ score-table1-digits: setup
 ## train, AutoAttack ~10 min per 100 points on 2 cores; resumable.
 mnist-baselines: setup
 	bash analysis/mnist-5k-baselines/run.sh
+
+## mnist-study: the TASER study on mnist-5k by the fine-tune protocol (sweeps/mnist-study.toml): standard,
+## PGD-AT and TRADES, 3 seeds, TASER at λ ∈ {1e-4, 1e-3, 1e-2} and the λ = 0 control, AutoAttack + SPSA on
+## all 1000 test points → paired bootstraps in analysis/mnist-study/. Days on 2 CPU cores (README); resumable
+## (runs/mnist-study): rerun the same command after a stop.
+mnist-study: setup
+	bash analysis/mnist-study/run.sh
 
 ## score-toy: SCORE Figures 1–3 (26 toy-score runs, ~10 min on 2 cores) → analysis/score-toy/
 score-toy: setup

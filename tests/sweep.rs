@@ -383,6 +383,11 @@ fn shipped_grids_plan_and_slurm_scripts_parse() {
             "1 score task(s), 18 base model(s) (train, each run once and shared), \
              54 job(s): 18 baseline evaluation(s) + 36 fine-tune(s); 54 attack(s) in all",
         ),
+        (
+            "mnist-study.toml",
+            "1 score task(s), 9 base model(s) (train, each run once and shared), \
+             45 job(s): 9 baseline evaluation(s) + 36 fine-tune(s); 45 attack(s) in all",
+        ),
         ("table2-end-to-end.toml", "1 score task(s), 36 job(s)"),
         ("score-beta.toml", "0 score task(s), 8 job(s)"),
         ("toy.toml", "0 score task(s), 45 job(s)"),
