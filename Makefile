@@ -126,7 +126,7 @@ mnist-baselines: setup
 ## all 1000 test points → paired bootstraps in analysis/mnist-study/. Days on 2 CPU cores (README); resumable
 ## (runs/mnist-study): rerun the same command after a stop.
 mnist-study: setup
-	bash analysis/mnist-study/run.sh
+	bash scripts/finetune-study.sh sweeps/mnist-study.toml runs/mnist-study analysis/mnist-study
 
 ## score-toy: SCORE Figures 1–3 (26 toy-score runs, ~10 min on 2 cores) → analysis/score-toy/
 score-toy: setup
@@ -142,7 +142,7 @@ digits-methods: setup
 ## standard and PGD-AT, 3 seeds, TASER / grad-norm / permuted scores at 5 λ and the λ = 0 control, AutoAttack
 ## on 200 points → paired bootstraps in analysis/digits-taser-study/. Resumable (runs/digits-taser-study).
 digits-taser-study: setup
-	bash analysis/digits-taser-study/run.sh
+	bash scripts/finetune-study.sh sweeps/digits-taser-study.toml runs/digits-taser-study analysis/digits-taser-study
 
 lint: venv
 	cargo fmt --check
