@@ -116,8 +116,8 @@ score-table1-digits: setup
 	bash analysis/score-table1-digits/run.sh
 
 ## mnist-baselines: cnn-small standard and PGD-AT (ε 0.3, --eps-warmup-epochs 8) on mnist-5k, 20 epochs,
-## PGD-20 + AutoAttack on N_EVAL (200) seeded test points → analysis/mnist-5k-baselines/. ~5 + ~25 min
-## train, AutoAttack ~10 min per 100 points on 2 cores; resumable.
+## PGD-20 + AutoAttack on N_EVAL (200) seeded test points → analysis/mnist-5k-baselines/. ~5 + ~28 min
+## train (one thread), AutoAttack ~22 min per 200 points (two threads); resumable.
 mnist-baselines: setup
 	bash analysis/mnist-5k-baselines/run.sh
 
