@@ -139,6 +139,17 @@ pub enum Task {
     Posterior,
 }
 
+/// One training mini-batch: inputs `[B, …]` (pixels in [0,1], after any
+/// augmentation), targets `[B]`, the samples' indices in the training split
+/// and the augmentation the inputs received (both locate precomputed
+/// scores).
+pub struct Batch<'a> {
+    pub x: &'a Tensor,
+    pub y: &'a Tensor,
+    pub indices: &'a [i64],
+    pub aug: Option<&'a augment::CropFlip>,
+}
+
 /// One split: inputs `x` (f32, `[N, input_shape…]`, in [0,1] for images) and
 /// targets `y` (i64 `[N]` for classification, f32 `[N]` for regression).
 #[derive(Debug)]

@@ -278,6 +278,16 @@ impl Model {
         self.memory_format
     }
 
+    /// Whether the model has BatchNorm layers: its train- and eval-mode
+    /// forwards then differ (so a step's train-mode logits cannot stand for
+    /// an eval-mode forward).
+    pub fn has_batch_norm(&self) -> bool {
+        self.vs
+            .variables()
+            .keys()
+            .any(|k| k.ends_with("running_mean"))
+    }
+
     /// The per-channel mean μ_c and std σ_c the model normalises its [0,1]
     /// inputs with (z = (x − μ)/σ), shaped to broadcast against a batch of
     /// `dim` dimensions (`[1, C, 1, 1]` for images, `[1, C]` otherwise).

@@ -49,8 +49,7 @@
 //! The penalty's forward uses BatchNorm in eval mode by default: in train
 //! mode BatchNorm couples the samples of a batch, so ∇ₓ of the batch sum of
 //! m would not be the per-sample gradient.
-pub mod controls;
-pub mod floor;
+pub mod penalty;
 
 use crate::data::Task;
 use crate::error::{Error, Result};
@@ -283,7 +282,7 @@ pub fn residual<F>(
 where
     F: Fn(&Tensor, &Tensor) -> Tensor,
 {
-    let inputs = Inputs {
+    let inputs = ResidualInputs {
         x,
         y,
         score,
@@ -294,7 +293,7 @@ where
 }
 
 /// The batch a residual is taken on.
-pub struct Inputs<'a> {
+pub struct ResidualInputs<'a> {
     /// Inputs `[B, …]`.
     pub x: &'a Tensor,
     /// Labels `[B]`.
@@ -309,10 +308,10 @@ pub struct Inputs<'a> {
     pub clean: Option<&'a Tensor>,
 }
 
-/// [`residual`] on [`Inputs`] (with the option of reusing m(x)).
+/// [`residual`] on [`ResidualInputs`] (with the option of reusing m(x)).
 pub fn residual_of<F>(
     m: F,
-    inputs: &Inputs,
+    inputs: &ResidualInputs,
     opts: &ResidualOptions,
     create_graph: bool,
 ) -> Result<Residual>
@@ -544,34 +543,6 @@ where
         first_order,
         laplacian: lap,
     })
-}
-
-/// The penalty R = (1/B) Σᵢ (rᵢ − c)² (Algorithm 1, line 13), c the batch
-/// mean (detached if `detach_mean`, line 11), a global constant, or 0.
-///
-/// With the exact batch mean, detaching changes nothing in the gradient:
-/// ∂R/∂c = −(2/B) Σᵢ (rᵢ − c) = 0 at c = mean(r), so the path through c
-/// contributes nothing (a test checks it).
-pub fn penalty(r: &Tensor, center: Center, detach_mean: bool, global_center: f64) -> Tensor {
-    let centred = match center {
-        Center::Batch => {
-            let c = r.mean(r.kind());
-            r - if detach_mean { c.detach() } else { c }
-        }
-        Center::Global => r - global_center,
-        Center::None => r.shallow_clone(),
-    };
-    centred.square().mean(r.kind())
-}
-
-/// λ(t) = λ_max·min(1, t/T_warm) (TASER C.5), t the optimisation step;
-/// T_warm = 0 gives λ_max from the start.
-pub fn lambda_at(lambda_max: f64, step: usize, warmup_steps: usize) -> f64 {
-    if warmup_steps == 0 {
-        lambda_max
-    } else {
-        lambda_max * (step as f64 / warmup_steps as f64).min(1.0)
-    }
 }
 
 #[cfg(test)]

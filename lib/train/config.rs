@@ -4,7 +4,6 @@
 use super::method::{Method, MethodArgs};
 use super::mixing::ExtraArgs;
 use super::posterior::{self, PosteriorArgs, PosteriorSettings};
-use super::regularizer::{LambdaRamp, RegArgs};
 use super::step::StepPrecision;
 use super::validation::ValArgs;
 use crate::data::augment::Augment;
@@ -15,6 +14,7 @@ use crate::models::{Activation, Arch, ModelSpec};
 use crate::optim::schedule::{Schedule, ScheduleKind};
 use crate::optim::{OptimizerConfig, OptimizerKind};
 use crate::runtime::RuntimeArgs;
+use crate::stein::penalty::{LambdaRamp, RegArgs};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

@@ -1,20 +1,21 @@
 //! The epoch loop: shuffle (and augment) with the epoch's seed, one
 //! [`train_step`] per mini-batch, measure, stop on divergence, log, and
 //! save metrics and the resume state every `--checkpoint-every` epochs.
-use super::diagnostics::{Diagnosis, Diagnostics};
 use super::ema::Ema;
 use super::evaluate::{EpochEvaluation, EpochEvaluator};
 use super::metrics::{epoch_line, write_metrics, EpochMetrics};
 use super::output;
 use super::plan::TrainPlan;
-use super::regularizer::{Regularizer, SteinStats};
 use super::resume;
-use super::step::{train_step, Batch, StepLoss, StepOutput};
+use super::step::{train_step, StepLoss, StepOutput};
 use crate::data::augment::CropFlip;
+use crate::data::Batch;
 use crate::error::{Error, Result};
 use crate::models::Model;
 use crate::optim::Optimizer;
 use crate::progress;
+use crate::stein::penalty::instruments::{Instruments, Readings};
+use crate::stein::penalty::{Regularizer, SteinStats};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -137,7 +138,7 @@ impl EpochSums {
         eval: EpochEvaluation,
         classifies: bool,
         seconds: f64,
-        (diag, center): (Option<Diagnosis>, Option<f64>),
+        (diag, center): (Option<Readings>, Option<f64>),
     ) -> EpochMetrics {
         let seen = self.seen as f64;
         let (penalty, residual_mean, residual_std) = match &self.stein {
@@ -222,8 +223,8 @@ fn train_epoch(
 ) -> Result<EpochSums> {
     let plan = s.plan;
     let (device, steps) = (plan.runtime.device, plan.steps);
-    let schedule = plan.config.schedule();
-    let seed = epoch_seed(plan.config.seed, epoch);
+    let schedule = &plan.schedule;
+    let seed = epoch_seed(plan.seed, epoch);
     tch::manual_seed(seed as i64);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut order: Vec<i64> = (0..plan.data.train.len()).collect();
@@ -239,7 +240,7 @@ fn train_epoch(
     let batches: Vec<(Vec<i64>, Vec<i64>)> = match &plan.extra {
         Some(e) => e.batches(&order, &mut rng),
         None => order
-            .chunks(plan.config.batch_size)
+            .chunks(plan.batch_size)
             .filter(|c| c.len() >= 2)
             .map(|c| (c.to_vec(), Vec::new()))
             .collect(),
@@ -271,7 +272,7 @@ fn train_epoch(
                 .teacher
                 .as_ref()
                 .zip(plan.teacher.as_ref().map(|t| t.alpha)),
-            precision: plan.config.compute.step_precision(),
+            precision: plan.precision,
         };
         let batch = Batch {
             x: &x,
@@ -298,12 +299,12 @@ const CALIBRATION_STREAM: u64 = 0xCA11_B4A7;
 /// every epoch, Hutchinson probes from the epoch's own stream, so a resumed
 /// run computes the D of the uninterrupted one).
 fn recalibrate(s: &mut Session, epoch: usize) -> Result<()> {
-    let cfg = &s.plan.config;
+    let plan = s.plan;
     if let Regularizer::Stein(p) = &mut s.regularizer {
         if p.needs_calibration() {
-            tch::manual_seed((epoch_seed(cfg.seed, epoch) ^ CALIBRATION_STREAM) as i64);
-            let size = cfg.reg.calibration_size;
-            s.global_center = Some(p.calibrate(&s.model, &s.plan.data, size, cfg.seed)?);
+            tch::manual_seed((epoch_seed(plan.seed, epoch) ^ CALIBRATION_STREAM) as i64);
+            let size = plan.calibration_size;
+            s.global_center = Some(p.calibrate(&s.model, &plan.data, size, plan.seed)?);
         }
     }
     Ok(())
@@ -321,7 +322,7 @@ pub fn train_epochs(
     rows: &mut Vec<EpochMetrics>,
 ) -> Result<()> {
     let plan = s.plan;
-    let epochs = plan.config.epochs;
+    let epochs = plan.epochs;
     let device = plan.runtime.device;
     let split = TrainSplit {
         x: plan.data.train.x.to_device(device),
@@ -334,7 +335,7 @@ pub fn train_epochs(
     let evaluator = EpochEvaluator::new(plan);
     let classifies = plan.base_loss().classifies();
     let diagnostics = matches!(s.regularizer, Regularizer::Stein(_))
-        .then(|| Diagnostics::new(&plan.data, plan.config.seed, device));
+        .then(|| Instruments::new(&plan.data, plan.seed, device));
     let bar = progress::bar(plan.steps.total as u64, "train");
     bar.set_position((start_epoch * plan.steps.per_epoch) as u64);
     for epoch in start_epoch..epochs {
@@ -371,7 +372,7 @@ pub fn train_epochs(
                 v.measure(
                     s.eval_model(),
                     plan.eval_batch_size,
-                    epoch_seed(plan.config.seed, epoch),
+                    epoch_seed(plan.seed, epoch),
                 )
             });
         if let Some(m) = val {

@@ -19,8 +19,8 @@ pub struct ExtraArgs {
     /// Extra training data mixed into every batch: an HDF5 file (.h5/.hdf5)
     /// with datasets `images` (float32 [N,C,H,W] in [0,1], or uint8
     /// [N,H,W,C] 0–255) and `labels` (int64 [N]), or a file in the CIFAR
-    /// binary format of --dataset. Not with --lambda > 0 (the score file
-    /// covers the original training split only).
+    /// binary format of --dataset. Not with a --scores file (it covers the
+    /// original training split only).
     #[arg(long)]
     pub extra_data: Option<PathBuf>,
     /// Share r of each batch drawn from the original training set (the
@@ -55,12 +55,12 @@ impl ExtraArgs {
     ///
     /// Errors: [`Error::InvalidArgument`] naming --extra-ratio (outside
     /// (0, 1) or leaving no original or extra sample in a batch of
-    /// `batch_size`) or --extra-data (with --lambda > 0); the reader's.
+    /// `batch_size`) or --extra-data (with a score file: `reads_scores`); the reader's.
     pub fn resolve(
         &self,
         data: &Dataset,
         batch_size: usize,
-        lambda: f64,
+        reads_scores: bool,
     ) -> Result<Option<ExtraPlan>> {
         let Some(path) = &self.extra_data else {
             return Ok(None);
@@ -74,11 +74,12 @@ impl ExtraArgs {
                 format!("must be in (0, 1) with round(r·B) in 1..{batch_size} (B = --batch-size)"),
             ));
         }
-        if lambda > 0.0 {
+        if reads_scores {
             return Err(Error::invalid(
                 "--extra-data",
                 path.display(),
-                "the TASER penalty needs a score for every sample and the score file covers the original training split only: train with --lambda 0",
+                "the TASER penalty needs a score for every sample and the --scores file covers the original training split only: \
+                 train with --lambda 0, or with --score-source instead of --scores",
             ));
         }
         Ok(Some(ExtraPlan {

@@ -6,8 +6,9 @@
 //! [`step`] (one optimisation step and what it minimises), [`evaluate`]
 //! (the measurements after each epoch), [`metrics`] (`metrics.csv`),
 //! [`resume`] (the resume state), [`output`] (the final checkpoint), and
-//! the pieces of the loss: [`method`], [`losses`] (SCORE's eight), [`regularizer`], [`posterior`]
-//! (SCORE's toy), [`awp`], [`ema`], [`finetuning`].
+//! the pieces of the loss: [`method`], [`losses`] (SCORE's eight),
+//! [`posterior`] (SCORE's toy), [`awp`], [`ema`], [`finetuning`]. The TASER
+//! penalty and its controls live in [`crate::stein::penalty`].
 //!
 //! Reproducibility: the model is initialised after `tch::manual_seed(seed)`;
 //! epoch e shuffles and augments with a generator seeded from (seed, e) and
@@ -20,7 +21,6 @@
 //! `resume.json` (the configuration it belongs to).
 pub mod awp;
 pub mod config;
-pub mod diagnostics;
 pub mod ema;
 pub mod epochs;
 pub mod evaluate;
@@ -32,11 +32,11 @@ pub mod mixing;
 pub mod output;
 pub mod plan;
 pub mod posterior;
-pub mod regularizer;
 pub mod resume;
 pub mod step;
 pub mod validation;
 
+pub use crate::data::Batch;
 pub use config::{RunOptions, TrainConfig};
 pub use epochs::epoch_seed;
 pub use evaluate::{evaluate_split, SplitMetrics};
@@ -44,7 +44,7 @@ pub use finetuning::FinetuneArgs;
 pub use method::Method;
 pub use metrics::{read_metrics, EpochMetrics};
 pub use plan::TrainPlan;
-pub use step::{task_loss, train_step, Batch, StepLoss, StepOutput};
+pub use step::{task_loss, train_step, StepLoss, StepOutput};
 
 use crate::checkpoint;
 use crate::data;
@@ -54,7 +54,6 @@ use crate::models::Model;
 use crate::optim::Optimizer;
 use ema::Ema;
 use epochs::Session;
-use regularizer::Regularizer;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -89,7 +88,7 @@ impl std::fmt::Display for TrainSummary {
 /// [`plan::resolve`] before any work; [`crate::Error::Diverged`] when the
 /// loss or the penalty stops being finite; I/O and libtorch errors.
 pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
-    remove_if_created(&run.out, || run_plan(&plan::resolve(cfg, run, None)?))
+    remove_if_created(&run.out, || run_plan(plan::resolve(cfg, run, None)?))
 }
 
 /// Fine-tunes the checkpoint `ft.from` (TASER §3.4, eq. 26): the student
@@ -99,13 +98,16 @@ pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
 /// and data set. Errors as [`train`], plus
 /// [`crate::Error::CheckpointMismatch`].
 pub fn finetune(cfg: &TrainConfig, run: &RunOptions, ft: &FinetuneArgs) -> Result<TrainSummary> {
-    remove_if_created(&run.out, || run_plan(&plan::resolve(cfg, run, Some(ft))?))
+    remove_if_created(&run.out, || run_plan(plan::resolve(cfg, run, Some(ft))?))
 }
 
-/// Builds the model (θ0's weights when fine-tuning), optimiser, EMA and
-/// regulariser of `plan`, restores the resume state, trains the remaining epochs and writes the checkpoint.
-pub fn run_plan(plan: &TrainPlan) -> Result<TrainSummary> {
-    let (cfg, device) = (&plan.config, plan.runtime.device);
+/// Builds the model (θ0's weights when fine-tuning), optimiser and EMA of
+/// `plan`, restores the resume state, trains the remaining epochs with the
+/// plan's regulariser and writes the checkpoint.
+pub fn run_plan(mut plan: TrainPlan) -> Result<TrainSummary> {
+    let device = plan.runtime.device;
+    let regularizer = std::mem::take(&mut plan.regularizer);
+    let plan = &plan;
     // The teacher is loaded before the seed is set, as its construction
     // draws from libtorch's generator.
     let teacher = plan
@@ -113,23 +115,29 @@ pub fn run_plan(plan: &TrainPlan) -> Result<TrainSummary> {
         .as_ref()
         .map(|t| checkpoint::load(&t.from, device).map(|(m, _)| m))
         .transpose()?
-        .map(|mut m| m.set_memory_format(cfg.compute.memory_format).map(|_| m))
+        .map(|mut m| m.set_memory_format(plan.memory_format).map(|_| m))
         .transpose()?;
-    tch::manual_seed(cfg.seed as i64);
+    tch::manual_seed(plan.seed as i64);
     let (mean, std) = data::channel_stats(&plan.data.train.x);
     let mut model = Model::new(&plan.spec, device, &mean, &std)?;
     if let Some(t) = &teacher {
         model.copy_from(t)?;
     }
-    model.set_memory_format(cfg.compute.memory_format)?;
-    let mut opt = Optimizer::new(&cfg.optimizer_config(), model.named_trainable());
+    model.set_memory_format(plan.memory_format)?;
+    let mut opt = Optimizer::new(&plan.optimizer, model.named_trainable());
     let mut ema = plan
         .method
         .ema_tau
         .map(|tau| Ema::new(&model, tau))
         .transpose()?;
     let restored = if plan.resume {
-        resume::restore(cfg, &plan.out, &mut model, &mut opt, ema.as_mut())?
+        resume::restore(
+            &plan.identity,
+            &plan.out,
+            &mut model,
+            &mut opt,
+            ema.as_mut(),
+        )?
     } else {
         None
     };
@@ -137,10 +145,9 @@ pub fn run_plan(plan: &TrainPlan) -> Result<TrainSummary> {
         Some(r) => (r.epochs_done, r.rows, r.global_center),
         None => (0, Vec::new(), None),
     };
-    let regularizer = Regularizer::new(&cfg.reg, plan.lambda, &plan.data, device, cfg.seed)?;
     // `--center global` is re-estimated at the start of every epoch.
     let global_center = saved_center;
-    if start_epoch >= cfg.epochs {
+    if start_epoch >= plan.epochs {
         if let Ok(meta) = checkpoint::read_meta(&plan.out.weights()) {
             return Ok(TrainSummary {
                 checkpoint: plan.out.weights(),
@@ -161,7 +168,7 @@ pub fn run_plan(plan: &TrainPlan) -> Result<TrainSummary> {
             Some((_, bc)) if bc >= c => b,
             _ => Some((e, c)),
         });
-    resume::write_config(&plan.out, cfg)?;
+    resume::write_config(&plan.out, &plan.identity)?;
     let started = Instant::now();
     let mut session = Session {
         plan,
@@ -190,8 +197,8 @@ mod tests {
     use crate::data::toy::toy_sin;
     use crate::models::Model;
     use crate::optim::Optimizer;
+    use crate::stein::penalty::Regularizer;
     use clap::Parser;
-    use regularizer::Regularizer;
     use step::BaseLoss;
     use tch::Tensor;
 
@@ -234,7 +241,7 @@ mod tests {
         let model = Model::new(&cfg.model_spec(&data), tch::Device::Cpu, &[0.0], &[1.0]).unwrap();
         let mut opt = Optimizer::new(&cfg.optimizer_config(), model.named_trainable());
         let lambda = cfg.validate().unwrap().lambda;
-        let reg = Regularizer::new(&cfg.reg, lambda, &data, tch::Device::Cpu, 0).unwrap();
+        let reg = cfg.reg.build(lambda, &data, tch::Device::Cpu, 0).unwrap();
         let idx: Vec<i64> = (0..32).collect();
         let t = Tensor::from_slice(&idx);
         let (x, y) = (
@@ -350,7 +357,7 @@ mod tests {
         model.set_memory_format(cfg.compute.memory_format).unwrap();
         let mut opt = Optimizer::new(&cfg.optimizer_config(), model.named_trainable());
         let lambda = cfg.validate().unwrap().lambda;
-        let reg = Regularizer::new(&cfg.reg, lambda, &data, tch::Device::Cpu, 0).unwrap();
+        let reg = cfg.reg.build(lambda, &data, tch::Device::Cpu, 0).unwrap();
         let settings = cfg
             .robust
             .resolve(

@@ -6,12 +6,12 @@
 use super::epochs::Session;
 use super::method::MethodSettings;
 use super::metrics::{summary_metrics, EpochMetrics};
-use super::regularizer::Regularizer;
 use super::validation::Select;
 use crate::checkpoint::{self, sidecar_path, CheckpointMeta};
 use crate::device::device_name;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomically;
+use crate::stein::penalty::Regularizer;
 use std::collections::BTreeMap;
 
 /// The defaults a run actually used (ε, step, β…), for the sidecar, with
@@ -66,10 +66,10 @@ fn sidecar(
         model: plan.spec.clone(),
         dataset: plan.data.name.to_string(),
         train_fingerprint: plan.data.train.fingerprint(),
-        seed: plan.config.seed,
+        seed: plan.seed,
         epochs_completed,
         hyperparameters: serde_json::json!({
-            "config": plan.config,
+            "config": plan.identity,
             "device": device_name(plan.runtime.device),
             "libtorch_threads": tch::get_num_threads(),
             "resolved": resolved_settings(&plan.method, plan.eps_warmup.steps),
@@ -114,7 +114,7 @@ pub fn write_best(s: &Session, rows: &[EpochMetrics]) -> Result<()> {
 pub fn write_checkpoint(s: &Session, metrics: &BTreeMap<String, f64>) -> Result<()> {
     let plan = s.plan;
     let weights = if s.ema.is_some() { "ema" } else { "last" };
-    let meta = sidecar(s, metrics, plan.config.epochs, weights);
+    let meta = sidecar(s, metrics, plan.epochs, weights);
     let select_best = plan
         .validation
         .as_ref()

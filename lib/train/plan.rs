@@ -1,22 +1,28 @@
 //! The plan of a training run: `train`'s and `finetune`'s flags resolved
 //! once, before anything runs, into everything the run needs (every
 //! default applied, the fine-tune defaults read from θ0's sidecar, λ checked
-//! and its ramp built, the data loaded, the output folder checked). After
-//! [`resolve`] nothing looks at a flag again.
+//! and its ramp built, the data, validation split and extra data loaded,
+//! the regulariser built with its score file opened and checked, the
+//! output folder checked), all before a model is built. After [`resolve`]
+//! no code reads a flag: the flag struct stays in the plan only as the
+//! run's recorded identity ([`TrainPlan::identity`]).
 use super::config::{RunOptions, TrainConfig};
 use super::finetuning::{self, FinetuneArgs};
 use super::method::{EpsWarmup, MethodSettings};
 use super::mixing::ExtraPlan;
 use super::posterior::PosteriorSettings;
-use super::regularizer::LambdaRamp;
-use super::step::BaseLoss;
+use super::step::{BaseLoss, StepPrecision};
 use super::validation::ValPlan;
 use crate::data::Dataset;
+use crate::device::MemoryFormat;
 use crate::error::{Error, Result};
 use crate::fsutil::ensure_writable_dir;
 use crate::layout::TrainRun;
 use crate::models::ModelSpec;
+use crate::optim::schedule::Schedule;
+use crate::optim::OptimizerConfig;
 use crate::runtime::Runtime;
+use crate::stein::penalty::Regularizer;
 use std::path::PathBuf;
 
 /// Optimiser steps of a run: one per mini-batch (a final batch of one
@@ -51,9 +57,23 @@ pub struct TeacherPlan {
 /// Everything a training run needs, resolved from its flags.
 #[derive(Debug)]
 pub struct TrainPlan {
-    /// The run's identity with every default filled in (fine-tune defaults,
-    /// λ's ramp length): what the sidecar and the resume state record.
-    pub config: TrainConfig,
+    /// The run's identity: its flags with every default filled in
+    /// (fine-tune defaults, λ's ramp length), as the sidecar and the resume
+    /// state record them. Recorded, never read to decide anything.
+    pub identity: TrainConfig,
+    /// `--seed`: model initialisation, shuffling, augmentation, probes.
+    pub seed: u64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub optimizer: OptimizerConfig,
+    pub schedule: Schedule,
+    /// Precision of the base loss and of the penalty.
+    pub precision: StepPrecision,
+    pub memory_format: MemoryFormat,
+    /// The regulariser, built (score field opened and checked).
+    pub regularizer: Regularizer,
+    /// Training inputs that estimate the centre of `--center global`.
+    pub calibration_size: usize,
     pub runtime: Runtime,
     pub out: TrainRun,
     /// Continue from the resume state in `out` if there is one.
@@ -72,8 +92,6 @@ pub struct TrainPlan {
     pub eps_warmup: EpsWarmup,
     /// toy-score: the SCORE objective that replaces the method's loss.
     pub posterior: Option<PosteriorSettings>,
-    /// λ(t) of the regulariser.
-    pub lambda: LambdaRamp,
     pub steps: StepCounts,
     /// Random crop (pad 4) + flip on every batch.
     pub crop_flip: bool,
@@ -120,8 +138,9 @@ impl TrainPlan {
 /// plan: fills the fine-tune defaults from θ0's sidecar, checks every flag,
 /// resolves `--device/--data-dir/--threads`, loads the data, resolves the
 /// model, the method, the training attack's ε warm-up (over the run's steps
-/// per epoch) and λ's ramp (over the learning-rate warm-up for a fine-tune
-/// without `--lambda-warmup-steps`), and checks `--out`: it must be
+/// per epoch), λ's ramp (over the learning-rate warm-up for a fine-tune
+/// without `--lambda-warmup-steps`) and the regulariser (its score file
+/// opened and checked against the data), and checks `--out`: it must be
 /// writable and hold no run unless `resume` continues it.
 ///
 /// Errors: [`Error::InvalidArgument`] for a flag out of its domain or an
@@ -140,10 +159,10 @@ pub fn resolve(
     let mut lambda = checked.lambda;
     let runtime = run.runtime.resolve()?;
     let mut data = config.load_data(&runtime.data_dir)?;
-    let validation =
-        config
-            .val
-            .resolve(&mut data, &config.robust, config.seed, config.reg.lambda)?;
+    let reads_scores = config.reg.reads_score_file();
+    let validation = config
+        .val
+        .resolve(&mut data, &config.robust, config.seed, reads_scores)?;
     let spec = config.model_spec(&data);
     spec.validate()?;
     let method = config.robust.resolve(
@@ -155,7 +174,7 @@ pub fn resolve(
     )?;
     let extra = config
         .extra
-        .resolve(&data, config.batch_size, config.reg.lambda)?;
+        .resolve(&data, config.batch_size, reads_scores)?;
     let mut steps = StepCounts::new(data.train.len() as usize, config.batch_size, config.epochs);
     if let Some(e) = &extra {
         steps.per_epoch = e.batches_per_epoch(data.train.len() as usize);
@@ -174,12 +193,24 @@ pub fn resolve(
             "needs image inputs",
         ));
     }
+    let regularizer = config
+        .reg
+        .build(lambda, &data, runtime.device, config.seed)?;
     let out = TrainRun::at(&run.out);
     check_out(&out, run.resume)?;
     if let (Some(meta), Some(ft)) = (&teacher_meta, finetune) {
         finetuning::check_teacher(meta, ft, &spec, &data)?;
     }
     Ok(TrainPlan {
+        seed: config.seed,
+        epochs: config.epochs,
+        batch_size: config.batch_size,
+        optimizer: config.optimizer_config(),
+        schedule: config.schedule(),
+        precision: config.compute.step_precision(),
+        memory_format: config.compute.memory_format,
+        regularizer,
+        calibration_size: config.reg.calibration_size,
         runtime,
         out,
         resume: run.resume,
@@ -191,7 +222,6 @@ pub fn resolve(
         method,
         eps_warmup,
         posterior: checked.posterior,
-        lambda,
         steps,
         crop_flip,
         teacher: finetune.map(|ft| TeacherPlan {
@@ -200,7 +230,7 @@ pub fn resolve(
         }),
         validation,
         extra,
-        config,
+        identity: config,
     })
 }
 

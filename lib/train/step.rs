@@ -4,13 +4,13 @@
 use super::awp;
 use super::method::{self, MethodLoss, MethodSettings};
 use super::posterior::PosteriorSettings;
-use super::regularizer::{l2_term, Regularizer, SteinStats};
-use crate::data::augment::CropFlip;
+use crate::data::Batch;
 use crate::data::Task;
 use crate::device::{with_precision, Precision};
 use crate::error::Result;
 use crate::models::Model;
 use crate::optim::Optimizer;
+use crate::stein::penalty::{l2_term, Regularizer, SteinStats};
 use tch::{Kind, Tensor};
 
 /// The task loss: mean cross-entropy (classification), mean squared error
@@ -110,15 +110,6 @@ pub struct StepLoss<'a> {
 pub struct StepPrecision {
     pub base: Precision,
     pub penalty: Precision,
-}
-
-/// One mini-batch: inputs, targets, their indices in the training split
-/// and the augmentation `x` received (both for precomputed scores).
-pub struct Batch<'a> {
-    pub x: &'a Tensor,
-    pub y: &'a Tensor,
-    pub indices: &'a [i64],
-    pub aug: Option<&'a CropFlip>,
 }
 
 /// What one optimisation step reports (detached tensors, left on the

@@ -40,8 +40,8 @@ pub struct ValArgs {
     /// Rows carved out of the training split for validation (0: none): a
     /// seeded draw (--seed), recorded in the sidecar (train_fingerprint
     /// covers the remaining training rows; validation.fingerprint the
-    /// carved ones). Not with --lambda > 0 (the score file indexes the
-    /// whole training split).
+    /// carved ones). Not with a --scores file (it indexes the whole
+    /// training split).
     #[arg(long, default_value_t = 0)]
     pub val_size: usize,
     /// Validate every N epochs (and after the last); writes val_acc and
@@ -96,14 +96,14 @@ impl ValArgs {
     /// attack; None when `--val-size` is 0.
     ///
     /// Errors: [`Error::InvalidArgument`] naming --val-size (too large, not
-    /// a classification set, with --lambda > 0), --val-every (0),
+    /// a classification set, with a score file: `reads_scores`), --val-every (0),
     /// --val-attack (not pgdK/none) or --select best without --val-size.
     pub fn resolve(
         &self,
         data: &mut Dataset,
         robust: &MethodArgs,
         seed: u64,
-        lambda: f64,
+        reads_scores: bool,
     ) -> Result<Option<ValPlan>> {
         if self.val_size == 0 {
             return match self.select {
@@ -115,11 +115,19 @@ impl ValArgs {
                 Select::Last => Ok(None),
             };
         }
-        if data.task != Task::Classification || lambda > 0.0 {
+        if data.task != Task::Classification {
             return Err(Error::invalid(
                 "--val-size",
                 self.val_size,
-                "needs a classification data set and --lambda 0 (the score file indexes the whole training split)",
+                "needs a classification data set",
+            ));
+        }
+        if reads_scores {
+            return Err(Error::invalid(
+                "--val-size",
+                self.val_size,
+                "cannot be combined with a --scores file, which indexes the whole training split: \
+                 drop --val-size, or train the TASER penalty with --score-source instead of --scores",
             ));
         }
         if self.val_every == 0 {

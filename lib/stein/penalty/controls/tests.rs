@@ -1,6 +1,12 @@
-//! Closed-form checks of the controls (issue 15's acceptance).
+//! Closed-form checks of the controls, the coordinates and the Hutchinson
+//! noise share.
 use super::*;
-use crate::stein::{Difference, Mode, Residual};
+use crate::stein::penalty::centred_penalty;
+use crate::stein::penalty::coordinates::Rescale;
+use crate::stein::penalty::instruments::{hutchinson_noise_share, NOISE_SHARE_PROBES};
+use crate::stein::{
+    rademacher, residual, Center, Difference, Laplacian, Mode, Order, Residual, ResidualOptions,
+};
 use tch::Device;
 
 const F64: (Kind, Device) = (Kind::Double, Device::Cpu);
@@ -153,15 +159,15 @@ fn model_coordinates_scale_a_one_channel_penalty_by_std_to_the_fourth() {
         (Laplacian::Hutchinson, Center::None),
     ] {
         tch::manual_seed(1);
-        let probes = super::super::rademacher(3, &x);
+        let probes = rademacher(3, &x);
         let o = opts(laplacian, 3);
         let pix = residual(m_pixel, &x, &y, &s, &o, Some(&probes), false).unwrap();
         let z = rescale.to_model(&x);
         let m_model = |zz: &Tensor, yy: &Tensor| m_pixel(&rescale.to_pixel(zz), yy);
         let s_z = rescale.score_to_model(&s);
         let mdl = residual(m_model, &z, &y, &s_z, &o, Some(&probes), false).unwrap();
-        let r_pix = penalty(&pix.residual, center, false, 0.0).double_value(&[]);
-        let r_mdl = penalty(&mdl.residual, center, false, 0.0).double_value(&[]);
+        let r_pix = centred_penalty(&pix.residual, center, false, 0.0).double_value(&[]);
+        let r_mdl = centred_penalty(&mdl.residual, center, false, 0.0).double_value(&[]);
         let expect = sigma.powi(4) * r_pix;
         assert!(
             (r_mdl - expect).abs() < 1e-9 * expect,
@@ -179,7 +185,7 @@ fn the_noise_share_of_a_quadratic_matches_its_closed_form() {
     let s = -&x;
     let y = labels(b);
     tch::manual_seed(2);
-    let probes = super::super::rademacher(NOISE_SHARE_PROBES, &x);
+    let probes = rademacher(NOISE_SHARE_PROBES, &x);
     let share = hutchinson_noise_share(
         |xx: &Tensor, _: &Tensor| quadratic(&a, &big_a, xx),
         &x,
@@ -193,7 +199,7 @@ fn the_noise_share_of_a_quadratic_matches_its_closed_form() {
     .unwrap();
     // Exact residual tr A − xᵀAx; its batch-centred penalty is its variance.
     let exact = big_a.trace() - (x.matmul(&big_a) * &x).sum_dim_intlist(1, false, Kind::Double);
-    let r_exact = penalty(&exact, Center::Batch, false, 0.0).double_value(&[]);
+    let r_exact = centred_penalty(&exact, Center::Batch, false, 0.0).double_value(&[]);
     let off = &big_a - big_a.diag(0).diag_embed(0, -2, -1);
     let v = 2.0 * off.square().sum(Kind::Double).double_value(&[]) * (1.0 - 1.0 / b as f64);
     let expect = v / (r_exact + v);

@@ -1,6 +1,5 @@
-//! The TASER step at its floor (issue 17): the penalty on a seeded fraction
-//! of the batch (`--stein-fraction`) and the test for reusing the step's
-//! clean forward (`--fd-difference forward`).
+//! The penalty on a seeded fraction of the batch (`--stein-fraction`): which
+//! samples, and the factor that keeps the estimate unbiased.
 //!
 //! Variance of the fraction estimate. With n = ⌈f·B⌉ of the batch's B
 //! samples drawn without replacement and wᵢ = (rᵢ − c)²:
@@ -13,8 +12,7 @@
 //!
 //! The penalty's forward and backward run on n samples, so its cost falls
 //! to ≈ f of the full-batch cost.
-use super::Center;
-use crate::models::Model;
+use crate::stein::Center;
 use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -62,15 +60,4 @@ pub fn fraction_correction(n: i64, b: i64, center: Center) -> f64 {
     } else {
         1.0
     }
-}
-
-/// Whether `model` has BatchNorm layers: its train- and eval-mode forwards
-/// then differ, so the step's clean logits cannot stand for the penalty's
-/// eval-mode m(x).
-pub fn has_batch_norm(model: &Model) -> bool {
-    model
-        .vs
-        .variables()
-        .keys()
-        .any(|k| k.ends_with("running_mean"))
 }

@@ -1,30 +1,30 @@
-//! The penalty's instruments (issue 15), measured after every epoch when
+//! The penalty's instruments, measured after every epoch when
 //! the TASER penalty or its gradient-norm control is on (λ > 0), on a
-//! fixed probe batch: [`DIAGNOSTIC_BATCH`] training inputs (no
+//! fixed probe batch: [`INSTRUMENT_BATCH`] training inputs (no
 //! augmentation) drawn once, with [`NOISE_SHARE_PROBES`] Rademacher probes,
-//! from ChaCha8 / libtorch seeded with `--seed ^ DIAGNOSTIC_STREAM`, so
+//! from ChaCha8 / libtorch seeded with `--seed ^ INSTRUMENT_STREAM`, so
 //! every epoch and every run with one seed measures the same points. The
 //! live model (not the EMA) is measured, BatchNorm in eval mode, in the
 //! penalty's coordinates (`--stein-coordinates`) and after its controls.
-use super::regularizer::{ScoreControl, SteinPenalty};
+use super::controls;
+use super::{centred_penalty, ScoreControl, SteinPenalty};
 use crate::data::Dataset;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::models::Model;
-use crate::stein::controls::{self, NOISE_SHARE_PROBES};
-use crate::stein::{self, Laplacian, Order};
+use crate::stein::{self, residual, Center, Laplacian, Order, ResidualOptions};
 use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
 
 /// Size of the probe batch (or the training split, if smaller).
-pub const DIAGNOSTIC_BATCH: usize = 256;
+pub const INSTRUMENT_BATCH: usize = 256;
 
 /// Offset mixed into `--seed` for the probe batch and its probes.
-pub const DIAGNOSTIC_STREAM: u64 = 0xD1A6_0057;
+pub const INSTRUMENT_STREAM: u64 = 0xD1A6_0057;
 
 /// The fixed probe batch and its Hutchinson probes.
-pub struct Diagnostics {
+pub struct Instruments {
     x: Tensor,
     y: Tensor,
     indices: Vec<i64>,
@@ -34,7 +34,7 @@ pub struct Diagnostics {
 
 /// One epoch's measurements (the diagnostic columns of `metrics.csv`).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Diagnosis {
+pub struct Readings {
     /// mean_i ‖∇ₓm(x_i)‖.
     pub grad_norm_mean: f64,
     /// mean_i m(x_i) (the smooth margin by default: > 0 misclassified).
@@ -42,21 +42,21 @@ pub struct Diagnosis {
     /// mean_i cos(s̃(x_i), ∇ₓm(x_i)); `None` without a score (grad-norm,
     /// `--zero-scores`).
     pub score_grad_cosine: Option<f64>,
-    /// [`controls::hutchinson_noise_share`] of the full Hutchinson residual
+    /// [`hutchinson_noise_share`] of the full Hutchinson residual
     /// (`None` for the first-order residual, the exact Laplacian and grad-norm).
     pub hutchinson_noise_share: Option<f64>,
 }
 
-impl Diagnostics {
+impl Instruments {
     /// Draws the probe batch of `data`'s training split with `seed`
     /// (`--seed`); reseeds libtorch's generator (the epochs reseed it).
-    pub fn new(data: &Dataset, seed: u64, device: Device) -> Diagnostics {
-        let stream = seed ^ DIAGNOSTIC_STREAM;
+    pub fn new(data: &Dataset, seed: u64, device: Device) -> Instruments {
+        let stream = seed ^ INSTRUMENT_STREAM;
         let n = data.train.len() as usize;
         let mut indices: Vec<i64> = sample(
             &mut ChaCha8Rng::seed_from_u64(stream),
             n,
-            DIAGNOSTIC_BATCH.min(n),
+            INSTRUMENT_BATCH.min(n),
         )
         .into_iter()
         .map(|i| i as i64)
@@ -67,7 +67,7 @@ impl Diagnostics {
         let y = data.train.y.index_select(0, &t).to_device(device);
         tch::manual_seed(stream as i64);
         let probes = stein::rademacher(NOISE_SHARE_PROBES, &x);
-        Diagnostics {
+        Instruments {
             x,
             y,
             indices,
@@ -78,7 +78,7 @@ impl Diagnostics {
     /// Measures `model` under the penalty `p`.
     ///
     /// Errors: the residual's (autograd).
-    pub fn measure(&self, p: &SteinPenalty, model: &Model) -> Result<Diagnosis> {
+    pub fn measure(&self, p: &SteinPenalty, model: &Model) -> Result<Readings> {
         let c = p.coordinated(model, &self.x, &self.indices, None);
         let m = p.probe_fn(model, c.rescale.as_ref(), false);
         let (values, grad) = controls::input_gradient(&m, &c.x, &self.y, false)?;
@@ -90,7 +90,7 @@ impl Diagnostics {
         let hutchinson =
             p.options.order == Order::Full && p.options.laplacian == Laplacian::Hutchinson;
         let share = match score.filter(|_| hutchinson && !p.grad_norm) {
-            Some(s) => Some(controls::hutchinson_noise_share(
+            Some(s) => Some(hutchinson_noise_share(
                 &m,
                 &c.x,
                 &self.y,
@@ -102,11 +102,66 @@ impl Diagnostics {
             )?),
             None => None,
         };
-        Ok(Diagnosis {
+        Ok(Readings {
             grad_norm_mean: norms.mean(Kind::Double).double_value(&[]),
             probe_mean: values.mean(Kind::Double).double_value(&[]),
             score_grad_cosine: cosine,
             hutchinson_noise_share: share,
         })
     }
+}
+
+/// Number of one-probe residuals the noise share compares.
+pub const NOISE_SHARE_PROBES: i64 = 8;
+
+/// The share of the one-probe Hutchinson penalty that is estimator noise.
+///
+/// From K = `probes.size()[0]` (≥ 2) single-probe residuals r⁽ᵏ⁾ on the
+/// batch: R₁ = (1/K)Σₖ R(r⁽ᵏ⁾) (the K = 1 penalty, averaged over draws),
+/// R_K = R((1/K)Σₖ r⁽ᵏ⁾) (the K-probe penalty) and the unbiased noise
+/// estimate V = K/(K−1)·(R₁ − R_K), the mean over samples of the variance
+/// of one probe's centred residual. The share is V/R₁ (0 when R₁ = 0). For
+/// m = ½xᵀAx the noise of vᵀAv is Σ_{i≠j}A_ij v_i v_j with variance
+/// 2Σ_{i≠j}A_ij², so with batch centring the share tends to
+/// V'/(R_exact + V'), V' = 2Σ_{i≠j}A_ij²·(1 − 1/B).
+///
+/// Errors: `opts` not of a full Hutchinson residual; fewer than 2 probes.
+#[allow(clippy::too_many_arguments)]
+pub fn hutchinson_noise_share<F>(
+    m: F,
+    x: &Tensor,
+    y: &Tensor,
+    score: &Tensor,
+    opts: &ResidualOptions,
+    probes: &Tensor,
+    center: Center,
+    global_center: f64,
+) -> Result<f64>
+where
+    F: Fn(&Tensor, &Tensor) -> Tensor,
+{
+    let k = probes.size()[0];
+    if opts.order != Order::Full || opts.laplacian != Laplacian::Hutchinson || k < 2 {
+        return Err(Error::invalid(
+            "--stein-laplacian",
+            format!("{:?}", opts.laplacian).to_lowercase(),
+            "the noise share needs the full residual with hutchinson and ≥ 2 probes",
+        ));
+    }
+    let one = ResidualOptions {
+        probes: 1,
+        ..opts.clone()
+    };
+    let mut singles = Vec::with_capacity(k as usize);
+    for i in 0..k {
+        let p = probes.narrow(0, i, 1);
+        singles.push(residual(&m, x, y, score, &one, Some(&p), false)?.residual);
+    }
+    let pen = |r: &Tensor| {
+        centred_penalty(&r.to_kind(Kind::Double), center, false, global_center).double_value(&[])
+    };
+    let r1 = singles.iter().map(pen).sum::<f64>() / k as f64;
+    let rk = pen(&Tensor::stack(&singles, 0).mean_dim(0, false, Kind::Double));
+    let noise = k as f64 / (k - 1) as f64 * (r1 - rk);
+    Ok(if r1 > 0.0 { noise / r1 } else { 0.0 })
 }
