@@ -128,7 +128,10 @@ fn bad_validation_flags_are_refused_by_name() {
         (vec!["--val-attack", "fgsm"], "--val-attack"),
         (vec!["--val-size", "5000"], "--val-size"),
         (vec!["--val-every", "0"], "--val-every"),
-        (vec!["--lambda", "1"], "--val-size"),
+        (
+            vec!["--lambda", "1", "--scores", "/nonexistent/scores.h5"],
+            "--val-size",
+        ),
     ] {
         let a = args(&dir.path().join(flag), 1, &extra);
         let refs: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
@@ -144,6 +147,30 @@ fn bad_validation_flags_are_refused_by_name() {
     a[k + 1] = "0".into();
     let refs: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
     assert!(stderr(&run("train", &refs)).contains("--select"));
+}
+
+/// A validation split is refused only with a score file (indexed by the
+/// whole training split): ℓ2, the gradient-norm control and the TASER
+/// penalty on an analytic score train with one, and record the penalty.
+#[test]
+fn penalties_without_a_score_file_train_with_a_validation_split() {
+    let dir = tempfile::tempdir().unwrap();
+    for reg in [
+        ["--reg", "l2", "--lambda", "0.1"],
+        ["--reg", "grad-norm", "--lambda", "0.1"],
+        ["--score-source", "gaussian-std", "--lambda", "0.01"],
+    ] {
+        let out = dir.path().join(reg[1]);
+        train_ok(&args(&out, 1, &reg));
+        let meta = checkpoint::read_meta(&out.join("model.safetensors")).unwrap();
+        let config = meta.hyperparameters["config"].to_string();
+        let lambda = format!("\"lambda\":{}", reg[3]);
+        assert!(config.contains(&lambda), "{reg:?}: {config}");
+        assert!(
+            out.join("model-best.safetensors").exists(),
+            "{reg:?}: no model-best"
+        );
+    }
 }
 
 /// Writes an extra set with h5py: `n` images, pixels `scale`·U[0,1).

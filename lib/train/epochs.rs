@@ -334,7 +334,7 @@ pub fn train_epochs(
     };
     let evaluator = EpochEvaluator::new(plan);
     let classifies = plan.base_loss().classifies();
-    let diagnostics = matches!(s.regularizer, Regularizer::Stein(_))
+    let instruments = matches!(s.regularizer, Regularizer::Stein(_))
         .then(|| Instruments::new(&plan.data, plan.seed, device));
     let bar = progress::bar(plan.steps.total as u64, "train");
     bar.set_position((start_epoch * plan.steps.per_epoch) as u64);
@@ -343,7 +343,7 @@ pub fn train_epochs(
         recalibrate(s, epoch)?;
         let sums = train_epoch(s, &split, epoch, &bar)?;
         let eval = evaluator.measure(s.eval_model());
-        let diag = match (&diagnostics, &s.regularizer) {
+        let diag = match (&instruments, &s.regularizer) {
             (Some(d), Regularizer::Stein(p)) => Some(d.measure(p, &s.model)?),
             _ => None,
         };

@@ -40,7 +40,7 @@ pub struct EpochMetrics {
     #[serde(default)]
     pub risk_score: Option<f64>,
     /// The penalty's instruments after the epoch (TASER or grad-norm
-    /// penalty, λ > 0; see [`super::diagnostics`]): mean ‖∇ₓm‖ and mean m
+    /// penalty, λ > 0; see [`crate::stein::penalty::instruments`]): mean ‖∇ₓm‖ and mean m
     /// on the fixed probe batch, λR / train_loss, the mean cosine of s̃ and
     /// ∇ₓm, the one-probe Hutchinson noise share; and the global centre D
     /// the epoch used (`--center global`).
