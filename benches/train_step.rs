@@ -130,7 +130,7 @@ fn time_steps(
     let reg = match variant {
         None => Regularizer::None,
         Some((order, mode, difference)) => Regularizer::Stein(SteinPenalty {
-            lambda: LambdaRamp {
+            ramp: LambdaRamp {
                 max: 1.0,
                 warmup_steps: 0,
             },

@@ -7,7 +7,7 @@ use taser::exit::{self, Status};
 
 /// Evaluate a checkpoint's robustness: clean accuracy and accuracy under
 /// AutoAttack (standard: APGD-CE, APGD-T, FAB-T, Square), SPSA and PGD, per
-/// test point of a fixed evaluation subset (SPEC §6).
+/// test point of a fixed evaluation subset (docs/METHOD.md, "Attacks and their budgets").
 ///
 /// Outputs in --out: per_sample.csv (index,label,clean_correct,<one column
 /// per attack>,worst_case; 1 = correct/robust), summary.csv (one row:

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use taser::exit::{self, Status};
 use taser::sweep::{self, grid::Grid, job::Outcome, RunConfig};
 
-/// Run a grid of training-and-evaluation jobs (SPEC §8): each grid point
+/// Run a grid of training-and-evaluation jobs (docs/CLUSTER.md): each grid point
 /// chains `train` (or `finetune`) → `attack` in its own directory, shared
 /// score sets are computed once by `score-precompute`, and results.csv holds
 /// one row per point (parameters, metrics, seconds, status).

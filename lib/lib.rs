@@ -13,15 +13,15 @@
 //! | 4 | [`score`] | score sources and the HDF5 score file |
 //! | 5 | [`stein`] | the Stein residual and the TASER penalty's pieces |
 //! | 6 | [`attack`] | threat models, PGD, APGD, FAB, Square, SPSA, AutoAttack, and the evaluator |
-//! | 7 | [`train`] | methods, the TASER penalty, the plan, the epoch loop, resume |
+//! | 7 | [`train`] | methods, the plan, the epoch loop, resume (the TASER penalty is [`stein::penalty`]) |
 //! | 8 | [`stats`] | paired bootstrap, comparison specs, tables and their figures |
 //! | 9 | [`sweep`] | grids, the MPI launcher, results.csv |
 //! | 10 | [`report`] | the papers' toy tables and figures from finished runs |
 //!
 //! The attack algorithms stand below training because PGD-AT, TRADES and
-//! MART use them as their inner maximiser. The formulas implemented are
-//! fixed by `SPEC.md` (shared beside the repository) and the papers it
-//! cites; each public item says which one it implements.
+//! MART use them as their inner maximiser. What the suite computes is
+//! stated in docs/METHOD.md and the papers it cites; each public item says
+//! which formula it implements.
 pub mod attack;
 pub mod checkpoint;
 pub mod data;

@@ -64,7 +64,7 @@ fn block_linear_problem() -> (Model, Tensor, Tensor, Tensor, Tensor) {
 /// linear model the L∞ worst case moves every pixel to ±ε; only the full
 /// range can flip the last row's and column's pixels after the start, so
 /// only it is expected to reach the closed form — the reference is sound
-/// but weaker there (issue 14, case 9).
+/// but weaker there (a field case).
 fn square_full_and_reference(
     model: &Model,
     x: &Tensor,

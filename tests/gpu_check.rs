@@ -1,4 +1,4 @@
-//! scripts/gpu-check.sh (issue 17 item 4) on this CPU machine: its
+//! scripts/gpu-check.sh  on this CPU machine: its
 //! `--device cpu --quick` path end to end against the release binaries
 //! (and the train_step bench binary that `make test` builds first), and a
 //! missing CUDA device refused with a clear message.

@@ -1,4 +1,4 @@
-//! The TASER penalty's instruments and controls (issue 15) through the
+//! The TASER penalty's instruments and controls  through the
 //! `train` binary on digits: the diagnostic columns of metrics.csv, the
 //! gradient-norm control, the per-epoch global centre, the sidecar's record
 //! of the control flags and the rules between them.

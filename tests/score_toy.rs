@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use std::path::Path;
 use taser::checkpoint;
-use taser::train::posterior::{data_constant, Distance};
+use taser::train::posterior::{data_constant, BinaryDivergence};
 
 fn args(out: &Path, extra: &[&str]) -> Vec<String> {
     flags_with_out(
@@ -65,7 +65,7 @@ fn score_is_self_consistent_where_madry_is_not_and_the_report_says_so() {
     assert!(gs < 0.02, "SCORE's mean |p_θ − p_d| is {gs}");
     assert!(gm >= 3.0 * gs, "Madry's gap {gm} is not 3× SCORE's {gs}");
     // Theorem 1's lower bound is tight at p_θ = p_d: R_Madry → C^KL.
-    let c_kl = data_constant(Distance::Kl, 1.0);
+    let c_kl = data_constant(BinaryDivergence::Kl, 1.0);
     assert!(
         (score["risk_madry"] - c_kl).abs() < 0.005,
         "SCORE model: R_Madry {} vs C^KL {c_kl}",

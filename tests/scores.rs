@@ -701,7 +701,7 @@ fn an_existing_score_file_is_replaced_only_with_overwrite() {
     ]);
     let d = digits();
     let f = ScoreFile::open(&h5, &d, "train", false, Device::Cpu).unwrap();
-    assert_eq!(f.meta.source, "gaussian");
+    assert_eq!(f.meta.source, "gaussian-fit");
     assert!(
         !f.meta.source_config.contains("overwrite"),
         "{}",

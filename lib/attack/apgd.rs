@@ -1,6 +1,6 @@
 //! Auto-PGD (Croce & Hein 2020, "Reliable evaluation of adversarial
 //! robustness with an ensemble of diverse parameter-free attacks"), as in
-//! AutoAttack `standard` (SPEC §6): 100 iterations, initial step 2ε,
+//! AutoAttack `standard` (docs/METHOD.md, "Attacks and their budgets"): 100 iterations, initial step 2ε,
 //! momentum 0.75, checkpoints p₀ = 0, p₁ = 0.22,
 //! p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06), at which the step of a
 //! point is halved and its iterate restarted from its best point when

@@ -1,4 +1,4 @@
-//! The `attack` command (SPEC §6): clean accuracy and robust accuracy under
+//! The `attack` command (docs/METHOD.md, "Attacks and their budgets"): clean accuracy and robust accuracy under
 //! a list of attacks on a fixed evaluation subset, with per-sample results,
 //! a summary row, AutoAttack-style sanity warnings, and resume.
 //!
@@ -140,7 +140,7 @@ impl EvalConfig {
             norm: self.norm,
             eps: self.eps,
         };
-        threat.validate("--eps")?;
+        threat.check("--eps")?;
         let attacks = parse_attacks(&self.attacks)?;
         if self.batch_size == 0 {
             return Err(Error::invalid("--batch-size", 0, "must be ≥ 1"));

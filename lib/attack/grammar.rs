@@ -1,4 +1,4 @@
-//! The attack-name grammar of `attack --attacks` (SPEC §6): each name, what
+//! The attack-name grammar of `attack --attacks` (docs/METHOD.md, "Attacks and their budgets"): each name, what
 //! it stands for, and the parsed list.
 //!
 //! ```text
@@ -13,7 +13,9 @@
 use super::autoattack::{autoattack_with, Component};
 use super::spsa::{spsa, SpsaConfig};
 use super::square::WindowRange;
-use super::{cross_entropy, fooled_mask, logits_no_grad, margin, pgd, PgdConfig, Start, Threat};
+use super::{
+    correct_margin, cross_entropy, fooled_mask, logits_no_grad, pgd, PgdConfig, Start, Threat,
+};
 use crate::error::{Error, Result};
 use crate::models::Model;
 use std::fmt;
@@ -27,7 +29,7 @@ pub enum AttackKind {
     AutoAttack,
     /// One AutoAttack component alone (on every clean-correct point).
     Component(Component),
-    /// SPSA (SPEC §6 settings).
+    /// SPSA (docs/METHOD.md, "Attacks and their budgets" settings).
     Spsa,
     /// PGD-K with cross-entropy, step 2.5ε/K, uniform start.
     Pgd(usize),
@@ -135,7 +137,7 @@ impl AttackKind {
                 let adv = if matches!(self, AttackKind::Pgd(_)) {
                     pgd(model, x, &cfg, &|z: &Tensor| cross_entropy(z, y))
                 } else {
-                    pgd(model, x, &cfg, &|z: &Tensor| -margin(z, y))
+                    pgd(model, x, &cfg, &|z: &Tensor| -correct_margin(z, y))
                 };
                 let fooled = fooled_mask(&logits_no_grad(model, &adv), y);
                 (adv, fooled)

@@ -1,8 +1,8 @@
 //! Adversarial attacks: the threat model (an Lp ball intersected with the
 //! [0,1] box), the losses attacks maximise, and PGD, which serves both the
-//! robust training methods (SPEC §4) and evaluation (SPEC §6).
+//! robust training methods (docs/METHOD.md, "Training methods and SCORE's losses") and evaluation (docs/METHOD.md, "Attacks and their budgets").
 //!
-//! Evaluation attacks (SPEC §6): [`apgd`] (APGD-CE, APGD-T), [`fab`]
+//! Evaluation attacks (docs/METHOD.md, "Attacks and their budgets"): [`apgd`] (APGD-CE, APGD-T), [`fab`]
 //! (FAB-T), [`square`] (Square Attack), [`spsa`], and [`autoattack`], which
 //! chains the first four as AutoAttack `standard` does. [`eval`] runs a list
 //! of attacks on an evaluation subset with per-sample results and resume;
@@ -108,7 +108,7 @@ impl Threat {
     /// Checks that ε is a positive finite number.
     ///
     /// Errors: [`Error::InvalidArgument`] naming `flag`.
-    pub fn validate(&self, flag: &str) -> Result<()> {
+    pub fn check(&self, flag: &str) -> Result<()> {
         if self.eps.is_finite() && self.eps > 0.0 {
             Ok(())
         } else {
@@ -121,7 +121,7 @@ impl Threat {
     }
 
     /// The one rule of ε's scale, for every attack of the suite (evaluation
-    /// and training) on inputs in [0,1]^d, `input_dim` = d: [`Threat::validate`],
+    /// and training) on inputs in [0,1]^d, `input_dim` = d: [`Threat::check`],
     /// then an ε that covers the whole input box is refused — L∞ ε ≥ 1, or
     /// L2 ε ≥ √d (the box's diagonal) — as it was surely typed on the 0–255
     /// pixel scale; the error suggests ε/255. Returns a warning text when L∞
@@ -129,7 +129,7 @@ impl Threat {
     ///
     /// Errors: [`Error::InvalidArgument`] naming `flag`.
     pub fn check_scale(&self, flag: &str, input_dim: usize) -> Result<Option<String>> {
-        self.validate(flag)?;
+        self.check(flag)?;
         let (limit, what) = match self.norm {
             Norm::Linf => (1.0, "1 (L∞)".to_string()),
             Norm::L2 => {
@@ -225,7 +225,7 @@ impl Threat {
 /// Where inputs live besides the threat ball.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Domain {
-    /// Images: every coordinate in [0,1] (SPEC §1).
+    /// Images: every coordinate in [0,1] (docs/METHOD.md, "Coordinates and data").
     UnitBox,
     /// No constraint (the 1-D toys, whose inputs are real numbers).
     Unbounded,
@@ -240,9 +240,10 @@ impl Domain {
     }
 }
 
-/// Per-sample margin z_y − max_{j≠y} z_j (> 0 iff correctly classified):
+/// Per-sample correct-class margin z_y − max_{j≠y} z_j (> 0 iff correctly
+/// classified; the opposite sign of the Stein probe's smooth margin):
 /// the Carlini–Wagner loss with κ = ∞ up to sign.
-pub fn margin(logits: &Tensor, y: &Tensor) -> Tensor {
+pub fn correct_margin(logits: &Tensor, y: &Tensor) -> Tensor {
     let y1 = y.unsqueeze(1);
     let true_logit = logits.gather(1, &y1, false).squeeze_dim(1);
     let others = logits.scatter_value(1, &y1, f64::NEG_INFINITY);

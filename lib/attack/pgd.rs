@@ -1,8 +1,8 @@
 //! Projected gradient ascent (Madry et al. 2018): x_{k+1} = Π(x_k + α·dir(∇ℓ)),
 //! Π the projection onto the ε-ball around x and [0,1], dir = sign (L∞) or
 //! the normalised gradient (L2). One implementation for training attacks
-//! (PGD-AT, TRADES, MART, AWP; SPEC §4) and evaluation (PGD-k with CE or CW
-//! loss; SPEC §6).
+//! (PGD-AT, TRADES, MART, AWP; docs/METHOD.md, "Training methods and SCORE's losses") and evaluation (PGD-k with CE or CW
+//! loss; docs/METHOD.md, "Attacks and their budgets").
 use super::{loss_and_grad_at, Domain, Threat};
 use crate::models::Model;
 use tch::Tensor;
@@ -75,7 +75,7 @@ pub fn pgd_in(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attack::{margin, per_sample_norm, Norm};
+    use crate::attack::{correct_margin, per_sample_norm, Norm};
     use crate::models::{Activation, Arch, ModelSpec};
     use tch::{Device, Kind};
 
@@ -99,7 +99,7 @@ mod tests {
         for (norm, eps, alpha) in [(Norm::Linf, 0.1, 0.025), (Norm::L2, 0.5, 0.125)] {
             for start in [Start::Clean, Start::Uniform, Start::Gaussian(0.001)] {
                 let threat = Threat { norm, eps };
-                let objective = |logits: &Tensor| -margin(logits, &y);
+                let objective = |logits: &Tensor| -correct_margin(logits, &y);
                 for steps in [0usize, 1, 5, 20] {
                     let cfg = PgdConfig {
                         threat,

@@ -1,4 +1,4 @@
-//! SPSA (Uesato et al. 2018), a gradient-free attack (SPEC §6): minimise the
+//! SPSA (Uesato et al. 2018), a gradient-free attack (docs/METHOD.md, "Attacks and their budgets"): minimise the
 //! margin z_y − max_{j≠y} z_j from a zero start with Adam (learning rate
 //! 0.01) on the SPSA estimate of its gradient,
 //! ĝ = (1/n) Σ_k (ℓ(x + δv_k) − ℓ(x − δv_k)) / (2δ) · v_k, with n = 128
@@ -6,7 +6,7 @@
 //! step the perturbation is clamped to the ε-ball and x + δ to [0,1].
 //! A point counts as fooled when some iterate is misclassified (that
 //! iterate is returned); fooled points stop.
-use super::{fooled_mask, margin, mask_indices, select_rows, Threat};
+use super::{correct_margin, fooled_mask, mask_indices, select_rows, Threat};
 use crate::models::Model;
 use tch::{Kind, Tensor};
 
@@ -26,7 +26,7 @@ pub struct SpsaConfig {
 }
 
 impl SpsaConfig {
-    /// SPEC §6's settings.
+    /// The settings of docs/METHOD.md, "Attacks and their budgets".
     pub fn standard(threat: Threat) -> SpsaConfig {
         SpsaConfig {
             threat,
@@ -102,7 +102,7 @@ pub fn spsa(model: &Model, x: &Tensor, y: &Tensor, cfg: &SpsaConfig) -> (Tensor,
         let g = spsa_gradient(
             model,
             &(&xa + &pert),
-            &|z: &Tensor| margin(z, &ya),
+            &|z: &Tensor| correct_margin(z, &ya),
             cfg.delta,
             cfg.nb_sample,
             cfg.max_inputs_per_pass,
@@ -148,7 +148,7 @@ mod tests {
         let model = Model::new(&spec, Device::Cpu, &[0.5], &[0.3]).unwrap();
         let x = Tensor::rand([16, 1, 8, 8], (Kind::Float, Device::Cpu));
         let y = Tensor::randint(10, [16], (Kind::Int64, Device::Cpu));
-        let loss = |z: &Tensor| margin(z, &y);
+        let loss = |z: &Tensor| correct_margin(z, &y);
         let (_, _, g) = loss_and_grad(&model, &x, &loss);
         let est = spsa_gradient(&model, &x, &loss, 0.01, 128, 16384);
         let (g, est) = (g.view([16, -1]), est.view([16, -1]));

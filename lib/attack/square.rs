@@ -19,7 +19,7 @@
 //! --square-window-range full`). Inputs that
 //! are not images `[B, C, H, W]` are treated as `[B, 1, 1, d]` with s ≤
 //! min(H, W). Points already fooled stop querying.
-use super::{margin, mask_indices, per_sample, per_sample_norm, select_rows, Norm, Threat};
+use super::{correct_margin, mask_indices, per_sample, per_sample_norm, select_rows, Norm, Threat};
 use crate::models::Model;
 use tch::{Device, Kind, Tensor};
 
@@ -199,7 +199,7 @@ pub fn square(model: &Model, x: &Tensor, y: &Tensor, cfg: &SquareConfig) -> (Ten
         .chain(shape[1..].iter().copied())
         .collect();
     let query = |xq: &Tensor, yq: &Tensor| {
-        margin(&model.forward_t(&xq.view(in_shape.as_slice()), false), yq)
+        correct_margin(&model.forward_t(&xq.view(in_shape.as_slice()), false), yq)
     };
     let mut x_best = match cfg.threat.norm {
         Norm::Linf => (&x4 + random_sign(&[n, c, 1, w], device) * eps).clamp(0.0, 1.0),

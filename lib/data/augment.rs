@@ -1,4 +1,4 @@
-//! CIFAR augmentation (SPEC §1): random crop with 4 pixels of zero padding
+//! CIFAR augmentation (docs/METHOD.md, "Coordinates and data"): random crop with 4 pixels of zero padding
 //! and a horizontal flip with probability ½. The drawn parameters are
 //! returned so that a precomputed score field can receive the very same
 //! transform as its image.

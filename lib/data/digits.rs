@@ -14,7 +14,7 @@ use tch::Tensor;
 pub const FILE_NAME: &str = "digits.csv.gz";
 /// Number of samples in the file.
 pub const NUM_SAMPLES: usize = 1797;
-/// Seed of the fixed 80/20 train/test split (SPEC §1). Changing it changes
+/// Seed of the fixed 80/20 train/test split (docs/METHOD.md, "Coordinates and data"). Changing it changes
 /// every digits result; it is part of the data set's definition.
 pub const SPLIT_SEED: u64 = 20_240_917;
 /// Size of the test split: 20% of 1797, rounded.

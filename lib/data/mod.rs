@@ -1,4 +1,4 @@
-//! Data sets (SPEC §1): every input lies in [0,1]^d as `f32`; labels are
+//! Data sets (docs/METHOD.md, "Coordinates and data"): every input lies in [0,1]^d as `f32`; labels are
 //! `i64` class indices (classification) or `f32` targets (regression).
 //!
 //! - [`digits`]: the 8×8 handwritten digits shipped inside the scikit-learn
@@ -193,7 +193,7 @@ pub struct Dataset {
     pub train: Split,
     pub test: Split,
     /// An out-of-distribution evaluation set where the data set defines one
-    /// (`toy-sin`: the grid of SPEC §1).
+    /// (`toy-sin`: the grid of docs/METHOD.md, "Coordinates and data").
     pub ood: Option<Split>,
 }
 
@@ -253,7 +253,7 @@ pub fn fingerprint(x: &Tensor) -> String {
 
 /// Per-channel mean and standard deviation of image inputs `[N, C, H, W]`, or
 /// one mean and std over every entry of vector inputs `[N, d]`; used to set
-/// the normalisation layer inside a model (SPEC §1).
+/// the normalisation layer inside a model (docs/METHOD.md, "Coordinates and data").
 pub fn channel_stats(x: &Tensor) -> (Vec<f32>, Vec<f32>) {
     let _guard = tch::no_grad_guard();
     let (mean, std) = if x.dim() == 4 {

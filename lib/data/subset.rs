@@ -1,4 +1,4 @@
-//! The evaluation subset (SPEC §1): N_eval = 1000 test indices (all of them
+//! The evaluation subset (docs/METHOD.md, "Coordinates and data"): N_eval = 1000 test indices (all of them
 //! if the test split is smaller), drawn once from a seed and written to a
 //! JSON file, so every run of a sweep is evaluated on the same points and
 //! comparisons can be paired.

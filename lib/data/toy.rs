@@ -1,6 +1,6 @@
 //! The 1-D toys.
 //!
-//! - `toy-sin`, the regression toy of TASER Table 1 (SPEC §1, §9): x ~ N(0,1),
+//! - `toy-sin`, the regression toy of TASER Table 1 (docs/METHOD.md, "Coordinates and data", §9): x ~ N(0,1),
 //!   y = sin x; 1000 training points, 1000 fresh in-distribution test points,
 //!   and an out-of-distribution grid of 1201 points uniform on [−6, 6].
 //! - `toy-score`, the binary problem of SCORE §2–3 (Figures 1–3), whose

@@ -1,4 +1,4 @@
-//! Classifiers and regressors (SPEC §1): every model takes inputs in [0,1]
+//! Classifiers and regressors (docs/METHOD.md, "Coordinates and data"): every model takes inputs in [0,1]
 //! and normalises them inside (per-channel mean and std stored in the
 //! checkpoint as the buffers `norm.mean` and `norm.std`).
 //!
@@ -130,7 +130,7 @@ pub struct ModelSpec {
 
 impl ModelSpec {
     /// Checks that the architecture can take this input shape.
-    pub fn validate(&self) -> Result<()> {
+    pub fn check(&self) -> Result<()> {
         let image = self.input_shape.len() == 3;
         match self.arch {
             Arch::Mlp => {}
@@ -198,7 +198,7 @@ impl Model {
     /// `tch::manual_seed` first for reproducible initialisation) and the
     /// normalisation constants `mean`, `std` (one per channel).
     pub fn new(spec: &ModelSpec, device: Device, mean: &[f32], std: &[f32]) -> Result<Model> {
-        spec.validate()?;
+        spec.check()?;
         let c = spec.channels() as usize;
         if mean.len() != c || std.len() != c {
             return Err(Error::invalid(
@@ -458,7 +458,7 @@ mod tests {
             .to_string()
             .contains("6n + 4"));
         let err = spec("resnet18", vec![1], 1)
-            .validate()
+            .check()
             .unwrap_err()
             .to_string();
         assert!(err.contains("image inputs"), "{err}");

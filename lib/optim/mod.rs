@@ -30,7 +30,7 @@ pub struct OptimizerConfig {
 }
 
 impl OptimizerConfig {
-    pub fn validate(&self) -> Result<()> {
+    pub fn check(&self) -> Result<()> {
         if !(0.0..1.0).contains(&self.momentum) {
             return Err(Error::invalid(
                 "--momentum",

@@ -29,7 +29,7 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    pub fn validate(&self, epochs: usize) -> Result<()> {
+    pub fn check(&self, epochs: usize) -> Result<()> {
         if !(self.lr_max > 0.0 && self.lr_max.is_finite()) {
             return Err(Error::invalid(
                 "--lr",
@@ -130,12 +130,12 @@ mod tests {
         let mut s = sched(ScheduleKind::WarmupCosine);
         s.warmup_epochs = 10.0;
         assert!(s
-            .validate(10)
+            .check(10)
             .unwrap_err()
             .to_string()
             .contains("--warmup-epochs"));
         let mut s = sched(ScheduleKind::Cosine);
         s.lr_max = -1.0;
-        assert!(s.validate(10).unwrap_err().to_string().contains("--lr"));
+        assert!(s.check(10).unwrap_err().to_string().contains("--lr"));
     }
 }

@@ -1,4 +1,4 @@
-//! TASER Table 1 and Figure 2 (SPEC §9): the 1-D toy regression with ℓ2
+//! TASER Table 1 and Figure 2 (docs/METHOD.md, "The toys"): the 1-D toy regression with ℓ2
 //! versus the exact Stein penalty λ·mean((f'' − x f')²), p = N(0, 1).
 //!
 //! Reads every run folder under the runs directory (each with the
@@ -60,7 +60,7 @@ pub struct ToyRow {
     pub seeds: usize,
 }
 
-/// The paper's pattern (SPEC §9), checked on our table.
+/// The paper's pattern (docs/METHOD.md, "The toys"), checked on our table.
 #[derive(Debug, Clone)]
 pub struct PatternChecks {
     /// At every λ > 0, Stein's ID MSE < ℓ2's.
@@ -188,7 +188,7 @@ fn markdown(rows: &[ToyRow], checks: Option<&PatternChecks>) -> String {
     let _ = writeln!(md, "# TASER Table 1 (toy 1-D regression), rebuilt\n");
     let _ = writeln!(
         md,
-        "Test MSE, mean ± std over {seeds} seeds. Set-up of SPEC §9: 1000 training points x ~ N(0,1), y = sin x; \
+        "Test MSE, mean ± std over {seeds} seeds. Set-up: 1000 training points x ~ N(0,1), y = sin x; \
          ID: 1000 fresh draws; OOD: 1201 grid points on [−6, 6]; MLP 1→64→64→1 (tanh), Adam lr 1e-3, \
          3000 full-batch steps; ℓ2 = λ‖θ‖², Stein = λ·mean((f'' − x f')²) (exact operator, autograd).\n"
     );
@@ -216,7 +216,7 @@ fn markdown(rows: &[ToyRow], checks: Option<&PatternChecks>) -> String {
     }
     if let Some(c) = checks {
         let mark = |b: bool| if b { "holds" } else { "DOES NOT HOLD" };
-        let _ = writeln!(md, "\nThe paper's pattern (SPEC §9), on λ > 0:\n");
+        let _ = writeln!(md, "\nThe paper's pattern, on λ > 0:\n");
         let _ = writeln!(
             md,
             "- Stein's ID MSE below ℓ2's at every λ: {}.",

@@ -1,5 +1,5 @@
 //! A score network trained here by denoising score matching at one noise
-//! level σ (Vincent 2011; SPEC §3, source `dsm`).
+//! level σ (Vincent 2011; docs/METHOD.md, "Score sources", source `dsm`).
 //!
 //! Loss: E_{x, ε}‖σ·s_θ(x + σε) + ε‖² (the DSM objective with target
 //! −ε/σ, weighted by σ²), whose minimiser is the score of the σ-smoothed

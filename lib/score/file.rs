@@ -1,4 +1,4 @@
-//! The HDF5 score file (SPEC §3), readable with h5py:
+//! The HDF5 score file (docs/METHOD.md, "Score sources"), readable with h5py:
 //!
 //! ```text
 //! /score   float32 [N, …input shape]  chunked by blocks of samples; filter by --compression
@@ -44,7 +44,7 @@ pub enum Compression {
     None,
     /// Shuffle + deflate level 1.
     Gzip1,
-    /// Shuffle + deflate level 4 (this suite's filter before issue 17).
+    /// Shuffle + deflate level 4 (the suite's first filter, still read).
     Gzip4,
 }
 

@@ -1,5 +1,5 @@
 //! Gaussian score fields: N(0, I), or N(μ, Σ) fitted with shrinkage
-//! (SPEC §3, source `gaussian`).
+//! (docs/METHOD.md, "Score sources", source `gaussian`).
 use super::ScoreField;
 use crate::data::augment::CropFlip;
 use crate::error::{Error, Result};

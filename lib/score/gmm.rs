@@ -1,4 +1,4 @@
-//! Class-conditional Gaussian mixture (SPEC §3, source `gmm`):
+//! Class-conditional Gaussian mixture (docs/METHOD.md, "Score sources", source `gmm`):
 //! p(x) = Σ_c π_c N(x; μ_c, Σ_c), with π_c the class frequencies and μ_c,
 //! Σ_c fitted per class with shrinkage. The score of the marginal mixture is
 //! ∇ log p(x) = Σ_c w_c(x)·(−Σ_c⁻¹(x − μ_c)), w_c(x) the posterior

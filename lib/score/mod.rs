@@ -1,4 +1,4 @@
-//! Score fields s̃(x) ≈ ∇ₓ log p(x) in [0,1] pixel coordinates (SPEC §3).
+//! Score fields s̃(x) ≈ ∇ₓ log p(x) in [0,1] pixel coordinates (docs/METHOD.md, "Score sources").
 //!
 //! Training asks a [`ScoreField`] for the scores of a batch. Analytic
 //! fields ([`gaussian`], [`gmm`]) compute them from the (augmented) inputs;

@@ -15,14 +15,18 @@ use std::path::PathBuf;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
-/// Score sources (SPEC §3).
+/// Score sources (docs/METHOD.md, "Score sources").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Source {
     /// N(0, I): s(x) = −x.
     GaussianStd,
-    /// N(μ, Σ) fitted on the training split with shrinkage: s = −Σ⁻¹(x − μ).
-    Gaussian,
+    /// N(μ, Σ) fitted on the training split with shrinkage: s = −Σ⁻¹(x − μ)
+    /// (`train --score-source gaussian-fit` without a file; old spelling
+    /// `gaussian` accepted).
+    #[value(alias = "gaussian")]
+    #[serde(alias = "gaussian")]
+    GaussianFit,
     /// Class-conditional Gaussians; the marginal mixture's score.
     Gmm,
     /// A network trained here by denoising score matching at --dsm-sigma.
@@ -148,7 +152,7 @@ fn build_field(args: &PrecomputeArgs, data: &Dataset, device: Device) -> Result<
     };
     Ok(match args.source {
         Source::GaussianStd => plain(Box::new(Gaussian::standard(&data.input_shape))),
-        Source::Gaussian => plain(Box::new(
+        Source::GaussianFit => plain(Box::new(
             Gaussian::fit(&data.train.x, args.shrinkage)?.to_device(device),
         )),
         Source::Gmm => plain(Box::new(
@@ -290,7 +294,7 @@ fn check_out(args: &PrecomputeArgs) -> Result<()> {
 }
 
 /// Runs `score-precompute`: checks the flags, builds the score field, then
-/// writes the HDF5 file of [`super::file`] (SPEC §3).
+/// writes the HDF5 file of [`super::file`] (docs/METHOD.md, "Score sources").
 ///
 /// Errors: [`Error::InvalidArgument`] for a flag out of its domain or an
 /// existing `--out` without `--overwrite`, [`Error::FileLocked`] for an

@@ -1,5 +1,5 @@
 //! A traced ε-prediction diffusion model (x_t, t) → ε as score source
-//! (TASER C.4; SPEC §3, source `torchscript`).
+//! (TASER C.4; docs/METHOD.md, "Score sources", source `torchscript`).
 //!
 //! s̃ = −ε_φ(x_t, t)/σ_t in the model's coordinates, σ_t of the linear-β
 //! DDPM schedule ([`super::ddpm_sigma`]). Inputs in [0,1] are mapped to the

@@ -1,4 +1,4 @@
-//! The paired bootstrap engine (SPEC §7).
+//! The paired bootstrap engine (docs/METHOD.md, "Bootstrap statistics").
 //!
 //! A *series* holds, for one table row and one metric, the per-point paired
 //! differences dᵢ = treatment correctᵢ − baseline correctᵢ on a shared

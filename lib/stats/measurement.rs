@@ -1,7 +1,7 @@
 //! The measurement identity of an evaluation: every property that defines
 //! what a robust accuracy measured — data set, norm, ε, the attacks with
 //! their budgets (the `--attacks` names: `pgd20` is 20 steps, `spsa` and
-//! `aa` the SPEC §6 settings) and the evaluated points (subset
+//! `aa` the docs/METHOD.md, "Attacks and their budgets" settings) and the evaluated points (subset
 //! fingerprint, which also fixes the split) — and the one check that a
 //! comparison only puts side by side what was measured the same way.
 //!
@@ -127,14 +127,14 @@ impl Measurement {
 /// How two measurements compare: the differing fields (`field: a → b`)
 /// and the fields only one of them records (not compared).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Comparison {
+pub struct FieldDiff {
     pub differing: Vec<String>,
     pub unrecorded: Vec<String>,
 }
 
 /// Compares `a` with `b` field by field; `same_points` false leaves the
 /// evaluated points ([`POINTS`]) out.
-pub fn compare(a: &Measurement, b: &Measurement, same_points: bool) -> Comparison {
+pub fn diff_fields(a: &Measurement, b: &Measurement, same_points: bool) -> FieldDiff {
     let fields = |m: &Measurement| match serde_json::to_value(m) {
         Ok(Value::Object(map)) => map,
         _ => Map::new(),
@@ -155,7 +155,7 @@ pub fn compare(a: &Measurement, b: &Measurement, same_points: bool) -> Compariso
         fa.remove(key);
         fb.remove(key);
     }
-    Comparison {
+    FieldDiff {
         differing: differences(&fa, &fb),
         unrecorded,
     }
@@ -230,7 +230,7 @@ impl Scope {
         b: &Evaluation,
         notes: &mut Vec<String>,
     ) -> Result<()> {
-        let c = compare(&a.measurement, &b.measurement, self.same_points);
+        let c = diff_fields(&a.measurement, &b.measurement, self.same_points);
         for field in c.unrecorded {
             let note = format!(
                 "`{field}` is recorded in only one of {} and {} (written by an older `attack`): \

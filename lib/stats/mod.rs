@@ -1,4 +1,4 @@
-//! Paired bootstrap comparisons of evaluations (SPEC §7): Δ = acc(treatment)
+//! Paired bootstrap comparisons of evaluations (docs/METHOD.md, "Bootstrap statistics"): Δ = acc(treatment)
 //! − acc(baseline) on a shared evaluation subset with seeded percentile or
 //! BCa intervals, average rows from joint resamples, and the TASER paper's
 //! Table 2 / Table 3 layouts (CSV, Markdown, LaTeX) with figures (SVG and
@@ -167,7 +167,7 @@ pub struct Plan {
 /// spec that cannot be read or do not pair; [`Error::Unwritable`] or
 /// [`Error::OutputFailed`] when `opts.out` cannot be written.
 pub fn run(opts: &Options) -> Result<Report> {
-    validate(opts)?;
+    check(opts)?;
     let mut notes = Vec::new();
     // Rows of baseline/treatment pairs (explicit or by the spec's rule) and
     // the average rows over them.
@@ -194,7 +194,7 @@ pub fn run(opts: &Options) -> Result<Report> {
 }
 
 /// Refuses a level outside (0, 1) and fewer than 10 resamples.
-fn validate(opts: &Options) -> Result<()> {
+fn check(opts: &Options) -> Result<()> {
     if !(opts.level > 0.0 && opts.level < 1.0) {
         return Err(Error::invalid(
             "--level",

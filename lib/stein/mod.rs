@@ -1,4 +1,4 @@
-//! The TASER penalty (TASER §3, Algorithm 1; SPEC §2).
+//! The TASER penalty (TASER §3, Algorithm 1; docs/METHOD.md, "The TASER penalty").
 //!
 //! For a scalar probe m(x) of the model (default: the smooth logit margin
 //! m(x; y) = LSE_{j≠y} z_j − z_y of §3.3) and a score estimate s̃(x) ≈ ∇ log p(x),
@@ -22,10 +22,9 @@
 //!   s̃ᵀ∇m ≈ ‖s̃‖·[m(x+hŝ) − m(x−hŝ)]/2h and
 //!   vᵀ∇²m v = ‖v‖²·uᵀ∇²m u ≈ ‖v‖²·[m(x+hu) − 2m(x) + m(x−hu)]/h², u = v/‖v‖,
 //!   with every perturbed copy evaluated in one batched forward and no
-//!   double backward. This is SPEC §2's formula with the step expressed as
-//!   the Euclidean length h of every displacement (so `--fd-step` means the
-//!   same for both terms and for any input dimension d; SPEC's step along
-//!   the unnormalised v equals h/√d here).
+//!   double backward. The step is the Euclidean length h of every
+//!   displacement, so `--fd-step` means the same for both terms and for any
+//!   input dimension d (a step along the unnormalised v would be h/√d).
 //!
 //! Agreement of the two modes. Central differences have truncation error
 //! ‖s̃‖·h²·|m'''|/6 (first-order term) and ‖v‖²·h²·|m''''|/12 per probe
@@ -145,7 +144,7 @@ pub enum Difference {
 }
 
 impl ResidualOptions {
-    pub fn validate(&self, input_dim: i64) -> Result<()> {
+    pub fn check(&self, input_dim: i64) -> Result<()> {
         if self.probes < 1 {
             return Err(Error::invalid(
                 "--hutchinson-probes",

@@ -1,4 +1,4 @@
-//! Analytic checks of the residual and penalty (issue acceptance (a)–(e)).
+//! Analytic checks of the residual and penalty (closed forms, Stein identity, Hutchinson, fd vs autograd).
 use super::penalty::centred_penalty;
 use super::*;
 use crate::models::{Activation, Arch, Model, ModelSpec};
@@ -360,18 +360,18 @@ fn bad_options_and_shapes_are_refused() {
         )
     };
     assert!(o(0, 1e-2)
-        .validate(10)
+        .check(10)
         .unwrap_err()
         .to_string()
         .contains("--hutchinson-probes"));
     assert!(o(1, 0.0)
-        .validate(10)
+        .check(10)
         .unwrap_err()
         .to_string()
         .contains("--fd-step"));
     let exact = opts(Order::Full, Mode::Autograd, Laplacian::Exact, 1, 1e-2);
     assert!(exact
-        .validate(3072)
+        .check(3072)
         .unwrap_err()
         .to_string()
         .contains("hutchinson"));

@@ -1,4 +1,4 @@
-//! The sweep launcher (SPEC §8): a grid file ([`grid`]) expands into tasks
+//! The sweep launcher (docs/CLUSTER.md): a grid file ([`grid`]) expands into tasks
 //! ([`job`]) that MPI ranks run as they free up, each in its own directory;
 //! [`results`] gathers one results.csv row per grid point.
 //!

@@ -1,4 +1,4 @@
-//! Adversarial weight perturbation (Wu et al. 2020, SPEC §4): before the
+//! Adversarial weight perturbation (Wu et al. 2020, docs/METHOD.md, "Training methods and SCORE's losses"): before the
 //! step, each weight tensor w of dim > 1 moves to w + γ·‖w‖/‖Δ‖·Δ, Δ the
 //! ascent direction of the method's loss (the reference takes one SGD
 //! ascent step of a proxy copy; normalising makes its step size irrelevant);

@@ -185,12 +185,12 @@ impl ComputeArgs {
     }
 }
 
-/// What [`TrainConfig::validate`] resolved while checking the flags.
+/// What [`TrainConfig::check`] resolved while checking the flags.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CheckedFlags {
     /// λ and its ramp as the flags give them (`--lambda`,
     /// `--lambda-warmup-steps`); the one check of `--lambda`.
-    pub lambda: LambdaRamp,
+    pub ramp: LambdaRamp,
     /// The SCORE toy's settings (toy-score only).
     pub posterior: Option<PosteriorSettings>,
 }
@@ -201,7 +201,7 @@ impl TrainConfig {
     ///
     /// Errors: [`Error::InvalidArgument`] naming the first flag out of its
     /// domain.
-    pub fn validate(&self) -> Result<CheckedFlags> {
+    pub fn check(&self) -> Result<CheckedFlags> {
         if self.epochs == 0 {
             return Err(Error::invalid("--epochs", 0, "must be ≥ 1"));
         }
@@ -212,13 +212,13 @@ impl TrainConfig {
                 "must be ≥ 2",
             ));
         }
-        self.optimizer_config().validate()?;
-        let lambda = self.reg.ramp()?;
+        self.optimizer_config().check()?;
+        let ramp = self.reg.ramp()?;
         let posterior = self.posterior.resolve(self.dataset)?;
         if posterior.is_some() {
             posterior::refuse_method_flags(self.method, &self.robust)?;
         }
-        self.schedule().validate(self.epochs)?;
+        self.schedule().check(self.epochs)?;
         self.robust.check_eps_warmup(self.method, self.epochs)?;
         if self.compute.memory_format == MemoryFormat::ChannelsLast && self.model == Arch::Mlp {
             return Err(Error::invalid(
@@ -228,7 +228,7 @@ impl TrainConfig {
                  wrn-D-K), not mlp; use --memory-format contiguous",
             ));
         }
-        Ok(CheckedFlags { lambda, posterior })
+        Ok(CheckedFlags { ramp, posterior })
     }
 
     /// Loads the data set of this run (toy-score with its --train-size).

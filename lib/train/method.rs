@@ -1,4 +1,4 @@
-//! Base training methods (SPEC §4): standard, PGD-AT (Madry et al. 2018, as
+//! Base training methods (docs/METHOD.md, "Training methods and SCORE's losses"): standard, PGD-AT (Madry et al. 2018, as
 //! in Rice et al. 2020), TRADES (Zhang et al. 2019), MART (Wang et al. 2020),
 //! with the SCORE substitutions (Pang et al. 2022): another distance between
 //! probability vectors instead of KL/CE (`--loss`, the eight of SCORE's
@@ -34,7 +34,7 @@ pub enum Method {
 /// Flags of the robust methods (part of the run's identity).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 pub struct MethodArgs {
-    /// Distance D(P, Q) between whole class-probability vectors (not the
+    /// BinaryDivergence D(P, Q) between whole class-probability vectors (not the
     /// toy's class-1 convention) in the loss and the training attack, as
     /// in SCORE's Table 1: in the label term D(target, softmax(z)) (kl: the
     /// cross-entropy), in TRADES/MART's robust term D(softmax(z),

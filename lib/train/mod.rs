@@ -240,8 +240,8 @@ mod tests {
         tch::manual_seed(0);
         let model = Model::new(&cfg.model_spec(&data), tch::Device::Cpu, &[0.0], &[1.0]).unwrap();
         let mut opt = Optimizer::new(&cfg.optimizer_config(), model.named_trainable());
-        let lambda = cfg.validate().unwrap().lambda;
-        let reg = cfg.reg.build(lambda, &data, tch::Device::Cpu, 0).unwrap();
+        let ramp = cfg.check().unwrap().ramp;
+        let reg = cfg.reg.build(ramp, &data, tch::Device::Cpu, 0).unwrap();
         let idx: Vec<i64> = (0..32).collect();
         let t = Tensor::from_slice(&idx);
         let (x, y) = (
@@ -310,10 +310,10 @@ mod tests {
 
     #[test]
     fn negative_lambda_and_zero_probes_are_refused() {
-        let err = config(&["--lambda=-1"]).validate().unwrap_err().to_string();
+        let err = config(&["--lambda=-1"]).check().unwrap_err().to_string();
         assert!(err.contains("--lambda"), "{err}");
         let err = config(&["--lambda", "1", "--hutchinson-probes", "0"])
-            .validate()
+            .check()
             .unwrap_err()
             .to_string();
         assert!(err.contains("--hutchinson-probes"), "{err}");
@@ -356,8 +356,8 @@ mod tests {
         .unwrap();
         model.set_memory_format(cfg.compute.memory_format).unwrap();
         let mut opt = Optimizer::new(&cfg.optimizer_config(), model.named_trainable());
-        let lambda = cfg.validate().unwrap().lambda;
-        let reg = cfg.reg.build(lambda, &data, tch::Device::Cpu, 0).unwrap();
+        let ramp = cfg.check().unwrap().ramp;
+        let reg = cfg.reg.build(ramp, &data, tch::Device::Cpu, 0).unwrap();
         let settings = cfg
             .robust
             .resolve(
@@ -467,7 +467,7 @@ mod tests {
     #[test]
     fn channels_last_is_refused_for_the_mlp() {
         let err = config(&["--model", "mlp", "--memory-format", "channels-last"])
-            .validate()
+            .check()
             .unwrap_err()
             .to_string();
         assert!(

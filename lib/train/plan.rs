@@ -155,8 +155,8 @@ pub fn resolve(
     let teacher_meta = finetune
         .map(|ft| finetuning::fill_defaults(&mut config, ft))
         .transpose()?;
-    let checked = config.validate()?;
-    let mut lambda = checked.lambda;
+    let checked = config.check()?;
+    let mut ramp = checked.ramp;
     let runtime = run.runtime.resolve()?;
     let mut data = config.load_data(&runtime.data_dir)?;
     let reads_scores = config.reg.reads_score_file();
@@ -164,7 +164,7 @@ pub fn resolve(
         .val
         .resolve(&mut data, &config.robust, config.seed, reads_scores)?;
     let spec = config.model_spec(&data);
-    spec.validate()?;
+    spec.check()?;
     let method = config.robust.resolve(
         config.method,
         config.dataset,
@@ -181,8 +181,8 @@ pub fn resolve(
         steps.total = steps.per_epoch * config.epochs;
     }
     if finetune.is_some_and(|ft| !ft.given.lambda_warmup_steps) {
-        lambda.warmup_steps = finetuning::warmup_steps(&config, steps.per_epoch);
-        config.reg.lambda_warmup_steps = lambda.warmup_steps;
+        ramp.warmup_steps = finetuning::warmup_steps(&config, steps.per_epoch);
+        config.reg.lambda_warmup_steps = ramp.warmup_steps;
     }
     let eps_warmup = EpsWarmup::new(config.robust.eps_warmup_epochs, steps.per_epoch);
     let crop_flip = config.uses_crop_flip();
@@ -193,9 +193,7 @@ pub fn resolve(
             "needs image inputs",
         ));
     }
-    let regularizer = config
-        .reg
-        .build(lambda, &data, runtime.device, config.seed)?;
+    let regularizer = config.reg.build(ramp, &data, runtime.device, config.seed)?;
     let out = TrainRun::at(&run.out);
     check_out(&out, run.resume)?;
     if let (Some(meta), Some(ft)) = (&teacher_meta, finetune) {

@@ -28,7 +28,7 @@ pub fn task_loss(task: Task, output: &Tensor, y: &Tensor) -> Tensor {
 /// What one step minimises before the teacher and regulariser terms.
 #[derive(Clone, Copy)]
 pub enum BaseLoss<'a> {
-    /// A training method on labels (SPEC §4): its loss on its adversarial
+    /// A training method on labels (docs/METHOD.md, "Training methods and SCORE's losses"): its loss on its adversarial
     /// batch for classification, the mean squared error for regression.
     Method {
         task: Task,

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::figure;
 use crate::fsutil::write_text;
 use crate::layout::TrainRun;
-use crate::train::posterior::{data_constant, Distance, Objective};
+use crate::train::posterior::{data_constant, BinaryDivergence, Objective};
 use crate::train::read_metrics;
 use figures::{
     curve_grid, posterior_on, CurveRow, Figure3Row, RunGap, CURVES_CSV, FIGURE3_CSV, RUNS_CSV,
@@ -38,7 +38,7 @@ pub const MADRY_OVER_SCORE_MIN: f64 = 3.0;
 #[derive(Debug, Clone)]
 pub struct ScoreToyRun {
     pub objective: Objective,
-    pub distance: Distance,
+    pub distance: BinaryDivergence,
     pub train_size: usize,
     pub seed: u64,
     /// mean |p_θ − p_d| on the 60 000 test draws.
@@ -130,7 +130,7 @@ fn setup_line(meta: &checkpoint::CheckpointMeta, posterior: &serde_json::Value) 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct GapRow {
     pub objective: Objective,
-    pub distance: Distance,
+    pub distance: BinaryDivergence,
     pub train_size: usize,
     pub gap_mean: f64,
     pub gap_std: f64,
@@ -164,7 +164,10 @@ pub fn gap_table(runs: &[ScoreToyRun]) -> Vec<GapRow> {
 
 /// The self-consistency check of Figure 1 for one distance at 60 000
 /// samples: (SCORE's mean gap, Madry's mean gap, seeds of each).
-pub fn self_consistency(rows: &[GapRow], distance: Distance) -> Option<(f64, f64, usize, usize)> {
+pub fn self_consistency(
+    rows: &[GapRow],
+    distance: BinaryDivergence,
+) -> Option<(f64, f64, usize, usize)> {
     let find = |o: Objective| {
         rows.iter()
             .find(|r| r.objective == o && r.distance == distance && r.train_size == SCORE_NUM_TRAIN)
@@ -220,7 +223,7 @@ fn objective_label(o: Objective) -> &'static str {
 fn curves_of(
     runs: &[ScoreToyRun],
     train_size: usize,
-    distance: Distance,
+    distance: BinaryDivergence,
     figure: &str,
 ) -> Result<Vec<CurveRow>> {
     let xs = curve_grid();
@@ -277,7 +280,7 @@ impl ScoreToySummary {
 fn markdown(
     runs: &[ScoreToyRun],
     summary: &ScoreToySummary,
-    constants: &[(Distance, f64)],
+    constants: &[(BinaryDivergence, f64)],
 ) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# SCORE's 1-D toy (Figures 1–3), rebuilt\n");
@@ -373,7 +376,7 @@ fn figure3_rows(runs: &[ScoreToyRun], c_l2: f64) -> Result<Vec<Figure3Row>> {
     let mut rows = Vec::new();
     for run in runs.iter().filter(|r| {
         r.objective == Objective::Madry
-            && r.distance == Distance::L2
+            && r.distance == BinaryDivergence::L2
             && r.train_size == SCORE_NUM_TRAIN
     }) {
         for m in read_metrics(&TrainRun::at(run.dir()).metrics())? {
@@ -392,7 +395,11 @@ fn figure3_rows(runs: &[ScoreToyRun], c_l2: f64) -> Result<Vec<Figure3Row>> {
 }
 
 /// Writes `constants.csv` and `runs.csv`.
-fn write_tables(runs: &[ScoreToyRun], constants: &[(Distance, f64)], out: &Path) -> Result<()> {
+fn write_tables(
+    runs: &[ScoreToyRun],
+    constants: &[(BinaryDivergence, f64)],
+    out: &Path,
+) -> Result<()> {
     let mut text = String::from("distance,c_class1,c_two_vector\n");
     for (d, c) in constants {
         let _ = writeln!(text, "{},{c},{}", d.as_str(), c * d.two_vector_factor());
@@ -429,7 +436,7 @@ fn write_figures_1_and_2(runs: &[ScoreToyRun], out: &Path) -> Result<()> {
     let mut curves = Vec::new();
     for (name, size) in [("figure1", Some(SCORE_NUM_TRAIN)), ("figure2", small)] {
         if let Some(size) = size {
-            curves.extend(curves_of(runs, size, Distance::Kl, name)?);
+            curves.extend(curves_of(runs, size, BinaryDivergence::Kl, name)?);
         }
     }
     let mut text = String::from("figure,objective,distance,train_size,seed,x,p_d,p_theta\n");
@@ -463,15 +470,15 @@ fn write_figures_1_and_2(runs: &[ScoreToyRun], out: &Path) -> Result<()> {
 /// under `runs_dir` into `out`.
 pub fn score_toy(runs_dir: &Path, out: &Path) -> Result<ScoreToySummary> {
     let runs = collect(runs_dir)?;
-    let constants: Vec<(Distance, f64)> = Distance::ALL
+    let constants: Vec<(BinaryDivergence, f64)> = BinaryDivergence::ALL
         .iter()
         .map(|&d| (d, data_constant(d, 1.0)))
         .collect();
     let c_l2 = constants
         .iter()
-        .find(|(d, _)| *d == Distance::L2)
+        .find(|(d, _)| *d == BinaryDivergence::L2)
         .map(|(_, c)| *c)
-        .expect("ℓ2 is in Distance::ALL");
+        .expect("ℓ2 is in BinaryDivergence::ALL");
     write_tables(&runs, &constants, out)?;
     write_figures_1_and_2(&runs, out)?;
 
@@ -492,7 +499,7 @@ pub fn score_toy(runs_dir: &Path, out: &Path) -> Result<ScoreToySummary> {
 
     let gaps = gap_table(&runs);
     let summary = ScoreToySummary {
-        self_consistency_kl: self_consistency(&gaps, Distance::Kl),
+        self_consistency_kl: self_consistency(&gaps, BinaryDivergence::Kl),
         gaps,
         turns: figures::turns(&fig3),
         c_l2,

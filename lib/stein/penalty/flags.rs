@@ -141,7 +141,7 @@ impl RegArgs {
                 "must be a number ≥ 0",
             ));
         }
-        self.residual_options().validate(1)?;
+        self.residual_options().check(1)?;
         if !(self.stein_fraction > 0.0 && self.stein_fraction <= 1.0) {
             return Err(Error::invalid(
                 "--stein-fraction",
@@ -225,7 +225,7 @@ impl RegArgs {
 }
 
 impl RegArgs {
-    /// Builds the regulariser of these flags for `data`, weighed by `lambda`
+    /// Builds the regulariser of these flags for `data`, weighed by `ramp`
     /// (from [`RegArgs::ramp`]; the ℓ2 term uses λ_max throughout); `seed`
     /// (`--seed`) draws the permutation of `--score-permute`.
     ///
@@ -233,16 +233,16 @@ impl RegArgs {
     /// not fit the input size, or a score file that cannot be used.
     pub fn build(
         &self,
-        lambda: LambdaRamp,
+        ramp: LambdaRamp,
         data: &Dataset,
         device: tch::Device,
         seed: u64,
     ) -> Result<Regularizer> {
-        if !lambda.active() {
+        if !ramp.active() {
             return Ok(Regularizer::None);
         }
         if self.reg == Reg::L2 {
-            return Ok(Regularizer::L2 { lambda: lambda.max });
+            return Ok(Regularizer::L2 { lambda: ramp.max });
         }
         let probe = self.probe.unwrap_or(match data.task {
             Task::Classification => Probe::Margin,
@@ -250,7 +250,7 @@ impl RegArgs {
         });
         stein::check_probe(probe, data.task)?;
         let options = self.residual_options();
-        options.validate(data.input_shape.iter().product())?;
+        options.check(data.input_shape.iter().product())?;
         let grad_norm = self.reg == Reg::GradNorm;
         let field = if grad_norm || self.zero_scores {
             None
@@ -266,7 +266,7 @@ impl RegArgs {
             ScoreControl::None
         };
         Ok(Regularizer::Stein(SteinPenalty {
-            lambda,
+            ramp,
             options,
             probe,
             center: self.center,

@@ -80,7 +80,7 @@ pub const PERMUTE_STREAM: u64 = 0x5C04_E59E;
 #[derive(Debug)]
 pub struct SteinPenalty {
     /// λ(t), the weight of R at each step.
-    pub lambda: LambdaRamp,
+    pub ramp: LambdaRamp,
     pub options: ResidualOptions,
     pub probe: Probe,
     pub center: Center,
@@ -204,7 +204,7 @@ impl SteinPenalty {
         clean_logits: Option<&Tensor>,
         step: usize,
     ) -> Result<(Tensor, SteinStats)> {
-        let lambda = self.lambda.at(step);
+        let lambda = self.ramp.at(step);
         let (x, y) = (batch.x, batch.y);
         let c = self.coordinated(model, x, batch.indices, batch.aug);
         let m = self.probe_fn(model, c.rescale.as_ref(), self.bn_train);

@@ -48,7 +48,7 @@ fn penalty(
     laplacian: Laplacian,
 ) -> SteinPenalty {
     SteinPenalty {
-        lambda: LambdaRamp {
+        ramp: LambdaRamp {
             max: 1.0,
             warmup_steps: 0,
         },

@@ -233,7 +233,7 @@ struct BallView {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{data_constant, Distance};
+    use super::super::{data_constant, BinaryDivergence};
     use super::*;
     use crate::models::{Activation, Arch, ModelSpec};
     use tch::Device;
@@ -253,7 +253,7 @@ mod tests {
     fn settings(objective: Objective, inner_max: InnerMax) -> PosteriorSettings {
         PosteriorSettings {
             objective,
-            distance: Distance::L2,
+            distance: BinaryDivergence::L2,
             inner_max,
             grid_points: 201,
             inner_steps: 40,
@@ -280,7 +280,8 @@ mod tests {
                 &dense,
             )
             .view([37, 4001]);
-            let best = distance(Distance::L2, &target, &z_dense).amax([1i64].as_slice(), false);
+            let best =
+                distance(BinaryDivergence::L2, &target, &z_dense).amax([1i64].as_slice(), false);
             let xp = s.worst_case(&model, objective, &x, &p);
             assert!((&xp - &x).abs().max().double_value(&[]) <= 1.0 + 1e-6);
             let got = s.objective_at(objective, &p, &xp, &logits_no_grad(&model, &xp));
@@ -324,7 +325,7 @@ mod tests {
         let model = smooth_model(2);
         let s = settings(Objective::Madry, InnerMax::Grid);
         let r = s.risks(&model, &data.test.x, &data.test.y);
-        let c = data_constant(Distance::L2, 1.0);
+        let c = data_constant(BinaryDivergence::L2, 1.0);
         assert!(r.score <= r.madry + c + 0.005, "{r:?}, C = {c}");
         assert!((r.madry - c).abs() <= r.score + 0.005, "{r:?}, C = {c}");
         assert!(r.standard <= r.madry + 1e-9 && r.gap > 0.0);

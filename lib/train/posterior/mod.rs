@@ -43,10 +43,11 @@ pub enum Objective {
     Score,
 }
 
-/// The distance D between two binary posteriors (class-1 convention).
+/// The divergence D between two binary posteriors (class-1 convention): the
+/// two-class case of the methods' [`crate::train::losses::Divergence`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
-pub enum Distance {
+pub enum BinaryDivergence {
     /// KL(Bernoulli(p) ‖ Bernoulli(q)).
     Kl,
     /// |p − q| (the two-vector ℓ1 is twice this).
@@ -57,15 +58,20 @@ pub enum Distance {
     Se,
 }
 
-impl Distance {
-    pub const ALL: [Distance; 4] = [Distance::Kl, Distance::L1, Distance::L2, Distance::Se];
+impl BinaryDivergence {
+    pub const ALL: [BinaryDivergence; 4] = [
+        BinaryDivergence::Kl,
+        BinaryDivergence::L1,
+        BinaryDivergence::L2,
+        BinaryDivergence::Se,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Distance::Kl => "kl",
-            Distance::L1 => "l1",
-            Distance::L2 => "l2",
-            Distance::Se => "se",
+            BinaryDivergence::Kl => "kl",
+            BinaryDivergence::L1 => "l1",
+            BinaryDivergence::L2 => "l2",
+            BinaryDivergence::Se => "se",
         }
     }
 
@@ -73,9 +79,9 @@ impl Distance {
     /// (1 for KL, which has no convention).
     pub fn two_vector_factor(self) -> f64 {
         match self {
-            Distance::Kl => 1.0,
-            Distance::L1 | Distance::Se => 2.0,
-            Distance::L2 => std::f64::consts::SQRT_2,
+            BinaryDivergence::Kl => 1.0,
+            BinaryDivergence::L1 | BinaryDivergence::Se => 2.0,
+            BinaryDivergence::L2 => std::f64::consts::SQRT_2,
         }
     }
 }
@@ -92,18 +98,18 @@ pub enum InnerMax {
 
 /// Elementwise D(Bernoulli(p) ‖ Bernoulli(q)) with q = sigmoid(`logit_q`)
 /// (the logit keeps KL finite where q rounds to 0 or 1).
-pub fn distance(d: Distance, p: &Tensor, logit_q: &Tensor) -> Tensor {
+pub fn distance(d: BinaryDivergence, p: &Tensor, logit_q: &Tensor) -> Tensor {
     let q = logit_q.sigmoid();
     match d {
-        Distance::Kl => {
+        BinaryDivergence::Kl => {
             let plogp = |t: &Tensor| t * t.clamp_min(1e-30).log();
             let one_minus_p = p.ones_like() - p;
             plogp(p) + plogp(&one_minus_p)
                 - p * logit_q.log_sigmoid()
                 - one_minus_p * (-logit_q).log_sigmoid()
         }
-        Distance::L1 | Distance::L2 => (p - q).abs(),
-        Distance::Se => (p - q).square(),
+        BinaryDivergence::L1 | BinaryDivergence::L2 => (p - q).abs(),
+        BinaryDivergence::Se => (p - q).square(),
     }
 }
 
@@ -121,7 +127,7 @@ pub struct PosteriorArgs {
     /// on the class-1 probability (l1 = l2 = |p − q|, se = (p − q)²; the
     /// two-vector values are 2×, √2× and 2× these). Default kl.
     #[arg(long, value_enum)]
-    pub distance: Option<Distance>,
+    pub distance: Option<BinaryDivergence>,
     /// toy-score only: how the inner maximum over B(x) is found: grid (a
     /// dense grid plus the end points; default) or pgd.
     #[arg(long, value_enum)]
@@ -147,7 +153,7 @@ pub struct PosteriorArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct PosteriorSettings {
     pub objective: Objective,
-    pub distance: Distance,
+    pub distance: BinaryDivergence,
     pub inner_max: InnerMax,
     pub grid_points: usize,
     pub inner_steps: usize,
@@ -186,7 +192,7 @@ impl PosteriorArgs {
         }
         let s = PosteriorSettings {
             objective: self.objective.unwrap_or(Objective::Standard),
-            distance: self.distance.unwrap_or(Distance::Kl),
+            distance: self.distance.unwrap_or(BinaryDivergence::Kl),
             inner_max: self.inner_max.unwrap_or(InnerMax::Grid),
             grid_points: self.grid_points.unwrap_or(201),
             inner_steps: self.inner_steps.unwrap_or(10),
@@ -257,7 +263,7 @@ pub fn refuse_method_flags(method: Method, robust: &MethodArgs) -> Result<()> {
 /// inner maximum is exact: p_d(y=1|·) rises to one peak at 5/3 and falls,
 /// so over [x − r, x + r] it is extreme at an end point or at the peak, and
 /// D(p ‖ ·) is largest at an extreme (it grows away from p on both sides).
-pub fn data_constant(d: Distance, radius: f64) -> f64 {
+pub fn data_constant(d: BinaryDivergence, radius: f64) -> f64 {
     let opts = (Kind::Double, Device::Cpu);
     let n = 60_001;
     let x = Tensor::linspace(-30.0, 30.0, n, opts);
@@ -282,16 +288,16 @@ mod tests {
 
     #[test]
     fn c_l2_matches_the_papers_value_in_the_class_1_convention() {
-        let c = data_constant(Distance::L2, 1.0);
+        let c = data_constant(BinaryDivergence::L2, 1.0);
         assert!((c - 0.122).abs() <= 0.002, "C^l2 = {c}");
         // ℓ1 and ℓ2 coincide in the class-1 convention; SE is smaller than
         // ℓ2 (squares of numbers below 1); KL ≥ 2·ℓ1² (Pinsker, pointwise).
-        assert_eq!(data_constant(Distance::L1, 1.0), c);
-        let se = data_constant(Distance::Se, 1.0);
+        assert_eq!(data_constant(BinaryDivergence::L1, 1.0), c);
+        let se = data_constant(BinaryDivergence::Se, 1.0);
         assert!(se < c && se > 0.0);
-        assert!(data_constant(Distance::Kl, 1.0) >= 2.0 * se);
+        assert!(data_constant(BinaryDivergence::Kl, 1.0) >= 2.0 * se);
         // A larger ball can only raise the constant.
-        assert!(data_constant(Distance::L2, 2.0) > c);
+        assert!(data_constant(BinaryDivergence::L2, 2.0) > c);
     }
 
     #[test]
@@ -302,7 +308,7 @@ mod tests {
         let offsets = Tensor::linspace(-1.0, 1.0, 2001, opts);
         let xp = x.view([-1, 1]) + offsets.view([1, -1]);
         let p = score_log_odds(&x).sigmoid().view([-1, 1]);
-        for d in Distance::ALL {
+        for d in BinaryDivergence::ALL {
             let brute =
                 distance(d, &p.expand_as(&xp), &score_log_odds(&xp)).amax([1i64].as_slice(), false);
             let w = score_density(&x);
@@ -320,7 +326,7 @@ mod tests {
         let p = Tensor::from_slice(&[0.3f64; 5]);
         let q = Tensor::from_slice(&[0.05f64, 0.2, 0.3, 0.5, 0.9]);
         let logit = (&q / (q.ones_like() - &q)).log();
-        for d in Distance::ALL {
+        for d in BinaryDivergence::ALL {
             let v: Vec<f64> = Vec::try_from(distance(d, &p, &logit)).unwrap();
             assert!(v[2].abs() < 1e-12, "{d:?} at q = p: {}", v[2]);
             assert!(
@@ -329,7 +335,7 @@ mod tests {
             );
         }
         // KL by hand at p = 0.3, q = 0.9.
-        let kl: Vec<f64> = Vec::try_from(distance(Distance::Kl, &p, &logit)).unwrap();
+        let kl: Vec<f64> = Vec::try_from(distance(BinaryDivergence::Kl, &p, &logit)).unwrap();
         let want = 0.3 * (0.3f64 / 0.9).ln() + 0.7 * (0.7f64 / 0.1).ln();
         assert!((kl[4] - want).abs() < 1e-12);
     }
@@ -347,7 +353,7 @@ mod tests {
         let s = a.resolve(DatasetName::ToyScore).unwrap().unwrap();
         assert_eq!(
             (s.distance, s.grid_points, s.radius),
-            (Distance::Kl, 201, 1.0)
+            (BinaryDivergence::Kl, 201, 1.0)
         );
         a.radius = Some(0.0);
         assert!(a
