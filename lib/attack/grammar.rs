@@ -1,5 +1,6 @@
-//! The attack-name grammar of `attack --attacks` (docs/METHOD.md, "Attacks and their budgets"): each name, what
-//! it stands for, and the parsed list.
+//! The attack-name grammar of `attack --attacks` (docs/METHOD.md, "Attacks
+//! and their budgets"): each name, what it stands for, and the parsed list.
+//! Running a parsed attack on a batch is [`super::run`]'s.
 //!
 //! ```text
 //! name   := "aa" | component | "spsa" | "pgd" K | "cw-pgd" K      (K ≥ 1)
@@ -10,17 +11,10 @@
 //! A parsed name prints back as itself; that text names the attack's
 //! column in per_sample.csv, its `acc_`/`seconds_` columns in summary.csv
 //! and its entry in the resume state.
-use super::autoattack::{autoattack_with, Component};
-use super::spsa::{spsa, SpsaConfig};
-use super::square::WindowRange;
-use super::{
-    correct_margin, cross_entropy, fooled_mask, logits_no_grad, pgd, PgdConfig, Start, Threat,
-};
+use super::autoattack::Component;
 use crate::error::{Error, Result};
-use crate::models::Model;
 use std::fmt;
 use std::str::FromStr;
-use tch::Tensor;
 
 /// One attack of the `--attacks` list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,47 +95,6 @@ impl AttackKind {
             AttackKind::Component(c) => c.white_box(),
             AttackKind::Spsa => false,
             _ => true,
-        }
-    }
-
-    /// Runs the attack on one batch of clean-correct points `x` `[B, …]`
-    /// (pixels in [0,1]) with labels `y` `[B]`; returns the adversarial
-    /// batch (inside the threat set) and the fooled mask `[B]`. (The
-    /// evaluator runs AutoAttack component by component, not through here.)
-    /// Square, alone or in AutoAttack, draws its window offsets from
-    /// `window`.
-    pub fn run_batch(
-        self,
-        model: &Model,
-        x: &Tensor,
-        y: &Tensor,
-        threat: &Threat,
-        window: WindowRange,
-    ) -> (Tensor, Tensor) {
-        match self {
-            AttackKind::AutoAttack => {
-                let r = autoattack_with(model, x, y, threat, 0, window);
-                let fooled = r.robust.logical_not();
-                (r.adv, fooled)
-            }
-            AttackKind::Component(c) => c.run_with(model, x, y, threat, window),
-            AttackKind::Spsa => spsa(model, x, y, &SpsaConfig::standard(*threat)),
-            AttackKind::Pgd(k) | AttackKind::CwPgd(k) => {
-                let cfg = PgdConfig {
-                    threat: *threat,
-                    steps: k,
-                    step_size: 2.5 * threat.eps / k as f64,
-                    start: Start::Uniform,
-                    bn_train: false,
-                };
-                let adv = if matches!(self, AttackKind::Pgd(_)) {
-                    pgd(model, x, &cfg, &|z: &Tensor| cross_entropy(z, y))
-                } else {
-                    pgd(model, x, &cfg, &|z: &Tensor| -correct_margin(z, y))
-                };
-                let fooled = fooled_mask(&logits_no_grad(model, &adv), y);
-                (adv, fooled)
-            }
         }
     }
 }

@@ -1,13 +1,19 @@
-//! Running one attack of an evaluation over its points: in batches, only
+//! Running attacks: one parsed attack on one batch
+//! ([`AttackKind::run_batch`]), and one attack of an evaluation over its
+//! points ([`Target`]): in batches, only
 //! on the points still robust, each attack (and each AutoAttack component)
 //! seeded from `--seed` and its own name, every returned batch checked to
 //! lie in the threat set, and robustness decided by the model's prediction
 //! on the returned points.
-use super::autoattack::{seed_for, STANDARD};
+use super::autoattack::{autoattack_with, seed_for, STANDARD};
 use super::grammar::AttackKind;
+use super::spsa::{spsa, SpsaConfig};
 use super::square::WindowRange;
 use super::state::{accuracy, AttackResult};
-use super::{finite, fooled_mask, logits_no_grad, mask_indices, per_sample_norm, Threat};
+use super::{
+    correct_margin, cross_entropy, finite, fooled_mask, logits_no_grad, mask_indices,
+    per_sample_norm, pgd, PgdConfig, Start, Threat,
+};
 use crate::error::{Error, Result};
 use crate::models::Model;
 use std::time::Instant;
@@ -27,6 +33,49 @@ pub struct Target<'a> {
     pub batch_size: usize,
     /// Where Square (alone or in AutoAttack) draws its window offsets.
     pub square_window: WindowRange,
+}
+
+impl AttackKind {
+    /// Runs the attack on one batch of clean-correct points `x` `[B, …]`
+    /// (pixels in [0,1]) with labels `y` `[B]`; returns the adversarial
+    /// batch (inside the threat set) and the fooled mask `[B]`. (The
+    /// evaluator runs AutoAttack component by component, not through here.)
+    /// Square, alone or in AutoAttack, draws its window offsets from
+    /// `window`.
+    pub fn run_batch(
+        self,
+        model: &Model,
+        x: &Tensor,
+        y: &Tensor,
+        threat: &Threat,
+        window: WindowRange,
+    ) -> (Tensor, Tensor) {
+        match self {
+            AttackKind::AutoAttack => {
+                let r = autoattack_with(model, x, y, threat, 0, window);
+                let fooled = r.robust.logical_not();
+                (r.adv, fooled)
+            }
+            AttackKind::Component(c) => c.run_with(model, x, y, threat, window),
+            AttackKind::Spsa => spsa(model, x, y, &SpsaConfig::standard(*threat)),
+            AttackKind::Pgd(k) | AttackKind::CwPgd(k) => {
+                let cfg = PgdConfig {
+                    threat: *threat,
+                    steps: k,
+                    step_size: 2.5 * threat.eps / k as f64,
+                    start: Start::Uniform,
+                    bn_train: false,
+                };
+                let adv = if matches!(self, AttackKind::Pgd(_)) {
+                    pgd(model, x, &cfg, &|z: &Tensor| cross_entropy(z, y))
+                } else {
+                    pgd(model, x, &cfg, &|z: &Tensor| -correct_margin(z, y))
+                };
+                let fooled = fooled_mask(&logits_no_grad(model, &adv), y);
+                (adv, fooled)
+            }
+        }
+    }
 }
 
 /// A bool mask `[N]` (any device) as flags.
