@@ -42,8 +42,6 @@ pub struct Session<'a> {
     /// The weights' moving average (`--ema-tau`).
     pub ema: Option<Ema>,
     pub regularizer: Regularizer,
-    /// Fine-tuning's frozen teacher f_θ0.
-    pub teacher: Option<Model>,
     /// The centre of `--center global` (re-estimated every epoch).
     pub global_center: Option<f64>,
     /// The best validated epoch so far (1-based) and its criterion.
@@ -268,10 +266,7 @@ fn train_epoch(
                 .method
                 .awp
                 .and_then(|(gamma, first_epoch)| (epoch >= first_epoch).then_some(gamma)),
-            teacher: s
-                .teacher
-                .as_ref()
-                .zip(plan.teacher.as_ref().map(|t| t.alpha)),
+            teacher: plan.teacher.as_ref().map(|t| (&t.model, t.alpha)),
             precision: plan.precision,
         };
         let batch = Batch {

@@ -108,20 +108,12 @@ pub fn run_plan(mut plan: TrainPlan) -> Result<TrainSummary> {
     let device = plan.runtime.device;
     let regularizer = std::mem::take(&mut plan.regularizer);
     let plan = &plan;
-    // The teacher is loaded before the seed is set, as its construction
-    // draws from libtorch's generator.
-    let teacher = plan
-        .teacher
-        .as_ref()
-        .map(|t| checkpoint::load(&t.from, device).map(|(m, _)| m))
-        .transpose()?
-        .map(|mut m| m.set_memory_format(plan.memory_format).map(|_| m))
-        .transpose()?;
+    // θ0 of a fine-tune was loaded by the plan, before this seed.
     tch::manual_seed(plan.seed as i64);
     let (mean, std) = data::channel_stats(&plan.data.train.x);
     let mut model = Model::new(&plan.spec, device, &mean, &std)?;
-    if let Some(t) = &teacher {
-        model.copy_from(t)?;
+    if let Some(t) = &plan.teacher {
+        model.copy_from(&t.model)?;
     }
     model.set_memory_format(plan.memory_format)?;
     let mut opt = Optimizer::new(&plan.optimizer, model.named_trainable());
@@ -176,7 +168,6 @@ pub fn run_plan(mut plan: TrainPlan) -> Result<TrainSummary> {
         opt,
         ema,
         regularizer,
-        teacher,
         global_center,
         best,
     };

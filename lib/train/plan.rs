@@ -13,11 +13,13 @@ use super::mixing::ExtraPlan;
 use super::posterior::PosteriorSettings;
 use super::step::{BaseLoss, StepPrecision};
 use super::validation::ValPlan;
+use crate::checkpoint;
 use crate::data::Dataset;
 use crate::device::MemoryFormat;
 use crate::error::{Error, Result};
 use crate::fsutil::ensure_writable_dir;
 use crate::layout::TrainRun;
+use crate::models::Model;
 use crate::models::ModelSpec;
 use crate::optim::schedule::Schedule;
 use crate::optim::OptimizerConfig;
@@ -46,10 +48,12 @@ impl StepCounts {
 }
 
 /// The frozen teacher of a fine-tune.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct TeacherPlan {
     /// θ0's weights (checked against the run's model and data).
     pub from: PathBuf,
+    /// f_θ0, loaded on the run's device in its memory format.
+    pub model: Model,
     /// Weight α ≥ 0 of α·KL(f_θ0(x) ‖ f_θ(x)) (TASER eq. 26).
     pub alpha: f64,
 }
@@ -196,9 +200,13 @@ pub fn resolve(
     let regularizer = config.reg.build(ramp, &data, runtime.device, config.seed)?;
     let out = TrainRun::at(&run.out);
     check_out(&out, run.resume)?;
-    if let (Some(meta), Some(ft)) = (&teacher_meta, finetune) {
-        finetuning::check_teacher(meta, ft, &spec, &data)?;
-    }
+    let teacher = match (&teacher_meta, finetune) {
+        (Some(meta), Some(ft)) => {
+            finetuning::check_teacher(meta, ft, &spec, &data)?;
+            Some(load_teacher(ft, &runtime, config.compute.memory_format)?)
+        }
+        _ => None,
+    };
     Ok(TrainPlan {
         seed: config.seed,
         epochs: config.epochs,
@@ -222,13 +230,23 @@ pub fn resolve(
         posterior: checked.posterior,
         steps,
         crop_flip,
-        teacher: finetune.map(|ft| TeacherPlan {
-            from: ft.from.clone(),
-            alpha: ft.alpha,
-        }),
+        teacher,
         validation,
         extra,
         identity: config,
+    })
+}
+
+/// Loads θ0 of a fine-tune on the run's device. Loading draws from
+/// libtorch's generator (the model is built, then its weights replaced), so
+/// it happens here, before the run sets its seed.
+fn load_teacher(ft: &FinetuneArgs, runtime: &Runtime, format: MemoryFormat) -> Result<TeacherPlan> {
+    let (mut model, _) = checkpoint::load(&ft.from, runtime.device)?;
+    model.set_memory_format(format)?;
+    Ok(TeacherPlan {
+        from: ft.from.clone(),
+        model,
+        alpha: ft.alpha,
     })
 }
 
