@@ -245,9 +245,11 @@ fn a_libtorch_failure_exits_1_with_its_hint_for_every_binary_that_computes() {
          torch.jit.script(M()).save('{}')\n",
         model.display()
     );
+    // TorchScript reads the class's source, so it goes to a file.
+    let make = dir.path().join("make_huge.py");
+    std::fs::write(&make, script).unwrap();
     let py = std::process::Command::new(python())
-        .arg("-c")
-        .arg(script)
+        .arg(&make)
         .output()
         .unwrap();
     assert!(py.status.success(), "{}", stderr(&py));
