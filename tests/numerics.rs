@@ -161,6 +161,9 @@ fn model_json_summary_csv_and_results_csv_record_the_mode_and_the_device() {
     assert!(!row["train_device_name"].is_empty(), "{row:?}");
 }
 
+/// Environment variables a case sets.
+type Env<'a> = &'a [(&'a str, &'a str)];
+
 /// `train --device DEVICE` on digits with `env` set, every GPU signal of
 /// this machine's own environment removed and PATH = `path`.
 fn train_with(dir: &Path, device: &str, env: &[(&str, &str)], path: &str) -> Output {
@@ -203,7 +206,7 @@ fn an_expected_gpu_libtorch_cannot_see_is_refused_and_cpu_stays_explicit() {
     Command::new("chmod").arg("+x").arg(&fake).status().unwrap();
     let bare_path = format!("{}:/usr/bin:/bin", bare.display());
     let smi_path = format!("{}:/usr/bin:/bin", smi.display());
-    let cases: [(&[(&str, &str)], &str, &str); 5] = [
+    let cases: [(Env, &str, &str); 5] = [
         (
             &[("CUDA_VISIBLE_DEVICES", "0")],
             &bare_path,
