@@ -12,11 +12,15 @@
 //! `train`'s; the penalty stays f32), --models cnn-small,resnet18 and
 //! --methods standard,pgd-at,trades,mart (rows to run; default all),
 //! --side-by-side (against benches/train_step.py, or the script named by
-//! TASER_BENCH_PY, run by TASER_PYTHON). Digits are read from
-//! TASER_DATA_DIR when set (else the repository's data/cache).
+//! TASER_BENCH_PY, run by TASER_PYTHON), --fd-residual (instead of the
+//! timings: the fd vs autograd first-order residual on one batch with TF32
+//! off and on, see fd_residual.rs). Digits are read from TASER_DATA_DIR
+//! when set (else the repository's data/cache).
 use clap::Parser;
 #[path = "cli.rs"]
 mod cli;
+#[path = "fd_residual.rs"]
+mod fd_residual;
 
 use std::time::Instant;
 use taser::data::{self, Dataset, DatasetName, Split, Task};
@@ -129,33 +133,9 @@ fn time_steps(
     let mut opt = Optimizer::new(&cfg, model.named_trainable());
     let reg = match variant {
         None => Regularizer::None,
-        Some((order, mode, difference)) => Regularizer::Stein(SteinPenalty {
-            ramp: LambdaRamp {
-                max: 1.0,
-                warmup_steps: 0,
-            },
-            options: ResidualOptions {
-                order,
-                mode,
-                laplacian: Laplacian::Hutchinson,
-                probes: 1,
-                fd_step: 1e-2,
-                difference,
-            },
-            probe: Probe::Margin,
-            center: Center::Batch,
-            detach_mean: false,
-            bn_train: false,
-            global_center: 0.0,
-            field: Some(Box::new(
-                Gaussian::standard(&data.input_shape).to_device(o.device),
-            )),
-            control: ScoreControl::None,
-            grad_norm: false,
-            coordinates: Coordinates::Pixel,
-            fraction,
-            seed: 0,
-        }),
+        Some((order, mode, difference)) => Regularizer::Stein(stein_penalty(
+            order, mode, difference, fraction, data, o.device,
+        )),
     };
     let n = data.train.len();
     let idx: Vec<i64> = (0..batch).map(|i| i % n).collect();
@@ -192,6 +172,46 @@ fn time_steps(
     let start = Instant::now();
     run(o.steps);
     start.elapsed().as_secs_f64() / o.steps as f64
+}
+
+/// The bench's TASER penalty: λ = 1 from the first step, one Hutchinson
+/// probe, fd step 1e-2, the margin probe centred on the batch, BatchNorm in
+/// eval mode, N(0, I) scores in pixel coordinates, on a `fraction` of the batch.
+fn stein_penalty(
+    order: Order,
+    mode: Mode,
+    difference: Difference,
+    fraction: f64,
+    data: &Dataset,
+    device: Device,
+) -> SteinPenalty {
+    SteinPenalty {
+        ramp: LambdaRamp {
+            max: 1.0,
+            warmup_steps: 0,
+        },
+        options: ResidualOptions {
+            order,
+            mode,
+            laplacian: Laplacian::Hutchinson,
+            probes: 1,
+            fd_step: 1e-2,
+            difference,
+        },
+        probe: Probe::Margin,
+        center: Center::Batch,
+        detach_mean: false,
+        bn_train: false,
+        global_center: 0.0,
+        field: Some(Box::new(
+            Gaussian::standard(&data.input_shape).to_device(device),
+        )),
+        control: ScoreControl::None,
+        grad_norm: false,
+        coordinates: Coordinates::Pixel,
+        fraction,
+        seed: 0,
+    }
 }
 
 type Variant = Option<(Order, Mode, Difference)>;
@@ -469,6 +489,10 @@ fn main() {
             resnet_methods,
         ),
     ];
+    if std::env::args().any(|a| a == "--fd-residual") {
+        fd_residual::run(&cifar_like, &o);
+        return;
+    }
     if std::env::args().any(|a| a == "--side-by-side") {
         side_by_side(&digits, &cifar_like, batch, &o);
         return;

@@ -57,7 +57,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = exit::parse_args::<Args>();
-    exit::finish(run(args))
+    exit::run_main(|| run(args))
 }
 
 fn run(args: Args) -> anyhow::Result<Status> {

@@ -102,5 +102,5 @@ fn run(args: Args) -> anyhow::Result<Status> {
 
 fn main() -> ExitCode {
     let args = exit::parse_args::<Args>();
-    exit::finish(run(args))
+    exit::run_main(|| run(args))
 }

@@ -53,7 +53,7 @@ struct Args {
 fn main() -> ExitCode {
     let (mut args, given) = exit::stop_if_checking(taser::train::finetuning::parse::<Args>());
     args.finetune.given = given;
-    exit::finish(run(args))
+    exit::run_main(|| run(args))
 }
 
 fn run(args: Args) -> anyhow::Result<Status> {

@@ -66,7 +66,7 @@ enum Report {
 
 fn main() -> ExitCode {
     let args = exit::parse_args::<Args>();
-    exit::finish(run(&args).map(|()| Status::Ok))
+    exit::run_main(|| run(&args).map(|()| Status::Ok))
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {

@@ -169,7 +169,8 @@ impl RunOpts {
 }
 
 fn main() -> ExitCode {
-    exit::finish(real_main(exit::parse_args::<Args>()))
+    let args = exit::parse_args::<Args>();
+    exit::run_main(|| real_main(args))
 }
 
 fn real_main(args: Args) -> anyhow::Result<Status> {

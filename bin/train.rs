@@ -108,7 +108,8 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    exit::finish(run(exit::parse_args::<Args>()))
+    let args = exit::parse_args::<Args>();
+    exit::run_main(|| run(args))
 }
 
 fn run(args: Args) -> anyhow::Result<Status> {

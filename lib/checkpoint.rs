@@ -6,6 +6,7 @@
 use crate::error::{Error, Result};
 use crate::fsutil::{read_versioned_json, write_atomically, write_json_atomically, JsonFixes};
 use crate::models::{Model, ModelSpec};
+use crate::runtime::RuntimeRecord;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,12 @@ pub struct CheckpointMeta {
     /// without one and in sidecars written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score_file: Option<serde_json::Value>,
+    /// What the run computed on: the device (GPU name, compute capability,
+    /// driver, CUDA, cuDNN and torch versions; on the CPU its model) and
+    /// libtorch's numerical mode (TF32, determinism) as read back after
+    /// start-up; absent in sidecars written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeRecord>,
 }
 
 /// The sidecar path of a weights file: same stem, `.json`.
@@ -223,6 +230,7 @@ mod tests {
             hyperparameters: serde_json::json!({}),
             metrics: BTreeMap::new(),
             score_file: None,
+            runtime: None,
         }
     }
 

@@ -67,15 +67,53 @@ pub enum Error {
         detail: String,
         fix: String,
     },
-    /// A libtorch error.
-    #[error("libtorch: {0}")]
-    Torch(#[from] tch::TchError),
+    /// `--device auto` where the job was given a GPU (a Slurm allocation,
+    /// `CUDA_VISIBLE_DEVICES`, a GPU `nvidia-smi` lists) but libtorch sees
+    /// none: computing on the CPU instead would be silent and slow.
+    #[error(
+        "--device auto: {signal}, but libtorch sees no CUDA device ({detail}). Fix: run where the GPU \
+         is visible to libtorch (update the NVIDIA driver; under Slurm request it with --gpus), or pass \
+         --device cpu to compute on the CPU on purpose"
+    )]
+    GpuNotVisible { signal: String, detail: String },
+    /// A libtorch error, with a hint when its text names a known cause
+    /// ([`torch_hint`]).
+    /// (Not a `source`: its text is part of this message, printed once.)
+    #[error("libtorch: {0}{hint}", hint = torch_hint(&.0.to_string()))]
+    Torch(tch::TchError),
     /// An I/O error with the path it happened on.
     #[error("I/O error on {path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// The hint added to a libtorch error whose text names a known cause:
+/// running out of (GPU or CPU) memory names the knobs that shrink a step;
+/// an op without a deterministic implementation names `--deterministic`.
+/// Empty for any other text.
+pub fn torch_hint(message: &str) -> &'static str {
+    let m = message.to_ascii_lowercase();
+    if m.contains("out of memory") || m.contains("can't allocate memory") {
+        ". Fix: make a step smaller: lower --batch-size (train, finetune, attack) or \
+         --eval-batch-size, use fewer --hutchinson-probes, penalise part of each batch with \
+         --stein-fraction, or train with --precision bf16; on a shared GPU check nvidia-smi for \
+         other processes"
+    } else if m.contains("does not have a deterministic implementation")
+        || m.contains("cublas_workspace_config")
+    {
+        ". Fix: this operation has no deterministic implementation on this device; run without \
+         --deterministic"
+    } else {
+        ""
+    }
+}
+
+impl From<tch::TchError> for Error {
+    fn from(e: tch::TchError) -> Self {
+        Error::Torch(e)
+    }
 }
 
 /// Result alias of the library.

@@ -7,11 +7,16 @@
 //! | 2 | bad usage or bad input (a flag out of its domain, a missing or corrupt input file, a checkpoint that does not match, an unwritable `--out`); clap's own usage errors exit 2 too |
 //! | 3 | interrupted (a signal stopped the work; rerunning the same command continues it) |
 //!
-//! Binaries return `anyhow::Result<Status>` from their body and hand it to
-//! [`finish`], which prints the error chain once and picks the code from the
-//! first library [`Error`] in it.
+//! Binaries run their body, which returns `anyhow::Result<Status>`, through
+//! [`run_main`]: it prints the error chain once, picks the code from the
+//! first library [`Error`] in it, and turns a panic that carries a libtorch
+//! error (tch's methods without the `f_` prefix panic on one, e.g. when
+//! CUDA runs out of memory) into that error: exit 1 with its hint, never
+//! Rust's exit 101 for a panic.
 use crate::error::Error;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::ExitCode;
+use std::sync::Mutex;
 
 /// How a binary ended, as the exit-code policy sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +51,7 @@ impl Error {
             | Error::MissingInput { .. }
             | Error::CorruptInput { .. }
             | Error::CheckpointMismatch { .. }
+            | Error::GpuNotVisible { .. }
             | Error::Unwritable { .. } => Status::BadInput,
             Error::OutputFailed { .. }
             | Error::FileLocked { .. }
@@ -74,6 +80,83 @@ pub fn finish(result: anyhow::Result<Status>) -> ExitCode {
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(status_of(&err).code())
+        }
+    }
+}
+
+/// The libtorch error text of the last panic that carried one, from any
+/// thread (a worker's panic reaches `main` as a join error without it).
+static TORCH_PANIC: Mutex<Option<String>> = Mutex::new(None);
+
+/// The libtorch error in a panic message, if it carries one: tch unwraps a
+/// `TchError::Torch("…")`, so the message holds its `Debug` form. The text
+/// is unescaped and cut before libtorch's C++ stack frames.
+pub fn torch_error_in(panic_message: &str) -> Option<String> {
+    let start = panic_message.find("Torch(\"")? + "Torch(\"".len();
+    let quoted = panic_message[start..]
+        .rsplit_once("\")")
+        .map_or(&panic_message[start..], |(q, _)| q);
+    // Undo `Debug`'s escapes: \n, \t, \", \\ (others kept as written).
+    let mut text = String::with_capacity(quoted.len());
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            text.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => text.push('\n'),
+            Some('t') => text.push('\t'),
+            Some(other) => text.push(other),
+            None => text.push('\\'),
+        }
+    }
+    let cut = ["\nframe #", "\nException raised from"]
+        .iter()
+        .filter_map(|m| text.find(m))
+        .min()
+        .unwrap_or(text.len());
+    Some(text[..cut].trim().to_string())
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
+/// Installs the panic hook of [`run_main`]: a panic carrying a libtorch
+/// error is recorded quietly (the error is printed once, by [`finish`]);
+/// any other panic goes to Rust's default hook.
+fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        match torch_error_in(&panic_message(info.payload())) {
+            Some(text) => {
+                *TORCH_PANIC.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
+            }
+            None => default(info),
+        }
+    }));
+}
+
+/// Runs a binary's `body` and ends the process by the policy ([`finish`]).
+/// A panic whose message (or that of an earlier panic in another thread)
+/// carries a libtorch error ends it as [`Error::Torch`] — exit 1, the
+/// error's hint on stderr; any other panic is a bug and unwinds on (exit
+/// 101 with Rust's message).
+pub fn run_main(body: impl FnOnce() -> anyhow::Result<Status>) -> ExitCode {
+    install_panic_hook();
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(result) => finish(result),
+        Err(payload) => {
+            let recorded = TORCH_PANIC.lock().unwrap_or_else(|e| e.into_inner()).take();
+            match torch_error_in(&panic_message(payload.as_ref())).or(recorded) {
+                Some(text) => finish(Err(Error::Torch(tch::TchError::Torch(text)).into())),
+                None => std::panic::resume_unwind(payload),
+            }
         }
     }
 }
@@ -120,6 +203,53 @@ mod tests {
             status_of(&anyhow::anyhow!("not a library error")),
             Status::Failed
         );
+    }
+
+    #[test]
+    fn a_tch_panic_message_yields_libtorch_text_without_stack_frames() {
+        let msg = "called `Result::unwrap()` on an `Err` value: Torch(\"CUDA out of memory. Tried \\\"x\\\" 2 GiB\\nException raised from malloc at c.cpp:1\\nframe #0: f\")";
+        assert_eq!(
+            torch_error_in(msg).as_deref(),
+            Some("CUDA out of memory. Tried \"x\" 2 GiB")
+        );
+        assert_eq!(torch_error_in("index out of bounds: the len is 3"), None);
+    }
+
+    #[test]
+    fn out_of_memory_from_libtorch_exits_1_with_the_knobs() {
+        for text in [
+            "CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.19 GiB total capacity)",
+            "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory",
+        ] {
+            let err = Error::Torch(tch::TchError::Torch(text.into()));
+            let shown = format!("{err}");
+            assert!(
+                shown.starts_with("libtorch: ") && shown.contains(text),
+                "{shown}"
+            );
+            for knob in [
+                "--batch-size",
+                "--hutchinson-probes",
+                "--stein-fraction",
+                "--precision bf16",
+            ] {
+                assert!(shown.contains(knob), "{knob}: {shown}");
+            }
+            assert_eq!(
+                status_of(&anyhow::Error::from(err).context("train failed")),
+                Status::Failed
+            );
+        }
+        let other = Error::Torch(tch::TchError::Torch("shape mismatch".into())).to_string();
+        assert!(
+            other.ends_with("shape mismatch") && !other.contains("Fix"),
+            "{other}"
+        );
+        let det = Error::Torch(tch::TchError::Torch(
+            "adaptive_max_pool2d_backward_cuda does not have a deterministic implementation".into(),
+        ))
+        .to_string();
+        assert!(det.contains("run without --deterministic"), "{det}");
     }
 
     #[test]

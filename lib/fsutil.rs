@@ -69,8 +69,11 @@ pub fn remove_if_created<T>(dir: &Path, work: impl FnOnce() -> Result<T>) -> Res
         .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
         .last()
         .map(Path::to_path_buf);
-    let result = work();
-    if let (Err(_), Some(root)) = (&result, created) {
+    // A panic (tch's methods panic on a libtorch error) is a failure too:
+    // the folder goes, then the panic goes on to the binary's handler.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+    let failed = !matches!(result, Ok(Ok(_)));
+    if let (true, Some(root)) = (failed, created) {
         if root.is_dir() {
             if let Err(e) = fs::remove_dir_all(&root) {
                 eprintln!(
@@ -80,7 +83,7 @@ pub fn remove_if_created<T>(dir: &Path, work: impl FnOnce() -> Result<T>) -> Res
             }
         }
     }
-    result
+    result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// Creates `dir` (and parents) and checks that a file can be written in it,

@@ -1,14 +1,24 @@
-//! Where a binary runs: the runtime flags every compute binary shares
-//! (`--device`, `--data-dir`, `--threads`), declared once and flattened into
-//! each binary's arguments, and resolved once into a [`Runtime`].
+//! Where and how a binary computes: the runtime flags every compute binary
+//! shares (`--device`, `--data-dir`, `--threads`, `--tf32`,
+//! `--deterministic`), declared once and flattened into each binary's
+//! arguments, and resolved once into a [`Runtime`], which also records what
+//! the run computed on ([`RuntimeRecord`]: the device as it is, libtorch's
+//! numerical mode as read back) for its outputs.
 //!
-//! These flags choose the machine, never the result: they are not part of a
-//! run's identity (resume and fingerprints ignore them), and the same seed
-//! gives the same numbers on CPU whatever `--threads` says.
+//! These flags choose the machine and its rounding, never the experiment:
+//! they are not part of a run's identity (resume and fingerprints ignore
+//! them), and the same seed gives the same numbers on CPU whatever
+//! `--threads`, `--tf32` or `--deterministic` say (TF32 and cuDNN exist only
+//! on CUDA).
+use crate::device::machine::{describe, DeviceInfo};
+use crate::device::numerics::{self, NumericMode, NumericState};
 use crate::device::parse_device;
 use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use tch::Device;
+
+pub use crate::device::numerics::check_fd_precision;
 
 /// Where data sets are read from unless `--data-dir` (or `TASER_DATA_DIR`)
 /// says otherwise: the git-ignored cache that `make setup` fills.
@@ -29,6 +39,17 @@ pub struct RuntimeArgs {
     /// libtorch CPU threads (0: libtorch's default).
     #[arg(long, default_value_t = 0)]
     pub threads: i32,
+    /// Allow TF32 (10-bit mantissa) for float32 convolutions and matrix
+    /// products on CUDA: faster on Ampere and later, ≈ 5e-4 relative
+    /// rounding. Off by default; refused with --stein-mode fd.
+    #[arg(long)]
+    pub tf32: bool,
+    /// Deterministic GPU computation: cuDNN deterministic with its
+    /// benchmark off, libtorch's deterministic algorithms (an op without
+    /// one fails), CUBLAS_WORKSPACE_CONFIG=:4096:8. Two runs of one seed on
+    /// one GPU model then give identical weights.
+    #[arg(long)]
+    pub deterministic: bool,
 }
 
 impl Default for RuntimeArgs {
@@ -37,24 +58,67 @@ impl Default for RuntimeArgs {
             device: "auto".into(),
             data_dir: None,
             threads: 0,
+            tf32: false,
+            deterministic: false,
         }
     }
 }
 
-/// The runtime flags resolved: a checked device and a data folder.
+/// What a run computed on, for its outputs (model.json's `runtime`,
+/// summary.csv's and results.csv's columns): the device and libtorch's
+/// numerical mode as read back after start-up.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RuntimeRecord {
+    pub device: DeviceInfo,
+    pub numerics: Option<NumericState>,
+}
+
+impl RuntimeRecord {
+    /// The record's flat columns for CSV files, in this order: `tf32`,
+    /// `deterministic` (`1`/`0`), `device_name`, `compute_capability`,
+    /// `driver`, `cuda`, `cudnn`, `torch`.
+    pub fn columns(&self) -> Vec<(&'static str, String)> {
+        let flag = |f: fn(&NumericState) -> bool| {
+            self.numerics
+                .as_ref()
+                .map_or(String::new(), |n| if f(n) { "1" } else { "0" }.into())
+        };
+        let d = &self.device;
+        vec![
+            ("tf32", flag(|n| n.tf32)),
+            ("deterministic", flag(|n| n.deterministic)),
+            ("device_name", d.name.clone()),
+            ("compute_capability", d.compute_capability.clone()),
+            ("driver", d.driver.clone()),
+            ("cuda", d.cuda.clone()),
+            ("cudnn", d.cudnn.clone()),
+            ("torch", d.torch.clone()),
+        ]
+    }
+}
+
+/// The runtime flags resolved: a checked device, a data folder, and the
+/// record of both.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Runtime {
     /// The device every tensor of the run lives on.
     pub device: Device,
     /// Folder the data sets are read from.
     pub data_dir: PathBuf,
+    /// What the run computes on, read back after the flags were applied.
+    pub record: RuntimeRecord,
 }
 
 impl RuntimeArgs {
-    /// Checks the flags and applies `--threads` to libtorch.
+    /// Checks the flags, applies `--threads`, `--tf32` and `--deterministic`
+    /// to libtorch (process-wide, before any CUDA work) and reads the result
+    /// back into the record.
     ///
-    /// Errors: [`Error::InvalidArgument`] for a negative `--threads` or a
-    /// `--device` libtorch cannot see.
+    /// Errors: [`Error::InvalidArgument`] for a negative `--threads`, a
+    /// `--device` libtorch cannot see, or `--deterministic` against a
+    /// conflicting `CUBLAS_WORKSPACE_CONFIG`; [`Error::GpuNotVisible`] for
+    /// `--device auto` when the job was given a GPU libtorch cannot see.
     pub fn resolve(&self) -> Result<Runtime> {
         if self.threads < 0 {
             return Err(Error::invalid(
@@ -66,9 +130,18 @@ impl RuntimeArgs {
         if self.threads > 0 {
             tch::set_num_threads(self.threads);
         }
+        numerics::apply(NumericMode {
+            tf32: self.tf32,
+            deterministic: self.deterministic,
+        })?;
+        let device = parse_device(&self.device)?;
         Ok(Runtime {
-            device: parse_device(&self.device)?,
+            device,
             data_dir: self.data_dir.clone().unwrap_or_else(default_data_dir),
+            record: RuntimeRecord {
+                device: describe(device),
+                numerics: Some(numerics::read_back()),
+            },
         })
     }
 }

@@ -3,13 +3,16 @@
 # run from `make dist`'s folder (dist/scripts/gpu-check.sh) or from the
 # repository (scripts/gpu-check.sh, against target/release). Steps:
 #   1. the binaries see the device (train cnn-small on digits, 1 epoch);
-#      a missing CUDA device stops here with a message and exit 1
+#      a missing CUDA device stops here with a message and exit 1; the
+#      versions and numerical state that run recorded; two --deterministic
+#      runs of one seed, whose checkpoints must be byte-identical
 #   2. MPI ranks take their node-local GPU (`sweep devices`, under mpirun
 #      with one rank per GPU when mpirun exists; else rank 0 alone)
 #   3. CIFAR-shaped data (scripts/cifar_shaped.py: CIFAR-10's binary format,
 #      50 000 / 10 000 seeded class-pattern + noise images)
 #   4. resnet18, 1 epoch: standard; + TASER (first-order, N(0, I) scores);
-#      --precision bf16; --memory-format channels-last; both
+#      --tf32; --precision bf16; --memory-format channels-last; both (the
+#      f32 / TF32 / bf16 train losses of one seed side by side)
 #   5. AutoAttack (standard, L∞ 8/255) of the standard model on 64 points
 #   6. the side-by-side bench rows on the device (suite vs PyTorch,
 #      benches/train_step.py): f32, then bf16 + channels-last on resnet18;
@@ -17,7 +20,8 @@
 # then ONE table: step, seconds, status; bench rows with suite / PyTorch and
 # × alone; the TASER paper's overheads (×2.45 standard, ×1.17–1.27
 # adversarial, A10 GPU) beside ours. Exit 0 when every step passed, 1 when
-# one failed (or the device is missing), 2 for bad usage.
+# one failed (or the device is missing), 2 for bad usage. Each step has a
+# time limit (--step-timeout); one that runs over counts as failed.
 set -uo pipefail
 
 usage() {
@@ -35,15 +39,17 @@ usage: gpu-check.sh [--device cuda:N|cpu] [--quick] [--out DIR]
   --bench FILE  the train_step bench binary (default: BIN/bench-train-step,
                 else the newest target/release/deps/train_step-*)
   --data-dir D  folder with digits.csv.gz (default: ../data/cache)
-Environment: TASER_PYTHON (default python3): the python with torch, used
-for the data, the PyTorch bench rows and to find torch/lib.
+  --step-timeout S  seconds each step may take (default 600; 300 with --quick)
+Environment: TASER_PYTHON (default: the project's .venv/bin/python, else
+python3): the python with torch, used for the data, the PyTorch bench rows,
+the versions table and to find torch/lib.
 Budget: < 8 min on one H100/H200 (full); ~2-3 min on 2 CPU cores (--quick).
 EOF
 }
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
-device=cuda:0 quick=0 out="" bin="" bench="" digits=""
+device=cuda:0 quick=0 out="" bin="" bench="" digits="" step_timeout=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --device) device="${2:?--device needs a value}"; shift 2 ;;
@@ -52,6 +58,7 @@ while [ $# -gt 0 ]; do
     --bin) bin="${2:?--bin needs a value}"; shift 2 ;;
     --bench) bench="${2:?--bench needs a value}"; shift 2 ;;
     --data-dir) digits="${2:?--data-dir needs a value}"; shift 2 ;;
+    --step-timeout) step_timeout="${2:?--step-timeout needs a value}"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "gpu-check: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -59,7 +66,8 @@ done
 case "$device" in cpu|cuda:[0-9]*) ;; *)
   echo "gpu-check: --device '$device': expected cpu or cuda:N" >&2; exit 2 ;;
 esac
-py="${TASER_PYTHON:-python3}"
+py="${TASER_PYTHON:-}"
+[ -n "$py" ] || { if [ -x "$root/.venv/bin/python" ]; then py="$root/.venv/bin/python"; else py=python3; fi; }
 [ -n "$bin" ] || { if [ -x "$root/bin/train" ]; then bin="$root/bin"; else bin="$root/target/release"; fi; }
 if [ -z "$bench" ]; then
   if [ -x "$bin/bench-train-step" ]; then bench="$bin/bench-train-step"
@@ -84,6 +92,7 @@ if [ "$quick" = 1 ]; then
 else
   n_train=50000 n_test=10000 batch=128 n_eval=64 steps=20 bench_batch=256 cnn_batch=256 adv_model=resnet18
 fi
+[ -n "$step_timeout" ] || step_timeout=$([ "$quick" = 1 ] && echo 300 || echo 600)
 rows=() failed=0 started=$(date +%s.%N)
 row() { rows+=("| $1 | $2 | $3 | ${4:-} | ${5:-} | ${6:-} | ${7:-} | ${8:-} |"); }
 since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
@@ -92,7 +101,7 @@ step() {
   local name="$1" log="$out/logs/$2.log"; shift 2
   echo "gpu-check: $name" >&2
   local t0; t0=$(date +%s.%N)
-  if "$@" >"$log" 2>&1; then
+  if timeout "$step_timeout" "$@" >"$log" 2>&1; then
     row "$name" "$(since "$t0")" ok
   else
     local rc=$?; failed=1
@@ -125,6 +134,22 @@ if ! grep -q "\"device\": \"$device\"" "$out/device-check/model.json"; then
   echo "gpu-check: the device check trained, but not on $device (see $out/device-check/model.json)" >&2; exit 1
 fi
 row "binaries see $device (cnn-small/digits, 1 epoch)" "$(since "$t0")" ok
+# Versions and numerical state, as the run recorded them (model.json's runtime).
+while IFS= read -r line; do row "$line" "" ""; done < <("$py" - "$out/device-check/model.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["runtime"]; d, n = r["device"], r["numerics"]
+print(f"versions: {d['name']}" + (f", cc {d['compute_capability']}, {d['memory_mib']} MiB, driver {d['driver']}" if d["compute_capability"] else f", {d['threads']} threads")
+      + f"; torch {d['torch']}, CUDA {d['cuda'] or '–'}, cuDNN {d['cudnn'] or '–'}")
+print(f"numerics: tf32 {n['tf32']} (conv {n['cuda_conv_fp32']}, matmul {n['cuda_matmul_fp32']}), deterministic {n['deterministic']}, cudnn benchmark {n['cudnn_benchmark']}")
+PY
+)
+
+# Two --deterministic runs of one seed give byte-identical checkpoints.
+det=(--device "$device" --dataset digits --data-dir "$digits" --model cnn-small --epochs 1 --seed 3 --deterministic)
+step "train --deterministic, run 1" det1 "$bin/train" "${det[@]}" --out "$out/det1"
+step "train --deterministic, run 2" det2 "$bin/train" "${det[@]}" --out "$out/det2"
+if cmp -s "$out/det1/model.safetensors" "$out/det2/model.safetensors"; then row "… two --deterministic runs: checkpoints byte-identical" "" ok
+else row "… two --deterministic runs: checkpoints byte-identical" "" FAILED; failed=1; fi
 
 # 2. MPI ranks take their node-local GPU.
 # One rank per GPU; on the CPU two ranks show the rule (both take cpu).
@@ -150,12 +175,27 @@ common=(--device "$device" --dataset cifar10 --data-dir "$out/cifar" --model res
 taser=(--lambda 1 --stein-order first-order --score-source gaussian-std)
 step "train resnet18 1 epoch, standard" std "$bin/train" "${common[@]}" --out "$out/std"
 step "train resnet18 1 epoch, + TASER first-order" taser "$bin/train" "${common[@]}" "${taser[@]}" --out "$out/taser"
+step "train resnet18 1 epoch, --tf32" tf32 "$bin/train" "${common[@]}" --tf32 --out "$out/tf32"
 step "train resnet18 1 epoch, --precision bf16" bf16 "$bin/train" "${common[@]}" --precision bf16 --out "$out/bf16"
 step "train resnet18 1 epoch, --memory-format channels-last" cl "$bin/train" "${common[@]}" \
   --memory-format channels-last --out "$out/cl"
 step "train resnet18 1 epoch, bf16 + channels-last" bf16-cl "$bin/train" "${common[@]}" --precision bf16 \
   --memory-format channels-last --out "$out/bf16-cl"
 std_s=$(epoch_seconds "$out/std"); taser_s=$(epoch_seconds "$out/taser")
+# f32 vs TF32 vs bf16 on one seed: train_loss of the epoch and its relative gap to f32.
+losses=$("$py" - "$out" <<'PY'
+import csv, sys
+def loss(run):
+    try: return float(list(csv.DictReader(open(f"{sys.argv[1]}/{run}/metrics.csv")))[-1]["train_loss"])
+    except Exception: return None
+f = loss("std"); cells = [f"f32 {f:.4f}" if f is not None else "f32 –"]
+for run in ("tf32", "bf16"):
+    v = loss(run)
+    cells.append(f"{run} –" if v is None or f is None else f"{run} {v:.4f} (rel. gap {abs(v - f) / max(abs(f), 1e-12):.1e})")
+print(", ".join(cells))
+PY
+)
+row "… train_loss, one seed: $losses" "" ""
 row "… epoch seconds (metrics.csv): standard $std_s, TASER $taser_s, bf16 $(epoch_seconds "$out/bf16"), channels-last $(epoch_seconds "$out/cl"), both $(epoch_seconds "$out/bf16-cl")" "" ""
 
 # 5. AutoAttack on the standard model.

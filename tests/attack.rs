@@ -524,6 +524,7 @@ fn digits_checkpoint(dir: &Path) -> PathBuf {
         hyperparameters: serde_json::json!({}),
         metrics: BTreeMap::new(),
         score_file: None,
+        runtime: None,
     };
     checkpoint::save(&model, &path, &meta).unwrap();
     path

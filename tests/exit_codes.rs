@@ -158,3 +158,107 @@ fn a_sweep_with_a_failing_job_and_a_report_that_cannot_write_exit_1() {
     );
     assert_code(&o, 1, "report");
 }
+
+/// A model too large for any memory: libtorch's allocator fails (400 GB)
+/// while tch builds it, inside a method that panics on libtorch errors.
+const HUGE_HIDDEN: &str = "100000000000";
+
+/// Asserts exit 1 with the out-of-memory hint (never a panic's 101).
+fn assert_torch_failure(o: &Output, what: &str) {
+    assert_code(o, 1, what);
+    let err = stderr(o);
+    assert!(
+        err.contains("libtorch: ") && err.contains("--batch-size"),
+        "{what}: {err}"
+    );
+    assert!(!err.contains("panicked"), "{what}: {err}");
+}
+
+#[test]
+fn a_libtorch_failure_exits_1_with_its_hint_for_every_binary_that_computes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let o = run_line(
+        "train",
+        &format!("--dataset digits --model mlp --mlp-hidden {HUGE_HIDDEN} --epochs 1 --device cpu --out {d}/t"),
+    );
+    assert_torch_failure(&o, "train");
+    assert!(
+        !dir.path().join("t").exists(),
+        "train left its --out behind"
+    );
+
+    // A checkpoint whose sidecar describes that model: every binary that
+    // loads it builds the model first.
+    let ok_line =
+        format!("--dataset toy-sin --model mlp --epochs 1 --device cpu --out {d}/runs/l2-0");
+    ok(run_line("train", &ok_line), "train toy-sin");
+    let sidecar = dir.path().join("runs/l2-0/model.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&sidecar).unwrap()).unwrap();
+    meta["model"]["mlp_hidden"] = serde_json::json!([HUGE_HIDDEN.parse::<u64>().unwrap()]);
+    std::fs::write(&sidecar, meta.to_string()).unwrap();
+    let ckpt = format!("{d}/runs/l2-0/model.safetensors");
+    let o = run_line(
+        "finetune",
+        &format!("--from {ckpt} --epochs 1 --device cpu --out {d}/f"),
+    );
+    assert_torch_failure(&o, "finetune");
+    let o = run_line(
+        "attack",
+        &format!(
+            "--checkpoint {ckpt} --attacks pgd1 --eps 0.1 --n-eval 20 --device cpu --out {d}/a"
+        ),
+    );
+    assert_torch_failure(&o, "attack");
+    let o = run_line("report", &format!("toy-table1 --runs {d}/runs --out {d}/r"));
+    assert_torch_failure(&o, "report");
+
+    // A sweep whose job fails in libtorch: the job's binary exits 1, so does the sweep.
+    let grid = dir.path().join("grid.toml");
+    let text = format!(
+        "steps = [\"train\"]\n[train]\ndataset = \"digits\"\nmodel = \"mlp\"\nmlp-hidden = \"{HUGE_HIDDEN}\"\nepochs = 1\n"
+    );
+    std::fs::write(&grid, text).unwrap();
+    let o = run_line(
+        "sweep",
+        &format!("run {d}/grid.toml --out {d}/w --device cpu"),
+    );
+    assert_code(&o, 1, "sweep");
+    let failed = std::fs::read_dir(dir.path().join("w/jobs"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path().join("failed.json")).ok())
+        .collect::<Vec<_>>();
+    assert_eq!(failed.len(), 1, "one failed job");
+    assert!(
+        failed[0].contains("\"exit_code\":1") || failed[0].contains("\"exit_code\": 1"),
+        "{}",
+        failed[0]
+    );
+
+    // score-precompute: a TorchScript ε-model whose forward asks libtorch
+    // for 4 TB. (bootstrap computes without libtorch: nothing to fail.)
+    let model = dir.path().join("huge.pt");
+    let script = format!(
+        "import torch\nclass M(torch.nn.Module):\n    def forward(self, x, t):\n        \
+         return x + torch.zeros([1000000000000]).sum()\n\
+         torch.jit.script(M()).save('{}')\n",
+        model.display()
+    );
+    // TorchScript reads the class's source, so it goes to a file.
+    let make = dir.path().join("make_huge.py");
+    std::fs::write(&make, script).unwrap();
+    let py = std::process::Command::new(python())
+        .arg(&make)
+        .output()
+        .unwrap();
+    assert!(py.status.success(), "{}", stderr(&py));
+    let o = run_line(
+        "score-precompute",
+        &format!(
+            "--source torchscript --model {} --device cpu --out {d}/s.h5",
+            model.display()
+        ),
+    );
+    assert_torch_failure(&o, "score-precompute");
+}

@@ -21,7 +21,11 @@ const BINARIES: [&str; 7] = [
 
 /// Flags that literals name but that belong to other programs the suite
 /// drives or mentions, with why: the flag is not ours to have.
-const FOREIGN: [(&str, &str); 4] = [
+const FOREIGN: [(&str, &str); 5] = [
+    (
+        "--gpus",
+        "sbatch/srun (Slurm), in the fix of a GPU the job expected but libtorch cannot see",
+    ),
     (
         "--ntasks-per-node",
         "srun/sbatch (Slurm), in `sweep plan`'s launch lines",

@@ -8,20 +8,28 @@ use common::{bin, python, stderr, stdout};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn gpu_check(args: &[&str], out: &Path) -> Output {
+/// Runs gpu-check.sh with TASER_PYTHON set, or (`newcomer`) without it, so
+/// the script must find the project's .venv itself.
+fn gpu_check_as(args: &[&str], out: &Path, newcomer: bool) -> Output {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gpu-check.sh");
     let bin_dir: PathBuf = bin("train").parent().unwrap().to_path_buf();
-    Command::new("bash")
-        .arg(script)
+    let mut c = Command::new("bash");
+    c.arg(script)
         .args(args)
         .arg("--bin")
         .arg(&bin_dir)
         .arg("--out")
         .arg(out)
         .env("TASER_PYTHON", python())
-        .env_remove("TASER_DATA_DIR")
-        .output()
-        .expect("bash runs gpu-check.sh")
+        .env_remove("TASER_DATA_DIR");
+    if newcomer {
+        c.env_remove("TASER_PYTHON");
+    }
+    c.output().expect("bash runs gpu-check.sh")
+}
+
+fn gpu_check(args: &[&str], out: &Path) -> Output {
+    gpu_check_as(args, out, false)
 }
 
 /// The table's cells of the row whose first cell starts with `step`.
@@ -51,6 +59,9 @@ fn quick_cpu_path_prints_one_table_of_passed_steps_and_bench_rows() {
         "CIFAR-shaped data",
         "train resnet18 1 epoch, standard",
         "train resnet18 1 epoch, + TASER first-order",
+        "train resnet18 1 epoch, --tf32",
+        "train --deterministic, run 1",
+        "train --deterministic, run 2",
         "train resnet18 1 epoch, --precision bf16",
         "train resnet18 1 epoch, --memory-format channels-last",
         "train resnet18 1 epoch, bf16 + channels-last",
@@ -67,6 +78,28 @@ fn quick_cpu_path_prints_one_table_of_passed_steps_and_bench_rows() {
             .unwrap_or_else(|_| panic!("{step}: {cells:?}"));
         assert!(secs > 0.0, "{step}: {cells:?}");
     }
+    assert_eq!(
+        row(
+            &table,
+            "… two --deterministic runs: checkpoints byte-identical"
+        )[2],
+        "ok"
+    );
+    let versions = row(&table, "versions: ").join(" ");
+    assert!(
+        versions.contains("torch 2.") && versions.contains("threads"),
+        "{versions}"
+    );
+    let numerics = row(&table, "numerics: ").join(" ");
+    assert!(
+        numerics.contains("tf32 False (conv ieee, matmul ieee)"),
+        "{numerics}"
+    );
+    let losses = row(&table, "… train_loss, one seed").join(" ");
+    assert!(
+        losses.contains("tf32 ") && losses.contains("rel. gap"),
+        "{losses}"
+    );
     assert!(row(&table, "… ranks' devices")
         .join(" ")
         .contains("rank 1 → cpu"));
@@ -141,9 +174,12 @@ fn quick_cpu_path_prints_one_table_of_passed_steps_and_bench_rows() {
 #[test]
 fn a_missing_cuda_device_stops_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
-    let o = gpu_check(
+    // No TASER_PYTHON: the script finds the project's .venv (else it would
+    // stop at "cannot import torch" with exit 2).
+    let o = gpu_check_as(
         &["--device", "cuda:0", "--quick"],
         &dir.path().join("check"),
+        true,
     );
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");

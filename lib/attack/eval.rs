@@ -243,6 +243,7 @@ fn evaluate_in(cfg: &EvalConfig) -> Result<EvalSummary> {
             &state.config,
             &cfg.checkpoint,
             &device,
+            &runtime.record,
             &rows,
         )?;
     }

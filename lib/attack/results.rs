@@ -9,8 +9,12 @@
 //!   the point is correct and every attack left it robust.
 //! - `summary.csv` ([`crate::layout::SUMMARY`]): one header and one row:
 //!   `checkpoint,dataset,norm,eps,n_eval,subset_fingerprint,seed,
-//!   [square_window_range,]device,libtorch_threads,clean_acc` (`square_window_range`, reference
-//!   or full, only when an attack runs Square), then `acc_<attack>` (and `acc_<attack>_<component>` for
+//!   [square_window_range,]device,libtorch_threads,tf32,deterministic,
+//!   device_name,compute_capability,driver,cuda,cudnn,torch,clean_acc`
+//!   (`square_window_range`, reference or full, only when an attack runs
+//!   Square; `tf32`/`deterministic` 1 or 0 as libtorch reported them, then
+//!   the device's name — the GPU's or the CPU's model — and versions, see
+//!   [`crate::runtime::RuntimeRecord::columns`]), then `acc_<attack>` (and `acc_<attack>_<component>` for
 //!   AutoAttack's cumulative components), `acc_worst_case`, then
 //!   `seconds_<attack>` (and `seconds_<attack>_<component>`). Accuracies
 //!   have 6 decimals, seconds 3.
@@ -21,6 +25,7 @@ use super::Norm;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomically;
 use crate::layout::EvalRun;
+use crate::runtime::RuntimeRecord;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -128,7 +133,7 @@ pub fn write_per_sample(path: &Path, rows: &PerSampleRows<'_>) -> Result<()> {
 
 /// Writes summary.csv to `path` (see the module documentation): the
 /// evaluation's `identity`, the `checkpoint` path as given, the `device`
-/// name, and the accuracies of `clean_correct`, of each of `attacks` (in
+/// name, what it ran on (`record`: numerical mode and device), and the accuracies of `clean_correct`, of each of `attacks` (in
 /// the order of `--attacks`) and of `worst_case`, with their seconds.
 ///
 /// Errors: [`Error::OutputFailed`] / [`Error::Io`] when it cannot be written.
@@ -137,6 +142,7 @@ pub fn write_summary(
     identity: &EvalIdentity,
     checkpoint: &Path,
     device: &str,
+    record: &RuntimeRecord,
     rows: &PerSampleRows<'_>,
 ) -> Result<()> {
     let norm = match identity.norm {
@@ -164,11 +170,17 @@ pub fn write_summary(
             "libtorch_threads".into(),
             tch::get_num_threads().to_string(),
         ),
-        (
-            "clean_acc".into(),
-            format!("{:.6}", accuracy(rows.clean_correct)),
-        ),
     ]);
+    columns.extend(
+        record
+            .columns()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v)),
+    );
+    columns.extend([(
+        "clean_acc".into(),
+        format!("{:.6}", accuracy(rows.clean_correct)),
+    )]);
     let each = |r: &AttackResult, kind: &str, value: &dyn Fn(&AttackResult) -> String| {
         let mut out = vec![(format!("{kind}_{}", r.name), value(r))];
         for c in &r.components {
@@ -390,6 +402,10 @@ mod tests {
             &identity,
             Path::new("m.safetensors"),
             "cpu",
+            &crate::runtime::RuntimeRecord {
+                numerics: Some(crate::device::numerics::read_back()),
+                ..Default::default()
+            },
             &rows,
         )
         .unwrap();
@@ -415,6 +431,8 @@ mod tests {
         assert_eq!(summary.values["seconds_pgd20"], "2.000");
         assert_eq!(summary.values[N_EVAL], "3");
         assert_eq!(summary.values["eps"], "0.25");
+        assert_eq!(summary.values["tf32"], "0");
+        assert!(summary.values.contains_key("torch"));
     }
 
     #[test]

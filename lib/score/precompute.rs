@@ -306,7 +306,9 @@ pub fn precompute(args: &PrecomputeArgs) -> Result<PrecomputeSummary> {
         return Err(Error::invalid("--batch-size", 0, "must be ≥ 1"));
     }
     check_out(args)?;
-    let Runtime { device, data_dir } = args.runtime.resolve()?;
+    let Runtime {
+        device, data_dir, ..
+    } = args.runtime.resolve()?;
     let data = data::load(args.dataset, &data_dir, args.seed)?;
     let split = match args.split {
         SplitName::Train => &data.train,

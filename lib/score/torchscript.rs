@@ -104,6 +104,9 @@ impl TorchScriptEps {
                 reason: format!("it returned shape {:?} for inputs of shape {:?}", eps.size(), probe.size()),
                 fix: "the model must map (x_t [B, C, H, W] float32, t [B] int64) to ε of the shape of x_t".into(),
             }),
+            // Out of memory (or a missing deterministic kernel) is the
+            // machine's failure, not the model file's: exit 1 with its hint.
+            Err(e) if !crate::error::torch_hint(&e.to_string()).is_empty() => Err(Error::Torch(e)),
             Err(e) => Err(Error::CorruptInput {
                 path: path.to_path_buf(),
                 reason: format!("calling it as forward(x_t, t) failed: {e}"),

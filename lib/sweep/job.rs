@@ -9,6 +9,7 @@ use crate::attack::results::read_summary;
 use crate::error::{Error, Result};
 use crate::fsutil::{write_atomically, write_bytes_atomically};
 use crate::layout::{self, JobDir, TrainRun};
+use crate::runtime::RuntimeRecord;
 
 pub use super::expand::tasks;
 use serde_json::{json, Value as Json};
@@ -328,9 +329,18 @@ impl Task {
     }
 }
 
-/// Adds the `metrics` of a model.json sidecar to `out` as `<prefix>_<name>`.
+/// Adds the `metrics` of a model.json sidecar to `out` as `<prefix>_<name>`,
+/// and what the run computed on (its `runtime` record's columns: `tf32`,
+/// `deterministic`, `device_name`, versions) the same way.
 fn sidecar_metrics(sidecar: &Path, prefix: &str, out: &mut BTreeMap<String, String>) {
-    if let Some(Json::Object(m)) = read_json(sidecar).map(|v| v["metrics"].clone()) {
+    let json = read_json(sidecar);
+    let runtime = json.as_ref().map(|v| v["runtime"].clone());
+    if let Some(Ok(record)) = runtime.map(serde_json::from_value::<RuntimeRecord>) {
+        for (k, v) in record.columns() {
+            out.insert(format!("{prefix}_{k}"), v);
+        }
+    }
+    if let Some(Json::Object(m)) = json.map(|v| v["metrics"].clone()) {
         for (k, v) in m {
             let text = match v {
                 Json::Number(n) => n.to_string(),

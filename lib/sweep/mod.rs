@@ -69,13 +69,17 @@ const POLL: Duration = Duration::from_millis(25);
 
 /// The device a rank's jobs use: with `auto`, the CUDA device of the
 /// node-local rank (modulo the visible devices) when libtorch sees any,
-/// otherwise the CPU.
+/// otherwise the CPU — unless the job was given a GPU
+/// ([`crate::device::expected::gpu_expected`]): then `auto` itself, so each
+/// job's binary refuses the missing GPU by its own rule (exit 2).
 pub fn pick_device(spec: &str, local_rank: usize) -> String {
     if spec != "auto" {
         return spec.to_string();
     }
     let n = tch::Cuda::device_count().max(0) as usize;
-    if n == 0 {
+    if n == 0 && crate::device::expected::gpu_expected().is_some() {
+        "auto".into()
+    } else if n == 0 {
         "cpu".into()
     } else {
         format!("cuda:{}", local_rank % n)

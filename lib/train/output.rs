@@ -94,6 +94,7 @@ fn sidecar(
         }),
         metrics: metrics.clone(),
         score_file: score_provenance(&s.regularizer),
+        runtime: Some(plan.runtime.record.clone()),
     }
 }
 

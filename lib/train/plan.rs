@@ -23,7 +23,7 @@ use crate::models::Model;
 use crate::models::ModelSpec;
 use crate::optim::schedule::Schedule;
 use crate::optim::OptimizerConfig;
-use crate::runtime::Runtime;
+use crate::runtime::{check_fd_precision, Runtime};
 use crate::stein::penalty::Regularizer;
 use std::path::PathBuf;
 
@@ -161,6 +161,7 @@ pub fn resolve(
         .transpose()?;
     let checked = config.check()?;
     let mut ramp = checked.ramp;
+    check_fd_precision(run.runtime.tf32, config.reg.uses_fd())?;
     let runtime = run.runtime.resolve()?;
     let mut data = config.load_data(&runtime.data_dir)?;
     let reads_scores = config.reg.reads_score_file();

@@ -216,6 +216,12 @@ impl RegArgs {
         }
     }
 
+    /// Whether the run's penalty takes finite differences: the TASER
+    /// penalty is on (λ > 0, `--reg stein`) with `--stein-mode fd`.
+    pub fn uses_fd(&self) -> bool {
+        self.lambda > 0.0 && self.reg == Reg::Stein && self.stein_mode == Mode::Fd
+    }
+
     /// Whether the run reads a precomputed score file: the TASER penalty is
     /// on (λ > 0, `--reg stein`) with `--scores`. Such a file holds one
     /// score per sample of the whole training split, by index.

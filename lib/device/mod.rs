@@ -1,14 +1,31 @@
-//! Device selection: `auto`, `cpu` or `cuda:N`.
+//! Device selection (`auto`, `cpu` or `cuda:N`), precision and memory
+//! format; [`numerics`] holds libtorch's numerical mode (TF32,
+//! determinism), [`machine`] what a device is (GPU name, driver, versions),
+//! [`expected`] whether the job was given a GPU at all.
+pub mod expected;
+pub mod machine;
+pub mod numerics;
+
 use crate::error::{Error, Result};
 use tch::{Device, Tensor};
 
 /// Parses a `--device` value. `auto` takes `cuda:0` when libtorch sees a GPU
-/// and the CPU otherwise; `cuda:N` is checked against the visible devices
-/// (multi-GPU nodes pick `cuda:<local rank>` themselves, since
-/// `Device::cuda_if_available()` only ever gives `cuda:0`).
+/// and the CPU otherwise — unless the job was given a GPU
+/// ([`expected::gpu_expected`]): then a GPU libtorch cannot see is an
+/// error, not a reason to compute on the CPU. `cuda:N` is checked against
+/// the visible devices (multi-GPU nodes pick `cuda:<local rank>`
+/// themselves, since `Device::cuda_if_available()` only ever gives `cuda:0`).
+///
+/// Errors: [`Error::GpuNotVisible`] for `auto` when a GPU was expected and
+/// libtorch sees none; [`Error::InvalidArgument`] for another spelling or
+/// an index libtorch does not see.
 pub fn parse_device(spec: &str) -> Result<Device> {
     match spec {
-        "auto" => Ok(Device::cuda_if_available()),
+        "auto" if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
+        "auto" => match expected::gpu_expected() {
+            Some(signal) => Err(gpu_not_visible(signal)),
+            None => Ok(Device::Cpu),
+        },
         "cpu" => Ok(Device::Cpu),
         s if s.starts_with("cuda") => {
             let index = match s.strip_prefix("cuda:") {
@@ -42,6 +59,26 @@ pub fn parse_device(spec: &str) -> Result<Device> {
             s,
             "expected auto, cpu or cuda:N",
         )),
+    }
+}
+
+/// The error of a GPU that `signal` says the job has but libtorch does not
+/// see, with the driver the loaded torch build needs.
+pub fn gpu_not_visible(signal: String) -> Error {
+    let cuda = machine::cuda_runtime();
+    let floor = cuda.as_deref().and_then(expected::driver_floor);
+    let need = match (&cuda, floor) {
+        (Some(c), Some(f)) => format!("this torch build (CUDA {c}) needs an NVIDIA driver ≥ {f}"),
+        (Some(c), None) => format!("this torch build uses CUDA {c}"),
+        (None, _) => "this libtorch is a CPU-only build (no CUDA runtime loaded)".into(),
+    };
+    let found = match machine::driver_version() {
+        Some(d) => format!("the driver loaded here is {d}"),
+        None => "no NVIDIA driver is loaded here (/proc/driver/nvidia/version is missing)".into(),
+    };
+    Error::GpuNotVisible {
+        signal,
+        detail: format!("{need}; {found}"),
     }
 }
 
