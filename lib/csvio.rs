@@ -145,11 +145,20 @@ pub fn read_table(path: &Path, fixes: Fixes<'_>) -> Result<Table> {
 }
 
 fn open(path: &Path, fixes: Fixes<'_>) -> Result<csv::Reader<std::fs::File>> {
-    let file = std::fs::File::open(path).map_err(|e| Error::MissingInput {
+    let missing = |reason: String| Error::MissingInput {
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        reason,
         fix: fixes.missing.to_string(),
-    })?;
+    };
+    if !path.is_file() {
+        let what = if path.is_dir() {
+            "a folder, not a file"
+        } else {
+            "no such file"
+        };
+        return Err(missing(what.into()));
+    }
+    let file = std::fs::File::open(path).map_err(|e| missing(e.to_string()))?;
     Ok(csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .from_reader(file))
@@ -290,7 +299,10 @@ mod tests {
         );
         assert_eq!(read_records::<Row>(&path, FIXES).unwrap(), rows());
         // Only the file itself is left in its folder (no temporary sibling).
-        assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+            1
+        );
         write_records::<Row>(&path, &[]).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "name,n,x,y,z\n");
         assert!(read_records::<Row>(&path, FIXES).unwrap().is_empty());
@@ -300,7 +312,10 @@ mod tests {
     fn a_table_is_written_and_read_as_text_with_fields_trimmed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.csv");
-        let body = vec![vec!["1".to_string(), String::new()], vec!["x y".into(), "2".into()]];
+        let body = vec![
+            vec!["1".to_string(), String::new()],
+            vec!["x y".into(), "2".into()],
+        ];
         write_table(&path, &["a", "b"], &body).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "a,b\n1,\nx y,2\n");
         std::fs::write(&path, "a, b\n 1 ,\nx y,2\n").unwrap();
@@ -310,7 +325,10 @@ mod tests {
         assert_eq!(table.column("b"), Some(1));
         let err = write_table(&path, &["a"], &body).unwrap_err();
         assert!(matches!(err, Error::OutputFailed { .. }), "{err}");
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a, b\n 1 ,\nx y,2\n");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "a, b\n 1 ,\nx y,2\n"
+        );
     }
 
     #[test]
@@ -330,12 +348,21 @@ mod tests {
         assert!(err.contains("line 2: missing field `n`"), "{err}");
         let err = read_table(&dir.path().join("none.csv"), FIXES).unwrap_err();
         assert!(matches!(err, Error::MissingInput { .. }));
-        assert!(err.to_string().contains("write it first"));
+        assert!(
+            err.to_string()
+                .contains("no such file. Fix: write it first"),
+            "{err}"
+        );
+        let err = read_table(dir.path(), FIXES).unwrap_err().to_string();
+        assert!(err.contains("a folder, not a file"), "{err}");
     }
 
     #[test]
     fn field_names_come_from_the_struct_and_nothing_else() {
-        assert_eq!(field_names::<Row>(), Some(&["name", "n", "x", "y", "z"][..]));
+        assert_eq!(
+            field_names::<Row>(),
+            Some(&["name", "n", "x", "y", "z"][..])
+        );
         assert_eq!(field_names::<Vec<String>>(), None);
         let err = write_records(&std::env::temp_dir().join("never.csv"), &[1u8]).unwrap_err();
         assert!(err.to_string().contains("not a struct"), "{err}");
