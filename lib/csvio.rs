@@ -12,8 +12,9 @@
 //! `#[serde(serialize_with = "crate::csvio::display")]` (`1`, `0.0000001`).
 //!
 //! Reading: the header, then rows deserialised into a struct
-//! ([`read_records`]) or kept as text ([`read_table`]); every field is
-//! trimmed of surrounding spaces. A file that cannot be opened is
+//! ([`read_records`]) or kept as text ([`read_table`]); or, for data sets
+//! stored as CSV text without a header, rows of values
+//! ([`parse_headerless`]). Every field is trimmed of surrounding spaces. A file that cannot be opened is
 //! [`Error::MissingInput`]; a row that does not fit is
 //! [`Error::CorruptInput`] naming the line (1 = the header) and the column.
 use crate::error::{Error, Result};
@@ -115,12 +116,12 @@ pub fn read_records<T: DeserializeOwned>(path: &Path, fixes: Fixes<'_>) -> Resul
     let mut reader = open(path, fixes)?;
     let header = reader
         .headers()
-        .map_err(|e| corrupt(path, fixes, &e, None))?
+        .map_err(|e| corrupt(path, fixes, &e, None, None))?
         .clone();
     reader
         .deserialize()
         .collect::<std::result::Result<Vec<T>, _>>()
-        .map_err(|e| corrupt(path, fixes, &e, Some(&header)))
+        .map_err(|e| corrupt(path, fixes, &e, Some(&header), None))
 }
 
 /// Reads the CSV file at `path` as text: the header and every row.
@@ -132,16 +133,66 @@ pub fn read_table(path: &Path, fixes: Fixes<'_>) -> Result<Table> {
     let mut reader = open(path, fixes)?;
     let header: Vec<String> = reader
         .headers()
-        .map_err(|e| corrupt(path, fixes, &e, None))?
+        .map_err(|e| corrupt(path, fixes, &e, None, None))?
         .iter()
         .map(String::from)
         .collect();
     let mut rows = Vec::new();
     for record in reader.records() {
-        let record = record.map_err(|e| corrupt(path, fixes, &e, None))?;
+        let record = record.map_err(|e| corrupt(path, fixes, &e, None, None))?;
         rows.push(record.iter().map(String::from).collect());
     }
     Ok(Table { header, rows })
+}
+
+/// Parses `text`, CSV without a header read from `path` (named in errors),
+/// into one `T` per non-empty line, each with its line number (from 1).
+/// Rows may differ in length (a `Vec` row takes them all; the caller checks
+/// the width).
+///
+/// Errors: [`Error::CorruptInput`] naming the line and column of the first
+/// field that does not fit, with the fix `fix`.
+pub fn parse_headerless<T: DeserializeOwned>(
+    text: &str,
+    path: &Path,
+    fix: &str,
+) -> Result<Vec<(u64, T)>> {
+    let fixes = Fixes {
+        missing: fix,
+        corrupt: fix,
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let mut rows = Vec::new();
+    let mut record = csv::StringRecord::new();
+    // Lines counted from the bytes (the reader skips empty lines uncounted).
+    let (mut line, mut counted) = (1u64, 0usize);
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(false) => return Ok(rows),
+            Ok(true) => {
+                // The record starts at its first byte that ends no line.
+                let bytes = text.as_bytes();
+                let mut start = record.position().map_or(counted, |p| p.byte() as usize);
+                while matches!(bytes.get(start), Some(b'\n' | b'\r')) {
+                    start += 1;
+                }
+                line += bytes[counted..start]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count() as u64;
+                counted = start;
+                let row = record
+                    .deserialize(None)
+                    .map_err(|e| corrupt(path, fixes, &e, None, Some(line)))?;
+                rows.push((line, row));
+            }
+            Err(e) => return Err(corrupt(path, fixes, &e, None, None)),
+        }
+    }
 }
 
 fn open(path: &Path, fixes: Fixes<'_>) -> Result<csv::Reader<std::fs::File>> {
@@ -165,16 +216,19 @@ fn open(path: &Path, fixes: Fixes<'_>) -> Result<csv::Reader<std::fs::File>> {
 }
 
 /// A [`Error::CorruptInput`] saying where in the file `e` happened: the
-/// line and, when known, the column by its header name.
+/// line (`at_line`, else the reader's) and, when known, the column by its
+/// header name.
 fn corrupt(
     path: &Path,
     fixes: Fixes<'_>,
     e: &csv::Error,
     header: Option<&csv::StringRecord>,
+    at_line: Option<u64>,
 ) -> Error {
-    let line = |pos: Option<&csv::Position>| match pos {
-        Some(p) => format!("line {}", p.line()),
-        None => "a line".to_string(),
+    let line = |pos: Option<&csv::Position>| match (at_line, pos) {
+        (Some(n), _) => format!("line {n}"),
+        (None, Some(p)) => format!("line {}", p.line()),
+        (None, None) => "a line".to_string(),
     };
     let column = |field: u64| {
         let name = header.and_then(|h| h.get(field as usize));
@@ -355,6 +409,21 @@ mod tests {
         );
         let err = read_table(dir.path(), FIXES).unwrap_err().to_string();
         assert!(err.contains("a folder, not a file"), "{err}");
+    }
+
+    #[test]
+    fn headerless_text_parses_into_rows_with_their_lines() {
+        let p = Path::new("x.csv.gz");
+        let rows: Vec<(u64, Vec<f64>)> =
+            parse_headerless("1, 2,3\n\n4,5\n", p, "fetch it").unwrap();
+        assert_eq!(rows, [(1, vec![1.0, 2.0, 3.0]), (3, vec![4.0, 5.0])]);
+        let err = parse_headerless::<Vec<f64>>("1,2\n\n3,x\n", p, "fetch it").unwrap_err();
+        let err = err.to_string();
+        assert!(
+            err.contains("x.csv.gz") && err.contains("line 3, column 2"),
+            "{err}"
+        );
+        assert!(err.contains("fetch it"), "{err}");
     }
 
     #[test]
