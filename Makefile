@@ -21,7 +21,7 @@ export TASER_PYTHON                  := $(PY)
 export OMPI_ALLOW_RUN_AS_ROOT        := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: setup system-deps venv bench-venv data build demo test slurm-test lint bench dist gpu-check clean toy-table1 score-toy digits-methods digits-taser-study score-table1-digits mnist-baselines mnist-study
+.PHONY: setup system-deps venv bench-venv data build demo test test-fast slurm-test lint bench dist gpu-check clean toy-table1 score-toy digits-methods digits-taser-study score-table1-digits mnist-baselines mnist-study
 
 ## setup: system libraries (if missing), .venv with torch, digits and mnist-5k data, release binaries. Idempotent.
 setup: system-deps venv data build
@@ -83,6 +83,13 @@ test: setup
 	cargo test --release --no-fail-fast -- --test-threads=1
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then bash tests/slurm/run.sh; \
 	else echo "slurm-test skipped: it installs Slurm and runs its daemons, so it needs root with apt-get (run make slurm-test there)"; fi
+
+## test-fast: the developer's loop: the unit and integration tests without mpirun, the GPU check and
+## Slurm. Tests that start mpirun are named `mpirun_…` (tests/sweep.rs), the GPU check's `gpu_check_…`
+## (tests/gpu_check.rs); both are skipped by name, and slurm-test is not run. --no-fail-fast: one run
+## lists every failure. Warm build, 2 shared cores at load 9–13: 35 min wall, 18 min CPU.
+test-fast: setup
+	cargo test --release --no-fail-fast -- --test-threads=1 --skip mpirun_ --skip gpu_check_
 
 ## slurm-test: both sbatch scripts on a throw-away single-node Slurm (installed with apt-get when
 ## missing; daemons under a temporary folder, stopped by pid): results equal to a run without Slurm,

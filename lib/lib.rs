@@ -6,7 +6,7 @@
 //!
 //! | floor | modules | what |
 //! |---|---|---|
-//! | ground | [`error`], [`exit`], [`fsutil`], [`identity`], [`layout`], [`runtime`], [`device`], [`progress`], [`optim`], [`figure`] | errors and the exit-code policy, atomic writes and the versioned-JSON reader, run identities, run-folder file names, the runtime flags, optimisers and schedules, figures (SVG + PNG) |
+//! | ground | [`error`], [`exit`], [`fsutil`], [`csvio`], [`identity`], [`layout`], [`runtime`], [`device`], [`progress`], [`optim`], [`figure`] | errors and the exit-code policy, atomic writes and the versioned-JSON reader, CSV files, run identities, run-folder file names, the runtime flags, optimisers and schedules, figures (SVG + PNG) |
 //! | 1 | [`data`] | data sets in [0,1] pixels, evaluation subsets, augmentation |
 //! | 2 | [`models`] | architectures with normalisation inside |
 //! | 3 | [`checkpoint`] | safetensors + JSON sidecar |
@@ -24,6 +24,7 @@
 //! which formula it implements.
 pub mod attack;
 pub mod checkpoint;
+pub mod csvio;
 pub mod data;
 pub mod device;
 pub mod error;

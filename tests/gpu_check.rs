@@ -1,7 +1,9 @@
 //! scripts/gpu-check.sh  on this CPU machine: its
 //! `--device cpu --quick` path end to end against the release binaries
 //! (and the train_step bench binary that `make test` builds first), and a
-//! missing CUDA device refused with a clear message.
+//! missing CUDA device refused with a clear message. Every test here is
+//! named `gpu_check_…`, so a quick loop can leave them out (`make
+//! test-fast` skips them).
 mod common;
 
 use common::{bin, python, stderr, stdout};
@@ -42,7 +44,7 @@ fn row<'a>(table: &'a str, step: &str) -> Vec<&'a str> {
 }
 
 #[test]
-fn quick_cpu_path_prints_one_table_of_passed_steps_and_bench_rows() {
+fn gpu_check_quick_cpu_path_prints_one_table_of_passed_steps_and_bench_rows() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("check");
     let o = gpu_check(&["--device", "cpu", "--quick"], &out);
@@ -172,7 +174,7 @@ fn quick_cpu_path_prints_one_table_of_passed_steps_and_bench_rows() {
 }
 
 #[test]
-fn a_missing_cuda_device_stops_with_a_clear_message() {
+fn gpu_check_a_missing_cuda_device_stops_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     // No TASER_PYTHON: the script finds the project's .venv (else it would
     // stop at "cannot import torch" with exit 2).

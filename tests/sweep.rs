@@ -1,7 +1,8 @@
 //! Integration tests of the `sweep` launcher: real `train` and `attack`
 //! runs on the embedded digits data (mlp, 1 epoch), under `mpirun` with 1
 //! and 3 ranks, killed and resumed, with a failing point and with malformed
-//! grid files.
+//! grid files. Tests that start `mpirun` are named `mpirun_…`, so a
+//! quick loop can leave them out (`make test-fast` skips them).
 mod common;
 
 use common::{bin, stderr, stdout};
@@ -102,7 +103,7 @@ fn s(p: &Path) -> &str {
 }
 
 #[test]
-fn three_ranks_and_one_rank_give_identical_metrics() {
+fn mpirun_three_ranks_and_one_rank_give_identical_metrics() {
     let tmp = tempfile::tempdir().unwrap();
     let grid = tiny_grid(tmp.path(), "agree", 1, "0, 1", "");
     let mut tables = Vec::new();
@@ -268,12 +269,12 @@ fn sigterm_stops_a_lone_sweep_cleanly_and_a_rerun_does_only_the_rest() {
 }
 
 #[test]
-fn killing_mpirun_mid_sweep_and_rerunning_completes_only_missing_jobs() {
+fn mpirun_killed_mid_sweep_and_a_rerun_completes_only_missing_jobs() {
     kill_and_resume(Some(2));
 }
 
 #[test]
-fn a_failing_point_is_recorded_and_the_others_complete() {
+fn mpirun_a_failing_point_is_recorded_and_the_others_complete() {
     let tmp = tempfile::tempdir().unwrap();
     // optimizer = "bogus" is refused by train: two of the four points fail.
     let grid = tiny_grid(tmp.path(), "fail", 1, "0", "\n[[exclude]]\nlr = 0.05\n").to_owned();
@@ -440,7 +441,7 @@ fn ranks_of(mpirun: u32) -> BTreeMap<String, i32> {
 }
 
 #[test]
-fn a_worker_stopped_mid_job_hands_it_back_and_the_sweep_completes() {
+fn mpirun_a_worker_stopped_mid_job_hands_it_back_and_the_sweep_completes() {
     let tmp = tempfile::tempdir().unwrap();
     let grid = tiny_grid(tmp.path(), "worker", 6, "0, 1, 2", "");
     let out = tmp.path().join("out");
@@ -682,7 +683,7 @@ fn a_run_one_killed_while_computing_scores_does_not_block_the_next() {
 }
 
 #[test]
-fn a_misspelt_grid_flag_is_refused_before_any_job_with_its_line_and_the_real_flag() {
+fn mpirun_a_misspelt_grid_flag_is_refused_before_any_job_with_its_line_and_the_real_flag() {
     let tmp = tempfile::tempdir().unwrap();
     for (from, to, key, real) in [
         ("n-eval = 50", "n_eval = 50", "attack.n_eval", "--n-eval"),
@@ -716,7 +717,7 @@ fn a_misspelt_grid_flag_is_refused_before_any_job_with_its_line_and_the_real_fla
 }
 
 #[test]
-fn sigterm_to_every_rank_under_mpirun_exits_3_with_results() {
+fn mpirun_sigterm_to_every_rank_exits_3_with_results() {
     let tmp = tempfile::tempdir().unwrap();
     let grid = tiny_grid(tmp.path(), "ranks", 6, "0, 1, 2", "");
     let out = tmp.path().join("out");

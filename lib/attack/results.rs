@@ -19,11 +19,12 @@
 //!   `seconds_<attack>` (and `seconds_<attack>_<component>`). Accuracies
 //!   have 6 decimals, seconds 3.
 //!
-//! Both are written under a temporary name and renamed.
+//! Both are written and read through [`crate::csvio`] (atomically; fields
+//! trimmed on reading).
 use super::state::{accuracy, AttackResult, EvalIdentity};
 use super::Norm;
+use crate::csvio::{read_table, write_table, Fixes};
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomically;
 use crate::layout::EvalRun;
 use crate::runtime::RuntimeRecord;
 use std::collections::BTreeMap;
@@ -89,25 +90,6 @@ pub struct SummaryRow {
     pub subset_fingerprint: String,
 }
 
-fn csv_err(path: &Path, e: impl ToString) -> Error {
-    Error::OutputFailed {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    }
-}
-
-/// Writes a header and rows as CSV to `path` atomically.
-fn write_csv(path: &Path, header: &[String], rows: &[Vec<String>]) -> Result<()> {
-    write_atomically(path, |tmp| {
-        let mut w = csv::Writer::from_path(tmp).map_err(|e| csv_err(tmp, e))?;
-        w.write_record(header).map_err(|e| csv_err(tmp, e))?;
-        for row in rows {
-            w.write_record(row).map_err(|e| csv_err(tmp, e))?;
-        }
-        w.flush().map_err(|e| csv_err(tmp, e))
-    })
-}
-
 /// Writes per_sample.csv to `path` (see the module documentation).
 ///
 /// Errors: [`Error::OutputFailed`] / [`Error::Io`] when it cannot be written.
@@ -128,7 +110,7 @@ pub fn write_per_sample(path: &Path, rows: &PerSampleRows<'_>) -> Result<()> {
             row
         })
         .collect();
-    write_csv(path, &header, &lines)
+    write_table(path, &header, &lines)
 }
 
 /// Writes summary.csv to `path` (see the module documentation): the
@@ -199,43 +181,28 @@ pub fn write_summary(
         columns.extend(each(r, "seconds", &|r| format!("{:.3}", r.seconds)));
     }
     let (header, row): (Vec<String>, Vec<String>) = columns.into_iter().unzip();
-    write_csv(path, &header, &[row])
+    write_table(path, &header, &[row])
 }
+
+/// The fix for a results file that is not what `attack` writes.
+const RERUN: &str = "rerun `attack` on this checkpoint with --out pointing at this directory";
 
 fn corrupt(path: &Path, reason: impl Into<String>) -> Error {
     Error::CorruptInput {
         path: path.to_path_buf(),
         reason: reason.into(),
-        fix: "rerun `attack` on this checkpoint with --out pointing at this directory".into(),
+        fix: RERUN.into(),
     }
 }
 
-/// Reads a CSV file: its header and rows, every field trimmed.
+/// Reads a results CSV: its header and rows, every field trimmed.
 fn read_csv(path: &Path) -> Result<(Vec<String>, Vec<Vec<String>>)> {
-    if !path.is_file() {
-        return Err(Error::MissingInput {
-            path: path.to_path_buf(),
-            reason: "no such file".into(),
-            fix: "give a directory written by `attack` (it holds per_sample.csv and summary.csv)"
-                .into(),
-        });
-    }
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_path(path)
-        .map_err(|e| corrupt(path, e.to_string()))?;
-    let headers: Vec<String> = rdr
-        .headers()
-        .map_err(|e| corrupt(path, e.to_string()))?
-        .iter()
-        .map(|h| h.trim().to_string())
-        .collect();
-    let mut rows = Vec::new();
-    for rec in rdr.records() {
-        let rec = rec.map_err(|e| corrupt(path, e.to_string()))?;
-        rows.push(rec.iter().map(|v| v.trim().to_string()).collect());
-    }
-    Ok((headers, rows))
+    let fixes = Fixes {
+        missing: "give a directory written by `attack` (it holds per_sample.csv and summary.csv)",
+        corrupt: RERUN,
+    };
+    let table = read_table(path, fixes)?;
+    Ok((table.header, table.rows))
 }
 
 /// Reads per_sample.csv at `path`. It needs the `index` and

@@ -1,6 +1,8 @@
-//! Images stored as gzip-compressed CSV text: one row per image, its pixel
+//! Images stored as gzip-compressed CSV text (no header, parsed by
+//! [`crate::csvio::parse_headerless`]): one row per image, its pixel
 //! values (integers 0..`max_value`) then its integer label. The format of
 //! `digits.csv.gz` (64 pixels 0..16) and `mnist_5k.csv.gz` (784 pixels 0..255).
+use crate::csvio;
 use crate::error::{Error, Result};
 use flate2::read::GzDecoder;
 use std::io::Read;
@@ -66,17 +68,8 @@ pub fn parse(text: &str, path: &Path, format: &CsvFormat) -> Result<(Vec<f32>, V
     let width = format.pixels + 1;
     let mut pixels = Vec::with_capacity(format.num_samples * format.pixels);
     let mut labels = Vec::with_capacity(format.num_samples);
-    let lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty());
-    for (line_no, line) in lines {
-        let line_no = line_no + 1;
-        let values: Vec<f64> = line
-            .split(',')
-            .map(|v| v.trim().parse::<f64>())
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| format.corrupt(path, format!("line {line_no}: {e}")))?;
+    let rows: Vec<(u64, Vec<f64>)> = csvio::parse_headerless(text, path, format.fix)?;
+    for (line_no, values) in rows {
         if values.len() != width {
             return Err(format.corrupt(
                 path,

@@ -8,6 +8,7 @@ pub mod score_toy;
 pub mod toy;
 
 use crate::checkpoint::{self, CheckpointMeta};
+use crate::csvio;
 use crate::error::{Error, Result};
 use crate::layout::{TrainRun, COMPARISONS};
 use crate::stats::plot::{self, Deltas};
@@ -80,19 +81,13 @@ pub fn run_metric(ckpt: &Path, meta: &CheckpointMeta, key: &str) -> Result<f64> 
 /// [`Error::CorruptInput`] when a row does not fit `T`; both name
 /// `rebuild`, the command that writes the file.
 pub fn read_csv<T: DeserializeOwned>(path: &Path, rebuild: &str) -> Result<Vec<T>> {
-    let mut reader = csv::Reader::from_path(path).map_err(|e| Error::MissingInput {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-        fix: format!("run `{rebuild}` (it writes this file)"),
-    })?;
-    reader
-        .deserialize()
-        .collect::<std::result::Result<Vec<T>, _>>()
-        .map_err(|e| Error::CorruptInput {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-            fix: format!("run `{rebuild}` again to rewrite it"),
-        })
+    let missing = format!("run `{rebuild}` (it writes this file)");
+    let corrupt = format!("run `{rebuild}` again to rewrite it");
+    let fixes = csvio::Fixes {
+        missing: &missing,
+        corrupt: &corrupt,
+    };
+    csvio::read_records(path, fixes)
 }
 
 /// Draws the figures of an output folder again from the CSVs beside them,

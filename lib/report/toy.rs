@@ -11,8 +11,9 @@
 //! again from the CSV alone).
 use super::{finished_runs, mean_std, run_metric};
 use crate::checkpoint;
+use crate::csvio;
 use crate::data::toy::toy_sin;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::figure::{self, Figure, Line, Panel, GREY, INK, PALETTE};
 use crate::fsutil::write_text;
 use std::collections::BTreeMap;
@@ -49,7 +50,7 @@ pub struct ToyRun {
 }
 
 /// One row of the table.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ToyRow {
     pub reg: String,
     pub lambda: f64,
@@ -247,15 +248,7 @@ pub fn toy_table1(runs: &Path, out: &Path) -> Result<(Vec<ToyRow>, Option<Patter
     let rows = table(&all);
     let checks = pattern(&rows);
 
-    let mut csv_text = Vec::new();
-    {
-        let mut w = csv::Writer::from_writer(&mut csv_text);
-        for r in &rows {
-            w.serialize(r).map_err(|e| Error::io(out, e.into()))?;
-        }
-        w.flush().map_err(|e| Error::io(out, e))?;
-    }
-    write_text(&out.join("table.csv"), &String::from_utf8_lossy(&csv_text))?;
+    csvio::write_records(&out.join("table.csv"), &rows)?;
     write_text(&out.join("table.md"), &markdown(&rows, checks.as_ref()))?;
 
     // Predictions of the first seed of every (regulariser, λ) on the grid.
@@ -280,27 +273,22 @@ pub fn toy_table1(runs: &Path, out: &Path) -> Result<(Vec<ToyRow>, Option<Patter
             prediction: p,
         }));
     }
-    let mut pred_csv = String::from("x,reg,lambda,seed,prediction\n");
-    for p in &predictions {
-        let _ = writeln!(
-            pred_csv,
-            "{},{},{},{},{}",
-            p.x, p.reg, p.lambda, p.seed, p.prediction
-        );
-    }
-    write_text(&out.join(PREDICTIONS_CSV), &pred_csv)?;
+    csvio::write_records(&out.join(PREDICTIONS_CSV), &predictions)?;
     figure::draw(&predictions_figure(&predictions), &out.join(FIGURE))?;
     Ok((rows, checks))
 }
 
 /// One row of `predictions.csv`: the model of the first seed of one
 /// (regulariser, λ) at one point of the OOD grid.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Prediction {
+    #[serde(serialize_with = "csvio::display")]
     pub x: f64,
     pub reg: String,
+    #[serde(serialize_with = "csvio::display")]
     pub lambda: f64,
     pub seed: u64,
+    #[serde(serialize_with = "csvio::display")]
     pub prediction: f32,
 }
 

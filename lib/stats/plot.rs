@@ -8,6 +8,7 @@
 //! redraw the figures without resampling.
 use super::table::metric_name;
 use super::{symbol, Report, ROBUST_AVG};
+use crate::csvio::{read_table, Fixes, Table};
 use crate::error::{Error, Result};
 use crate::figure::{self, Band, ErrorBar, Figure, Line, Panel, PALETTE};
 use std::collections::BTreeMap;
@@ -103,15 +104,11 @@ impl Deltas {
             reason,
             fix: "rerun `bootstrap` to rewrite it".into(),
         };
-        let mut reader = csv::Reader::from_path(path).map_err(|e| Error::MissingInput {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-            fix: "run `bootstrap` first (it writes comparisons.csv)".into(),
-        })?;
-        let header = reader
-            .headers()
-            .map_err(|e| corrupt(e.to_string()))?
-            .clone();
+        let fixes = Fixes {
+            missing: "run `bootstrap` first (it writes comparisons.csv)",
+            corrupt: "rerun `bootstrap` to rewrite it",
+        };
+        let Table { header, rows } = read_table(path, fixes)?;
         let col = |name: &str| {
             header
                 .iter()
@@ -125,21 +122,24 @@ impl Deltas {
         let (label, kind, family, x) = (col("row")?, col("kind")?, col("family")?, 3);
         let (interval, level) = (col("interval")?, col("level")?);
         let mut deltas = Deltas {
-            vary: header.get(x).unwrap_or_default().to_string(),
+            vary: header.get(x).cloned().unwrap_or_default(),
             metrics: metrics.clone(),
             level: 0.95,
             interval: String::new(),
             rows: Vec::new(),
         };
-        for record in reader.records() {
-            let record = record.map_err(|e| corrupt(e.to_string()))?;
+        for (n, record) in rows.iter().enumerate() {
+            let cell = |i: usize| record.get(i).map(String::as_str).unwrap_or_default();
             let number = |i: usize| -> Result<Option<f64>> {
-                match record.get(i).unwrap_or_default() {
+                match cell(i) {
                     "" => Ok(None),
-                    s => s
-                        .parse()
-                        .map(Some)
-                        .map_err(|_| corrupt(format!("`{s}` is not a number"))),
+                    s => s.parse().map(Some).map_err(|_| {
+                        corrupt(format!(
+                            "line {}, column `{}`: `{s}` is not a number",
+                            n + 2,
+                            header[i]
+                        ))
+                    }),
                 }
             };
             let mut values = BTreeMap::new();
@@ -159,12 +159,12 @@ impl Deltas {
                 }
             }
             deltas.level = number(level)?.unwrap_or(deltas.level);
-            deltas.interval = record.get(interval).unwrap_or_default().to_string();
+            deltas.interval = cell(interval).to_string();
             deltas.rows.push(DeltaRow {
-                label: record.get(label).unwrap_or_default().to_string(),
-                family: record.get(family).unwrap_or_default().to_string(),
+                label: cell(label).to_string(),
+                family: cell(family).to_string(),
                 x: number(x)?,
-                average: record.get(kind) == Some("average"),
+                average: cell(kind) == "average",
                 metrics: values,
             });
         }

@@ -5,7 +5,8 @@
 //! in percentage points.
 use super::metrics::{AUTOATTACK, CLEAN, ROBUST_AVG, SPSA, WORST_CASE};
 use super::{Report, RowResult};
-use crate::error::{Error, Result};
+use crate::csvio::write_table;
+use crate::error::Result;
 use crate::fsutil::write_text;
 use crate::layout;
 use std::fmt::Write;
@@ -266,8 +267,8 @@ fn latex(report: &Report, per_attack: bool) -> String {
     s
 }
 
-fn csv_text(report: &Report) -> Result<String> {
-    let mut w = csv::Writer::from_writer(Vec::new());
+/// comparisons.csv's header and rows.
+fn comparisons(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
     let mut header: Vec<String> = [
         "row",
         "kind",
@@ -296,11 +297,7 @@ fn csv_text(report: &Report) -> Result<String> {
         ]
         .map(String::from),
     );
-    let err = |e: csv::Error| Error::OutputFailed {
-        path: PathBuf::from(layout::COMPARISONS),
-        reason: e.to_string(),
-    };
-    w.write_record(&header).map_err(err)?;
+    let mut rows = Vec::with_capacity(report.rows.len());
     let opt = |v: Option<f64>| v.map(|v| format!("{v}")).unwrap_or_default();
     for r in &report.rows {
         let mut rec = vec![
@@ -335,26 +332,24 @@ fn csv_text(report: &Report) -> Result<String> {
             report.cluster_by_seed.to_string(),
             r.notes.join("; "),
         ]);
-        w.write_record(&rec).map_err(err)?;
+        rows.push(rec);
     }
-    let bytes = w.into_inner().map_err(|e| Error::OutputFailed {
-        path: PathBuf::from(layout::COMPARISONS),
-        reason: e.to_string(),
-    })?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    (header, rows)
 }
 
 /// Writes comparisons.csv, table2.{md,tex} and table3.{md,tex} into `out`,
 /// each atomically, and returns their paths.
 pub fn write_all(report: &Report, out: &Path) -> Result<Vec<PathBuf>> {
+    let csv = out.join(layout::COMPARISONS);
+    let (header, rows) = comparisons(report);
+    write_table(&csv, &header, &rows)?;
     let files = [
-        (layout::COMPARISONS, csv_text(report)?),
         (layout::TABLE2_MARKDOWN, markdown(report, false)),
         (layout::TABLE2_LATEX, latex(report, false)),
         (layout::TABLE3_MARKDOWN, markdown(report, true)),
         (layout::TABLE3_LATEX, latex(report, true)),
     ];
-    let mut written = Vec::new();
+    let mut written = vec![csv];
     for (name, text) in files {
         let p = out.join(name);
         write_text(&p, &text)?;

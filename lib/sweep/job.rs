@@ -7,7 +7,7 @@ use super::grid::{Grid, JobSpec};
 use super::{lock, signal};
 use crate::attack::results::read_summary;
 use crate::error::{Error, Result};
-use crate::fsutil::{write_atomically, write_bytes_atomically};
+use crate::fsutil::write_bytes_atomically;
 use crate::layout::{self, JobDir, TrainRun};
 use crate::runtime::RuntimeRecord;
 
@@ -478,19 +478,4 @@ pub fn dir_status(dir: &Path) -> (&'static str, Option<Json>) {
     } else {
         ("pending", None)
     }
-}
-
-/// Writes `rows` (header first) to `path` atomically.
-pub fn write_csv(path: &Path, rows: &[Vec<String>]) -> Result<()> {
-    write_atomically(path, |tmp| {
-        let csv_err = |e: csv::Error| Error::OutputFailed {
-            path: tmp.to_path_buf(),
-            reason: e.to_string(),
-        };
-        let mut w = csv::Writer::from_path(tmp).map_err(csv_err)?;
-        for r in rows {
-            w.write_record(r).map_err(csv_err)?;
-        }
-        w.flush().map_err(|e| Error::io(tmp, e))
-    })
 }

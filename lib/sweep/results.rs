@@ -1,7 +1,8 @@
 //! results.csv: one row per grid point, rebuilt from the job directories
 //! alone (their config.json and markers), so `sweep collect` after any
 //! crash gives the same table as the end of a run.
-use super::job::{dir_status, write_csv};
+use super::job::dir_status;
+use crate::csvio::write_table;
 use crate::error::{Error, Result};
 use crate::layout::{JOBS_DIR, JOB_CONFIG};
 use serde_json::Value as Json;
@@ -113,7 +114,7 @@ pub fn write(path: &Path, rows: &[Row]) -> Result<()> {
             .iter()
             .map(|s| s.to_string()),
     );
-    let mut out = vec![header];
+    let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let mut line = vec![r.id.clone(), r.index.to_string(), r.status.clone()];
         line.extend(
@@ -141,5 +142,5 @@ pub fn write(path: &Path, rows: &[Row]) -> Result<()> {
         line.extend([step, code, err, r.dir.display().to_string()]);
         out.push(line);
     }
-    write_csv(path, &out)
+    write_table(path, &header, &out)
 }

@@ -1,18 +1,15 @@
 //! The epoch loop: shuffle (and augment) with the epoch's seed, one
 //! [`train_step`] per mini-batch, measure, stop on divergence, log, and
 //! save metrics and the resume state every `--checkpoint-every` epochs.
-use super::ema::Ema;
 use super::evaluate::{EpochEvaluation, EpochEvaluator};
 use super::metrics::{epoch_line, write_metrics, EpochMetrics};
 use super::output;
-use super::plan::TrainPlan;
 use super::resume;
+use super::session::Session;
 use super::step::{train_step, StepLoss, StepOutput};
 use crate::data::augment::CropFlip;
 use crate::data::Batch;
 use crate::error::{Error, Result};
-use crate::models::Model;
-use crate::optim::Optimizer;
 use crate::progress;
 use crate::stein::penalty::instruments::{Instruments, Readings};
 use crate::stein::penalty::{Regularizer, SteinStats};
@@ -32,28 +29,6 @@ pub fn epoch_seed(seed: u64, epoch: usize) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
-}
-
-/// What a run trains and keeps between epochs.
-pub struct Session<'a> {
-    pub plan: &'a TrainPlan,
-    pub model: Model,
-    pub opt: Optimizer,
-    /// The weights' moving average (`--ema-tau`).
-    pub ema: Option<Ema>,
-    pub regularizer: Regularizer,
-    /// The centre of `--center global` (re-estimated every epoch).
-    pub global_center: Option<f64>,
-    /// The best validated epoch so far (1-based) and its criterion.
-    pub best: Option<(usize, f64)>,
-}
-
-impl Session<'_> {
-    /// The model evaluation and the final checkpoint use: the EMA weights
-    /// when there are, else the live ones.
-    pub fn eval_model(&self) -> &Model {
-        self.ema.as_ref().map_or(&self.model, |e| &e.model)
-    }
 }
 
 /// Sums of the Stein statistics over an epoch's batches (on the device).

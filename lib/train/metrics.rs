@@ -1,8 +1,8 @@
 //! `metrics.csv` (one row per epoch, written and read here) and the
 //! summary metrics of a finished run (the sidecar's `metrics` and the
 //! `key = value` lines `train` prints).
-use crate::error::{Error, Result};
-use crate::fsutil::write_atomically;
+use crate::csvio;
+use crate::error::Result;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -67,28 +67,22 @@ pub struct EpochMetrics {
 
 /// Writes `rows` as `metrics.csv` at `path`, atomically.
 pub fn write_metrics(path: &Path, rows: &[EpochMetrics]) -> Result<()> {
-    write_atomically(path, |tmp| {
-        let mut w = csv::Writer::from_path(tmp).map_err(|e| Error::io(tmp, e.into()))?;
-        for r in rows {
-            w.serialize(r).map_err(|e| Error::io(tmp, e.into()))?;
-        }
-        w.flush().map_err(|e| Error::io(tmp, e))
-    })
+    csvio::write_records(path, rows)
 }
 
 /// Reads a run's `metrics.csv` (empty when there is none yet).
+///
+/// Errors: [`crate::Error::CorruptInput`] naming the line and column of a
+/// value that does not fit.
 pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
     if !path.exists() {
         return Ok(Vec::new());
     }
-    let mut r = csv::Reader::from_path(path).map_err(|e| Error::io(path, e.into()))?;
-    r.deserialize()
-        .collect::<std::result::Result<Vec<EpochMetrics>, _>>()
-        .map_err(|e| Error::CorruptInput {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-            fix: "delete the output directory and train again".into(),
-        })
+    let fixes = csvio::Fixes {
+        missing: "train the run again into a new output directory",
+        corrupt: "delete the output directory and train again",
+    };
+    csvio::read_records(path, fixes)
 }
 
 /// The final metrics of a run from its rows: the last epoch's losses,

@@ -3,7 +3,8 @@
 //!
 //! The rooms: [`config`] (the flags), [`plan`] (the flags resolved once
 //! into a [`TrainPlan`] before anything runs), [`epochs`] (the loop),
-//! [`step`] (one optimisation step and what it minimises), [`evaluate`]
+//! [`session`] (what the loop carries between epochs), [`step`] (one
+//! optimisation step and what it minimises), [`evaluate`]
 //! (the measurements after each epoch), [`metrics`] (`metrics.csv`),
 //! [`resume`] (the resume state), [`output`] (the final checkpoint), and
 //! the pieces of the loss: [`method`], [`losses`] (SCORE's eight),
@@ -33,6 +34,7 @@ pub mod output;
 pub mod plan;
 pub mod posterior;
 pub mod resume;
+pub mod session;
 pub mod step;
 pub mod validation;
 
@@ -53,7 +55,7 @@ use crate::fsutil::remove_if_created;
 use crate::models::Model;
 use crate::optim::Optimizer;
 use ema::Ema;
-use epochs::Session;
+use session::Session;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;

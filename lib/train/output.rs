@@ -3,9 +3,9 @@
 //! resolved, seed, version, final metrics, and the provenance of the score
 //! file it trained with), and with `--val-size` the best validation
 //! epoch's `model-best.safetensors` / `model-best.json`.
-use super::epochs::Session;
 use super::method::MethodSettings;
 use super::metrics::{summary_metrics, EpochMetrics};
+use super::session::Session;
 use super::validation::Select;
 use crate::checkpoint::{self, sidecar_path, CheckpointMeta};
 use crate::device::device_name;

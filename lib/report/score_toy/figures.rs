@@ -3,6 +3,7 @@
 //! Figure 3) and from p_d itself, so [`redraw`] can draw them again
 //! without the runs.
 use super::{objective_label, Turn};
+use crate::csvio;
 use crate::data::toy::{score_density, score_log_odds, toy_score, SCORE_PRIOR_1};
 use crate::error::Result;
 use crate::figure::{self, Figure, Line, Panel, DARK_GREY, GREY, INK, PALETTE};
@@ -20,7 +21,7 @@ pub const FIGURE3_CSV: &str = "figure3.csv";
 const REBUILD: &str = "make score-toy";
 
 /// One row of `curves.csv`: p_d(y=1|x) and the run's p_θ(y=1|x) at x.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CurveRow {
     /// "figure1" or "figure2".
     pub figure: String,
@@ -29,8 +30,11 @@ pub struct CurveRow {
     pub distance: String,
     pub train_size: usize,
     pub seed: u64,
+    #[serde(serialize_with = "csvio::display")]
     pub x: f64,
+    #[serde(serialize_with = "csvio::display")]
     pub p_d: f64,
+    #[serde(serialize_with = "csvio::display")]
     pub p_theta: f64,
 }
 
@@ -46,12 +50,15 @@ pub struct RunGap {
 }
 
 /// One row of `figure3.csv`: both risks after one step of a madry/ℓ2 run.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Figure3Row {
     pub seed: u64,
     pub step: usize,
+    #[serde(serialize_with = "csvio::display")]
     pub risk_madry_l2: f64,
+    #[serde(serialize_with = "csvio::display")]
     pub risk_score_l2: f64,
+    #[serde(serialize_with = "csvio::display")]
     pub c_l2: f64,
 }
 

@@ -13,6 +13,7 @@ pub mod figures;
 
 use super::{finished_runs, mean_std, run_metric};
 use crate::checkpoint;
+use crate::csvio;
 use crate::data::toy::SCORE_NUM_TRAIN;
 use crate::error::{Error, Result};
 use crate::figure;
@@ -394,35 +395,62 @@ fn figure3_rows(runs: &[ScoreToyRun], c_l2: f64) -> Result<Vec<Figure3Row>> {
     Ok(rows)
 }
 
+/// One row of `constants.csv`: C^D of one distance in both conventions.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct ConstantRow {
+    distance: String,
+    #[serde(serialize_with = "csvio::display")]
+    c_class1: f64,
+    #[serde(serialize_with = "csvio::display")]
+    c_two_vector: f64,
+}
+
+/// One row of `runs.csv`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct RunRow {
+    objective: String,
+    distance: String,
+    train_size: usize,
+    seed: u64,
+    #[serde(serialize_with = "csvio::display")]
+    posterior_gap: f64,
+    #[serde(serialize_with = "csvio::display")]
+    risk_standard: f64,
+    #[serde(serialize_with = "csvio::display")]
+    risk_madry: f64,
+    #[serde(serialize_with = "csvio::display")]
+    risk_score: f64,
+}
+
 /// Writes `constants.csv` and `runs.csv`.
 fn write_tables(
     runs: &[ScoreToyRun],
     constants: &[(BinaryDivergence, f64)],
     out: &Path,
 ) -> Result<()> {
-    let mut text = String::from("distance,c_class1,c_two_vector\n");
-    for (d, c) in constants {
-        let _ = writeln!(text, "{},{c},{}", d.as_str(), c * d.two_vector_factor());
-    }
-    write_text(&out.join("constants.csv"), &text)?;
-    let mut text = String::from(
-        "objective,distance,train_size,seed,posterior_gap,risk_standard,risk_madry,risk_score\n",
-    );
-    for r in runs {
-        let _ = writeln!(
-            text,
-            "{},{},{},{},{},{},{},{}",
-            objective_label(r.objective),
-            r.distance.as_str(),
-            r.train_size,
-            r.seed,
-            r.gap,
-            r.risk_standard,
-            r.risk_madry,
-            r.risk_score
-        );
-    }
-    write_text(&out.join(RUNS_CSV), &text)
+    let constants: Vec<ConstantRow> = constants
+        .iter()
+        .map(|&(d, c)| ConstantRow {
+            distance: d.as_str().into(),
+            c_class1: c,
+            c_two_vector: c * d.two_vector_factor(),
+        })
+        .collect();
+    csvio::write_records(&out.join("constants.csv"), &constants)?;
+    let rows: Vec<RunRow> = runs
+        .iter()
+        .map(|r| RunRow {
+            objective: objective_label(r.objective).into(),
+            distance: r.distance.as_str().into(),
+            train_size: r.train_size,
+            seed: r.seed,
+            posterior_gap: r.gap,
+            risk_standard: r.risk_standard,
+            risk_madry: r.risk_madry,
+            risk_score: r.risk_score,
+        })
+        .collect();
+    csvio::write_records(&out.join(RUNS_CSV), &rows)
 }
 
 /// Writes `curves.csv` and draws Figures 1 (60 000 draws) and 2 (the
@@ -439,15 +467,7 @@ fn write_figures_1_and_2(runs: &[ScoreToyRun], out: &Path) -> Result<()> {
             curves.extend(curves_of(runs, size, BinaryDivergence::Kl, name)?);
         }
     }
-    let mut text = String::from("figure,objective,distance,train_size,seed,x,p_d,p_theta\n");
-    for c in &curves {
-        let _ = writeln!(
-            text,
-            "{},{},{},{},{},{},{},{}",
-            c.figure, c.objective, c.distance, c.train_size, c.seed, c.x, c.p_d, c.p_theta
-        );
-    }
-    write_text(&out.join(CURVES_CSV), &text)?;
+    csvio::write_records(&out.join(CURVES_CSV), &curves)?;
     let gaps: Vec<RunGap> = runs
         .iter()
         .map(|r| RunGap {
@@ -484,15 +504,7 @@ pub fn score_toy(runs_dir: &Path, out: &Path) -> Result<ScoreToySummary> {
 
     // Figure 3: every madry/ℓ2 run at 60 000 draws; the lowest seed drawn.
     let fig3 = figure3_rows(&runs, c_l2)?;
-    let mut text = String::from("seed,step,risk_madry_l2,risk_score_l2,c_l2\n");
-    for r in &fig3 {
-        let _ = writeln!(
-            text,
-            "{},{},{},{},{}",
-            r.seed, r.step, r.risk_madry_l2, r.risk_score_l2, r.c_l2
-        );
-    }
-    write_text(&out.join(FIGURE3_CSV), &text)?;
+    csvio::write_records(&out.join(FIGURE3_CSV), &fig3)?;
     if let Some(f) = figures::figure3(&fig3) {
         figure::draw(&f, &out.join("figure3"))?;
     }
