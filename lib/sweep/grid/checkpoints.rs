@@ -123,3 +123,79 @@ impl Grid {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const GRID: &str = r#"
+steps = ["train", "attack"]
+[axes]
+seed = [0, 1]
+[train]
+val-size = 100
+[attack]
+attacks = "pgd20"
+"#;
+
+    fn parse(s: &str) -> crate::error::Result<Grid> {
+        Grid::parse(s, Path::new("g.toml"))
+    }
+
+    #[test]
+    fn the_key_keeps_ids_without_it_and_gives_new_ids_with_it() {
+        let plain = parse(GRID).unwrap().jobs();
+        let with = parse(&format!("checkpoints = [\"best\", \"last\"]\n{GRID}")).unwrap();
+        assert_eq!(with.checkpoints, [Checkpoint::Best, Checkpoint::Last]);
+        let other = parse(&format!("checkpoints = [\"last\"]\n{GRID}")).unwrap();
+        for ((a, b), c) in plain.iter().zip(with.jobs()).zip(other.jobs()) {
+            assert_ne!(a.id, b.id);
+            assert_ne!(b.id, c.id);
+        }
+        // Without the key the id hashes the flags alone, as before.
+        let g = parse(GRID).unwrap();
+        let (id, _) = g.flags_id("", &plain[0].flags);
+        assert_eq!(plain[0].id, id);
+    }
+
+    #[test]
+    fn last_is_model_last_under_select_best() {
+        let run = TrainRun::at("/r");
+        let mut flags = Flags::new();
+        assert_eq!(Checkpoint::Best.weights(&run, &flags), run.best_weights());
+        assert_eq!(Checkpoint::Last.weights(&run, &flags), run.weights());
+        flags.insert("select".into(), FlagValue::One("best".into()));
+        assert_eq!(Checkpoint::Last.weights(&run, &flags), run.last_weights());
+    }
+
+    #[test]
+    fn bad_values_and_chains_are_refused_at_the_key() {
+        for (text, why) in [
+            ("checkpoints = [\"final\"]\n", "unknown checkpoint"),
+            ("checkpoints = []\n", "non-empty"),
+            ("checkpoints = [\"best\", \"best\"]\n", "named twice"),
+            ("checkpoints = \"best\"\n", "array"),
+        ] {
+            let e = parse(&format!("{text}{GRID}")).unwrap_err().to_string();
+            assert!(
+                e.contains("line 1") && e.contains("checkpoints") && e.contains(why),
+                "{e}"
+            );
+        }
+        let e = parse(&format!(
+            "checkpoints = [\"best\"]\n{}",
+            GRID.replace("val-size = 100", "")
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("val-size") && e.contains("seed=0"), "{e}");
+        let train_only = GRID
+            .replace("\"train\", \"attack\"", "\"train\"")
+            .replace("[attack]\nattacks = \"pgd20\"\n", "");
+        let e = parse(&format!("checkpoints = [\"last\"]\n{train_only}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs steps"), "{e}");
+    }
+}
