@@ -114,19 +114,29 @@ bench: setup bench-venv
 	cargo bench --quiet --bench attack -- $(BENCH_ARGS)
 	BIN=$(BIN) bash benches/sweep.sh
 
-## toy-table1: TASER Table 1 (45 toy runs, ~10 min on 2 cores) → analysis/toy-table1/
+## The five analyses below each run one sweep grid (resumable: a rerun finishes only what is missing;
+## RANKS jobs at a time, default 2) and rebuild their tables from it with `report`.
+RANKS ?= 2
+SWEEP = mpirun --oversubscribe -np $(RANKS) $(BIN)/sweep run
+
+## toy-table1: TASER Table 1 (sweeps/toy.toml: 45 toy runs, ~10 min on 2 cores) → analysis/toy-table1/
 toy-table1: setup
-	bash analysis/toy-table1/run.sh
+	$(SWEEP) sweeps/toy.toml --out runs/toy-table1
+	$(BIN)/report toy-table1 --runs runs/toy-table1 --out analysis/toy-table1
 
 ## score-table1-digits: SCORE Table 1 on digits (8 losses × 3 lr, PGD-AT, cnn-small; PGD-20 and AutoAttack of the best and last checkpoints) → analysis/score-table1-digits/
 score-table1-digits: setup
-	bash analysis/score-table1-digits/run.sh
+	$(SWEEP) sweeps/score-table1-digits.toml --out runs/score-table1-digits
+	$(BIN)/report score-table1 --runs runs/score-table1-digits --out analysis/score-table1-digits
 
-## mnist-baselines: cnn-small standard and PGD-AT (ε 0.3, --eps-warmup-epochs 8) on mnist-5k, 20 epochs,
-## PGD-20 + AutoAttack on N_EVAL (200) seeded test points → analysis/mnist-5k-baselines/. ~5 + ~28 min
+## mnist-baselines: cnn-small standard and PGD-AT (ε 0.3, --eps-warmup-epochs 8) on mnist-5k, 20 epochs
+## (sweeps/mnist-5k-baselines.toml), PGD-20 + AutoAttack on 200 seeded test points → the training logs in
+## analysis/mnist-5k-baselines/, the evaluations in runs/mnist-5k-baselines/results.csv. ~5 + ~28 min
 ## train (one thread), AutoAttack ~22 min per 200 points (two threads); resumable.
 mnist-baselines: setup
-	bash analysis/mnist-5k-baselines/run.sh
+	$(SWEEP) sweeps/mnist-5k-baselines.toml --out runs/mnist-5k-baselines
+	$(BIN)/report train-logs --runs runs/mnist-5k-baselines --label-by method --out analysis/mnist-5k-baselines
+	$(BIN)/sweep collect runs/mnist-5k-baselines
 
 ## mnist-study: the TASER study on mnist-5k by the fine-tune protocol (sweeps/mnist-study.toml): standard,
 ## PGD-AT and TRADES, 3 seeds, TASER at λ ∈ {1e-4, 1e-3, 1e-2} and the λ = 0 control, AutoAttack + SPSA on
@@ -135,15 +145,18 @@ mnist-baselines: setup
 mnist-study: setup
 	bash scripts/finetune-study.sh sweeps/mnist-study.toml runs/mnist-study analysis/mnist-study
 
-## score-toy: SCORE Figures 1–3 (26 toy-score runs, ~10 min on 2 cores) → analysis/score-toy/
+## score-toy: SCORE Figures 1–3 (sweeps/score-toy.toml: 26 toy-score runs, ~10 min on 2 cores; MKL's
+## and ATen's CPU code path pinned to AVX2, see the grid) → analysis/score-toy/
 score-toy: setup
-	bash analysis/score-toy/run.sh
+	MKL_CBWR=AVX2 ATEN_CPU_CAPABILITY=avx2 $(SWEEP) sweeps/score-toy.toml --out runs/score-toy
+	$(BIN)/report score-toy --runs runs/score-toy --out analysis/score-toy
 
 ## digits-methods: every method ± TASER on digits, evaluated with PGD-20, AutoAttack (and SPSA on
-## standard and PGD-AT) → analysis/digits-methods/table.{csv,md}. ~25 min train + ~30 min attacks on 2 cores.
+## standard and PGD-AT) → analysis/digits-methods/table.{csv,md} and bootstrap/ (sweeps/digits-methods.toml,
+## one job at a time with libtorch's default threads). ~25 min train + ~30 min attacks on 2 cores.
 digits-methods: setup
-	bash analysis/digits-methods/train.sh
-	bash analysis/digits-methods/evaluate.sh
+	$(BIN)/sweep run sweeps/digits-methods.toml --out runs/digits-methods
+	$(BIN)/report digits-methods --runs runs/digits-methods --out analysis/digits-methods
 
 ## digits-taser-study: the TASER study on digits by the fine-tune protocol (sweeps/digits-taser-study.toml):
 ## standard and PGD-AT, 3 seeds, TASER / grad-norm / permuted scores at 5 λ and the λ = 0 control, AutoAttack

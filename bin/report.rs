@@ -53,6 +53,52 @@ enum Report {
         #[arg(long, default_value = "analysis/score-toy")]
         out: PathBuf,
     },
+    /// SCORE Table 1 on digits: reads the finished points of the sweep
+    /// output --runs (the grid sweeps/score-table1-digits.toml: PGD-AT per
+    /// --loss and --lr, attack of the best and last checkpoints) and writes
+    /// table.csv (loss, lr, best_epoch, best_clean, best_pgd20, best_aa,
+    /// last_clean, last_pgd20, last_aa; accuracies in %, one decimal) and
+    /// table.md into --out. `make score-table1-digits` runs the sweep first.
+    ScoreTable1 {
+        /// The sweep's --out folder.
+        #[arg(long, default_value = "runs/score-table1-digits")]
+        runs: PathBuf,
+        /// Output folder.
+        #[arg(long, default_value = "analysis/score-table1-digits")]
+        out: PathBuf,
+    },
+    /// The digits methods table: reads the finished points of the sweep
+    /// output --runs (the grid sweeps/digits-methods.toml: every method
+    /// without and with TASER) and writes table.csv (method, taser, clean,
+    /// pgd20, aa, spsa, worst_case, train_seconds, seconds_aa,
+    /// seconds_spsa), table.md and, in bootstrap/, the paired bootstrap of
+    /// each method's TASER run against its run without (as `bootstrap
+    /// --baseline … --treatment … --label METHOD --seed 0`) into --out.
+    /// `make digits-methods` runs the sweep first.
+    DigitsMethods {
+        /// The sweep's --out folder.
+        #[arg(long, default_value = "runs/digits-methods")]
+        runs: PathBuf,
+        /// Output folder.
+        #[arg(long, default_value = "analysis/digits-methods")]
+        out: PathBuf,
+    },
+    /// Copy the per-epoch training log of every finished point of the
+    /// sweep output --runs into --out as <LABEL>-metrics.csv, LABEL being
+    /// the point's value of the grid parameter --label-by. E.g. `report
+    /// train-logs --runs runs/mnist-5k-baselines --label-by method --out
+    /// analysis/mnist-5k-baselines`.
+    TrainLogs {
+        /// The sweep's --out folder.
+        #[arg(long)]
+        runs: PathBuf,
+        /// The grid parameter whose value names each copy.
+        #[arg(long)]
+        label_by: String,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Draw the figures of an output folder again (.svg and .png) from the
     /// CSVs beside them, without the runs: predictions from predictions.csv
     /// (toy-table1), figure1-3 from curves.csv, runs.csv and figure3.csv
@@ -119,6 +165,32 @@ fn run(args: &Args) -> anyhow::Result<()> {
                     }
                 }
             }),
+        Report::ScoreTable1 { runs, out } => {
+            let md = taser::report::score_table1::score_table1(runs, out)
+                .context("report score-table1 failed")?;
+            print!("{md}");
+            println!("written to {}", out.display());
+            Ok(())
+        }
+        Report::DigitsMethods { runs, out } => {
+            let (table, table2) = taser::report::digits_methods::digits_methods(runs, out)
+                .context("report digits-methods failed")?;
+            print!("{table}\n{table2}");
+            println!("written to {}", out.display());
+            Ok(())
+        }
+        Report::TrainLogs {
+            runs,
+            label_by,
+            out,
+        } => {
+            let written = taser::report::train_logs::train_logs(runs, label_by, out)
+                .context("report train-logs failed")?;
+            for p in written {
+                println!("{}", p.display());
+            }
+            Ok(())
+        }
         Report::Redraw { dir } => {
             let written = taser::report::redraw(dir).context("report redraw failed")?;
             for p in written {

@@ -12,6 +12,7 @@
 //!                  jobs/<id>/  config.json  attempts.log  done | failed.json
 //!                              <step>.done  <step>.stdout.log  <step>.stderr.log
 //!                              <step label>/ (a train folder)  eval/ (an attack folder)
+//!                              eval-<checkpoint>/ (one per checkpoint, when the grid names several)
 //! <bootstrap --out>/ comparisons.csv  table2.{md,tex}  table3.{md,tex}  forest.{svg,png}
 //! ```
 use std::path::{Path, PathBuf};
@@ -196,6 +197,11 @@ impl JobDir {
     /// The job's evaluation.
     pub fn eval(&self) -> EvalRun {
         EvalRun(self.0.join(EVAL_DIR))
+    }
+    /// The job's evaluation of its model's checkpoint `name` (`eval-<name>`,
+    /// when the grid's attack step evaluates several checkpoints).
+    pub fn checkpoint_eval(&self, name: &str) -> EvalRun {
+        EvalRun(self.0.join(format!("{EVAL_DIR}-{name}")))
     }
 }
 

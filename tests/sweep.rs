@@ -373,7 +373,7 @@ fn plan_lists_jobs_and_the_launch_line() {
 #[test]
 fn shipped_grids_plan_and_slurm_scripts_parse() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for (grid, jobs) in [
+    let shipped = [
         (
             "digits-demo.toml",
             "1 score task(s), 2 base model(s) (train, each run once and shared), \
@@ -392,7 +392,29 @@ fn shipped_grids_plan_and_slurm_scripts_parse() {
         ("table2-end-to-end.toml", "1 score task(s), 36 job(s)"),
         ("score-beta.toml", "0 score task(s), 8 job(s)"),
         ("toy.toml", "0 score task(s), 45 job(s)"),
-    ] {
+        (
+            "digits-taser-study.toml",
+            "1 score task(s), 6 base model(s) (train, each run once and shared), \
+             78 job(s): 6 baseline evaluation(s) + 72 fine-tune(s); 78 attack(s) in all",
+        ),
+        ("score-table1.toml", "0 score task(s), 24 job(s)"),
+        ("score-table2.toml", "0 score task(s), 20 job(s)"),
+        ("score-toy.toml", "0 score task(s), 26 job(s)"),
+        ("score-table1-digits.toml", "0 score task(s), 24 job(s)"),
+        ("digits-methods.toml", "1 score task(s), 12 job(s)"),
+        ("mnist-5k-baselines.toml", "0 score task(s), 2 job(s)"),
+    ];
+    // Every grid in sweeps/ is planned here.
+    let mut listed: Vec<&str> = shipped.iter().map(|(g, _)| *g).collect();
+    let mut on_disk: Vec<String> = fs::read_dir(root.join("sweeps"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".toml"))
+        .collect();
+    listed.sort();
+    on_disk.sort();
+    assert_eq!(listed, on_disk, "every shipped grid is planned here");
+    for (grid, jobs) in shipped {
         let p = root.join("sweeps").join(grid);
         let o = sweep(
             None,
@@ -1014,4 +1036,92 @@ fn run_one_of_a_fine_tune_trains_its_base_first_and_a_second_reuses_it() {
         [("base", "pending"), ("finetune", "ok"), ("finetune", "ok")]
     );
     assert_eq!(rows[1]["index"], "1");
+}
+
+/// The `checkpoints` column of an evaluation's summary.csv.
+fn evaluated_checkpoint(eval: &Path) -> String {
+    let mut r = csv::Reader::from_path(eval.join("summary.csv")).expect("summary.csv");
+    let at = r.headers().unwrap().iter().position(|h| h == "checkpoint");
+    let row = r.records().next().unwrap().unwrap();
+    row[at.expect("a checkpoint column")].to_string()
+}
+
+#[test]
+fn the_attack_step_evaluates_the_best_and_the_last_checkpoint_of_each_point() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Two epochs with a validation split; the second point keeps the best
+    // epoch in model.safetensors (--select best), so its last weights are
+    // model-last.safetensors.
+    let extra = "val-size = 100\nval-attack = \"none\"\n";
+    let grid = tiny_grid(tmp.path(), "ckpts", 2, "0", "");
+    let text = fs::read_to_string(&grid)
+        .unwrap()
+        .replace("steps = [", "checkpoints = [\"best\", \"last\"]\nsteps = [")
+        .replace("lr = [0.02, 0.05]", "select = [\"last\", \"best\"]")
+        .replace(
+            "threads = 1\n\n[attack]",
+            &format!("threads = 1\n{extra}\n[attack]"),
+        );
+    fs::write(&grid, text).unwrap();
+    let plan = sweep(None, &["plan", s(&grid)]);
+    assert!(plan.status.success(), "{}", stderr(&plan));
+    assert!(
+        stdout(&plan).contains("chain train → attack [best] [last]"),
+        "{}",
+        stdout(&plan)
+    );
+    let out = tmp.path().join("out");
+    let o = sweep(
+        None,
+        &["run", s(&grid), "--out", s(&out), "--device", "cpu"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = results(&out);
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        assert_eq!(row["status"], "ok", "{row:?}");
+        let dir = PathBuf::from(&row["dir"]);
+        let weights = |c: &str| evaluated_checkpoint(&dir.join(format!("eval-{c}")));
+        let last = if row["select"] == "best" {
+            "model-last.safetensors"
+        } else {
+            "model.safetensors"
+        };
+        assert!(
+            weights("best").ends_with("train/model-best.safetensors"),
+            "{row:?}"
+        );
+        assert!(
+            weights("last").ends_with(&format!("train/{last}")),
+            "{row:?}"
+        );
+        assert!(
+            !dir.join("eval").exists(),
+            "no single evaluation beside them"
+        );
+        for c in ["best", "last"] {
+            let acc: f64 = row[&format!("attack_{c}_clean_acc")].parse().unwrap();
+            assert!((0.0..=1.0).contains(&acc), "{row:?}");
+            assert!(row[&format!("per_sample_{c}")].ends_with(&format!("eval-{c}/per_sample.csv")));
+            assert!(dir.join(format!("attack-{c}.done")).is_file());
+        }
+        // Only the per-checkpoint columns: no single evaluation's.
+        assert!(row.get("attack_clean_acc").is_none(), "{row:?}");
+    }
+    // `best` without a validation split is refused at its line.
+    let bad = tmp.path().join("bad.toml");
+    let text = fs::read_to_string(&grid).unwrap().replace(extra, "");
+    fs::write(
+        &bad,
+        text.replace("select = [\"last\", \"best\"]", "select = [\"last\"]"),
+    )
+    .unwrap();
+    let o = sweep(None, &["plan", s(&bad)]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("line 2") && err.contains("checkpoints"),
+        "{err}"
+    );
+    assert!(err.contains("val-size"), "{err}");
 }

@@ -1,17 +1,23 @@
 //! Reports rebuilt from finished runs: tables (CSV, Markdown) and figures
 //! (SVG and PNG, drawn by [`crate::figure`]). [`toy`] rebuilds TASER Table 1
 //! and Figure 2 from the toy runs; [`score_toy`] SCORE's Figures 1–3 from
-//! the toy-score runs. Each figure is a function of a CSV written beside
+//! the toy-score runs; [`score_table1`] SCORE's Table 1 on digits and
+//! [`digits_methods`] the methods table with its bootstrap, from their
+//! sweeps; [`train_logs`] copies a sweep's per-epoch training logs. Each figure is a function of a CSV written beside
 //! it, so [`redraw`] draws the figures of an output folder again without
 //! the runs.
+pub mod digits_methods;
+pub mod score_table1;
 pub mod score_toy;
 pub mod toy;
+pub mod train_logs;
 
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::csvio;
 use crate::error::{Error, Result};
-use crate::layout::{TrainRun, COMPARISONS};
+use crate::layout::{JobDir, TrainRun, COMPARISONS, JOBS_DIR};
 use crate::stats::plot::{self, Deltas};
+use crate::sweep::{grid::Step, results};
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 
@@ -27,8 +33,8 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// Every finished run of `dataset` under `runs` (sub-folders holding a
-/// `model.safetensors` with its sidecar): the checkpoint's path, its sidecar
+/// Every finished run of `dataset` under `runs` (the folders of
+/// [`run_folders`] holding final weights with their sidecar): the checkpoint's path, its sidecar
 /// and a lookup of its final metrics that names the run when one is
 /// missing. `make_target` is the Makefile target that trains the runs (the
 /// fix named when there are none).
@@ -37,14 +43,9 @@ pub fn finished_runs(
     dataset: &str,
     make_target: &str,
 ) -> Result<Vec<(PathBuf, CheckpointMeta)>> {
-    let entries = std::fs::read_dir(runs).map_err(|e| Error::MissingInput {
-        path: runs.to_path_buf(),
-        reason: e.to_string(),
-        fix: format!("run `make {make_target}` (it trains the runs first)"),
-    })?;
     let mut out = Vec::new();
-    for entry in entries.filter_map(|e| e.ok()) {
-        let ckpt = TrainRun::at(entry.path()).weights();
+    for folder in run_folders(runs, make_target)? {
+        let ckpt = folder.weights();
         if !checkpoint::sidecar_path(&ckpt).exists() {
             continue;
         }
@@ -61,6 +62,61 @@ pub fn finished_runs(
         });
     }
     Ok(out)
+}
+
+/// The training folders under `runs`: for a `sweep run --out` folder (one
+/// holding `jobs/`), the model folder (`train/` or `finetune/`) of each
+/// finished grid point; otherwise each sub-folder.
+///
+/// Errors: [`Error::MissingInput`] when `runs` cannot be read, naming
+/// `make <make_target>` as the fix.
+pub fn run_folders(runs: &Path, make_target: &str) -> Result<Vec<TrainRun>> {
+    let missing = |e: std::io::Error| Error::MissingInput {
+        path: runs.to_path_buf(),
+        reason: e.to_string(),
+        fix: format!("run `make {make_target}` (it trains the runs first)"),
+    };
+    if runs.join(JOBS_DIR).is_dir() {
+        let rows = results::scan(runs)?;
+        return Ok(rows
+            .iter()
+            .filter(|r| r.status == "ok")
+            .flat_map(|r| {
+                [Step::Train, Step::Finetune].map(|s| JobDir::at(&r.dir).train_step(s.name()))
+            })
+            .filter(|t| t.weights().is_file())
+            .collect());
+    }
+    let entries = std::fs::read_dir(runs).map_err(missing)?;
+    Ok(entries
+        .filter_map(|e| e.ok())
+        .map(|e| TrainRun::at(e.path()))
+        .collect())
+}
+
+/// The finished grid points of the sweep whose `--out` is `runs` (rows of
+/// its results, in plan order).
+///
+/// Errors: [`Error::MissingInput`] when `runs` is no sweep output or has no
+/// finished point, naming `make <make_target>` as the fix.
+pub fn finished_points(runs: &Path, make_target: &str) -> Result<Vec<results::Row>> {
+    let rows: Vec<results::Row> = results::scan(runs)
+        .map_err(|e| Error::MissingInput {
+            path: runs.to_path_buf(),
+            reason: e.to_string(),
+            fix: format!("run `make {make_target}` (it runs the sweep first)"),
+        })?
+        .into_iter()
+        .filter(|r| r.status == "ok")
+        .collect();
+    if rows.is_empty() {
+        return Err(Error::MissingInput {
+            path: runs.to_path_buf(),
+            reason: "no finished grid point in it".into(),
+            fix: format!("run `make {make_target}`"),
+        });
+    }
+    Ok(rows)
 }
 
 /// A final metric of a run's sidecar, or an error naming the sidecar.

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// The grid section that sets a step's flags: `scores.NAME` for a score
-/// task, else the step's name.
+/// task, else the step's binary (`attack` for `attack-<checkpoint>`).
 fn section(task: &Task, label: &str) -> String {
     match task.id.strip_prefix("score:") {
         Some(name) if task.kind == Kind::Score => format!("scores.{name}"),
@@ -63,7 +63,7 @@ pub fn check_args(grid: &Grid, tasks: &[Task], bin_dir: &Path) -> Result<()> {
                 let err = String::from_utf8_lossy(&out.stderr);
                 return Err(refusal(
                     grid,
-                    &section(task, &step.label),
+                    &section(task, &step.binary),
                     &step.binary,
                     &err,
                 ));

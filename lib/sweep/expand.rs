@@ -22,15 +22,7 @@ fn step_run(
     model: &TrainRun,
     eval: &Path,
 ) -> StepRun {
-    let mut flags = flags.clone();
-    for v in flags.values_mut() {
-        if let FlagValue::One(s) = v {
-            if let Some(name) = s.strip_prefix('@') {
-                *v = FlagValue::One(score_path[name].display().to_string());
-            }
-        }
-    }
-    let mut args = to_args(&flags);
+    let mut args = resolved_args(flags, score_path);
     let resume_if = match step {
         Step::Train | Step::Finetune => {
             args.push("--out".into());
@@ -39,14 +31,7 @@ fn step_run(
             // restarted job continues it instead of starting over.
             Some((model.resume_state(), vec!["--resume".into()]))
         }
-        Step::Attack => {
-            args.push("--checkpoint".into());
-            args.push(model.weights().display().to_string());
-            args.push("--out".into());
-            args.push(eval.display().to_string());
-            // attack resumes itself from its state file.
-            None
-        }
+        Step::Attack => return attack_run(args, &model.weights(), eval, step.name()),
     };
     StepRun {
         label: step.name().into(),
@@ -54,6 +39,71 @@ fn step_run(
         args,
         resume_if,
     }
+}
+
+/// The arguments of `flags` with score references replaced by the score
+/// files.
+fn resolved_args(flags: &Flags, score_path: &BTreeMap<String, PathBuf>) -> Vec<String> {
+    let mut flags = flags.clone();
+    for v in flags.values_mut() {
+        if let FlagValue::One(s) = v {
+            if let Some(name) = s.strip_prefix('@') {
+                *v = FlagValue::One(score_path[name].display().to_string());
+            }
+        }
+    }
+    to_args(&flags)
+}
+
+/// The attack step labelled `label` with flags `args`: evaluates `weights`
+/// into `eval` (attack resumes itself from its state file there).
+fn attack_run(mut args: Vec<String>, weights: &Path, eval: &Path, label: &str) -> StepRun {
+    args.push("--checkpoint".into());
+    args.push(weights.display().to_string());
+    args.push("--out".into());
+    args.push(eval.display().to_string());
+    StepRun {
+        label: label.into(),
+        binary: Step::Attack.name().into(),
+        args,
+        resume_if: None,
+    }
+}
+
+/// The steps of a grid point outside the three-step chain: the model step,
+/// then the attack of its final weights into `eval/`, or with the grid's
+/// `checkpoints` one attack per checkpoint, `attack-<name>` into
+/// `eval-<name>/`.
+fn point_steps(
+    grid: &Grid,
+    job: &JobSpec,
+    job_dir: &JobDir,
+    score_path: &BTreeMap<String, PathBuf>,
+) -> Vec<StepRun> {
+    let model = grid.model_step();
+    let model_dir = job_dir.train_step(model.name());
+    let eval = job_dir.eval().dir().to_path_buf();
+    let mut steps = Vec::new();
+    for step in &grid.steps {
+        if *step != Step::Attack || grid.checkpoints.is_empty() {
+            steps.push(step_run(
+                *step,
+                &job.flags[step],
+                score_path,
+                &model_dir,
+                &eval,
+            ));
+            continue;
+        }
+        for c in &grid.checkpoints {
+            let args = resolved_args(&job.flags[step], score_path);
+            let weights = c.weights(&model_dir, &job.flags[&model]);
+            let eval = job_dir.checkpoint_eval(c.name());
+            let label = format!("{}-{}", step.name(), c.name());
+            steps.push(attack_run(args, &weights, eval.dir(), &label));
+        }
+    }
+    steps
 }
 
 /// The score tasks: one per `[scores.NAME]`, with the path of its file.
@@ -96,16 +146,9 @@ pub fn tasks(grid: &Grid, out: &Path) -> Vec<Task> {
         chain_tasks(grid, out, &mut tasks, &score_path);
         return tasks;
     }
-    let model = grid.model_step();
     for job in grid.jobs() {
         let job_dir = JobDir::at(out.join(layout::JOBS_DIR).join(&job.id));
-        let model_dir = job_dir.train_step(model.name());
-        let eval = job_dir.eval().dir().to_path_buf();
-        let steps = grid
-            .steps
-            .iter()
-            .map(|step| step_run(*step, &job.flags[step], &score_path, &model_dir, &eval))
-            .collect();
+        let steps = point_steps(grid, &job, &job_dir, &score_path);
         let deps = score_deps(grid, &job.flags, &tasks);
         tasks.push(Task {
             id: job.id.clone(),

@@ -296,31 +296,38 @@ impl Task {
 
     /// The metrics of a finished grid point: the model steps' `model.json`
     /// metrics (prefixed with the step's name; a chain's base as `train_`)
-    /// and attack's summary row (prefixed `attack_`), plus where its
-    /// per-sample CSV is.
+    /// and attack's summary row (prefixed `attack_`, or `attack_<checkpoint>_`
+    /// per evaluated checkpoint), plus where its per-sample CSV is
+    /// (`per_sample`, or `per_sample_<checkpoint>`).
     pub fn metrics(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         if let Some(base) = &self.base_model {
             sidecar_metrics(&TrainRun(base.clone()).sidecar(), "train", &mut out);
         }
         for step in &self.steps {
-            match step.label.as_str() {
+            match step.binary.as_str() {
                 "train" | "finetune" => {
                     let sidecar = self.folder().train_step(&step.label).sidecar();
                     sidecar_metrics(&sidecar, &step.label, &mut out);
                 }
                 "attack" => {
-                    let eval = self.folder().eval();
+                    // `attack` evaluates into eval/; `attack-<checkpoint>`
+                    // into eval-<checkpoint>/, its columns suffixed alike.
+                    let (eval, suffix) = match step.label.strip_prefix("attack-") {
+                        Some(c) => (self.folder().checkpoint_eval(c), format!("_{c}")),
+                        None => (self.folder().eval(), String::new()),
+                    };
                     let summary = eval.summary();
                     // An unfinished or unreadable summary leaves the columns empty.
                     if let Ok(row) = read_summary(&summary) {
                         for (h, v) in row.values {
                             if h != "checkpoint" {
-                                out.insert(format!("attack_{h}"), v);
+                                out.insert(format!("attack{suffix}_{h}"), v);
                             }
                         }
                     }
-                    out.insert("per_sample".into(), eval.per_sample().display().to_string());
+                    let per_sample = eval.per_sample().display().to_string();
+                    out.insert(format!("per_sample{suffix}"), per_sample);
                 }
                 _ => {}
             }

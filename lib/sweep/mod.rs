@@ -456,6 +456,11 @@ pub fn plan_text(grid: &Grid, out: &Path, nodes: usize, gpus_per_node: usize) ->
             .map(|s| s.name())
             .collect::<Vec<_>>()
             .join(" → ")
+            + &grid
+                .checkpoints
+                .iter()
+                .map(|c| format!(" [{}]", c.name()))
+                .collect::<String>()
     );
     let count = |k: Kind| tasks.iter().filter(|t| t.kind == k).count();
     let (nscore, njobs) = (count(Kind::Score), count(Kind::Point));

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make slurm-test`: both sbatch scripts against a real single-node Slurm
-# (scripts/slurm-cluster.sh: Debian's slurmctld + slurmd + munge, started
+# (tests/slurm/cluster.sh: Debian's slurmctld + slurmd + munge, started
 # under a temporary folder and stopped by pid whatever happens). Prints one
 # row per scenario (name, expected, got, PASS/FAIL) and exits 1 if any failed.
 #
@@ -32,7 +32,7 @@ scripts=$(realpath "${TASER_SLURM_SCRIPTS:-$root/slurm}")
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 start=$(date +%s)
 
-bash "$root/scripts/slurm-cluster.sh" install || exit 1
+bash "$root/tests/slurm/cluster.sh" install || exit 1
 # A space in the runs' path: the scripts must quote every path (slurm.conf
 # cannot hold one, so the cluster has its own folder).
 work=$(mktemp -d "${TMPDIR:-/tmp}/taser slurm.XXXXXX")
@@ -41,12 +41,12 @@ cleanup() {
   if [ -n "${SLURM_CONF:-}" ]; then
     kill_all_jobs
   fi
-  bash "$root/scripts/slurm-cluster.sh" stop "$cluster"
+  bash "$root/tests/slurm/cluster.sh" stop "$cluster"
   [ "${KEEP:-0}" = 1 ] && echo "kept $work $cluster" || rm -rf "$work" "$cluster"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-bash "$root/scripts/slurm-cluster.sh" start "$cluster" || exit 1
+bash "$root/tests/slurm/cluster.sh" start "$cluster" || exit 1
 # shellcheck disable=SC1091
 source "$cluster/env"
 cd "$work" || exit 1

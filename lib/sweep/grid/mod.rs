@@ -25,6 +25,10 @@
 //! lambda = 0.1
 //! ```
 //!
+//! `checkpoints = ["best", "last"]` (top level) makes the attack step
+//! evaluate each named checkpoint of the model step, each into its own
+//! folder ([`Checkpoint`]).
+//!
 //! Values become command-line flags: `key = v` gives `--key v`, `true` gives
 //! a bare `--key`, `false` leaves it out, an array gives `--key v1 v2`.
 //! Errors name the key and the line it is on.
@@ -63,7 +67,11 @@
 //! (`stage = base`) and one per fine-tune (`stage = finetune`); the λ = 0
 //! control is an ordinary value of the fine-tune's axis. A base that fails
 //! marks its baseline and fine-tunes as not run, with its reason.
+mod checkpoints;
+mod origin;
 mod toml;
+
+pub use checkpoints::Checkpoint;
 
 use crate::error::{Error, Result};
 use sha2::{Digest, Sha256};
@@ -197,6 +205,9 @@ pub struct Grid {
     /// Exclusion patterns: a point matching every entry of one is dropped
     /// (each entry with its line in the file, for error messages).
     pub excludes: Vec<ExcludePattern>,
+    /// The checkpoints the attack step evaluates, one attack each (empty:
+    /// one attack of the final weights; see [`Checkpoint`]).
+    pub checkpoints: Vec<Checkpoint>,
 }
 
 /// One grid point: what each step runs with.
@@ -331,7 +342,7 @@ impl Grid {
             {
                 continue;
             }
-            let (id, needs) = self.flags_id("", &flags);
+            let (id, needs) = self.flags_id(&self.checkpoints_tag(), &flags);
             if jobs.iter().any(|j| j.id == id) {
                 continue;
             }

@@ -1,8 +1,8 @@
 //! The grid file's TOML: parsing each section into a [`Grid`], and the
 //! cross-checks between sections. Every error names the key and its line.
 use super::{
-    canonical, short_hash, Axis, AxisValue, ExcludePattern, FlagValue, Flags, Grid, Param,
-    ScoreSpec, Step,
+    canonical, checkpoints, short_hash, Axis, AxisValue, ExcludePattern, FlagValue, Flags, Grid,
+    Param, ScoreSpec, Step,
 };
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
@@ -21,13 +21,13 @@ fn line_of(src: &str, span: Option<std::ops::Range<usize>>) -> usize {
     }
 }
 
-struct Ctx<'a> {
-    src: &'a str,
-    path: &'a Path,
+pub(super) struct Ctx<'a> {
+    pub(super) src: &'a str,
+    pub(super) path: &'a Path,
 }
 
 impl Ctx<'_> {
-    fn err(&self, key: &str, line: usize, reason: impl fmt::Display) -> Error {
+    pub(super) fn err(&self, key: &str, line: usize, reason: impl fmt::Display) -> Error {
         let at = if line > 0 {
             format!("line {line}, key `{key}`")
         } else {
@@ -40,7 +40,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn key_line(&self, key: &Key, item: &Item) -> usize {
+    pub(super) fn key_line(&self, key: &Key, item: &Item) -> usize {
         let l = line_of(self.src, key.span());
         if l > 0 {
             l
@@ -156,7 +156,7 @@ fn param_of(ctx: &Ctx, name: &str, shown: &str, line: usize) -> Result<Param> {
 
 /// Visits `(dotted name, key, item)` of a table, descending into `attack.`
 /// style sub-tables (TOML turns `attack.eps = …` into a nested table).
-fn entries(t: &Table) -> Vec<(String, &Key, &Item)> {
+pub(super) fn entries(t: &Table) -> Vec<(String, &Key, &Item)> {
     let mut out = Vec::new();
     for (k, item) in t.iter() {
         let (key, _) = t.get_key_value(k).expect("key from iter");
@@ -251,6 +251,7 @@ impl Grid {
             axes: Vec::new(),
             fixed: BTreeMap::new(),
             excludes: Vec::new(),
+            checkpoints: Vec::new(),
         };
         for (k, item) in root.iter() {
             let (key, _) = root.get_key_value(k).expect("key from iter");
@@ -274,17 +275,24 @@ impl Grid {
                         .insert(step, flags_of(&ctx, &format!("{k}."), t)?);
                 }
                 "exclude" => grid.excludes = excludes_of(&ctx, k, line, item)?,
+                "checkpoints" => {
+                    grid.checkpoints = checkpoints::parse(item).map_err(|why| ctx.err(k, line, why))?
+                }
                 other => {
                     return Err(ctx.err(
                         other,
                         line,
-                        "unknown key; a grid has name, steps, [scores.NAME], [axes], [train], [finetune], [attack], [[exclude]]",
+                        "unknown key; a grid has name, steps, checkpoints, [scores.NAME], [axes], [train], [finetune], [attack], [[exclude]]",
                     ))
                 }
             }
         }
         grid.normalise_steps();
         grid.check(&ctx, root)?;
+        if let Some((key, item)) = root.get_key_value("checkpoints") {
+            let line = ctx.key_line(key, item);
+            (grid.check_checkpoints()).map_err(|why| ctx.err("checkpoints", line, why))?;
+        }
         Ok(grid)
     }
 
@@ -532,58 +540,4 @@ fn excludes_of(ctx: &Ctx, k: &str, line: usize, item: &Item) -> Result<Vec<Exclu
         excludes.push(pattern);
     }
     Ok(excludes)
-}
-
-/// Whether grid parameter `name` (as written in `[axes]`: `lr`,
-/// `attack.eps`, `train.lr`) sets flag `flag` of `section`.
-fn addresses(name: &str, section: &str, flag: &str) -> bool {
-    match name.split_once('.') {
-        Some((s, f)) => f == flag && (s == section || (s != "attack" && section != "attack")),
-        None => name == flag && section != "attack",
-    }
-}
-
-impl Grid {
-    /// Where the grid file sets flag `flag` of `section` (`train`,
-    /// `finetune`, `attack` or `scores.NAME`): the key as errors name it
-    /// and its 1-based line; None when the file (read again from
-    /// [`Grid::path`]) no longer sets it.
-    pub fn flag_origin(&self, section: &str, flag: &str) -> Option<(String, usize)> {
-        let src = std::fs::read_to_string(&self.path).ok()?;
-        let ctx = Ctx {
-            src: &src,
-            path: &self.path,
-        };
-        let doc = Document::parse(src.as_str()).ok()?;
-        let root = doc.as_table();
-        let mut table = Some(root);
-        for part in section.split('.') {
-            table = table.and_then(|t| t.get(part)).and_then(|i| i.as_table());
-        }
-        if let Some((key, item)) = table.and_then(|t| t.get_key_value(flag)) {
-            return Some((format!("{section}.{flag}"), ctx.key_line(key, item)));
-        }
-        let axes = root.get("axes").and_then(|i| i.as_table())?;
-        for (name, key, item) in entries(axes) {
-            let line = ctx.key_line(key, item);
-            if addresses(&name, section, flag) {
-                return Some((format!("axes.{name}"), line));
-            }
-            let tables = item.as_array().into_iter().flat_map(|a| a.iter());
-            for it in tables.filter_map(|v| v.as_inline_table()) {
-                for (k, x) in it.iter() {
-                    let inner: Vec<String> = match x.as_inline_table() {
-                        Some(t) if Step::parse(k).is_some() => {
-                            t.iter().map(|(a, _)| format!("{k}.{a}")).collect()
-                        }
-                        _ => vec![k.to_string()],
-                    };
-                    if let Some(n) = inner.iter().find(|n| addresses(n, section, flag)) {
-                        return Some((format!("axes.{name}.{n}"), line));
-                    }
-                }
-            }
-        }
-        None
-    }
 }

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # A throw-away single-node Slurm cluster under one folder, for tests:
-#   scripts/slurm-cluster.sh start DIR   # writes DIR/env (source it), starts munged, slurmctld, slurmd
-#   scripts/slurm-cluster.sh stop DIR    # stops the daemons it started (by their pids in DIR), only those
+#   tests/slurm/cluster.sh start DIR   # writes DIR/env (source it), starts munged, slurmctld, slurmd
+#   tests/slurm/cluster.sh stop DIR    # stops the daemons it started (by their pids in DIR), only those
 # DIR must not contain spaces (slurm.conf cannot quote them).
-# Needs Debian's slurmctld, slurmd, slurm-client and munge (scripts/slurm-cluster.sh install, as root).
+# Needs Debian's slurmctld, slurmd, slurm-client and munge (tests/slurm/cluster.sh install, as root).
 # The node has this machine's CPUs; partitions: `main` (default, preemptable: PreemptMode=REQUEUE,
 # GraceTime=0), `grace` (preemptable with GraceTime=20 s, PreemptMode=CANCEL) and `urgent`
 # (higher PriorityTier, preempts both). Ports 16817/16818 and a private munge socket keep it apart
 # from any system Slurm.
 set -euo pipefail
 
-cmd=${1:?usage: slurm-cluster.sh install | start DIR | stop DIR}
+cmd=${1:?usage: cluster.sh install | start DIR | stop DIR}
 
 pids_of() { cat "$1"/pids/*.pid 2>/dev/null || true; }
 
@@ -44,7 +44,7 @@ case "$cmd" in
       exit 1
     fi ;;
   start)
-    dir=$(realpath -m "${2:?usage: slurm-cluster.sh start DIR}")
+    dir=$(realpath -m "${2:?usage: cluster.sh start DIR}")
     mkdir -p "$dir"/{state,spool,log,pids,munge}
     chmod 700 "$dir/munge"
     host=$(hostname -s)
@@ -103,10 +103,10 @@ CONF
       if sinfo -h -N -o %t 2>/dev/null | grep -qx idle; then exit 0; fi
       sleep 0.2
     done
-    echo "slurm-cluster: the node did not come up in 20 s; logs in $dir/log" >&2
+    echo "slurm cluster: the node did not come up in 20 s; logs in $dir/log" >&2
     tail -5 "$dir"/log/*.log >&2 || true
     stop "$dir"
     exit 1 ;;
-  stop) stop "$(realpath -m "${2:?usage: slurm-cluster.sh stop DIR}")" ;;
-  *) echo "usage: slurm-cluster.sh install | start DIR | stop DIR" >&2; exit 2 ;;
+  stop) stop "$(realpath -m "${2:?usage: cluster.sh stop DIR}")" ;;
+  *) echo "usage: cluster.sh install | start DIR | stop DIR" >&2; exit 2 ;;
 esac
