@@ -246,6 +246,7 @@ def record(folder, device, header, table):
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".gpu-check.", suffix=".partial")
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would not suit a file to commit
     os.replace(tmp, path)
     print(f"gpu-check: table recorded in {path}", file=sys.stderr)
 
