@@ -174,10 +174,12 @@ dist: build
 	@bash scripts/make-dist.sh $(BIN) $(CURDIR)/dist "$$(bash scripts/bench-binary.sh)"
 
 ## gpu-check: dist, then dist/scripts/gpu-check.sh (on a GPU node without Rust: copy dist/ and run
-## `bash dist/scripts/gpu-check.sh`): CUDA visible, ranks → node-local GPU, resnet18 1 epoch standard
-## / + TASER / bf16 / channels-last on CIFAR-shaped data, AutoAttack on 64 points, the side-by-side
-## bench rows on the GPU; one table (< 8 min on one H100/H200). GPU_CHECK_ARGS="--device cpu --quick".
-GPU_CHECK_ARGS ?= --device cuda:0
+## `bash dist/scripts/gpu-check.sh`): CUDA visible, versions and numerical state, two --deterministic
+## runs compared, ranks → node-local GPU, resnet18 1 epoch f32 / + TASER / TF32 / bf16 /
+## channels-last on CIFAR-shaped data, fd vs autograd residual with TF32 off and on, peak memory of
+## resnet18 and wrn-34-10 steps, AutoAttack on 64 points, the side-by-side bench rows on the GPU; one
+## table (< 8 min on one H100/H200), recorded in analysis/gpu-check/. GPU_CHECK_ARGS="--device cpu --quick".
+GPU_CHECK_ARGS ?= --device cuda:0 --record $(CURDIR)/analysis/gpu-check
 gpu-check: dist
 	bash dist/scripts/gpu-check.sh $(GPU_CHECK_ARGS)
 

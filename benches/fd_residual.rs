@@ -21,9 +21,11 @@
 //! What to expect: in float64 the two modes agree to ~1e-7 here (the O(h²)
 //! truncation is negligible), so the float32 fd gap is rounding, ~ε·|m|·‖s̃‖/h
 //! (ε = 6e-8, ‖s̃‖ = ‖x‖ ≈ 32): absolute ~5e-4, large next to an untrained
-//! network's small residuals (~1e-2 here, giving a median of a few 1e-2)
-//! and smaller in relative terms on trained ones. TF32's ε ≈ 4.9e-4 raises
-//! that rounding about 8000-fold.
+//! network's small residuals (~1e-2 here, giving a median of a few 1e-2;
+//! a trained network's larger input gradients should give a smaller
+//! relative gap, not measured here). TF32 rounds the
+//! convolutions' operands to ε ≈ 4.9e-4, ~8000 times float32's, so with
+//! TF32 on the fd residual is expected to be noise (not yet run on a GPU).
 use crate::{stein_penalty, Opts};
 use taser::data::Dataset;
 use taser::device::numerics::{self, NumericMode};

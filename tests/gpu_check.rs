@@ -1,17 +1,20 @@
-//! scripts/gpu-check.sh  on this CPU machine: its
-//! `--device cpu --quick` path end to end against the release binaries
-//! (and the train_step bench binary that `make test` builds first), and a
-//! missing CUDA device refused with a clear message. Every test here is
-//! named `gpu_check_…`, so a quick loop can leave them out (`make
-//! test-fast` skips them).
+//! scripts/gpu-check.sh (a wrapper that finds a python, then
+//! scripts/gpu_check.py) on this CPU machine: its `--device cpu --quick`
+//! path end to end against the release binaries (and the train_step bench
+//! binary that `make test` builds first), run as a newcomer would (no
+//! TASER_PYTHON, and no python with torch on PATH: the project's .venv must
+//! be found); a missing CUDA device refused with a clear message; bad usage
+//! (an unknown device, `--record` on the CPU) refused with exit 2. Every
+//! test here is named `gpu_check_…`, so `make test-fast` can skip them.
 mod common;
 
 use common::{bin, python, stderr, stdout};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Runs gpu-check.sh with TASER_PYTHON set, or (`newcomer`) without it, so
-/// the script must find the project's .venv itself.
+/// Runs gpu-check.sh with TASER_PYTHON set, or (`newcomer`) without it and
+/// with a PATH whose python3 lacks torch, so the wrapper must find the
+/// project's .venv itself.
 fn gpu_check_as(args: &[&str], out: &Path, newcomer: bool) -> Output {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gpu-check.sh");
     let bin_dir: PathBuf = bin("train").parent().unwrap().to_path_buf();
@@ -25,7 +28,7 @@ fn gpu_check_as(args: &[&str], out: &Path, newcomer: bool) -> Output {
         .env("TASER_PYTHON", python())
         .env_remove("TASER_DATA_DIR");
     if newcomer {
-        c.env_remove("TASER_PYTHON");
+        c.env_remove("TASER_PYTHON").env("PATH", "/usr/bin:/bin");
     }
     c.output().expect("bash runs gpu-check.sh")
 }
@@ -43,11 +46,27 @@ fn row<'a>(table: &'a str, step: &str) -> Vec<&'a str> {
     line.trim_matches('|').split('|').map(str::trim).collect()
 }
 
+/// The number in a cell, or a panic naming the row.
+fn number(cells: &[&str], i: usize) -> f64 {
+    cells[i]
+        .parse()
+        .unwrap_or_else(|_| panic!("cell {i} of {cells:?}"))
+}
+
+/// The number after `key ` in `text` (e.g. `fd 6.1e-2 (…)`).
+fn after(text: &str, key: &str) -> f64 {
+    let rest = &text[text
+        .find(key)
+        .unwrap_or_else(|| panic!("no `{key}` in {text}"))
+        + key.len()..];
+    rest.split_whitespace().next().unwrap().parse().unwrap()
+}
+
 #[test]
 fn gpu_check_quick_cpu_path_prints_one_table_of_passed_steps_and_bench_rows() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("check");
-    let o = gpu_check(&["--device", "cpu", "--quick"], &out);
+    let o = gpu_check_as(&["--device", "cpu", "--quick"], &out, true);
     let table = stdout(&o);
     assert!(o.status.success(), "{table}\n{}", stderr(&o));
     assert_eq!(
@@ -55,10 +74,12 @@ fn gpu_check_quick_cpu_path_prints_one_table_of_passed_steps_and_bench_rows() {
         1,
         "one table: {table}"
     );
+    assert!(table.contains("peak MiB: the process's peak resident set (RSS)"));
+    // Every step ran, passed, took time and has its process's peak RSS.
     for step in [
         "binaries see cpu",
         "MPI ranks → node-local device (2 rank(s))",
-        "CIFAR-shaped data",
+        "CIFAR-shaped data (8 / 8",
         "train resnet18 1 epoch, standard",
         "train resnet18 1 epoch, + TASER first-order",
         "train resnet18 1 epoch, --tf32",
@@ -67,19 +88,49 @@ fn gpu_check_quick_cpu_path_prints_one_table_of_passed_steps_and_bench_rows() {
         "train resnet18 1 epoch, --precision bf16",
         "train resnet18 1 epoch, --memory-format channels-last",
         "train resnet18 1 epoch, bf16 + channels-last",
+        "fd vs autograd first-order residual (resnet18 silu, one batch of 8)",
+        "CIFAR-shaped data for the memory rows (2 / 2)",
+        "peak memory: wrn-34-10 b=2 (--quick: small batch), one step, standard",
+        "peak memory: wrn-34-10 b=2 (--quick: small batch), one step, + first-order penalty",
         "AutoAttack (aa, L∞ 8/255) on 4 points",
         "bench side by side, f32",
         "bench side by side, resnet18, bf16 + channels-last",
         "bench cnn-small, PGD-AT ± TASER",
-        "total",
     ] {
         let cells = row(&table, step);
         assert_eq!(cells[2], "ok", "{step}: {cells:?}");
-        let secs: f64 = cells[1]
-            .parse()
-            .unwrap_or_else(|_| panic!("{step}: {cells:?}"));
-        assert!(secs > 0.0, "{step}: {cells:?}");
+        assert!(number(&cells, 1) > 0.0, "{step}: {cells:?}");
+        assert!(number(&cells, 8) > 1.0, "{step}: peak MiB {cells:?}");
     }
+    let total = row(&table, "total");
+    assert_eq!(total[2], "ok", "{total:?}");
+    assert!(number(&total, 1) > 0.0);
+    // fd vs autograd on one batch, TF32 off: float32 autograd within 1e-3 of
+    // float64 (the script's own check), fd farther (its rounding over the
+    // step) but a residual, not noise; TF32 on is n/a on the CPU.
+    let off = row(&table, "… TF32 off, vs f64 autograd");
+    assert_eq!(off[2], "ok", "{off:?}");
+    let (fd, autograd) = (after(off[0], ": fd "), after(off[0], ", autograd "));
+    assert!(autograd < 1e-3 && fd > autograd && fd < 0.5, "{off:?}");
+    assert!(row(&table, "… TF32 on: n/a").join(" ").contains("CUDA"));
+    // Peak memory per step: the penalty's double backward costs memory, and
+    // wrn-34-10 (46M parameters) more than resnet18 (11M).
+    let peak = |model: &str, variant: &str| {
+        let b = if model == "resnet18" { 8 } else { 2 };
+        let cells = row(
+            &table,
+            &format!("peak memory: {model} b={b} (--quick: small batch), one step, {variant}"),
+        );
+        assert_eq!(cells[2], "ok", "{cells:?}");
+        number(&cells, 8)
+    };
+    for model in ["resnet18", "wrn-34-10"] {
+        assert!(
+            peak(model, "+ first-order penalty") > peak(model, "standard"),
+            "{model}: {table}"
+        );
+    }
+    assert!(peak("wrn-34-10", "standard") > peak("resnet18", "standard"));
     assert_eq!(
         row(
             &table,
@@ -196,5 +247,10 @@ fn gpu_check_a_missing_cuda_device_stops_with_a_clear_message() {
     );
     let bad = gpu_check(&["--device", "tpu"], &dir.path().join("bad"));
     assert_eq!(bad.status.code(), Some(2));
-    assert!(stderr(&bad).contains("--device"));
+    assert!(stderr(&bad).contains("--device 'tpu'"), "{}", stderr(&bad));
+    // --record keeps GPU results only.
+    let cpu = gpu_check(&["--device", "cpu", "--record"], &dir.path().join("rec"));
+    assert_eq!(cpu.status.code(), Some(2));
+    assert!(stderr(&cpu).contains("--record"), "{}", stderr(&cpu));
+    assert!(!dir.path().join("rec").exists(), "nothing ran");
 }
