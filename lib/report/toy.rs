@@ -119,6 +119,11 @@ fn group(runs: &[ToyRun]) -> BTreeMap<(String, u64), Vec<&ToyRun>> {
             .or_default()
             .push(r);
     }
+    // Seeds in ascending order, whatever order the run folders were read
+    // in, so the means and deviations do not depend on folder names.
+    for g in groups.values_mut() {
+        g.sort_by_key(|r| r.seed);
+    }
     groups
 }
 
