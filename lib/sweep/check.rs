@@ -5,7 +5,7 @@
 //! tip — judges the grid's flags, and there is no second list of flags to
 //! keep in step with the binaries. A refusal names the grid key and line.
 use super::grid::Grid;
-use super::job::{Kind, Task};
+use super::job::{Kind, WorkItem};
 use crate::error::{Error, Result};
 use crate::exit::CHECK_ARGS_ENV;
 use std::collections::BTreeSet;
@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 
 /// The grid section that sets a step's flags: `scores.NAME` for a score
 /// task, else the step's binary (`attack` for `attack-<checkpoint>`).
-fn section(task: &Task, label: &str) -> String {
+fn section(task: &WorkItem, label: &str) -> String {
     match task.id.strip_prefix("score:") {
         Some(name) if task.kind == Kind::Score => format!("scores.{name}"),
         _ => label.to_string(),
@@ -39,7 +39,7 @@ fn flag_in(error_line: &str) -> Option<String> {
 /// Errors: [`Error::CorruptInput`] naming the grid key, its line, clap's
 /// error and its suggestion; [`Error::MissingInput`] when a step's binary
 /// cannot be started from `bin_dir`.
-pub fn check_args(grid: &Grid, tasks: &[Task], bin_dir: &Path) -> Result<()> {
+pub fn check_args(grid: &Grid, tasks: &[WorkItem], bin_dir: &Path) -> Result<()> {
     let mut seen = BTreeSet::new();
     for task in tasks {
         for step in &task.steps {

@@ -5,7 +5,7 @@
 //! one shared base task per distinct base and one baseline evaluation per
 //! base (see [`super::grid`]).
 use super::grid::{to_args, FlagValue, Flags, Grid, JobSpec, Step};
-use super::job::{Kind, StepRun, Task};
+use super::job::{Kind, StepRun, WorkItem};
 use crate::layout::{self, JobDir, TrainRun};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -107,7 +107,7 @@ fn point_steps(
 }
 
 /// The score tasks: one per `[scores.NAME]`, with the path of its file.
-fn score_tasks(grid: &Grid, out: &Path) -> (Vec<Task>, BTreeMap<String, PathBuf>) {
+fn score_tasks(grid: &Grid, out: &Path) -> (Vec<WorkItem>, BTreeMap<String, PathBuf>) {
     let mut tasks = Vec::new();
     let mut score_path = BTreeMap::new();
     for (name, spec) in &grid.scores {
@@ -120,7 +120,7 @@ fn score_tasks(grid: &Grid, out: &Path) -> (Vec<Task>, BTreeMap<String, PathBuf>
         args.push(file.display().to_string());
         args.push("--overwrite".into()); // a retry after a crash past the rename replaces the file
         score_path.insert(name.clone(), file);
-        tasks.push(Task {
+        tasks.push(WorkItem {
             id: format!("score:{name}"),
             kind: Kind::Score,
             dir,
@@ -140,7 +140,7 @@ fn score_tasks(grid: &Grid, out: &Path) -> (Vec<Task>, BTreeMap<String, PathBuf>
 
 /// Every task of a grid: the score tasks first, then (three-step chain)
 /// each base before the points that use it, then the grid points.
-pub fn tasks(grid: &Grid, out: &Path) -> Vec<Task> {
+pub fn tasks(grid: &Grid, out: &Path) -> Vec<WorkItem> {
     let (mut tasks, score_path) = score_tasks(grid, out);
     if grid.is_chained() {
         chain_tasks(grid, out, &mut tasks, &score_path);
@@ -150,7 +150,7 @@ pub fn tasks(grid: &Grid, out: &Path) -> Vec<Task> {
         let job_dir = JobDir::at(out.join(layout::JOBS_DIR).join(&job.id));
         let steps = point_steps(grid, &job, &job_dir, &score_path);
         let deps = score_deps(grid, &job.flags, &tasks);
-        tasks.push(Task {
+        tasks.push(WorkItem {
             id: job.id.clone(),
             kind: Kind::Point,
             dir: job_dir.0,
@@ -172,7 +172,7 @@ pub fn tasks(grid: &Grid, out: &Path) -> Vec<Task> {
 fn chain_tasks(
     grid: &Grid,
     out: &Path,
-    tasks: &mut Vec<Task>,
+    tasks: &mut Vec<WorkItem>,
     score_path: &BTreeMap<String, PathBuf>,
 ) {
     let jobs_dir = out.join(layout::JOBS_DIR);
@@ -190,7 +190,7 @@ fn chain_tasks(
             params.insert("stage".into(), "base".into());
             let eval = dir.eval().dir().to_path_buf();
             let attack = &job.flags[&Step::Attack];
-            tasks.push(Task {
+            tasks.push(WorkItem {
                 id: id.clone(),
                 kind: Kind::Point,
                 dir: dir.0,
@@ -234,7 +234,7 @@ fn chain_tasks(
         job.index = row;
         job.params.insert("stage".into(), "finetune".into());
         row += 1;
-        tasks.push(Task {
+        tasks.push(WorkItem {
             id: job.id.clone(),
             kind: Kind::Point,
             dir: dir.0,
@@ -252,7 +252,7 @@ fn only(job: &JobSpec, steps: &[Step]) -> BTreeMap<Step, Flags> {
 }
 
 /// Indices of the score tasks that `flags` reference.
-fn score_deps(grid: &Grid, flags: &BTreeMap<Step, Flags>, tasks: &[Task]) -> Vec<usize> {
+fn score_deps(grid: &Grid, flags: &BTreeMap<Step, Flags>, tasks: &[WorkItem]) -> Vec<usize> {
     let (_, names) = grid.flags_id("", flags);
     let ids: Vec<String> = names.iter().map(|n| format!("score:{n}")).collect();
     (0..tasks.len())
@@ -267,7 +267,7 @@ fn base_task(
     grid: &Grid,
     job: &JobSpec,
     jobs_dir: &Path,
-    tasks: &mut Vec<Task>,
+    tasks: &mut Vec<WorkItem>,
     score_path: &BTreeMap<String, PathBuf>,
 ) -> usize {
     let flags = only(job, &[Step::Train]);
@@ -292,7 +292,7 @@ fn base_task(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let deps = score_deps(grid, &flags, tasks);
-    tasks.push(Task {
+    tasks.push(WorkItem {
         id,
         kind: Kind::Base,
         dir: dir.0,

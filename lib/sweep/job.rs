@@ -116,9 +116,11 @@ impl Kind {
     }
 }
 
-/// A unit of work that one worker runs.
+/// A unit of work that one worker runs: a shared score file, a shared base
+/// model, or a grid point (a job: one results.csv row). (The data set's
+/// `data::Task` is what a model predicts; this is what a rank runs.)
 #[derive(Clone, Debug)]
-pub struct Task {
+pub struct WorkItem {
     /// `score:<name>`, `base:<id>` or the grid point's id.
     pub id: String,
     /// What it is.
@@ -154,7 +156,7 @@ fn read_json(path: &Path) -> Option<Json> {
         .and_then(|s| serde_json::from_str(&s).ok())
 }
 
-impl Task {
+impl WorkItem {
     /// The task's folder and the marker and log files in it.
     pub fn folder(&self) -> JobDir {
         JobDir::at(&self.dir)

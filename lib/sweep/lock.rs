@@ -1,4 +1,4 @@
-//! Task locks that die with their holder: an advisory `flock` on the task's
+//! WorkItem locks that die with their holder: an advisory `flock` on the task's
 //! `lock` file (`std::fs::File::try_lock`), which the kernel releases when
 //! the holding process ends, however it ends (SIGKILL, node reboot of a
 //! local file system). The file's content names the holder (pid, host,
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 /// A held task lock; dropping it (or the process ending) releases it.
 #[derive(Debug)]
-pub struct TaskLock {
+pub struct WorkLock {
     _file: File,
 }
 
@@ -72,7 +72,7 @@ fn holder(path: &Path) -> String {
 ///
 /// Errors: [`Error::Io`] when the lock file cannot be opened, locked or
 /// written (a file system without `flock` support answers here).
-pub fn acquire(dir: &Path, task: &str, worker: &str) -> Result<Option<TaskLock>> {
+pub fn acquire(dir: &Path, task: &str, worker: &str) -> Result<Option<WorkLock>> {
     let path: PathBuf = dir.join(TASK_LOCK);
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut file = OpenOptions::new()
@@ -114,7 +114,7 @@ pub fn acquire(dir: &Path, task: &str, worker: &str) -> Result<Option<TaskLock>>
         .and_then(|()| file.seek(SeekFrom::Start(0)))
         .and_then(|_| file.write_all(me.as_bytes()))
         .map_err(|e| Error::io(&path, e))?;
-    Ok(Some(TaskLock { _file: file }))
+    Ok(Some(WorkLock { _file: file }))
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ pub mod signal;
 
 use crate::error::{Error, Result};
 use grid::Grid;
-use job::{Kind, Outcome, Task, Worker};
+use job::{Kind, Outcome, WorkItem, Worker};
 use mpi::point_to_point::MatchedReceiveVec;
 use mpi::traits::*;
 use std::path::{Path, PathBuf};
@@ -96,7 +96,7 @@ enum State {
 
 /// Rank 0's book of tasks.
 struct Book {
-    tasks: Vec<Task>,
+    tasks: Vec<WorkItem>,
     state: Vec<State>,
 }
 
@@ -305,7 +305,7 @@ fn schedule(
     worker: &Worker,
 ) -> Result<()> {
     let size = world.size();
-    let (to_local, local_in) = mpsc::channel::<Option<Task>>();
+    let (to_local, local_in) = mpsc::channel::<Option<WorkItem>>();
     let (local_out, from_local) = mpsc::channel::<Outcome>();
     let w = worker.clone();
     let local = std::thread::spawn(move || {
@@ -410,7 +410,7 @@ fn report(book: &Book, i: usize, outcome: Outcome, rank: i32, out: &Path) {
     }
 }
 
-fn run_task(task: &Task, worker: &Worker) -> Outcome {
+fn run_task(task: &WorkItem, worker: &Worker) -> Outcome {
     match task.run(worker) {
         Ok(o) => o,
         Err(e) => {
@@ -423,7 +423,7 @@ fn run_task(task: &Task, worker: &Worker) -> Outcome {
 }
 
 /// A rank other than 0: ask for work, run it, report, until retired.
-fn worker_loop(world: &mpi::topology::SimpleCommunicator, tasks: &[Task], worker: &Worker) {
+fn worker_loop(world: &mpi::topology::SimpleCommunicator, tasks: &[WorkItem], worker: &Worker) {
     let root = world.process_at_rank(0);
     let mut last: [i64; 2] = [-1, 0];
     loop {
@@ -502,7 +502,7 @@ pub fn plan_text(grid: &Grid, out: &Path, nodes: usize, gpus_per_node: usize) ->
 
 /// One task's line of the plan: a score task's command, or a base's or a
 /// point's id, parameters, steps and what it runs after.
-fn plan_line(tasks: &[Task], t: &Task) -> String {
+fn plan_line(tasks: &[WorkItem], t: &WorkItem) -> String {
     let Some(j) = &t.job else {
         return format!(
             "  {:<20} score-precompute {}\n",
@@ -554,7 +554,7 @@ pub fn run_one(cfg: &RunConfig, index: usize) -> Result<Outcome> {
     let mut cfg = cfg.clone();
     cfg.out = absolute_out(&cfg.out)?;
     let tasks = job::tasks(&grid, &cfg.out);
-    let jobs: Vec<&Task> = tasks.iter().filter(|t| t.kind == Kind::Point).collect();
+    let jobs: Vec<&WorkItem> = tasks.iter().filter(|t| t.kind == Kind::Point).collect();
     let task = *jobs.get(index).ok_or_else(|| {
         Error::invalid(
             "--index",
@@ -580,7 +580,12 @@ pub fn run_one(cfg: &RunConfig, index: usize) -> Result<Outcome> {
 /// shared task's lock keeps it to one runner; the others wait for it
 /// (saying who holds it) and take its outcome. The kernel drops the lock
 /// of a killed holder.
-fn run_with_deps(grid: &Grid, tasks: &[Task], task: &Task, worker: &Worker) -> Result<Outcome> {
+fn run_with_deps(
+    grid: &Grid,
+    tasks: &[WorkItem],
+    task: &WorkItem,
+    worker: &Worker,
+) -> Result<Outcome> {
     task.write_config(grid)?;
     for &d in &task.deps {
         let dep = &tasks[d];
