@@ -86,10 +86,17 @@ test: setup
 
 ## test-fast: the developer's loop: the unit and integration tests without mpirun, the GPU check and
 ## Slurm. Tests that start mpirun are named `mpirun_…` (tests/sweep.rs), the GPU check's `gpu_check_…`
-## (tests/gpu_check.rs); both are skipped by name, and slurm-test is not run. --no-fail-fast: one run
-## lists every failure. Warm build, 2 shared cores at load 9–13: 35 min wall, 18 min CPU.
+## (tests/gpu_check.rs); both are left out by name, and slurm-test is not run. With cargo-nextest (on
+## the project's machines) each test runs in its own process, two at a time (libtorch's global state is
+## per process, so tests cannot disturb each other); without it, cargo test runs them one at a time.
+## Every failure is listed (--no-fail-fast).
 test-fast: setup
-	cargo test --release --no-fail-fast -- --test-threads=1 --skip mpirun_ --skip gpu_check_
+	@if cargo nextest --version >/dev/null 2>&1; then \
+	    cargo nextest run --release --no-fail-fast -j 2 --status-level fail --final-status-level slow \
+	        -E 'not (test(/^mpirun_/) | test(/^gpu_check_/))'; \
+	else \
+	    cargo test --release --no-fail-fast -- --test-threads=1 --skip mpirun_ --skip gpu_check_; \
+	fi
 
 ## slurm-test: both sbatch scripts on a throw-away single-node Slurm (installed with apt-get when
 ## missing; daemons under a temporary folder, stopped by pid): results equal to a run without Slurm,
