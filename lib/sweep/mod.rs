@@ -22,11 +22,13 @@ pub mod expand;
 pub mod grid;
 pub mod job;
 pub mod lock;
+pub mod plan;
 pub mod results;
 pub mod signal;
 
 use crate::error::{Error, Result};
 use grid::Grid;
+pub use plan::plan_text;
 use job::{Kind, Outcome, WorkItem, Worker};
 use mpi::point_to_point::MatchedReceiveVec;
 use mpi::traits::*;
@@ -440,109 +442,6 @@ fn worker_loop(world: &mpi::topology::SimpleCommunicator, tasks: &[WorkItem], wo
         }
         let outcome = run_task(&tasks[i as usize], worker);
         last = [i, outcome.code()];
-    }
-}
-
-/// `sweep plan`'s text: the score tasks and grid points with their ids and
-/// parameters, and the launch lines for `nodes` × `gpus_per_node` ranks.
-pub fn plan_text(grid: &Grid, out: &Path, nodes: usize, gpus_per_node: usize) -> String {
-    let tasks = job::tasks(grid, out);
-    let mut s = format!(
-        "grid {} ({}): chain {}\n",
-        grid.name,
-        grid.path.display(),
-        grid.steps
-            .iter()
-            .map(|s| s.name())
-            .collect::<Vec<_>>()
-            .join(" → ")
-            + &grid
-                .checkpoints
-                .iter()
-                .map(|c| format!(" [{}]", c.name()))
-                .collect::<String>()
-    );
-    let count = |k: Kind| tasks.iter().filter(|t| t.kind == k).count();
-    let (nscore, njobs) = (count(Kind::Score), count(Kind::Point));
-    if grid.is_chained() {
-        let steps = |label: &str| {
-            tasks
-                .iter()
-                .flat_map(|t| &t.steps)
-                .filter(|st| st.label == label)
-                .count()
-        };
-        s.push_str(&format!(
-            "{nscore} score task(s), {} base model(s) (train, each run once and shared), \
-             {njobs} job(s): {} baseline evaluation(s) + {} fine-tune(s); {} attack(s) in all\n",
-            count(Kind::Base),
-            njobs - steps("finetune"),
-            steps("finetune"),
-            steps("attack"),
-        ));
-    } else {
-        s.push_str(&format!("{nscore} score task(s), {njobs} job(s)\n"));
-    }
-    for t in &tasks {
-        s.push_str(&plan_line(&tasks, t));
-    }
-    let ranks = nodes * gpus_per_node;
-    let grid_path = grid.path.display();
-    let out = out.display();
-    s.push_str(&format!(
-        "\nlaunch on {nodes} node(s) × {gpus_per_node} GPU(s) = {ranks} rank(s):\n  \
-         srun --nodes={nodes} --ntasks-per-node={gpus_per_node} --gpus-per-node={gpus_per_node} --mpi=pmix sweep run {grid_path} --out {out}\n  \
-         mpirun -np {ranks} --map-by ppr:{gpus_per_node}:node sweep run {grid_path} --out {out}\n  \
-         sbatch --nodes={nodes} --ntasks-per-node={gpus_per_node} --gpus-per-node={gpus_per_node} slurm/sweep-mpi.sbatch {grid_path} {out}\n  \
-         job-array form: sbatch --array=0-{}%{ranks} slurm/sweep-array.sbatch {grid_path} {out}\n",
-        njobs.max(1) - 1
-    ));
-    s
-}
-
-/// One task's line of the plan: a score task's command, or a base's or a
-/// point's id, parameters, steps and what it runs after.
-fn plan_line(tasks: &[WorkItem], t: &WorkItem) -> String {
-    let Some(j) = &t.job else {
-        return format!(
-            "  {:<20} score-precompute {}\n",
-            t.id,
-            t.steps[0].args.join(" ")
-        );
-    };
-    let params: Vec<String> = j.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let after: Vec<&str> = t.deps.iter().map(|&d| tasks[d].id.as_str()).collect();
-    let after = if after.is_empty() {
-        String::new()
-    } else {
-        format!("  (after {})", after.join(", "))
-    };
-    match t.kind {
-        Kind::Base => {
-            let users = tasks
-                .iter()
-                .filter(|u| u.deps.iter().any(|&d| tasks[d].id == t.id))
-                .count();
-            format!(
-                "  {}  train  {}{after}  (shared by {users} job(s))\n",
-                t.id,
-                params.join(" ")
-            )
-        }
-        _ => {
-            let steps: Vec<&str> = t.steps.iter().map(|st| st.label.as_str()).collect();
-            let steps = if tasks.iter().any(|u| u.kind == Kind::Base) {
-                format!("{}  ", steps.join(" → "))
-            } else {
-                String::new()
-            };
-            format!(
-                "  {:>3} {}  {steps}{}{after}\n",
-                j.index,
-                j.id,
-                params.join(" ")
-            )
-        }
     }
 }
 
