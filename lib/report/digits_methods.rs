@@ -75,7 +75,7 @@ fn cell(v: &str, percent: bool) -> String {
 /// errors (e.g. a method without both runs, evaluations on different
 /// subsets); write errors.
 pub fn digits_methods(runs: &Path, out: &Path) -> Result<(String, String)> {
-    let points = finished_points(runs, "digits-methods")?;
+    let points = finished_points(runs, Some("digits-methods"))?;
     let header: Vec<&str> = ["method", "taser"]
         .into_iter()
         .chain(METRICS.iter().map(|(c, _)| *c))
