@@ -401,7 +401,7 @@ fn shipped_grids_plan_and_slurm_scripts_parse() {
         ("score-table2.toml", "0 score task(s), 20 job(s)"),
         ("score-toy.toml", "0 score task(s), 26 job(s)"),
         ("score-table1-digits.toml", "0 score task(s), 24 job(s)"),
-        ("digits-methods.toml", "1 score task(s), 12 job(s)"),
+        ("digits-methods.toml", "1 score task(s), 14 job(s)"),
         ("mnist-5k-baselines.toml", "0 score task(s), 2 job(s)"),
     ];
     // Every grid in sweeps/ is planned here.

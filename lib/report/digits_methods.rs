@@ -1,14 +1,17 @@
 //! The digits methods table from the sweep of
 //! `sweeps/digits-methods.toml` (every training method, without and with
-//! TASER, each evaluated once): `table.csv` with one row per finished
+//! TASER, evaluated with PGD-20 and AutoAttack; two runs without TASER once
+//! more with SPSA as points of their own): `table.csv` with one row per finished
 //! point — method (`-awp` appended under `--awp`), taser (yes where λ > 0),
 //! the accuracies clean, PGD-20, AutoAttack, SPSA and worst case as
 //! fractions, training seconds and the seconds of AutoAttack and SPSA, each
 //! as the run wrote it (empty when not run) — and `table.md` (accuracies in
 //! %, one decimal; seconds rounded; — when not run); then the paired
 //! bootstrap of each method's TASER run against its run without TASER
-//! ([`crate::stats::run`], explicit pairs labelled by method, B = 10 000,
-//! seed 0, 95% percentile intervals) into `bootstrap/`.
+//! evaluated with the same attacks (a difference is an effect only when
+//! both were measured alike; [`crate::stats::run`], explicit pairs labelled
+//! by method, B = 10 000, seed 0, 95% percentile intervals) into
+//! `bootstrap/`.
 use super::finished_points;
 use crate::csvio;
 use crate::error::{Error, Result};
@@ -16,7 +19,7 @@ use crate::fsutil::write_text;
 use crate::layout::JobDir;
 use crate::stats::{self, bootstrap::IntervalKind, Options, PairSource};
 use crate::sweep::results::Row;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The columns of table.csv after method and taser, each with the
 /// results.csv metric it copies.
@@ -58,6 +61,58 @@ fn label(point: &Row) -> Result<(String, bool)> {
     Ok((name, lambda > 0.0))
 }
 
+/// The grid parameter of the attack step's attack list.
+const ATTACKS: &str = "attack.attacks";
+
+/// A finished point as the bootstrap pairs it: its method label, its
+/// [`ATTACKS`] value (empty when the grid does not vary it), its
+/// evaluation folder and its job folder.
+struct Evaluated {
+    name: String,
+    attacks: String,
+    eval: PathBuf,
+    dir: PathBuf,
+}
+
+/// Each method's TASER run against its run without TASER evaluated with
+/// the same attacks (a run without TASER that has no such partner, e.g. an
+/// extra SPSA evaluation, stays out), in table order: (baseline eval,
+/// treatment eval, method label).
+///
+/// Errors: [`Error::CorruptInput`] naming a TASER point that has no run
+/// without TASER of its method evaluated with the same attacks.
+fn taser_pairs(
+    base: &[Evaluated],
+    taser: &[Evaluated],
+) -> Result<Vec<(PathBuf, PathBuf, Option<String>)>> {
+    if let Some(t) = taser.iter().find(|t| {
+        !base
+            .iter()
+            .any(|b| b.name == t.name && b.attacks == t.attacks)
+    }) {
+        return Err(Error::CorruptInput {
+            path: t.dir.clone(),
+            reason: format!(
+                "its TASER run of `{}` (attacks `{}`) has no run without TASER evaluated with \
+                 the same attacks, so no paired comparison measures its gain",
+                t.name, t.attacks
+            ),
+            fix: "evaluate both runs of each method with the same attack.attacks, as \
+                  sweeps/digits-methods.toml does (SPSA on points of its own)"
+                .into(),
+        });
+    }
+    Ok(base
+        .iter()
+        .filter_map(|b| {
+            let t = taser
+                .iter()
+                .find(|t| t.name == b.name && t.attacks == b.attacks)?;
+            Some((b.eval.clone(), t.eval.clone(), Some(b.name.clone())))
+        })
+        .collect())
+}
+
 /// One Markdown cell: a fraction in % or seconds, — when empty.
 fn cell(v: &str, percent: bool) -> String {
     match v.parse::<f64>() {
@@ -71,11 +126,12 @@ fn cell(v: &str, percent: bool) -> String {
 /// output `runs`; returns the two Markdown tables (the methods table, then
 /// the bootstrap's Table 2).
 ///
-/// Errors: [`Error::MissingInput`] without finished points; bootstrap's
-/// errors (e.g. a method without both runs, evaluations on different
-/// subsets); write errors.
+/// Errors: [`Error::MissingInput`] without finished points;
+/// [`Error::CorruptInput`] for a TASER point without a run of its method
+/// evaluated with the same attacks; bootstrap's errors (e.g. evaluations on
+/// different subsets); write errors.
 pub fn digits_methods(runs: &Path, out: &Path) -> Result<(String, String)> {
-    let points = finished_points(runs, "digits-methods")?;
+    let points = finished_points(runs, Some("digits-methods"))?;
     let header: Vec<&str> = ["method", "taser"]
         .into_iter()
         .chain(METRICS.iter().map(|(c, _)| *c))
@@ -103,23 +159,22 @@ pub fn digits_methods(runs: &Path, out: &Path) -> Result<(String, String)> {
         let mut row = vec![name.clone(), yes.to_string()];
         row.extend(values);
         csv.push(row);
-        let eval = JobDir::at(&p.dir).eval().dir().to_path_buf();
+        let eval = Evaluated {
+            name,
+            attacks: p.params.get(ATTACKS).cloned().unwrap_or_default(),
+            eval: JobDir::at(&p.dir).eval().dir().to_path_buf(),
+            dir: p.dir.clone(),
+        };
         if with {
-            taser.push((name, eval));
+            taser.push(eval);
         } else {
-            base.push((name, eval));
+            base.push(eval);
         }
     }
+    // Refuses unpaired TASER points before anything is written.
+    let pairs = taser_pairs(&base, &taser)?;
     csvio::write_table(&out.join("table.csv"), &header, &csv)?;
     write_text(&out.join("table.md"), &md)?;
-    // Each method's TASER run against its run without, in table order.
-    let pairs = base
-        .iter()
-        .filter_map(|(name, b)| {
-            let t = taser.iter().find(|(n, _)| n == name)?;
-            Some((b.clone(), t.1.clone(), Some(name.clone())))
-        })
-        .collect();
     let report = stats::run(&Options {
         source: PairSource::Explicit(pairs),
         resamples: 10_000,

@@ -95,25 +95,38 @@ pub fn run_folders(runs: &Path, make_target: &str) -> Result<Vec<TrainRun>> {
 }
 
 /// The finished grid points of the sweep whose `--out` is `runs` (rows of
-/// its results, in plan order).
+/// its results, in plan order). `make_target`, when the report belongs to
+/// one shipped grid, is the Makefile target that runs it (named in the
+/// fixes).
 ///
-/// Errors: [`Error::MissingInput`] when `runs` is no sweep output or has no
-/// finished point, naming `make <make_target>` as the fix.
-pub fn finished_points(runs: &Path, make_target: &str) -> Result<Vec<results::Row>> {
-    let rows: Vec<results::Row> = results::scan(runs)
-        .map_err(|e| Error::MissingInput {
+/// Errors: [`Error::MissingInput`] naming `runs` when it holds no `jobs/`
+/// folder (it is no `sweep run --out` folder) or none of its grid points
+/// has finished (the reason counts the pending and failed ones);
+/// [`results::scan`]'s errors when `jobs/` cannot be read.
+pub fn finished_points(runs: &Path, make_target: Option<&str>) -> Result<Vec<results::Row>> {
+    let shipped = make_target
+        .map(|t| format!(" (`make {t}` runs its grid)"))
+        .unwrap_or_default();
+    if !runs.join(JOBS_DIR).is_dir() {
+        return Err(Error::MissingInput {
             path: runs.to_path_buf(),
-            reason: e.to_string(),
-            fix: format!("run `make {make_target}` (it runs the sweep first)"),
-        })?
-        .into_iter()
-        .filter(|r| r.status == "ok")
-        .collect();
+            reason: format!("no {JOBS_DIR}/ folder in it: it is not the --out folder of a sweep"),
+            fix: format!("give --runs the folder of `sweep run GRID --out DIR`{shipped}"),
+        });
+    }
+    let all = results::scan(runs)?;
+    let count = |s: &str| all.iter().filter(|r| r.status == s).count();
+    let (pending, failed) = (count("pending"), count("failed"));
+    let rows: Vec<results::Row> = all.into_iter().filter(|r| r.status == "ok").collect();
     if rows.is_empty() {
         return Err(Error::MissingInput {
             path: runs.to_path_buf(),
-            reason: "no finished grid point in it".into(),
-            fix: format!("run `make {make_target}`"),
+            reason: format!("no finished grid point in it ({pending} pending, {failed} failed)"),
+            fix: format!(
+                "finish the sweep: run `sweep run GRID --out {d}` again{shipped}; \
+                 `sweep collect {d}` writes why points failed into results.csv",
+                d = runs.display()
+            ),
         });
     }
     Ok(rows)

@@ -92,7 +92,7 @@ fn rank(points: &[Row], key: &str, value: Option<&String>) -> usize {
 /// [`Error::CorruptInput`] naming a point without the loss/lr parameters,
 /// a best epoch or a checkpoint's accuracy; write errors.
 pub fn score_table1(runs: &Path, out: &Path) -> Result<String> {
-    let mut points = finished_points(runs, "score-table1-digits")?;
+    let mut points = finished_points(runs, Some("score-table1-digits"))?;
     let order = points.clone();
     points.sort_by_key(|p| {
         (

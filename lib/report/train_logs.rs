@@ -3,21 +3,23 @@
 //! grid point, the label being the value of one grid parameter.
 use super::finished_points;
 use crate::error::{Error, Result};
-use crate::fsutil::write_bytes_atomically;
+use crate::fsutil::{ensure_writable_dir, write_bytes_atomically};
 use crate::layout::{JobDir, METRICS};
 use crate::sweep::grid::Step;
 use std::path::{Path, PathBuf};
 
 /// Copies each finished point's per-epoch log (its model step's metrics
 /// file, byte for byte) of the sweep output `runs` to
-/// `out/<value of label_by>-metrics.csv`; returns the files written.
+/// `out/<value of label_by>-metrics.csv` (creating `out`); returns the
+/// files written. Every point's label is checked before any file is
+/// written.
 ///
 /// Errors: [`Error::MissingInput`] without finished points or when a
 /// point's log cannot be read; [`Error::CorruptInput`] when a point has no
 /// parameter `label_by` or two points share its value; write errors.
 pub fn train_logs(runs: &Path, label_by: &str, out: &Path) -> Result<Vec<PathBuf>> {
-    let points = finished_points(runs, "mnist-baselines")?;
-    let mut written: Vec<PathBuf> = Vec::new();
+    let points = finished_points(runs, None)?;
+    let mut copies: Vec<(PathBuf, PathBuf)> = Vec::new();
     for p in &points {
         let label = p.params.get(label_by).ok_or_else(|| Error::CorruptInput {
             path: p.dir.clone(),
@@ -25,7 +27,7 @@ pub fn train_logs(runs: &Path, label_by: &str, out: &Path) -> Result<Vec<PathBuf
             fix: "give --label-by a parameter of the grid (sweep plan lists them)".into(),
         })?;
         let to = out.join(format!("{label}-{METRICS}"));
-        if written.contains(&to) {
+        if copies.iter().any(|(_, t)| *t == to) {
             return Err(Error::CorruptInput {
                 path: runs.to_path_buf(),
                 reason: format!("two grid points have {label_by} = {label}"),
@@ -38,13 +40,16 @@ pub fn train_logs(runs: &Path, label_by: &str, out: &Path) -> Result<Vec<PathBuf
             .map(|s| job.train_step(s.name()).metrics())
             .find(|m| m.is_file())
             .unwrap_or_else(|| job.train_step(Step::Train.name()).metrics());
-        let bytes = std::fs::read(&from).map_err(|e| Error::MissingInput {
+        copies.push((from, to));
+    }
+    ensure_writable_dir(out)?;
+    for (from, to) in &copies {
+        let bytes = std::fs::read(from).map_err(|e| Error::MissingInput {
             path: from.clone(),
             reason: e.to_string(),
             fix: "run the sweep again (sweep run) to finish its training".into(),
         })?;
-        write_bytes_atomically(&to, &bytes)?;
-        written.push(to);
+        write_bytes_atomically(to, &bytes)?;
     }
-    Ok(written)
+    Ok(copies.into_iter().map(|(_, to)| to).collect())
 }
