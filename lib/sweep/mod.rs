@@ -28,10 +28,10 @@ pub mod signal;
 
 use crate::error::{Error, Result};
 use grid::Grid;
-pub use plan::plan_text;
 use job::{Kind, Outcome, WorkItem, Worker};
 use mpi::point_to_point::MatchedReceiveVec;
 use mpi::traits::*;
+pub use plan::plan_text;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
