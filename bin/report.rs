@@ -1,6 +1,7 @@
 //! `report`: rebuilds the papers' small tables and figures from finished runs.
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use taser::exit::{self, Status};
@@ -99,6 +100,16 @@ enum Report {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Print one training run's record as JSON on stdout, for scripts that
+    /// would otherwise read the run folder's files by name: {"dir",
+    /// "sidecar": what model.json records (model, data, hyperparameters,
+    /// "runtime" with the device and numerics), "epochs": the per-epoch log's
+    /// rows, "last_epoch": its last row}. E.g. `report run runs/demo/jobs/<id>/train
+    /// | python3 -c 'import json,sys; print(json.load(sys.stdin)["last_epoch"]["test_acc"])'`.
+    Run {
+        /// A `train` or `finetune` --out folder.
+        dir: PathBuf,
+    },
     /// Draw the figures of an output folder again (.svg and .png) from the
     /// CSVs beside them, without the runs: predictions from predictions.csv
     /// (toy-table1), figure1-3 from curves.csv, runs.csv and figure3.csv
@@ -178,6 +189,16 @@ fn run(args: &Args) -> anyhow::Result<()> {
             print!("{table}\n{table2}");
             println!("written to {}", out.display());
             Ok(())
+        }
+        Report::Run { dir } => {
+            let record = taser::report::run_record::run_record(dir)
+                .with_context(|| format!("report run {} failed", dir.display()))?;
+            // A reader that stops early (`| head`) is no failure.
+            let mut stdout = std::io::stdout().lock();
+            match writeln!(stdout, "{}", serde_json::to_string_pretty(&record)?) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
+            }
         }
         Report::TrainLogs {
             runs,

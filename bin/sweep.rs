@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use taser::exit::{self, Status};
-use taser::sweep::{self, grid::Grid, job::Outcome, RunConfig};
+use taser::sweep::{self, grid::Grid, job::Outcome, status::JobStatus, RunConfig};
 
 /// Run a grid of training-and-evaluation jobs (docs/CLUSTER.md): each grid point
 /// chains `train` (or `finetune`) → `attack` in its own directory, shared
@@ -241,8 +241,8 @@ fn real_main(args: Args) -> anyhow::Result<Status> {
             let rows = sweep::results::scan(&dir)?;
             let path = dir.join(taser::layout::RESULTS);
             sweep::results::write(&path, &rows)?;
-            let ok = rows.iter().filter(|r| r.status == "ok").count();
-            let failed = rows.iter().filter(|r| r.status == "failed").count();
+            let count = |s: JobStatus| rows.iter().filter(|r| r.status == s).count();
+            let (ok, failed) = (count(JobStatus::Ok), count(JobStatus::Failed));
             println!("jobs = {}", rows.len());
             println!("ok = {ok}");
             println!("failed = {failed}");

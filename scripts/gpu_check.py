@@ -31,7 +31,6 @@ by the child processes (cifar_shaped.py, benches/train_step.py).
 """
 import argparse
 import datetime
-import json
 import os
 import re
 import shutil
@@ -156,9 +155,13 @@ def device_check(r, a, torch_version, torch_gpus):
                 "whose python3 has the\n  CUDA build of torch 2.11.0 (this script puts its torch/lib "
                 "and dist/lib on LD_LIBRARY_PATH),\n  or check another device with --device cpu.", 1)
         die("the device check failed:\n" + "\n".join(text.splitlines()[-5:]), 1)
-    meta = json.load(open(os.path.join(run, "model.json")))
-    if f'"device": "{a.device}"' not in open(os.path.join(run, "model.json")).read():
-        die(f"the device check trained, but not on {a.device} (see {run}/model.json)", 1)
+    record = r.run_record(a.bin, run)
+    if record is None:
+        die(f"the device check trained, but `report run {run}` cannot read its record", 1)
+    meta = record["sidecar"]
+    if meta["runtime"]["device"]["device"] != a.device:
+        die(f"the device check trained, but not on {a.device} (`report run {run}` says "
+            f"{meta['runtime']['device']['device']})", 1)
     r.add(f"binaries see {a.device} (cnn-small/digits, 1 epoch)", res.seconds, "ok", peak=res.peak)
     d, n = meta["runtime"]["device"], meta["runtime"]["numerics"]
     where = (f", cc {d['compute_capability']}, {d['memory_mib']} MiB, driver {d['driver']}"
@@ -175,8 +178,8 @@ def determinism(r, a):
            "--model", "cnn-small", "--epochs", "1", "--seed", "3", "--deterministic"]
     for k in (1, 2):
         r.step(f"train --deterministic, run {k}", f"det{k}", det + ["--out", f"{a.out}/det{k}"])
-    files = [os.path.join(a.out, f"det{k}", "model.safetensors") for k in (1, 2)]
-    same = all(map(os.path.isfile, files)) and open(files[0], "rb").read() == open(files[1], "rb").read()
+    files = [r.final_weights(a.bin, f"{a.out}/det{k}") for k in (1, 2)]
+    same = all(files) and open(files[0], "rb").read() == open(files[1], "rb").read()
     r.add("… two --deterministic runs: checkpoints byte-identical", status="ok" if same else "FAILED")
 
 
@@ -217,8 +220,9 @@ def main(argv):
     std_s, taser_s, runs = resnet_runs(r, a, s)
     fd_residual(r, a, s)
     memory(r, a, s, runs if a.quick else None)
+    std_weights = r.final_weights(a.bin, f"{a.out}/std")
     r.step(f"AutoAttack (aa, L∞ 8/255) on {s['n_eval']} points", "aa",
-           [f"{a.bin}/attack", "--device", a.device, "--checkpoint", f"{a.out}/std/model.safetensors",
+           [f"{a.bin}/attack", "--device", a.device, "--checkpoint", std_weights or f"{a.out}/std",
             "--data-dir", f"{a.out}/cifar", "--attacks", "aa", "--eps", "0.0313725",
             "--n-eval", str(s["n_eval"]), "--out", f"{a.out}/aa"])
     bench(r, a, s, std_s, taser_s)

@@ -12,6 +12,7 @@ Peak memory of a step (the table's last column, MiB):
   Where nvidia-smi's process ids are not this namespace's (containers), it
   falls back to the device's memory.used above its level before the step.
 """
+import json
 import os
 import signal
 import subprocess
@@ -102,6 +103,20 @@ class Runner:
         self.rows.append([step, secs, status] + cells + [mem])
         if status.startswith("FAILED"):
             self.failed = True
+
+    def run_record(self, bin_dir, run):
+        """RUN's record as `report run` prints it (sidecar and per-epoch log,
+        read through the suite's run-folder layout); None when it cannot."""
+        try:
+            p = subprocess.run([f"{bin_dir}/report", "run", run], capture_output=True, text=True,
+                               env=self.env, timeout=60)
+            return json.loads(p.stdout) if p.returncode == 0 else None
+        except (OSError, subprocess.TimeoutExpired, ValueError):
+            return None
+
+    def final_weights(self, bin_dir, run):
+        """The path of RUN's final checkpoint from its record; None without one."""
+        return ((self.run_record(bin_dir, run) or {}).get("weights") or {}).get("final")
 
     def run(self, name, log, cmd, env=None):
         """Runs `cmd` (output in logs/LOG.log) under the step time limit."""

@@ -1,6 +1,5 @@
 """gpu-check's measuring steps: resnet18 epochs in each numerical mode, the
 fd vs autograd residual, peak memory per training step, the bench rows."""
-import csv
 import os
 import re
 import sys
@@ -16,13 +15,11 @@ RESIDUAL = re.compile(r"^fd-residual: tf32 (off|on), .*batch (\d+), vs f64 autog
 AUTOGRAD_TOLERANCE = 1e-3
 
 
-def last_metric(out, run, column):
-    """`column` of the last row of RUN/metrics.csv (None when absent or empty)."""
-    try:
-        rows = list(csv.DictReader(open(os.path.join(out, run, "metrics.csv"))))
-        return float(rows[-1][column])
-    except (OSError, IndexError, KeyError, ValueError):
-        return None
+def last_metric(r, a, run, column):
+    """`column` of RUN's last epoch (`report run`; None when absent or not a number)."""
+    record = r.run_record(a.bin, os.path.join(a.out, run))
+    v = (record or {}).get("last_epoch") or {}
+    return v.get(column) if isinstance(v.get(column), (int, float)) else None
 
 
 def fmt(v, spec=".1f"):
@@ -46,15 +43,15 @@ def resnet_runs(r, a, s):
     results = {run: r.step(f"train resnet18 1 epoch, {label}", run, common + flags + ["--out", f"{a.out}/{run}"])
                for label, run, flags in runs}
     # f32 vs TF32 vs bf16 on one seed: train_loss of the epoch and its relative gap to f32.
-    f = last_metric(a.out, "std", "train_loss")
+    f = last_metric(r, a, "std", "train_loss")
     cells = [f"f32 {fmt(f, '.4f')}"]
     for run in ("tf32", "bf16"):
-        v = last_metric(a.out, run, "train_loss")
+        v = last_metric(r, a, run, "train_loss")
         gap = f"{v:.4f} (rel. gap {abs(v - f) / max(abs(f), 1e-12):.1e})" if None not in (v, f) else "–"
         cells.append(f"{run} {gap}")
     r.add("… train_loss, one seed: " + ", ".join(cells))
-    secs = {run: last_metric(a.out, run, "seconds") for run in ("std", "taser", "bf16", "cl", "bf16-cl")}
-    r.add(f"… epoch seconds (metrics.csv): standard {fmt(secs['std'])}, TASER {fmt(secs['taser'])}, "
+    secs = {run: last_metric(r, a, run, "seconds") for run in ("std", "taser", "bf16", "cl", "bf16-cl")}
+    r.add(f"… epoch seconds (per-epoch log): standard {fmt(secs['std'])}, TASER {fmt(secs['taser'])}, "
           f"bf16 {fmt(secs['bf16'])}, channels-last {fmt(secs['cl'])}, both {fmt(secs['bf16-cl'])}")
     return secs["std"], secs["taser"], {run: results[run] for run in ("std", "taser")}
 

@@ -2,7 +2,9 @@
 //! - no module imports one on a higher floor of the data's way;
 //! - no library file is longer than 600 lines (its `#[cfg(test)]` part and
 //!   files named `tests.rs` aside);
-//! - no library function outside tests is longer than 120 lines.
+//! - no library function outside tests is longer than 120 lines;
+//! - no script (scripts/, slurm/, data/, analysis/) names a file inside a
+//!   run folder: scripts read runs through the binaries.
 //!
 //! The floors, lowest first (lib/lib.rs documents them):
 //! ground (error, exit, fsutil, csvio, identity, layout, runtime, device, progress,
@@ -687,4 +689,63 @@ fn the_checks_see_what_they_claim_to() {
     assert_eq!(functions(&text), vec![(1, 132, "fn long() {".to_string())]);
     assert_eq!(floor_of("stats"), Some(8));
     assert!(floor_of("train") < floor_of("stats"));
+}
+
+/// The files inside a run folder (lib/layout.rs): scripts reach them
+/// through the binaries (`report run`, `sweep collect`, …), never by name.
+const RUN_FOLDER_FILES: &[&str] = &[
+    taser::layout::MODEL_WEIGHTS,
+    taser::layout::MODEL_SIDECAR,
+    taser::layout::BEST_WEIGHTS,
+    taser::layout::LAST_WEIGHTS,
+    taser::layout::METRICS,
+    taser::layout::RESUME_WEIGHTS,
+    taser::layout::RESUME_STATE,
+    taser::layout::PER_SAMPLE,
+    taser::layout::SUMMARY,
+    taser::layout::ATTACK_STATE,
+    taser::layout::SUBSET,
+    taser::layout::FAILED,
+    taser::layout::JOB_CONFIG,
+    taser::layout::ATTEMPTS,
+    taser::layout::SCORES,
+];
+
+/// `file:line` of each line (a `#` comment aside) of a bash or Python
+/// script that names a run-folder file.
+fn layout_names_in_script(name: &str, text: &str) -> Vec<String> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim_start().starts_with('#'))
+        .filter(|(_, l)| RUN_FOLDER_FILES.iter().any(|f| l.contains(f)))
+        .map(|(i, _)| format!("{name}:{}", i + 1))
+        .collect()
+}
+
+#[test]
+fn scripts_read_run_folders_through_the_binaries() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut found = Vec::new();
+    for dir in ["scripts", "slurm", "data", "analysis"] {
+        let mut files: Vec<PathBuf> = fs::read_dir(root.join(dir))
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+                matches!(ext, "sh" | "py" | "sbatch")
+            })
+            .collect();
+        files.sort();
+        for f in files {
+            let rel = f.strip_prefix(root).unwrap().display().to_string();
+            found.extend(layout_names_in_script(
+                &rel,
+                &fs::read_to_string(&f).unwrap(),
+            ));
+        }
+    }
+    assert!(found.is_empty(), "scripts name run-folder files: {found:?}");
+    // The check itself: a code line is seen, a comment is not.
+    let sample = "# reads model.json\nopen(os.path.join(run, \"metrics.csv\"))\n";
+    assert_eq!(layout_names_in_script("s.py", sample), ["s.py:2"]);
 }

@@ -7,6 +7,7 @@
 //! it, so [`redraw`] draws the figures of an output folder again without
 //! the runs.
 pub mod digits_methods;
+pub mod run_record;
 pub mod score_table1;
 pub mod score_toy;
 pub mod toy;
@@ -17,7 +18,7 @@ use crate::csvio;
 use crate::error::{Error, Result};
 use crate::layout::{JobDir, TrainRun, COMPARISONS, JOBS_DIR};
 use crate::stats::plot::{self, Deltas};
-use crate::sweep::{grid::Step, results};
+use crate::sweep::{grid::Step, results, status::JobStatus};
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 
@@ -80,7 +81,7 @@ pub fn run_folders(runs: &Path, make_target: &str) -> Result<Vec<TrainRun>> {
         let rows = results::scan(runs)?;
         return Ok(rows
             .iter()
-            .filter(|r| r.status == "ok")
+            .filter(|r| r.status == JobStatus::Ok)
             .flat_map(|r| {
                 [Step::Train, Step::Finetune].map(|s| JobDir::at(&r.dir).train_step(s.name()))
             })
@@ -115,9 +116,12 @@ pub fn finished_points(runs: &Path, make_target: Option<&str>) -> Result<Vec<res
         });
     }
     let all = results::scan(runs)?;
-    let count = |s: &str| all.iter().filter(|r| r.status == s).count();
-    let (pending, failed) = (count("pending"), count("failed"));
-    let rows: Vec<results::Row> = all.into_iter().filter(|r| r.status == "ok").collect();
+    let count = |s: JobStatus| all.iter().filter(|r| r.status == s).count();
+    let (pending, failed) = (count(JobStatus::Pending), count(JobStatus::Failed));
+    let rows: Vec<results::Row> = all
+        .into_iter()
+        .filter(|r| r.status == JobStatus::Ok)
+        .collect();
     if rows.is_empty() {
         return Err(Error::MissingInput {
             path: runs.to_path_buf(),

@@ -4,6 +4,7 @@
 //! marker after the last, all written atomically, so a kill at any moment
 //! leaves either a finished step or one that is rerun.
 use super::grid::{Grid, JobSpec};
+use super::status::JobStatus;
 use super::{lock, signal};
 use crate::attack::results::read_summary;
 use crate::error::{Error, Result};
@@ -150,7 +151,8 @@ fn write_json(path: &Path, v: &Json) -> Result<()> {
     write_bytes_atomically(path, text.as_bytes())
 }
 
-fn read_json(path: &Path) -> Option<Json> {
+/// A JSON marker's contents (None when absent or unreadable).
+pub(super) fn read_json(path: &Path) -> Option<Json> {
     fs::read_to_string(path)
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok())
@@ -282,7 +284,7 @@ impl WorkItem {
         self.clear_failure()?;
         write_json(
             &self.folder().done(),
-            &json!({"status": "ok", "seconds": seconds, "metrics": metrics, "at": now_unix()}),
+            &json!({"status": JobStatus::Ok.as_str(), "seconds": seconds, "metrics": metrics, "at": now_unix()}),
         )?;
         Ok(Outcome::Ok)
     }
@@ -475,16 +477,5 @@ fn run_child(bin: &Path, args: &[String], dir: &Path, label: &str) -> Result<(Ch
             }
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The status of a task directory as results.csv gives it.
-pub fn dir_status(dir: &Path) -> (&'static str, Option<Json>) {
-    if let Some(v) = read_json(&JobDir::at(dir).done()) {
-        ("ok", Some(v))
-    } else if let Some(v) = read_json(&JobDir::at(dir).failed()) {
-        ("failed", Some(v))
-    } else {
-        ("pending", None)
     }
 }

@@ -25,6 +25,7 @@ pub mod lock;
 pub mod plan;
 pub mod results;
 pub mod signal;
+pub mod status;
 
 use crate::error::{Error, Result};
 use grid::Grid;
@@ -32,6 +33,7 @@ use job::{Kind, Outcome, WorkItem, Worker};
 use mpi::point_to_point::MatchedReceiveVec;
 use mpi::traits::*;
 pub use plan::plan_text;
+use status::JobStatus;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -88,51 +90,39 @@ pub fn pick_device(spec: &str, local_rank: usize) -> String {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
-    Pending,
-    Running,
-    Ok,
-    Failed,
-}
-
 /// Rank 0's book of tasks.
 struct Book {
     tasks: Vec<WorkItem>,
-    state: Vec<State>,
+    state: Vec<JobStatus>,
 }
 
 impl Book {
     fn next_ready(&self) -> Option<usize> {
         (0..self.tasks.len()).find(|&i| {
-            self.state[i] == State::Pending
+            self.state[i] == JobStatus::Pending
                 && self.tasks[i]
                     .deps
                     .iter()
-                    .all(|&d| self.state[d] == State::Ok)
+                    .all(|&d| self.state[d] == JobStatus::Ok)
         })
     }
 
     fn has_pending(&self) -> bool {
-        self.state.contains(&State::Pending)
+        self.state.contains(&JobStatus::Pending)
     }
 
     /// Records an outcome; a failed score or base task fails its
     /// dependants (they cannot run), recorded as not run with the reason.
     fn record(&mut self, i: usize, outcome: Outcome) {
-        self.state[i] = match outcome {
-            Outcome::Ok => State::Ok,
-            Outcome::Failed => State::Failed,
-            Outcome::Interrupted => State::Pending,
-        };
+        self.state[i] = JobStatus::after(outcome);
         if outcome == Outcome::Failed {
             let failed_id = self.tasks[i].id.clone();
             let why = job::failure_reason(&self.tasks[i].dir)
                 .map(|r| format!(" ({r})"))
                 .unwrap_or_default();
             for j in 0..self.tasks.len() {
-                if self.state[j] == State::Pending && self.tasks[j].deps.contains(&i) {
-                    self.state[j] = State::Failed;
+                if self.state[j] == JobStatus::Pending && self.tasks[j].deps.contains(&i) {
+                    self.state[j] = JobStatus::Failed;
                     let _ = self.tasks[j].record_failure(
                         "dependency",
                         None,
@@ -155,10 +145,9 @@ fn open_book(grid: &Grid, cfg: &RunConfig) -> Result<Book> {
     let mut state = Vec::with_capacity(tasks.len());
     for t in &tasks {
         t.write_config(grid)?;
-        let s = match job::dir_status(&t.dir).0 {
-            "ok" => State::Ok,
-            "failed" if !cfg.retry_failed => State::Failed,
-            _ => State::Pending,
+        let s = match JobStatus::on_disk(&t.dir).0 {
+            JobStatus::Failed if cfg.retry_failed => JobStatus::Pending,
+            s => s,
         };
         state.push(s);
     }
@@ -214,7 +203,7 @@ pub fn run(cfg: &RunConfig) -> Result<Option<RunSummary>> {
         "sweep {}: {} task(s), {} already finished, {} rank(s); rank 0 on {device}",
         grid.name,
         book.tasks.len(),
-        book.state.iter().filter(|s| **s == State::Ok).count(),
+        book.state.iter().filter(|s| **s == JobStatus::Ok).count(),
         size
     );
     schedule(&world, &mut book, &cfg.out, &worker)?;
@@ -246,7 +235,7 @@ fn summary(book: &Book, rows: &[results::Row], out: &Path) -> RunSummary {
     // A failed score or base task counts too, even when no job of this run
     // needed it any more: the run printed it as FAILED.
     let failed_shared = (0..book.tasks.len())
-        .filter(|&i| book.tasks[i].kind != Kind::Point && book.state[i] == State::Failed)
+        .filter(|&i| book.tasks[i].kind != Kind::Point && book.state[i] == JobStatus::Failed)
         .map(|i| {
             let task = &book.tasks[i];
             let record = task.folder().failed();
@@ -255,7 +244,7 @@ fn summary(book: &Book, rows: &[results::Row], out: &Path) -> RunSummary {
         });
     let failed = jobs
         .iter()
-        .filter(|&&i| book.state[i] == State::Failed)
+        .filter(|&&i| book.state[i] == JobStatus::Failed)
         .map(|&i| {
             let id = &book.tasks[i].id;
             let row = rows.iter().find(|r| &r.id == id);
@@ -273,7 +262,10 @@ fn summary(book: &Book, rows: &[results::Row], out: &Path) -> RunSummary {
         .collect();
     RunSummary {
         jobs: jobs.len(),
-        ok: jobs.iter().filter(|&&i| book.state[i] == State::Ok).count(),
+        ok: jobs
+            .iter()
+            .filter(|&&i| book.state[i] == JobStatus::Ok)
+            .count(),
         failed,
         interrupted: book.has_pending(),
         results: out.join(crate::layout::RESULTS),
@@ -351,7 +343,7 @@ fn schedule(
         if !local_retired && local_running.is_none() {
             match (stopping, book.next_ready()) {
                 (false, Some(i)) => {
-                    book.state[i] = State::Running;
+                    book.state[i] = JobStatus::Running;
                     local_running = Some(i);
                     let _ = to_local.send(Some(book.tasks[i].clone()));
                 }
@@ -366,7 +358,7 @@ fn schedule(
         for src in idle.drain(..) {
             match (stopping, book.next_ready()) {
                 (false, Some(i)) => {
-                    book.state[i] = State::Running;
+                    book.state[i] = JobStatus::Running;
                     remote_running[src as usize] = Some(i);
                     world
                         .process_at_rank(src)
@@ -392,11 +384,7 @@ fn schedule(
 /// Prints an outcome and brings results.csv up to date with it.
 fn report(book: &Book, i: usize, outcome: Outcome, rank: i32, out: &Path) {
     let t = &book.tasks[i];
-    let done = book
-        .state
-        .iter()
-        .filter(|s| matches!(s, State::Ok | State::Failed))
-        .count();
+    let done = book.state.iter().filter(|s| s.is_final()).count();
     let what = match outcome {
         Outcome::Ok => "ok",
         Outcome::Failed => "FAILED",

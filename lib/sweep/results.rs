@@ -1,7 +1,7 @@
 //! results.csv: one row per grid point, rebuilt from the job directories
 //! alone (their config.json and markers), so `sweep collect` after any
 //! crash gives the same table as the end of a run.
-use super::job::dir_status;
+use super::status::JobStatus;
 use crate::csvio::write_table;
 use crate::error::{Error, Result};
 use crate::layout::{JOBS_DIR, JOB_CONFIG};
@@ -17,8 +17,8 @@ pub struct Row {
     pub index: i64,
     /// Job id.
     pub id: String,
-    /// ok, failed or pending.
-    pub status: String,
+    /// Ok, failed or pending, from the job's markers.
+    pub status: JobStatus,
     /// Grid parameters.
     pub params: BTreeMap<String, String>,
     /// Metrics of the finished steps.
@@ -51,11 +51,11 @@ pub fn read_row(dir: &Path) -> Option<Row> {
         .as_object()
         .map(|m| m.iter().map(|(k, v)| (k.clone(), text(v))).collect())
         .unwrap_or_default();
-    let (status, marker) = dir_status(dir);
+    let (status, marker) = JobStatus::on_disk(dir);
     let mut row = Row {
         index: config["index"].as_i64().unwrap_or(-1),
         id: text(&config["id"]),
-        status: status.into(),
+        status,
         params,
         metrics: BTreeMap::new(),
         seconds: BTreeMap::new(),
@@ -63,7 +63,7 @@ pub fn read_row(dir: &Path) -> Option<Row> {
         dir: dir.to_path_buf(),
     };
     match (status, marker) {
-        ("ok", Some(m)) => {
+        (JobStatus::Ok, Some(m)) => {
             if let Some(o) = m["metrics"].as_object() {
                 row.metrics = o.iter().map(|(k, v)| (k.clone(), text(v))).collect();
             }
@@ -74,7 +74,7 @@ pub fn read_row(dir: &Path) -> Option<Row> {
                     .collect();
             }
         }
-        ("failed", Some(m)) => {
+        (JobStatus::Failed, Some(m)) => {
             row.failure = Some((text(&m["step"]), text(&m["exit_code"]), text(&m["error"])));
         }
         _ => {}
@@ -116,7 +116,7 @@ pub fn write(path: &Path, rows: &[Row]) -> Result<()> {
     );
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
-        let mut line = vec![r.id.clone(), r.index.to_string(), r.status.clone()];
+        let mut line = vec![r.id.clone(), r.index.to_string(), r.status.to_string()];
         line.extend(
             params
                 .iter()
