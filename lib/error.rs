@@ -76,6 +76,16 @@ pub enum Error {
          --device cpu to compute on the CPU on purpose"
     )]
     GpuNotVisible { signal: String, detail: String },
+    /// An MPI command (`sweep run`, `sweep devices`) of a binary built
+    /// without MPI: the portable `make dist` form, which runs on any
+    /// cluster's MPI-less array path.
+    #[error(
+        "{command}: this sweep binary was built without MPI (the portable `make dist` form). Fix: run \
+         the grid as a Slurm job array (slurm/sweep-array.sbatch; `sweep plan GRID --out DIR` prints \
+         the sbatch lines, each task runs `sweep run-one`), or build sweep against the cluster's MPI \
+         on a login node (`module load <your MPI>` then `make sweep-mpi`; docs/CLUSTER.md)"
+    )]
+    NoMpi { command: String },
     /// A libtorch error, with a hint when its text names a known cause
     /// ([`torch_hint`]).
     /// (Not a `source`: its text is part of this message, printed once.)

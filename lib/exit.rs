@@ -52,6 +52,7 @@ impl Error {
             | Error::CorruptInput { .. }
             | Error::CheckpointMismatch { .. }
             | Error::GpuNotVisible { .. }
+            | Error::NoMpi { .. }
             | Error::Unwritable { .. } => Status::BadInput,
             Error::OutputFailed { .. }
             | Error::FileLocked { .. }

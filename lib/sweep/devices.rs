@@ -2,9 +2,10 @@
 //! rule `sweep run` uses ([`super::pick_device`]: with `auto`, the CUDA
 //! device of the node-local rank modulo the visible devices), gathered on
 //! rank 0 and checked, so a GPU node can be checked before a sweep.
-use super::lock::host_name;
-use super::pick_device;
+#[cfg(feature = "mpi")]
+use super::{lock::host_name, pick_device};
 use crate::error::{Error, Result};
+#[cfg(feature = "mpi")]
 use mpi::traits::*;
 
 /// One rank's view.
@@ -39,6 +40,7 @@ impl std::fmt::Display for RankDevice {
 }
 
 impl RankDevice {
+    #[cfg(any(test, feature = "mpi"))]
     fn decode(line: &str) -> Option<RankDevice> {
         let f: Vec<&str> = line.split_whitespace().collect();
         let [rank, host, local, launcher, visible, device] = f.as_slice() else {
@@ -55,6 +57,7 @@ impl RankDevice {
     }
 }
 
+#[cfg(feature = "mpi")]
 fn launcher_local_rank() -> Option<usize> {
     [
         "OMPI_COMM_WORLD_LOCAL_RANK",
@@ -65,12 +68,26 @@ fn launcher_local_rank() -> Option<usize> {
     .find_map(|v| std::env::var(v).ok()?.parse().ok())
 }
 
+#[cfg(feature = "mpi")]
 const TAG: i32 = 11;
 
 /// Every rank's device for `--device spec` (rank 0 gets them all, in rank
 /// order; other ranks get None). A lone process is a one-rank launch.
 ///
+/// Errors: [`Error::NoMpi`] in a binary built without MPI; MPI initialised
+/// twice in this process.
+#[cfg(not(feature = "mpi"))]
+pub fn gather(_spec: &str) -> Result<Option<Vec<RankDevice>>> {
+    Err(Error::NoMpi {
+        command: "sweep devices".into(),
+    })
+}
+
+/// Every rank's device for `--device spec` (rank 0 gets them all, in rank
+/// order; other ranks get None). A lone process is a one-rank launch.
+///
 /// Errors: MPI initialised twice in this process.
+#[cfg(feature = "mpi")]
 pub fn gather(spec: &str) -> Result<Option<Vec<RankDevice>>> {
     let universe = mpi::initialize().ok_or_else(|| {
         Error::invalid("MPI", "init", "MPI was already initialised in this process")
