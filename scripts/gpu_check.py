@@ -186,6 +186,11 @@ def determinism(r, a):
 def ranks(r, a, torch_gpus):
     # One rank per GPU; on the CPU two ranks show the rule (both take cpu).
     n = 2 if a.device == "cpu" else max(torch_gpus, 1)
+    alone = subprocess.run([f"{a.bin}/sweep", "devices"], capture_output=True, text=True, env=r.env)
+    if "built without MPI" in alone.stdout + alone.stderr:
+        r.add("MPI ranks → node-local device: not checked, this sweep is built without MPI (make dist; "
+              "grids run as job arrays, or `make sweep-mpi` on a login node adds MPI)", status="skipped")
+        return
     mpirun = shutil.which("mpirun")
     if mpirun:
         version = subprocess.run([mpirun, "--version"], capture_output=True, text=True)

@@ -8,7 +8,7 @@
 //!
 //! The floors, lowest first (lib/lib.rs documents them):
 //! ground (error, exit, fsutil, csvio, identity, layout, runtime, device, progress,
-//! optim, figure) → data → models → checkpoint → score → stein → attack →
+//! optim, figure, portable) → data → models → checkpoint → score → stein → attack →
 //! train → stats → sweep → report. Attack algorithms sit below training
 //! because PGD-AT, TRADES and MART use them as the inner maximiser.
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 const FLOORS: &[&[&str]] = &[
     &[
         "error", "exit", "fsutil", "csvio", "identity", "layout", "runtime", "device", "progress",
-        "optim", "figure",
+        "optim", "figure", "portable",
     ],
     &["data"],
     &["models"],
