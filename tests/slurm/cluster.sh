@@ -73,6 +73,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=1
+GresTypes=gpu
 PreemptType=preempt/partition_prio
 PreemptMode=REQUEUE
 JobAcctGatherType=jobacct_gather/none
@@ -83,11 +84,16 @@ KillWait=15
 MinJobAge=600
 InactiveLimit=0
 SlurmdTimeout=60
-NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus Gres=gpu:2 State=UNKNOWN
 PartitionName=main Nodes=$host Default=YES MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=REQUEUE GraceTime=0
 PartitionName=grace Nodes=$host MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=CANCEL GraceTime=20
 PartitionName=urgent Nodes=$host MaxTime=INFINITE State=UP PriorityTier=2 PreemptMode=OFF
 CONF
+    # Two GPUs as generic resources, each a stand-in file: Slurm hands out
+    # their indices (SLURM_JOB_GPUS, CUDA_VISIBLE_DEVICES) as on a GPU node.
+    mkdir -p "$dir/dev"
+    : > "$dir/dev/gpu0"; : > "$dir/dev/gpu1"
+    echo "Name=gpu File=$dir/dev/gpu[0-1]" > "$dir/gres.conf"
     printf 'export SLURM_CONF=%q\n' "$dir/slurm.conf" > "$dir/env"
     export SLURM_CONF=$dir/slurm.conf
     munged -F -f --socket="$dir/munge/munge.socket" --key-file="$dir/munge/munge.key" \
