@@ -4,9 +4,11 @@
 #   tests/slurm/cluster.sh stop DIR    # stops the daemons it started (by their pids in DIR), only those
 # DIR must not contain spaces (slurm.conf cannot quote them).
 # Needs Debian's slurmctld, slurmd, slurm-client and munge (tests/slurm/cluster.sh install, as root).
-# The node has this machine's CPUs; partitions: `main` (default, preemptable: PreemptMode=REQUEUE,
-# GraceTime=0), `grace` (preemptable with GraceTime=20 s, PreemptMode=CANCEL) and `urgent`
-# (higher PriorityTier, preempts both). Ports 16817/16818 and a private munge socket keep it apart
+# The node has this machine's CPUs and two GPUs as generic resources (GRES, Gres=gpu:2, with
+# stand-in device files: Slurm hands out their indices as on a GPU node; nothing runs on them).
+# Partitions: `main` (default, preemptable: PreemptMode=REQUEUE, GraceTime=0), `grace`
+# (preemptable with GraceTime=20 s, PreemptMode=CANCEL) and `urgent` (higher PriorityTier,
+# preempts both). Ports 16817/16818 and a private munge socket keep it apart
 # from any system Slurm.
 set -euo pipefail
 
@@ -89,10 +91,15 @@ PartitionName=main Nodes=$host Default=YES MaxTime=INFINITE State=UP PriorityTie
 PartitionName=grace Nodes=$host MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=CANCEL GraceTime=20
 PartitionName=urgent Nodes=$host MaxTime=INFINITE State=UP PriorityTier=2 PreemptMode=OFF
 CONF
-    # Two GPUs as generic resources, each a stand-in file: Slurm hands out
-    # their indices (SLURM_JOB_GPUS, CUDA_VISIBLE_DEVICES) as on a GPU node.
+    # Two GPUs as generic resources (gres.conf beside slurm.conf). Slurm
+    # gives out GPU indices (SLURM_JOB_GPUS, CUDA_VISIBLE_DEVICES,
+    # SLURM_STEP_GPUS) only for GPUs with device files, and slurmd takes
+    # only character or block devices: the stand-ins are /dev/null's and
+    # /dev/zero's (1:3, 1:5), made here. The jobs run on --device cpu.
     mkdir -p "$dir/dev"
-    : > "$dir/dev/gpu0"; : > "$dir/dev/gpu1"
+    for i in 0 1; do
+      [ -c "$dir/dev/gpu$i" ] || mknod "$dir/dev/gpu$i" c 1 $((3 + 2 * i))
+    done
     echo "Name=gpu File=$dir/dev/gpu[0-1]" > "$dir/gres.conf"
     printf 'export SLURM_CONF=%q\n' "$dir/slurm.conf" > "$dir/env"
     export SLURM_CONF=$dir/slurm.conf
