@@ -8,7 +8,8 @@
 # stand-in device files: Slurm hands out their indices as on a GPU node; nothing runs on them).
 # Partitions: `main` (default, preemptable: PreemptMode=REQUEUE, GraceTime=0), `grace`
 # (preemptable with GraceTime=20 s, PreemptMode=CANCEL) and `urgent` (higher PriorityTier,
-# preempts both). Ports 16817/16818 and a private munge socket keep it apart
+# preempts both). MaxJobCount=20000 (each array task counts; the default 10 000 would not take a
+# 10 000-point grid beside the finished jobs Slurm still lists). Ports 16817/16818 and a private munge socket keep it apart
 # from any system Slurm.
 set -euo pipefail
 
@@ -84,6 +85,7 @@ MpiDefault=none
 ReturnToService=2
 KillWait=15
 MinJobAge=600
+MaxJobCount=20000
 InactiveLimit=0
 SlurmdTimeout=60
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus Gres=gpu:2 State=UNKNOWN
