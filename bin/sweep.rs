@@ -64,8 +64,16 @@ use taser::sweep::{
 /// send SIGTERM to the ranks for exit 3: OpenMPI's mpirun answers a
 /// SIGTERM of its own with exit 1.
 ///
+/// Under Slurm (docs/CLUSTER.md): `sweep plan` prints the launch lines —
+/// srun, salloc + mpirun, `sbatch slurm/sweep-mpi.sbatch`, and the job-array
+/// form — shell-quoted, each asking for the GPUs and CPUs that --nodes,
+/// --gpus-per-node, --gpus-per-job and --cpus-per-job give. The array form
+/// submits shared score sets and base models first (`run-one --kind`) and
+/// the points after them (`--dependency=afterok`), in arrays of at most
+/// --max-array-size tasks (slurm/sweep-array.sbatch's --offset).
+///
 /// Examples:
-///   sweep plan sweeps/digits-demo.toml --nodes 2 --gpus-per-node 4
+///   sweep plan sweeps/digits-demo.toml --nodes 2 --gpus-per-node 4 --cpus-per-job 8
 ///
 ///   mpirun --oversubscribe -np 2 sweep run sweeps/digits-demo.toml --out runs/demo
 ///

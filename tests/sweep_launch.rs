@@ -283,7 +283,7 @@ fn run_one_runs_a_base_by_its_index_and_the_jobs_after_it_reuse_it() {
         .into_iter()
         .filter(|d| jobs.join(d).join("done").is_file())
         .collect();
-    assert_eq!(done, [base.clone()], "only the base ran");
+    assert_eq!(done, std::slice::from_ref(&base), "only the base ran");
     // Job 3, the first of base 1 (the plan lists jobs 3..5 after it), runs
     // without training the base again.
     let o = run_one(&["--index", "3"]);
@@ -291,4 +291,36 @@ fn run_one_runs_a_base_by_its_index_and_the_jobs_after_it_reuse_it() {
     let attempts = fs::read_to_string(jobs.join(&base).join("attempts.log")).unwrap();
     assert_eq!(attempts.lines().count(), 1, "{attempts}");
     assert!(attempts.contains("array-base-index=1"), "{attempts}");
+}
+
+#[test]
+fn each_array_waits_only_for_the_shared_tasks_it_needs() {
+    // table2: one score set (for the fine-tunes), 18 bases (no score set).
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = Path::new(env!("CARGO_MANIFEST_DIR")).join("sweeps/table2.toml");
+    let text = plan(&[&grid.display().to_string(), "--gpus-per-node", "4"]);
+    let calls = argv_in_bash(tmp.path(), &launch_lines(&text));
+    let arrays: Vec<&Vec<String>> = calls
+        .iter()
+        .filter(|c| has(c, "slurm/sweep-array.sbatch"))
+        .collect();
+    assert_eq!(arrays.len(), 3, "{text}");
+    let dep = |c: &Vec<String>| {
+        c.iter()
+            .find_map(|a| a.strip_prefix("--dependency="))
+            .map(String::from)
+    };
+    assert!(
+        has(arrays[0], "score") && dep(arrays[0]).is_none(),
+        "{:?}",
+        arrays[0]
+    );
+    assert!(
+        has(arrays[1], "base") && dep(arrays[1]).is_none(),
+        "{:?}",
+        arrays[1]
+    );
+    assert!(has(arrays[1], "--array=0-17%4"), "{:?}", arrays[1]);
+    assert_eq!(dep(arrays[2]).as_deref(), Some("afterok:4242:4242"));
+    assert!(has(arrays[2], "--array=0-53%4"), "{:?}", arrays[2]);
 }

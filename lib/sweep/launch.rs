@@ -10,8 +10,8 @@
 //! - the job-array form (`slurm/sweep-array.sbatch`, `sweep run-one`): one
 //!   array per kind of task — shared score sets, then shared base models,
 //!   then grid points — each submitted with `--dependency=afterok:` on the
-//!   arrays before it, so no task waits on a shared task's lock while it
-//!   holds a GPU; and each split into chunks of at most
+//!   arrays of the shared tasks it needs, so no task waits on a shared
+//!   task's lock while it holds a GPU; and each split into chunks of at most
 //!   [`Launch::max_array_size`] tasks (Slurm's MaxArraySize: indices
 //!   `0..=max-1`), the chunk's first index given to the script as
 //!   `--offset`.
@@ -199,7 +199,8 @@ pub fn launch_text(launch: &Launch, grid: &Path, out: &Path, tasks: &[WorkItem])
 
 /// The job-array form: per kind of task (score sets, bases, grid points)
 /// with any tasks, one `sbatch --array` per chunk; the shared kinds'
-/// job ids go into shell variables that the later kinds depend on.
+/// job ids go into shell variables, and a later kind's arrays depend
+/// (`afterok`) on those of the kinds its tasks need.
 fn array_text(launch: &Launch, grid: &str, out: &str, tasks: &[WorkItem]) -> String {
     let stages: Vec<(Kind, usize)> = [Kind::Score, Kind::Base, Kind::Point]
         .into_iter()
@@ -214,8 +215,21 @@ fn array_text(launch: &Launch, grid: &str, out: &str, tasks: &[WorkItem]) -> Str
         launch.ranks(),
         launch.max_array_size
     );
-    let mut before: Vec<String> = Vec::new();
+    // The job-id variables of each shared kind submitted so far.
+    let mut before: Vec<(Kind, Vec<String>)> = Vec::new();
     for (kind, count) in stages {
+        // Only the arrays this kind's tasks depend on: e.g. bases that
+        // need no score set start beside the score array.
+        let needs: Vec<String> = before
+            .iter()
+            .filter(|(k, _)| {
+                tasks
+                    .iter()
+                    .filter(|t| t.kind == kind)
+                    .any(|t| t.deps.iter().any(|&d| tasks[d].kind == *k))
+            })
+            .flat_map(|(_, ids)| ids.iter().cloned())
+            .collect();
         let parts = chunks(count.max(1), launch.max_array_size);
         let mut ids = Vec::new();
         for (c, &(start, len)) in parts.iter().enumerate() {
@@ -225,10 +239,10 @@ fn array_text(launch: &Launch, grid: &str, out: &str, tasks: &[WorkItem]) -> Str
                 head.push("--parsable".into());
             }
             head.push(format!("--array=0-{}%{}", len - 1, launch.ranks()));
-            let dep = if before.is_empty() {
+            let dep = if needs.is_empty() {
                 String::new()
             } else {
-                format!(" --dependency=afterok:{}", before.join(":"))
+                format!(" --dependency=afterok:{}", needs.join(":"))
             };
             let mut tail = launch.per_task();
             tail.extend(["slurm/sweep-array.sbatch".into(), grid.into(), out.into()]);
@@ -250,7 +264,7 @@ fn array_text(launch: &Launch, grid: &str, out: &str, tasks: &[WorkItem]) -> Str
                 s.push_str(&format!("  {cmd}\n"));
             }
         }
-        before.extend(ids);
+        before.push((kind, ids));
     }
     s
 }
