@@ -27,7 +27,8 @@
 # chosen moment: mid-work, or right after the script starts).
 # On 2 cores: 5 min when mostly idle, 10–11 min at load 5–8 (25/25 each
 # time, also with two extra CPU hogs); most of it is the long grid's five
-# runs (27 s for the reference on 2 idle cores).
+# runs (27 s for the reference on 2 idle cores). With the GPU, 10 000-point
+# and bases-first scenarios: 13 min (788 s) at load 4–5, 31/31.
 #
 # Environment: TASER_SLURM_SCRIPTS (folder of the sbatch scripts under test,
 # default slurm/), TASER_BIN (default target/release), KEEP=1 keeps the
