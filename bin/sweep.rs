@@ -5,7 +5,14 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use taser::exit::{self, Status};
-use taser::sweep::{self, grid::Grid, job::Outcome, status::JobStatus, RunConfig};
+use taser::sweep::{
+    self,
+    grid::Grid,
+    job::{Kind, Outcome},
+    launch::Launch,
+    status::JobStatus,
+    RunConfig,
+};
 
 /// Run a grid of training-and-evaluation jobs (docs/CLUSTER.md): each grid point
 /// chains `train` (or `finetune`) → `attack` in its own directory, shared
@@ -57,8 +64,16 @@ use taser::sweep::{self, grid::Grid, job::Outcome, status::JobStatus, RunConfig}
 /// send SIGTERM to the ranks for exit 3: OpenMPI's mpirun answers a
 /// SIGTERM of its own with exit 1.
 ///
+/// Under Slurm (docs/CLUSTER.md): `sweep plan` prints the launch lines —
+/// srun, salloc + mpirun, `sbatch slurm/sweep-mpi.sbatch`, and the job-array
+/// form — shell-quoted, each asking for the GPUs and CPUs that --nodes,
+/// --gpus-per-node, --gpus-per-job and --cpus-per-job give. The array form
+/// submits shared score sets and base models first (`run-one --kind`) and
+/// the points after them (`--dependency=afterok`), in arrays of at most
+/// --max-array-size tasks (slurm/sweep-array.sbatch's --offset).
+///
 /// Examples:
-///   sweep plan sweeps/digits-demo.toml --nodes 2 --gpus-per-node 4
+///   sweep plan sweeps/digits-demo.toml --nodes 2 --gpus-per-node 4 --cpus-per-job 8
 ///
 ///   mpirun --oversubscribe -np 2 sweep run sweeps/digits-demo.toml --out runs/demo
 ///
@@ -79,12 +94,29 @@ enum Command {
         /// Output directory the launch lines name.
         #[arg(long, default_value = "runs/sweep")]
         out: PathBuf,
-        /// Nodes of the launch lines.
+        /// Nodes of the MPI launch lines.
         #[arg(long, default_value_t = 1)]
         nodes: usize,
-        /// GPUs (ranks) per node of the launch lines.
+        /// MPI ranks per node of the launch lines, one GPU each (with
+        /// --gpus-per-job 0: CPU ranks per node); also how many array tasks
+        /// of one array line run at once (× --nodes).
         #[arg(long, default_value_t = 1)]
         gpus_per_node: usize,
+        /// GPUs each rank or array task asks for: 1 (`--gpus-per-node` of
+        /// the MPI lines, `--gpus=1` per array task), or 0 for CPU-only
+        /// jobs (`--gpus-per-node=0`/`--gpus=0`, overriding the scripts'
+        /// default GPU). A job trains on one device.
+        #[arg(long, default_value_t = 1)]
+        gpus_per_job: usize,
+        /// CPUs each rank or array task asks for (`--cpus-per-task`; the
+        /// scripts set OMP_NUM_THREADS and SRUN_CPUS_PER_TASK from it).
+        #[arg(long, default_value_t = 8)]
+        cpus_per_job: usize,
+        /// Most tasks in one job array: Slurm's MaxArraySize (`scontrol
+        /// show config | grep MaxArraySize`). Longer arrays are printed as
+        /// several sbatch lines, each `--array=0-K` with its `--offset`.
+        #[arg(long, default_value_t = sweep::launch::MAX_ARRAY_SIZE)]
+        max_array_size: usize,
         /// Folder of the suite's binaries, whose parsers check the grid's
         /// flags (default: this binary's folder).
         #[arg(long, env = "TASER_BIN_DIR")]
@@ -97,13 +129,21 @@ enum Command {
         #[command(flatten)]
         opts: RunOpts,
     },
-    /// Run one job by its plan index, without MPI (Slurm job-array form).
+    /// Run one task by its plan index, without MPI (Slurm job-array form):
+    /// a grid point, or with --kind a shared base model or score set (the
+    /// array lines of `sweep plan` submit those first).
     RunOne {
         /// Grid file (TOML).
         grid: PathBuf,
-        /// 0-based job index (as `sweep plan` lists; SLURM_ARRAY_TASK_ID).
+        /// 0-based index among the tasks of --kind (as `sweep plan` lists
+        /// them; slurm/sweep-array.sbatch passes SLURM_ARRAY_TASK_ID plus
+        /// its --offset).
         #[arg(long, env = "SLURM_ARRAY_TASK_ID")]
         index: usize,
+        /// Which tasks --index counts: grid points (`job`), shared base
+        /// models (`base`) or shared score sets (`score`).
+        #[arg(long, value_enum, default_value_t = TaskKind::Job)]
+        kind: TaskKind,
         #[command(flatten)]
         opts: RunOpts,
     },
@@ -125,6 +165,27 @@ enum Command {
         /// The --out directory of a run.
         dir: PathBuf,
     },
+}
+
+/// The kinds of task `run-one --kind` addresses.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum TaskKind {
+    /// A grid point (one results.csv row).
+    Job,
+    /// A shared base model of the train → finetune → attack chain.
+    Base,
+    /// A shared score set (score-precompute).
+    Score,
+}
+
+impl TaskKind {
+    fn kind(self) -> Kind {
+        match self {
+            TaskKind::Job => Kind::Point,
+            TaskKind::Base => Kind::Base,
+            TaskKind::Score => Kind::Score,
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -180,12 +241,22 @@ fn real_main(args: Args) -> anyhow::Result<Status> {
             out,
             nodes,
             gpus_per_node,
+            gpus_per_job,
+            cpus_per_job,
+            max_array_size,
             bin_dir,
         } => {
+            let launch = Launch::new(
+                nodes,
+                gpus_per_node,
+                gpus_per_job,
+                cpus_per_job,
+                max_array_size,
+            )?;
             let g = Grid::load(&grid)?;
             let tasks = sweep::job::tasks(&g, &out);
             sweep::check::check_args(&g, &tasks, &bin_dir_or_own(&bin_dir)?)?;
-            print!("{}", sweep::plan_text(&g, &out, nodes, gpus_per_node));
+            print!("{}", sweep::plan_text(&g, &out, &launch));
             Ok(Status::Ok)
         }
         Command::Run { grid, opts } => {
@@ -211,9 +282,14 @@ fn real_main(args: Args) -> anyhow::Result<Status> {
                 Ok(Status::Ok)
             }
         }
-        Command::RunOne { grid, index, opts } => {
+        Command::RunOne {
+            grid,
+            index,
+            kind,
+            opts,
+        } => {
             let cfg = opts.config(grid)?;
-            match sweep::run_one(&cfg, index).context("sweep run-one failed")? {
+            match sweep::run_one(&cfg, kind.kind(), index).context("sweep run-one failed")? {
                 Outcome::Ok => Ok(Status::Ok),
                 Outcome::Failed => Ok(Status::Failed),
                 Outcome::Interrupted => Ok(Status::Interrupted),

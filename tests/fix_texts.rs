@@ -21,7 +21,7 @@ const BINARIES: [&str; 7] = [
 
 /// Flags that literals name but that belong to other programs the suite
 /// drives or mentions, with why: the flag is not ours to have.
-const FOREIGN: [(&str, &str); 5] = [
+const FOREIGN: [(&str, &str); 8] = [
     (
         "--gpus",
         "sbatch/srun (Slurm), in the fix of a GPU the job expected but libtorch cannot see",
@@ -35,6 +35,18 @@ const FOREIGN: [(&str, &str); 5] = [
     (
         "--map-by",
         "mpirun (Open MPI), in `sweep plan`'s launch lines",
+    ),
+    (
+        "--bind-to",
+        "mpirun (Open MPI), in `sweep plan`'s launch lines",
+    ),
+    (
+        "--parsable",
+        "sbatch (Slurm), in `sweep plan`'s job-array lines",
+    ),
+    (
+        "--dependency",
+        "sbatch (Slurm), in `sweep plan`'s job-array lines",
     ),
 ];
 

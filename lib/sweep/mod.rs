@@ -23,6 +23,7 @@ pub mod devices;
 pub mod expand;
 pub mod grid;
 pub mod job;
+pub mod launch;
 pub mod lock;
 pub mod plan;
 #[cfg(feature = "mpi")]
@@ -131,20 +132,31 @@ fn run_task(task: &WorkItem, worker: &Worker) -> Outcome {
     }
 }
 
-/// `sweep run-one`: runs one grid point by its plan index without MPI (the
-/// job-array form); score tasks it depends on run first if not finished.
-pub fn run_one(cfg: &RunConfig, index: usize) -> Result<Outcome> {
+/// `sweep run-one`: runs one task by its index among the tasks of its
+/// kind, in plan order, without MPI (the job-array form): a grid point
+/// ([`Kind::Point`], as `sweep plan` numbers them), a shared base model
+/// ([`Kind::Base`]) or a shared score set ([`Kind::Score`]); tasks it
+/// depends on run first if not finished.
+///
+/// Errors: [`Error::InvalidArgument`] (`--index`) when the grid has no
+/// such task; the grid's and the task's own errors.
+pub fn run_one(cfg: &RunConfig, kind: Kind, index: usize) -> Result<Outcome> {
     signal::install();
     let grid = Grid::load(&cfg.grid)?;
     let mut cfg = cfg.clone();
     cfg.out = absolute_out(&cfg.out)?;
     let tasks = job::tasks(&grid, &cfg.out);
     let jobs: Vec<&WorkItem> = tasks.iter().filter(|t| t.kind == Kind::Point).collect();
-    let task = *jobs.get(index).ok_or_else(|| {
+    let of_kind: Vec<&WorkItem> = tasks.iter().filter(|t| t.kind == kind).collect();
+    let task = *of_kind.get(index).ok_or_else(|| {
         Error::invalid(
             "--index",
             index,
-            format!("the grid has {} job(s), 0-based", jobs.len()),
+            format!(
+                "the grid has {} task(s) of kind {} (--kind), 0-based",
+                of_kind.len(),
+                kind.name()
+            ),
         )
     })?;
     check::check_args(&grid, &tasks, &cfg.bin_dir)?;
@@ -156,7 +168,11 @@ pub fn run_one(cfg: &RunConfig, index: usize) -> Result<Outcome> {
         }
     }
     let device = pick_device(&cfg.device, 0);
-    let worker = Worker::new(&cfg.bin_dir, &device, format!("array-index={index}"));
+    let name = match kind {
+        Kind::Point => format!("array-index={index}"),
+        _ => format!("array-{}-index={index}", kind.name()),
+    };
+    let worker = Worker::new(&cfg.bin_dir, &device, name);
     run_with_deps(&grid, &tasks, task, &worker)
 }
 

@@ -2,11 +2,12 @@
 //! points with their ids and flags) and the launch lines for a cluster.
 use super::grid::Grid;
 use super::job::{self, Kind, WorkItem};
+use super::launch::{launch_text, Launch};
 use std::path::Path;
 
 /// `sweep plan`'s text: the score tasks and grid points with their ids and
-/// parameters, and the launch lines for `nodes` × `gpus_per_node` ranks.
-pub fn plan_text(grid: &Grid, out: &Path, nodes: usize, gpus_per_node: usize) -> String {
+/// parameters, and the launch lines of `launch` ([`launch_text`]).
+pub fn plan_text(grid: &Grid, out: &Path, launch: &Launch) -> String {
     let tasks = job::tasks(grid, out);
     let mut s = format!(
         "grid {} ({}): chain {}\n",
@@ -47,17 +48,7 @@ pub fn plan_text(grid: &Grid, out: &Path, nodes: usize, gpus_per_node: usize) ->
     for t in &tasks {
         s.push_str(&plan_line(&tasks, t));
     }
-    let ranks = nodes * gpus_per_node;
-    let grid_path = grid.path.display();
-    let out = out.display();
-    s.push_str(&format!(
-        "\nlaunch on {nodes} node(s) × {gpus_per_node} GPU(s) = {ranks} rank(s):\n  \
-         srun --nodes={nodes} --ntasks-per-node={gpus_per_node} --gpus-per-node={gpus_per_node} --mpi=pmix sweep run {grid_path} --out {out}\n  \
-         mpirun -np {ranks} --map-by ppr:{gpus_per_node}:node sweep run {grid_path} --out {out}\n  \
-         sbatch --nodes={nodes} --ntasks-per-node={gpus_per_node} --gpus-per-node={gpus_per_node} slurm/sweep-mpi.sbatch {grid_path} {out}\n  \
-         job-array form: sbatch --array=0-{}%{ranks} slurm/sweep-array.sbatch {grid_path} {out}\n",
-        njobs.max(1) - 1
-    ));
+    s.push_str(&launch_text(launch, &grid.path, out, &tasks));
     s
 }
 
@@ -84,8 +75,14 @@ fn plan_line(tasks: &[WorkItem], t: &WorkItem) -> String {
                 .iter()
                 .filter(|u| u.deps.iter().any(|&d| tasks[d].id == t.id))
                 .count();
+            // Its index among the bases: `sweep run-one --kind base --index`.
+            let index = tasks
+                .iter()
+                .filter(|u| u.kind == Kind::Base)
+                .position(|u| u.id == t.id)
+                .unwrap_or(0);
             format!(
-                "  {}  train  {}{after}  (shared by {users} job(s))\n",
+                "  {index:>3} {}  train  {}{after}  (shared by {users} job(s))\n",
                 t.id,
                 params.join(" ")
             )

@@ -4,9 +4,12 @@
 #   tests/slurm/cluster.sh stop DIR    # stops the daemons it started (by their pids in DIR), only those
 # DIR must not contain spaces (slurm.conf cannot quote them).
 # Needs Debian's slurmctld, slurmd, slurm-client and munge (tests/slurm/cluster.sh install, as root).
-# The node has this machine's CPUs; partitions: `main` (default, preemptable: PreemptMode=REQUEUE,
-# GraceTime=0), `grace` (preemptable with GraceTime=20 s, PreemptMode=CANCEL) and `urgent`
-# (higher PriorityTier, preempts both). Ports 16817/16818 and a private munge socket keep it apart
+# The node has this machine's CPUs and two GPUs as generic resources (GRES, Gres=gpu:2, with
+# stand-in device files: Slurm hands out their indices as on a GPU node; nothing runs on them).
+# Partitions: `main` (default, preemptable: PreemptMode=REQUEUE, GraceTime=0), `grace`
+# (preemptable with GraceTime=20 s, PreemptMode=CANCEL) and `urgent` (higher PriorityTier,
+# preempts both). MaxJobCount=20000 (each array task counts; the default 10 000 would not take a
+# 10 000-point grid beside the finished jobs Slurm still lists). Ports 16817/16818 and a private munge socket keep it apart
 # from any system Slurm.
 set -euo pipefail
 
@@ -73,6 +76,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=1
+GresTypes=gpu
 PreemptType=preempt/partition_prio
 PreemptMode=REQUEUE
 JobAcctGatherType=jobacct_gather/none
@@ -81,13 +85,24 @@ MpiDefault=none
 ReturnToService=2
 KillWait=15
 MinJobAge=600
+MaxJobCount=20000
 InactiveLimit=0
 SlurmdTimeout=60
-NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus Gres=gpu:2 State=UNKNOWN
 PartitionName=main Nodes=$host Default=YES MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=REQUEUE GraceTime=0
 PartitionName=grace Nodes=$host MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=CANCEL GraceTime=20
 PartitionName=urgent Nodes=$host MaxTime=INFINITE State=UP PriorityTier=2 PreemptMode=OFF
 CONF
+    # Two GPUs as generic resources (gres.conf beside slurm.conf). Slurm
+    # gives out GPU indices (SLURM_JOB_GPUS, CUDA_VISIBLE_DEVICES,
+    # SLURM_STEP_GPUS) only for GPUs with device files, and slurmd takes
+    # only character or block devices: the stand-ins are /dev/null's and
+    # /dev/zero's (1:3, 1:5), made here. The jobs run on --device cpu.
+    mkdir -p "$dir/dev"
+    for i in 0 1; do
+      [ -c "$dir/dev/gpu$i" ] || mknod "$dir/dev/gpu$i" c 1 $((3 + 2 * i))
+    done
+    echo "Name=gpu File=$dir/dev/gpu[0-1]" > "$dir/gres.conf"
     printf 'export SLURM_CONF=%q\n' "$dir/slurm.conf" > "$dir/env"
     export SLURM_CONF=$dir/slurm.conf
     munged -F -f --socket="$dir/munge/munge.socket" --key-file="$dir/munge/munge.key" \

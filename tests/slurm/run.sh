@@ -13,14 +13,22 @@
 #   short    4 jobs × 40 epochs: runs that no signal interrupts;
 #   long     4 jobs × 1500 epochs (~25 s on 2 idle cores): interrupted, then
 #            continued to the end and compared with a run without Slurm;
-#   endless  2 jobs × 100000 epochs: stopped by the scenario, never finished.
+#   endless  2 jobs × 100000 epochs: stopped by the scenario, never finished;
+#   big      10 000 train-only toy-sin points (2 epochs): planned, submitted
+#            held in 10 arrays, three tasks released and run;
+#   chain    train → finetune → attack, 2 bases × 3 jobs (20 epochs each):
+#            the plan's array lines as printed, bases first.
+# The node has two GPUs as GRES (stand-in device files; the jobs run on
+# --device cpu): the scripts' default GPU requests are taken, and each rank
+# (srun) and array task must get its own GPU index.
 # The time limit is exercised both ways: Slurm's own (--time=1 with the
 # script's --signal=B:USR1@120, sent at Slurm's first time-limit check,
 # ≤ 30 s in) and the same USR1 sent by `scancel -b --signal=USR1` (at a
 # chosen moment: mid-work, or right after the script starts).
 # On 2 cores: 5 min when mostly idle, 10–11 min at load 5–8 (25/25 each
 # time, also with two extra CPU hogs); most of it is the long grid's five
-# runs (27 s for the reference on 2 idle cores).
+# runs (27 s for the reference on 2 idle cores). With the GPU, 10 000-point
+# and bases-first scenarios: 13 min (788 s) at load 4–5, 31/31.
 #
 # Environment: TASER_SLURM_SCRIPTS (folder of the sbatch scripts under test,
 # default slurm/), TASER_BIN (default target/release), KEEP=1 keeps the
@@ -196,6 +204,28 @@ export TASER_BIN="$bin"
 # defaults could not); --gpus-per-node=0 overrides a script's GPU request.
 fit=(--nodes=1 --ntasks-per-node=2 --cpus-per-task=1 --gpus-per-node=0)
 afit=(--cpus-per-task=1 --gpus=0)
+# The GPUs Slurm gave: a folder whose `sweep` records each process's
+# Slurm GPU variables (one line per rank or array task) and runs the real
+# one. A rank's GPU is CUDA_VISIBLE_DEVICES[local rank mod their number]
+# (the rule of `sweep run`); an array task's the one it sees.
+wrap="$work/wrap"
+mkdir -p "$wrap"
+cat > "$wrap/sweep" <<SH
+#!/usr/bin/env bash
+echo "job=\${SLURM_JOB_ID:-} array=\${SLURM_ARRAY_JOB_ID:--} local=\${SLURM_LOCALID:-0} job_gpus=\${SLURM_JOB_GPUS:-} step_gpus=\${SLURM_STEP_GPUS:-} cvd=\${CUDA_VISIBLE_DEVICES:-}" >> "$wrap/gpus.log"
+exec "$bin/sweep" "\$@"
+SH
+chmod +x "$wrap/sweep"
+# gpus_of JOB: the GPU index each process of job (or array) JOB took, sorted.
+gpus_of() {
+  local line cvd local_id list
+  grep -sE "^job=$1 |^job=[0-9]+ array=$1 " "$wrap/gpus.log" | while read -r line; do
+    cvd=$(sed -n 's/.* cvd=\([^ ]*\).*/\1/p' <<<"$line")
+    local_id=$(sed -n 's/.* local=\([0-9]*\).*/\1/p' <<<"$line")
+    IFS=, read -ra list <<<"$cvd"
+    if [ "${#list[@]}" = 0 ]; then echo none; else echo "${list[$((local_id % ${#list[@]}))]}"; fi
+  done | sort | paste -sd' '
+}
 # An urgent 2-CPU job: preempts whatever runs in partitions main and grace.
 preempt() { sbatch --parsable --partition=urgent --ntasks=2 --output=/dev/null --wrap 'sleep 2' > /dev/null; }
 
@@ -206,15 +236,18 @@ for g in short long; do
   record "reference, $g grid (no Slurm)" "4 ok" "$(grep -cs ',ok,' "$work/ref-$g/results.csv") ok"
 done
 
-# 5: the documented command line, as is, must run on this 2-CPU node.
+# 5: the script's defaults (one GPU per rank) must run on this node with
+# its 2 GPUs as GRES (--device cpu: they are stand-ins); each rank sees the
+# job's GPUs and takes the one of its node-local rank: two ranks, two GPUs.
 out="$work/srun out"
-j=$(sbatch --parsable --output="$work/log/%x-%j.out" --nodes=1 --ntasks-per-node=2 \
-      "$scripts/sweep-mpi.sbatch" "$short" "$out" 2>"$work/log/submit.err")
+j=$(TASER_BIN="$wrap" sbatch --parsable --output="$work/log/%x-%j.out" \
+      "$scripts/sweep-mpi.sbatch" "$short" "$out" --device cpu 2>"$work/log/submit.err")
 if [ -n "$j" ] && await 60 "start" running "$j"; then got="runs"; else
   got="refused: $(head -c 60 "$work/log/submit.err" | tr -d '\n')"; fi
-record "5 defaults fit the node" "runs" "$got"
+record "5 defaults (GPUs) fit the node" "runs" "$got"
 [ -n "$j" ] && await 180 "end of the job" gone "$j"
 record "srun: results" "4 ok, equal" "$(same_as "$out" "$work/ref-short")"
+record "GRES: the ranks' GPUs, srun" "0 1" "$(gpus_of "$j")"
 clear_queue
 
 out="$work/mpirun out"
@@ -347,12 +380,15 @@ await 300 "end of the array" gone "$j"
 record "array preempted: results" "4 ok, equal" "$(same_as "$out" "$work/ref-long")"
 clear_queue
 
-# 1 for the array: a user's scancel of two running tasks ends both.
+# 1 for the array: a user's scancel of two running tasks ends both. The
+# tasks ask for the script's default GPU: running together, each has its own.
 out="$work/array-cancel"
-j=$(array --array=0-1 "${afit[@]}" "$endless" "$out")
+j=$(TASER_BIN="$wrap" sbatch --parsable --output="$work/log/%x-%A_%a.out" --array=0-1 \
+      --cpus-per-task=1 "$scripts/sweep-array.sbatch" "$endless" "$out" --device cpu)
 starts() { cat "$out"/slurm/array-*.log 2>/dev/null | grep -c ' of .* → '; }
 two_started() { [ "$(starts)" -ge 2 ] && mid_work "$out"; }
 await 90 "two running tasks" two_started && progress "$out" scancel
+record "GRES: the array tasks' GPUs" "0 1" "$(gpus_of "$j")"
 scancel "$j"
 await 60 "end of the array" gone "$j"
 # Each task's log has one line per start: 2 tasks started once, none again.
@@ -369,6 +405,97 @@ await 90 "exit line in the task's log" in_log "$tlog" "exited with status"
 got=$(sed -n 's/.*exited with status \([0-9]*\).*/\1/p' "$tlog" | head -1)
 record "3 USR1 before run-one, array" "3, held" "$got, $(held "$work/log/taser-sweep-array-${j}_0.out")"
 clear_queue 30
+
+# Submits the job-array lines of `sweep plan` (file $1) into the queue as
+# they are printed, each sbatch with --parsable, its log in $work/log and
+# `--device cpu` for `sweep run-one` (the GPUs are stand-ins), plus the
+# options in $2 (e.g. --hold); the job ids go to file $3, one a line.
+submit_plan() {
+  local lines extra=$2 ids=$3
+  lines=$(sed -n '/^job-array form/,$p' "$1" | tail -n +2)
+  mkdir -p "$work/plan-cwd"
+  ln -sfn "$scripts" "$work/plan-cwd/slurm" # the lines name slurm/sweep-array.sbatch
+  (
+    cd "$work/plan-cwd" || exit 1
+    # shellcheck disable=SC2086
+    sbatch() { command sbatch --parsable $extra --output="$work/log/%x-%A_%a.out" "$@" --device cpu | tee -a "$ids"; }
+    eval "$lines"
+  ) > /dev/null
+}
+
+# A 10 000-point grid (train-only toy-sin runs): the plan prints 10 arrays
+# within MaxArraySize (1001), each with its offset; all go in held, and
+# three tasks (the first, the 6th of the second array, the very last) are
+# released: each must run the point of its index.
+big="$work/big.toml"
+{
+  printf 'name = "big"\nsteps = ["train"]\n[axes]\nseed = [%s]\n' "$(seq -s, 0 99)"
+  printf 'lr = [%s]\n' "$(for i in $(seq 1 100); do printf '0.%04d,' "$i"; done | sed 's/,$//')"
+  printf '[train]\ndataset = "toy-sin"\nmodel = "mlp"\nmlp-hidden = "8"\nepochs = 2\nthreads = 1\n'
+} > "$big"
+out="$work/big out"
+"$bin/sweep" plan "$big" --out "$out" --gpus-per-node 2 --cpus-per-job 1 > "$work/log/big-plan.txt" 2>&1
+submit_plan "$work/log/big-plan.txt" --hold "$work/big.ids"
+mapfile -t ids < "$work/big.ids"
+tasks=0
+[ "${#ids[@]}" -gt 0 ] && tasks=$(squeue -h -r -o %i -j "$(IFS=,; echo "${ids[*]}")" | wc -l)
+record "10000 points: arrays ≤ MaxArraySize" "10 arrays, 10000 tasks" "${#ids[@]} arrays, $tasks tasks"
+if [ "${#ids[@]}" = 10 ]; then scontrol release "${ids[0]}_0" "${ids[1]}_5" "${ids[9]}_990"; fi
+three_ran() { [ "$(grep -ls 'exited with status' "$out"/slurm/array-{0,1006,9999}.log | wc -l)" = 3 ]; }
+await 150 "three released tasks' ends" three_ran
+ran=$(for d in "$out"/jobs/*/; do [ -e "$d/done" ] && sed -n 's/.*"index": \([0-9]*\).*/\1/p' "$d/config.json"; done | sort -n | paste -sd' ')
+record "10000 points: offsets address jobs" "0 1006 9999" "${ran:-none}"
+[ "${#ids[@]}" -gt 0 ] && scancel "${ids[@]}"
+clear_queue 30
+
+# Shared bases first: the plan's array lines submit the 2 bases, then the
+# 6 jobs with --dependency=afterok on them. The jobs wait (Reason
+# Dependency) until every base has ended, each base trains once, and no
+# task waits on a base's lock while it holds a GPU.
+chain="$work/chain.toml"
+cat > "$chain" <<'TOML'
+name = "slurm-chain"
+steps = ["train", "finetune", "attack"]
+
+[axes]
+seed = [0, 1]
+finetune.alpha = [0, 1]
+
+[train]
+dataset = "digits"
+model = "mlp"
+mlp-hidden = "16"
+epochs = 20
+threads = 1
+
+[finetune]
+epochs = 20
+threads = 1
+
+[attack]
+attacks = "pgd5"
+eps = "0.2"
+n-eval = 50
+threads = 1
+TOML
+out="$work/bases first"
+"$bin/sweep" plan "$chain" --out "$out" --gpus-per-node 2 --cpus-per-job 1 > "$work/log/chain-plan.txt" 2>&1
+submit_plan "$work/log/chain-plan.txt" "" "$work/chain.ids"
+mapfile -t ids < "$work/chain.ids"
+dep=$(field "${ids[1]:-0}" Dependency)
+for id in "${ids[@]}"; do await 240 "end of array $id" gone "$id"; done
+"$bin/sweep" collect "$out" > "$work/log/chain-collect.txt" 2>&1
+ok=$(sed -n 's/^ok = //p' "$work/log/chain-collect.txt")
+# Slurm's times: the jobs' starts against the bases' ends (ISO, one clock).
+times() { scontrol show job -o "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | sort; }
+last_base_end=$(times "${ids[0]:-0}" EndTime | tail -1)
+early=$(times "${ids[1]:-0}" StartTime | awk -v e="$last_base_end" '$1 < e' | wc -l)
+attempts=$(for d in "$out"/jobs/*/; do grep -qs '"kind": "base"' "$d/config.json" && wc -l < "$d/attempts.log"; done | paste -sd' ')
+waits=$(grep -ls 'waiting for' "$out"/slurm/*.log | wc -l)
+record "bases first: jobs depend on" "afterok:BASES_*(unfulfilled)" "${dep/${ids[0]:-none}/BASES}"
+record "bases first: order" "6 ok, 0 early, attempts 1 1, 0 waits" \
+  "${ok:-no} ok, $early early, attempts $attempts, $waits waits"
+clear_queue
 
 # 6: smaller ones.
 out="$work/nobin"
