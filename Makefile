@@ -16,6 +16,8 @@ BENCH_STAMP   := $(VENV)/.installed-bench-torchattacks-3.5.1-scipy-1.17.1
 DIST_PY_PKGS  := ziglang==0.17.1 cargo-zigbuild==0.24.1 cmake==3.31.6
 DIST_STAMP    := $(VENV)/.installed-dist-ziglang-0.17.1-cargo-zigbuild-0.24.1-cmake-3.31.6
 BIN           := $(CURDIR)/target/release
+# Where make dist and make sweep-mpi put the portable binaries (tests/dist.rs reads ./dist).
+DIST          ?= $(CURDIR)/dist
 RUNS          := $(CURDIR)/runs
 
 # libtorch comes from the venv's torch wheel (DESIGN.md, Toolchain).
@@ -191,7 +193,7 @@ lint: venv
 ## (the job-array form; `make sweep-mpi` builds sweep against a site's MPI), plus what gpu-check needs
 ## (the train_step bench binary, its Python side, digits, the scripts). Its own cold build (~6 min).
 dist: system-deps dist-venv data
-	@bash scripts/make-dist.sh $(CURDIR)/dist
+	@bash scripts/make-dist.sh $(DIST)
 
 ## dist-check: the dist binaries' highest GLIBC and GLIBCXX symbol versions, dist/lib without glibc's
 ## libraries, and the binaries run here (help, a libtorch error caught across the C++ boundary, one
@@ -201,10 +203,12 @@ dist-check: dist
 
 ## sweep-mpi: on a cluster's login node, after `module load <its MPI>` (mpicc on PATH): builds sweep
 ## against that MPI (Open MPI, MPICH, Intel MPI, Cray MPICH) and puts it at dist/bin/sweep.
+## (MPICC=… names another wrapper; DIST=… another folder; CARGO_TARGET_DIR is honoured.)
 sweep-mpi: venv
+	@command -v $${MPICC:-mpicc} >/dev/null || { echo "no $${MPICC:-mpicc} on PATH: load the site's MPI module first (module load …)"; exit 2; }
 	cargo build --release --bin sweep --features static-hdf5
-	@mkdir -p dist/bin && cp target/release/sweep dist/bin/sweep
-	@echo "dist/bin/sweep: built against $$(command -v mpicc || echo 'no mpicc on PATH: load the MPI module first')"
+	@mkdir -p $(DIST)/bin && cp $${CARGO_TARGET_DIR:-target}/release/sweep $(DIST)/bin/sweep
+	@echo "$(DIST)/bin/sweep: built against $$($${MPICC:-mpicc} -show | head -c 200)"
 
 ## gpu-check: dist, then dist/scripts/gpu-check.sh (on a GPU node without Rust: copy dist/ and run
 ## `bash dist/scripts/gpu-check.sh`): CUDA visible, versions and numerical state, two --deterministic
