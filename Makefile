@@ -206,9 +206,11 @@ dist-check: dist
 ## (MPICC=… names another wrapper; DIST=… another folder; CARGO_TARGET_DIR is honoured.)
 sweep-mpi: venv
 	@command -v $${MPICC:-mpicc} >/dev/null || { echo "no $${MPICC:-mpicc} on PATH: load the site's MPI module first (module load …)"; exit 2; }
+	@# mpi-sys probes mpicc only when it is built: clean it, so this MPI is the one linked.
+	cargo clean --release -p mpi-sys
 	cargo build --release --bin sweep --features static-hdf5
 	@mkdir -p $(DIST)/bin && cp $${CARGO_TARGET_DIR:-target}/release/sweep $(DIST)/bin/sweep
-	@echo "$(DIST)/bin/sweep: built against $$($${MPICC:-mpicc} -show | head -c 200)"
+	@echo "$(DIST)/bin/sweep links: $$(ldd $(DIST)/bin/sweep | grep -Eio 'lib(mpi|mpich|mpi_[a-z]+)[^ ]*\.so[^ ]* => [^ ]*' | head -3 | tr '\n' ' ')"
 
 ## gpu-check: dist, then dist/scripts/gpu-check.sh (on a GPU node without Rust: copy dist/ and run
 ## `bash dist/scripts/gpu-check.sh`): CUDA visible, versions and numerical state, two --deterministic
