@@ -166,6 +166,30 @@ fn run(bin: &str, args: &[&str]) -> Output {
         .expect("the dist binary starts")
 }
 
+/// dist's `train`: a one-epoch mlp of `hidden` units on digits, on the CPU,
+/// with `extra` flags, into `tmp/out`.
+fn train_digits_mlp(data: &str, hidden: &str, extra: &[&str], tmp: &str, out: &str) -> Output {
+    let out = format!("{tmp}/{out}");
+    let mut args = vec![
+        "--dataset",
+        "digits",
+        "--data-dir",
+        data,
+        "--model",
+        "mlp",
+        "--mlp-hidden",
+        hidden,
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        &out,
+    ];
+    args.extend_from_slice(extra);
+    run("train", &args)
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -202,28 +226,12 @@ fn dist_binaries_run_scores_training_a_libtorch_error_and_the_array_path() {
         ],
     );
     assert!(o.status.success(), "score-precompute: {}", text(&o));
-    let o = run(
-        "train",
-        &[
-            "--dataset",
-            "digits",
-            "--data-dir",
-            &data,
-            "--model",
-            "mlp",
-            "--mlp-hidden",
-            "32",
-            "--epochs",
-            "1",
-            "--device",
-            "cpu",
-            "--lambda",
-            "0.01",
-            "--scores",
-            &scores,
-            "--out",
-            &format!("{t}/run"),
-        ],
+    let o = train_digits_mlp(
+        &data,
+        "32",
+        &["--lambda", "0.01", "--scores", &scores],
+        &t,
+        "run",
     );
     assert!(o.status.success(), "train: {}", text(&o));
     let o = run("report", &["run", &format!("{t}/run")]);
@@ -234,25 +242,7 @@ fn dist_binaries_run_scores_training_a_libtorch_error_and_the_array_path() {
     );
     // A C++ exception thrown inside libtorch (its allocator fails) is caught
     // across the boundary and mapped to exit 1, never an abort.
-    let o = run(
-        "train",
-        &[
-            "--dataset",
-            "digits",
-            "--data-dir",
-            &data,
-            "--model",
-            "mlp",
-            "--mlp-hidden",
-            "100000000000",
-            "--epochs",
-            "1",
-            "--device",
-            "cpu",
-            "--out",
-            &format!("{t}/huge"),
-        ],
-    );
+    let o = train_digits_mlp(&data, "100000000000", &[], &t, "huge");
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("libtorch: "), "{}", text(&o));
     // No MPI: sweep run says so and names the array form; run-one works.
