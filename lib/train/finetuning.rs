@@ -149,20 +149,99 @@ pub fn check_teacher(
         ));
     }
     if &meta.model != spec {
-        return Err(mismatch(
-            format!(
-                "it holds model {} ({:?}, hidden {:?}), not {} ({:?}, hidden {:?})",
-                meta.model.arch,
-                meta.model.activation,
-                meta.model.mlp_hidden,
-                spec.arch,
-                spec.activation,
-                spec.mlp_hidden
-            ),
-            "leave --model/--activation/--mlp-hidden out (finetune takes them from the checkpoint) or match them",
-        ));
+        let (reason, fix) = model_mismatch(&meta.model, spec, ft.given, data);
+        return Err(mismatch(reason, &fix));
     }
     Ok(())
+}
+
+/// The refusal of a θ0 whose model `saved` differs from this run's `now`:
+/// a reason that names each differing property (checkpoint → this run) and
+/// a fix that names only the flags the user gave (`given`) among those that
+/// differ, or the data set when the input shape or number of outputs
+/// differs (those come from `data`, not from a flag).
+fn model_mismatch(
+    saved: &ModelSpec,
+    now: &ModelSpec,
+    given: GivenFlags,
+    data: &Dataset,
+) -> (String, String) {
+    let mut diffs = Vec::new();
+    let mut flags = Vec::new();
+    let mut differs = |differ: bool, text: String, flag: Option<(&'static str, bool)>| {
+        if differ {
+            diffs.push(text);
+            if let Some((flag, true)) = flag {
+                flags.push(flag);
+            }
+        }
+    };
+    differs(
+        saved.arch != now.arch,
+        format!("model {} → {}", saved.arch, now.arch),
+        Some(("--model", given.model)),
+    );
+    differs(
+        saved.activation != now.activation,
+        format!(
+            "activation {} → {}",
+            flag_value(saved.activation),
+            flag_value(now.activation)
+        ),
+        Some(("--activation", given.activation)),
+    );
+    differs(
+        saved.mlp_hidden != now.mlp_hidden,
+        format!(
+            "hidden widths {:?} → {:?}",
+            saved.mlp_hidden, now.mlp_hidden
+        ),
+        Some(("--mlp-hidden", given.mlp_hidden)),
+    );
+    differs(
+        saved.input_shape != now.input_shape,
+        format!(
+            "input shape {:?} → {:?} (from {})",
+            saved.input_shape, now.input_shape, data.name
+        ),
+        None,
+    );
+    differs(
+        saved.num_outputs != now.num_outputs,
+        format!(
+            "outputs (classes) {} → {} (from {})",
+            saved.num_outputs, now.num_outputs, data.name
+        ),
+        None,
+    );
+    let mut fixes = Vec::new();
+    if !flags.is_empty() {
+        let them = if flags.len() == 1 { "it" } else { "them" };
+        fixes.push(format!(
+            "leave {} out (finetune takes {them} from the checkpoint) or match {them}",
+            flags.join("/")
+        ));
+    }
+    if saved.input_shape != now.input_shape || saved.num_outputs != now.num_outputs {
+        fixes.push(format!(
+            "use a checkpoint trained on {} (inputs {:?}, {} outputs)",
+            data.name, now.input_shape, now.num_outputs
+        ));
+    }
+    if fixes.is_empty() {
+        fixes.push("fine-tune with the model flags it was trained with".into());
+    }
+    let reason = format!(
+        "its model differs from this run's (checkpoint → this run: {})",
+        diffs.join("; ")
+    );
+    (reason, fixes.join("; or "))
+}
+
+/// `v` as its command-line value (e.g. `relu`).
+fn flag_value(v: impl clap::ValueEnum) -> String {
+    v.to_possible_value()
+        .map_or_else(String::new, |p| p.get_name().to_string())
 }
 
 #[cfg(test)]

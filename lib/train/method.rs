@@ -10,6 +10,7 @@ use crate::attack::{parse_fraction, pgd, Norm, PgdConfig, Start, Threat};
 use crate::data::{DatasetName, Task};
 use crate::error::{Error, Result};
 use crate::models::Model;
+use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -63,7 +64,7 @@ pub struct MethodArgs {
     #[arg(long, value_parser = parse_fraction)]
     pub eps: Option<f64>,
     /// PGD steps of the training attacks (a few give an adversarial-lite
-    /// base loss for finetune).
+    /// base loss for finetune); ≥ 1 with pgd-at, trades and mart.
     #[arg(long, default_value_t = 10)]
     pub attack_steps: usize,
     /// PGD step size; fractions accepted (default ε/4, i.e. 2/255 at 8/255).
@@ -222,6 +223,19 @@ impl MethodArgs {
                 "--awp",
                 "with --method standard",
                 "AWP perturbs weights against an adversarial loss: use it with pgd-at, trades or mart",
+            ));
+        }
+        if adversarial && self.attack_steps == 0 {
+            let name = method
+                .to_possible_value()
+                .map_or_else(String::new, |v| v.get_name().to_string());
+            return Err(Error::invalid(
+                "--attack-steps",
+                format!("0 with --method {name}"),
+                format!(
+                    "{name} trains on attacked inputs and 0 steps attack nothing: \
+                     use --attack-steps ≥ 1, or --method standard to train without an attack"
+                ),
             ));
         }
         if task != Task::Classification
@@ -665,6 +679,34 @@ mod tests {
         assert!(err.contains("√d") && err.contains("8/255"), "{err}");
         assert!(resolve(&["--awp"], Method::Standard).contains("--awp"));
         assert!(resolve(&["--ema-tau", "1.5"], Method::Standard).contains("--ema-tau"));
+        let flag_name = |m: Method| m.to_possible_value().unwrap().get_name().to_string();
+        // A robust method with no attack step would be recorded as robust
+        // training while it trains on clean inputs: refused, naming the fix.
+        for method in [Method::PgdAt, Method::Trades, Method::Mart] {
+            for extra in [&[][..], &["--awp"][..]] {
+                let mut args = vec!["--attack-steps", "0"];
+                args.extend(extra);
+                let err = resolve(&args, method);
+                assert!(
+                    err.contains("--attack-steps")
+                        && err.contains(&format!("--method {}", flag_name(method)))
+                        && err.contains("--method standard"),
+                    "{err}"
+                );
+            }
+        }
+        // Without a training attack the step count is unused: accepted.
+        let standard = Cli::try_parse_from(["x", "--attack-steps", "0"])
+            .unwrap()
+            .m
+            .resolve(
+                Method::Standard,
+                DatasetName::Digits,
+                Task::Classification,
+                10,
+                64,
+            );
+        assert!(standard.unwrap().attack.is_none());
     }
 
     /// ε_s = ε·min(1, (s+1)/(E·S)) at 0-based step s, step size alike.
