@@ -160,10 +160,16 @@ enum Command {
         #[arg(long, default_value = "auto")]
         device: String,
     },
-    /// Rebuild DIR/results.csv from the job directories.
+    /// Rebuild DIR/results.csv from the job directories: one row per grid
+    /// point of the plan (a point whose folder is missing is pending).
     Collect {
         /// The --out directory of a run.
         dir: PathBuf,
+        /// The grid file of the run (default: the one named in the job
+        /// folders' config.json; without any, only the folders on disk are
+        /// listed).
+        #[arg(long)]
+        grid: Option<PathBuf>,
     },
 }
 
@@ -313,8 +319,11 @@ fn real_main(args: Args) -> anyhow::Result<Status> {
                 Status::Failed
             })
         }
-        Command::Collect { dir } => {
-            let rows = sweep::results::scan(&dir)?;
+        Command::Collect { dir, grid } => {
+            let (rows, note) = sweep::results::collect(&dir, grid.as_deref())?;
+            if let Some(note) = note {
+                eprintln!("note: {note}");
+            }
             let path = dir.join(taser::layout::RESULTS);
             sweep::results::write(&path, &rows)?;
             let count = |s: JobStatus| rows.iter().filter(|r| r.status == s).count();

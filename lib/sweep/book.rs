@@ -72,16 +72,12 @@ pub(super) fn open_book(grid: &Grid, cfg: &RunConfig) -> Result<Book> {
     Ok(Book { tasks, state })
 }
 
-/// Rewrites results.csv from the job directories of the book's grid
-/// points: after every outcome (so a run killed hard, as mpirun does after
+/// Rewrites results.csv with a row per grid point of the book (from its
+/// folder, or pending with its planned parameters when the folder is
+/// gone): after every outcome (so a run killed hard, as mpirun does after
 /// forwarding SIGTERM, leaves the table of what finished) and at the end.
 pub(super) fn write_results(book: &Book, out: &Path) -> Result<Vec<results::Row>> {
-    let rows: Vec<results::Row> = book
-        .tasks
-        .iter()
-        .filter(|t| t.kind == Kind::Point)
-        .filter_map(|t| results::read_row(&t.dir))
-        .collect();
+    let rows = results::plan_rows(&book.tasks);
     results::write(&out.join(crate::layout::RESULTS), &rows)?;
     Ok(rows)
 }
@@ -99,7 +95,7 @@ pub(super) fn summary(book: &Book, rows: &[results::Row], out: &Path) -> RunSumm
         .map(|i| {
             let task = &book.tasks[i];
             let record = task.folder().failed();
-            let why = job::failure_reason(&task.dir).unwrap_or_default();
+            let why = job::failure_reason(&task.dir).unwrap_or_else(|| no_record(task));
             (task.id.clone(), format!("{why}; see {}", record.display()))
         });
     let failed = jobs
@@ -108,7 +104,9 @@ pub(super) fn summary(book: &Book, rows: &[results::Row], out: &Path) -> RunSumm
         .map(|&i| {
             let id = &book.tasks[i].id;
             let row = rows.iter().find(|r| &r.id == id);
-            let (step, code, err) = row.and_then(|r| r.failure.clone()).unwrap_or_default();
+            let Some((step, code, err)) = row.and_then(|r| r.failure.clone()) else {
+                return (id.clone(), no_record(&book.tasks[i]));
+            };
             // The first `error:` line says why; else the last line of the tail.
             let last = err
                 .lines()
@@ -116,6 +114,7 @@ pub(super) fn summary(book: &Book, rows: &[results::Row], out: &Path) -> RunSumm
                 .or_else(|| err.lines().last())
                 .unwrap_or("")
                 .to_string();
+            let code = if code.is_empty() { "none".into() } else { code };
             (id.clone(), format!("step {step}, exit code {code}: {last}"))
         })
         .chain(failed_shared)
@@ -129,6 +128,22 @@ pub(super) fn summary(book: &Book, rows: &[results::Row], out: &Path) -> RunSumm
         failed,
         interrupted: book.has_pending(),
         results: out.join(crate::layout::RESULTS),
+    }
+}
+
+/// What a failed task's line says when its failure record cannot be read.
+fn no_record(task: &WorkItem) -> String {
+    let record = task.folder().failed();
+    if task.dir.is_dir() {
+        format!(
+            "no failure record: {} is missing or unreadable",
+            record.display()
+        )
+    } else {
+        format!(
+            "no failure record: the job folder {} was removed",
+            task.dir.display()
+        )
     }
 }
 
@@ -148,5 +163,53 @@ pub(super) fn report(book: &Book, i: usize, outcome: Outcome, rank: i32, out: &P
     );
     if let Err(e) = write_results(book, out) {
         eprintln!("warning: results.csv not updated: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(dir: &Path) -> WorkItem {
+        WorkItem {
+            id: "p0".into(),
+            kind: Kind::Point,
+            dir: dir.to_path_buf(),
+            steps: Vec::new(),
+            deps: Vec::new(),
+            job: None,
+            base_model: None,
+        }
+    }
+
+    #[test]
+    fn a_failed_point_without_its_record_says_so_instead_of_empty_fields() {
+        let tmp = tempfile::tempdir().unwrap();
+        let gone = tmp.path().join("jobs").join("p0");
+        let book = Book {
+            tasks: vec![point(&gone)],
+            state: vec![JobStatus::Failed],
+        };
+        let rows = results::plan_rows(&book.tasks);
+        assert_eq!(rows.len(), 1, "a planned point keeps its row");
+        assert_eq!(rows[0].status, JobStatus::Pending);
+        let s = summary(&book, &rows, tmp.path());
+        assert_eq!(s.failed.len(), 1);
+        let (id, why) = &s.failed[0];
+        assert_eq!(id, "p0");
+        assert!(
+            why.contains("job folder") && why.contains("was removed"),
+            "{why}"
+        );
+        // The folder is back but failed.json is not.
+        std::fs::create_dir_all(&gone).unwrap();
+        let s = summary(&book, &rows, tmp.path());
+        assert!(
+            s.failed[0]
+                .1
+                .contains("failed.json is missing or unreadable"),
+            "{}",
+            s.failed[0].1
+        );
     }
 }

@@ -67,9 +67,11 @@ pub struct StepRun {
 }
 
 /// Who runs tasks: the binaries' folder, the device, the worker's name in
-/// attempts logs and lock files, and when this sweep started (unix
-/// seconds): a task another process recorded as failed since then is that
-/// process's outcome for this sweep, not something to retry.
+/// attempts logs and lock files, and each task's failure record as it was
+/// when the worker started: a task whose record changed since then was
+/// failed by another process of this sweep (its outcome, not something to
+/// retry). No clock is compared: a record written by a host whose clock
+/// runs ahead is still an old record.
 #[derive(Clone, Debug)]
 pub struct Worker {
     /// Folder of the suite's binaries.
@@ -78,20 +80,39 @@ pub struct Worker {
     pub device: String,
     /// `rank=R/N host=H` or `array-index=I`.
     pub name: String,
-    /// Start of this sweep process (unix seconds).
-    pub since: f64,
+    /// The text of each task's failed.json when the worker started (None:
+    /// no readable record), by task folder.
+    pub failures_at_start: BTreeMap<PathBuf, Option<String>>,
 }
 
 impl Worker {
-    /// A worker started now.
-    pub fn new(bin_dir: &Path, device: &str, name: String) -> Worker {
+    /// A worker started now that runs (some of) `tasks`.
+    pub fn new(bin_dir: &Path, device: &str, name: String, tasks: &[WorkItem]) -> Worker {
+        let failures_at_start = tasks
+            .iter()
+            .map(|t| (t.dir.clone(), t.failure_record()))
+            .collect();
         Worker {
             bin_dir: bin_dir.to_path_buf(),
             device: device.to_string(),
             name,
-            since: now_unix(),
+            failures_at_start,
         }
     }
+}
+
+/// A token that no other failure record shares: host, process and a
+/// per-process count (the time is part of it only to tell apart processes
+/// that reuse a pid; it is never compared).
+fn attempt_token() -> String {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(
+        "host={} pid={} n={n} t={:.6}",
+        super::lock::host_name(),
+        std::process::id(),
+        now_unix()
+    )
 }
 
 /// What a task is.
@@ -202,16 +223,22 @@ impl WorkItem {
         }
         write_json(
             &self.folder().failed(),
-            &json!({"step": step, "exit_code": code, "error": error, "at": now_unix()}),
+            &json!({"step": step, "exit_code": code, "error": error, "at": now_unix(),
+                    "attempt": attempt_token()}),
         )
     }
 
-    /// The failure another process recorded for this task since `since`
-    /// (unix seconds), if any.
-    fn failed_since(&self, since: f64) -> bool {
-        read_json(&self.folder().failed())
-            .and_then(|v| v["at"].as_f64())
-            .is_some_and(|at| at >= since)
+    /// The text of the task's failed.json (None when absent or unreadable).
+    fn failure_record(&self) -> Option<String> {
+        fs::read_to_string(self.folder().failed()).ok()
+    }
+
+    /// Whether a failure was recorded for this task after worker `w`
+    /// started: failed.json exists and is not the record `w` saw at its
+    /// start (each record carries a unique `attempt` token).
+    fn failed_since_start(&self, w: &Worker) -> bool {
+        let now = self.failure_record();
+        now.is_some() && w.failures_at_start.get(&self.dir) != Some(&now)
     }
 
     /// Runs the chain's unfinished steps with the worker's device and
@@ -229,7 +256,7 @@ impl WorkItem {
         if self.is_done() {
             return Ok(Outcome::Ok);
         }
-        if self.failed_since(w.since) {
+        if self.failed_since_start(w) {
             return Ok(Outcome::Failed);
         }
         self.clear_failure()?;

@@ -172,7 +172,7 @@ pub fn run_one(cfg: &RunConfig, kind: Kind, index: usize) -> Result<Outcome> {
         Kind::Point => format!("array-index={index}"),
         _ => format!("array-{}-index={index}", kind.name()),
     };
-    let worker = Worker::new(&cfg.bin_dir, &device, name);
+    let worker = Worker::new(&cfg.bin_dir, &device, name, &tasks);
     run_with_deps(&grid, &tasks, task, &worker)
 }
 

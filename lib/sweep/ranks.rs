@@ -33,8 +33,8 @@ pub(super) fn run(grid: &Grid, cfg: &RunConfig) -> Result<Option<RunSummary>> {
     let local_rank = world.split_shared(rank).rank() as usize;
     let device = pick_device(&cfg.device, local_rank);
     let me = format!("rank={rank}/{size} host={}", lock::host_name());
-    let worker = Worker::new(&cfg.bin_dir, &device, me);
     let tasks = job::tasks(grid, &cfg.out);
+    let worker = Worker::new(&cfg.bin_dir, &device, me, &tasks);
     if rank != 0 {
         worker_loop(&world, &tasks, &worker);
         return Ok(None);

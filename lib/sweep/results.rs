@@ -1,6 +1,10 @@
 //! results.csv: one row per grid point, rebuilt from the job directories
 //! alone (their config.json and markers), so `sweep collect` after any
-//! crash gives the same table as the end of a run.
+//! crash gives the same table as the end of a run. With the plan (the
+//! grid's tasks) every grid point has a row: a point whose folder is
+//! missing is `pending` with its parameters from the plan.
+use super::grid::Grid;
+use super::job::{Kind, WorkItem};
 use super::status::JobStatus;
 use crate::csvio::write_table;
 use crate::error::{Error, Result};
@@ -96,6 +100,70 @@ pub fn scan(out: &Path) -> Result<Vec<Row>> {
         .collect();
     rows.sort_by(|a, b| a.index.cmp(&b.index).then(a.id.cmp(&b.id)));
     Ok(rows)
+}
+
+impl Row {
+    /// The row of a planned grid point that has no readable folder: status
+    /// pending, its parameters and index from the plan.
+    pub fn planned(task: &WorkItem) -> Row {
+        let job = task.job.as_ref();
+        Row {
+            index: job.map(|j| j.index as i64).unwrap_or(-1),
+            id: task.id.clone(),
+            status: JobStatus::Pending,
+            params: job.map(|j| j.params.clone()).unwrap_or_default(),
+            metrics: BTreeMap::new(),
+            seconds: BTreeMap::new(),
+            failure: None,
+            dir: task.dir.clone(),
+        }
+    }
+}
+
+/// One row per grid point of the plan `tasks`, in plan order: read from
+/// the point's folder, or [`Row::planned`] when the folder (or its
+/// config.json) is gone.
+pub fn plan_rows(tasks: &[WorkItem]) -> Vec<Row> {
+    tasks
+        .iter()
+        .filter(|t| t.kind == Kind::Point)
+        .map(|t| read_row(&t.dir).unwrap_or_else(|| Row::planned(t)))
+        .collect()
+}
+
+/// The rows `sweep collect` writes for the --out directory `out`: with the
+/// grid (`grid`, else the grid file named by the first job folder's
+/// config.json, when it still exists) one row per planned grid point;
+/// without one, the rows of the folders on disk, and the second value says
+/// that points whose folder is missing cannot be listed.
+///
+/// Errors: [`Error::MissingInput`] when `out/jobs` cannot be read and no
+/// grid is known; the grid's load errors when `grid` is given.
+pub fn collect(out: &Path, grid: Option<&Path>) -> Result<(Vec<Row>, Option<String>)> {
+    let named = match grid {
+        Some(g) => Some(Grid::load(g)?),
+        None => grid_of_folders(out).and_then(|g| Grid::load(&g).ok()),
+    };
+    match named {
+        Some(g) => Ok((plan_rows(&super::job::tasks(&g, out)), None)),
+        None => {
+            let note = "no grid file known (give `sweep collect DIR --grid GRID`): \
+                        grid points whose folder is missing are not listed";
+            Ok((scan(out)?, Some(note.into())))
+        }
+    }
+}
+
+/// The grid file recorded in the config.json of a job folder under
+/// `out/jobs`, if one names a file that exists.
+fn grid_of_folders(out: &Path) -> Option<PathBuf> {
+    let entries = fs::read_dir(out.join(JOBS_DIR)).ok()?;
+    entries.filter_map(|e| e.ok()).find_map(|e| {
+        let text = fs::read_to_string(e.path().join(JOB_CONFIG)).ok()?;
+        let config: Json = serde_json::from_str(&text).ok()?;
+        let path = PathBuf::from(config["grid"].as_str()?);
+        path.is_file().then_some(path)
+    })
 }
 
 /// Writes results.csv: id, index, status, the parameters, the metrics, the

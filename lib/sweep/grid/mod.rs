@@ -69,6 +69,7 @@
 //! marks its baseline and fine-tunes as not run, with its reason.
 mod checkpoints;
 mod origin;
+mod spelling;
 mod toml;
 
 pub use checkpoints::Checkpoint;

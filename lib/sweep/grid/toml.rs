@@ -293,6 +293,7 @@ impl Grid {
             let line = ctx.key_line(key, item);
             (grid.check_checkpoints()).map_err(|why| ctx.err("checkpoints", line, why))?;
         }
+        super::spelling::check(&grid)?;
         Ok(grid)
     }
 
