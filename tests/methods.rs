@@ -230,7 +230,7 @@ fn finetune_with_a_large_alpha_stays_near_its_teacher_and_refuses_other_models()
     let (_, a) = ft("other-model", &["--model", "cnn-small"]);
     let e = fails("finetune", &a);
     assert!(
-        e.contains("holds model mlp") && e.contains("--model"),
+        e.contains("model mlp → cnn-small") && e.contains("--model"),
         "{e}"
     );
     let (_, a) = ft("other-data", &["--dataset", "toy-sin"]);
