@@ -136,7 +136,11 @@ bench: setup bench-venv
 
 ## The five analyses below each run one sweep grid (resumable: a rerun finishes only what is missing;
 ## RANKS jobs at a time, default 2) and rebuild their tables from it with `report`.
+## The grids of networks pin every CPU code path that changes float results across x86 machines: MKL's
+## (MKL_CBWR), ATen's vector kernels (ATEN_CPU_CAPABILITY) and oneDNN's convolutions (ONEDNN_MAX_CPU_ISA),
+## each to AVX2, so that an AVX-512 machine and an AVX2 one write the same tables at the same seeds.
 RANKS ?= 2
+PIN_CPU = MKL_CBWR=AVX2 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
 SWEEP = mpirun --oversubscribe -np $(RANKS) $(BIN)/sweep run
 
 ## toy-table1: TASER Table 1 (sweeps/toy.toml: 45 toy runs, ~10 min on 2 cores) → analysis/toy-table1/
@@ -146,7 +150,7 @@ toy-table1: setup
 
 ## score-table1-digits: SCORE Table 1 on digits (8 losses × 3 lr, PGD-AT, cnn-small; PGD-20 and AutoAttack of the best and last checkpoints) → analysis/score-table1-digits/
 score-table1-digits: setup
-	$(SWEEP) sweeps/score-table1-digits.toml --out runs/score-table1-digits
+	$(PIN_CPU) $(SWEEP) sweeps/score-table1-digits.toml --out runs/score-table1-digits
 	$(BIN)/report score-table1 --runs runs/score-table1-digits --out analysis/score-table1-digits
 
 ## mnist-baselines: cnn-small standard and PGD-AT (ε 0.3, --eps-warmup-epochs 8) on mnist-5k, 20 epochs
@@ -154,7 +158,7 @@ score-table1-digits: setup
 ## analysis/mnist-5k-baselines/, the evaluations in runs/mnist-5k-baselines/results.csv. ~5 + ~28 min
 ## train (one thread), AutoAttack ~22 min per 200 points (two threads); resumable.
 mnist-baselines: setup
-	$(SWEEP) sweeps/mnist-5k-baselines.toml --out runs/mnist-5k-baselines
+	$(PIN_CPU) $(SWEEP) sweeps/mnist-5k-baselines.toml --out runs/mnist-5k-baselines
 	$(BIN)/report train-logs --runs runs/mnist-5k-baselines --label-by method --out analysis/mnist-5k-baselines
 	$(BIN)/sweep collect runs/mnist-5k-baselines
 
@@ -165,17 +169,17 @@ mnist-baselines: setup
 mnist-study: setup
 	bash scripts/finetune-study.sh sweeps/mnist-study.toml runs/mnist-study analysis/mnist-study
 
-## score-toy: SCORE Figures 1–3 (sweeps/score-toy.toml: 26 toy-score runs, ~10 min on 2 cores; MKL's
-## and ATen's CPU code path pinned to AVX2, see the grid) → analysis/score-toy/
+## score-toy: SCORE Figures 1–3 (sweeps/score-toy.toml: 26 toy-score runs, ~10 min on 2 cores; CPU code
+## paths pinned, PIN_CPU above) → analysis/score-toy/
 score-toy: setup
-	MKL_CBWR=AVX2 ATEN_CPU_CAPABILITY=avx2 $(SWEEP) sweeps/score-toy.toml --out runs/score-toy
+	$(PIN_CPU) $(SWEEP) sweeps/score-toy.toml --out runs/score-toy
 	$(BIN)/report score-toy --runs runs/score-toy --out analysis/score-toy
 
 ## digits-methods: every method ± TASER on digits, evaluated with PGD-20, AutoAttack (and SPSA on
 ## standard and PGD-AT) → analysis/digits-methods/table.{csv,md} and bootstrap/ (sweeps/digits-methods.toml,
-## one job at a time with libtorch's default threads). ~25 min train + ~30 min attacks on 2 cores.
+## one thread per job, RANKS jobs at a time).
 digits-methods: setup
-	$(BIN)/sweep run sweeps/digits-methods.toml --out runs/digits-methods
+	$(PIN_CPU) $(SWEEP) sweeps/digits-methods.toml --out runs/digits-methods
 	$(BIN)/report digits-methods --runs runs/digits-methods --out analysis/digits-methods
 
 ## digits-taser-study: the TASER study on digits by the fine-tune protocol (sweeps/digits-taser-study.toml):
