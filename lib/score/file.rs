@@ -15,12 +15,15 @@
 //!
 //! Written in batches (memory bounded by one batch and one chunk; [`ScoreWriter`]) under a temporary name
 //! and renamed when complete; a batch with NaN or Inf aborts the write.
+//! Opening checks every attribute's type and range
+//! ([`super::attributes`]), `/index` (0..N−1), every score's finiteness and
+//! `score_std` against the scores.
 pub use super::writer::ScoreWriter;
 use super::ScoreField;
 use crate::data::augment::CropFlip;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use hdf5::types::VarLenUnicode;
+use super::attributes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -145,47 +148,6 @@ pub struct ScoreFile {
     sha256: String,
 }
 
-fn read_text(file: &hdf5::File, path: &Path, name: &str) -> Result<String> {
-    file.attr(name)
-        .and_then(|a| a.read_scalar::<VarLenUnicode>())
-        .map(|v| v.as_str().to_string())
-        .map_err(h5err(path, &format!("attribute `{name}`")))
-}
-
-/// The attributes of an open score file, after checking its format tag.
-fn read_meta(file: &hdf5::File, path: &Path) -> Result<ScoreFileMeta> {
-    let format = read_text(file, path, "format")?;
-    if format != FORMAT {
-        return Err(Error::CorruptInput {
-            path: path.to_path_buf(),
-            reason: format!("format `{format}` is not `{FORMAT}`"),
-            fix: "recompute it with score-precompute".into(),
-        });
-    }
-    let input_shape: Vec<i64> = file
-        .attr("input_shape")
-        .and_then(|a| a.read_raw::<i64>())
-        .map_err(h5err(path, "attribute `input_shape`"))?;
-    Ok(ScoreFileMeta {
-        dataset: read_text(file, path, "dataset")?,
-        split: read_text(file, path, "split")?,
-        source: read_text(file, path, "source")?,
-        source_config: read_text(file, path, "source_config")?,
-        fingerprint: read_text(file, path, "fingerprint")?,
-        t: file
-            .attr("t")
-            .and_then(|a| a.read_scalar::<i64>())
-            .ok()
-            .filter(|&t| t >= 0),
-        sigma_t: file
-            .attr("sigma_t")
-            .and_then(|a| a.read_scalar::<f64>())
-            .ok()
-            .filter(|v| v.is_finite()),
-        input_shape,
-    })
-}
-
 /// The error for a score file made for other data: (what, file's value,
 /// data's value) → [`Error::CheckpointMismatch`] naming the fix.
 fn mismatch_for<'a>(
@@ -232,6 +194,65 @@ fn check_meta(
     Ok(())
 }
 
+/// The `/index` dataset must be the sample ids 0..N−1 (uint64), the
+/// positions in the split that training looks scores up by.
+fn check_index(file: &hdf5::File, path: &Path, n: usize) -> Result<()> {
+    let ds = file
+        .dataset("index")
+        .map_err(h5err(path, "dataset `index`"))?;
+    let index: Vec<u64> = ds
+        .read_raw()
+        .map_err(h5err(path, "dataset `index` (truncated?)"))?;
+    let bad = index
+        .iter()
+        .enumerate()
+        .find(|&(i, &v)| v != i as u64)
+        .map(|(i, &v)| format!("index[{i}] = {v}, not {i}"));
+    let problem = if index.len() != n {
+        Some(format!("it holds {} ids for {n} scores", index.len()))
+    } else {
+        bad
+    };
+    match problem {
+        None => Ok(()),
+        Some(p) => Err(Error::CorruptInput {
+            path: path.to_path_buf(),
+            reason: format!("dataset `index` must list the sample ids 0..{n} in order: {p}"),
+            fix: "recompute it with score-precompute".into(),
+        }),
+    }
+}
+
+/// Every score must be finite, and attribute `score_std` the standard
+/// deviation σ̂ of the scores (variances agreeing within 1e-4 of the mean
+/// square, far above the writer's rounding).
+fn check_values(values: &[f32], score_std: f64, path: &Path) -> Result<()> {
+    let (mut sum, mut sum_sq) = (0.0f64, 0.0f64);
+    for &v in values {
+        sum += f64::from(v);
+        sum_sq += f64::from(v) * f64::from(v);
+    }
+    if !sum_sq.is_finite() {
+        return Err(Error::CorruptInput {
+            path: path.to_path_buf(),
+            reason: "it holds NaN or Inf scores".into(),
+            fix: "recompute it with score-precompute".into(),
+        });
+    }
+    let count = values.len().max(1) as f64;
+    let (mean, mean_sq) = (sum / count, sum_sq / count);
+    let variance = (mean_sq - mean * mean).max(0.0);
+    if (score_std * score_std - variance).abs() > 1e-4 * mean_sq + f64::MIN_POSITIVE {
+        return Err(attributes::bad_attribute(
+            path,
+            "score_std",
+            score_std,
+            &format!("the scores' standard deviation is {}", variance.sqrt()),
+        ));
+    }
+    Ok(())
+}
+
 impl ScoreFile {
     /// Opens `path` and checks it against `data`'s `split` ("train" or
     /// "test"): data set, split, shape, sample count and fingerprint must
@@ -259,7 +280,8 @@ impl ScoreFile {
             path,
             "not a readable HDF5 file (truncated or not HDF5)",
         ))?;
-        let meta = read_meta(&file, path)?;
+        let attrs = attributes::read(&file, path)?;
+        let meta = attrs.meta;
         let mismatch = mismatch_for(path, data, split);
         check_meta(&meta, data, split, &mismatch)?;
         let target = if split == "train" {
@@ -292,24 +314,14 @@ impl ScoreFile {
         let values: Vec<f32> = ds
             .read_raw()
             .map_err(h5err(path, "dataset `score` (truncated?)"))?;
+        check_index(&file, path, n)?;
+        check_values(&values, attrs.score_std, path)?;
         let mut dims = vec![n as i64];
         dims.extend(&data.input_shape);
         let scores = Tensor::from_slice(&values).view(dims.as_slice());
-        if !bool::try_from(scores.isfinite().all()).unwrap_or(false) {
-            return Err(Error::CorruptInput {
-                path: path.to_path_buf(),
-                reason: "it holds NaN or Inf scores".into(),
-                fix: "recompute it with score-precompute".into(),
-            });
-        }
-        let attr_f64 = |name: &str| {
-            file.attr(name)
-                .and_then(|a| a.read_scalar::<f64>())
-                .map_err(h5err(path, &format!("attribute `{name}`")))
-        };
         Ok(ScoreFile {
-            score_std: attr_f64("score_std")?,
-            c_t: attr_f64("c_t")?,
+            score_std: attrs.score_std,
+            c_t: attrs.c_t,
             meta,
             scores: scores.to_device(device),
             normalise,

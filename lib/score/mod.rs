@@ -7,6 +7,7 @@
 //! [`gaussian`], [`gmm`] (class-conditional Gaussians), [`dsm`] (a network
 //! trained by denoising score matching), [`torchscript`] (a traced
 //! ε-prediction diffusion model).
+pub mod attributes;
 pub mod dsm;
 pub mod file;
 pub mod gaussian;
