@@ -113,6 +113,27 @@ fn read_tensor_file(path: &Path) -> Result<Vec<(String, Tensor)>> {
     })
 }
 
+/// SHA-256 (64 hex digits) of a file's bytes, read in one streaming pass:
+/// the identity of a checkpoint's weights (compare with `sha256sum FILE`).
+///
+/// Errors: [`Error::MissingInput`] when the file cannot be read.
+pub fn file_sha256(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let unreadable = |e: std::io::Error| Error::MissingInput {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+        fix: "give the path of a .safetensors checkpoint written by `train` or `finetune`".into(),
+    };
+    let mut file = std::fs::File::open(path).map_err(unreadable)?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(unreadable)?;
+    Ok(hex(&hasher.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The model's variables (parameters and buffers) by name.
 pub fn model_tensors(model: &Model) -> Vec<(String, Tensor)> {
     let mut vars: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();

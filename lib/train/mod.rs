@@ -6,10 +6,11 @@
 //! [`session`] (what the loop carries between epochs), [`step`] (one
 //! optimisation step and what it minimises), [`evaluate`]
 //! (the measurements after each epoch), [`metrics`] (`metrics.csv`),
-//! [`resume`] (the resume state), [`output`] (the final checkpoint), and
-//! the pieces of the loss: [`method`], [`losses`] (SCORE's eight),
-//! [`posterior`] (SCORE's toy), [`awp`], [`ema`], [`finetuning`]. The TASER
-//! penalty and its controls live in [`crate::stein::penalty`].
+//! [`resume`] (the resume state) with [`inputs`] (fingerprints of what a
+//! run reads), [`output`] (the final checkpoint), and the pieces of the
+//! loss: [`method`], [`losses`] (SCORE's eight), [`posterior`] (SCORE's
+//! toy), [`awp`], [`ema`], [`finetuning`]. The TASER penalty and its
+//! controls live in [`crate::stein::penalty`].
 //!
 //! Reproducibility: the model is initialised after `tch::manual_seed(seed)`;
 //! epoch e shuffles and augments with a generator seeded from (seed, e) and
@@ -26,6 +27,7 @@ pub mod ema;
 pub mod epochs;
 pub mod evaluate;
 pub mod finetuning;
+pub mod inputs;
 pub mod losses;
 pub mod method;
 pub mod metrics;
@@ -127,6 +129,7 @@ pub fn run_plan(mut plan: TrainPlan) -> Result<TrainSummary> {
     let restored = if plan.resume {
         resume::restore(
             &plan.identity,
+            &plan.inputs,
             &plan.out,
             &mut model,
             &mut opt,
@@ -162,7 +165,7 @@ pub fn run_plan(mut plan: TrainPlan) -> Result<TrainSummary> {
             Some((_, bc)) if bc >= c => b,
             _ => Some((e, c)),
         });
-    resume::write_config(&plan.out, &plan.identity)?;
+    resume::write_config(&plan.out, &plan.identity, &plan.inputs)?;
     let started = Instant::now();
     let mut session = Session {
         plan,

@@ -8,6 +8,7 @@
 //! run's recorded identity ([`TrainPlan::identity`]).
 use super::config::{RunOptions, TrainConfig};
 use super::finetuning::{self, FinetuneArgs};
+use super::inputs::RunInputs;
 use super::method::{EpsWarmup, MethodSettings};
 use super::mixing::ExtraPlan;
 use super::posterior::PosteriorSettings;
@@ -106,6 +107,10 @@ pub struct TrainPlan {
     pub validation: Option<ValPlan>,
     /// The extra data mixed into every batch (`--extra-data`).
     pub extra: Option<ExtraPlan>,
+    /// Fingerprints of what the run reads (data, validation split, extra
+    /// data, score file, base), recorded in and checked against the resume
+    /// state.
+    pub inputs: RunInputs,
 }
 
 impl TrainPlan {
@@ -208,6 +213,13 @@ pub fn resolve(
         }
         _ => None,
     };
+    let inputs = RunInputs::of(
+        &data,
+        validation.as_ref(),
+        extra.as_ref(),
+        &regularizer,
+        finetune.map(|ft| ft.from.as_path()),
+    )?;
     Ok(TrainPlan {
         seed: config.seed,
         epochs: config.epochs,
@@ -234,6 +246,7 @@ pub fn resolve(
         teacher,
         validation,
         extra,
+        inputs,
         identity: config,
     })
 }

@@ -1,10 +1,11 @@
 //! The resume state of a training run: `resume.json` (the configuration it
-//! belongs to) and `resume.safetensors` (weights `model.*`, optimiser state,
+//! belongs to and the fingerprints of what it reads, [`RunInputs`]) and `resume.safetensors` (weights `model.*`, optimiser state,
 //! EMA weights `ema.*`, the epoch counter `epochs_completed` and the
 //! global centre `stein.global_center`), written after every checkpointed
 //! epoch and read by `--resume`.
 use super::config::TrainConfig;
 use super::ema::Ema;
+use super::inputs::RunInputs;
 use super::metrics::{read_metrics, EpochMetrics};
 use crate::checkpoint;
 use crate::error::{Error, Result};
@@ -28,17 +29,22 @@ struct ResumeConfig {
     format: String,
     version: String,
     config: TrainConfig,
+    /// What the run reads; absent in states written before it was
+    /// recorded (resumed with a warning that it could not be checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    inputs: Option<RunInputs>,
 }
 
-/// Writes `resume.json` for `config` (before the first epoch, so a killed
-/// run can be resumed from its first saved epoch).
-pub fn write_config(out: &TrainRun, config: &TrainConfig) -> Result<()> {
+/// Writes `resume.json` for `config` and `inputs` (before the first epoch,
+/// so a killed run can be resumed from its first saved epoch).
+pub fn write_config(out: &TrainRun, config: &TrainConfig, inputs: &RunInputs) -> Result<()> {
     write_json_atomically(
         &out.resume_state(),
         &ResumeConfig {
             format: RESUME_FORMAT.into(),
             version: crate::VERSION.into(),
             config: config.clone(),
+            inputs: Some(inputs.clone()),
         },
     )
 }
@@ -72,14 +78,60 @@ fn read_config(path: &Path) -> Result<ResumeConfig> {
     read_versioned_json_or_untagged(path, RESUME_FORMAT, fixes)
 }
 
+/// Refuses a saved state that belongs to another configuration or read
+/// other inputs, listing every differing field (saved → now). A state
+/// that recorded no inputs is accepted with a warning on stderr.
+fn check_saved(
+    saved: &ResumeConfig,
+    config: &TrainConfig,
+    inputs: &RunInputs,
+    (state_path, weights_path): (&Path, &Path),
+) -> Result<()> {
+    let diffs = differences(&saved.config, config);
+    if !diffs.is_empty() {
+        return Err(Error::CheckpointMismatch {
+            path: weights_path.to_path_buf(),
+            reason: format!(
+                "it belongs to another configuration (saved → now: {})",
+                diffs.join("; ")
+            ),
+            fix: "resume with the same flags, or choose another --out".into(),
+        });
+    }
+    let Some(saved_inputs) = &saved.inputs else {
+        eprintln!(
+            "warning: {} records no fingerprints of the data it was trained on (written before they \
+             were recorded); resuming without checking that the data, score file and base are the same",
+            state_path.display()
+        );
+        return Ok(());
+    };
+    let diffs = differences(saved_inputs, inputs);
+    if diffs.is_empty() {
+        return Ok(());
+    }
+    Err(Error::CheckpointMismatch {
+        path: weights_path.to_path_buf(),
+        reason: format!(
+            "its epochs were trained on other inputs (saved → now: {})",
+            diffs.join("; ")
+        ),
+        fix: "resume with the inputs it was trained on (the same --data-dir, --val-size, \
+              --extra-data, --scores file and finetune --from checkpoint), or choose another --out"
+            .into(),
+    })
+}
+
 /// Restores `model`, `opt` and `ema` from the resume state in `out`;
 /// `None` when there is none (the run starts fresh).
 ///
 /// Errors: [`Error::CorruptInput`] for an unreadable state;
 /// [`Error::CheckpointMismatch`] when it belongs to another configuration
-/// (the message lists every differing field, saved → now).
+/// or its epochs read other inputs than `inputs` (the message lists every
+/// differing field, saved → now).
 pub fn restore(
     config: &TrainConfig,
+    inputs: &RunInputs,
     out: &TrainRun,
     model: &mut Model,
     opt: &mut Optimizer,
@@ -90,17 +142,7 @@ pub fn restore(
         return Ok(None);
     }
     let saved = read_config(&cfg_path)?;
-    let diffs = differences(&saved.config, config);
-    if !diffs.is_empty() {
-        return Err(Error::CheckpointMismatch {
-            path: weights_path,
-            reason: format!(
-                "it belongs to another configuration (saved → now: {})",
-                diffs.join("; ")
-            ),
-            fix: "resume with the same flags, or choose another --out".into(),
-        });
-    }
+    check_saved(&saved, config, inputs, (&cfg_path, &weights_path))?;
     let corrupt = |reason: String| Error::CorruptInput {
         path: weights_path.clone(),
         reason,
