@@ -99,13 +99,25 @@ fn text(file: &hdf5::File, path: &Path, name: &str) -> Result<String> {
 }
 
 fn int(file: &hdf5::File, path: &Path, name: &str) -> Result<i64> {
-    let attr = typed(file, path, name, &TypeDescriptor::Integer(IntSize::U8), false)?;
+    let attr = typed(
+        file,
+        path,
+        name,
+        &TypeDescriptor::Integer(IntSize::U8),
+        false,
+    )?;
     attr.read_scalar::<i64>()
         .map_err(|e| bad_attribute(path, name, "(unreadable)", &e.to_string()))
 }
 
 fn float(file: &hdf5::File, path: &Path, name: &str) -> Result<f64> {
-    let attr = typed(file, path, name, &TypeDescriptor::Float(FloatSize::U8), false)?;
+    let attr = typed(
+        file,
+        path,
+        name,
+        &TypeDescriptor::Float(FloatSize::U8),
+        false,
+    )?;
     attr.read_scalar::<f64>()
         .map_err(|e| bad_attribute(path, name, "(unreadable)", &e.to_string()))
 }
@@ -120,7 +132,11 @@ pub fn read(file: &hdf5::File, path: &Path) -> Result<Attributes> {
     let bad = |name: &str, value: &dyn Display, rule: &str| bad_attribute(path, name, value, rule);
     let format = text(file, path, "format")?;
     if format != FORMAT {
-        return Err(bad("format", &format, &format!("this suite reads `{FORMAT}`")));
+        return Err(bad(
+            "format",
+            &format,
+            &format!("this suite reads `{FORMAT}`"),
+        ));
     }
     let dataset = text(file, path, "dataset")?;
     if dataset.parse::<DatasetName>().is_err() {
@@ -159,8 +175,16 @@ pub fn read(file: &hdf5::File, path: &Path) -> Result<Attributes> {
         ));
     }
     let fingerprint = text(file, path, "fingerprint")?;
-    if fingerprint.len() != 16 || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
-        return Err(bad("fingerprint", &fingerprint, "must be 16 lowercase hex digits"));
+    if fingerprint.len() != 16
+        || !fingerprint
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
+        return Err(bad(
+            "fingerprint",
+            &fingerprint,
+            "must be 16 lowercase hex digits",
+        ));
     }
     let version = text(file, path, "version")?;
     if version.trim().is_empty() {
@@ -297,7 +321,10 @@ mod tests {
         valid(&path);
         let f = hdf5::File::open(&path).unwrap();
         let attrs = read(&f, &path).unwrap();
-        assert_eq!((attrs.c_t, attrs.meta.t, attrs.meta.sigma_t), (1.0, None, None));
+        assert_eq!(
+            (attrs.c_t, attrs.meta.t, attrs.meta.sigma_t),
+            (1.0, None, None)
+        );
         drop(f);
         type Edit = Box<dyn Fn(&Path)>;
         let cases: Vec<(Edit, &str)> = vec![
@@ -306,15 +333,36 @@ mod tests {
             (Box::new(|p| set(p, "c_t", f64::INFINITY)), "`c_t` = inf"),
             (Box::new(|p| set(p, "c_t", 2.0f64)), "`c_t` = 2"),
             (Box::new(|p| set(p, "c_t", 1i64)), "`c_t` has type int64"),
-            (Box::new(|p| set(p, "score_std", -1.0f64)), "`score_std` = -1"),
+            (
+                Box::new(|p| set(p, "score_std", -1.0f64)),
+                "`score_std` = -1",
+            ),
             (Box::new(|p| set(p, "t", 50i64)), "`t` = 50"),
             (Box::new(|p| set(p, "sigma_t", 0.5f64)), "`sigma_t` = 0.5"),
-            (Box::new(|p| set(p, "libtorch_threads", 0i64)), "`libtorch_threads` = 0"),
-            (Box::new(|p| set(p, "split", text_value("val"))), "`split` = val"),
-            (Box::new(|p| set(p, "dataset", text_value("imagenet"))), "`dataset` = imagenet"),
-            (Box::new(|p| set(p, "source", text_value("magic"))), "`source` = magic"),
-            (Box::new(|p| set(p, "source_config", text_value("[1]"))), "`source_config` = [1]"),
-            (Box::new(|p| set(p, "fingerprint", text_value("xyz"))), "`fingerprint` = xyz"),
+            (
+                Box::new(|p| set(p, "libtorch_threads", 0i64)),
+                "`libtorch_threads` = 0",
+            ),
+            (
+                Box::new(|p| set(p, "split", text_value("val"))),
+                "`split` = val",
+            ),
+            (
+                Box::new(|p| set(p, "dataset", text_value("imagenet"))),
+                "`dataset` = imagenet",
+            ),
+            (
+                Box::new(|p| set(p, "source", text_value("magic"))),
+                "`source` = magic",
+            ),
+            (
+                Box::new(|p| set(p, "source_config", text_value("[1]"))),
+                "`source_config` = [1]",
+            ),
+            (
+                Box::new(|p| set(p, "fingerprint", text_value("xyz"))),
+                "`fingerprint` = xyz",
+            ),
             (Box::new(|p| set(p, "version", text_value(""))), "`version`"),
         ];
         for (i, (edit, want)) in cases.iter().enumerate() {
@@ -322,7 +370,10 @@ mod tests {
             std::fs::copy(&path, &p).unwrap();
             edit(&p);
             let err = error_of(&p);
-            assert!(err.contains(want) && err.contains(&format!("e{i}.h5")), "{want}: {err}");
+            assert!(
+                err.contains(want) && err.contains(&format!("e{i}.h5")),
+                "{want}: {err}"
+            );
         }
         // A torchscript file at t = 10 with its schedule's σ_t and a ratio c_t.
         let p = dir.path().join("ts.h5");

@@ -18,12 +18,12 @@
 //! Opening checks every attribute's type and range
 //! ([`super::attributes`]), `/index` (0..N−1), every score's finiteness and
 //! `score_std` against the scores.
+use super::attributes;
 pub use super::writer::ScoreWriter;
 use super::ScoreField;
 use crate::data::augment::CropFlip;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use super::attributes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
