@@ -2,11 +2,19 @@
 //! `safetensors.torch.load_file`) and a JSON sidecar beside them (same stem,
 //! `.json`) holding the model spec, data set, every hyperparameter, seed,
 //! version and metrics. Both are written atomically, weights first, so a
-//! sidecar always describes complete weights.
+//! sidecar always describes complete weights; the two are bound to each
+//! other ([`binding`]: the weights' header repeats the model, data set,
+//! fingerprint and seed, the sidecar records the weights' SHA-256) and
+//! every load checks the binding.
+pub mod binding;
+
 use crate::error::{Error, Result};
-use crate::fsutil::{read_versioned_json, write_atomically, write_json_atomically, JsonFixes};
+use crate::fsutil::{
+    read_versioned_json, write_bytes_atomically, write_json_atomically, JsonFixes,
+};
 use crate::models::{Model, ModelSpec};
 use crate::runtime::RuntimeRecord;
+use binding::{Binding, TensorFile};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,6 +50,11 @@ pub struct CheckpointMeta {
     /// start-up; absent in sidecars written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<RuntimeRecord>,
+    /// SHA-256 (hex) of the weights file it describes, set by [`save`];
+    /// absent in sidecars written before checkpoints were bound
+    /// ([`binding`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_sha256: Option<String>,
 }
 
 /// The sidecar path of a weights file: same stem, `.json`.
@@ -52,11 +65,14 @@ pub fn sidecar_path(weights: &Path) -> PathBuf {
 /// Writes named tensors (moved to the CPU, contiguous) to a safetensors file
 /// atomically.
 pub fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
-    let cpu: Vec<(String, Tensor)> = tensors
+    write_bytes_atomically(path, &binding::serialize(&on_cpu(tensors), None)?)
+}
+
+fn on_cpu(tensors: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
+    tensors
         .iter()
         .map(|(n, t)| (n.clone(), t.detach().to_device(Device::Cpu).contiguous()))
-        .collect();
-    write_atomically(path, |tmp| Ok(Tensor::write_safetensors(&cpu, tmp)?))
+        .collect()
 }
 
 /// Reads every tensor of a safetensors file, mapping failures to errors
@@ -69,11 +85,16 @@ pub fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
 /// prediction meaningless — e.g. all logits NaN, argmax 0 — and would be
 /// reported as "robust".
 pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
-    let tensors = read_tensor_file(path)?;
-    for (name, t) in &tensors {
+    Ok(read_checked(path)?.tensors)
+}
+
+/// [`read_tensors`] with the file's binding and digest.
+fn read_checked(path: &Path) -> Result<TensorFile> {
+    let file = read_tensor_file(path)?;
+    for (name, t) in &file.tensors {
         check_finite_tensor(path, name, t)?;
     }
-    Ok(tensors)
+    Ok(file)
 }
 
 /// Refuses a floating-point tensor holding NaN or ±Inf, naming it.
@@ -97,7 +118,7 @@ fn check_finite_tensor(path: &Path, name: &str, t: &Tensor) -> Result<()> {
     })
 }
 
-fn read_tensor_file(path: &Path) -> Result<Vec<(String, Tensor)>> {
+fn read_tensor_file(path: &Path) -> Result<TensorFile> {
     if !path.exists() {
         return Err(Error::MissingInput {
             path: path.to_path_buf(),
@@ -106,11 +127,8 @@ fn read_tensor_file(path: &Path) -> Result<Vec<(String, Tensor)>> {
                 .into(),
         });
     }
-    Tensor::read_safetensors(path).map_err(|e| Error::CorruptInput {
-        path: path.to_path_buf(),
-        reason: format!("not a readable safetensors file ({e})"),
-        fix: "re-run the training that wrote it, or resume it with --resume".into(),
-    })
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    binding::parse(path, &bytes)
 }
 
 /// SHA-256 (64 hex digits) of a file's bytes, read in one streaming pass:
@@ -184,28 +202,85 @@ pub fn load_tensors_into(
     Ok(())
 }
 
-/// Saves a model's weights to `path` (`.safetensors`) and `meta` beside it.
+/// Saves a model's weights to `path` (`.safetensors`, bound to `meta`:
+/// [`binding`]) and `meta` beside it with the weights' SHA-256.
 pub fn save(model: &Model, path: &Path, meta: &CheckpointMeta) -> Result<()> {
-    write_tensors(path, &model_tensors(model))?;
-    write_json_atomically(&sidecar_path(path), meta)
+    let bytes = binding::serialize(&on_cpu(&model_tensors(model)), Some(&Binding::of(meta)))?;
+    write_bytes_atomically(path, &bytes)?;
+    let meta = CheckpointMeta {
+        weights_sha256: Some(binding::sha256_hex(&bytes)),
+        ..meta.clone()
+    };
+    write_json_atomically(&sidecar_path(path), &meta)
 }
 
-/// Reads the sidecar of the checkpoint at `path`.
+/// Reads the sidecar of the checkpoint at `path` and checks each field's
+/// range ([`check_meta`]).
 ///
 /// Errors: [`Error::MissingInput`] without a sidecar, [`Error::CorruptInput`]
-/// when it is not a sidecar of this format.
+/// when it is not a sidecar of this format or a field is out of its range.
 pub fn read_meta(path: &Path) -> Result<CheckpointMeta> {
-    read_versioned_json(
-        &sidecar_path(path),
-        FORMAT,
-        JsonFixes {
-            missing: "a checkpoint needs its JSON sidecar (same name, .json) written beside it",
-            corrupt: "restore the sidecar written with the checkpoint, or use a checkpoint written by this suite",
-        },
-    )
+    let fixes = JsonFixes {
+        missing: "a checkpoint needs its JSON sidecar (same name, .json) written beside it",
+        corrupt: "restore the sidecar written with the checkpoint, or use a checkpoint written by this suite",
+    };
+    let sidecar = sidecar_path(path);
+    let meta: CheckpointMeta = read_versioned_json(&sidecar, FORMAT, fixes)?;
+    check_meta(&meta).map_err(|reason| Error::CorruptInput {
+        path: sidecar,
+        reason,
+        fix: fixes.corrupt.into(),
+    })?;
+    Ok(meta)
 }
 
-/// Rebuilds the model described by the sidecar and loads its weights.
+/// The sidecar's fields in their ranges: a model the architecture can be
+/// built as (input shape of one to three sizes ≥ 1, outputs ≥ 1, mlp
+/// widths ≥ 1, image inputs of H, W ≥ 4 for the convolutional models), a
+/// data set of this suite, a 16-hex-digit training fingerprint and a
+/// 64-hex-digit `weights_sha256`. Returns what is wrong, naming the field
+/// and its value.
+fn check_meta(meta: &CheckpointMeta) -> std::result::Result<(), String> {
+    let hex_of = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let m = &meta.model;
+    if m.input_shape.is_empty() || m.input_shape.len() > 3 || m.input_shape.iter().any(|&d| d < 1) {
+        return Err(format!(
+            "field `model.input_shape` = {:?} is invalid: it holds one to three sizes, each ≥ 1",
+            m.input_shape
+        ));
+    }
+    if let Err(e) = m.check() {
+        return Err(format!(
+            "field `model` does not describe a model that can be built ({e})"
+        ));
+    }
+    if meta.dataset.parse::<crate::data::DatasetName>().is_err() {
+        return Err(format!(
+            "field `dataset` = {:?} is invalid: not a data set of this suite",
+            meta.dataset
+        ));
+    }
+    if !hex_of(&meta.train_fingerprint, 16) {
+        return Err(format!(
+            "field `train_fingerprint` = {:?} is invalid: it is 16 hex digits",
+            meta.train_fingerprint
+        ));
+    }
+    if let Some(sha) = meta.weights_sha256.as_deref().filter(|s| !hex_of(s, 64)) {
+        return Err(format!(
+            "field `weights_sha256` = {sha:?} is invalid: it is 64 hex digits"
+        ));
+    }
+    Ok(())
+}
+
+/// Rebuilds the model described by the sidecar and loads its weights,
+/// after checking that the sidecar describes them ([`binding::check`]).
+///
+/// Errors: [`Error::MissingInput`] without the weights or the sidecar;
+/// [`Error::CorruptInput`] for an unreadable file, a non-finite weight, or
+/// a sidecar that does not describe the weights (naming both values);
+/// [`Error::CheckpointMismatch`] when the tensors do not fit the model.
 pub fn load(path: &Path, device: Device) -> Result<(Model, CheckpointMeta)> {
     if !path.is_file() {
         return Err(Error::MissingInput {
@@ -228,8 +303,9 @@ pub fn load(path: &Path, device: Device) -> Result<(Model, CheckpointMeta)> {
         &vec![0.0; channels],
         &vec![1.0; channels],
     )?;
-    let tensors = read_tensors(path)?;
-    load_tensors_into(&mut model, &tensors, path)?;
+    let file = read_checked(path)?;
+    binding::check(path, &meta, &file)?;
+    load_tensors_into(&mut model, &file.tensors, path)?;
     Ok((model, meta))
 }
 
@@ -245,13 +321,14 @@ mod tests {
             version: crate::VERSION.into(),
             model: spec.clone(),
             dataset: "digits".into(),
-            train_fingerprint: "0".into(),
+            train_fingerprint: "0123456789abcdef".into(),
             seed: 0,
             epochs_completed: 0,
             hyperparameters: serde_json::json!({}),
             metrics: BTreeMap::new(),
             score_file: None,
             runtime: None,
+            weights_sha256: None,
         }
     }
 

@@ -525,6 +525,7 @@ fn digits_checkpoint(dir: &Path) -> PathBuf {
         metrics: BTreeMap::new(),
         score_file: None,
         runtime: None,
+        weights_sha256: None,
     };
     checkpoint::save(&model, &path, &meta).unwrap();
     path

@@ -58,26 +58,31 @@ fn run_args(bin: &str, args: &[&str], out: &Path) -> Output {
 
 /// A copy of the trained checkpoint (weights and sidecar) in `dir` whose
 /// last layer's weight `w` is edited by the Python statement `edit`, via the
-/// venv's safetensors.torch. Returns (weights, tensor name).
+/// venv's safetensors.torch, kept bound to its sidecar as `train` writes
+/// it (the header's metadata carried over, the sidecar's `weights_sha256`
+/// updated), as weights that became non-finite in training would be.
+/// Returns (weights, tensor name).
 fn poisoned(dir: &Path, edit: &str) -> (PathBuf, String) {
     std::fs::create_dir_all(dir).unwrap();
     let src = weights(trained());
     let dst = dir.join(taser::layout::MODEL_WEIGHTS);
-    std::fs::copy(
-        taser::checkpoint::sidecar_path(&src),
-        taser::checkpoint::sidecar_path(&dst),
-    )
-    .unwrap();
     let script = format!(
-        "import sys\nfrom safetensors.torch import load_file, save_file\n\
+        "import sys, json, hashlib\nfrom safetensors import safe_open\n\
+         from safetensors.torch import load_file, save_file\n\
          t = load_file(sys.argv[1])\n\
+         meta = safe_open(sys.argv[1], 'pt').metadata()\n\
          name = sorted(k for k in t if k.endswith('weight') and t[k].dim() == 2)[-1]\n\
-         w = t[name]\n{edit}\nsave_file(t, sys.argv[2])\nprint(name)\n"
+         w = t[name]\n{edit}\nsave_file(t, sys.argv[2], metadata=meta)\n\
+         side = json.load(open(sys.argv[3]))\n\
+         side['weights_sha256'] = hashlib.sha256(open(sys.argv[2], 'rb').read()).hexdigest()\n\
+         json.dump(side, open(sys.argv[4], 'w'))\nprint(name)\n"
     );
     let o = std::process::Command::new(python())
         .args(["-c", &script])
         .arg(&src)
         .arg(&dst)
+        .arg(taser::checkpoint::sidecar_path(&src))
+        .arg(taser::checkpoint::sidecar_path(&dst))
         .output()
         .unwrap();
     assert!(o.status.success(), "python: {}", stderr(&o));

@@ -95,6 +95,7 @@ fn sidecar(
         metrics: metrics.clone(),
         score_file: score_provenance(&s.regularizer),
         runtime: Some(plan.runtime.record.clone()),
+        weights_sha256: None,
     }
 }
 
