@@ -219,3 +219,142 @@ fn a_score_file_whose_c_t_is_zero_or_nan_is_refused_naming_file_attribute_and_va
     }
     ok("train", &train(&intact, "intact"));
 }
+
+/// `train` flags of a 1-epoch digits mlp (relu) with `seed`.
+fn digits_mlp(out: &Path, seed: &str) -> Vec<String> {
+    strings(&[
+        "--dataset",
+        "digits",
+        "--model",
+        "mlp",
+        "--mlp-hidden",
+        "32",
+        "--epochs",
+        "1",
+        "--seed",
+        seed,
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--out",
+        &path(out),
+    ])
+}
+
+fn attack_args(ckpt: &Path, out: &Path, attacks: &str) -> Vec<String> {
+    strings(&[
+        "--checkpoint",
+        &path(ckpt),
+        "--attacks",
+        attacks,
+        "--eps",
+        "0.2",
+        "--n-eval",
+        "30",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--out",
+        &path(out),
+    ])
+}
+
+/// Rewrites the activation of the sidecar of `ckpt` (everywhere it is
+/// recorded) to `to`.
+fn edit_activation(ckpt: &Path, to: &str) {
+    let side = taser::checkpoint::sidecar_path(ckpt);
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&side).unwrap()).unwrap();
+    v["model"]["activation"] = to.into();
+    v["hyperparameters"]["config"]["activation"] = to.into();
+    std::fs::write(&side, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn a_sidecar_that_does_not_describe_its_tensors_is_refused_naming_both_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    ok("train", &digits_mlp(&a, "7"));
+    ok("train", &digits_mlp(&b, "8"));
+    let ckpt = a.join("model.safetensors");
+    let intact = std::fs::read(taser::checkpoint::sidecar_path(&ckpt)).unwrap();
+
+    // relu → silu in model.json: the tensors still fit.
+    edit_activation(&ckpt, "silu");
+    let want = ["model.json", "model.activation: \"relu\" → \"silu\""];
+    refused(
+        "attack",
+        &attack_args(&ckpt, &dir.path().join("e1"), "pgd5"),
+        &want,
+    );
+    let ft = strings(&[
+        "--from",
+        &path(&ckpt),
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        &path(&dir.path().join("ft")),
+    ]);
+    refused("finetune", &ft, &want);
+    std::fs::write(taser::checkpoint::sidecar_path(&ckpt), &intact).unwrap();
+    ok(
+        "attack",
+        &attack_args(&ckpt, &dir.path().join("e2"), "pgd5"),
+    );
+
+    // Other weights (same architecture) under the unchanged sidecar.
+    std::fs::copy(b.join("model.safetensors"), &ckpt).unwrap();
+    let now = taser::checkpoint::file_sha256(&ckpt).unwrap();
+    let e = refused(
+        "attack",
+        &attack_args(&ckpt, &dir.path().join("e3"), "pgd5"),
+        &["weights_sha256", &now],
+    );
+    let written: serde_json::Value = serde_json::from_slice(&intact).unwrap();
+    let was = written["weights_sha256"].as_str().unwrap();
+    assert!(e.contains(was) && was != now, "{e}");
+}
+
+#[test]
+fn a_resumed_evaluation_of_a_checkpoint_read_as_another_architecture_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("a");
+    ok("train", &digits_mlp(&run_dir, "7"));
+    // A checkpoint as written before the binding: weights without header
+    // metadata, a sidecar without `weights_sha256`. It still loads (with a
+    // warning), and its sidecar could be edited between two runs.
+    let ckpt = run_dir.join("model.safetensors");
+    let script = "import sys\nfrom safetensors.torch import load_file, save_file\n\
+                  save_file(load_file(sys.argv[1]), sys.argv[1])\n";
+    let o = std::process::Command::new(python())
+        .args(["-c", script])
+        .arg(&ckpt)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "python: {}", stderr(&o));
+    let side = taser::checkpoint::sidecar_path(&ckpt);
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&side).unwrap()).unwrap();
+    v.as_object_mut().unwrap().remove("weights_sha256");
+    std::fs::write(&side, v.to_string()).unwrap();
+
+    let eval = dir.path().join("eval");
+    let mut first = attack_args(&ckpt, &eval, "pgd1,pgd2");
+    first.extend(strings(&["--stop-after", "1"]));
+    let o = ok("attack", &first);
+    edit_activation(&ckpt, "silu");
+    refused(
+        "attack",
+        &attack_args(&ckpt, &eval, "pgd1,pgd2"),
+        &["--out", "model.activation: \"relu\" → \"silu\""],
+    );
+    assert!(
+        !eval.join("per_sample.csv").exists(),
+        "the evaluation mixed two models"
+    );
+    assert!(stderr(&o).contains("no binding"), "{}", stderr(&o));
+}

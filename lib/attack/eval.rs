@@ -275,6 +275,7 @@ fn identity(cfg: &EvalConfig, attacks: &[AttackKind], inputs: &Inputs) -> Result
             .iter()
             .any(|a| a.runs_square())
             .then_some(cfg.square_window_range),
+        model: Some(inputs.model.spec.clone()),
     })
 }
 

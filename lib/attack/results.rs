@@ -363,6 +363,7 @@ mod tests {
             n_points: 3,
             batch_size: 2,
             square_window_range: None,
+            model: None,
         };
         write_summary(
             &run.summary(),

@@ -14,6 +14,7 @@ use crate::data::subset::EvalSubset;
 use crate::error::{Error, Result};
 use crate::fsutil::{read_versioned_json, write_bytes_atomically, JsonFixes};
 use crate::identity::differences;
+use crate::models::ModelSpec;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -48,6 +49,12 @@ pub struct EvalIdentity {
     /// under the new default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub square_window_range: Option<WindowRange>,
+    /// The model the checkpoint's sidecar describes (architecture,
+    /// activation, widths, input shape, outputs): the same weights read as
+    /// another model give other numbers. States written before it was
+    /// recorded lack it and are not resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelSpec>,
 }
 
 /// Per-sample results of one finished attack (or AutoAttack component).
@@ -127,6 +134,31 @@ pub fn checkpoint_sha(path: &Path) -> Result<String> {
     Ok(sha16(&bytes))
 }
 
+/// One attack's result at `field`: one flag per point of `within`, robust
+/// only where `within` holds, a finite duration ≥ 0.
+fn check_result(r: &AttackResult, field: &str, within: &[bool]) -> std::result::Result<(), String> {
+    if r.robust.len() != within.len() {
+        return Err(format!(
+            "field `{field}.robust` holds {} flags for {} points",
+            r.robust.len(),
+            within.len()
+        ));
+    }
+    if let Some(i) = (0..within.len()).find(|&i| r.robust[i] && !within[i]) {
+        return Err(format!(
+            "field `{field}.robust[{i}]` = true where the point is not correct (clean, or after \
+             the component before)"
+        ));
+    }
+    if !(r.seconds.is_finite() && r.seconds >= 0.0) {
+        return Err(format!(
+            "field `{field}.seconds` = {} is invalid: it is a finite duration ≥ 0",
+            r.seconds
+        ));
+    }
+    Ok(())
+}
+
 /// `field: saved → now` lines, with a field written as its flag (`eps` →
 /// `--eps`, `batch_size` → `--batch-size`) where `flags` (long names,
 /// without dashes) has one of that name.
@@ -169,7 +201,71 @@ impl State {
             missing: "make it readable, or choose a new --out",
             corrupt: "delete it to start the evaluation afresh, or choose a new --out",
         };
-        read_versioned_json(path, STATE_FORMAT, fixes).map(Some)
+        let state: State = read_versioned_json(path, STATE_FORMAT, fixes)?;
+        state.check().map_err(|reason| Error::CorruptInput {
+            path: path.to_path_buf(),
+            reason,
+            fix: fixes.corrupt.into(),
+        })?;
+        Ok(Some(state))
+    }
+
+    /// The state's fields in their ranges and consistent with each other:
+    /// ε finite and > 0, at least one attack and point, batch size ≥ 1;
+    /// one clean flag per point; every finished attack one of the
+    /// identity's, finished once, with one flag per point, robust only
+    /// where the clean prediction is correct, and a finite duration ≥ 0;
+    /// an AutoAttack's components likewise, each robust only where the one
+    /// before is, the last one's flags the attack's. Returns what is
+    /// wrong, naming the field and its value.
+    fn check(&self) -> std::result::Result<(), String> {
+        let c = &self.config;
+        let n = c.n_points;
+        if !(c.eps.is_finite() && c.eps > 0.0) {
+            return Err(format!(
+                "field `config.eps` = {} is invalid: it is a finite radius > 0",
+                c.eps
+            ));
+        }
+        for (field, value) in [("n_points", n), ("batch_size", c.batch_size)] {
+            if value == 0 {
+                return Err(format!("field `config.{field}` = 0 is invalid: it is ≥ 1"));
+            }
+        }
+        if c.attacks.is_empty() {
+            return Err(
+                "field `config.attacks` is empty: it lists the evaluation's attacks".into(),
+            );
+        }
+        if self.clean_correct.len() != n {
+            return Err(format!(
+                "field `clean_correct` holds {} flags for `config.n_points` = {n} points",
+                self.clean_correct.len()
+            ));
+        }
+        for (i, r) in self.finished.iter().enumerate() {
+            if !c.attacks.contains(&r.name) {
+                return Err(format!(
+                    "field `finished[{i}].name` = {:?} is not one of `config.attacks` {:?}",
+                    r.name, c.attacks
+                ));
+            }
+            if self.finished[..i].iter().any(|p| p.name == r.name) {
+                return Err(format!("attack {:?} is listed in `finished` twice", r.name));
+            }
+            check_result(r, &format!("finished[{i}]"), &self.clean_correct)?;
+            let mut before = &self.clean_correct;
+            for (k, comp) in r.components.iter().enumerate() {
+                check_result(comp, &format!("finished[{i}].components[{k}]"), before)?;
+                before = &comp.robust;
+            }
+            if !r.components.is_empty() && before != &r.robust {
+                return Err(format!(
+                    "field `finished[{i}].robust` differs from its last component's flags"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Writes the state to `path` atomically (compact JSON).
@@ -243,6 +339,7 @@ mod tests {
             n_points: 60,
             batch_size: 50,
             square_window_range: Some(WindowRange::Reference),
+            model: None,
         }
     }
 
@@ -296,7 +393,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(crate::layout::ATTACK_STATE);
         assert_eq!(State::load(&path).unwrap(), None);
-        let mut state = State::new(Path::new("m.safetensors"), identity(), vec![true, false]);
+        let two = EvalIdentity {
+            n_points: 2,
+            ..identity()
+        };
+        let mut state = State::new(Path::new("m.safetensors"), two, vec![true, false]);
         state.finished.push(AttackResult {
             name: "pgd20".into(),
             robust: vec![true, false],
@@ -309,5 +410,87 @@ mod tests {
         std::fs::write(&path, r#"{"format": "taser-other/1"}"#).unwrap();
         let err = State::load(&path).unwrap_err();
         assert!(matches!(err, Error::CorruptInput { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_state_out_of_range_or_inconsistent_is_refused_naming_the_field_and_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(crate::layout::ATTACK_STATE);
+        let (t, f) = (true, false);
+        let result = |name: &str, robust: Vec<bool>, seconds: f64| AttackResult {
+            name: name.into(),
+            robust,
+            seconds,
+            components: vec![],
+        };
+        let id = EvalIdentity {
+            n_points: 3,
+            ..identity()
+        };
+        let mut good = State::new(Path::new("m.safetensors"), id, vec![t, t, f]);
+        let mut aa = result("aa", vec![t, f, f], 2.0);
+        aa.components = vec![
+            result("apgd-ce", vec![t, t, f], 1.0),
+            result("apgd-t", vec![t, f, f], 1.0),
+        ];
+        good.finished = vec![result("pgd20", vec![t, f, f], 0.5), aa];
+        good.save(&path).unwrap();
+        assert_eq!(State::load(&path).unwrap(), Some(good.clone()));
+        type Edit = Box<dyn Fn(&mut State)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (Box::new(|s| s.config.eps = -0.2), "`config.eps` = -0.2"),
+            (
+                Box::new(|s| s.config.batch_size = 0),
+                "`config.batch_size` = 0",
+            ),
+            (
+                Box::new(|s| {
+                    s.clean_correct.pop();
+                }),
+                "`clean_correct` holds 2",
+            ),
+            (
+                Box::new(|s| {
+                    s.finished[0].robust.pop();
+                }),
+                "`finished[0].robust` holds 2",
+            ),
+            (
+                Box::new(|s| s.finished[0].robust[2] = true),
+                "`finished[0].robust[2]` = true",
+            ),
+            (
+                Box::new(|s| s.finished[0].seconds = -1.0),
+                "`finished[0].seconds` = -1",
+            ),
+            (
+                Box::new(|s| s.finished[0].name = "pgd7".into()),
+                "`finished[0].name` = \"pgd7\"",
+            ),
+            (
+                Box::new(|s| s.finished[1].name = "pgd20".into()),
+                "listed in `finished` twice",
+            ),
+            (
+                Box::new(|s| s.finished[1].components[1].robust[1] = true),
+                "`finished[1].robust` differs",
+            ),
+            (
+                Box::new(|s| s.finished[1].components[0].robust[0] = false),
+                "`finished[1].components[1].robust[0]` = true",
+            ),
+        ];
+        for (edit, want) in cases {
+            let mut bad = good.clone();
+            edit(&mut bad);
+            bad.save(&path).unwrap();
+            let err = State::load(&path).unwrap_err();
+            assert!(matches!(err, Error::CorruptInput { .. }), "{err}");
+            let err = err.to_string();
+            assert!(
+                err.contains(want) && err.contains("attack-state.json"),
+                "{want}: {err}"
+            );
+        }
     }
 }

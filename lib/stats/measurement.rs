@@ -32,10 +32,16 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 /// Fields of [`EvalIdentity`](crate::attack::state::EvalIdentity) that do not define what was measured: which
-/// model (that is what a comparison varies), the attack's random seed, the
-/// batch size (results do not depend on it) and the number of points (the
-/// subset fingerprint fixes it).
-pub const NOT_MEASURED: [&str; 4] = ["checkpoint_sha256", "seed", "batch_size", "n_points"];
+/// model, by its weights and its architecture (that is what a comparison
+/// varies), the attack's random seed, the batch size (results do not depend
+/// on it) and the number of points (the subset fingerprint fixes it).
+pub const NOT_MEASURED: [&str; 5] = [
+    "checkpoint_sha256",
+    "model",
+    "seed",
+    "batch_size",
+    "n_points",
+];
 
 /// The measurement identity's field naming the evaluated points.
 pub const POINTS: &str = "subset_fingerprint";
@@ -360,6 +366,13 @@ mod tests {
 
     #[test]
     fn the_identity_leaves_out_model_seed_and_batch_size_but_keeps_square_s_window() {
+        let spec = |arch: crate::models::Arch| crate::models::ModelSpec {
+            arch,
+            activation: crate::models::Activation::Relu,
+            mlp_hidden: vec![8],
+            input_shape: vec![1, 8, 8],
+            num_outputs: 10,
+        };
         let id = |sha: &str, seed: u64| EvalIdentity {
             checkpoint_sha256: sha.into(),
             dataset: "digits".into(),
@@ -371,6 +384,11 @@ mod tests {
             n_points: 3,
             batch_size: 7,
             square_window_range: Some(WindowRange::Reference),
+            model: Some(spec(if seed == 0 {
+                crate::models::Arch::Mlp
+            } else {
+                crate::models::Arch::CnnSmall
+            })),
         };
         let fields = |id: EvalIdentity| match serde_json::to_value(id).unwrap() {
             Value::Object(map) => Measurement::of_fields(map).unwrap(),
