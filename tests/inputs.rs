@@ -358,3 +358,33 @@ fn a_resumed_evaluation_of_a_checkpoint_read_as_another_architecture_is_refused(
     );
     assert!(stderr(&o).contains("no binding"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_grid_with_a_nan_or_infinite_number_is_refused_naming_key_line_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = dir.path().join("g.toml");
+    let head = "name = \"g\"\nsteps = [\"train\"]\n[train]\nepochs = 1\n";
+    for (tail, want) in [
+        (
+            "lr = nan\n",
+            "line 5, key `train.lr`: NaN is not a finite number",
+        ),
+        (
+            "[axes]\nlambda = [0.1, inf]\n",
+            "line 6, key `axes.lambda`: inf",
+        ),
+        (
+            "[axes]\ntaser = [{ lambda = -inf }]\n",
+            "key `axes.taser.lambda`: -inf",
+        ),
+    ] {
+        std::fs::write(&grid, format!("{head}{tail}")).unwrap();
+        refused(
+            "sweep",
+            &strings(&["plan", &path(&grid)]),
+            &["g.toml", want],
+        );
+    }
+    std::fs::write(&grid, format!("{head}lr = 0.5\n")).unwrap();
+    ok("sweep", &strings(&["plan", &path(&grid)]));
+}

@@ -67,47 +67,64 @@ pub struct Spec {
     pub attacks: Vec<String>,
 }
 
-fn toml_value(v: &toml_edit::Value) -> Value {
-    use toml_edit::Value as T;
-    match v {
-        T::String(s) => Value::String(s.value().clone()),
-        T::Integer(i) => Value::from(*i.value()),
-        T::Float(f) => serde_json::Number::from_f64(*f.value())
-            .map(Value::Number)
-            .unwrap_or(Value::Null),
-        T::Boolean(b) => Value::Bool(*b.value()),
-        T::Datetime(d) => Value::String(d.value().to_string()),
-        T::Array(a) => Value::Array(a.iter().map(toml_value).collect()),
-        T::InlineTable(t) => Value::Object(
-            t.iter()
-                .map(|(k, v)| (k.to_string(), toml_value(v)))
-                .collect(),
-        ),
+/// The key path `at.key` (or `key` at the top).
+fn key_at(at: &str, key: &str) -> String {
+    if at.is_empty() {
+        key.to_string()
+    } else {
+        format!("{at}.{key}")
     }
 }
 
-fn toml_item(item: &toml_edit::Item) -> Value {
-    use toml_edit::Item;
-    match item {
-        Item::None => Value::Null,
-        Item::Value(v) => toml_value(v),
-        Item::Table(t) => Value::Object(
-            t.iter()
-                .map(|(k, v)| (k.to_string(), toml_item(v)))
-                .collect(),
+/// A TOML value as JSON; `at` names its key in errors. A NaN or infinite
+/// float is refused (JSON has none, and it would match nothing or
+/// everything).
+fn toml_value(v: &toml_edit::Value, at: &str) -> Parsed<Value> {
+    use toml_edit::Value as T;
+    Ok(match v {
+        T::String(s) => Value::String(s.value().clone()),
+        T::Integer(i) => Value::from(*i.value()),
+        T::Float(f) => match serde_json::Number::from_f64(*f.value()) {
+            Some(n) => Value::Number(n),
+            None => return Err(format!("`{at}` = {} is not a finite number", f.value())),
+        },
+        T::Boolean(b) => Value::Bool(*b.value()),
+        T::Datetime(d) => Value::String(d.value().to_string()),
+        T::Array(a) => Value::Array(
+            a.iter()
+                .enumerate()
+                .map(|(i, x)| toml_value(x, &format!("{at}[{i}]")))
+                .collect::<Parsed<_>>()?,
         ),
+        T::InlineTable(t) => Value::Object(
+            t.iter()
+                .map(|(k, v)| Ok((k.to_string(), toml_value(v, &key_at(at, k))?)))
+                .collect::<Parsed<_>>()?,
+        ),
+    })
+}
+
+fn toml_table(t: &toml_edit::Table, at: &str) -> Parsed<Value> {
+    Ok(Value::Object(
+        t.iter()
+            .map(|(k, v)| Ok((k.to_string(), toml_item(v, &key_at(at, k))?)))
+            .collect::<Parsed<_>>()?,
+    ))
+}
+
+fn toml_item(item: &toml_edit::Item, at: &str) -> Parsed<Value> {
+    use toml_edit::Item;
+    Ok(match item {
+        Item::None => Value::Null,
+        Item::Value(v) => toml_value(v, at)?,
+        Item::Table(t) => toml_table(t, at)?,
         Item::ArrayOfTables(a) => Value::Array(
             a.iter()
-                .map(|t| {
-                    Value::Object(
-                        t.iter()
-                            .map(|(k, v)| (k.to_string(), toml_item(v)))
-                            .collect(),
-                    )
-                })
-                .collect(),
+                .enumerate()
+                .map(|(i, t)| toml_table(t, &format!("{at}[{i}]")))
+                .collect::<Parsed<_>>()?,
         ),
-    }
+    })
 }
 
 /// Equality of attribute values: numbers by value (1 = 1.0), JSON null
@@ -269,7 +286,7 @@ impl Spec {
             let doc = text
                 .parse::<toml_edit::DocumentMut>()
                 .map_err(|e| bad(format!("not TOML: {e}")))?;
-            toml_item(doc.as_item())
+            toml_item(doc.as_item(), "").map_err(bad)?
         };
         Spec::from_value(path, &root).map_err(bad)
     }
@@ -360,4 +377,35 @@ pub fn grid_points(runs: &Path, eval_dir: &str) -> Result<Vec<PathBuf>> {
     }
     found.sort();
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_non_finite_number_in_a_spec_is_refused_naming_its_key_and_value() {
+        let path = Path::new("cmp.toml");
+        let spec = Spec::parse(path, "[pairing]\nbaseline = 0.0\n").unwrap();
+        assert_eq!(spec.baseline, serde_json::json!(0.0));
+        for (text, want) in [
+            ("[pairing]\nbaseline = nan\n", "`pairing.baseline` = NaN"),
+            (
+                "[pairing]\ntreatments = [0.1, inf]\n",
+                "`pairing.treatments[1]` = inf",
+            ),
+            (
+                "[[row]]\nlabel = \"PGD\"\nwhere = { lambda = -inf }\n",
+                "`row[0].where.lambda` = -inf",
+            ),
+        ] {
+            let err = Spec::parse(path, text).unwrap_err().to_string();
+            assert!(
+                err.contains(want)
+                    && err.contains("cmp.toml")
+                    && err.contains("not a finite number"),
+                "{want}: {err}"
+            );
+        }
+    }
 }

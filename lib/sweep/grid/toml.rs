@@ -61,7 +61,19 @@ fn scalar_text(v: &Value) -> Option<String> {
     }
 }
 
+/// Refuses a NaN or infinite float (`nan`, `inf` in TOML): no flag of the
+/// suite takes one, and the job would fail only when it runs.
+fn check_finite(ctx: &Ctx, key: &str, line: usize, v: &Value) -> Result<()> {
+    match v {
+        Value::Float(f) if !f.value().is_finite() => {
+            Err(ctx.err(key, line, format!("{} is not a finite number", f.value())))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn flag_value(ctx: &Ctx, key: &str, line: usize, v: &Value) -> Result<FlagValue> {
+    check_finite(ctx, key, line, v)?;
     match v {
         Value::Boolean(b) => Ok(if *b.value() {
             FlagValue::Switch
@@ -71,6 +83,7 @@ fn flag_value(ctx: &Ctx, key: &str, line: usize, v: &Value) -> Result<FlagValue>
         Value::Array(a) => {
             let mut out = Vec::new();
             for x in a.iter() {
+                check_finite(ctx, key, line, x)?;
                 out.push(scalar_text(x).ok_or_else(|| {
                     ctx.err(
                         key,
