@@ -407,6 +407,56 @@ mod tests {
     }
 
     #[test]
+    fn a_sidecar_field_out_of_its_range_is_refused_naming_it_and_its_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec(Arch::CnnSmall);
+        let m = Model::new(&s, Device::Cpu, &[0.0], &[1.0]).unwrap();
+        let path = dir.path().join("m.safetensors");
+        save(&m, &path, &meta_for(&s)).unwrap();
+        let good: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(sidecar_path(&path)).unwrap()).unwrap();
+        type Edit = fn(&mut serde_json::Value);
+        let cases: [(Edit, &str); 6] = [
+            (
+                |v| v["model"]["input_shape"] = serde_json::json!([1, 0, 8]),
+                "`model.input_shape` = [1, 0, 8]",
+            ),
+            (
+                |v| v["model"]["input_shape"] = serde_json::json!([64]),
+                "`model`",
+            ),
+            (
+                |v| v["model"]["num_outputs"] = serde_json::json!(0),
+                "num_outputs = 0",
+            ),
+            (
+                |v| v["dataset"] = serde_json::json!("imagenet"),
+                "`dataset` = \"imagenet\"",
+            ),
+            (
+                |v| v["train_fingerprint"] = serde_json::json!("xyz"),
+                "`train_fingerprint` = \"xyz\"",
+            ),
+            (
+                |v| v["weights_sha256"] = serde_json::json!("abc"),
+                "`weights_sha256` = \"abc\"",
+            ),
+        ];
+        for (edit, want) in cases {
+            let mut v = good.clone();
+            edit(&mut v);
+            std::fs::write(sidecar_path(&path), v.to_string()).unwrap();
+            let err = read_meta(&path).unwrap_err();
+            assert!(matches!(err, Error::CorruptInput { .. }), "{err}");
+            let err = err.to_string();
+            assert!(
+                err.contains(want) && err.contains("m.json"),
+                "{want}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn corrupt_and_missing_files_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.safetensors");
