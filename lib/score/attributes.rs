@@ -241,7 +241,7 @@ fn timestep(
     let sigma_t = float(file, path, "sigma_t")?;
     let sigma = if has_timestep {
         let want = ddpm_sigma(t);
-        if !((sigma_t - want).abs() <= 1e-9 * want) {
+        if sigma_t.is_nan() || (sigma_t - want).abs() > 1e-9 * want {
             return Err(bad(
                 "sigma_t",
                 &sigma_t,
