@@ -68,12 +68,14 @@ fn value(row: &HashMap<String, String>, col: &str) -> f64 {
         .unwrap_or_else(|_| panic!("{col}: {cell:?} is not a number"))
 }
 
-const DIAGNOSTICS: [&str; 5] = [
+const DIAGNOSTICS: [&str; 7] = [
     "grad_norm_mean",
     "probe_mean",
     "penalty_ratio",
     "score_grad_cosine",
     "hutchinson_noise_share",
+    "penalty_plain",
+    "penalty_unbiased",
 ];
 
 #[test]
@@ -94,6 +96,12 @@ fn the_diagnostic_columns_are_finite_after_one_epoch() {
     assert!((-1.0..=1.0).contains(&cos), "cosine {cos}");
     let share = value(row, "hutchinson_noise_share");
     assert!(share > 0.0 && share < 1.5, "noise share {share}");
+    // R₁ ≥ R_K (the centred mean square is convex), so the noise estimate
+    // V ≥ 0 and the plain reading never falls below the unbiased one; at
+    // K = 1 the plain reading is R₁, and V = share·R₁.
+    let (plain, unbiased) = (value(row, "penalty_plain"), value(row, "penalty_unbiased"));
+    assert!(plain >= unbiased, "plain {plain} < unbiased {unbiased}");
+    assert!((plain - unbiased - share * plain).abs() < 1e-9 * plain.abs().max(1.0));
     // λR / train_loss from the row's own columns.
     let ratio = 0.01 * value(row, "penalty") / value(row, "train_loss");
     assert!((value(row, "penalty_ratio") - ratio).abs() < 1e-9 * ratio);
@@ -147,6 +155,16 @@ fn the_controls_train_and_log_what_they_measure() {
     let meta = std::fs::read_to_string(dir.path().join("zero/model.json")).unwrap();
     assert!(meta.contains("\"zero_scores\": true"));
 
+    // The unbiased estimator trains and is recorded.
+    let rows = train_ok(
+        &dir.path().join("unbiased"),
+        "1",
+        &["--stein-estimator", "unbiased"],
+    );
+    assert!(value(&rows[0], "penalty").is_finite());
+    let meta = std::fs::read_to_string(dir.path().join("unbiased/model.json")).unwrap();
+    assert!(meta.contains("\"stein_estimator\": \"unbiased\""));
+
     // Model coordinates train and are recorded.
     let rows = train_ok(
         &dir.path().join("model"),
@@ -184,6 +202,19 @@ fn contradictory_control_flags_are_refused_before_any_work() {
             "--score-permute",
         ),
         (vec!["--zero-scores", "--score-permute"], "--zero-scores"),
+        (
+            vec![
+                "--stein-estimator",
+                "unbiased",
+                "--stein-order",
+                "first-order",
+            ],
+            "--stein-estimator",
+        ),
+        (
+            vec!["--stein-estimator", "unbiased", "--reg", "grad-norm"],
+            "--stein-estimator",
+        ),
         (vec!["--zero-scores", "--scores", "x.h5"], "--scores"),
     ] {
         let out = dir.path().join("refused");

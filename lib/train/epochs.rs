@@ -153,6 +153,8 @@ impl EpochSums {
                 .map(|(l, p)| l * p / train_loss),
             score_grad_cosine: diag.and_then(|d| d.score_grad_cosine),
             hutchinson_noise_share: diag.and_then(|d| d.hutchinson_noise_share),
+            penalty_plain: diag.and_then(|d| d.penalty_plain),
+            penalty_unbiased: diag.and_then(|d| d.penalty_unbiased),
             global_center: center,
             val_acc: None,
             val_robust_acc: None,

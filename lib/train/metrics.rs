@@ -54,6 +54,12 @@ pub struct EpochMetrics {
     pub score_grad_cosine: Option<f64>,
     #[serde(default)]
     pub hutchinson_noise_share: Option<f64>,
+    /// The plain estimator's expected R̂ at the run's K and the unbiased
+    /// estimate of R on the probe batch (full Hutchinson residual only).
+    #[serde(default)]
+    pub penalty_plain: Option<f64>,
+    #[serde(default)]
+    pub penalty_unbiased: Option<f64>,
     #[serde(default)]
     pub global_center: Option<f64>,
     /// Clean and PGD-K accuracy on the validation split after the epoch
@@ -113,6 +119,8 @@ pub fn summary_metrics(
         ("penalty_ratio", last.penalty_ratio),
         ("score_grad_cosine", last.score_grad_cosine),
         ("hutchinson_noise_share", last.hutchinson_noise_share),
+        ("penalty_plain", last.penalty_plain),
+        ("penalty_unbiased", last.penalty_unbiased),
         ("stein_global_center", global_center),
         ("val_acc", last.val_acc),
         ("val_robust_acc", last.val_robust_acc),
@@ -175,6 +183,8 @@ mod tests {
             penalty_ratio: None,
             score_grad_cosine: None,
             hutchinson_noise_share: Some(0.25),
+            penalty_plain: None,
+            penalty_unbiased: None,
             val_acc: None,
             val_robust_acc: None,
             global_center: None,

@@ -4,6 +4,7 @@
 //! flags, the score field opened and checked against the data.
 use super::controls::derangement;
 use super::coordinates::Coordinates;
+use super::estimator::Estimator;
 use super::ramp::LambdaRamp;
 use super::{Regularizer, ScoreControl, SteinPenalty, PERMUTE_STREAM};
 use crate::data::{Dataset, Task};
@@ -73,6 +74,13 @@ pub struct RegArgs {
     /// Hutchinson probes K.
     #[arg(long, default_value_t = 1)]
     pub hutchinson_probes: i64,
+    /// Estimator of the penalty from Hutchinson residuals: plain ((1/B)Σ(r̂ᵢ − ĉ)², TASER's
+    /// Algorithm 1; biased upwards by the probes' variance) or unbiased (the product of two
+    /// residuals from independent sets of K probes each: twice the probes, E = the exact R).
+    /// unbiased needs --reg stein, --stein-order full and --stein-laplacian hutchinson.
+    #[arg(long, value_enum, default_value = "plain")]
+    #[serde(default)]
+    pub stein_estimator: Estimator,
     /// Probe m: margin (default for classifiers), logit, log-prob, prob; output for regression.
     #[arg(long, value_enum)]
     pub probe: Option<Probe>,
@@ -195,6 +203,17 @@ impl RegArgs {
                 "replaces every score by 0; drop --scores",
             );
         }
+        if self.stein_estimator == Estimator::Unbiased
+            && (self.reg != Reg::Stein
+                || self.stein_order != Order::Full
+                || self.stein_laplacian != Laplacian::Hutchinson)
+        {
+            return refuse(
+                "--stein-estimator",
+                "unbiased",
+                "removes the Hutchinson probes' noise, which only the full residual with probes has; use --reg stein --stein-order full --stein-laplacian hutchinson, or --stein-estimator plain",
+            );
+        }
         if self.zero_scores && self.stein_order == Order::FirstOrder {
             return refuse(
                 "--zero-scores",
@@ -274,6 +293,7 @@ impl RegArgs {
         Ok(Regularizer::Stein(SteinPenalty {
             ramp,
             options,
+            estimator: self.stein_estimator,
             probe,
             center: self.center,
             detach_mean: self.detach_mean,

@@ -43,8 +43,14 @@ pub struct Readings {
     /// `--zero-scores`).
     pub score_grad_cosine: Option<f64>,
     /// [`hutchinson_noise_share`] of the full Hutchinson residual
-    /// (`None` for the first-order residual, the exact Laplacian and grad-norm).
+    /// (`None` for the first-order residual, the exact Laplacian and grad-norm:
+    /// they carry no probe noise, and neither do the two below).
     pub hutchinson_noise_share: Option<f64>,
+    /// The plain estimator's expected R̂ at the run's K on the probe batch,
+    /// R_unbiased + V/K ([`ProbeNoise::plain`]).
+    pub penalty_plain: Option<f64>,
+    /// The unbiased estimate of R on the probe batch ([`ProbeNoise`]).
+    pub penalty_unbiased: Option<f64>,
 }
 
 impl Instruments {
@@ -89,8 +95,8 @@ impl Instruments {
             .map(|s| controls::mean_cosine(s, &grad));
         let hutchinson =
             p.options.order == Order::Full && p.options.laplacian == Laplacian::Hutchinson;
-        let share = match score.filter(|_| hutchinson && !p.grad_norm) {
-            Some(s) => Some(hutchinson_noise_share(
+        let noise = match score.filter(|_| hutchinson && !p.grad_norm) {
+            Some(s) => Some(probe_noise(
                 &m,
                 &c.x,
                 &self.y,
@@ -106,7 +112,9 @@ impl Instruments {
             grad_norm_mean: norms.mean(Kind::Double).double_value(&[]),
             probe_mean: values.mean(Kind::Double).double_value(&[]),
             score_grad_cosine: cosine,
-            hutchinson_noise_share: share,
+            hutchinson_noise_share: noise.map(|n| n.share),
+            penalty_plain: noise.map(|n| n.plain(p.options.probes)),
+            penalty_unbiased: noise.map(|n| n.unbiased),
         })
     }
 }
@@ -114,18 +122,30 @@ impl Instruments {
 /// Number of one-probe residuals the noise share compares.
 pub const NOISE_SHARE_PROBES: i64 = 8;
 
-/// The share of the one-probe Hutchinson penalty that is estimator noise.
+/// The penalty's Hutchinson noise on a batch, from K one-probe residuals.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProbeNoise {
+    /// R₁ = (1/K)Σₖ R(r⁽ᵏ⁾): the plain one-probe R̂, averaged over K draws.
+    pub one_probe: f64,
+    /// R₁ − V = (K·R_K − R₁)/(K − 1): unbiased for the exact R (it may be
+    /// negative when the noise dominates).
+    pub unbiased: f64,
+    /// V/R₁ (0 when R₁ = 0): the share of the one-probe R̂ that is noise.
+    pub share: f64,
+}
+
+impl ProbeNoise {
+    /// The plain estimator's expectation with `k` probes: R + V/k,
+    /// estimated as `unbiased` + (R₁ − `unbiased`)/k.
+    pub fn plain(&self, k: i64) -> f64 {
+        self.unbiased + (self.one_probe - self.unbiased) / k as f64
+    }
+}
+
+/// The share of the one-probe Hutchinson penalty that is estimator noise
+/// ([`ProbeNoise::share`] of [`probe_noise`]).
 ///
-/// From K = `probes.size()[0]` (≥ 2) single-probe residuals r⁽ᵏ⁾ on the
-/// batch: R₁ = (1/K)Σₖ R(r⁽ᵏ⁾) (the K = 1 penalty, averaged over draws),
-/// R_K = R((1/K)Σₖ r⁽ᵏ⁾) (the K-probe penalty) and the unbiased noise
-/// estimate V = K/(K−1)·(R₁ − R_K), the mean over samples of the variance
-/// of one probe's centred residual. The share is V/R₁ (0 when R₁ = 0). For
-/// m = ½xᵀAx the noise of vᵀAv is Σ_{i≠j}A_ij v_i v_j with variance
-/// 2Σ_{i≠j}A_ij², so with batch centring the share tends to
-/// V'/(R_exact + V'), V' = 2Σ_{i≠j}A_ij²·(1 − 1/B).
-///
-/// Errors: `opts` not of a full Hutchinson residual; fewer than 2 probes.
+/// Errors: those of [`probe_noise`].
 #[allow(clippy::too_many_arguments)]
 pub fn hutchinson_noise_share<F>(
     m: F,
@@ -137,6 +157,35 @@ pub fn hutchinson_noise_share<F>(
     center: Center,
     global_center: f64,
 ) -> Result<f64>
+where
+    F: Fn(&Tensor, &Tensor) -> Tensor,
+{
+    probe_noise(m, x, y, score, opts, probes, center, global_center).map(|n| n.share)
+}
+
+/// The plain, unbiased and noise readings of the penalty on a batch.
+///
+/// From K = `probes.size()[0]` (≥ 2) single-probe residuals r⁽ᵏ⁾ on the
+/// batch: R₁ = (1/K)Σₖ R(r⁽ᵏ⁾) (the K = 1 penalty, averaged over draws),
+/// R_K = R((1/K)Σₖ r⁽ᵏ⁾) (the K-probe penalty) and the unbiased noise
+/// estimate V = K/(K−1)·(R₁ − R_K), the mean over samples of the variance
+/// of one probe's centred residual (E[R₁] = R + V, E[R_K] = R + V/K). The
+/// share is V/R₁ and R₁ − V is unbiased for R. For m = ½xᵀAx the noise of
+/// vᵀAv is Σ_{i≠j}A_ij v_i v_j with variance 2Σ_{i≠j}A_ij², so with batch
+/// centring the share tends to V'/(R_exact + V'), V' = 2Σ_{i≠j}A_ij²·(1 − 1/B).
+///
+/// Errors: `opts` not of a full Hutchinson residual; fewer than 2 probes.
+#[allow(clippy::too_many_arguments)]
+pub fn probe_noise<F>(
+    m: F,
+    x: &Tensor,
+    y: &Tensor,
+    score: &Tensor,
+    opts: &ResidualOptions,
+    probes: &Tensor,
+    center: Center,
+    global_center: f64,
+) -> Result<ProbeNoise>
 where
     F: Fn(&Tensor, &Tensor) -> Tensor,
 {
@@ -163,5 +212,9 @@ where
     let r1 = singles.iter().map(pen).sum::<f64>() / k as f64;
     let rk = pen(&Tensor::stack(&singles, 0).mean_dim(0, false, Kind::Double));
     let noise = k as f64 / (k - 1) as f64 * (r1 - rk);
-    Ok(if r1 > 0.0 { noise / r1 } else { 0.0 })
+    Ok(ProbeNoise {
+        one_probe: r1,
+        unbiased: r1 - noise,
+        share: if r1 > 0.0 { noise / r1 } else { 0.0 },
+    })
 }
