@@ -29,7 +29,9 @@ use taser::models::{Activation, Arch, Model, ModelSpec};
 use taser::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use taser::score::Gaussian;
 use taser::stein::penalty::Coordinates;
-use taser::stein::penalty::{Estimator, LambdaRamp, Regularizer, ScoreControl, SteinPenalty};
+use taser::stein::penalty::{
+    Estimator, LambdaRamp, Regularizer, ScoreControl, SteinPenalty, Strength,
+};
 use taser::stein::{Center, Difference, Laplacian, Mode, Order, Probe, ResidualOptions};
 use taser::train::method::{MethodArgs, MethodSettings};
 use taser::train::step::{BaseLoss, StepPrecision};
@@ -212,6 +214,7 @@ fn stein_penalty(
         coordinates: Coordinates::Pixel,
         fraction,
         seed: 0,
+        strength: Strength::Given,
     }
 }
 

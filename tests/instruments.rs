@@ -226,3 +226,81 @@ fn contradictory_control_flags_are_refused_before_any_work() {
         assert!(!out.join("model.json").exists() && !out.join("metrics.csv").exists());
     }
 }
+
+#[test]
+fn a_control_matched_to_tasers_strength_records_the_lambda_it_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("matched");
+    // train_args sets --lambda 0.01; --lambda-match replaces it.
+    let mut args = train_args(&out, "1", &["--reg", "grad-norm", "--lambda-match", "0.01"]);
+    let at = args.iter().position(|a| a == "--lambda").unwrap();
+    args.drain(at..at + 2);
+    let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let o = run("train", &refs);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = String::from_utf8_lossy(&o.stdout).to_string();
+    let line = printed
+        .lines()
+        .find(|l| l.starts_with("lambda_matched"))
+        .unwrap_or_else(|| panic!("no lambda_matched in {printed}"));
+    let lambda: f64 = line.split('=').nth(1).unwrap().trim().parse().unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("model.json")).unwrap()).unwrap();
+    let m = &meta["hyperparameters"]["strength_match"];
+    println!("strength_match {m}");
+    assert_eq!(m["lambda0"], 0.01);
+    // train prints six significant digits.
+    assert!((m["lambda"].as_f64().unwrap() - lambda).abs() < 1e-5 * lambda);
+    let lambda = m["lambda"].as_f64().unwrap();
+    let (r, p) = (
+        m["reference_penalty"].as_f64().unwrap(),
+        m["control_penalty"].as_f64().unwrap(),
+    );
+    assert!((lambda * p - 0.01 * r).abs() < 1e-9 * (0.01 * r));
+    assert!(
+        lambda > 0.01,
+        "grad-norm's penalty is the smaller: λ {lambda}"
+    );
+    assert_eq!(m["samples"], 1438, "the whole digits training split");
+    // The first epoch trained at the matched λ: penalty_ratio = λ·penalty / train_loss.
+    let row = &metrics(&out)[0];
+    let ratio = lambda * value(row, "penalty") / value(row, "train_loss");
+    assert!((value(row, "penalty_ratio") - ratio).abs() < 1e-9 * ratio);
+
+    // Refusals, before any work.
+    for (extra, why) in [
+        (vec!["--lambda-match", "0.01"], "add --reg grad-norm"),
+        (
+            vec![
+                "--lambda-match",
+                "0.01",
+                "--lambda",
+                "0.02",
+                "--reg",
+                "grad-norm",
+            ],
+            "drop --lambda",
+        ),
+        (
+            vec![
+                "--lambda-match",
+                "0.01",
+                "--zero-scores",
+                "--center",
+                "global",
+            ],
+            "--center batch",
+        ),
+        (vec!["--lambda-match", "0", "--zero-scores"], "> 0"),
+    ] {
+        let out = dir.path().join("refused");
+        let mut args = train_args(&out, "1", &extra);
+        let at = args.iter().position(|a| a == "--lambda").unwrap();
+        args.drain(at..at + 2);
+        let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let o = run("train", &refs);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(why), "{extra:?}: {}", stderr(&o));
+        assert!(!out.join("model.json").exists());
+    }
+}

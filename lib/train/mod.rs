@@ -54,6 +54,7 @@ use crate::error::Result;
 use crate::fsutil::remove_if_created;
 use crate::models::Model;
 use crate::optim::Optimizer;
+use crate::stein::penalty::strength;
 use ema::Ema;
 use session::Session;
 use std::collections::BTreeMap;
@@ -108,7 +109,7 @@ pub fn finetune(cfg: &TrainConfig, run: &RunOptions, ft: &FinetuneArgs) -> Resul
 /// plan's regulariser and writes the checkpoint.
 pub fn run_plan(mut plan: TrainPlan) -> Result<TrainSummary> {
     let device = plan.runtime.device;
-    let regularizer = std::mem::take(&mut plan.regularizer);
+    let mut regularizer = std::mem::take(&mut plan.regularizer);
     let plan = &plan;
     // θ0 of a fine-tune was loaded by the plan, before this seed.
     tch::manual_seed(plan.seed as i64);
@@ -118,6 +119,9 @@ pub fn run_plan(mut plan: TrainPlan) -> Result<TrainSummary> {
         model.copy_from(&t.model)?;
     }
     model.set_memory_format(plan.memory_format)?;
+    // A control matched to TASER's strength gets its λ at θ0, before a
+    // resumed run's weights replace them (so a resume matches to the same λ).
+    let matched = strength::resolve(&mut regularizer, &model, &plan.data, plan.seed, device)?;
     let mut opt = Optimizer::new(&plan.optimizer, model.named_trainable());
     let mut ema = plan
         .method
@@ -175,7 +179,10 @@ pub fn run_plan(mut plan: TrainPlan) -> Result<TrainSummary> {
     };
     epochs::train_epochs(&mut session, start_epoch, &mut rows)?;
     let this_run = (start_epoch > 0).then(|| started.elapsed().as_secs_f64());
-    let metrics = metrics::summary_metrics(&rows, session.global_center, this_run);
+    let mut metrics = metrics::summary_metrics(&rows, session.global_center, this_run);
+    if let Some(m) = matched {
+        metrics.insert("lambda_matched".into(), m.lambda);
+    }
     output::write_checkpoint(&session, &metrics)?;
     Ok(TrainSummary {
         checkpoint: plan.out.weights(),

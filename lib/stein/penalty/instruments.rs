@@ -7,7 +7,7 @@
 //! live model (not the EMA) is measured, BatchNorm in eval mode, in the
 //! penalty's coordinates (`--stein-coordinates`) and after its controls.
 use super::controls;
-use super::{centred_penalty, ScoreControl, SteinPenalty};
+use super::{centred_penalty, Estimator, ScoreControl, SteinPenalty};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::models::Model;
@@ -116,6 +116,89 @@ impl Instruments {
             penalty_plain: noise.map(|n| n.plain(p.options.probes)),
             penalty_unbiased: noise.map(|n| n.unbiased),
         })
+    }
+
+    /// Probe batches of [`INSTRUMENT_BATCH`] (the last one smaller) that
+    /// together hold `samples` training inputs (or the whole training
+    /// split, if smaller), drawn without replacement with ChaCha8 seeded
+    /// with `seed ^ stream`, each batch with its [`NOISE_SHARE_PROBES`]
+    /// probes from libtorch's generator seeded with the same; reseeds it.
+    pub fn covering(
+        data: &Dataset,
+        seed: u64,
+        stream: u64,
+        samples: usize,
+        device: Device,
+    ) -> Vec<Instruments> {
+        let stream = seed ^ stream;
+        let n = data.train.len() as usize;
+        let drawn = sample(
+            &mut ChaCha8Rng::seed_from_u64(stream),
+            n,
+            samples.clamp(1, n),
+        );
+        let drawn: Vec<i64> = drawn.into_iter().map(|i| i as i64).collect();
+        tch::manual_seed(stream as i64);
+        drawn
+            .chunks(INSTRUMENT_BATCH)
+            .map(|chunk| {
+                let mut indices = chunk.to_vec();
+                indices.sort_unstable();
+                let t = Tensor::from_slice(&indices);
+                let x = data.train.x.index_select(0, &t).to_device(device);
+                let y = data.train.y.index_select(0, &t).to_device(device);
+                let probes = stein::rademacher(NOISE_SHARE_PROBES, &x);
+                Instruments {
+                    x,
+                    y,
+                    indices,
+                    probes,
+                }
+            })
+            .collect()
+    }
+
+    /// Samples in the probe batch.
+    pub fn len(&self) -> usize {
+        self.indices.len()
+    }
+
+    /// Whether the probe batch is empty (never, for a loaded data set).
+    pub fn is_empty(&self) -> bool {
+        self.indices.is_empty()
+    }
+
+    /// The penalty `p` trains on (before λ), in expectation over the
+    /// Hutchinson probes, on the probe batch at `model`'s weights:
+    /// mean‖∇ₓm‖² for the gradient penalty; for the full Hutchinson
+    /// residual the plain estimator's R + V/K at the run's K, or R with
+    /// `--stein-estimator unbiased` ([`probe_noise`] of the batch's fixed
+    /// one-probe residuals); otherwise R of the noise-free residual.
+    ///
+    /// Errors: the residual's.
+    pub fn expected_penalty(&self, p: &SteinPenalty, model: &Model) -> Result<f64> {
+        let c = p.coordinated(model, &self.x, &self.indices, None);
+        let m = p.probe_fn(model, c.rescale.as_ref(), false);
+        let score = match (&c.score, p.grad_norm) {
+            (Some(s), false) => s,
+            _ => {
+                let (_, grad) = controls::input_gradient(&m, &c.x, &self.y, false)?;
+                let pen = controls::grad_norm_penalty(&grad.to_kind(Kind::Double));
+                return Ok(pen.double_value(&[]));
+            }
+        };
+        let opts = &p.options;
+        if opts.order == Order::Full && opts.laplacian == Laplacian::Hutchinson {
+            let (center, d) = (p.center, p.global_center);
+            let noise = probe_noise(&m, &c.x, &self.y, score, opts, &self.probes, center, d)?;
+            return Ok(match p.estimator {
+                Estimator::Plain => noise.plain(opts.probes),
+                Estimator::Unbiased => noise.unbiased,
+            });
+        }
+        let r = residual(&m, &c.x, &self.y, score, opts, None, false)?.residual;
+        let pen = centred_penalty(&r.to_kind(Kind::Double), p.center, false, p.global_center);
+        Ok(pen.double_value(&[]))
     }
 }
 

@@ -15,6 +15,7 @@
 //! [`Regularizer`]), [`ramp`] (λ(t)), [`controls`] (gradient penalty,
 //! derangement), [`coordinates`], [`subsample`] (`--stein-fraction`),
 //! [`estimator`] (`--stein-estimator`: plain or unbiased R̂),
+//! [`strength`] (`--lambda-match`: a control's λ matched to TASER's strength),
 //! [`instruments`] (the per-epoch measurements and the Hutchinson noise
 //! share). docs/METHOD.md states the penalty and its estimators.
 pub mod controls;
@@ -23,12 +24,14 @@ pub mod estimator;
 pub mod flags;
 pub mod instruments;
 pub mod ramp;
+pub mod strength;
 pub mod subsample;
 
 pub use coordinates::{Coordinates, Rescale};
 pub use estimator::{centred_penalty, cross_penalty, Estimator};
 pub use flags::{BnMode, Reg, RegArgs};
 pub use ramp::LambdaRamp;
+pub use strength::{MatchedStrength, Strength};
 
 use crate::data::augment::CropFlip;
 use crate::data::{Batch, Dataset};
@@ -103,6 +106,8 @@ pub struct SteinPenalty {
     pub fraction: f64,
     /// `--seed`, for the samples of `--stein-fraction`.
     pub seed: u64,
+    /// λ as given, or matched to TASER's strength ([`strength`]).
+    pub strength: Strength,
 }
 
 /// A batch in the coordinates of the penalty's derivatives.

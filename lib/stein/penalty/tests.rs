@@ -72,6 +72,7 @@ fn penalty(
         coordinates: Coordinates::Pixel,
         fraction: 1.0,
         seed: 0,
+        strength: Strength::Given,
     }
 }
 
