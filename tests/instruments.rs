@@ -102,8 +102,11 @@ fn the_diagnostic_columns_are_finite_after_one_epoch() {
     let (plain, unbiased) = (value(row, "penalty_plain"), value(row, "penalty_unbiased"));
     assert!(plain >= unbiased, "plain {plain} < unbiased {unbiased}");
     assert!((plain - unbiased - share * plain).abs() < 1e-9 * plain.abs().max(1.0));
-    // λR / train_loss from the row's own columns.
-    let ratio = 0.01 * value(row, "penalty") / value(row, "train_loss");
+    // λR / (train_loss + λR), the penalty's share of the total loss, from
+    // the row's own columns.
+    let weighted = 0.01 * value(row, "penalty");
+    let ratio = weighted / (value(row, "train_loss") + weighted);
+    assert!(ratio < 1.0);
     assert!((value(row, "penalty_ratio") - ratio).abs() < 1e-9 * ratio);
     assert_eq!(
         row["global_center"], "",
@@ -262,9 +265,10 @@ fn a_control_matched_to_tasers_strength_records_the_lambda_it_used() {
         "grad-norm's penalty is the smaller: λ {lambda}"
     );
     assert_eq!(m["samples"], 1438, "the whole digits training split");
-    // The first epoch trained at the matched λ: penalty_ratio = λ·penalty / train_loss.
+    // The first epoch trained at the matched λ: penalty_ratio = λR / (train_loss + λR).
     let row = &metrics(&out)[0];
-    let ratio = lambda * value(row, "penalty") / value(row, "train_loss");
+    let weighted = lambda * value(row, "penalty");
+    let ratio = weighted / (value(row, "train_loss") + weighted);
     assert!((value(row, "penalty_ratio") - ratio).abs() < 1e-9 * ratio);
 
     // Refusals, before any work.

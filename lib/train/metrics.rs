@@ -41,7 +41,8 @@ pub struct EpochMetrics {
     pub risk_score: Option<f64>,
     /// The penalty's instruments after the epoch (TASER or grad-norm
     /// penalty, λ > 0; see [`crate::stein::penalty::instruments`]): mean ‖∇ₓm‖ and mean m
-    /// on the fixed probe batch, λR / train_loss, the mean cosine of s̃ and
+    /// on the fixed probe batch, λR / (train_loss + λR) (the penalty's share of
+    /// the total loss, in [0, 1)), the mean cosine of s̃ and
     /// ∇ₓm, the one-probe Hutchinson noise share; and the global centre D
     /// the epoch used (`--center global`).
     #[serde(default)]
