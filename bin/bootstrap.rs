@@ -70,7 +70,8 @@ struct Args {
     /// Interval kind.
     #[arg(long, value_enum, default_value_t = IntervalKind::Percentile)]
     interval: IntervalKind,
-    /// Resample seeds, then points (overrides the spec's cluster_by_seed).
+    /// Resample seeds, then points: true or false (overrides the spec's cluster_by_seed).
+    /// Unset: clustered whenever every row has the same number ≥ 2 of seeds.
     #[arg(long, value_name = "BOOL")]
     cluster_by_seed: Option<bool>,
     /// Output directory.

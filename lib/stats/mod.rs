@@ -153,8 +153,9 @@ pub struct Plan {
     pub vary: String,
     /// Attack columns the spec asks for (empty: every evaluated attack).
     pub attacks: Vec<String>,
-    /// The spec's `cluster_by_seed` (false for explicit pairs).
-    pub cluster_by_seed: bool,
+    /// The spec's `cluster_by_seed` (`None`: by the rows' seeds; explicit
+    /// pairs have one seed each).
+    pub cluster_by_seed: Option<bool>,
 }
 
 /// Runs the whole analysis: reads and pairs the inputs (refusing anything
@@ -172,7 +173,8 @@ pub fn run(opts: &Options) -> Result<Report> {
     // Rows of baseline/treatment pairs (explicit or by the spec's rule) and
     // the average rows over them.
     let plan = load_plan(&opts.source, &mut notes)?;
-    let cluster_by_seed = opts.cluster_by_seed.unwrap_or(plan.cluster_by_seed);
+    let asked = opts.cluster_by_seed.or(plan.cluster_by_seed);
+    let cluster_by_seed = clustering(asked, &plan.rows, &mut notes);
     // Seeds of a row on the same points; rows on one subset share indices.
     let groups = compare::subset_groups(&plan.rows, &mut notes)?;
     // Every row and average row resampled jointly, then their intervals.
@@ -191,6 +193,35 @@ pub fn run(opts: &Options) -> Result<Report> {
     )?;
     let report = assemble(opts, plan, compared, cluster_by_seed, notes);
     write_outputs(report, &opts.out)
+}
+
+/// Fewer seeds (clusters) than this and a clustered interval is noted as
+/// likely too narrow.
+pub const FEW_CLUSTERS: usize = 5;
+
+/// Whether to resample seeds, then points: as `asked` (`--cluster-by-seed`,
+/// else the spec's `cluster_by_seed`), or, when neither says, whenever
+/// every row has the same number ≥ 2 of seeds — the seeds' own variation
+/// (one model per seed) is then part of the interval. Notes when rows
+/// with several seeds are left unclustered and when there are fewer than
+/// [`FEW_CLUSTERS`] seeds.
+pub fn clustering(asked: Option<bool>, rows: &[RowInput], notes: &mut Vec<String>) -> bool {
+    let counts: std::collections::BTreeSet<usize> = rows.iter().map(|r| r.pairs.len()).collect();
+    let most = counts.iter().copied().max().unwrap_or(0);
+    let equal = counts.len() == 1;
+    let cluster = asked.unwrap_or(equal && most >= 2);
+    if !cluster && most >= 2 {
+        notes.push(format!(
+            "not clustered by seed although rows have up to {most} seeds{}: the interval treats models of different seeds as one and is too narrow",
+            if equal { "" } else { " (rows differ in seed count, which clustering needs equal)" }
+        ));
+    }
+    if cluster && most < FEW_CLUSTERS {
+        notes.push(format!(
+            "clustered by seed with only {most} seeds: with fewer than {FEW_CLUSTERS} clusters a cluster bootstrap is itself too narrow; read the intervals as optimistic"
+        ));
+    }
+    cluster
 }
 
 /// Refuses a level outside (0, 1) and fewer than 10 resamples.
@@ -231,7 +262,7 @@ pub fn load_plan(source: &PairSource, notes: &mut Vec<String>) -> Result<Plan> {
                 caption: String::new(),
                 vary: pairing::EXPLICIT_VARY.to_string(),
                 attacks: Vec::new(),
-                cluster_by_seed: false,
+                cluster_by_seed: None,
             })
         }
         PairSource::Spec { spec, runs } => {
@@ -309,3 +340,48 @@ impl std::fmt::Display for Report {
 
 #[cfg(test)]
 mod testing;
+
+#[cfg(test)]
+mod clustering_tests {
+    use super::*;
+    use crate::stats::pairing::explicit_row;
+    use crate::stats::testing::evaluation;
+    use serde_json::json;
+
+    /// A row with `seeds` pairs of the same outcomes.
+    fn row(seeds: usize) -> RowInput {
+        let mut r = explicit_row(
+            evaluation("b", "fp", &[("clean", &[1, 0, 1])], json!({})),
+            evaluation("t", "fp", &[("clean", &[1, 1, 1])], json!({})),
+            "r".into(),
+        )
+        .unwrap();
+        r.pairs = vec![r.pairs[0].clone(); seeds];
+        r
+    }
+
+    #[test]
+    fn rows_with_equal_seeds_are_clustered_by_default_and_few_clusters_are_noted() {
+        let cases: [(Option<bool>, Vec<usize>, bool, &[&str]); 6] = [
+            (None, vec![3, 3], true, &["only 3 seeds"]),
+            (None, vec![5, 5], true, &[]),
+            (None, vec![1, 1], false, &[]),
+            (None, vec![3, 2], false, &["rows differ in seed count"]),
+            (Some(false), vec![3, 3], false, &["not clustered by seed"]),
+            (Some(true), vec![6, 6], true, &[]),
+        ];
+        for (asked, seeds, want, noted) in cases {
+            let rows: Vec<RowInput> = seeds.iter().map(|&s| row(s)).collect();
+            let mut notes = Vec::new();
+            assert_eq!(
+                clustering(asked, &rows, &mut notes),
+                want,
+                "{asked:?} {seeds:?}"
+            );
+            assert_eq!(notes.len(), noted.len(), "{asked:?} {seeds:?}: {notes:?}");
+            for (n, want) in notes.iter().zip(noted) {
+                assert!(n.contains(want), "{n}");
+            }
+        }
+    }
+}

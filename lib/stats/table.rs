@@ -147,19 +147,25 @@ fn cells(report: &Report, per_attack: bool, f: Format) -> (Vec<String>, Vec<Vec<
 fn footnote(report: &Report) -> String {
     format!(
         "Accuracies and changes in percentage points on the shared evaluation subset; Δ = +TASER − no TASER \
-         with {:.0}% paired bootstrap intervals ({}, B = {}, seed = {}{}). Robust avg = per-point mean of \
+         with {:.0}% paired bootstrap intervals ({}, B = {}, seed = {}, {}). Robust avg = per-point mean of \
          AutoAttack (aa) and SPSA. Bold: robust Δ whose interval excludes 0; clean Δ whose interval includes 0. \
          Average rows resample the same points for every pair at once. Overhead = training time ratio.",
         100.0 * report.level,
         report.interval,
         report.resamples,
         report.seed,
-        if report.cluster_by_seed {
-            ", clustered by seed"
-        } else {
-            ""
-        }
+        seeds_phrase(report),
     )
+}
+
+/// How the intervals treat seeds, for every caption.
+fn seeds_phrase(report: &Report) -> String {
+    let most = report.rows.iter().map(|r| r.seeds).max().unwrap_or(1);
+    match (report.cluster_by_seed, most) {
+        (true, n) => format!("clustered by seed: {n} seeds, resampled before points"),
+        (false, 0 | 1) => "one seed per row".to_string(),
+        (false, n) => format!("not clustered by seed (up to {n} seeds per row)"),
+    }
 }
 
 fn notes(report: &Report) -> Vec<String> {
