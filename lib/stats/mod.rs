@@ -339,6 +339,8 @@ impl std::fmt::Display for Report {
 }
 
 #[cfg(test)]
+mod calibration;
+#[cfg(test)]
 mod testing;
 
 #[cfg(test)]
