@@ -364,7 +364,9 @@ mod clustering_tests {
 
     #[test]
     fn rows_with_equal_seeds_are_clustered_by_default_and_few_clusters_are_noted() {
-        let cases: [(Option<bool>, Vec<usize>, bool, &[&str]); 6] = [
+        // (--cluster-by-seed, seeds per row, clustered, notes expected)
+        type Case = (Option<bool>, Vec<usize>, bool, &'static [&'static str]);
+        let cases: [Case; 6] = [
             (None, vec![3, 3], true, &["only 3 seeds"]),
             (None, vec![5, 5], true, &[]),
             (None, vec![1, 1], false, &[]),
