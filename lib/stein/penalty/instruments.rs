@@ -42,7 +42,7 @@ pub struct Readings {
     /// mean_i cos(s̃(x_i), ∇ₓm(x_i)); `None` without a score (grad-norm,
     /// `--zero-scores`).
     pub score_grad_cosine: Option<f64>,
-    /// [`hutchinson_noise_share`] of the full Hutchinson residual
+    /// [`ProbeNoise::share`] of the full Hutchinson residual
     /// (`None` for the first-order residual, the exact Laplacian and grad-norm:
     /// they carry no probe noise, and neither do the two below).
     pub hutchinson_noise_share: Option<f64>,
@@ -223,27 +223,6 @@ impl ProbeNoise {
     pub fn plain(&self, k: i64) -> f64 {
         self.unbiased + (self.one_probe - self.unbiased) / k as f64
     }
-}
-
-/// The share of the one-probe Hutchinson penalty that is estimator noise
-/// ([`ProbeNoise::share`] of [`probe_noise`]).
-///
-/// Errors: those of [`probe_noise`].
-#[allow(clippy::too_many_arguments)]
-pub fn hutchinson_noise_share<F>(
-    m: F,
-    x: &Tensor,
-    y: &Tensor,
-    score: &Tensor,
-    opts: &ResidualOptions,
-    probes: &Tensor,
-    center: Center,
-    global_center: f64,
-) -> Result<f64>
-where
-    F: Fn(&Tensor, &Tensor) -> Tensor,
-{
-    probe_noise(m, x, y, score, opts, probes, center, global_center).map(|n| n.share)
 }
 
 /// The plain, unbiased and noise readings of the penalty on a batch.
