@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use taser::exit::{self, Status};
 use taser::stats::bootstrap::IntervalKind;
-use taser::stats::{self, Options, PairSource};
+use taser::stats::{self, Multiplicity, Options, PairSource};
 
 /// Paired bootstrap intervals for accuracy differences between evaluations
 /// written by `attack`, and the TASER paper's Table 2 / Table 3 with plots.
@@ -74,6 +74,11 @@ struct Args {
     /// Unset: clustered whenever every row has the same number ≥ 2 of seeds.
     #[arg(long, value_name = "BOOL")]
     cluster_by_seed: Option<bool>,
+    /// Adjust the bold marks for the number of rows: none (each row's interval on its own) or
+    /// holm (Holm's step-down adjustment of the rows' bootstrap p-values, per column; the
+    /// family-wise error stays ≤ 1 − level). comparisons.csv has both p-values either way.
+    #[arg(long, value_enum, default_value = "none")]
+    multiplicity: Multiplicity,
     /// Output directory.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
@@ -91,6 +96,7 @@ fn options(a: Args) -> taser::Result<Options> {
         level: a.level,
         interval: a.interval,
         cluster_by_seed: a.cluster_by_seed,
+        multiplicity: a.multiplicity,
         out: a.out,
     })
 }

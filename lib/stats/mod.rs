@@ -93,7 +93,62 @@ pub struct Options {
     pub interval: IntervalKind,
     /// Overrides the spec's `cluster_by_seed` when set.
     pub cluster_by_seed: Option<bool>,
+    /// Adjustment of the rows' tests for their number.
+    pub multiplicity: Multiplicity,
     pub out: PathBuf,
+}
+
+/// How the significance marks of a table's rows account for their number
+/// (`--multiplicity`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Multiplicity {
+    /// Each row's interval on its own.
+    #[default]
+    None,
+    /// Holm's step-down adjustment (Holm 1979) of the rows' bootstrap
+    /// p-values, per column: the family-wise error stays ≤ 1 − level.
+    Holm,
+}
+
+/// Holm's step-down adjusted p-values of `p`, in `p`'s order: with the
+/// p-values sorted p₍₁₎ ≤ … ≤ p₍ₘ₎, p̃₍ᵢ₎ = max_{j≤i} min(1, (m − j + 1)·p₍ⱼ₎).
+pub fn holm(p: &[f64]) -> Vec<f64> {
+    let m = p.len();
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
+    let mut adjusted = vec![0.0; m];
+    let mut running: f64 = 0.0;
+    for (rank, &i) in order.iter().enumerate() {
+        running = running.max(((m - rank) as f64 * p[i]).min(1.0));
+        adjusted[i] = running;
+    }
+    adjusted
+}
+
+/// Applies `multiplicity` to the comparison rows (not the averages) of
+/// `rows`, column by column, and marks each Δ significant or not at `level`.
+fn adjust(rows: &mut [RowResult], multiplicity: Multiplicity, level: f64) {
+    if multiplicity == Multiplicity::None {
+        return;
+    }
+    let metrics: std::collections::BTreeSet<String> = rows
+        .iter()
+        .flat_map(|r| r.metrics.keys().cloned())
+        .collect();
+    for metric in metrics {
+        let at: Vec<usize> = (0..rows.len())
+            .filter(|&i| !rows[i].average && rows[i].metrics.contains_key(&metric))
+            .collect();
+        let p: Vec<f64> = at
+            .iter()
+            .map(|&i| rows[i].metrics[&metric].p_value)
+            .collect();
+        for (&i, q) in at.iter().zip(holm(&p)) {
+            let r = rows[i].metrics.get_mut(&metric).expect("present");
+            r.adjusted_p = Some(q);
+            r.significant = q < 1.0 - level;
+        }
+    }
 }
 
 /// Baseline, treatment and Δ of one metric in one row.
@@ -103,6 +158,14 @@ pub struct MetricResult {
     pub treatment: f64,
     pub delta: f64,
     pub interval: Interval,
+    /// Two-sided bootstrap p-value of Δ = 0 ([`bootstrap::Distribution::p_value`]).
+    pub p_value: f64,
+    /// Holm-adjusted p over the comparison rows of this column
+    /// (`--multiplicity holm`; `None` otherwise and for average rows).
+    pub adjusted_p: Option<f64>,
+    /// Whether Δ ≠ 0 at the run's level: the adjusted p < 1 − level when
+    /// there is one, else the interval excludes 0.
+    pub significant: bool,
 }
 
 /// One output row (a comparison or an average of comparisons).
@@ -137,6 +200,7 @@ pub struct Report {
     pub level: f64,
     pub interval: IntervalKind,
     pub cluster_by_seed: bool,
+    pub multiplicity: Multiplicity,
     pub notes: Vec<String>,
     pub files: Vec<PathBuf>,
 }
@@ -191,6 +255,8 @@ pub fn run(opts: &Options) -> Result<Report> {
         opts.interval,
         opts.level,
     )?;
+    let mut compared = compared;
+    adjust(&mut compared.rows, opts.multiplicity, opts.level);
     let report = assemble(opts, plan, compared, cluster_by_seed, notes);
     write_outputs(report, &opts.out)
 }
@@ -313,6 +379,7 @@ fn assemble(
         level: opts.level,
         interval: opts.interval,
         cluster_by_seed,
+        multiplicity: opts.multiplicity,
         notes,
         files: Vec::new(),
     }
@@ -344,7 +411,7 @@ mod calibration;
 mod testing;
 
 #[cfg(test)]
-mod clustering_tests {
+mod tests {
     use super::*;
     use crate::stats::pairing::explicit_row;
     use crate::stats::testing::evaluation;
@@ -387,5 +454,59 @@ mod clustering_tests {
                 assert!(n.contains(want), "{n}");
             }
         }
+    }
+
+    #[test]
+    fn holm_adjusts_step_down_and_keeps_the_order_monotone() {
+        // Sorted 0.005, 0.01, 0.03, 0.04 → ×4, ×3, ×2, ×1 = 0.02, 0.03,
+        // 0.06, 0.04 → running maximum 0.02, 0.03, 0.06, 0.06.
+        let got = holm(&[0.01, 0.04, 0.03, 0.005]);
+        let want = [0.03, 0.06, 0.06, 0.02];
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-12, "{got:?}");
+        }
+        assert_eq!(holm(&[0.5, 0.9]), vec![1.0, 1.0]);
+        assert!(holm(&[]).is_empty());
+    }
+
+    #[test]
+    fn holm_unmarks_what_only_many_rows_made_significant() {
+        // Ten rows, one Δ clearly ≠ 0 and nine borderline ones (p ≈ 0.02):
+        // each borderline interval excludes 0, Holm keeps only the clear one.
+        let mut rows: Vec<RowResult> = (0..10)
+            .map(|i| {
+                let p = if i == 0 { 0.0001 } else { 0.02 };
+                let metric = MetricResult {
+                    baseline: 0.5,
+                    treatment: 0.6,
+                    delta: 0.1,
+                    interval: Interval {
+                        lower: 0.01,
+                        upper: 0.2,
+                        note: None,
+                    },
+                    p_value: p,
+                    adjusted_p: None,
+                    significant: true,
+                };
+                RowResult {
+                    label: format!("r{i}"),
+                    average: false,
+                    family: "f".into(),
+                    x: None,
+                    seeds: 1,
+                    points: 100,
+                    overhead: None,
+                    metrics: [("aa".to_string(), metric)].into_iter().collect(),
+                    notes: Vec::new(),
+                }
+            })
+            .collect();
+        adjust(&mut rows, Multiplicity::None, 0.95);
+        assert!(rows.iter().all(|r| r.metrics["aa"].significant));
+        adjust(&mut rows, Multiplicity::Holm, 0.95);
+        let marked: Vec<bool> = rows.iter().map(|r| r.metrics["aa"].significant).collect();
+        assert_eq!(marked, [vec![true], vec![false; 9]].concat());
+        assert!((rows[0].metrics["aa"].adjusted_p.unwrap() - 0.001).abs() < 1e-12);
     }
 }
