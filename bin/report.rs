@@ -2,7 +2,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use taser::exit::{self, Status};
 
@@ -121,6 +121,14 @@ enum Report {
     },
 }
 
+/// Runs `work`, which writes into the folder `out`, holding it
+/// (`taser::outdir`): another run writing it is refused, naming the
+/// holder; a failure removes only partial files and names the finished ones.
+fn writing<T>(out: &Path, work: impl FnOnce() -> taser::Result<T>) -> taser::Result<T> {
+    let hint = |_: &[String]| "rerun the same command (it writes every file again)".to_string();
+    taser::outdir::run_in(out, hint, work)
+}
+
 fn main() -> ExitCode {
     let args = exit::parse_args::<Args>();
     exit::run_main(|| run(&args).map(|()| Status::Ok))
@@ -128,7 +136,7 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     match &args.report {
-        Report::ToyTable1 { runs, out } => taser::report::toy::toy_table1(runs, out)
+        Report::ToyTable1 { runs, out } => writing(out, || taser::report::toy::toy_table1(runs, out))
             .map(|(rows, checks)| {
                 for r in &rows {
                     println!(
@@ -145,7 +153,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 println!("written to {}", out.display());
             })
             .context("report toy-table1 failed"),
-        Report::ScoreToy { runs, out } => taser::report::score_toy::score_toy(runs, out)
+        Report::ScoreToy { runs, out } => writing(out, || taser::report::score_toy::score_toy(runs, out))
             .context("report score-toy failed")
             .and_then(|s| {
                 for g in &s.gaps {
@@ -177,14 +185,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 }
             }),
         Report::ScoreTable1 { runs, out } => {
-            let md = taser::report::score_table1::score_table1(runs, out)
+            let md = writing(out, || taser::report::score_table1::score_table1(runs, out))
                 .context("report score-table1 failed")?;
             print!("{md}");
             println!("written to {}", out.display());
             Ok(())
         }
         Report::DigitsMethods { runs, out } => {
-            let (table, table2) = taser::report::digits_methods::digits_methods(runs, out)
+            let (table, table2) = writing(out, || taser::report::digits_methods::digits_methods(runs, out))
                 .context("report digits-methods failed")?;
             print!("{table}\n{table2}");
             println!("written to {}", out.display());
@@ -205,7 +213,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             label_by,
             out,
         } => {
-            let written = taser::report::train_logs::train_logs(runs, label_by, out)
+            let written = writing(out, || taser::report::train_logs::train_logs(runs, label_by, out))
                 .context("report train-logs failed")?;
             for p in written {
                 println!("{}", p.display());
@@ -213,7 +221,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             Ok(())
         }
         Report::Redraw { dir } => {
-            let written = taser::report::redraw(dir).context("report redraw failed")?;
+            let written = writing(dir, || taser::report::redraw(dir)).context("report redraw failed")?;
             for p in written {
                 println!("{}", p.display());
             }
