@@ -11,7 +11,8 @@ use taser::exit::{self, Status};
 /// output folder from its CSVs.
 ///
 /// Exit codes: 0 ok; 1 a failed computation (a model or figure could not be
-/// computed or written, or score-toy's self-consistency check fails); 2 bad
+/// computed or written, another run writing the same folder, or score-toy's
+/// self-consistency check fails); 2 bad
 /// usage or input (a missing runs folder or CSV, a corrupt sidecar or CSV).
 /// report does not catch signals, so it never exits 3.
 #[derive(Parser, Debug)]

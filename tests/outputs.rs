@@ -572,3 +572,53 @@ fn a_panic_at_a_write_leaves_no_partial_file_and_names_what_was_kept() {
         }
     }
 }
+
+#[test]
+fn a_failure_at_any_write_of_a_sweep_or_its_jobs_keeps_the_finished_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = dir.path().join("g.toml");
+    std::fs::write(
+        &grid,
+        "steps = [\"train\", \"attack\"]\n[axes]\nseed = [0]\n\
+         [train]\ndataset = \"digits\"\nmodel = \"mlp\"\nmlp-hidden = \"32\"\nepochs = 1\nthreads = 1\n\
+         [attack]\nattacks = \"pgd3\"\neps = \"0.2\"\nn-eval = 20\nthreads = 1\n",
+    )
+    .unwrap();
+    let sweep = |out: &Path, fail: Option<&str>| {
+        let args = words(&format!(
+            "run {} --out {} --device cpu",
+            grid.display(),
+            out.display()
+        ));
+        let mut c = command("sweep", &args);
+        c.env("TASER_BIN_DIR", bin("sweep").parent().unwrap());
+        match fail {
+            // The jobs' binaries inherit it: each fails its own N-th write.
+            Some(spec) => c.env("TASER_FAIL_WRITE", spec),
+            None => c.env_remove("TASER_FAIL_WRITE"),
+        };
+        c.output().unwrap()
+    };
+    for n in 1.. {
+        let out = dir.path().join(format!("sweep-{n}"));
+        let o = sweep(&out, Some(&n.to_string()));
+        if o.status.success() {
+            assert!(n > 3, "config.json, a step's marker, done, results.csv");
+            break;
+        }
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "write {n}: {err}");
+        assert!(
+            err.contains(&format!("TASER_FAIL_WRITE={n}")),
+            "write {n}: {err}"
+        );
+        assert!(err.contains("the same command"), "write {n}: {err}");
+        assert_nothing_partial(&out, &format!("sweep failing at write {n}"));
+        let o = sweep(&out, None);
+        assert!(o.status.success(), "write {n}, rerun: {}", stderr(&o));
+        let results = std::fs::read_to_string(out.join("results.csv")).unwrap();
+        assert_eq!(results.lines().count(), 2, "{results}");
+        assert!(results.lines().nth(1).unwrap().contains(",ok"), "{results}");
+        assert_nothing_partial(&out, &format!("sweep failing at write {n}, rerun"));
+    }
+}
