@@ -6,7 +6,7 @@ fn hint(kept: &[String]) -> String {
 }
 
 fn failing() -> Result<()> {
-    Err(Error::invalid("--x", 1, "fails"))
+    Err(Error::invalid("--eps", 1, "fails"))
 }
 
 #[test]
@@ -26,7 +26,7 @@ fn a_failed_run_keeps_its_finished_files_and_another_runs_folder() {
     assert_eq!(fs::read(mine.join("state.json")).unwrap(), b"done");
     assert!(!mine.join(OUT_LOCK).exists());
     let text = err.to_string();
-    assert!(text.starts_with("invalid --x = 1: fails\n"), "{text}");
+    assert!(text.starts_with("invalid --eps = 1: fails\n"), "{text}");
     assert!(
         text.contains("Kept in ") && text.contains("state.json (finished)"),
         "{text}"
