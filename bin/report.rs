@@ -126,7 +126,7 @@ enum Report {
 /// (`taser::outdir`): another run writing it is refused, naming the
 /// holder; a failure removes only partial files and names the finished ones.
 fn writing<T>(out: &Path, work: impl FnOnce() -> taser::Result<T>) -> taser::Result<T> {
-    let hint = |_: &[String]| "rerun the same command (it writes every file again)".to_string();
+    let hint = || "rerun the same command (it writes every file again)".to_string();
     taser::outdir::run_in(out, hint, work)
 }
 

@@ -85,6 +85,10 @@ fn with_out(args: &[String], out: &Path) -> Vec<String> {
     v
 }
 
+/// A check of a continued run: its `--out`, the files the failed run kept,
+/// the failed run's stderr and the continued run's output.
+type ContinueCheck<'a> = &'a dyn Fn(&Path, &[String], &str, &Output);
+
 /// What a binary's writes are checked against: its arguments without
 /// `--out`, whether its output is a folder (else one file), how to tell a
 /// finished output, and what a continued run must not repeat.
@@ -93,7 +97,7 @@ struct Writer<'a> {
     args: Vec<String>,
     folder: bool,
     finished: &'a dyn Fn(&Path) -> bool,
-    not_repeated: &'a dyn Fn(&Path, &[String], &str, &Output),
+    not_repeated: ContinueCheck<'a>,
 }
 
 /// Fails the N-th write of `w.bin`, N = 1, 2, … until a run has fewer

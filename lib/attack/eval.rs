@@ -178,7 +178,7 @@ impl EvalConfig {
 /// [`Error::NonFinite`] when the model's logits or input gradients stop
 /// being finite; I/O errors while writing.
 pub fn evaluate(cfg: &EvalConfig) -> Result<EvalSummary> {
-    outdir::run_in(&cfg.out, |_| continue_hint(&cfg.out), || evaluate_in(cfg))
+    outdir::run_in(&cfg.out, || continue_hint(&cfg.out), || evaluate_in(cfg))
 }
 
 /// How to continue a failed evaluation in `out`: the same command, which

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 /// A claimed output: the folder, which of its parents the claim created
 /// (outermost first), the lock, and for a one-file output that file.
 #[derive(Debug)]
-pub struct Claim {
+struct Claim {
     dir: PathBuf,
     file: Option<PathBuf>,
     created: Vec<PathBuf>,
@@ -40,9 +40,8 @@ pub struct Claim {
 }
 
 /// Runs `work` (the writing into the folder `dir`) holding the claim of
-/// `dir`; on failure cleans up as the module documentation
-/// says, and `hint` (given the names of the files kept, relative to `dir`)
-/// tells how to continue.
+/// `dir`; on failure cleans up as the module documentation says, and
+/// `hint` (called after the clean-up) tells how to continue.
 ///
 /// Errors: [`Error::Unwritable`] when `dir` cannot be created or its lock
 /// file written; [`Error::OutputInUse`] when another live run holds it;
@@ -50,7 +49,7 @@ pub struct Claim {
 /// writing.
 pub fn run_in<T>(
     dir: &Path,
-    hint: impl Fn(&[String]) -> String,
+    hint: impl FnOnce() -> String,
     work: impl FnOnce() -> Result<T>,
 ) -> Result<T> {
     Claim::take(dir, None)?.run(hint, work)
@@ -61,7 +60,7 @@ pub fn run_in<T>(
 /// writing other files of that folder are not refused).
 pub fn run_for_file<T>(
     file: &Path,
-    hint: impl Fn(&[String]) -> String,
+    hint: impl FnOnce() -> String,
     work: impl FnOnce() -> Result<T>,
 ) -> Result<T> {
     let dir = match file.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -170,17 +169,13 @@ impl Claim {
         })
     }
 
-    fn run<T>(
-        self,
-        hint: impl Fn(&[String]) -> String,
-        work: impl FnOnce() -> Result<T>,
-    ) -> Result<T> {
+    fn run<T>(self, hint: impl FnOnce() -> String, work: impl FnOnce() -> Result<T>) -> Result<T> {
         match catch_unwind(AssertUnwindSafe(work)) {
             Ok(Ok(value)) => {
                 let _ = self.lock.remove();
                 Ok(value)
             }
-            Ok(Err(error)) => match self.give_up(&hint) {
+            Ok(Err(error)) => match self.give_up(hint) {
                 Some(note) => Err(Error::AfterWrites {
                     error: Box::new(error),
                     note,
@@ -188,7 +183,7 @@ impl Claim {
                 None => Err(error),
             },
             Err(panic) => {
-                if let Some(note) = self.give_up(&hint) {
+                if let Some(note) = self.give_up(hint) {
                     eprintln!("{note}");
                 }
                 resume_unwind(panic)
@@ -210,7 +205,7 @@ impl Claim {
     /// After a failure: removes this run's unfinished files, the lock and
     /// the folders it created that are empty; returns the note naming what
     /// was kept, or None when the run began no write here.
-    fn give_up(self, hint: &dyn Fn(&[String]) -> String) -> Option<String> {
+    fn give_up(self, hint: impl FnOnce() -> String) -> Option<String> {
         let writes = tracked_writes();
         let mut kept: Vec<String> = Vec::new();
         let mut began = false;
@@ -238,22 +233,14 @@ impl Claim {
 
 /// The note of a failed run: what it kept in `dir` (or of `file`), and how
 /// to continue.
-fn note(
-    dir: &Path,
-    file: Option<&Path>,
-    kept: &[String],
-    hint: &dyn Fn(&[String]) -> String,
-) -> String {
+fn note(dir: &Path, file: Option<&Path>, kept: &[String], hint: impl FnOnce() -> String) -> String {
     let place = file.unwrap_or(dir).display();
     let what = if kept.is_empty() {
         format!("Nothing this run wrote to {place} was kept")
     } else {
         format!("Kept in {}: {} (finished)", dir.display(), kept.join(", "))
     };
-    format!(
-        "{what}; no partial file is left. To continue: {}",
-        hint(kept)
-    )
+    format!("{what}; no partial file is left. To continue: {}", hint())
 }
 
 #[cfg(test)]

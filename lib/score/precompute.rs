@@ -307,7 +307,7 @@ pub fn precompute(args: &PrecomputeArgs) -> Result<PrecomputeSummary> {
     // leaves no partial file and no folder this run created empty.
     crate::outdir::run_for_file(
         &args.out,
-        |_| "rerun the same command (it computes the file again)".into(),
+        || "rerun the same command (it computes the file again)".into(),
         || precompute_in(args),
     )
 }

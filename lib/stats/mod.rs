@@ -293,7 +293,7 @@ fn assemble(
 /// ([`crate::outdir::run_in`]: another run writing it is refused; a
 /// failure names the files already written and removes partial ones).
 fn write_outputs(mut report: Report, out: &std::path::Path) -> Result<Report> {
-    let hint = |_: &[String]| "rerun the same command (it writes every file again)".to_string();
+    let hint = || "rerun the same command (it writes every file again)".to_string();
     crate::outdir::run_in(out, hint, || {
         ensure_writable_dir(out)?;
         report.files = table::write_all(&report, out)?;

@@ -89,8 +89,11 @@ impl std::fmt::Display for TrainSummary {
 /// epoch on stdout.
 ///
 /// Errors: [`crate::Error::InvalidArgument`] and the input errors of
-/// [`plan::resolve`] before any work; [`crate::Error::Diverged`] when the
-/// loss or the penalty stops being finite; I/O and libtorch errors.
+/// [`plan::resolve`] before any work; [`crate::Error::OutputInUse`] when
+/// another run writes `--out`; [`crate::Error::Diverged`] when the loss or
+/// the penalty stops being finite; I/O and libtorch errors. A failure after
+/// the first write keeps the finished files and names them
+/// ([`crate::Error::AfterWrites`]).
 pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
     in_out(run, || run_plan(plan::resolve(cfg, run, None)?))
 }
@@ -113,7 +116,7 @@ fn in_out(run: &RunOptions, work: impl FnOnce() -> Result<TrainSummary>) -> Resu
     let out = TrainRun::at(&run.out);
     outdir::run_in(
         &run.out,
-        |_| continue_hint(&out),
+        || continue_hint(&out),
         || {
             work().inspect_err(|_| {
                 if tracked_writes().finished.contains(&out.resume_state()) {
