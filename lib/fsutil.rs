@@ -15,6 +15,7 @@
 //! leaving the partial temporary file to the run's clean-up. Unset (or not
 //! of these forms), nothing is injected.
 use crate::error::{Error, Result};
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -25,21 +26,22 @@ use std::sync::{Mutex, OnceLock};
 /// documentation).
 pub const FAIL_WRITE_ENV: &str = "TASER_FAIL_WRITE";
 
-/// Atomic writes of this process so far.
+/// Atomic writes of this process so far (each path once, however often
+/// it was written).
 #[derive(Debug, Clone, Default)]
 pub struct Writes {
     /// Temporary files being written now, or left by a write that panicked.
     pub in_flight: Vec<PathBuf>,
-    /// Final paths whose write began (finished or not), in order.
-    pub started: Vec<PathBuf>,
-    /// Final paths put in place, in order.
-    pub finished: Vec<PathBuf>,
+    /// Final paths whose write began (finished or not).
+    pub started: BTreeSet<PathBuf>,
+    /// Final paths put in place.
+    pub finished: BTreeSet<PathBuf>,
 }
 
 static WRITES: Mutex<Writes> = Mutex::new(Writes {
     in_flight: Vec::new(),
-    started: Vec::new(),
-    finished: Vec::new(),
+    started: BTreeSet::new(),
+    finished: BTreeSet::new(),
 });
 static WRITE_COUNT: AtomicUsize = AtomicUsize::new(0);
 
@@ -122,7 +124,7 @@ where
     let n = WRITE_COUNT.fetch_add(1, Ordering::SeqCst) + 1;
     track(|w| {
         w.in_flight.push(tmp.clone());
-        w.started.push(path.to_path_buf());
+        w.started.insert(path.to_path_buf());
     });
     let result = write(&tmp)
         .and_then(|()| inject(n, path, &tmp))
@@ -133,7 +135,7 @@ where
     track(|w| {
         w.in_flight.retain(|p| p != &tmp);
         if result.is_ok() {
-            w.finished.push(path.to_path_buf());
+            w.finished.insert(path.to_path_buf());
         }
     });
     result
