@@ -35,7 +35,7 @@ use taser::stats::{self, Multiplicity, Options, PairSource};
 ///   bootstrap --spec analysis/table2.toml --runs sweeps/out/cifar --out analysis/table2
 ///
 /// Exit codes: 0 ok; 1 a failed computation (an I/O error, an output that
-/// could not be written part-way); 2 bad usage or input (a flag out of its
+/// could not be written part-way, another run writing --out); 2 bad usage or input (a flag out of its
 /// domain, unequal --baseline/--treatment/--label counts, a missing or
 /// corrupt evaluation, unpaired or mismatched evaluations, a comparison
 /// across threat models, a bad spec, an unwritable --out). Nothing is written to --out when an input is refused.

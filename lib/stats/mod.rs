@@ -230,7 +230,8 @@ pub struct Plan {
 /// Errors: [`Error::InvalidArgument`] for options out of their domain;
 /// [`Error::MissingInput`]/[`Error::CorruptInput`] for evaluations or a
 /// spec that cannot be read or do not pair; [`Error::Unwritable`] or
-/// [`Error::OutputFailed`] when `opts.out` cannot be written.
+/// [`Error::OutputFailed`] when `opts.out` cannot be written;
+/// [`Error::OutputInUse`] when another run is writing it.
 pub fn run(opts: &Options) -> Result<Report> {
     check(opts)?;
     let mut notes = Vec::new();
@@ -386,12 +387,17 @@ fn assemble(
 }
 
 /// Writes the tables and plots of `report` into `out` (created if needed)
-/// and records their paths in `report.files`.
+/// and records their paths in `report.files`, holding `out`
+/// ([`crate::outdir::run_in`]: another run writing it is refused; a
+/// failure names the files already written and removes partial ones).
 fn write_outputs(mut report: Report, out: &std::path::Path) -> Result<Report> {
-    ensure_writable_dir(out)?;
-    report.files = table::write_all(&report, out)?;
-    report.files.extend(plot::write_all(&report, out)?);
-    Ok(report)
+    let hint = || "rerun the same command (it writes every file again)".to_string();
+    crate::outdir::run_in(out, hint, || {
+        ensure_writable_dir(out)?;
+        report.files = table::write_all(&report, out)?;
+        report.files.extend(plot::write_all(&report, out)?);
+        Ok(report)
+    })
 }
 
 impl std::fmt::Display for Report {

@@ -51,9 +51,11 @@ pub use step::{task_loss, train_step, StepLoss, StepOutput};
 use crate::checkpoint;
 use crate::data;
 use crate::error::Result;
-use crate::fsutil::remove_if_created;
+use crate::fsutil::tracked_writes;
+use crate::layout::TrainRun;
 use crate::models::Model;
 use crate::optim::Optimizer;
+use crate::outdir;
 use crate::stein::penalty::strength;
 use ema::Ema;
 use session::Session;
@@ -88,10 +90,13 @@ impl std::fmt::Display for TrainSummary {
 /// epoch on stdout.
 ///
 /// Errors: [`crate::Error::InvalidArgument`] and the input errors of
-/// [`plan::resolve`] before any work; [`crate::Error::Diverged`] when the
-/// loss or the penalty stops being finite; I/O and libtorch errors.
+/// [`plan::resolve`] before any work; [`crate::Error::OutputInUse`] when
+/// another run writes `--out`; [`crate::Error::Diverged`] when the loss or
+/// the penalty stops being finite; I/O and libtorch errors. A failure after
+/// the first write keeps the finished files and names them
+/// ([`crate::Error::AfterWrites`]).
 pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
-    remove_if_created(&run.out, || run_plan(plan::resolve(cfg, run, None)?))
+    in_out(run, || run_plan(plan::resolve(cfg, run, None)?))
 }
 
 /// Fine-tunes the checkpoint `ft.from` (TASER §3.4, eq. 26): the student
@@ -101,7 +106,40 @@ pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
 /// and data set. Errors as [`train`], plus
 /// [`crate::Error::CheckpointMismatch`].
 pub fn finetune(cfg: &TrainConfig, run: &RunOptions, ft: &FinetuneArgs) -> Result<TrainSummary> {
-    remove_if_created(&run.out, || run_plan(plan::resolve(cfg, run, Some(ft))?))
+    in_out(run, || run_plan(plan::resolve(cfg, run, Some(ft))?))
+}
+
+/// Runs `work` holding `--out` ([`outdir::run_in`]: a second run on it is
+/// refused; a failure keeps every finished file and says how to continue).
+/// A failure before any epoch was saved also removes the `resume.json`
+/// this run wrote, so that the same command can simply be run again.
+fn in_out(run: &RunOptions, work: impl FnOnce() -> Result<TrainSummary>) -> Result<TrainSummary> {
+    let out = TrainRun::at(&run.out);
+    outdir::run_in(
+        &run.out,
+        || continue_hint(&out),
+        || {
+            work().inspect_err(|_| {
+                if tracked_writes().finished.contains(&out.resume_state()) {
+                    resume::discard_if_unsaved(&out);
+                }
+            })
+        },
+    )
+}
+
+/// How to continue a failed `train`/`finetune` in `out`: with `--resume`
+/// from a saved epoch, else from the start.
+fn continue_hint(out: &TrainRun) -> String {
+    if out.resume_weights().exists() {
+        "rerun the same command with --resume; it continues after the last saved epoch (the \
+         resume state refuses changed flags: to train with other flags, choose another --out)"
+            .into()
+    } else if out.resume_state().exists() || out.sidecar().exists() {
+        "rerun the same command with --resume (no epoch was saved, so it starts again)".into()
+    } else {
+        "rerun the same command (no epoch was saved, so it starts again)".into()
+    }
 }
 
 /// Builds the model (θ0's weights when fine-tuning), optimiser and EMA of
