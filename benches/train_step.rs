@@ -29,7 +29,9 @@ use taser::models::{Activation, Arch, Model, ModelSpec};
 use taser::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use taser::score::Gaussian;
 use taser::stein::penalty::Coordinates;
-use taser::stein::penalty::{LambdaRamp, Regularizer, ScoreControl, SteinPenalty};
+use taser::stein::penalty::{
+    Estimator, LambdaRamp, Regularizer, ScoreControl, SteinPenalty, Strength,
+};
 use taser::stein::{Center, Difference, Laplacian, Mode, Order, Probe, ResidualOptions};
 use taser::train::method::{MethodArgs, MethodSettings};
 use taser::train::step::{BaseLoss, StepPrecision};
@@ -198,6 +200,7 @@ fn stein_penalty(
             fd_step: 1e-2,
             difference,
         },
+        estimator: Estimator::Plain,
         probe: Probe::Margin,
         center: Center::Batch,
         detach_mean: false,
@@ -211,6 +214,7 @@ fn stein_penalty(
         coordinates: Coordinates::Pixel,
         fraction,
         seed: 0,
+        strength: Strength::Given,
     }
 }
 

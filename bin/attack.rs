@@ -31,7 +31,12 @@ use taser::exit::{self, Status};
 /// subset file that is empty, unsorted, has duplicate, non-integer or
 /// out-of-range indices or unknown fields. NaN or ±Inf logits or input
 /// gradients during an attack stop it; they are never counted as robust.
-/// A run that fails on an --out it created removes that folder.
+/// While it runs, --out is locked (.taser-lock): a second run on it is
+/// refused (exit 1) naming the holder. A failed run removes only its
+/// partial files and the folders it created that are left empty; its
+/// finished files stay (attack-state.json with every finished attack), and
+/// the message names them and says to rerun the same command, which
+/// continues without repeating a finished attack.
 ///
 /// Warnings on stderr follow AutoAttack's checks: points with zero input
 /// gradient, outputs that differ between two forward passes, and a
@@ -42,7 +47,8 @@ use taser::exit::{self, Status};
 ///          --norm linf --eps 8/255 --out runs/std/eval
 ///
 /// Exit codes: 0 ok (also when --stop-after stopped early), 1 a failed
-/// computation (an I/O or libtorch error, non-finite logits or gradients),
+/// computation (an I/O or libtorch error, non-finite logits or gradients,
+/// another run writing --out),
 /// 2 bad usage or input (a flag out of its domain, an ε on the wrong scale,
 /// a missing, mismatched or non-finite checkpoint, a bad subset file, an
 /// --out that holds an evaluation with other flags or cannot be written). A

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use taser::exit::{self, Status};
 use taser::stats::bootstrap::IntervalKind;
-use taser::stats::{self, Options, PairSource};
+use taser::stats::{self, Multiplicity, Options, PairSource};
 
 /// Paired bootstrap intervals for accuracy differences between evaluations
 /// written by `attack`, and the TASER paper's Table 2 / Table 3 with plots.
@@ -35,7 +35,7 @@ use taser::stats::{self, Options, PairSource};
 ///   bootstrap --spec analysis/table2.toml --runs sweeps/out/cifar --out analysis/table2
 ///
 /// Exit codes: 0 ok; 1 a failed computation (an I/O error, an output that
-/// could not be written part-way); 2 bad usage or input (a flag out of its
+/// could not be written part-way, another run writing --out); 2 bad usage or input (a flag out of its
 /// domain, unequal --baseline/--treatment/--label counts, a missing or
 /// corrupt evaluation, unpaired or mismatched evaluations, a comparison
 /// across threat models, a bad spec, an unwritable --out). Nothing is written to --out when an input is refused.
@@ -70,9 +70,15 @@ struct Args {
     /// Interval kind.
     #[arg(long, value_enum, default_value_t = IntervalKind::Percentile)]
     interval: IntervalKind,
-    /// Resample seeds, then points (overrides the spec's cluster_by_seed).
+    /// Resample seeds, then points: true or false (overrides the spec's cluster_by_seed).
+    /// Unset: clustered whenever every row has the same number ≥ 2 of seeds.
     #[arg(long, value_name = "BOOL")]
     cluster_by_seed: Option<bool>,
+    /// Adjust the bold marks for the number of rows: none (each row's interval on its own) or
+    /// holm (Holm's step-down adjustment of the rows' bootstrap p-values, per column; the
+    /// family-wise error stays ≤ 1 − level). comparisons.csv has both p-values either way.
+    #[arg(long, value_enum, default_value = "none")]
+    multiplicity: Multiplicity,
     /// Output directory.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
@@ -90,6 +96,7 @@ fn options(a: Args) -> taser::Result<Options> {
         level: a.level,
         interval: a.interval,
         cluster_by_seed: a.cluster_by_seed,
+        multiplicity: a.multiplicity,
         out: a.out,
     })
 }

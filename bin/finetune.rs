@@ -28,9 +28,11 @@ use taser::train::{finetune, FinetuneArgs, RunOptions, TrainConfig};
 /// Example: finetune --from runs/pgdat/model.safetensors --method pgd-at
 ///   --lambda 1 --scores digits-dsm.h5 --out runs/pgdat-taser
 ///
+/// --out is locked and a failure keeps the finished files, as with train.
+///
 /// Exit codes: 0 fine-tuned (or the run in --out was already complete), 1
 /// the training failed (diverged: loss or penalty not finite; an I/O or
-/// libtorch error), 2 bad usage or input (a flag out of its domain, a
+/// libtorch error; another run writing --out), 2 bad usage or input (a flag out of its domain, a
 /// missing or corrupt --from, a checkpoint of another model or data set, an
 /// --out that holds another run or cannot be written).
 #[derive(Parser, Debug)]

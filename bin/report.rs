@@ -2,7 +2,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use taser::exit::{self, Status};
 
@@ -11,7 +11,8 @@ use taser::exit::{self, Status};
 /// output folder from its CSVs.
 ///
 /// Exit codes: 0 ok; 1 a failed computation (a model or figure could not be
-/// computed or written, or score-toy's self-consistency check fails); 2 bad
+/// computed or written, another run writing the same folder, or score-toy's
+/// self-consistency check fails); 2 bad
 /// usage or input (a missing runs folder or CSV, a corrupt sidecar or CSV).
 /// report does not catch signals, so it never exits 3.
 #[derive(Parser, Debug)]
@@ -121,6 +122,14 @@ enum Report {
     },
 }
 
+/// Runs `work`, which writes into the folder `out`, holding it
+/// (`taser::outdir`): another run writing it is refused, naming the
+/// holder; a failure removes only partial files and names the finished ones.
+fn writing<T>(out: &Path, work: impl FnOnce() -> taser::Result<T>) -> taser::Result<T> {
+    let hint = || "rerun the same command (it writes every file again)".to_string();
+    taser::outdir::run_in(out, hint, work)
+}
+
 fn main() -> ExitCode {
     let args = exit::parse_args::<Args>();
     exit::run_main(|| run(&args).map(|()| Status::Ok))
@@ -128,7 +137,7 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     match &args.report {
-        Report::ToyTable1 { runs, out } => taser::report::toy::toy_table1(runs, out)
+        Report::ToyTable1 { runs, out } => writing(out, || taser::report::toy::toy_table1(runs, out))
             .map(|(rows, checks)| {
                 for r in &rows {
                     println!(
@@ -145,7 +154,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 println!("written to {}", out.display());
             })
             .context("report toy-table1 failed"),
-        Report::ScoreToy { runs, out } => taser::report::score_toy::score_toy(runs, out)
+        Report::ScoreToy { runs, out } => writing(out, || taser::report::score_toy::score_toy(runs, out))
             .context("report score-toy failed")
             .and_then(|s| {
                 for g in &s.gaps {
@@ -177,14 +186,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 }
             }),
         Report::ScoreTable1 { runs, out } => {
-            let md = taser::report::score_table1::score_table1(runs, out)
+            let md = writing(out, || taser::report::score_table1::score_table1(runs, out))
                 .context("report score-table1 failed")?;
             print!("{md}");
             println!("written to {}", out.display());
             Ok(())
         }
         Report::DigitsMethods { runs, out } => {
-            let (table, table2) = taser::report::digits_methods::digits_methods(runs, out)
+            let (table, table2) = writing(out, || taser::report::digits_methods::digits_methods(runs, out))
                 .context("report digits-methods failed")?;
             print!("{table}\n{table2}");
             println!("written to {}", out.display());
@@ -205,7 +214,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             label_by,
             out,
         } => {
-            let written = taser::report::train_logs::train_logs(runs, label_by, out)
+            let written = writing(out, || taser::report::train_logs::train_logs(runs, label_by, out))
                 .context("report train-logs failed")?;
             for p in written {
                 println!("{}", p.display());
@@ -213,7 +222,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             Ok(())
         }
         Report::Redraw { dir } => {
-            let written = taser::report::redraw(dir).context("report redraw failed")?;
+            let written = writing(dir, || taser::report::redraw(dir)).context("report redraw failed")?;
             for p in written {
                 println!("{}", p.display());
             }

@@ -30,9 +30,10 @@ use taser::score::precompute::{precompute, PrecomputeArgs};
 /// Example: score-precompute --dataset digits --source dsm --out runs/digits-dsm.h5
 ///
 /// Exit codes: 0 the file is written; 1 a failed computation (DSM training,
-/// libtorch or I/O error; nothing is left at --out) or an --out that another
-/// process holds (HDF5 file lock; on Lustre/NFS without locks set
-/// HDF5_USE_FILE_LOCKING=FALSE); 2 bad usage or input (a flag out of its
+/// libtorch or I/O error; nothing is left at --out), an --out another
+/// score-precompute is writing (its lock, .<name>.taser-lock beside it,
+/// names the holder) or an --out that another process holds (HDF5 file
+/// lock; on Lustre/NFS without locks set HDF5_USE_FILE_LOCKING=FALSE); 2 bad usage or input (a flag out of its
 /// domain, a missing data set or --model file, an unwritable --out, an
 /// existing --out without --overwrite); 3 is not used (precompute does not
 /// stop on signals).

@@ -283,6 +283,12 @@ fn real_main(args: Args) -> anyhow::Result<Status> {
                 eprintln!("stopped by a signal before every job ran; run the same command again to continue");
                 Ok(Status::Interrupted)
             } else if !summary.failed.is_empty() {
+                eprintln!(
+                    "kept: the {} finished jobs (each marked done) and the finished steps of the \
+                     failed ones; run the same command again (without --no-retry-failed) to retry \
+                     the failed jobs: finished jobs and steps are not run again",
+                    summary.ok
+                );
                 Ok(Status::Failed)
             } else {
                 Ok(Status::Ok)

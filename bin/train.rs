@@ -87,9 +87,15 @@ use taser::train::{train, RunOptions, TrainConfig};
 ///     --weight-decay 0 --schedule constant --epochs 500 --batch-size 60000
 ///     --out runs/score-l2
 ///
+/// While it runs, --out is locked (.taser-lock): a second run on it is
+/// refused naming the holder. A failed run removes only its partial files
+/// (and the folders it created that are left empty); the finished ones stay
+/// (the resume state of every saved epoch), and the message names them and
+/// how to continue (--resume).
+///
 /// Exit codes: 0 trained (or the run in --out was already complete), 1 the
 /// training failed (diverged: loss or penalty not finite; an I/O or libtorch
-/// error), 2 bad usage or input (a flag out of its domain, missing or
+/// error; another run writing --out), 2 bad usage or input (a flag out of its domain, missing or
 /// corrupt data or scores, an --out that holds another run or cannot be
 /// written).
 #[derive(Parser, Debug)]

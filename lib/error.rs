@@ -28,6 +28,20 @@ pub enum Error {
          Fix: wait and rerun, or on a file system without locks set HDF5_USE_FILE_LOCKING=FALSE"
     )]
     FileLocked { path: PathBuf, detail: String },
+    /// An output folder (or file) that another live run is writing (it
+    /// holds the folder's lock, [`crate::outdir`]): two runs on one output
+    /// would overwrite or mix each other's results.
+    #[error(
+        "{path} is being written by another run ({holder}); two runs writing one output would \
+         overwrite or mix each other's results. Fix: wait for that run to end, or write elsewhere \
+         (another --out)"
+    )]
+    OutputInUse { path: PathBuf, holder: String },
+    /// A run failed after it had begun writing its outputs: the failure,
+    /// then what it kept and how to continue ([`crate::outdir`]).
+    /// (Not a `source`: its text is part of this message, printed once.)
+    #[error("{error}\n{note}")]
+    AfterWrites { error: Box<Error>, note: String },
     /// An output location cannot be written.
     #[error("cannot write to {path}: {reason}. Fix: choose a writable --out directory")]
     Unwritable { path: PathBuf, reason: String },

@@ -3,7 +3,7 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | success |
-//! | 1 | a computation failed (training diverged, an I/O or libtorch error, a file locked by another process, a sweep job failed) |
+//! | 1 | a computation failed (training diverged, an I/O or libtorch error, a file or output folder locked by another process, a sweep job failed) |
 //! | 2 | bad usage or bad input (a flag out of its domain, a missing or corrupt input file, a checkpoint that does not match, an unwritable `--out`); clap's own usage errors exit 2 too |
 //! | 3 | interrupted (a signal stopped the work; rerunning the same command continues it) |
 //!
@@ -54,7 +54,9 @@ impl Error {
             | Error::GpuNotVisible { .. }
             | Error::NoMpi { .. }
             | Error::Unwritable { .. } => Status::BadInput,
+            Error::AfterWrites { error, .. } => error.status(),
             Error::OutputFailed { .. }
+            | Error::OutputInUse { .. }
             | Error::FileLocked { .. }
             | Error::Diverged { .. }
             | Error::Invariant { .. }

@@ -1,10 +1,107 @@
 //! Atomic file output: write under a temporary name in the target's folder,
 //! then rename, so a crash or kill never leaves a half-written file at the
 //! final name.
+//!
+//! The process keeps a record of its atomic writes: the temporary files
+//! being written now and the final paths put in place
+//! ([`tracked_writes`]), so that a failed run ([`crate::outdir`]) can remove
+//! exactly its own partial files and name the finished ones.
+//!
+//! Testing hook: with the environment variable `TASER_FAIL_WRITE=N` the
+//! N-th atomic write of the process (counting from 1) fails after its
+//! temporary file was written and cut to half its length, as a full disk
+//! would make it fail: an I/O error "no space left on device (injected by
+//! TASER_FAIL_WRITE=N)". `TASER_FAIL_WRITE=N:panic` panics there instead,
+//! leaving the partial temporary file to the run's clean-up. Unset (or not
+//! of these forms), nothing is injected.
 use crate::error::{Error, Result};
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+/// The environment variable of the write-failure testing hook (module
+/// documentation).
+pub const FAIL_WRITE_ENV: &str = "TASER_FAIL_WRITE";
+
+/// Atomic writes of this process so far (each path once, however often
+/// it was written).
+#[derive(Debug, Clone, Default)]
+pub struct Writes {
+    /// Temporary files being written now, or left by a write that panicked.
+    pub in_flight: Vec<PathBuf>,
+    /// Final paths whose write began (finished or not).
+    pub started: BTreeSet<PathBuf>,
+    /// Final paths put in place.
+    pub finished: BTreeSet<PathBuf>,
+}
+
+static WRITES: Mutex<Writes> = Mutex::new(Writes {
+    in_flight: Vec::new(),
+    started: BTreeSet::new(),
+    finished: BTreeSet::new(),
+});
+static WRITE_COUNT: AtomicUsize = AtomicUsize::new(0);
+
+fn track(f: impl FnOnce(&mut Writes)) {
+    f(&mut WRITES.lock().unwrap_or_else(|e| e.into_inner()));
+}
+
+/// This process's atomic writes so far.
+pub fn tracked_writes() -> Writes {
+    WRITES.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Forgets the temporary file `tmp` (after it was removed).
+pub fn untrack(tmp: &Path) {
+    track(|w| w.in_flight.retain(|p| p != tmp));
+}
+
+/// When the write-failure hook fails a write: its number and whether it
+/// panics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct InjectedFailure {
+    at: usize,
+    panics: bool,
+}
+
+/// Reads the hook's setting (`N` or `N:panic`, N ≥ 1).
+fn parse_failure(spec: &str) -> Option<InjectedFailure> {
+    let (n, panics) = match spec.trim().split_once(':') {
+        Some((n, "panic")) => (n, true),
+        Some(_) => return None,
+        None => (spec.trim(), false),
+    };
+    let at = n.parse::<usize>().ok().filter(|&n| n >= 1)?;
+    Some(InjectedFailure { at, panics })
+}
+
+/// Fails write number `n` (to `path`, via `tmp`) when the hook says so.
+fn inject(n: usize, path: &Path, tmp: &Path) -> Result<()> {
+    static HOOK: OnceLock<Option<InjectedFailure>> = OnceLock::new();
+    let hook = HOOK.get_or_init(|| {
+        std::env::var(FAIL_WRITE_ENV)
+            .ok()
+            .and_then(|s| parse_failure(&s))
+    });
+    let Some(f) = hook.filter(|f| f.at == n) else {
+        return Ok(());
+    };
+    if let Ok(file) = fs::OpenOptions::new().write(true).open(tmp) {
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = file.set_len(len / 2);
+    }
+    let what = format!("no space left on device (injected by {FAIL_WRITE_ENV}={n})");
+    if f.panics {
+        panic!("{what} while writing {}", path.display());
+    }
+    Err(Error::io(
+        path,
+        std::io::Error::new(std::io::ErrorKind::StorageFull, what),
+    ))
+}
 
 /// The temporary sibling used while `path` is being written. It keeps the
 /// extension (libraries such as safetensors dispatch on it).
@@ -17,22 +114,31 @@ pub fn temp_sibling(path: &Path) -> PathBuf {
 }
 
 /// Writes `path` by calling `write` on a temporary sibling, then renaming.
-/// On error the temporary file is removed.
+/// On error the temporary file is removed; a panic in `write` leaves it,
+/// recorded in [`tracked_writes`] for the run's clean-up.
 pub fn write_atomically<F>(path: &Path, write: F) -> Result<()>
 where
     F: FnOnce(&Path) -> Result<()>,
 {
     let tmp = temp_sibling(path);
-    match write(&tmp) {
-        Ok(()) => fs::rename(&tmp, path).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            Error::io(path, e)
-        }),
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(e)
-        }
+    let n = WRITE_COUNT.fetch_add(1, Ordering::SeqCst) + 1;
+    track(|w| {
+        w.in_flight.push(tmp.clone());
+        w.started.insert(path.to_path_buf());
+    });
+    let result = write(&tmp)
+        .and_then(|()| inject(n, path, &tmp))
+        .and_then(|()| fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
     }
+    track(|w| {
+        w.in_flight.retain(|p| p != &tmp);
+        if result.is_ok() {
+            w.finished.insert(path.to_path_buf());
+        }
+    });
+    result
 }
 
 /// Writes bytes to `path` atomically (temporary name, fsync, rename).
@@ -56,34 +162,6 @@ pub fn create_parent_dir(path: &Path) -> Result<()> {
 pub fn write_text(path: &Path, text: &str) -> Result<()> {
     create_parent_dir(path)?;
     write_bytes_atomically(path, text.as_bytes())
-}
-
-/// Runs `work`, which may create the folder `dir`; when it fails and `dir`
-/// did not exist before, removes what the run created — `dir`, or its
-/// highest ancestor that did not exist either — so a run that refuses its
-/// input or fails leaves no empty or half-filled output folder. A folder
-/// that existed before is never removed.
-pub fn remove_if_created<T>(dir: &Path, work: impl FnOnce() -> Result<T>) -> Result<T> {
-    let created = dir
-        .ancestors()
-        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
-        .last()
-        .map(Path::to_path_buf);
-    // A panic (tch's methods panic on a libtorch error) is a failure too:
-    // the folder goes, then the panic goes on to the binary's handler.
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
-    let failed = !matches!(result, Ok(Ok(_)));
-    if let (true, Some(root)) = (failed, created) {
-        if root.is_dir() {
-            if let Err(e) = fs::remove_dir_all(&root) {
-                eprintln!(
-                    "warning: could not remove {} after the failure: {e}",
-                    root.display()
-                );
-            }
-        }
-    }
-    result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// Creates `dir` (and parents) and checks that a file can be written in it,
@@ -209,6 +287,52 @@ mod tests {
             read_versioned_json::<Tagged>(&dir.path().join("none.json"), "x", FIXES).unwrap_err();
         assert!(
             matches!(err, Error::MissingInput { .. }) && err.to_string().contains("write it first")
+        );
+    }
+
+    #[test]
+    fn the_failure_hook_reads_a_write_number_and_an_optional_panic() {
+        assert_eq!(
+            parse_failure("3"),
+            Some(InjectedFailure {
+                at: 3,
+                panics: false
+            })
+        );
+        assert_eq!(
+            parse_failure(" 2:panic"),
+            Some(InjectedFailure {
+                at: 2,
+                panics: true
+            })
+        );
+        for bad in ["0", "", "x", "2:boom", "-1"] {
+            assert_eq!(parse_failure(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_write_is_tracked_while_in_flight_and_when_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("z.txt");
+        let tmp = temp_sibling(&path);
+        write_atomically(&path, |t| {
+            assert!(tracked_writes().in_flight.contains(&t.to_path_buf()));
+            fs::write(t, b"z").map_err(|e| Error::io(t, e))
+        })
+        .unwrap();
+        let w = tracked_writes();
+        assert!(!w.in_flight.contains(&tmp) && w.finished.contains(&path));
+        assert!(w.started.contains(&path));
+        let err = write_atomically(&dir.path().join("w"), |t| {
+            fs::write(t, b"w").map_err(|e| Error::io(t, e))?;
+            Err(Error::invalid("x", 1, "fails"))
+        });
+        assert!(err.is_err());
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary file"
         );
     }
 

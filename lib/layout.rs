@@ -54,6 +54,11 @@ pub const ATTEMPTS: &str = "attempts.log";
 /// A sweep task's lock file: `flock`ed by the process running the task
 /// (released by the kernel when that process ends); it names the holder.
 pub const TASK_LOCK: &str = "lock";
+/// The lock of an output folder (`train`/`finetune`/`attack`/`bootstrap`/
+/// `report` `--out`): `flock`ed by the one run writing the folder and
+/// naming it; removed when that run ends (a killed run's stays and is taken
+/// over by the next). [`crate::outdir`].
+pub const OUT_LOCK: &str = ".taser-lock";
 /// One row per sweep job.
 pub const RESULTS: &str = "results.csv";
 /// Scores shared by a sweep's jobs (HDF5).

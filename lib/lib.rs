@@ -6,7 +6,7 @@
 //!
 //! | floor | modules | what |
 //! |---|---|---|
-//! | ground | [`error`], [`exit`], [`fsutil`], [`csvio`], [`identity`], [`layout`], [`runtime`], [`device`], [`progress`], [`optim`], [`figure`], `portable` | errors and the exit-code policy, atomic writes and the versioned-JSON reader, CSV files, run identities, run-folder file names, the runtime flags, optimisers and schedules, figures (SVG + PNG), the glibc-2.28 build's shim |
+//! | ground | [`error`], [`exit`], [`fsutil`], [`outdir`], [`csvio`], [`identity`], [`layout`], [`runtime`], [`device`], [`progress`], [`optim`], [`figure`], `portable` | errors and the exit-code policy, atomic writes and the versioned-JSON reader, output folders owned by one run (lock, clean-up after a failure), CSV files, run identities, run-folder file names, the runtime flags, optimisers and schedules, figures (SVG + PNG), the glibc-2.28 build's shim |
 //! | 1 | [`data`] | data sets in [0,1] pixels, evaluation subsets, augmentation |
 //! | 2 | [`models`] | architectures with normalisation inside |
 //! | 3 | [`checkpoint`] | safetensors + JSON sidecar |
@@ -35,6 +35,7 @@ pub mod identity;
 pub mod layout;
 pub mod models;
 pub mod optim;
+pub mod outdir;
 #[cfg(feature = "portable")]
 pub mod portable;
 pub mod progress;

@@ -591,6 +591,46 @@ fn several_lambdas_and_seeds_plot_against_lambda_and_cluster_by_seed() {
         width(&flat)
     );
     assert!(width(&rows) >= width(&flat) * 0.9);
+    // The same spec without cluster_by_seed clusters by default: every row
+    // has 3 seeds; the caption says so and notes that 3 clusters are few.
+    std::fs::write(
+        &spec,
+        std::fs::read_to_string(&spec)
+            .unwrap()
+            .replace("cluster_by_seed = true\n", ""),
+    )
+    .unwrap();
+    let out3 = dir.path().join("holm");
+    let printed = run_ok(&[
+        "--spec",
+        s(&spec),
+        "--runs",
+        s(&runs),
+        "--resamples",
+        "1000",
+        "--multiplicity",
+        "holm",
+        "--out",
+        s(&out3),
+    ]);
+    let holm = read_rows(&out3.join("comparisons.csv"));
+    assert!(holm
+        .iter()
+        .all(|r| r["cluster_by_seed"] == "true" && r["multiplicity"] == "holm"));
+    assert!(printed.contains("only 3 seeds"), "{printed}");
+    let table = std::fs::read_to_string(out3.join("table2.md")).unwrap();
+    assert!(
+        table.contains("clustered by seed: 3 seeds")
+            && table.contains("Holm-adjusted over the 6 comparison rows")
+    );
+    // Adjusted p ≥ p on every comparison row; the average row has none.
+    for r in &holm[..6] {
+        assert!(
+            f(r, "robust_avg_p_adjusted") >= f(r, "robust_avg_p"),
+            "{r:?}"
+        );
+    }
+    assert_eq!(holm[6]["robust_avg_p_adjusted"], "");
 }
 
 fn assert_refused(args: &[&str], out: &Path, needles: &[&str]) {

@@ -142,12 +142,19 @@ fn non_finite_weights_are_refused_naming_the_tensor_by_attack_and_finetune() {
         refused("finetune", &args, &out, 2, &expect);
     }
     // Finite weights whose logits overflow to ±Inf: the attack stops (exit
-    // 1) instead of calling class-0 points robust, and removes its --out.
+    // 1) instead of calling class-0 points robust; of its --out only the
+    // subset it drew, a finished file, stays, named in the message.
     let (ckpt, _) = poisoned(&dir.path().join("huge"), "w[0, :] = 3e38");
     let ckpt = ckpt.display().to_string();
     let args = attack_flags(&ckpt, &["--attacks", "pgd1", "--eps", "0.2"]);
-    let expect = ["logits", "not finite", "--lr"];
-    refused("attack", &args, &dir.path().join("huge-eval"), 1, &expect);
+    let out = dir.path().join("huge-eval");
+    let o = run_args("attack", &args, &out);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    for e in ["logits", "not finite", "--lr", "Kept in", "subset.json"] {
+        assert!(err.contains(e), "`{e}` not in: {err}");
+    }
+    assert_eq!(files_in(&out), ["subset.json"]);
 }
 
 #[test]

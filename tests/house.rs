@@ -7,7 +7,7 @@
 //!   run folder: scripts read runs through the binaries.
 //!
 //! The floors, lowest first (lib/lib.rs documents them):
-//! ground (error, exit, fsutil, csvio, identity, layout, runtime, device, progress,
+//! ground (error, exit, fsutil, outdir, csvio, identity, layout, runtime, device, progress,
 //! optim, figure, portable) → data → models → checkpoint → score → stein → attack →
 //! train → stats → sweep → report. Attack algorithms sit below training
 //! because PGD-AT, TRADES and MART use them as the inner maximiser.
@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 const FLOORS: &[&[&str]] = &[
     &[
-        "error", "exit", "fsutil", "csvio", "identity", "layout", "runtime", "device", "progress",
-        "optim", "figure", "portable",
+        "error", "exit", "fsutil", "outdir", "csvio", "identity", "layout", "runtime", "device",
+        "progress", "optim", "figure", "portable",
     ],
     &["data"],
     &["models"],

@@ -68,12 +68,14 @@ fn value(row: &HashMap<String, String>, col: &str) -> f64 {
         .unwrap_or_else(|_| panic!("{col}: {cell:?} is not a number"))
 }
 
-const DIAGNOSTICS: [&str; 5] = [
+const DIAGNOSTICS: [&str; 7] = [
     "grad_norm_mean",
     "probe_mean",
     "penalty_ratio",
     "score_grad_cosine",
     "hutchinson_noise_share",
+    "penalty_plain",
+    "penalty_unbiased",
 ];
 
 #[test]
@@ -94,8 +96,17 @@ fn the_diagnostic_columns_are_finite_after_one_epoch() {
     assert!((-1.0..=1.0).contains(&cos), "cosine {cos}");
     let share = value(row, "hutchinson_noise_share");
     assert!(share > 0.0 && share < 1.5, "noise share {share}");
-    // λR / train_loss from the row's own columns.
-    let ratio = 0.01 * value(row, "penalty") / value(row, "train_loss");
+    // R₁ ≥ R_K (the centred mean square is convex), so the noise estimate
+    // V ≥ 0 and the plain reading never falls below the unbiased one; at
+    // K = 1 the plain reading is R₁, and V = share·R₁.
+    let (plain, unbiased) = (value(row, "penalty_plain"), value(row, "penalty_unbiased"));
+    assert!(plain >= unbiased, "plain {plain} < unbiased {unbiased}");
+    assert!((plain - unbiased - share * plain).abs() < 1e-9 * plain.abs().max(1.0));
+    // λR / (train_loss + λR), the penalty's share of the total loss, from
+    // the row's own columns.
+    let weighted = 0.01 * value(row, "penalty");
+    let ratio = weighted / (value(row, "train_loss") + weighted);
+    assert!(ratio < 1.0);
     assert!((value(row, "penalty_ratio") - ratio).abs() < 1e-9 * ratio);
     assert_eq!(
         row["global_center"], "",
@@ -147,6 +158,16 @@ fn the_controls_train_and_log_what_they_measure() {
     let meta = std::fs::read_to_string(dir.path().join("zero/model.json")).unwrap();
     assert!(meta.contains("\"zero_scores\": true"));
 
+    // The unbiased estimator trains and is recorded.
+    let rows = train_ok(
+        &dir.path().join("unbiased"),
+        "1",
+        &["--stein-estimator", "unbiased"],
+    );
+    assert!(value(&rows[0], "penalty").is_finite());
+    let meta = std::fs::read_to_string(dir.path().join("unbiased/model.json")).unwrap();
+    assert!(meta.contains("\"stein_estimator\": \"unbiased\""));
+
     // Model coordinates train and are recorded.
     let rows = train_ok(
         &dir.path().join("model"),
@@ -184,6 +205,19 @@ fn contradictory_control_flags_are_refused_before_any_work() {
             "--score-permute",
         ),
         (vec!["--zero-scores", "--score-permute"], "--zero-scores"),
+        (
+            vec![
+                "--stein-estimator",
+                "unbiased",
+                "--stein-order",
+                "first-order",
+            ],
+            "--stein-estimator",
+        ),
+        (
+            vec!["--stein-estimator", "unbiased", "--reg", "grad-norm"],
+            "--stein-estimator",
+        ),
         (vec!["--zero-scores", "--scores", "x.h5"], "--scores"),
     ] {
         let out = dir.path().join("refused");
@@ -193,5 +227,84 @@ fn contradictory_control_flags_are_refused_before_any_work() {
         assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", stderr(&o));
         assert!(stderr(&o).contains(names), "{extra:?}: {}", stderr(&o));
         assert!(!out.join("model.json").exists() && !out.join("metrics.csv").exists());
+    }
+}
+
+#[test]
+fn a_control_matched_to_tasers_strength_records_the_lambda_it_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("matched");
+    // train_args sets --lambda 0.01; --lambda-match replaces it.
+    let mut args = train_args(&out, "1", &["--reg", "grad-norm", "--lambda-match", "0.01"]);
+    let at = args.iter().position(|a| a == "--lambda").unwrap();
+    args.drain(at..at + 2);
+    let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let o = run("train", &refs);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = String::from_utf8_lossy(&o.stdout).to_string();
+    let line = printed
+        .lines()
+        .find(|l| l.starts_with("lambda_matched"))
+        .unwrap_or_else(|| panic!("no lambda_matched in {printed}"));
+    let lambda: f64 = line.split('=').nth(1).unwrap().trim().parse().unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("model.json")).unwrap()).unwrap();
+    let m = &meta["hyperparameters"]["strength_match"];
+    println!("strength_match {m}");
+    assert_eq!(m["lambda0"], 0.01);
+    // train prints six significant digits.
+    assert!((m["lambda"].as_f64().unwrap() - lambda).abs() < 1e-5 * lambda);
+    let lambda = m["lambda"].as_f64().unwrap();
+    let (r, p) = (
+        m["reference_penalty"].as_f64().unwrap(),
+        m["control_penalty"].as_f64().unwrap(),
+    );
+    assert!((lambda * p - 0.01 * r).abs() < 1e-9 * (0.01 * r));
+    assert!(
+        lambda > 0.01,
+        "grad-norm's penalty is the smaller: λ {lambda}"
+    );
+    assert_eq!(m["samples"], 1438, "the whole digits training split");
+    // The first epoch trained at the matched λ: penalty_ratio = λR / (train_loss + λR).
+    let row = &metrics(&out)[0];
+    let weighted = lambda * value(row, "penalty");
+    let ratio = weighted / (value(row, "train_loss") + weighted);
+    assert!((value(row, "penalty_ratio") - ratio).abs() < 1e-9 * ratio);
+
+    // Refusals, before any work.
+    for (extra, why) in [
+        (vec!["--lambda-match", "0.01"], "add --reg grad-norm"),
+        (
+            vec![
+                "--lambda-match",
+                "0.01",
+                "--lambda",
+                "0.02",
+                "--reg",
+                "grad-norm",
+            ],
+            "drop --lambda",
+        ),
+        (
+            vec![
+                "--lambda-match",
+                "0.01",
+                "--zero-scores",
+                "--center",
+                "global",
+            ],
+            "--center batch",
+        ),
+        (vec!["--lambda-match", "0", "--zero-scores"], "> 0"),
+    ] {
+        let out = dir.path().join("refused");
+        let mut args = train_args(&out, "1", &extra);
+        let at = args.iter().position(|a| a == "--lambda").unwrap();
+        args.drain(at..at + 2);
+        let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let o = run("train", &refs);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(why), "{extra:?}: {}", stderr(&o));
+        assert!(!out.join("model.json").exists());
     }
 }

@@ -30,8 +30,9 @@ use super::{parse_fraction, Norm, Threat};
 use crate::data::subset::DEFAULT_SIZE;
 use crate::device::device_name;
 use crate::error::{Error, Result};
-use crate::fsutil::{ensure_writable_dir, remove_if_created};
+use crate::fsutil::ensure_writable_dir;
 use crate::layout::{self, EvalRun};
+use crate::outdir;
 use crate::runtime::RuntimeArgs;
 use std::fmt;
 use std::path::PathBuf;
@@ -160,9 +161,12 @@ impl EvalConfig {
     }
 }
 
-/// Runs the evaluation `cfg` describes (see the module documentation).
-/// When it fails and `--out` did not exist before, the folder it created is
-/// removed, so no empty or half-filled `--out` is left behind.
+/// Runs the evaluation `cfg` describes (see the module documentation),
+/// holding `--out` ([`outdir::run_in`]): a second run on the same `--out` is
+/// refused, naming the holder. When it fails, every finished file stays
+/// (`attack-state.json` with the attacks finished so far, `subset.json`),
+/// the message names them and says that the same command continues; only
+/// partial files and folders it created that are left empty are removed.
 ///
 /// Errors: every input is checked before anything is written
 /// ([`Error::InvalidArgument`], among others for an ε on the wrong scale
@@ -170,10 +174,36 @@ impl EvalConfig {
 /// [`Error::CorruptInput`] (also for non-finite weights or a bad subset),
 /// [`Error::CheckpointMismatch`], and [`Error::InvalidArgument`] on `--out`
 /// when it holds an evaluation with other settings); [`Error::Unwritable`]
-/// for `--out`; [`Error::NonFinite`] when the model's logits or input
-/// gradients stop being finite; I/O errors while writing.
+/// for `--out`; [`Error::OutputInUse`] when another run writes it;
+/// [`Error::NonFinite`] when the model's logits or input gradients stop
+/// being finite; I/O errors while writing.
 pub fn evaluate(cfg: &EvalConfig) -> Result<EvalSummary> {
-    remove_if_created(&cfg.out, || evaluate_in(cfg))
+    outdir::run_in(&cfg.out, || continue_hint(&cfg.out), || evaluate_in(cfg))
+}
+
+/// How to continue a failed evaluation in `out`: the same command, which
+/// resumes from the attacks `attack-state.json` lists as finished.
+fn continue_hint(out: &std::path::Path) -> String {
+    let finished = State::load(&EvalRun::at(out).state())
+        .ok()
+        .flatten()
+        .map(|s| {
+            s.finished
+                .iter()
+                .map(|r| r.name.clone())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    if finished.is_empty() {
+        "rerun the same command (no attack had finished)".into()
+    } else {
+        format!(
+            "rerun the same command; it continues from {} and does not repeat the finished \
+             attacks ({})",
+            layout::ATTACK_STATE,
+            finished.join(", ")
+        )
+    }
 }
 
 fn evaluate_in(cfg: &EvalConfig) -> Result<EvalSummary> {

@@ -17,7 +17,7 @@ use crate::csvio;
 use crate::error::{Error, Result};
 use crate::fsutil::write_text;
 use crate::layout::JobDir;
-use crate::stats::{self, bootstrap::IntervalKind, Options, PairSource};
+use crate::stats::{self, bootstrap::IntervalKind, Multiplicity, Options, PairSource};
 use crate::sweep::results::Row;
 use std::path::{Path, PathBuf};
 
@@ -182,6 +182,7 @@ pub fn digits_methods(runs: &Path, out: &Path) -> Result<(String, String)> {
         level: 0.95,
         interval: IntervalKind::Percentile,
         cluster_by_seed: None,
+        multiplicity: Multiplicity::Holm,
         out: out.join(BOOTSTRAP_DIR),
     })?;
     Ok((md, stats::table::table2_markdown(&report)))

@@ -298,10 +298,21 @@ fn check_out(args: &PrecomputeArgs) -> Result<()> {
 ///
 /// Errors: [`Error::InvalidArgument`] for a flag out of its domain or an
 /// existing `--out` without `--overwrite`, [`Error::FileLocked`] for an
-/// `--out` another process holds,
+/// `--out` another process holds open, [`Error::OutputInUse`] for one
+/// another `score-precompute` is writing,
 /// missing or corrupt data and models as their readers report them,
 /// [`Error::OutputFailed`]/[`Error::Io`] when the file cannot be put in place.
 pub fn precompute(args: &PrecomputeArgs) -> Result<PrecomputeSummary> {
+    // One run per --out file: another is refused naming it; a failure
+    // leaves no partial file and no folder this run created empty.
+    crate::outdir::run_for_file(
+        &args.out,
+        || "rerun the same command (it computes the file again)".into(),
+        || precompute_in(args),
+    )
+}
+
+fn precompute_in(args: &PrecomputeArgs) -> Result<PrecomputeSummary> {
     if args.batch_size == 0 {
         return Err(Error::invalid("--batch-size", 0, "must be ≥ 1"));
     }

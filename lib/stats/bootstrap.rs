@@ -417,6 +417,18 @@ impl Distribution {
         }
     }
 
+    /// The two-sided bootstrap p-value of θ = 0: twice the smaller share
+    /// of resamples on either side of 0 (ties counted half), at most 1. A
+    /// percentile interval at level 1 − α excludes 0 exactly when p < α
+    /// (up to the ties' convention).
+    pub fn p_value(&self) -> f64 {
+        let b = self.samples.len() as f64;
+        let below = self.samples.iter().filter(|t| **t < 0.0).count() as f64;
+        let ties = self.samples.iter().filter(|t| **t == 0.0).count() as f64;
+        let lower = (below + 0.5 * ties) / b;
+        (2.0 * lower.min(1.0 - lower)).min(1.0)
+    }
+
     /// The interval of the requested kind.
     pub fn interval(&self, kind: IntervalKind, level: f64) -> Interval {
         match kind {
@@ -631,5 +643,25 @@ mod tests {
         }
         assert_eq!(normal_quantile(0.0), f64::NEG_INFINITY);
         assert!(normal_quantile(1.5).is_nan());
+    }
+
+    #[test]
+    fn the_p_value_agrees_with_the_percentile_interval() {
+        // θ* = −2.5, −1.5, …, 96.5: 3 of 100 below 0, so p = 0.06.
+        let d = Distribution {
+            estimate: 47.0,
+            samples: (1..=100).map(|i| i as f64 - 3.5).collect(),
+            acceleration: 0.0,
+        };
+        assert!((d.p_value() - 0.06).abs() < 1e-12);
+        assert!(!d.percentile(0.95).excludes_zero(), "p = 0.06 ≥ 0.05");
+        assert!(d.percentile(0.90).excludes_zero(), "p = 0.06 < 0.10");
+        // Ties at 0 count half on each side; never above 1.
+        let tied = Distribution {
+            estimate: 0.0,
+            samples: vec![0.0; 10],
+            acceleration: 0.0,
+        };
+        assert_eq!(tied.p_value(), 1.0);
     }
 }

@@ -271,7 +271,10 @@ fn record(
             baseline,
             treatment,
             delta: dist.estimate,
+            significant: interval.excludes_zero(),
             interval,
+            p_value: dist.p_value(),
+            adjusted_p: None,
         },
     );
 }

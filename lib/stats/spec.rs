@@ -12,7 +12,7 @@
 //! seed = "seed"            # several seeds of one row (averaged, or clustered)
 //! vary = "lambda"          # baseline where vary = baseline, treatments elsewhere
 //! baseline = 0
-//! cluster_by_seed = false
+//! cluster_by_seed = true  # default: true when every row has the same ≥ 2 seeds
 //! [[row]]
 //! label = "PGD"
 //! where = { method = "pgd-at", awp = false }
@@ -57,7 +57,9 @@ pub struct Spec {
     pub vary: String,
     pub baseline: Value,
     pub treatments: Option<Vec<Value>>,
-    pub cluster_by_seed: bool,
+    /// `None` (absent): clustered when every row has the same number ≥ 2
+    /// of seeds ([`crate::stats::clustering`]).
+    pub cluster_by_seed: Option<bool>,
     pub rows: Vec<RowSpec>,
     /// `None` when the spec has no `average` key: one "Avg." row over all
     /// rows is added when there are several; `average = []` turns it off.
@@ -338,8 +340,7 @@ impl Spec {
                     v.as_bool()
                         .ok_or("`pairing.cluster_by_seed` must be true or false")
                 })
-                .transpose()?
-                .unwrap_or(false),
+                .transpose()?,
             rows,
             averages,
             attacks: strings(tables.get("attacks"), "tables.attacks")?,

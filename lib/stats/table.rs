@@ -4,7 +4,7 @@
 //! and interval, overhead) and Table 3 (per attack) as Markdown and LaTeX,
 //! in percentage points.
 use super::metrics::{AUTOATTACK, CLEAN, ROBUST_AVG, SPSA, WORST_CASE};
-use super::{Report, RowResult};
+use super::{Multiplicity, Report, RowResult};
 use crate::csvio::write_table;
 use crate::error::Result;
 use crate::fsutil::write_text;
@@ -38,16 +38,13 @@ pub fn metric_name(m: &str) -> String {
     }
 }
 
-/// Whether a Δ cell is bold (TASER Table 2's rule): robust metrics when the
-/// interval excludes 0, clean accuracy when it includes 0.
+/// Whether a Δ cell is bold (TASER Table 2's rule): robust metrics when Δ
+/// is significant (the interval excludes 0, or the Holm-adjusted p is below
+/// 1 − level), clean accuracy when it is not.
 pub fn is_bold(metric: &str, row: &RowResult) -> bool {
-    row.metrics.get(metric).is_some_and(|r| {
-        if metric == CLEAN {
-            !r.interval.excludes_zero()
-        } else {
-            r.interval.excludes_zero()
-        }
-    })
+    row.metrics
+        .get(metric)
+        .is_some_and(|r| r.significant != (metric == CLEAN))
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -147,19 +144,49 @@ fn cells(report: &Report, per_attack: bool, f: Format) -> (Vec<String>, Vec<Vec<
 fn footnote(report: &Report) -> String {
     format!(
         "Accuracies and changes in percentage points on the shared evaluation subset; Δ = +TASER − no TASER \
-         with {:.0}% paired bootstrap intervals ({}, B = {}, seed = {}{}). Robust avg = per-point mean of \
+         with {:.0}% paired bootstrap intervals ({}, B = {}, seed = {}, {}). Robust avg = per-point mean of \
          AutoAttack (aa) and SPSA. Bold: robust Δ whose interval excludes 0; clean Δ whose interval includes 0. \
-         Average rows resample the same points for every pair at once. Overhead = training time ratio.",
+         Average rows resample the same points for every pair at once; {}. Overhead = training time ratio.",
         100.0 * report.level,
         report.interval,
         report.resamples,
         report.seed,
-        if report.cluster_by_seed {
-            ", clustered by seed"
-        } else {
-            ""
-        }
+        seeds_phrase(report),
+        multiplicity_phrase(report),
     )
+}
+
+/// The `--multiplicity` value as written.
+fn multiplicity_name(m: Multiplicity) -> &'static str {
+    match m {
+        Multiplicity::None => "none",
+        Multiplicity::Holm => "holm",
+    }
+}
+
+/// How the bold marks account for the number of rows, for every caption.
+fn multiplicity_phrase(report: &Report) -> String {
+    let rows = report.rows.iter().filter(|r| !r.average).count();
+    match report.multiplicity {
+        Multiplicity::None if rows <= 1 => "one comparison row".to_string(),
+        Multiplicity::None => format!(
+            "no adjustment for the {rows} rows tested: with many rows some bold cells are expected by chance"
+        ),
+        Multiplicity::Holm => format!(
+            "significance Holm-adjusted over the {rows} comparison rows of each column (bold by adjusted p < {:.2})",
+            1.0 - report.level
+        ),
+    }
+}
+
+/// How the intervals treat seeds, for every caption.
+fn seeds_phrase(report: &Report) -> String {
+    let most = report.rows.iter().map(|r| r.seeds).max().unwrap_or(1);
+    match (report.cluster_by_seed, most) {
+        (true, n) => format!("clustered by seed: {n} seeds, resampled before points"),
+        (false, 0 | 1) => "one seed per row".to_string(),
+        (false, n) => format!("not clustered by seed (up to {n} seeds per row)"),
+    }
 }
 
 fn notes(report: &Report) -> Vec<String> {
@@ -282,7 +309,15 @@ fn comparisons(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
     .map(|s| s.to_string())
     .collect();
     for m in &report.metrics {
-        for part in ["baseline", "treatment", "delta", "lower", "upper"] {
+        for part in [
+            "baseline",
+            "treatment",
+            "delta",
+            "lower",
+            "upper",
+            "p",
+            "p_adjusted",
+        ] {
             header.push(format!("{m}_{part}"));
         }
     }
@@ -293,6 +328,7 @@ fn comparisons(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
             "resamples",
             "seed",
             "cluster_by_seed",
+            "multiplicity",
             "notes",
         ]
         .map(String::from),
@@ -311,17 +347,21 @@ fn comparisons(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
         ];
         for m in &report.metrics {
             match r.metrics.get(m) {
-                Some(x) => rec.extend(
-                    [
-                        x.baseline,
-                        x.treatment,
-                        x.delta,
-                        x.interval.lower,
-                        x.interval.upper,
-                    ]
-                    .map(|v| format!("{v:.6}")),
-                ),
-                None => rec.extend(std::iter::repeat_n(String::new(), 5)),
+                Some(x) => {
+                    rec.extend(
+                        [
+                            x.baseline,
+                            x.treatment,
+                            x.delta,
+                            x.interval.lower,
+                            x.interval.upper,
+                            x.p_value,
+                        ]
+                        .map(|v| format!("{v:.6}")),
+                    );
+                    rec.push(opt(x.adjusted_p));
+                }
+                None => rec.extend(std::iter::repeat_n(String::new(), 7)),
             }
         }
         rec.extend([
@@ -330,6 +370,7 @@ fn comparisons(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
             report.resamples.to_string(),
             report.seed.to_string(),
             report.cluster_by_seed.to_string(),
+            multiplicity_name(report.multiplicity).to_string(),
             r.notes.join("; "),
         ]);
         rows.push(rec);

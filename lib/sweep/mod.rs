@@ -115,7 +115,26 @@ pub fn run(cfg: &RunConfig) -> Result<Option<RunSummary>> {
         let grid = Grid::load(&cfg.grid)?;
         let mut cfg = cfg.clone();
         cfg.out = absolute_out(&cfg.out)?;
-        ranks::run(&grid, &cfg)
+        ranks::run(&grid, &cfg).map_err(|e| with_continue_note(e, &cfg.out))
+    }
+}
+
+/// A failure of the sweep's own work (not a refused grid or flag) gains
+/// what stays in `out` and how to continue.
+fn with_continue_note(error: Error, out: &Path) -> Error {
+    if error.status() != crate::exit::Status::Failed {
+        return error;
+    }
+    let note = format!(
+        "Kept in {}: every finished job (marked done) and the finished steps of the others; no \
+         partial file is left. To continue: rerun the same command (finished jobs and steps are \
+         not run again); `sweep collect {}` rewrites results.csv alone",
+        out.display(),
+        out.display()
+    );
+    Error::AfterWrites {
+        error: Box::new(error),
+        note,
     }
 }
 
@@ -173,7 +192,7 @@ pub fn run_one(cfg: &RunConfig, kind: Kind, index: usize) -> Result<Outcome> {
         _ => format!("array-{}-index={index}", kind.name()),
     };
     let worker = Worker::new(&cfg.bin_dir, &device, name, &tasks);
-    run_with_deps(&grid, &tasks, task, &worker)
+    run_with_deps(&grid, &tasks, task, &worker).map_err(|e| with_continue_note(e, &cfg.out))
 }
 
 /// Runs `task` after its dependencies (a base after its score tasks, then

@@ -150,9 +150,11 @@ impl EpochSums {
                 .lambda
                 .zip(penalty)
                 .filter(|_| diag.is_some())
-                .map(|(l, p)| l * p / train_loss),
+                .map(|(l, p)| l * p / (train_loss + l * p)),
             score_grad_cosine: diag.and_then(|d| d.score_grad_cosine),
             hutchinson_noise_share: diag.and_then(|d| d.hutchinson_noise_share),
+            penalty_plain: diag.and_then(|d| d.penalty_plain),
+            penalty_unbiased: diag.and_then(|d| d.penalty_unbiased),
             global_center: center,
             val_acc: None,
             val_robust_acc: None,

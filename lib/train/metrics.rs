@@ -41,7 +41,8 @@ pub struct EpochMetrics {
     pub risk_score: Option<f64>,
     /// The penalty's instruments after the epoch (TASER or grad-norm
     /// penalty, λ > 0; see [`crate::stein::penalty::instruments`]): mean ‖∇ₓm‖ and mean m
-    /// on the fixed probe batch, λR / train_loss, the mean cosine of s̃ and
+    /// on the fixed probe batch, λR / (train_loss + λR) (the penalty's share of
+    /// the total loss, in [0, 1)), the mean cosine of s̃ and
     /// ∇ₓm, the one-probe Hutchinson noise share; and the global centre D
     /// the epoch used (`--center global`).
     #[serde(default)]
@@ -54,6 +55,12 @@ pub struct EpochMetrics {
     pub score_grad_cosine: Option<f64>,
     #[serde(default)]
     pub hutchinson_noise_share: Option<f64>,
+    /// The plain estimator's expected R̂ at the run's K and the unbiased
+    /// estimate of R on the probe batch (full Hutchinson residual only).
+    #[serde(default)]
+    pub penalty_plain: Option<f64>,
+    #[serde(default)]
+    pub penalty_unbiased: Option<f64>,
     #[serde(default)]
     pub global_center: Option<f64>,
     /// Clean and PGD-K accuracy on the validation split after the epoch
@@ -113,6 +120,8 @@ pub fn summary_metrics(
         ("penalty_ratio", last.penalty_ratio),
         ("score_grad_cosine", last.score_grad_cosine),
         ("hutchinson_noise_share", last.hutchinson_noise_share),
+        ("penalty_plain", last.penalty_plain),
+        ("penalty_unbiased", last.penalty_unbiased),
         ("stein_global_center", global_center),
         ("val_acc", last.val_acc),
         ("val_robust_acc", last.val_robust_acc),
@@ -175,6 +184,8 @@ mod tests {
             penalty_ratio: None,
             score_grad_cosine: None,
             hutchinson_noise_share: Some(0.25),
+            penalty_plain: None,
+            penalty_unbiased: None,
             val_acc: None,
             val_robust_acc: None,
             global_center: None,

@@ -53,9 +53,12 @@ pub use step::{task_loss, train_step, StepLoss, StepOutput};
 use crate::checkpoint;
 use crate::data;
 use crate::error::Result;
-use crate::fsutil::remove_if_created;
+use crate::fsutil::tracked_writes;
+use crate::layout::TrainRun;
 use crate::models::Model;
 use crate::optim::Optimizer;
+use crate::outdir;
+use crate::stein::penalty::strength;
 use ema::Ema;
 use session::Session;
 use std::collections::BTreeMap;
@@ -89,10 +92,13 @@ impl std::fmt::Display for TrainSummary {
 /// epoch on stdout.
 ///
 /// Errors: [`crate::Error::InvalidArgument`] and the input errors of
-/// [`plan::resolve`] before any work; [`crate::Error::Diverged`] when the
-/// loss or the penalty stops being finite; I/O and libtorch errors.
+/// [`plan::resolve`] before any work; [`crate::Error::OutputInUse`] when
+/// another run writes `--out`; [`crate::Error::Diverged`] when the loss or
+/// the penalty stops being finite; I/O and libtorch errors. A failure after
+/// the first write keeps the finished files and names them
+/// ([`crate::Error::AfterWrites`]).
 pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
-    remove_if_created(&run.out, || run_plan(plan::resolve(cfg, run, None)?))
+    in_out(run, || run_plan(plan::resolve(cfg, run, None)?))
 }
 
 /// Fine-tunes the checkpoint `ft.from` (TASER §3.4, eq. 26): the student
@@ -102,7 +108,40 @@ pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
 /// and data set. Errors as [`train`], plus
 /// [`crate::Error::CheckpointMismatch`].
 pub fn finetune(cfg: &TrainConfig, run: &RunOptions, ft: &FinetuneArgs) -> Result<TrainSummary> {
-    remove_if_created(&run.out, || run_plan(plan::resolve(cfg, run, Some(ft))?))
+    in_out(run, || run_plan(plan::resolve(cfg, run, Some(ft))?))
+}
+
+/// Runs `work` holding `--out` ([`outdir::run_in`]: a second run on it is
+/// refused; a failure keeps every finished file and says how to continue).
+/// A failure before any epoch was saved also removes the `resume.json`
+/// this run wrote, so that the same command can simply be run again.
+fn in_out(run: &RunOptions, work: impl FnOnce() -> Result<TrainSummary>) -> Result<TrainSummary> {
+    let out = TrainRun::at(&run.out);
+    outdir::run_in(
+        &run.out,
+        || continue_hint(&out),
+        || {
+            work().inspect_err(|_| {
+                if tracked_writes().finished.contains(&out.resume_state()) {
+                    resume::discard_if_unsaved(&out);
+                }
+            })
+        },
+    )
+}
+
+/// How to continue a failed `train`/`finetune` in `out`: with `--resume`
+/// from a saved epoch, else from the start.
+fn continue_hint(out: &TrainRun) -> String {
+    if out.resume_weights().exists() {
+        "rerun the same command with --resume; it continues after the last saved epoch (the \
+         resume state refuses changed flags: to train with other flags, choose another --out)"
+            .into()
+    } else if out.resume_state().exists() || out.sidecar().exists() {
+        "rerun the same command with --resume (no epoch was saved, so it starts again)".into()
+    } else {
+        "rerun the same command (no epoch was saved, so it starts again)".into()
+    }
 }
 
 /// Builds the model (θ0's weights when fine-tuning), optimiser and EMA of
@@ -110,7 +149,7 @@ pub fn finetune(cfg: &TrainConfig, run: &RunOptions, ft: &FinetuneArgs) -> Resul
 /// plan's regulariser and writes the checkpoint.
 pub fn run_plan(mut plan: TrainPlan) -> Result<TrainSummary> {
     let device = plan.runtime.device;
-    let regularizer = std::mem::take(&mut plan.regularizer);
+    let mut regularizer = std::mem::take(&mut plan.regularizer);
     let plan = &plan;
     // θ0 of a fine-tune was loaded by the plan, before this seed.
     tch::manual_seed(plan.seed as i64);
@@ -120,6 +159,9 @@ pub fn run_plan(mut plan: TrainPlan) -> Result<TrainSummary> {
         model.copy_from(&t.model)?;
     }
     model.set_memory_format(plan.memory_format)?;
+    // A control matched to TASER's strength gets its λ at θ0, before a
+    // resumed run's weights replace them (so a resume matches to the same λ).
+    let matched = strength::resolve(&mut regularizer, &model, &plan.data, plan.seed, device)?;
     let mut opt = Optimizer::new(&plan.optimizer, model.named_trainable());
     let mut ema = plan
         .method
@@ -178,7 +220,10 @@ pub fn run_plan(mut plan: TrainPlan) -> Result<TrainSummary> {
     };
     epochs::train_epochs(&mut session, start_epoch, &mut rows)?;
     let this_run = (start_epoch > 0).then(|| started.elapsed().as_secs_f64());
-    let metrics = metrics::summary_metrics(&rows, session.global_center, this_run);
+    let mut metrics = metrics::summary_metrics(&rows, session.global_center, this_run);
+    if let Some(m) = matched {
+        metrics.insert("lambda_matched".into(), m.lambda);
+    }
     output::write_checkpoint(&session, &metrics)?;
     Ok(TrainSummary {
         checkpoint: plan.out.weights(),

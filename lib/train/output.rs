@@ -11,7 +11,7 @@ use crate::checkpoint::{self, sidecar_path, CheckpointMeta};
 use crate::device::device_name;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomically;
-use crate::stein::penalty::Regularizer;
+use crate::stein::penalty::{strength, Regularizer};
 use std::collections::BTreeMap;
 
 /// The defaults a run actually used (ε, step, β…), for the sidecar, with
@@ -74,6 +74,7 @@ fn sidecar(
             "libtorch_threads": tch::get_num_threads(),
             "resolved": resolved_settings(&plan.method, plan.eps_warmup.steps),
             "posterior": plan.posterior,
+            "strength_match": strength::record(&s.regularizer),
             "finetuned_from": teacher.map(|t| t.from.display().to_string()),
             "teacher_alpha": teacher.map(|t| t.alpha),
             "weights": weights,

@@ -4,7 +4,9 @@
 //! flags, the score field opened and checked against the data.
 use super::controls::derangement;
 use super::coordinates::Coordinates;
+use super::estimator::Estimator;
 use super::ramp::LambdaRamp;
+use super::strength::Strength;
 use super::{Regularizer, ScoreControl, SteinPenalty, PERMUTE_STREAM};
 use crate::data::{Dataset, Task};
 use crate::error::{Error, Result};
@@ -40,6 +42,14 @@ pub struct RegArgs {
     /// Regularisation strength λ_max (0: no penalty and no extra cost).
     #[arg(long, default_value_t = 0.0)]
     pub lambda: f64,
+    /// A control (--reg grad-norm, --score-permute or --zero-scores) trains with the λ that
+    /// matches TASER at this λ₀: λ = λ₀·R_TASER/P_control, both penalties taken at the run's
+    /// starting weights on the instruments' fixed probe batch (256 training inputs from --seed),
+    /// R_TASER with the run's residual flags and real scores (--scores, or --score-source).
+    /// Replaces --lambda; the sidecar records λ₀, λ and both penalties (strength_match).
+    #[arg(long, value_name = "LAMBDA0")]
+    #[serde(default)]
+    pub lambda_match: Option<f64>,
     /// Regulariser weighed by --lambda: stein (TASER), l2 (λ‖θ‖²) or
     /// grad-norm (λ·mean‖∇ₓm‖² of the probe m, the matched control; no score).
     #[arg(long, value_enum, default_value = "stein")]
@@ -73,6 +83,13 @@ pub struct RegArgs {
     /// Hutchinson probes K.
     #[arg(long, default_value_t = 1)]
     pub hutchinson_probes: i64,
+    /// Estimator of the penalty from Hutchinson residuals: plain ((1/B)Σ(r̂ᵢ − ĉ)², TASER's
+    /// Algorithm 1; biased upwards by the probes' variance) or unbiased (the product of two
+    /// residuals from independent sets of K probes each: twice the probes, E = the exact R).
+    /// unbiased needs --reg stein, --stein-order full and --stein-laplacian hutchinson.
+    #[arg(long, value_enum, default_value = "plain")]
+    #[serde(default)]
+    pub stein_estimator: Estimator,
     /// Probe m: margin (default for classifiers), logit, log-prob, prob; output for regression.
     #[arg(long, value_enum)]
     pub probe: Option<Probe>,
@@ -141,6 +158,9 @@ impl RegArgs {
                 "must be a number ≥ 0",
             ));
         }
+        if let Some(l0) = self.lambda_match {
+            self.check_match(l0)?;
+        }
         self.residual_options().check(1)?;
         if !(self.stein_fraction > 0.0 && self.stein_fraction <= 1.0) {
             return Err(Error::invalid(
@@ -151,9 +171,39 @@ impl RegArgs {
         }
         self.check_controls()?;
         Ok(LambdaRamp {
-            max: self.lambda,
+            max: self.lambda_match.unwrap_or(self.lambda),
             warmup_steps: self.lambda_warmup_steps,
         })
+    }
+
+    /// The rules of `--lambda-match λ₀`: a number > 0, instead of
+    /// `--lambda`, on a control of the residual penalty with a centre known
+    /// before training.
+    ///
+    /// Errors: [`Error::InvalidArgument`] naming the flag to change.
+    fn check_match(&self, lambda0: f64) -> Result<()> {
+        let refuse = |reason: &str| {
+            Err(Error::invalid(
+                "--lambda-match",
+                lambda0,
+                reason.to_string(),
+            ))
+        };
+        if !(lambda0 > 0.0 && lambda0.is_finite()) {
+            return refuse("must be a number > 0");
+        }
+        if self.lambda != 0.0 {
+            return refuse("replaces --lambda with the matched λ; drop --lambda");
+        }
+        if !(self.reg == Reg::GradNorm || self.score_permute || self.zero_scores) {
+            return refuse("matches a control to TASER; add --reg grad-norm, --score-permute or --zero-scores (TASER itself takes --lambda)");
+        }
+        if self.center == Center::Global {
+            return refuse(
+                "needs a centre known at the starting weights; use --center batch or none",
+            );
+        }
+        Ok(())
     }
 
     /// The rules between the control flags and the regulariser's others.
@@ -171,11 +221,12 @@ impl RegArgs {
                 "takes no input derivatives; drop --score-permute, --zero-scores and --stein-coordinates",
             );
         }
-        if self.reg == Reg::GradNorm && (controls || self.scores.is_some()) {
+        let reference_scores = self.scores.is_some() && self.lambda_match.is_none();
+        if self.reg == Reg::GradNorm && (controls || reference_scores) {
             return refuse(
                 "--reg",
                 "grad-norm",
-                "uses no score; drop --scores, --score-permute and --zero-scores",
+                "uses no score (--scores only names TASER's with --lambda-match); drop --scores, --score-permute and --zero-scores",
             );
         }
         if self.score_permute && self.zero_scores {
@@ -188,11 +239,22 @@ impl RegArgs {
                 "permutes precomputed scores by sample; pass --scores FILE",
             );
         }
-        if self.zero_scores && self.scores.is_some() {
+        if self.zero_scores && reference_scores {
             return refuse(
                 "--zero-scores",
                 "set",
-                "replaces every score by 0; drop --scores",
+                "replaces every score by 0 (--scores only names TASER's with --lambda-match); drop --scores",
+            );
+        }
+        if self.stein_estimator == Estimator::Unbiased
+            && (self.reg != Reg::Stein
+                || self.stein_order != Order::Full
+                || self.stein_laplacian != Laplacian::Hutchinson)
+        {
+            return refuse(
+                "--stein-estimator",
+                "unbiased",
+                "removes the Hutchinson probes' noise, which only the full residual with probes has; use --reg stein --stein-order full --stein-laplacian hutchinson, or --stein-estimator plain",
             );
         }
         if self.zero_scores && self.stein_order == Order::FirstOrder {
@@ -219,14 +281,22 @@ impl RegArgs {
     /// Whether the run's penalty takes finite differences: the TASER
     /// penalty is on (λ > 0, `--reg stein`) with `--stein-mode fd`.
     pub fn uses_fd(&self) -> bool {
-        self.lambda > 0.0 && self.reg == Reg::Stein && self.stein_mode == Mode::Fd
+        self.weighs() && self.reg == Reg::Stein && self.stein_mode == Mode::Fd
+    }
+
+    /// Whether the regulariser is on: λ > 0 or `--lambda-match`.
+    pub fn weighs(&self) -> bool {
+        self.lambda > 0.0 || self.lambda_match.is_some()
     }
 
     /// Whether the run reads a precomputed score file: the TASER penalty is
-    /// on (λ > 0, `--reg stein`) with `--scores`. Such a file holds one
-    /// score per sample of the whole training split, by index.
+    /// on (λ > 0, `--reg stein`) with `--scores`, or a control matches
+    /// TASER's strength with `--scores`. Such a file holds one score per
+    /// sample of the whole training split, by index.
     pub fn reads_score_file(&self) -> bool {
-        self.lambda > 0.0 && self.reg == Reg::Stein && self.scores.is_some()
+        self.weighs()
+            && self.scores.is_some()
+            && (self.reg == Reg::Stein || self.lambda_match.is_some())
     }
 }
 
@@ -258,10 +328,22 @@ impl RegArgs {
         let options = self.residual_options();
         options.check(data.input_shape.iter().product())?;
         let grad_norm = self.reg == Reg::GradNorm;
-        let field = if grad_norm || self.zero_scores {
-            None
-        } else {
+        let own_field = !(grad_norm || self.zero_scores);
+        let field = if own_field {
             Some(score_field(self, data, device)?)
+        } else {
+            None
+        };
+        let strength = match self.lambda_match {
+            None => Strength::Given,
+            Some(lambda0) => Strength::Match {
+                lambda0,
+                field: if own_field {
+                    None
+                } else {
+                    Some(score_field(self, data, device)?)
+                },
+            },
         };
         let control = if self.zero_scores {
             ScoreControl::Zero
@@ -274,6 +356,7 @@ impl RegArgs {
         Ok(Regularizer::Stein(SteinPenalty {
             ramp,
             options,
+            estimator: self.stein_estimator,
             probe,
             center: self.center,
             detach_mean: self.detach_mean,
@@ -285,6 +368,7 @@ impl RegArgs {
             coordinates: self.stein_coordinates,
             fraction: self.stein_fraction,
             seed,
+            strength,
         }))
     }
 }

@@ -14,18 +14,24 @@
 //! The rooms: [`flags`] (the flags and their resolution into a
 //! [`Regularizer`]), [`ramp`] (λ(t)), [`controls`] (gradient penalty,
 //! derangement), [`coordinates`], [`subsample`] (`--stein-fraction`),
+//! [`estimator`] (`--stein-estimator`: plain or unbiased R̂),
+//! [`strength`] (`--lambda-match`: a control's λ matched to TASER's strength),
 //! [`instruments`] (the per-epoch measurements and the Hutchinson noise
 //! share). docs/METHOD.md states the penalty and its estimators.
 pub mod controls;
 pub mod coordinates;
+pub mod estimator;
 pub mod flags;
 pub mod instruments;
 pub mod ramp;
+pub mod strength;
 pub mod subsample;
 
 pub use coordinates::{Coordinates, Rescale};
+pub use estimator::{centred_penalty, cross_penalty, Estimator};
 pub use flags::{BnMode, Reg, RegArgs};
 pub use ramp::LambdaRamp;
+pub use strength::{MatchedStrength, Strength};
 
 use crate::data::augment::CropFlip;
 use crate::data::{Batch, Dataset};
@@ -82,6 +88,8 @@ pub struct SteinPenalty {
     /// λ(t), the weight of R at each step.
     pub ramp: LambdaRamp,
     pub options: ResidualOptions,
+    /// Plain or unbiased R̂ ([`estimator`]).
+    pub estimator: Estimator,
     pub probe: Probe,
     pub center: Center,
     pub detach_mean: bool,
@@ -98,6 +106,8 @@ pub struct SteinPenalty {
     pub fraction: f64,
     /// `--seed`, for the samples of `--stein-fraction`.
     pub seed: u64,
+    /// λ as given, or matched to TASER's strength ([`strength`]).
+    pub strength: Strength,
 }
 
 /// A batch in the coordinates of the penalty's derivatives.
@@ -239,11 +249,10 @@ impl SteinPenalty {
             probes: None,
             clean: cs.as_ref(),
         };
-        let r = stein::residual_of(m, &inputs, &self.options, true)?.residual;
+        let (r, raw) = self.estimate(&m, &inputs)?;
         let n = xs.size()[0];
         let correction = subsample::fraction_correction(n, b, self.center);
-        let pen =
-            centred_penalty(&r, self.center, self.detach_mean, self.global_center) * correction;
+        let pen = raw * correction;
         let rd = r.detach().to_kind(Kind::Double);
         let scale = b as f64 / n as f64;
         let stats = SteinStats {
@@ -254,6 +263,29 @@ impl SteinPenalty {
             ]),
         };
         Ok((pen * lambda, stats))
+    }
+
+    /// The batch's residuals `[B]` and its R̂ before the `--stein-fraction`
+    /// correction: one residual and the plain R̂, or (`unbiased`) two
+    /// residuals from independent probe sets, their cross-product R̂ and
+    /// their mean as the residual (the plain 2K-probe one).
+    fn estimate<F>(&self, m: &F, inputs: &ResidualInputs) -> Result<(Tensor, Tensor)>
+    where
+        F: Fn(&Tensor, &Tensor) -> Tensor,
+    {
+        let (center, detach, d) = (self.center, self.detach_mean, self.global_center);
+        let r = stein::residual_of(m, inputs, &self.options, true)?.residual;
+        Ok(match self.estimator {
+            Estimator::Plain => {
+                let pen = centred_penalty(&r, center, detach, d);
+                (r, pen)
+            }
+            Estimator::Unbiased => {
+                let r2 = stein::residual_of(m, inputs, &self.options, true)?.residual;
+                let pen = cross_penalty(&r, &r2, center, detach, d);
+                ((r + r2) / 2.0, pen)
+            }
+        })
     }
 
     /// Whether the run needs the global centre (`--center global` on a
@@ -307,29 +339,6 @@ pub fn l2_term(model: &Model, lambda: f64) -> Tensor {
         .reduce(|a, b| a + b)
         .unwrap_or_else(|| Tensor::zeros([], (Kind::Float, model.device())));
     total * lambda
-}
-
-/// The penalty R = (1/B) Σᵢ (rᵢ − c)² (Algorithm 1, line 13), c the batch
-/// mean (detached if `detach_mean`, line 11), a global constant, or 0.
-///
-/// With the exact batch mean, detaching changes nothing in the gradient:
-/// ∂R/∂c = −(2/B) Σᵢ (rᵢ − c) = 0 at c = mean(r), so the path through c
-/// contributes nothing (a test checks it).
-pub fn centred_penalty(
-    r: &Tensor,
-    center: Center,
-    detach_mean: bool,
-    global_center: f64,
-) -> Tensor {
-    let centred = match center {
-        Center::Batch => {
-            let c = r.mean(r.kind());
-            r - if detach_mean { c.detach() } else { c }
-        }
-        Center::Global => r - global_center,
-        Center::None => r.shallow_clone(),
-    };
-    centred.square().mean(r.kind())
 }
 
 #[cfg(test)]

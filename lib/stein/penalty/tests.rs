@@ -60,6 +60,7 @@ fn penalty(
             fd_step: 1e-3,
             difference: Difference::Central,
         },
+        estimator: Estimator::Plain,
         probe: Probe::Margin,
         center: Center::Batch,
         detach_mean: false,
@@ -71,6 +72,7 @@ fn penalty(
         coordinates: Coordinates::Pixel,
         fraction: 1.0,
         seed: 0,
+        strength: Strength::Given,
     }
 }
 
@@ -241,4 +243,98 @@ fn one_sided_fd_reusing_the_clean_logits_agrees_with_central_fd() {
     let (c, o) = (central.double_value(&[]), one_sided.double_value(&[]));
     // O(h) truncation at h = 1e-5: 1e-3 relative.
     assert!((c - o).abs() < 1e-3 * c.abs(), "{o} vs {c}");
+}
+
+/// The one-probe variance of the Hutchinson Laplacian at each sample,
+/// σᵢ² = 2 Σ_{j≠l} (∇²m(xᵢ))_{jl}², from the exact Hessian `[B]`.
+fn one_probe_variances(p: &SteinPenalty, model: &Model, x: &Tensor, y: &Tensor) -> Tensor {
+    let m = p.probe_fn(model, None, false);
+    let xg = x.detach().set_requires_grad(true);
+    let values = m(&xg, y).sum(Kind::Double);
+    let grad = Tensor::run_backward(&[values], &[&xg], true, true)
+        .pop()
+        .unwrap()
+        .flatten(1, -1);
+    let rows: Vec<Tensor> = (0..grad.size()[1])
+        .map(|j| {
+            let gj = grad.select(1, j).sum(Kind::Double);
+            let row = Tensor::run_backward(&[gj], &[&xg], true, false);
+            row[0].flatten(1, -1)
+        })
+        .collect();
+    let h = Tensor::stack(&rows, 1);
+    let all = h
+        .square()
+        .sum_dim_intlist([1i64, 2].as_slice(), false, Kind::Double);
+    let diagonal = h
+        .diagonal(0, 1, 2)
+        .square()
+        .sum_dim_intlist(1, false, Kind::Double);
+    (all - diagonal) * 2.0
+}
+
+/// Mean and standard error of `n` penalties of `p` on `batch`, one probe
+/// draw each (libtorch's generator, seeded by the caller).
+fn mean_and_se(p: &SteinPenalty, m: &Model, batch: &Batch, n: usize) -> (f64, f64) {
+    let draws: Vec<f64> = (0..n)
+        .map(|t| {
+            p.term(m, batch, None, t)
+                .unwrap()
+                .1
+                .penalty
+                .double_value(&[])
+        })
+        .collect();
+    let k = n as f64;
+    let mean = draws.iter().sum::<f64>() / k;
+    let var = draws.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (k - 1.0);
+    (mean, (var / k).sqrt())
+}
+
+#[test]
+fn the_unbiased_estimator_averages_to_the_exact_penalty_and_plain_exceeds_it_by_the_probe_variance()
+{
+    let m = model(0.4, 0.3);
+    tch::manual_seed(11);
+    let b = 16i64;
+    let x = Tensor::rand([b, 1, 2, 2], (Kind::Double, Device::Cpu));
+    let y = Tensor::arange(b, (Kind::Int64, Device::Cpu)).remainder(3);
+    let idx: Vec<i64> = (0..b).collect();
+    let batch = whole_batch(&x, &y, &idx);
+    for control in [ScoreControl::None, ScoreControl::Zero] {
+        let field = || match control {
+            ScoreControl::Zero => None,
+            _ => index_field(),
+        };
+        let reference = penalty(field(), control.clone(), Laplacian::Exact)
+            .term(&m, &batch, None, 0)
+            .unwrap()
+            .1
+            .penalty
+            .double_value(&[]);
+        let mut plain = penalty(field(), control.clone(), Laplacian::Hutchinson);
+        let sigma2 = one_probe_variances(&plain, &m, &x, &y).mean(Kind::Double);
+        let bias = (1.0 - 1.0 / b as f64) * sigma2.double_value(&[]);
+        tch::manual_seed(12);
+        let (p_mean, p_se) = mean_and_se(&plain, &m, &batch, 1000);
+        plain.estimator = Estimator::Unbiased;
+        let (u_mean, u_se) = mean_and_se(&plain, &m, &batch, 1000);
+        println!(
+            "{control:?}: exact R {reference:.6e}; unbiased {u_mean:.6e} ± {u_se:.2e}; \
+             plain {p_mean:.6e} ± {p_se:.2e}, exact + (1 − 1/B)·mean σ² = {:.6e}",
+            reference + bias
+        );
+        assert!(
+            (u_mean - reference).abs() < 3.0 * u_se,
+            "unbiased {u_mean} vs {reference}"
+        );
+        assert!(
+            (p_mean - reference - bias).abs() < 3.0 * p_se,
+            "plain {p_mean} vs {reference} + {bias}"
+        );
+        assert!(
+            bias > 6.0 * p_se,
+            "the test must see the bias: {bias} vs se {p_se}"
+        );
+    }
 }

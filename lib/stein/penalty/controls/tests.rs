@@ -3,7 +3,7 @@
 use super::*;
 use crate::stein::penalty::centred_penalty;
 use crate::stein::penalty::coordinates::Rescale;
-use crate::stein::penalty::instruments::{hutchinson_noise_share, NOISE_SHARE_PROBES};
+use crate::stein::penalty::instruments::{probe_noise, NOISE_SHARE_PROBES};
 use crate::stein::{
     rademacher, residual, Center, Difference, Laplacian, Mode, Order, Residual, ResidualOptions,
 };
@@ -186,7 +186,7 @@ fn the_noise_share_of_a_quadratic_matches_its_closed_form() {
     let y = labels(b);
     tch::manual_seed(2);
     let probes = rademacher(NOISE_SHARE_PROBES, &x);
-    let share = hutchinson_noise_share(
+    let noise = probe_noise(
         |xx: &Tensor, _: &Tensor| quadratic(&a, &big_a, xx),
         &x,
         &y,
@@ -197,6 +197,7 @@ fn the_noise_share_of_a_quadratic_matches_its_closed_form() {
         0.0,
     )
     .unwrap();
+    let share = noise.share;
     // Exact residual tr A − xᵀAx; its batch-centred penalty is its variance.
     let exact = big_a.trace() - (x.matmul(&big_a) * &x).sum_dim_intlist(1, false, Kind::Double);
     let r_exact = centred_penalty(&exact, Center::Batch, false, 0.0).double_value(&[]);
@@ -210,10 +211,13 @@ fn the_noise_share_of_a_quadratic_matches_its_closed_form() {
         (share - expect).abs() < 0.03 * expect,
         "{share} vs {expect}"
     );
+    // R₁ − V estimates the exact penalty without the probes' noise.
+    println!("unbiased {:.4} vs R_exact {r_exact:.4}", noise.unbiased);
+    assert!((noise.unbiased - r_exact).abs() < 0.03 * (r_exact + v));
     // Fewer than two probes or the exact Laplacian: no share to measure.
     let one = probes.narrow(0, 0, 1);
     let m = |xx: &Tensor, _: &Tensor| quadratic(&a, &big_a, xx);
-    assert!(hutchinson_noise_share(
+    assert!(probe_noise(
         m,
         &x,
         &y,
