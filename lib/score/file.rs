@@ -254,14 +254,18 @@ fn check_values(values: &[f32], score_std: f64, path: &Path) -> Result<()> {
 }
 
 impl ScoreFile {
-    /// Opens `path` and checks it against `data`'s `split` ("train" or
+    /// Opens `path`, checks every attribute's type and range
+    /// ([`attributes::read`]), `/index` and the scores (finite, σ̂ =
+    /// `score_std`), and checks it against `data`'s `split` ("train" or
     /// "test"): data set, split, shape, sample count and fingerprint must
     /// all match.
     ///
     /// Errors: [`Error::MissingInput`] (no file), [`Error::FileLocked`]
     /// (another process holds it for writing, or the file system has no
-    /// locks), [`Error::CorruptInput`] (unreadable, wrong format, NaN/Inf
-    /// scores), [`Error::CheckpointMismatch`] (made for other data).
+    /// locks), [`Error::CorruptInput`] (unreadable, wrong format, an
+    /// attribute of the wrong type or out of range, naming it and its
+    /// value, NaN/Inf scores), [`Error::CheckpointMismatch`] (made for
+    /// other data).
     pub fn open(
         path: &Path,
         data: &Dataset,
