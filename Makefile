@@ -188,7 +188,7 @@ digits-methods: setup
 digits-taser-study: setup
 	bash scripts/finetune-study.sh sweeps/digits-taser-study.toml runs/digits-taser-study analysis/digits-taser-study
 
-lint: venv
+lint: system-deps venv
 	cargo fmt --check
 	cargo clippy --release --all-targets --quiet -- -D warnings
 
