@@ -6,7 +6,10 @@
 //! density p_σ = p ∗ N(0, σ²I). Vectors get an MLP (d → 256 → 256 → d,
 //! SiLU); images a small U-Net-style conv net (two scales, one skip).
 //! The network is saved as safetensors with a JSON sidecar and can be
-//! reused (`--dsm-model`).
+//! reused (`--dsm-model`). It scores the clean input x, or (`--score-input
+//! noised`) a noised x + σξ, ξ ~ N(0, I) from libtorch's generator: the
+//! point where it was trained to be accurate (TASER App. C.4 reads either).
+use super::torchscript::ScoreInput;
 use super::ScoreField;
 use crate::data::augment::CropFlip;
 use crate::error::{Error, Result};
@@ -63,9 +66,18 @@ pub struct DsmNet {
     shape: Vec<i64>,
     pub config: DsmConfig,
     pub final_loss: f64,
+    /// Where [`ScoreField::score`] evaluates the network.
+    input: ScoreInput,
 }
 
 impl DsmNet {
+    /// The network evaluated at the clean input (the default) or at a
+    /// noised one, x + σξ with the network's σ (`--score-input`).
+    pub fn evaluated_at(mut self, input: ScoreInput) -> DsmNet {
+        self.input = input;
+        self
+    }
+
     fn build(shape: &[i64], config: &DsmConfig, device: Device) -> Result<DsmNet> {
         let vs = nn::VarStore::new(device);
         let root = vs.root();
@@ -115,6 +127,7 @@ impl DsmNet {
             shape: shape.to_vec(),
             config: config.clone(),
             final_loss: f64::NAN,
+            input: ScoreInput::Clean,
         })
     }
 
@@ -276,11 +289,19 @@ impl ScoreField for DsmNet {
 
     fn score(&self, x: &Tensor, _indices: &[i64], _aug: Option<&CropFlip>) -> Tensor {
         let _guard = tch::no_grad_guard();
-        self.forward(&x.to_kind(Kind::Float)).to_kind(x.kind())
+        let u = x.to_kind(Kind::Float);
+        let u = match self.input {
+            ScoreInput::Clean => u,
+            ScoreInput::Noised => &u + u.randn_like() * self.config.sigma,
+        };
+        self.forward(&u).to_kind(x.kind())
     }
 
     fn describe(&self) -> String {
-        format!("DSM score network at σ = {}", self.config.sigma)
+        format!(
+            "DSM score network at σ = {}, {:?} input",
+            self.config.sigma, self.input
+        )
     }
 }
 

@@ -100,7 +100,10 @@ pub struct PrecomputeArgs {
     /// Diffusion timestep t (linear-β DDPM schedule, 0-based; σ_50 ≈ 0.1733).
     #[arg(long, default_value_t = 50)]
     pub t: i64,
-    /// Evaluate the ε-model on the clean input or on a noised one.
+    /// Where the score is evaluated (dsm and torchscript): at the clean
+    /// input, or at a noised one drawn from --seed (dsm: x + σξ with the
+    /// network's σ; torchscript: u_t = √ᾱ_t·u + σ_t·ξ). The file records it
+    /// in its source_config.
     #[arg(long, value_enum, default_value = "clean")]
     pub score_input: ScoreInput,
     /// The ε-model's input coordinates (minus-one-one: u = 2x − 1).
@@ -164,25 +167,7 @@ fn build_field(args: &PrecomputeArgs, data: &Dataset, device: Device) -> Result<
             )?
             .to_device(device),
         )),
-        Source::Dsm => plain(Box::new(match &args.dsm_model {
-            Some(path) => DsmNet::load(path, device)?,
-            None => {
-                let cfg = DsmConfig {
-                    sigma: args.dsm_sigma,
-                    steps: args.dsm_steps,
-                    batch_size: args.dsm_batch_size,
-                    lr: args.dsm_lr,
-                    seed: args.seed,
-                };
-                let net = DsmNet::train(&data.train.x, &cfg, device)?;
-                let save = args
-                    .dsm_save
-                    .clone()
-                    .unwrap_or_else(|| args.out.with_extension("dsm.safetensors"));
-                net.save(&save)?;
-                net
-            }
-        })),
+        Source::Dsm => plain(Box::new(dsm_net(args, data, device)?)),
         Source::Torchscript => {
             tch::manual_seed(args.seed as i64);
             let m = load_eps_model(args, data, args.t, device)?;
@@ -193,6 +178,33 @@ fn build_field(args: &PrecomputeArgs, data: &Dataset, device: Device) -> Result<
             }
         }
     })
+}
+
+/// The DSM network of `--dsm-model`, or one trained here (saved to
+/// `--dsm-save`, default beside `--out`), evaluated where `--score-input`
+/// says; libtorch's generator is seeded with `--seed` for its noised inputs.
+fn dsm_net(args: &PrecomputeArgs, data: &Dataset, device: Device) -> Result<DsmNet> {
+    let net = match &args.dsm_model {
+        Some(path) => DsmNet::load(path, device)?,
+        None => {
+            let cfg = DsmConfig {
+                sigma: args.dsm_sigma,
+                steps: args.dsm_steps,
+                batch_size: args.dsm_batch_size,
+                lr: args.dsm_lr,
+                seed: args.seed,
+            };
+            let net = DsmNet::train(&data.train.x, &cfg, device)?;
+            let save = args
+                .dsm_save
+                .clone()
+                .unwrap_or_else(|| args.out.with_extension("dsm.safetensors"));
+            net.save(&save)?;
+            net
+        }
+    };
+    tch::manual_seed(args.seed as i64);
+    Ok(net.evaluated_at(args.score_input))
 }
 
 /// The `--model` ε-network at timestep `t`.
@@ -315,6 +327,16 @@ pub fn precompute(args: &PrecomputeArgs) -> Result<PrecomputeSummary> {
 fn precompute_in(args: &PrecomputeArgs) -> Result<PrecomputeSummary> {
     if args.batch_size == 0 {
         return Err(Error::invalid("--batch-size", 0, "must be ≥ 1"));
+    }
+    if args.score_input == ScoreInput::Noised
+        && !matches!(args.source, Source::Dsm | Source::Torchscript)
+    {
+        return Err(Error::invalid(
+            "--score-input",
+            "noised",
+            "applies to the dsm and torchscript sources, which have a noise level: \
+             drop --score-input, or use --source dsm",
+        ));
     }
     check_out(args)?;
     let Runtime {
