@@ -111,6 +111,57 @@ enum Report {
         /// A `train` or `finetune` --out folder.
         dir: PathBuf,
     },
+    /// Take the TASER penalty of trained checkpoints apart (docs/METHOD.md,
+    /// "Diagnosis"): on --samples training inputs (probe batches of 256
+    /// drawn with --seed, 8 Rademacher probes each, BatchNorm in eval mode,
+    /// pixel coordinates) print and write to --out one CSV row per
+    /// checkpoint: grad_norm_penalty (mean ‖∇ₓm‖², the grad-norm control),
+    /// score_grad_cosine (mean cos(s, ∇ₓm)), penalty_first_order (R of
+    /// sᵀ∇ₓm), penalty_zero_scores (R of Δm: the Laplacian part, the
+    /// penalty with zero scores), penalty (R, unbiased), penalty_plain (the
+    /// expected one-probe R̂ of Algorithm 1) and noise_share (its share that
+    /// is probe noise), penalty_permuted and penalty_noised (R with another
+    /// sample's score, as --score-permute at the same --seed, and with
+    /// --noised-scores), match_grad_norm / match_permuted /
+    /// match_zero_scores (the λ of that control matching TASER at λ₀ = 1),
+    /// and the data set's class separation r (half the smallest distance
+    /// between points of different classes, train and test splits) in L∞
+    /// and L2 with ε/r of its default threat models. E.g. `report diagnose
+    /// --checkpoint runs/demo/jobs/<id>/train/model.safetensors --scores
+    /// runs/demo/scores/dsm.h5 --out diagnosis.csv`.
+    Diagnose {
+        /// A model.safetensors to diagnose (repeat for several; one data set).
+        #[arg(long = "checkpoint", required = true)]
+        checkpoints: Vec<PathBuf>,
+        /// The score file of the checkpoints' training split (score-precompute).
+        #[arg(long)]
+        scores: PathBuf,
+        /// A second score file of the same split, e.g. `score-precompute
+        /// --source dsm --score-input noised` (column penalty_noised).
+        #[arg(long)]
+        noised_scores: Option<PathBuf>,
+        /// Training inputs the figures average over (the whole split if fewer).
+        #[arg(long, default_value_t = 2048)]
+        samples: usize,
+        /// Seed of the probe batches, their probes and the permutation.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Centre of R: batch (Algorithm 1) or none.
+        #[arg(long, value_enum, default_value = "batch")]
+        center: taser::stein::Center,
+        /// The probe m of the residual (as train's --probe).
+        #[arg(long, value_enum, default_value = "margin")]
+        probe: taser::stein::Probe,
+        /// Points the separation r is measured on, drawn with --seed from the
+        /// train and test splits (0: all; r of a subset is an upper bound).
+        #[arg(long, default_value_t = 0)]
+        separation_points: usize,
+        /// The CSV file to write (replaced atomically).
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        runtime: taser::runtime::RuntimeArgs,
+    },
     /// Draw the figures of an output folder again (.svg and .png) from the
     /// CSVs beside them, without the runs: predictions from predictions.csv
     /// (toy-table1), figure1-3 from curves.csv, runs.csv and figure3.csv
@@ -196,6 +247,37 @@ fn run(args: &Args) -> anyhow::Result<()> {
             let (table, table2) = writing(out, || taser::report::digits_methods::digits_methods(runs, out))
                 .context("report digits-methods failed")?;
             print!("{table}\n{table2}");
+            println!("written to {}", out.display());
+            Ok(())
+        }
+        Report::Diagnose {
+            checkpoints,
+            scores,
+            noised_scores,
+            samples,
+            seed,
+            center,
+            probe,
+            separation_points,
+            out,
+            runtime,
+        } => {
+            let opts = taser::report::diagnose::DiagnoseOptions {
+                checkpoints: checkpoints.clone(),
+                scores: scores.clone(),
+                noised_scores: noised_scores.clone(),
+                samples: *samples,
+                seed: *seed,
+                center: *center,
+                probe: *probe,
+                separation_points: *separation_points,
+            };
+            let runtime = runtime.resolve().context("report diagnose failed")?;
+            let rows = taser::report::diagnose::diagnose(&opts, &runtime, out)
+                .context("report diagnose failed")?;
+            for r in &rows {
+                print!("{}", taser::report::diagnose::summary(r));
+            }
             println!("written to {}", out.display());
             Ok(())
         }

@@ -274,6 +274,20 @@ fn check_meta(meta: &CheckpointMeta) -> std::result::Result<(), String> {
     Ok(())
 }
 
+impl CheckpointMeta {
+    /// The data set the model was trained on, for the checkpoint at `path`.
+    ///
+    /// Errors: [`Error::CorruptInput`] naming the sidecar when `dataset` is
+    /// not a data set of this suite ([`read_meta`] refuses such a sidecar).
+    pub fn dataset_name(&self, path: &Path) -> Result<crate::data::DatasetName> {
+        self.dataset.parse().map_err(|_| Error::CorruptInput {
+            path: sidecar_path(path),
+            reason: format!("unknown data set `{}`", self.dataset),
+            fix: "use a checkpoint written by this suite".into(),
+        })
+    }
+}
+
 /// Rebuilds the model described by the sidecar and loads its weights,
 /// after checking that the sidecar describes them ([`binding::check`]).
 ///

@@ -308,3 +308,107 @@ fn a_control_matched_to_tasers_strength_records_the_lambda_it_used() {
         assert!(!out.join("model.json").exists());
     }
 }
+
+/// The CSV `path` as rows of column name → cell.
+fn csv_rows(path: &Path) -> Vec<HashMap<String, String>> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
+    lines
+        .map(|l| {
+            header
+                .iter()
+                .cloned()
+                .zip(l.split(',').map(String::from))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn diagnose_takes_a_checkpoint_apart_and_agrees_with_the_strength_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    train_ok(&base, "2", &[]);
+    let ckpt = base.join("model.safetensors");
+    let scores = dir.path().join("gaussian.h5");
+    let o = run_line(
+        "score-precompute",
+        &format!(
+            "--dataset digits --source gaussian --device cpu --out {}",
+            scores.display()
+        ),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let csv = dir.path().join("diagnosis.csv");
+    let o = run_line(
+        "report",
+        &format!(
+            "diagnose --checkpoint {} --scores {} --seed 3 --device cpu --out {}",
+            ckpt.display(),
+            scores.display(),
+            csv.display()
+        ),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    println!("{}", stdout(&o));
+    let rows = csv_rows(&csv);
+    assert_eq!(rows.len(), 1);
+    let d = &rows[0];
+    assert_eq!(d["samples"], "1438", "the whole digits training split");
+    // Digits' pixels are multiples of 1/16: the closest pair of different
+    // classes is 7/16 apart in L∞, so r = 7/32 and ε/r = 0.2·32/7.
+    assert_eq!(value(d, "separation_linf"), 7.0 / 32.0);
+    assert!((value(d, "eps_over_r_linf") - 0.2 * 32.0 / 7.0).abs() < 1e-12);
+    let (r, plain, share) = (
+        value(d, "penalty"),
+        value(d, "penalty_plain"),
+        value(d, "noise_share"),
+    );
+    assert!(r > 0.0 && plain > r && share > 0.0 && share < 1.0, "{d:?}");
+    assert!((share - (plain - r) / plain).abs() < 1e-9, "{d:?}");
+    let g = value(d, "grad_norm_penalty");
+    assert!((value(d, "match_grad_norm") - r / g).abs() < 1e-9 * r / g);
+    assert!(value(d, "penalty_permuted") > 0.0 && d["penalty_noised"].is_empty());
+
+    // finetune's --lambda-match at the same weights (other probe batches of
+    // the same split) matches the plain one-probe penalty: λ ≈ R₁/G.
+    let ft = dir.path().join("matched");
+    let o = run_line(
+        "finetune",
+        &format!(
+            "--from {} --reg grad-norm --lambda-match 1 --scores {} --epochs 1 --seed 3 \
+             --device cpu --out {}",
+            ckpt.display(),
+            scores.display(),
+            ft.display()
+        ),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ft.join("model.json")).unwrap()).unwrap();
+    let lambda = meta["hyperparameters"]["strength_match"]["lambda"]
+        .as_f64()
+        .unwrap();
+    println!("finetune λ {lambda}, diagnose R₁/G {}", plain / g);
+    assert!(
+        (lambda / (plain / g) - 1.0).abs() < 0.05,
+        "λ {lambda} vs {}",
+        plain / g
+    );
+
+    // A missing checkpoint: exit 2 naming it, no CSV.
+    let missing = dir.path().join("none.safetensors");
+    let csv2 = dir.path().join("refused.csv");
+    let o = run_line(
+        "report",
+        &format!(
+            "diagnose --checkpoint {} --scores {} --device cpu --out {}",
+            missing.display(),
+            scores.display(),
+            csv2.display()
+        ),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("none.safetensors") && !csv2.exists());
+}

@@ -5,7 +5,7 @@
 use super::eval::EvalConfig;
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::data::subset::EvalSubset;
-use crate::data::{self, Dataset, DatasetName, Task};
+use crate::data::{self, Dataset, Task};
 use crate::error::{Error, Result};
 use crate::models::Model;
 use crate::runtime::Runtime;
@@ -70,11 +70,7 @@ impl Inputs {
 /// The checkpoint's data set, checked to be a classification task whose
 /// inputs and classes the model fits.
 fn load_data(cfg: &EvalConfig, meta: &CheckpointMeta, runtime: &Runtime) -> Result<Dataset> {
-    let dataset: DatasetName = meta.dataset.parse().map_err(|_| Error::CorruptInput {
-        path: checkpoint::sidecar_path(&cfg.checkpoint),
-        reason: format!("unknown data set `{}`", meta.dataset),
-        fix: "use a checkpoint written by this suite".into(),
-    })?;
+    let dataset = meta.dataset_name(&cfg.checkpoint)?;
     let data = data::load(dataset, &runtime.data_dir, meta.seed)?;
     if data.task != Task::Classification {
         return Err(Error::invalid(

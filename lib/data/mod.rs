@@ -12,7 +12,9 @@
 //!   1-D binary `toy-score` problem of SCORE §2–3 (known posterior);
 //! - [`subset`]: the evaluation-subset index file shared by a sweep;
 //! - [`augment`]: CIFAR random crop (pad 4) and horizontal flip;
-//! - [`pixel_csv`]: the gzip CSV format of digits and mnist-5k.
+//! - [`pixel_csv`]: the gzip CSV format of digits and mnist-5k;
+//! - [`separation`]: the class separation r that a threat model's ε is
+//!   measured against.
 //!
 //! [`DatasetName::threat`] holds each data set's default threat model.
 pub mod augment;
@@ -22,6 +24,7 @@ pub mod extra;
 pub mod idx;
 pub mod mnist;
 pub mod pixel_csv;
+pub mod separation;
 pub mod subset;
 pub mod toy;
 pub mod validation;

@@ -3,9 +3,11 @@
 //! and Figure 2 from the toy runs; [`score_toy`] SCORE's Figures 1–3 from
 //! the toy-score runs; [`score_table1`] SCORE's Table 1 on digits and
 //! [`digits_methods`] the methods table with its bootstrap, from their
-//! sweeps; [`train_logs`] copies a sweep's per-epoch training logs. Each figure is a function of a CSV written beside
+//! sweeps; [`train_logs`] copies a sweep's per-epoch training logs;
+//! [`diagnose`] takes the TASER penalty of checkpoints apart. Each figure is a function of a CSV written beside
 //! it, so [`redraw`] draws the figures of an output folder again without
 //! the runs.
+pub mod diagnose;
 pub mod digits_methods;
 pub mod run_record;
 pub mod score_table1;

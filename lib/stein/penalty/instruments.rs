@@ -158,6 +158,13 @@ impl Instruments {
             .collect()
     }
 
+    /// The probe batch: inputs `[B, …]` in pixels, labels `[B]`, their
+    /// indices in the training split, and the Rademacher probes
+    /// `[NOISE_SHARE_PROBES, B, …]`.
+    pub fn batch(&self) -> (&Tensor, &Tensor, &[i64], &Tensor) {
+        (&self.x, &self.y, &self.indices, &self.probes)
+    }
+
     /// Samples in the probe batch.
     pub fn len(&self) -> usize {
         self.indices.len()
@@ -268,15 +275,30 @@ where
         let p = probes.narrow(0, i, 1);
         singles.push(residual(&m, x, y, score, &one, Some(&p), false)?.residual);
     }
-    let pen = |r: &Tensor| {
-        centred_penalty(&r.to_kind(Kind::Double), center, false, global_center).double_value(&[])
-    };
-    let r1 = singles.iter().map(pen).sum::<f64>() / k as f64;
-    let rk = pen(&Tensor::stack(&singles, 0).mean_dim(0, false, Kind::Double));
-    let noise = k as f64 / (k - 1) as f64 * (r1 - rk);
-    Ok(ProbeNoise {
-        one_probe: r1,
-        unbiased: r1 - noise,
-        share: if r1 > 0.0 { noise / r1 } else { 0.0 },
-    })
+    Ok(ProbeNoise::of_singles(&singles, center, global_center))
+}
+
+impl ProbeNoise {
+    /// The readings of K ≥ 2 one-probe residuals `singles` (each `[B]`) of
+    /// one batch with independent probes, centred as `center` (see
+    /// [`probe_noise`] for the estimators).
+    pub fn of_singles(singles: &[Tensor], center: Center, global_center: f64) -> ProbeNoise {
+        let k = singles.len();
+        assert!(
+            k >= 2,
+            "the noise estimate needs two or more one-probe residuals"
+        );
+        let pen = |r: &Tensor| {
+            centred_penalty(&r.to_kind(Kind::Double), center, false, global_center)
+                .double_value(&[])
+        };
+        let r1 = singles.iter().map(pen).sum::<f64>() / k as f64;
+        let rk = pen(&Tensor::stack(singles, 0).mean_dim(0, false, Kind::Double));
+        let noise = k as f64 / (k - 1) as f64 * (r1 - rk);
+        ProbeNoise {
+            one_probe: r1,
+            unbiased: r1 - noise,
+            share: if r1 > 0.0 { noise / r1 } else { 0.0 },
+        }
+    }
 }

@@ -17,9 +17,11 @@
 //! [`estimator`] (`--stein-estimator`: plain or unbiased R̂),
 //! [`strength`] (`--lambda-match`: a control's λ matched to TASER's strength),
 //! [`instruments`] (the per-epoch measurements and the Hutchinson noise
-//! share). docs/METHOD.md states the penalty and its estimators.
+//! share), [`diagnosis`] (one model's penalty taken apart, `report
+//! diagnose`). docs/METHOD.md states the penalty and its estimators.
 pub mod controls;
 pub mod coordinates;
+pub mod diagnosis;
 pub mod estimator;
 pub mod flags;
 pub mod instruments;
