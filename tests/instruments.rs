@@ -412,3 +412,59 @@ fn diagnose_takes_a_checkpoint_apart_and_agrees_with_the_strength_match() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("none.safetensors") && !csv2.exists());
 }
+
+#[test]
+fn a_lambda_zero_run_with_scores_records_the_instruments_and_trains_the_same_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let scores = dir.path().join("gaussian.h5");
+    let o = run_line(
+        "score-precompute",
+        &format!(
+            "--dataset digits --source gaussian --device cpu --out {}",
+            scores.display()
+        ),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let train_at_zero = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = train_args(&out, "2", extra);
+        let at = args.iter().position(|a| a == "--lambda").unwrap();
+        args[at + 1] = "0".into();
+        let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let o = run("train", &refs);
+        assert!(o.status.success(), "{extra:?}: {}", stderr(&o));
+        out
+    };
+    let plain = train_at_zero("plain", &[]);
+    let s = scores.display().to_string();
+    let watched = train_at_zero("watched", &["--scores", &s]);
+    // The watched penalty never enters the loss: the same weights, bit for bit.
+    let weights = |out: &Path| std::fs::read(out.join("model.safetensors")).unwrap();
+    assert!(
+        weights(&plain) == weights(&watched),
+        "the watched run trained other weights"
+    );
+    let rows = metrics(&watched);
+    for row in &rows {
+        for col in [
+            "grad_norm_mean",
+            "score_grad_cosine",
+            "penalty_plain",
+            "penalty_unbiased",
+        ] {
+            assert!(value(row, col).is_finite(), "{col} in {row:?}");
+        }
+        assert!(value(row, "penalty_plain") > value(row, "penalty_unbiased"));
+        for col in ["penalty", "penalty_ratio"] {
+            assert_eq!(row[col], "", "{col}: no penalty in the loss");
+        }
+    }
+    assert!(metrics(&plain)
+        .iter()
+        .all(|r| r["penalty_plain"].is_empty()));
+    // The sidecar records the score file it read.
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(watched.join("model.json")).unwrap())
+            .unwrap();
+    assert!(!meta["score_file"].is_null(), "{}", meta["score_file"]);
+}

@@ -205,7 +205,7 @@ fn train_epoch(
     let mut order: Vec<i64> = (0..plan.data.train.len()).collect();
     order.shuffle(&mut rng);
     let stein = match &s.regularizer {
-        Regularizer::Stein(p) => Some(p.ramp),
+        Regularizer::Stein(p) if p.ramp.active() => Some(p.ramp),
         _ => None,
     };
     let first_lr = schedule.lr_at(epoch * steps.per_epoch, steps.total, steps.per_epoch);

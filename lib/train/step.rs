@@ -169,6 +169,8 @@ pub fn train_step(
     let loss = match obj.regularizer {
         Regularizer::None => loss,
         Regularizer::L2 { lambda } => loss + l2_term(model, *lambda),
+        // Watched (λ = 0): measured by the instruments, not trained on.
+        Regularizer::Stein(p) if !p.ramp.active() => loss,
         Regularizer::Stein(p) => {
             // fd reuses the clean forward for m(x) only when it was made
             // in the penalty's precision.

@@ -39,7 +39,9 @@ pub enum BnMode {
 /// Flags of the regulariser (shared by `train` and `finetune`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 pub struct RegArgs {
-    /// Regularisation strength λ_max (0: no penalty and no extra cost).
+    /// Regularisation strength λ_max (0: no penalty; with --scores the
+    /// penalty is still measured after every epoch, metrics.csv's
+    /// instrument columns, at the cost of the instruments alone).
     #[arg(long, default_value_t = 0.0)]
     pub lambda: f64,
     /// A control (--reg grad-norm, --score-permute or --zero-scores) trains with the λ that
@@ -123,7 +125,8 @@ pub struct RegArgs {
     /// BatchNorm mode in the penalty's forward (eval: per-sample derivatives; train couples samples).
     #[arg(long, value_enum, default_value = "eval")]
     pub stein_bn: BnMode,
-    /// Precomputed scores (HDF5 from score-precompute for this data set's training split).
+    /// Precomputed scores (HDF5 from score-precompute for this data set's training split);
+    /// with --lambda 0 they feed the instruments only (the λ = 0 control of a study).
     #[arg(long)]
     pub scores: Option<std::path::PathBuf>,
     /// Multiply the file's scores by its c_t = σ̂_t/σ̂_50 (TASER C.4).
@@ -289,21 +292,30 @@ impl RegArgs {
         self.lambda > 0.0 || self.lambda_match.is_some()
     }
 
+    /// Whether the penalty is measured but not trained on: λ = 0 with
+    /// `--reg stein` and `--scores` (the λ = 0 control of a study), so the
+    /// instruments record what the penalty would be.
+    pub fn watches(&self) -> bool {
+        !self.weighs() && self.reg == Reg::Stein && self.scores.is_some()
+    }
+
     /// Whether the run reads a precomputed score file: the TASER penalty is
-    /// on (λ > 0, `--reg stein`) with `--scores`, or a control matches
-    /// TASER's strength with `--scores`. Such a file holds one score per
-    /// sample of the whole training split, by index.
+    /// on (λ > 0, `--reg stein`) or watched (λ = 0) with `--scores`, or a
+    /// control matches TASER's strength with `--scores`. Such a file holds
+    /// one score per sample of the whole training split, by index.
     pub fn reads_score_file(&self) -> bool {
-        self.weighs()
-            && self.scores.is_some()
+        self.scores.is_some()
             && (self.reg == Reg::Stein || self.lambda_match.is_some())
+            && (self.weighs() || self.watches())
     }
 }
 
 impl RegArgs {
     /// Builds the regulariser of these flags for `data`, weighed by `ramp`
     /// (from [`RegArgs::ramp`]; the ℓ2 term uses λ_max throughout); `seed`
-    /// (`--seed`) draws the permutation of `--score-permute`.
+    /// (`--seed`) draws the permutation of `--score-permute`. A watched
+    /// penalty ([`RegArgs::watches`]) is a TASER penalty whose ramp is 0:
+    /// the step leaves it out, the instruments measure it.
     ///
     /// Errors: a probe that does not fit the task, residual options that do
     /// not fit the input size, or a score file that cannot be used.
@@ -314,7 +326,7 @@ impl RegArgs {
         device: tch::Device,
         seed: u64,
     ) -> Result<Regularizer> {
-        if !ramp.active() {
+        if !ramp.active() && !self.watches() {
             return Ok(Regularizer::None);
         }
         if self.reg == Reg::L2 {

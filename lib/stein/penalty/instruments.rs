@@ -1,5 +1,6 @@
 //! The penalty's instruments, measured after every epoch when
-//! the TASER penalty or its gradient-norm control is on (λ > 0), on a
+//! the TASER penalty or its gradient-norm control is on (λ > 0), or the
+//! TASER penalty is watched (λ = 0 with `--scores`), on a
 //! fixed probe batch: [`INSTRUMENT_BATCH`] training inputs (no
 //! augmentation) drawn once, with [`NOISE_SHARE_PROBES`] Rademacher probes,
 //! from ChaCha8 / libtorch seeded with `--seed ^ INSTRUMENT_STREAM`, so
