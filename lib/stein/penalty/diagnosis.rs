@@ -99,11 +99,18 @@ where
     F: Fn(&Tensor, &Tensor) -> Tensor,
 {
     let k = probes.size()[0];
-    if k < 2 || center == Center::Global {
+    if k < 2 {
         return Err(Error::invalid(
-            "--probes",
+            "probes",
             k,
-            "the diagnosis needs ≥ 2 probes and the batch or no centre",
+            "the diagnosis estimates the probe noise from ≥ 2 Hutchinson probes",
+        ));
+    }
+    if center == Center::Global {
+        return Err(Error::invalid(
+            "--center",
+            "global",
+            "the diagnosis takes the batch centre or none",
         ));
     }
     let (_, grad) = controls::input_gradient(&m, x, y, false)?;
