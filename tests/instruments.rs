@@ -40,18 +40,7 @@ fn train_args(out: &Path, epochs: &str, extra: &[&str]) -> Vec<String> {
 
 /// metrics.csv's rows as column name → cell (empty cells as "").
 fn metrics(out: &Path) -> Vec<HashMap<String, String>> {
-    let text = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
-    let mut lines = text.lines();
-    let header: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
-    lines
-        .map(|l| {
-            header
-                .iter()
-                .cloned()
-                .zip(l.split(',').map(String::from))
-                .collect()
-        })
-        .collect()
+    csv_rows(&out.join("metrics.csv"))
 }
 
 fn train_ok(out: &Path, epochs: &str, extra: &[&str]) -> Vec<HashMap<String, String>> {
@@ -309,7 +298,7 @@ fn a_control_matched_to_tasers_strength_records_the_lambda_it_used() {
     }
 }
 
-/// The CSV `path` as rows of column name → cell.
+/// The CSV `path` as rows of column name → cell (empty cells as "").
 fn csv_rows(path: &Path) -> Vec<HashMap<String, String>> {
     let text = std::fs::read_to_string(path).unwrap();
     let mut lines = text.lines();
