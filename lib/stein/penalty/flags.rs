@@ -88,7 +88,8 @@ pub struct RegArgs {
     /// Estimator of the penalty from Hutchinson residuals: plain ((1/B)Σ(r̂ᵢ − ĉ)², TASER's
     /// Algorithm 1; biased upwards by the probes' variance) or unbiased (the product of two
     /// residuals from independent sets of K probes each: twice the probes, E = the exact R).
-    /// unbiased needs --reg stein, --stein-order full and --stein-laplacian hutchinson.
+    /// unbiased needs --reg stein, --stein-order full and --stein-laplacian hutchinson; with
+    /// --reg grad-norm --lambda-match it names the estimator of the TASER penalty matched.
     #[arg(long, value_enum, default_value = "plain")]
     #[serde(default)]
     pub stein_estimator: Estimator,
@@ -249,15 +250,19 @@ impl RegArgs {
                 "replaces every score by 0 (--scores only names TASER's with --lambda-match); drop --scores",
             );
         }
+        // A matched grad-norm control takes TASER's estimator for its
+        // reference penalty R_TASER (strength.rs); its own has no probes.
+        let estimated_reg =
+            self.reg == Reg::Stein || (self.reg == Reg::GradNorm && self.lambda_match.is_some());
         if self.stein_estimator == Estimator::Unbiased
-            && (self.reg != Reg::Stein
+            && (!estimated_reg
                 || self.stein_order != Order::Full
                 || self.stein_laplacian != Laplacian::Hutchinson)
         {
             return refuse(
                 "--stein-estimator",
                 "unbiased",
-                "removes the Hutchinson probes' noise, which only the full residual with probes has; use --reg stein --stein-order full --stein-laplacian hutchinson, or --stein-estimator plain",
+                "removes the Hutchinson probes' noise, which only the full residual with probes has; use --reg stein (or --reg grad-norm with --lambda-match) --stein-order full --stein-laplacian hutchinson, or --stein-estimator plain",
             );
         }
         if self.zero_scores && self.stein_order == Order::FirstOrder {

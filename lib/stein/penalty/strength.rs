@@ -182,12 +182,7 @@ mod tests {
         }
     }
 
-    /// A matched control has TASER's initial strength: λ·P_control and
-    /// λ₀·R_TASER agree within 5% over the whole training split in other
-    /// batches and with other probes (seed 4) than the match drew (seed 3).
-    #[test]
-    fn a_matched_control_has_tasers_initial_strength_on_another_batch() {
-        let data = crate::data::digits::load(&crate::data::default_data_dir()).unwrap();
+    fn mlp(data: &Dataset) -> Model {
         tch::manual_seed(0);
         let spec = ModelSpec {
             arch: Arch::Mlp,
@@ -196,7 +191,60 @@ mod tests {
             input_shape: data.input_shape.clone(),
             num_outputs: data.num_outputs,
         };
-        let model = Model::new(&spec, Device::Cpu, &[0.3], &[0.3]).unwrap();
+        Model::new(&spec, Device::Cpu, &[0.3], &[0.3]).unwrap()
+    }
+
+    /// `--reg grad-norm --lambda-match λ₀ --stein-estimator unbiased`
+    /// matches TASER's unbiased penalty (the exact R), not the plain one's
+    /// R + V: the same grad-norm penalty, a smaller reference, and the
+    /// reference is TASER-unbiased's expected penalty on the match batches.
+    #[test]
+    fn a_matched_grad_norm_control_takes_tasers_estimator_for_its_reference() {
+        let data = crate::data::digits::load(&crate::data::default_data_dir()).unwrap();
+        let model = mlp(&data);
+        let matched = |estimator: &str| {
+            let args = [
+                "--lambda-match",
+                "0.01",
+                "--reg",
+                "grad-norm",
+                "--stein-estimator",
+                estimator,
+            ];
+            let mut reg = regularizer(&args, &data);
+            resolve(&mut reg, &model, &data, 3, Device::Cpu)
+                .unwrap()
+                .expect("a match")
+        };
+        let (plain, unbiased) = (matched("plain"), matched("unbiased"));
+        assert!((plain.control_penalty / unbiased.control_penalty - 1.0).abs() < 1e-9);
+        let taser = regularizer(
+            &["--lambda", "0.01", "--stein-estimator", "unbiased"],
+            &data,
+        );
+        let batches = Instruments::covering(&data, 3, MATCH_STREAM, MATCH_SAMPLES, Device::Cpu);
+        let total: usize = batches.iter().map(Instruments::len).sum();
+        let r_unbiased: f64 = batches
+            .iter()
+            .map(|b| b.expected_penalty(stein(&taser), &model).unwrap() * b.len() as f64)
+            .sum::<f64>()
+            / total as f64;
+        println!(
+            "R_TASER plain {:.4e}, unbiased {:.4e} (TASER-unbiased {r_unbiased:.4e}); λ {:.4e} vs {:.4e}",
+            plain.reference_penalty, unbiased.reference_penalty, plain.lambda, unbiased.lambda
+        );
+        assert!(unbiased.reference_penalty < plain.reference_penalty);
+        assert!((unbiased.reference_penalty / r_unbiased - 1.0).abs() < 1e-9);
+        assert!(unbiased.lambda < plain.lambda);
+    }
+
+    /// A matched control has TASER's initial strength: λ·P_control and
+    /// λ₀·R_TASER agree within 5% over the whole training split in other
+    /// batches and with other probes (seed 4) than the match drew (seed 3).
+    #[test]
+    fn a_matched_control_has_tasers_initial_strength_on_another_batch() {
+        let data = crate::data::digits::load(&crate::data::default_data_dir()).unwrap();
+        let model = mlp(&data);
         let lambda0 = 0.01;
         let taser = regularizer(&["--lambda", "0.01"], &data);
         // The whole training split, in other batches with other probes.
