@@ -457,3 +457,51 @@ fn a_lambda_zero_run_with_scores_records_the_instruments_and_trains_the_same_wei
             .unwrap();
     assert!(!meta["score_file"].is_null(), "{}", meta["score_file"]);
 }
+
+/// The step timed after training (lib/train/timing.rs): the sidecar
+/// records `step_seconds` and `penalty_step_overhead` (> 1 with TASER,
+/// exactly 1 for a run whose step has no penalty), and the timing leaves
+/// the weights and the BatchNorm buffers the run ended with: the
+/// checkpoint equals the model of the resume state saved after the last
+/// epoch, before the timing (resnet18 has BatchNorm; its run is λ = 0,
+/// whose timed step still updates the running statistics).
+#[test]
+fn the_timed_step_is_recorded_and_leaves_the_final_weights_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, model, lambda) in [("taser", "mlp", "0.01"), ("plain", "resnet18", "0")] {
+        let out = dir.path().join(name);
+        let mut args = train_args(&out, "1", &[]);
+        let at = args.iter().position(|a| a == "--lambda").unwrap();
+        args[at + 1] = lambda.into();
+        let at = args.iter().position(|a| a == "--model").unwrap();
+        args[at + 1] = model.into();
+        let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let o = run("train", &refs);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("model.json")).unwrap())
+                .unwrap();
+        let metric = |k: &str| meta["metrics"][k].as_f64().unwrap();
+        let (seconds, overhead) = (metric("step_seconds"), metric("penalty_step_overhead"));
+        println!("{name}: step {seconds:.4} s, overhead ×{overhead:.3}");
+        assert!(seconds > 0.0 && seconds.is_finite());
+        if lambda == "0" {
+            assert_eq!(overhead, 1.0);
+        } else {
+            assert!(overhead > 1.0 && overhead.is_finite(), "{overhead}");
+        }
+        let weights = taser::checkpoint::read_tensors(&out.join("model.safetensors")).unwrap();
+        let state: HashMap<String, tch::Tensor> =
+            taser::checkpoint::read_tensors(&out.join(taser::layout::RESUME_WEIGHTS))
+                .unwrap()
+                .into_iter()
+                .collect();
+        if model == "resnet18" {
+            assert!(weights.iter().any(|(k, _)| k.contains("running_mean")));
+        }
+        for (k, t) in &weights {
+            let saved = &state[&format!("model.{k}")];
+            assert!(t.equal(saved), "{name}: {k} changed after the last epoch");
+        }
+    }
+}

@@ -10,7 +10,7 @@ use super::bootstrap::{self, Distribution, IntervalKind, Series, Settings};
 use super::eval::{check_pairable, Evaluation};
 use super::metrics::{outcomes, row_metrics, table_order, RowMetrics};
 use super::pairing::RowInput;
-use super::{MetricResult, RowResult};
+use super::{MetricResult, Overhead, RowResult};
 use crate::error::Result;
 use std::collections::BTreeMap;
 
@@ -167,15 +167,21 @@ fn statistics(
     stats
 }
 
-/// train_seconds(treatment) / train_seconds(baseline), means over seeds;
-/// `None` unless every evaluation of the row has it.
-fn overhead(r: &RowInput) -> Option<f64> {
-    let b: Option<Vec<f64>> = r.pairs.iter().map(|p| p.baseline.train_seconds).collect();
-    let t: Option<Vec<f64>> = r.pairs.iter().map(|p| p.treatment.train_seconds).collect();
-    match (b, t) {
-        (Some(b), Some(t)) if mean(&b) > 0.0 => Some(mean(&t) / mean(&b)),
-        _ => None,
-    }
+/// The row's [`Overhead`]: from the timed steps when every evaluation of
+/// the row has them, else from train_seconds when every one has that;
+/// `None` otherwise.
+fn overhead(r: &RowInput) -> Option<Overhead> {
+    let ratio = |of: fn(&Evaluation) -> Option<f64>| {
+        let b: Option<Vec<f64>> = r.pairs.iter().map(|p| of(&p.baseline)).collect();
+        let t: Option<Vec<f64>> = r.pairs.iter().map(|p| of(&p.treatment)).collect();
+        match (b, t) {
+            (Some(b), Some(t)) if !b.is_empty() && mean(&b) > 0.0 => Some(mean(&t) / mean(&b)),
+            _ => None,
+        }
+    };
+    ratio(|e| e.step_overhead)
+        .map(Overhead::TimedSteps)
+        .or_else(|| ratio(|e| e.train_seconds).map(Overhead::WallTime))
 }
 
 /// A comparison row's output before its metrics.

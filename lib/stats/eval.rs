@@ -34,6 +34,9 @@ pub struct Evaluation {
     pub attributes: BTreeMap<String, Value>,
     /// Training wall-clock seconds (sidecar `metrics.train_seconds`).
     pub train_seconds: Option<f64>,
+    /// The step's time with its penalty over without it, timed in
+    /// isolation (sidecar `metrics.penalty_step_overhead`).
+    pub step_overhead: Option<f64>,
     /// The sidecar that was read, if any.
     pub sidecar: Option<PathBuf>,
 }
@@ -99,6 +102,57 @@ fn flatten_sidecar(v: &Value, into: &mut BTreeMap<String, Value>) {
         .is_some_and(|f| !f.is_null());
     let stage = if finetuned { "finetune" } else { "base" };
     into.insert(STAGE.to_string(), Value::from(stage));
+    if !finetuned {
+        if let Some(e) = v.get("epochs_completed") {
+            into.insert(BASE_EPOCHS.to_string(), e.clone());
+        }
+    }
+    if let Some(x) = strength_of(into) {
+        into.insert(STRENGTH.to_string(), Value::from(x));
+    }
+}
+
+/// The attribute that says how strong the run's regulariser was, in units
+/// of TASER's λ: the λ₀ of TASER whose initial weighted penalty it matches.
+/// λ for TASER itself (`reg = stein` with real scores), `lambda_match`'s
+/// λ₀ for a control matched to TASER (`--lambda-match`), 0 without a
+/// penalty (λ = 0); absent for a control at a given λ, whose strength
+/// relative to TASER was not measured. A spec plots Δ against strength
+/// by `vary = "strength"`, `baseline = 0`.
+pub const STRENGTH: &str = "strength";
+
+/// The attribute that says how many epochs the base model was trained:
+/// a base's own `epochs_completed`, and for a fine-tune that of the
+/// checkpoint it was fine-tuned from (its sidecar, when it can be read).
+/// Separates fine-tunes of a weak base from those of a full one.
+pub const BASE_EPOCHS: &str = "base_epochs";
+
+/// [`STRENGTH`] of a run's flattened hyperparameters.
+fn strength_of(attributes: &BTreeMap<String, Value>) -> Option<f64> {
+    let number = |k: &str| attributes.get(k).and_then(Value::as_f64);
+    if let Some(lambda0) = number("lambda_match") {
+        return Some(lambda0);
+    }
+    let lambda = number("lambda")?;
+    let set = |k: &str| attributes.get(k).and_then(Value::as_bool) == Some(true);
+    let taser = attributes.get("reg").and_then(Value::as_str) == Some("stein")
+        && !set("score_permute")
+        && !set("zero_scores");
+    (lambda == 0.0 || taser).then_some(lambda)
+}
+
+/// The `epochs_completed` of the checkpoint a fine-tune's sidecar names in
+/// `hyperparameters.finetuned_from` (as given, then relative to the
+/// sidecar's folder); `None` when that sidecar cannot be read.
+fn teacher_epochs(v: &Value, side: &Path) -> Option<Value> {
+    let from = v.get("hyperparameters")?.get("finetuned_from")?.as_str()?;
+    let teacher = crate::checkpoint::sidecar_path(Path::new(from));
+    let candidates = [teacher.clone(), side.parent()?.join(&teacher)];
+    let text = candidates
+        .iter()
+        .find_map(|c| std::fs::read_to_string(c).ok())?;
+    let meta: Value = serde_json::from_str(&text).ok()?;
+    meta.get("epochs_completed").cloned()
 }
 
 /// The attribute that says which stage of the fine-tune protocol (TASER
@@ -124,9 +178,20 @@ fn outcomes_of(table: &PerSampleTable) -> BTreeMap<String, Vec<f64>> {
     outcomes
 }
 
+/// What an evaluation reads from its checkpoint's sidecar.
+#[derive(Debug, Default)]
+struct SidecarReading {
+    /// Flattened hyperparameters ([`flatten_sidecar`], [`BASE_EPOCHS`]).
+    attributes: BTreeMap<String, Value>,
+    /// `metrics.train_seconds`.
+    train_seconds: Option<f64>,
+    /// `metrics.penalty_step_overhead`.
+    step_overhead: Option<f64>,
+}
+
 /// The sidecar's flattened hyperparameters (see [`flatten_sidecar`]) and
-/// its `metrics.train_seconds`.
-fn read_sidecar(side: &Path) -> Result<(BTreeMap<String, Value>, Option<f64>)> {
+/// its timings.
+fn read_sidecar(side: &Path) -> Result<SidecarReading> {
     let text = std::fs::read_to_string(side).map_err(|e| Error::io(side, e))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| {
         corrupt(
@@ -137,11 +202,19 @@ fn read_sidecar(side: &Path) -> Result<(BTreeMap<String, Value>, Option<f64>)> {
     })?;
     let mut attributes = BTreeMap::new();
     flatten_sidecar(&v, &mut attributes);
-    let train_seconds = v
-        .get("metrics")
-        .and_then(|m| m.get("train_seconds"))
-        .and_then(Value::as_f64);
-    Ok((attributes, train_seconds))
+    if let Some(e) = teacher_epochs(&v, side) {
+        attributes.insert(BASE_EPOCHS.to_string(), e);
+    }
+    let metric = |k: &str| {
+        v.get("metrics")
+            .and_then(|m| m.get(k))
+            .and_then(Value::as_f64)
+    };
+    Ok(SidecarReading {
+        attributes,
+        train_seconds: metric("train_seconds"),
+        step_overhead: metric("penalty_step_overhead"),
+    })
 }
 
 impl Evaluation {
@@ -165,10 +238,11 @@ impl Evaluation {
         let (summary, fingerprint) = (summary.values, summary.subset_fingerprint);
         let measurement = Measurement::read(&EvalRun::at(dir), &summary, &attacks, &fingerprint)?;
         let sidecar = find_sidecar(dir, &summary, sidecar_hint);
-        let (mut attributes, train_seconds) = match &sidecar {
+        let reading = match &sidecar {
             Some(side) => read_sidecar(side)?,
-            None => (BTreeMap::new(), None),
+            None => SidecarReading::default(),
         };
+        let mut attributes = reading.attributes;
         for (k, x) in &summary {
             let v = x
                 .parse::<f64>()
@@ -188,7 +262,8 @@ impl Evaluation {
             fingerprint,
             measurement,
             attributes,
-            train_seconds,
+            train_seconds: reading.train_seconds,
+            step_overhead: reading.step_overhead,
             sidecar,
         })
     }
@@ -265,5 +340,50 @@ mod tests {
         assert_eq!(stage(tuned), "finetune");
         let base = serde_json::json!({"hyperparameters": {"finetuned_from": null}, "seed": 0});
         assert_eq!(stage(base), "base");
+    }
+
+    #[test]
+    fn strength_is_tasers_lambda_or_the_matched_lambda0_and_unknown_for_an_unmatched_control() {
+        let strength = |config: Value| {
+            let mut a = BTreeMap::new();
+            flatten_sidecar(
+                &serde_json::json!({"hyperparameters": {"config": config}}),
+                &mut a,
+            );
+            a.get(STRENGTH).and_then(Value::as_f64)
+        };
+        let taser = serde_json::json!({"lambda": 0.01, "reg": "stein", "score_permute": false});
+        assert_eq!(strength(taser), Some(0.01));
+        let control = serde_json::json!({"lambda": 0.0, "reg": "stein"});
+        assert_eq!(strength(control), Some(0.0));
+        let matched = serde_json::json!({"lambda": 0.0, "lambda_match": 0.001, "reg": "grad-norm"});
+        assert_eq!(strength(matched), Some(0.001));
+        let unmatched = serde_json::json!({"lambda": 0.01, "reg": "grad-norm"});
+        assert_eq!(strength(unmatched), None);
+        let permuted = serde_json::json!({"lambda": 0.01, "reg": "stein", "score_permute": true});
+        assert_eq!(strength(permuted), None);
+    }
+
+    #[test]
+    fn base_epochs_is_the_bases_own_or_read_from_the_checkpoint_a_finetune_started_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = serde_json::json!({"epochs_completed": 3, "hyperparameters": {}});
+        std::fs::write(dir.path().join("base.json"), base.to_string()).unwrap();
+        let tuned = serde_json::json!({"epochs_completed": 5,
+            "hyperparameters": {"finetuned_from": "base.safetensors"}});
+        let side = dir.path().join("tuned.json");
+        std::fs::write(&side, tuned.to_string()).unwrap();
+        let a = read_sidecar(&side).unwrap().attributes;
+        assert_eq!(a[BASE_EPOCHS], 3);
+        let a = read_sidecar(&dir.path().join("base.json"))
+            .unwrap()
+            .attributes;
+        assert_eq!(a[BASE_EPOCHS], 3);
+        std::fs::remove_file(dir.path().join("base.json")).unwrap();
+        let a = read_sidecar(&side).unwrap().attributes;
+        assert!(
+            !a.contains_key(BASE_EPOCHS),
+            "no base sidecar, no attribute"
+        );
     }
 }

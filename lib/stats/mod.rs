@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 pub use metrics::ROBUST_AVG;
-pub use pairing::{symbol, Pair, RowInput};
+pub use pairing::{axis_label, symbol, Pair, RowInput};
 
 /// Where the pairs come from.
 #[derive(Debug, Clone)]
@@ -168,6 +168,38 @@ pub struct MetricResult {
     pub significant: bool,
 }
 
+/// How much longer a treatment's training step is than its baseline's
+/// (the tables' Overhead column).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Overhead {
+    /// mean penalty_step_overhead(treatment) / mean
+    /// penalty_step_overhead(baseline) over the seeds: each run's step with
+    /// its penalty over the same step without it, timed in isolation after
+    /// training (crate::train::timing; 1 for a run without a penalty).
+    TimedSteps(f64),
+    /// mean train_seconds(treatment) / mean train_seconds(baseline): wall
+    /// time under whatever load the runs had, for runs that recorded no
+    /// timed steps.
+    WallTime(f64),
+}
+
+impl Overhead {
+    /// The ratio, whichever way it was measured.
+    pub fn ratio(&self) -> f64 {
+        match *self {
+            Overhead::TimedSteps(r) | Overhead::WallTime(r) => r,
+        }
+    }
+
+    /// comparisons.csv's `overhead_source`.
+    pub fn source(&self) -> &'static str {
+        match self {
+            Overhead::TimedSteps(_) => "timed-steps",
+            Overhead::WallTime(_) => "wall-time",
+        }
+    }
+}
+
 /// One output row (a comparison or an average of comparisons).
 #[derive(Debug, Clone)]
 pub struct RowResult {
@@ -177,8 +209,8 @@ pub struct RowResult {
     pub x: Option<f64>,
     pub seeds: usize,
     pub points: usize,
-    /// train_seconds(treatment) / train_seconds(baseline), means over seeds.
-    pub overhead: Option<f64>,
+    /// How much longer the treatment's training step is than the baseline's.
+    pub overhead: Option<Overhead>,
     pub metrics: BTreeMap<String, MetricResult>,
     pub notes: Vec<String>,
 }

@@ -56,7 +56,17 @@ pub fn symbol(name: &str) -> String {
     match name {
         "lambda" => "λ".into(),
         "beta" => "β".into(),
+        "strength" => "λ₀".into(),
         other => other.into(),
+    }
+}
+
+/// The x axis label of a hyperparameter: its [`symbol`], spelled out for
+/// `strength` (eval.rs's `STRENGTH`).
+pub fn axis_label(name: &str) -> String {
+    match name {
+        "strength" => "strength: TASER's λ₀ of equal initial λ·penalty".into(),
+        other => symbol(other),
     }
 }
 

@@ -7,7 +7,7 @@
 //! taken from a [`Report`] after a run, or read back from the file to
 //! redraw the figures without resampling.
 use super::table::metric_name;
-use super::{symbol, Report, ROBUST_AVG};
+use super::{axis_label, symbol, Report, ROBUST_AVG};
 use crate::csvio::{read_table, Fixes, Table};
 use crate::error::{Error, Result};
 use crate::figure::{self, Band, ErrorBar, Figure, Line, Panel, PALETTE};
@@ -265,7 +265,7 @@ pub fn delta_vs_x(deltas: &Deltas) -> Option<Figure> {
     let panel = |m: &str| {
         let mut p = Panel {
             title: format!("Δ {} vs {symbol}", metric_name(m)),
-            x_label: symbol.clone(),
+            x_label: axis_label(&deltas.vary),
             y_label: format!("Δ {} (pp)", metric_name(m)),
             y_refs: vec![0.0],
             log_x,

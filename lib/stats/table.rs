@@ -4,7 +4,7 @@
 //! and interval, overhead) and Table 3 (per attack) as Markdown and LaTeX,
 //! in percentage points.
 use super::metrics::{AUTOATTACK, CLEAN, ROBUST_AVG, SPSA, WORST_CASE};
-use super::{Multiplicity, Report, RowResult};
+use super::{Multiplicity, Overhead, Report, RowResult};
 use crate::csvio::write_table;
 use crate::error::Result;
 use crate::fsutil::write_text;
@@ -99,9 +99,18 @@ fn level_cells(row: &RowResult, metric: &str) -> [String; 2] {
 }
 
 fn overhead_cell(row: &RowResult, f: Format) -> String {
+    let wall = |o: &Overhead| matches!(o, Overhead::WallTime(_));
     match (row.overhead, f) {
-        (Some(o), Format::Markdown) => format!("×{o:.2}"),
-        (Some(o), Format::Latex) => format!("$\\times {o:.2}$"),
+        (Some(o), Format::Markdown) => {
+            format!("×{:.2}{}", o.ratio(), if wall(&o) { " (wall)" } else { "" })
+        }
+        (Some(o), Format::Latex) => {
+            format!(
+                "$\\times {:.2}${}",
+                o.ratio(),
+                if wall(&o) { " (wall)" } else { "" }
+            )
+        }
         (None, _) => "–".into(),
     }
 }
@@ -146,7 +155,9 @@ fn footnote(report: &Report) -> String {
         "Accuracies and changes in percentage points on the shared evaluation subset; Δ = +TASER − no TASER \
          with {:.0}% paired bootstrap intervals ({}, B = {}, seed = {}, {}). Robust avg = per-point mean of \
          AutoAttack (aa) and SPSA. Bold: robust Δ whose interval excludes 0; clean Δ whose interval includes 0. \
-         Average rows resample the same points for every pair at once; {}. Overhead = training time ratio.",
+         Average rows resample the same points for every pair at once; {}. Overhead = the training step with \
+         its penalty over the same step without it, timed in isolation after training, treatment ÷ baseline \
+         (\"(wall)\": the training wall-time ratio, for runs without timed steps).",
         100.0 * report.level,
         report.interval,
         report.resamples,
@@ -304,6 +315,7 @@ fn comparisons(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
         "seeds",
         "points",
         "overhead",
+        "overhead_source",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -343,7 +355,10 @@ fn comparisons(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
             opt(r.x),
             r.seeds.to_string(),
             r.points.to_string(),
-            opt(r.overhead),
+            opt(r.overhead.map(|o| o.ratio())),
+            r.overhead
+                .map(|o| o.source().to_string())
+                .unwrap_or_default(),
         ];
         for m in &report.metrics {
             match r.metrics.get(m) {

@@ -48,6 +48,7 @@ pub fn evaluation(
             _ => Default::default(),
         },
         train_seconds: None,
+        step_overhead: None,
         sidecar: None,
     }
 }

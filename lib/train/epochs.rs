@@ -2,11 +2,14 @@
 //! [`train_step`] per mini-batch, measure, stop on divergence, log, and
 //! save metrics and the resume state every `--checkpoint-every` epochs.
 use super::evaluate::{EpochEvaluation, EpochEvaluator};
+use super::method::MethodSettings;
 use super::metrics::{epoch_line, write_metrics, EpochMetrics};
 use super::output;
+use super::plan::TrainPlan;
 use super::resume;
 use super::session::Session;
 use super::step::{train_step, StepLoss, StepOutput};
+use super::timing;
 use crate::data::augment::CropFlip;
 use crate::data::Batch;
 use crate::error::{Error, Result};
@@ -164,7 +167,7 @@ impl EpochSums {
 }
 
 /// The training split (and the extra set) on the device.
-struct TrainSplit {
+pub(super) struct TrainSplit {
     x: Tensor,
     y: Tensor,
     extra: Option<(Tensor, Tensor)>,
@@ -173,7 +176,7 @@ struct TrainSplit {
 impl TrainSplit {
     /// Rows `idx` of the training split followed by rows `extra_idx` of
     /// the extra set.
-    fn batch(&self, idx: &[i64], extra_idx: &[i64], device: Device) -> (Tensor, Tensor) {
+    pub(super) fn batch(&self, idx: &[i64], extra_idx: &[i64], device: Device) -> (Tensor, Tensor) {
         let pick = |x: &Tensor, y: &Tensor, i: &[i64]| {
             let t = Tensor::from_slice(i).to_device(device);
             (x.index_select(0, &t), y.index_select(0, &t))
@@ -236,16 +239,7 @@ fn train_epoch(
             Some(a) => a.apply(&x),
             None => x,
         };
-        let loss = StepLoss {
-            base: plan.base_loss_with(method),
-            regularizer: &s.regularizer,
-            awp_gamma: plan
-                .method
-                .awp
-                .and_then(|(gamma, first_epoch)| (epoch >= first_epoch).then_some(gamma)),
-            teacher: plan.teacher.as_ref().map(|t| (&t.model, t.alpha)),
-            precision: plan.precision,
-        };
+        let loss = step_loss(plan, &s.regularizer, method, epoch);
         let batch = Batch {
             x: &x,
             y: &y,
@@ -261,6 +255,27 @@ fn train_epoch(
         bar.inc(1);
     }
     Ok(sums)
+}
+
+/// What a step of 0-based `epoch` minimises with `method` (the plan's, or
+/// the ε warm-up's) and `regularizer`: AWP from its first epoch, the
+/// fine-tune's teacher, the plan's precision.
+pub(super) fn step_loss<'a>(
+    plan: &'a TrainPlan,
+    regularizer: &'a Regularizer,
+    method: &'a MethodSettings,
+    epoch: usize,
+) -> StepLoss<'a> {
+    StepLoss {
+        base: plan.base_loss_with(method),
+        regularizer,
+        awp_gamma: plan
+            .method
+            .awp
+            .and_then(|(gamma, first_epoch)| (epoch >= first_epoch).then_some(gamma)),
+        teacher: plan.teacher.as_ref().map(|t| (&t.model, t.alpha)),
+        precision: plan.precision,
+    }
 }
 
 /// Offset mixed into an epoch's seed for the global centre's calibration.
@@ -367,5 +382,9 @@ pub fn train_epochs(
         }
     }
     bar.finish_and_clear();
+    if start_epoch < epochs {
+        let timed = timing::time_steps(s, &split)?;
+        s.timing = Some(timed);
+    }
     Ok(())
 }

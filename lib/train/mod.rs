@@ -38,6 +38,7 @@ pub mod posterior;
 pub mod resume;
 pub mod session;
 pub mod step;
+pub mod timing;
 pub mod validation;
 
 pub use crate::data::Batch;
@@ -217,12 +218,17 @@ pub fn run_plan(mut plan: TrainPlan) -> Result<TrainSummary> {
         regularizer,
         global_center,
         best,
+        timing: None,
     };
     epochs::train_epochs(&mut session, start_epoch, &mut rows)?;
     let this_run = (start_epoch > 0).then(|| started.elapsed().as_secs_f64());
     let mut metrics = metrics::summary_metrics(&rows, session.global_center, this_run);
     if let Some(m) = matched {
         metrics.insert("lambda_matched".into(), m.lambda);
+    }
+    if let Some(t) = session.timing {
+        metrics.insert("step_seconds".into(), t.step_seconds);
+        metrics.insert("penalty_step_overhead".into(), t.overhead());
     }
     output::write_checkpoint(&session, &metrics)?;
     Ok(TrainSummary {
