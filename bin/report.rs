@@ -162,6 +162,24 @@ enum Report {
         #[command(flatten)]
         runtime: taser::runtime::RuntimeArgs,
     },
+    /// One sentence saying what bootstrap tables show: for each
+    /// --comparisons FILE (a bootstrap's comparisons.csv) with its
+    /// --subject, which pair rows have a Δ whose interval lies above 0,
+    /// below 0 or around 0 on --metric, with Δ and the interval in points.
+    /// Printed, not written. `make demo` closes with it, e.g. `report
+    /// conclusion --comparisons runs/demo/vs-control/comparisons.csv
+    /// --subject "TASER vs the λ = 0 fine-tune" --metric aa`.
+    Conclusion {
+        /// A bootstrap output's comparisons.csv (repeat, one per --subject).
+        #[arg(long, required = true, value_name = "FILE")]
+        comparisons: Vec<PathBuf>,
+        /// What each --comparisons compares, in its order (as many as files).
+        #[arg(long, required = true, value_name = "TEXT")]
+        subject: Vec<String>,
+        /// The metric: a column prefix of comparisons.csv (clean, aa, spsa, robust_avg, …).
+        #[arg(long, default_value = "aa")]
+        metric: String,
+    },
     /// Draw the figures of an output folder again (.svg and .png) from the
     /// CSVs beside them, without the runs: predictions from predictions.csv
     /// (toy-table1), figure1-3 from curves.csv, runs.csv and figure3.csv
@@ -301,6 +319,32 @@ fn run(args: &Args) -> anyhow::Result<()> {
             for p in written {
                 println!("{}", p.display());
             }
+            Ok(())
+        }
+        Report::Conclusion {
+            comparisons,
+            subject,
+            metric,
+        } => {
+            if comparisons.len() != subject.len() {
+                return Err(taser::Error::invalid(
+                    "--subject",
+                    subject.len(),
+                    format!("give one --subject per --comparisons ({})", comparisons.len()),
+                )
+                .into());
+            }
+            let clauses: Vec<taser::report::conclusion::Clause> = comparisons
+                .iter()
+                .zip(subject)
+                .map(|(c, s)| taser::report::conclusion::Clause {
+                    comparisons: c,
+                    subject: s,
+                })
+                .collect();
+            let sentence = taser::report::conclusion::conclusion(&clauses, metric)
+                .context("report conclusion failed")?;
+            println!("{sentence}");
             Ok(())
         }
         Report::Redraw { dir } => {

@@ -4,9 +4,11 @@
 //! the toy-score runs; [`score_table1`] SCORE's Table 1 on digits and
 //! [`digits_methods`] the methods table with its bootstrap, from their
 //! sweeps; [`train_logs`] copies a sweep's per-epoch training logs;
-//! [`diagnose`] takes the TASER penalty of checkpoints apart. Each figure is a function of a CSV written beside
+//! [`diagnose`] takes the TASER penalty of checkpoints apart;
+//! [`conclusion`] says in one sentence what bootstrap tables show. Each figure is a function of a CSV written beside
 //! it, so [`redraw`] draws the figures of an output folder again without
 //! the runs.
+pub mod conclusion;
 pub mod diagnose;
 pub mod digits_methods;
 pub mod run_record;
