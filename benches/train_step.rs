@@ -215,6 +215,7 @@ fn stein_penalty(
         fraction,
         seed: 0,
         strength: Strength::Given,
+        chunk: None,
     }
 }
 

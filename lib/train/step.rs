@@ -169,8 +169,9 @@ pub fn train_step(
     let loss = match obj.regularizer {
         Regularizer::None => loss,
         Regularizer::L2 { lambda } => loss + l2_term(model, *lambda),
-        // Watched (λ = 0): measured by the instruments, not trained on.
-        Regularizer::Stein(p) if !p.ramp.active() => loss,
+        // Watched (λ = 0): measured by the instruments, not trained on;
+        // chunked: back-propagated after the loss, below.
+        Regularizer::Stein(p) if !p.ramp.active() || p.chunk.is_some() => loss,
         Regularizer::Stein(p) => {
             // fd reuses the clean forward for m(x) only when it was made
             // in the penalty's precision.
@@ -187,6 +188,14 @@ pub fn train_step(
     };
     opt.zero_grad();
     loss.backward();
+    if let Regularizer::Stein(p) = obj.regularizer {
+        if let (Some(chunk), true) = (p.chunk, p.ramp.active()) {
+            let stats = with_precision(precision.penalty, device, || {
+                p.backward_chunked(model, batch, step, chunk)
+            })?;
+            stein = Some(stats);
+        }
+    }
     opt.step(lr);
     if let Some(p) = perturbation {
         awp::restore(p);

@@ -126,6 +126,14 @@ pub struct RegArgs {
     /// BatchNorm mode in the penalty's forward (eval: per-sample derivatives; train couples samples).
     #[arg(long, value_enum, default_value = "eval")]
     pub stein_bn: BnMode,
+    /// Back-propagate the penalty N samples at a time: the exact parameter gradient of the whole
+    /// batch's λ·R (batch mean and weights taken first, without a graph) with one chunk's
+    /// double-backward graph in memory instead of the batch's, for one more residual evaluation
+    /// (docs/METHOD.md, "Chunked penalty"). Unset: the whole batch at once. Not with
+    /// --stein-bn train (its samples interact) or --reg l2.
+    #[arg(long, value_name = "N")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub penalty_chunk: Option<usize>,
     /// Precomputed scores (HDF5 from score-precompute for this data set's training split);
     /// with --lambda 0 they feed the instruments only (the λ = 0 control of a study).
     #[arg(long)]
@@ -265,6 +273,18 @@ impl RegArgs {
                 "removes the Hutchinson probes' noise, which only the full residual with probes has; use --reg stein (or --reg grad-norm with --lambda-match) --stein-order full --stein-laplacian hutchinson, or --stein-estimator plain",
             );
         }
+        if let Some(n) = self.penalty_chunk {
+            if n == 0 {
+                return refuse("--penalty-chunk", "0", "must be at least 1 sample");
+            }
+            if self.stein_bn == BnMode::Train || self.reg == Reg::L2 {
+                return refuse(
+                    "--penalty-chunk",
+                    &n.to_string(),
+                    "splits a penalty whose samples do not interact; drop it with --stein-bn train and --reg l2",
+                );
+            }
+        }
         if self.zero_scores && self.stein_order == Order::FirstOrder {
             return refuse(
                 "--zero-scores",
@@ -386,6 +406,7 @@ impl RegArgs {
             fraction: self.stein_fraction,
             seed,
             strength,
+            chunk: self.penalty_chunk,
         }))
     }
 }

@@ -15,10 +15,12 @@
 //! [`Regularizer`]), [`ramp`] (λ(t)), [`controls`] (gradient penalty,
 //! derangement), [`coordinates`], [`subsample`] (`--stein-fraction`),
 //! [`estimator`] (`--stein-estimator`: plain or unbiased R̂),
+//! [`chunked`] (`--penalty-chunk`: the exact gradient a chunk at a time),
 //! [`strength`] (`--lambda-match`: a control's λ matched to TASER's strength),
 //! [`instruments`] (the per-epoch measurements and the Hutchinson noise
 //! share), [`diagnosis`] (one model's penalty taken apart, `report
 //! diagnose`). docs/METHOD.md states the penalty and its estimators.
+pub mod chunked;
 pub mod controls;
 pub mod coordinates;
 pub mod diagnosis;
@@ -110,6 +112,9 @@ pub struct SteinPenalty {
     pub seed: u64,
     /// λ as given, or matched to TASER's strength ([`strength`]).
     pub strength: Strength,
+    /// `--penalty-chunk`: back-propagate the penalty this many samples at
+    /// a time ([`chunked`]); `None`: the whole batch in the step's loss.
+    pub chunk: Option<usize>,
 }
 
 /// A batch in the coordinates of the penalty's derivatives.
