@@ -115,13 +115,26 @@ fn overhead_cell(row: &RowResult, f: Format) -> String {
     }
 }
 
+/// Table 2's robust column: robust avg (AutoAttack and SPSA) when every
+/// row has it, else the worst case over each evaluation's attacks when
+/// every row has that (rows evaluated by other attacks, e.g.
+/// `apgd-ce,apgd-t`, beside rows evaluated by AutoAttack alone).
+fn table2_robust(report: &Report) -> &'static str {
+    let every = |m: &str| report.rows.iter().all(|r| r.metrics.contains_key(m));
+    if !every(ROBUST_AVG) && every(WORST_CASE) {
+        WORST_CASE
+    } else {
+        ROBUST_AVG
+    }
+}
+
 /// Header cells and body cells of a table, shared by both formats.
 fn cells(report: &Report, per_attack: bool, f: Format) -> (Vec<String>, Vec<Vec<String>>) {
     let mut header = vec!["Method".to_string()];
     let columns: Vec<String> = if per_attack {
         report.attacks.clone()
     } else {
-        vec![ROBUST_AVG.to_string()]
+        vec![table2_robust(report).to_string()]
     };
     header.extend(["Clean: no TASER", "Clean: +TASER", "Clean Δ"].map(String::from));
     for m in &columns {
@@ -154,7 +167,7 @@ fn footnote(report: &Report) -> String {
     format!(
         "Accuracies and changes in percentage points on the shared evaluation subset; Δ = +TASER − no TASER \
          with {:.0}% paired bootstrap intervals ({}, B = {}, seed = {}, {}). Robust avg = per-point mean of \
-         AutoAttack (aa) and SPSA. Bold: robust Δ whose interval excludes 0; clean Δ whose interval includes 0. \
+         AutoAttack (aa) and SPSA; worst case = correct under every attack run. Bold: robust Δ whose interval excludes 0; clean Δ whose interval includes 0. \
          Average rows resample the same points for every pair at once; {}. Overhead = the training step with \
          its penalty over the same step without it, timed in isolation after training, treatment ÷ baseline \
          (\"(wall)\": the training wall-time ratio, for runs without timed steps).",
@@ -412,4 +425,75 @@ pub fn write_all(report: &Report, out: &Path) -> Result<Vec<PathBuf>> {
         written.push(p);
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::bootstrap::{Interval, IntervalKind};
+    use crate::stats::MetricResult;
+
+    fn row(label: &str, metrics: &[&str]) -> RowResult {
+        let m = MetricResult {
+            baseline: 0.5,
+            treatment: 0.6,
+            delta: 0.1,
+            interval: Interval {
+                lower: 0.05,
+                upper: 0.15,
+                note: None,
+            },
+            p_value: 0.001,
+            adjusted_p: None,
+            significant: true,
+        };
+        RowResult {
+            label: label.into(),
+            average: false,
+            family: label.into(),
+            x: None,
+            seeds: 1,
+            points: 200,
+            overhead: None,
+            metrics: metrics.iter().map(|k| (k.to_string(), m.clone())).collect(),
+            notes: Vec::new(),
+        }
+    }
+
+    fn report(rows: Vec<RowResult>) -> Report {
+        Report {
+            title: "t".into(),
+            caption: String::new(),
+            vary: "lambda".into(),
+            rows,
+            metrics: vec![CLEAN.into(), ROBUST_AVG.into(), WORST_CASE.into()],
+            attacks: Vec::new(),
+            resamples: 100,
+            seed: 0,
+            level: 0.95,
+            interval: IntervalKind::Percentile,
+            cluster_by_seed: false,
+            multiplicity: Multiplicity::None,
+            notes: Vec::new(),
+            files: Vec::new(),
+        }
+    }
+
+    /// Table 2 shows robust avg when every row has it, and the worst case
+    /// when some row was evaluated without AutoAttack and SPSA (e.g. by
+    /// apgd-ce,apgd-t) but every row has a worst case.
+    #[test]
+    fn table2_shows_the_worst_case_when_a_row_has_no_robust_avg() {
+        let aa = [CLEAN, ROBUST_AVG, WORST_CASE];
+        let white_box = [CLEAN, WORST_CASE];
+        let both = report(vec![row("a", &aa), row("b", &aa)]);
+        assert_eq!(table2_robust(&both), ROBUST_AVG);
+        let mixed = report(vec![row("a", &aa), row("b", &white_box)]);
+        assert_eq!(table2_robust(&mixed), WORST_CASE);
+        let (header, body) = cells(&mixed, false, Format::Markdown);
+        assert!(header.iter().any(|h| h == "Worst case Δ"), "{header:?}");
+        // Every row fills its robust cells (the last cell, Overhead, is "–").
+        let filled = |r: &Vec<String>| r[..r.len() - 1].iter().all(|c| c != "–");
+        assert!(body.iter().all(filled), "{body:?}");
+    }
 }
