@@ -87,6 +87,15 @@ fn whole_batch<'a>(x: &'a Tensor, y: &'a Tensor, idx: &'a [i64]) -> Batch<'a> {
     }
 }
 
+/// `b` uniform 1×2×2 inputs drawn after `tch::manual_seed(seed)`, labels
+/// 0, 1, 2, 0, … and indices 0..b.
+fn random_inputs(seed: i64, b: i64) -> (Tensor, Tensor, Vec<i64>) {
+    tch::manual_seed(seed);
+    let x = Tensor::rand([b, 1, 2, 2], (Kind::Double, Device::Cpu));
+    let y = Tensor::arange(b, (Kind::Int64, Device::Cpu)).remainder(3);
+    (x, y, (0..b).collect())
+}
+
 /// A score field whose score of sample i is i + 1 on a 1×2×2 input.
 fn index_field() -> Option<Box<dyn ScoreField>> {
     Some(Box::new(IndexField(vec![1, 2, 2])))
@@ -182,11 +191,7 @@ fn model_coordinates_scale_a_one_channel_residual_by_std_squared() {
 #[test]
 fn a_fraction_of_the_batch_estimates_the_whole_batch_penalty_without_bias() {
     let m = model(0.4, 0.3);
-    tch::manual_seed(2);
-    let b = 40i64;
-    let x = Tensor::rand([b, 1, 2, 2], (Kind::Double, Device::Cpu));
-    let y = Tensor::arange(b, (Kind::Int64, Device::Cpu)).remainder(3);
-    let idx: Vec<i64> = (0..b).collect();
+    let (x, y, idx) = random_inputs(2, 40);
     let batch = whole_batch(&x, &y, &idx);
     for center in [Center::Batch, Center::None] {
         let mut p = penalty(index_field(), ScoreControl::None, Laplacian::Exact);
@@ -371,11 +376,7 @@ type Setting = dyn Fn(&mut SteinPenalty);
 #[test]
 fn the_chunked_penalty_has_the_whole_batch_gradient() {
     let m = model(0.4, 0.3);
-    tch::manual_seed(3);
-    let b = 10i64;
-    let x = Tensor::rand([b, 1, 2, 2], (Kind::Double, Device::Cpu));
-    let y = Tensor::arange(b, (Kind::Int64, Device::Cpu)).remainder(3);
-    let idx: Vec<i64> = (0..b).collect();
+    let (x, y, idx) = random_inputs(3, 10);
     let batch = whole_batch(&x, &y, &idx);
     let variants: Vec<(&str, Box<Setting>)> = vec![
         ("batch plain", Box::new(|_| {})),
