@@ -2,13 +2,12 @@
 //! [`train_step`] per mini-batch, measure, stop on divergence, log, and
 //! save metrics and the resume state every `--checkpoint-every` epochs.
 use super::evaluate::{EpochEvaluation, EpochEvaluator};
-use super::method::MethodSettings;
 use super::metrics::{epoch_line, write_metrics, EpochMetrics};
 use super::output;
-use super::plan::TrainPlan;
 use super::resume;
 use super::session::Session;
-use super::step::{train_step, StepLoss, StepOutput};
+use super::split::TrainSplit;
+use super::step::{train_step, StepOutput};
 use super::timing;
 use crate::data::augment::CropFlip;
 use crate::data::Batch;
@@ -166,32 +165,6 @@ impl EpochSums {
     }
 }
 
-/// The training split (and the extra set) on the device.
-pub(super) struct TrainSplit {
-    x: Tensor,
-    y: Tensor,
-    extra: Option<(Tensor, Tensor)>,
-}
-
-impl TrainSplit {
-    /// Rows `idx` of the training split followed by rows `extra_idx` of
-    /// the extra set.
-    pub(super) fn batch(&self, idx: &[i64], extra_idx: &[i64], device: Device) -> (Tensor, Tensor) {
-        let pick = |x: &Tensor, y: &Tensor, i: &[i64]| {
-            let t = Tensor::from_slice(i).to_device(device);
-            (x.index_select(0, &t), y.index_select(0, &t))
-        };
-        let (x, y) = pick(&self.x, &self.y, idx);
-        match &self.extra {
-            Some((ex, ey)) if !extra_idx.is_empty() => {
-                let (x2, y2) = pick(ex, ey, extra_idx);
-                (Tensor::cat(&[x, x2], 0), Tensor::cat(&[y, y2], 0))
-            }
-            _ => (x, y),
-        }
-    }
-}
-
 /// One epoch (0-based `epoch`) of optimiser steps.
 fn train_epoch(
     s: &mut Session,
@@ -239,7 +212,7 @@ fn train_epoch(
             Some(a) => a.apply(&x),
             None => x,
         };
-        let loss = step_loss(plan, &s.regularizer, method, epoch);
+        let loss = plan.step_loss(&s.regularizer, method, epoch);
         let batch = Batch {
             x: &x,
             y: &y,
@@ -255,27 +228,6 @@ fn train_epoch(
         bar.inc(1);
     }
     Ok(sums)
-}
-
-/// What a step of 0-based `epoch` minimises with `method` (the plan's, or
-/// the ε warm-up's) and `regularizer`: AWP from its first epoch, the
-/// fine-tune's teacher, the plan's precision.
-pub(super) fn step_loss<'a>(
-    plan: &'a TrainPlan,
-    regularizer: &'a Regularizer,
-    method: &'a MethodSettings,
-    epoch: usize,
-) -> StepLoss<'a> {
-    StepLoss {
-        base: plan.base_loss_with(method),
-        regularizer,
-        awp_gamma: plan
-            .method
-            .awp
-            .and_then(|(gamma, first_epoch)| (epoch >= first_epoch).then_some(gamma)),
-        teacher: plan.teacher.as_ref().map(|t| (&t.model, t.alpha)),
-        precision: plan.precision,
-    }
 }
 
 /// Offset mixed into an epoch's seed for the global centre's calibration.
@@ -298,7 +250,8 @@ fn recalibrate(s: &mut Session, epoch: usize) -> Result<()> {
 }
 
 /// Trains epochs `start_epoch..epochs`, appending their rows to `rows`
-/// (replacing any row of a recomputed epoch).
+/// (replacing any row of a recomputed epoch), then times the run's step in
+/// isolation ([`timing`]; `None` when no epoch was left to train).
 ///
 /// Errors: [`Error::Diverged`] when an epoch's training loss or penalty is
 /// not finite (the resume state of a run that never saved an epoch is
@@ -307,7 +260,7 @@ pub fn train_epochs(
     s: &mut Session,
     start_epoch: usize,
     rows: &mut Vec<EpochMetrics>,
-) -> Result<()> {
+) -> Result<Option<timing::StepTiming>> {
     let plan = s.plan;
     let epochs = plan.epochs;
     let device = plan.runtime.device;
@@ -383,8 +336,7 @@ pub fn train_epochs(
     }
     bar.finish_and_clear();
     if start_epoch < epochs {
-        let timed = timing::time_steps(s, &split)?;
-        s.timing = Some(timed);
+        return timing::time_steps(s, &split).map(Some);
     }
-    Ok(())
+    Ok(None)
 }

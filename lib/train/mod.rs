@@ -37,6 +37,7 @@ pub mod plan;
 pub mod posterior;
 pub mod resume;
 pub mod session;
+pub mod split;
 pub mod step;
 pub mod timing;
 pub mod validation;
@@ -218,15 +219,14 @@ pub fn run_plan(mut plan: TrainPlan) -> Result<TrainSummary> {
         regularizer,
         global_center,
         best,
-        timing: None,
     };
-    epochs::train_epochs(&mut session, start_epoch, &mut rows)?;
+    let timing = epochs::train_epochs(&mut session, start_epoch, &mut rows)?;
     let this_run = (start_epoch > 0).then(|| started.elapsed().as_secs_f64());
     let mut metrics = metrics::summary_metrics(&rows, session.global_center, this_run);
     if let Some(m) = matched {
         metrics.insert("lambda_matched".into(), m.lambda);
     }
-    if let Some(t) = session.timing {
+    if let Some(t) = timing {
         metrics.insert("step_seconds".into(), t.step_seconds);
         metrics.insert("penalty_step_overhead".into(), t.overhead());
     }

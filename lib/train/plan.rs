@@ -12,7 +12,7 @@ use super::inputs::RunInputs;
 use super::method::{EpsWarmup, MethodSettings};
 use super::mixing::ExtraPlan;
 use super::posterior::PosteriorSettings;
-use super::step::{BaseLoss, StepPrecision};
+use super::step::{BaseLoss, StepLoss, StepPrecision};
 use super::validation::ValPlan;
 use crate::checkpoint;
 use crate::data::Dataset;
@@ -128,6 +128,27 @@ impl TrainPlan {
                 task: self.data.task,
                 settings,
             },
+        }
+    }
+
+    /// What a step of 0-based `epoch` minimises with `method` (the plan's,
+    /// or the ε warm-up's, [`Self::method_at`]) and `regularizer`: AWP from
+    /// its first epoch, the fine-tune's teacher, the plan's precision.
+    pub fn step_loss<'a>(
+        &'a self,
+        regularizer: &'a Regularizer,
+        method: &'a MethodSettings,
+        epoch: usize,
+    ) -> StepLoss<'a> {
+        StepLoss {
+            base: self.base_loss_with(method),
+            regularizer,
+            awp_gamma: self
+                .method
+                .awp
+                .and_then(|(gamma, first_epoch)| (epoch >= first_epoch).then_some(gamma)),
+            teacher: self.teacher.as_ref().map(|t| (&t.model, t.alpha)),
+            precision: self.precision,
         }
     }
 

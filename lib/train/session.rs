@@ -4,7 +4,6 @@
 //! it; the checkpoint writers ([`super::output`]) read it.
 use super::ema::Ema;
 use super::plan::TrainPlan;
-use super::timing::StepTiming;
 use crate::models::Model;
 use crate::optim::Optimizer;
 use crate::stein::penalty::Regularizer;
@@ -21,8 +20,6 @@ pub struct Session<'a> {
     pub global_center: Option<f64>,
     /// The best validated epoch so far (1-based) and its criterion.
     pub best: Option<(usize, f64)>,
-    /// The step timed in isolation after the last epoch ([`super::timing`]).
-    pub timing: Option<StepTiming>,
 }
 
 impl Session<'_> {

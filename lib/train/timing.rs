@@ -25,8 +25,8 @@
 //! training attack's random starts draw from libtorch's generator after
 //! training, which nothing of the run reads again. On CUDA each timed step
 //! ends with a device synchronisation.
-use super::epochs::{step_loss, TrainSplit};
 use super::session::Session;
+use super::split::TrainSplit;
 use super::step::train_step;
 use crate::data::Batch;
 use crate::error::Result;
@@ -88,7 +88,7 @@ pub(super) fn time_steps(s: &Session, split: &TrainSplit) -> Result<StepTiming> 
     let mut seconds = [f64::INFINITY; 2];
     for round in 0..=TIMED_ROUNDS {
         for (k, reg) in regs.iter().enumerate() {
-            let loss = step_loss(plan, reg, &plan.method, last_epoch);
+            let loss = plan.step_loss(reg, &plan.method, last_epoch);
             let start = Instant::now();
             let step = train_step(&s.model, &mut opt, &loss, &batch, total, lr);
             synchronize(device);
