@@ -190,8 +190,11 @@ digits-methods: setup
 	$(BIN)/report digits-methods --runs runs/digits-methods --out analysis/digits-methods
 
 ## digits-taser-study: the TASER study on digits by the fine-tune protocol (sweeps/digits-taser-study.toml):
-## standard and PGD-AT, 3 seeds, TASER / grad-norm / permuted scores at 5 λ and the λ = 0 control, AutoAttack
-## on 200 points → paired bootstraps in analysis/digits-taser-study/. Resumable (runs/digits-taser-study).
+## standard and PGD-AT bases (3 seeds) at ε 0.2 and 0.07 plus a weak 3-epoch PGD-AT base, fine-tuned 3 epochs
+## with TASER (unbiased estimator), grad-norm and permuted scores matched to TASER's strength, and the λ = 0
+## control; AutoAttack (ε 0.2) / APGD-CE+T (ε 0.07) on 200 points → Holm-adjusted paired bootstraps by
+## strength, vs the base, TASER vs grad-norm and vs permuted scores in analysis/digits-taser-study/.
+## Resumable (runs/digits-taser-study).
 digits-taser-study: setup
 	bash scripts/finetune-study.sh sweeps/digits-taser-study.toml runs/digits-taser-study analysis/digits-taser-study
 
