@@ -203,7 +203,7 @@ pub fn rows_by_rule(
     let families = if spec.rows.is_empty() {
         families_by_match_keys(spec, pairs)
     } else {
-        families_by_rows(spec, pairs, runs, notes)?
+        families_by_rows(spec, pairs, runs)?
     };
     let mut rows = Vec::new();
     for family in families {
@@ -244,7 +244,20 @@ fn pair_by_rule(
     rule_keys.push(spec.seed_key.clone());
     let mut pairs: Vec<Pair> = Vec::new();
     let mut used_baselines = vec![false; evals.len()];
-    for t in evals.iter().filter(|e| is_wanted_treatment(spec, e)) {
+    // With [[row]]s, a treatment no row selects is not shown: it needs no
+    // baseline (e.g. the λ = 0 fine-tune among `reg = "stein"` treatments
+    // of a TASER-vs-grad-norm spec).
+    let (shown, hidden): (Vec<&Evaluation>, Vec<&Evaluation>) = evals
+        .iter()
+        .filter(|e| is_wanted_treatment(spec, e))
+        .partition(|e| spec.rows.is_empty() || spec.rows.iter().any(|r| matches(e, &r.filter)));
+    if !hidden.is_empty() {
+        notes.push(format!(
+            "{} treatment grid point(s) matched no [[row]] of the spec and are not shown",
+            hidden.len()
+        ));
+    }
+    for t in shown {
         let candidates = baselines_of(spec, evals, t, &rule_keys);
         match candidates.as_slice() {
             [k] => {
@@ -261,7 +274,7 @@ fn pair_by_rule(
             many => return Err(several_baselines(spec, t, &rule_keys, many, evals)),
         }
     }
-    if pairs.is_empty() {
+    if pairs.is_empty() && hidden.is_empty() {
         return Err(Error::CorruptInput {
             path: runs.to_path_buf(),
             reason: format!(
@@ -396,24 +409,15 @@ fn matches(e: &Evaluation, filter: &BTreeMap<String, Value>) -> bool {
 }
 
 /// One family per `[[row]]`: the pairs whose treatment matches its `where`
-/// (a pair may appear in several rows). Notes pairs that no row shows.
-fn families_by_rows(
-    spec: &Spec,
-    pairs: Vec<Pair>,
-    runs: &Path,
-    notes: &mut Vec<String>,
-) -> Result<Vec<Family>> {
+/// (a pair may appear in several rows; [`pair_by_rule`] paired only
+/// treatments some row selects).
+fn families_by_rows(spec: &Spec, pairs: Vec<Pair>, runs: &Path) -> Result<Vec<Family>> {
     let mut families = Vec::new();
-    let mut shown = vec![false; pairs.len()];
     for r in &spec.rows {
         let members: Vec<Pair> = pairs
             .iter()
-            .enumerate()
-            .filter(|(_, p)| matches(&p.treatment, &r.filter))
-            .map(|(k, p)| {
-                shown[k] = true;
-                p.clone()
-            })
+            .filter(|p| matches(&p.treatment, &r.filter))
+            .cloned()
             .collect();
         if members.is_empty() {
             return Err(Error::CorruptInput {
@@ -435,12 +439,6 @@ fn families_by_rows(
             label: r.label.clone(),
             pairs: members,
         });
-    }
-    let hidden = shown.iter().filter(|s| !**s).count();
-    if hidden > 0 {
-        notes.push(format!(
-            "{hidden} pair(s) matched no [[row]] of the spec and are not shown"
-        ));
     }
     Ok(families)
 }
@@ -660,7 +658,10 @@ mod tests {
         assert!(rows.iter().all(|r| r.family == "PGD"));
         assert_eq!(
             notes,
-            ["1 pair(s) matched no [[row]] of the spec and are not shown"]
+            [
+                "1 treatment grid point(s) matched no [[row]] of the spec and are not shown",
+                "1 baseline grid point(s) had no treatment and are not shown"
+            ]
         );
 
         // A second λ = 2 treatment of seed 0 (it differs in a key outside
@@ -670,6 +671,36 @@ mod tests {
         evals.push(again);
         let e = by_rule(&spec(&text), &evals).unwrap_err().to_string();
         assert!(e.contains("row `PGD` has seed=0 twice"), "{e}");
+    }
+
+    /// A treatment that no [[row]] selects needs no baseline: the λ = 0
+    /// fine-tune (reg = stein) beside TASER in a TASER-vs-grad-norm spec.
+    #[test]
+    fn a_treatment_no_row_shows_is_not_paired() {
+        let text = "[pairing]\nmatch = [\"method\", \"strength\"]\nvary = \"reg\"\n\
+                    baseline = \"grad-norm\"\ntreatments = [\"stein\"]\n\
+                    [[row]]\nlabel = \"TASER\"\nwhere = { strength = 0.1 }\n";
+        let arm = |dir: &str, reg: &str, strength: f64| {
+            evaluation(
+                dir,
+                "fp",
+                &[("clean", &[1u8, 0, 1, 1][..])],
+                json!({"method": "pgd-at", "reg": reg, "strength": strength, "seed": 0}),
+            )
+        };
+        let evals = [
+            arm("control", "stein", 0.0),
+            arm("taser", "stein", 0.1),
+            arm("grad-norm", "grad-norm", 0.1),
+        ];
+        let (rows, notes) = by_rule(&spec(text), &evals).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].pairs[0].treatment.dir, Path::new("taser"));
+        assert_eq!(rows[0].pairs[0].baseline.dir, Path::new("grad-norm"));
+        assert_eq!(
+            notes,
+            ["1 treatment grid point(s) matched no [[row]] of the spec and are not shown"]
+        );
     }
 
     #[test]
