@@ -163,7 +163,8 @@ score-table1-digits: setup
 ## mnist-baselines: cnn-small standard and PGD-AT (ε 0.3, --eps-warmup-epochs 8) on mnist-5k, 20 epochs
 ## (sweeps/mnist-5k-baselines.toml), PGD-20 + AutoAttack on 200 seeded test points → the training logs in
 ## analysis/mnist-5k-baselines/, the evaluations in runs/mnist-5k-baselines/results.csv. ~5 + ~28 min
-## train (one thread), AutoAttack ~22 min per 200 points (two threads); resumable.
+## train (one thread), AutoAttack ~22 min per 200 points (two threads) on 2 idle cores; 97 min in all
+## beside two other sweeps (2026-12-07); resumable.
 mnist-baselines: setup
 	$(PIN_CPU) $(SWEEP) sweeps/mnist-5k-baselines.toml --out runs/mnist-5k-baselines
 	$(BIN)/report train-logs --runs runs/mnist-5k-baselines --label-by method --out analysis/mnist-5k-baselines
