@@ -377,7 +377,7 @@ fn shipped_grids_plan_and_slurm_scripts_parse() {
         (
             "digits-demo.toml",
             "1 score task(s), 2 base model(s) (train, each run once and shared), \
-             6 job(s): 2 baseline evaluation(s) + 4 fine-tune(s); 6 attack(s) in all",
+             8 job(s): 2 baseline evaluation(s) + 6 fine-tune(s); 8 attack(s) in all",
         ),
         (
             "table2.toml",
@@ -394,8 +394,8 @@ fn shipped_grids_plan_and_slurm_scripts_parse() {
         ("toy.toml", "0 score task(s), 45 job(s)"),
         (
             "digits-taser-study.toml",
-            "1 score task(s), 6 base model(s) (train, each run once and shared), \
-             78 job(s): 6 baseline evaluation(s) + 72 fine-tune(s); 78 attack(s) in all",
+            "1 score task(s), 12 base model(s) (train, each run once and shared), \
+             75 job(s): 15 baseline evaluation(s) + 60 fine-tune(s); 75 attack(s) in all",
         ),
         ("score-table1.toml", "0 score task(s), 24 job(s)"),
         ("score-table2.toml", "0 score task(s), 20 job(s)"),

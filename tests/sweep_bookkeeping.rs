@@ -209,9 +209,10 @@ fn two_spellings_of_one_value_are_refused_and_shipped_ids_stay() {
         assert!(!out.join("jobs").exists(), "no job may start");
     }
     // The ids that `sweep plan` gave these shipped grids before values were
-    // compared by value: runs on disk resume by them.
-    let demo = "base:97ae5ce6b787 b6ee19fdcb56 c7b9ed52f9f9 ff27f2424ecf base:3573bd4af445 \
-                dc3be005b998 dacb174ff9ae 45ed6a4606df";
+    // compared by value: runs on disk resume by them. (The demo's third arm,
+    // grad-norm matched in strength, added 98704313ddc1 and ecd0710e4d4a.)
+    let demo = "base:97ae5ce6b787 b6ee19fdcb56 c7b9ed52f9f9 ff27f2424ecf 98704313ddc1 \
+                base:3573bd4af445 dc3be005b998 dacb174ff9ae 45ed6a4606df ecd0710e4d4a";
     let table1 = "43e504bc33b8 20ae0d2e3a8e 342de8e708f2 3654f661c50c 0e6ae450b10f f19834892595 \
                   11bd9a246f05 1082ed5f0712 12dd456de50e 324e637b33ff 41a4551f877e 16b8045b6b88 \
                   9665c16baea9 54c76075582d 5fdfb157b44c 8f35a5c53df0 4fbca2abce2e 8a0912039263 \
