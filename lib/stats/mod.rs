@@ -26,6 +26,7 @@ use crate::fsutil::ensure_writable_dir;
 use average::AverageRow;
 use bootstrap::{Interval, IntervalKind, Settings};
 use compare::Compared;
+pub use spec::ArmLabels;
 use spec::Spec;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -222,6 +223,8 @@ pub struct Report {
     pub caption: String,
     /// Name of the varied hyperparameter (x axis), e.g. "lambda".
     pub vary: String,
+    /// The arms' names in the tables.
+    pub arms: ArmLabels,
     pub rows: Vec<RowResult>,
     /// Metric columns in table order: clean, robust_avg, attacks, worst_case.
     pub metrics: Vec<String>,
@@ -249,6 +252,8 @@ pub struct Plan {
     pub vary: String,
     /// Attack columns the spec asks for (empty: every evaluated attack).
     pub attacks: Vec<String>,
+    /// The arms' names in the tables.
+    pub arms: ArmLabels,
     /// The spec's `cluster_by_seed` (`None`: by the rows' seeds; explicit
     /// pairs have one seed each).
     pub cluster_by_seed: Option<bool>,
@@ -361,6 +366,7 @@ pub fn load_plan(source: &PairSource, notes: &mut Vec<String>) -> Result<Plan> {
                 caption: String::new(),
                 vary: pairing::EXPLICIT_VARY.to_string(),
                 attacks: Vec::new(),
+                arms: ArmLabels::default(),
                 cluster_by_seed: None,
             })
         }
@@ -381,6 +387,7 @@ pub fn load_plan(source: &PairSource, notes: &mut Vec<String>) -> Result<Plan> {
                 caption: spec.caption,
                 vary: spec.vary,
                 attacks: spec.attacks,
+                arms: spec.arms,
                 cluster_by_seed: spec.cluster_by_seed,
             })
         }
@@ -404,6 +411,7 @@ fn assemble(
         title: plan.title,
         caption: plan.caption,
         vary: plan.vary,
+        arms: plan.arms,
         rows: compared.rows,
         metrics: compared.metrics,
         attacks,

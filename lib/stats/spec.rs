@@ -21,6 +21,8 @@
 //! exclude = []
 //! [tables]
 //! attacks = ["aa", "spsa"]
+//! baseline = "no TASER"     # the arms' names in headers and captions (defaults)
+//! treatment = "+TASER"
 //! ```
 use crate::error::{Error, Result};
 use crate::layout;
@@ -67,6 +69,25 @@ pub struct Spec {
     /// Attack columns of the per-attack table (empty: every attack common to
     /// all rows).
     pub attacks: Vec<String>,
+    /// What the tables call the baseline and the treatment arm (`[tables]
+    /// baseline`, `treatment`; "no TASER" and "+TASER" by default).
+    pub arms: ArmLabels,
+}
+
+/// The names of a comparison's two arms in table headers and captions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArmLabels {
+    pub baseline: String,
+    pub treatment: String,
+}
+
+impl Default for ArmLabels {
+    fn default() -> ArmLabels {
+        ArmLabels {
+            baseline: "no TASER".into(),
+            treatment: "+TASER".into(),
+        }
+    }
 }
 
 /// The key path `at.key` (or `key` at the top).
@@ -314,7 +335,8 @@ impl Spec {
                 "cluster_by_seed",
             ],
         )?;
-        let tables = table(obj, "tables", &["attacks"])?;
+        let tables = table(obj, "tables", &["attacks", "baseline", "treatment"])?;
+        let defaults = ArmLabels::default();
         let rows = parse_rows(obj)?;
         let averages = parse_averages(obj)?;
         let treatments = match pairing.get("treatments") {
@@ -344,6 +366,10 @@ impl Spec {
             rows,
             averages,
             attacks: strings(tables.get("attacks"), "tables.attacks")?,
+            arms: ArmLabels {
+                baseline: string(&tables, "baseline", &defaults.baseline)?,
+                treatment: string(&tables, "treatment", &defaults.treatment)?,
+            },
         })
     }
 }

@@ -136,11 +136,16 @@ fn cells(report: &Report, per_attack: bool, f: Format) -> (Vec<String>, Vec<Vec<
     } else {
         vec![table2_robust(report).to_string()]
     };
-    header.extend(["Clean: no TASER", "Clean: +TASER", "Clean Δ"].map(String::from));
+    let (b, t) = (&report.arms.baseline, &report.arms.treatment);
+    header.extend([
+        format!("Clean: {b}"),
+        format!("Clean: {t}"),
+        "Clean Δ".into(),
+    ]);
     for m in &columns {
         let n = metric_name(m);
-        header.push(format!("{n}: no TASER"));
-        header.push(format!("{n}: +TASER"));
+        header.push(format!("{n}: {b}"));
+        header.push(format!("{n}: {t}"));
         header.push(format!("{n} Δ"));
     }
     header.push("Overhead".into());
@@ -165,12 +170,14 @@ fn cells(report: &Report, per_attack: bool, f: Format) -> (Vec<String>, Vec<Vec<
 
 fn footnote(report: &Report) -> String {
     format!(
-        "Accuracies and changes in percentage points on the shared evaluation subset; Δ = +TASER − no TASER \
+        "Accuracies and changes in percentage points on the shared evaluation subset; Δ = {} − {} \
          with {:.0}% paired bootstrap intervals ({}, B = {}, seed = {}, {}). Robust avg = per-point mean of \
          AutoAttack (aa) and SPSA; worst case = correct under every attack run. Bold: robust Δ whose interval excludes 0; clean Δ whose interval includes 0. \
          Average rows resample the same points for every pair at once; {}. Overhead = the training step with \
          its penalty over the same step without it, timed in isolation after training, treatment ÷ baseline \
          (\"(wall)\": the training wall-time ratio, for runs without timed steps).",
+        report.arms.treatment,
+        report.arms.baseline,
         100.0 * report.level,
         report.interval,
         report.resamples,
@@ -283,7 +290,9 @@ fn latex(report: &Report, per_attack: bool) -> String {
     let mut top = vec!["".to_string()];
     let mut mid = Vec::new();
     for g in 0..groups {
-        let name = header[1 + 3 * g].trim_end_matches(": no TASER").to_string();
+        let name = header[1 + 3 * g]
+            .trim_end_matches(&format!(": {}", report.arms.baseline))
+            .to_string();
         top.push(format!(
             "\\multicolumn{{3}}{{c}}{{{}}}",
             latex_escape(&name)
@@ -296,8 +305,8 @@ fn latex(report: &Report, per_attack: bool) -> String {
     let mut sub = vec!["Method".to_string()];
     for _ in 0..groups {
         sub.extend([
-            "No TASER".to_string(),
-            "+TASER".to_string(),
+            latex_escape(&report.arms.baseline),
+            latex_escape(&report.arms.treatment),
             format!("$\\Delta$ [{:.0}\\% CI]", 100.0 * report.level),
         ]);
     }
@@ -465,6 +474,7 @@ mod tests {
             title: "t".into(),
             caption: String::new(),
             vary: "lambda".into(),
+            arms: Default::default(),
             rows,
             metrics: vec![CLEAN.into(), ROBUST_AVG.into(), WORST_CASE.into()],
             attacks: Vec::new(),
@@ -490,7 +500,14 @@ mod tests {
         assert_eq!(table2_robust(&both), ROBUST_AVG);
         let mixed = report(vec![row("a", &aa), row("b", &white_box)]);
         assert_eq!(table2_robust(&mixed), WORST_CASE);
+        let mut mixed = mixed;
+        mixed.arms = crate::stats::ArmLabels {
+            baseline: "λ = 0".into(),
+            treatment: "arm".into(),
+        };
         let (header, body) = cells(&mixed, false, Format::Markdown);
+        assert!(header.contains(&"Clean: λ = 0".to_string()), "{header:?}");
+        assert!(footnote(&mixed).contains("Δ = arm − λ = 0"));
         assert!(header.iter().any(|h| h == "Worst case Δ"), "{header:?}");
         // Every row fills its robust cells (the last cell, Overhead, is "–").
         let filled = |r: &Vec<String>| r[..r.len() - 1].iter().all(|c| c != "–");
