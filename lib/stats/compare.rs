@@ -175,7 +175,7 @@ fn overhead(r: &RowInput) -> Option<Overhead> {
         let b: Option<Vec<f64>> = r.pairs.iter().map(|p| of(&p.baseline)).collect();
         let t: Option<Vec<f64>> = r.pairs.iter().map(|p| of(&p.treatment)).collect();
         match (b, t) {
-            (Some(b), Some(t)) if !b.is_empty() && mean(&b) > 0.0 => Some(mean(&t) / mean(&b)),
+            (Some(b), Some(t)) if mean(&b) > 0.0 => Some(mean(&t) / mean(&b)),
             _ => None,
         }
     };

@@ -99,18 +99,13 @@ fn level_cells(row: &RowResult, metric: &str) -> [String; 2] {
 }
 
 fn overhead_cell(row: &RowResult, f: Format) -> String {
-    let wall = |o: &Overhead| matches!(o, Overhead::WallTime(_));
+    let suffix = |o: &Overhead| match o {
+        Overhead::WallTime(_) => " (wall)",
+        Overhead::TimedSteps(_) => "",
+    };
     match (row.overhead, f) {
-        (Some(o), Format::Markdown) => {
-            format!("×{:.2}{}", o.ratio(), if wall(&o) { " (wall)" } else { "" })
-        }
-        (Some(o), Format::Latex) => {
-            format!(
-                "$\\times {:.2}${}",
-                o.ratio(),
-                if wall(&o) { " (wall)" } else { "" }
-            )
-        }
+        (Some(o), Format::Markdown) => format!("×{:.2}{}", o.ratio(), suffix(&o)),
+        (Some(o), Format::Latex) => format!("$\\times {:.2}${}", o.ratio(), suffix(&o)),
         (None, _) => "–".into(),
     }
 }

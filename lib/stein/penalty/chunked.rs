@@ -28,7 +28,7 @@ use super::{subsample, SteinPenalty, SteinStats};
 use crate::data::Batch;
 use crate::error::Result;
 use crate::models::Model;
-use crate::stein::{self, Center, Laplacian, Order, ResidualInputs};
+use crate::stein::{self, Laplacian, Order, ResidualInputs};
 use tch::{Kind, Tensor};
 
 impl SteinPenalty {
@@ -95,11 +95,8 @@ impl SteinPenalty {
             values.push(Tensor::cat(&parts?, 0));
         }
         let (d, center) = (self.global_center, self.center);
-        let centred = |r: &Tensor| match center {
-            Center::Batch => r - r.mean(r.kind()),
-            Center::Global => r - d,
-            Center::None => r.shallow_clone(),
-        };
+        // The values are detached: the centre's derivative is not wanted.
+        let centred = |r: &Tensor| super::estimator::centred(r, center, false, d);
         let correction = subsample::fraction_correction(n, b, center);
         let scale = lambda * correction / n as f64;
         let (raw, weights, r) = match values.as_slice() {

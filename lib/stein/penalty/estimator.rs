@@ -52,7 +52,7 @@ impl Estimator {
 
 /// The centre ĉ of `r` `[B]` (the batch mean, detached if `detach_mean`;
 /// the constant `global_center`; or none).
-fn centred(r: &Tensor, center: Center, detach_mean: bool, global_center: f64) -> Tensor {
+pub(super) fn centred(r: &Tensor, center: Center, detach_mean: bool, global_center: f64) -> Tensor {
     match center {
         Center::Batch => {
             let c = r.mean(r.kind());
