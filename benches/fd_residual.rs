@@ -43,7 +43,7 @@ fn residual(model: &Model, data: &Dataset, x: &Tensor, y: &Tensor, mode: Mode) -
         data,
         x.device(),
     );
-    let indices: Vec<i64> = (0..x.size()[0]).collect();
+    let indices = Tensor::arange(x.size()[0], (tch::Kind::Int64, x.device()));
     penalty
         .residual(model, x, y, &indices, None, false)
         .expect("first-order residual")

@@ -22,12 +22,12 @@ use tch::{Device, Kind, Tensor};
 
 fn throughput(field: &dyn ScoreField, x: &Tensor, batch: i64) -> f64 {
     let n = x.size()[0];
-    let idx: Vec<i64> = (0..batch).collect();
+    let idx = Tensor::arange(batch, (Kind::Int64, x.device()));
     let run = || {
         let mut start = 0;
         while start < n {
             let len = batch.min(n - start);
-            let s = field.score(&x.narrow(0, start, len), &idx[..len as usize], None);
+            let s = field.score(&x.narrow(0, start, len), &idx.narrow(0, 0, len), None);
             let _ = s.sum(Kind::Float).double_value(&[]);
             start += len;
         }

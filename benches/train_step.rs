@@ -144,6 +144,7 @@ fn time_steps(
     let t = Tensor::from_slice(&idx);
     let x = data.train.x.index_select(0, &t).to_device(o.device);
     let y = data.train.y.index_select(0, &t).to_device(o.device);
+    let idx = t.to_device(o.device);
     let method = settings(method, data);
     let objective = StepLoss {
         base: BaseLoss::Method {
@@ -216,6 +217,7 @@ fn stein_penalty(
         seed: 0,
         strength: Strength::Given,
         chunk: None,
+        auto_chunk: false,
     }
 }
 

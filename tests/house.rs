@@ -4,7 +4,10 @@
 //!   files named `tests.rs` aside);
 //! - no library function outside tests is longer than 120 lines;
 //! - no script (scripts/, slurm/, data/, analysis/) names a file inside a
-//!   run folder: scripts read runs through the binaries.
+//!   run folder: scripts read runs through the binaries;
+//! - the training step's files make no raw host↔device copy or host read:
+//!   what the epoch loop moves goes through lib/device/transfers.rs, which
+//!   counts (tests/host_transfers.rs).
 //!
 //! The floors, lowest first (lib/lib.rs documents them):
 //! ground (error, exit, fsutil, outdir, csvio, identity, layout, runtime, device, progress,
@@ -540,6 +543,75 @@ fn no_library_file_is_longer_than_600_lines() {
         "files over their line limit:\n{}",
         long.join("\n")
     );
+}
+
+/// The files a training step runs through (lib/device/transfers.rs): the
+/// loop, the step, the methods and their attacks, the penalty, the
+/// optimiser, the augmentation and the score lookup.
+const STEP_FILES: &[&str] = &[
+    "train/epochs.rs",
+    "train/step.rs",
+    "train/losses.rs",
+    "train/method.rs",
+    "train/awp.rs",
+    "train/ema.rs",
+    "attack/pgd.rs",
+    "stein/mod.rs",
+    "stein/penalty/mod.rs",
+    "stein/penalty/chunked.rs",
+    "stein/penalty/estimator.rs",
+    "stein/penalty/coordinates.rs",
+    "stein/penalty/controls.rs",
+    "stein/penalty/subsample.rs",
+    "stein/penalty/ramp.rs",
+    "optim/flat.rs",
+    "data/augment.rs",
+];
+
+/// Calls that copy between host and device or read a device value on the
+/// host, outside lib/device/transfers.rs.
+const RAW_TRANSFERS: &[&str] = &[
+    "from_slice(",
+    "double_value(",
+    "int64_value(",
+    "::try_from(",
+    ".to_device(Device::Cpu)",
+];
+
+/// `RAW_TRANSFERS` found in the code (not the unit tests) of `text`.
+fn raw_transfers(text: &str) -> Vec<String> {
+    code_lines(text)
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| !l.trim_start().starts_with("//"))
+        .filter_map(|(i, l)| {
+            let hit = RAW_TRANSFERS.iter().find(|r| l.contains(*r))?;
+            Some(format!("{}: {hit} in `{}`", i + 1, l.trim()))
+        })
+        .collect()
+}
+
+#[test]
+fn the_step_moves_data_only_through_the_counted_transfers() {
+    let mut found = Vec::new();
+    for rel in STEP_FILES {
+        let text = fs::read_to_string(lib_dir().join(rel)).unwrap();
+        found.extend(
+            raw_transfers(&text)
+                .into_iter()
+                .map(|h| format!("lib/{rel}:{h}")),
+        );
+    }
+    assert!(
+        found.is_empty(),
+        "raw host↔device traffic in the step's files (use lib/device/transfers.rs, \
+         once per epoch):\n{}",
+        found.join("\n")
+    );
+    // The scan sees what it claims to, and not the unit tests.
+    let sample = "fn f(t: &Tensor) -> f64 {\n    t.double_value(&[])\n}\n\
+                  #[cfg(test)]\nmod tests { fn g() { Tensor::from_slice(&[1]); } }\n";
+    assert_eq!(raw_transfers(sample).len(), 1);
 }
 
 /// Functions (rustfmt-formatted: the closing brace at the `fn` line's

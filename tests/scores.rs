@@ -87,7 +87,7 @@ fn torchscript_source_matches_python_and_bad_models_are_refused() {
         .abs()
             < 1e-12
     );
-    let got = model.score(&inputs, &[], None);
+    let got = model.score(&inputs, &Tensor::new(), None);
     let err = (&got - &expected).abs().max().double_value(&[]);
     println!("torchscript score vs Python: max |diff| = {err:.2e}");
     assert!(err < 1e-5, "max |diff| {err}");
@@ -247,13 +247,15 @@ fn augmented_precomputed_scores_equal_scores_of_augmented_inputs() {
             "cpu",
         ]);
     }
-    let idx: Vec<i64> = (0..d.train.len()).collect();
+    let n = d.train.len();
+    let idx = Tensor::arange(n, (tch::Kind::Int64, Device::Cpu));
     let x = d.train.x.shallow_clone();
     // Flips: the fitted Gaussian of flip-symmetric data commutes with them.
+    let zeros = Tensor::zeros([n], (tch::Kind::Int64, Device::Cpu));
     let flips = CropFlip {
-        flip: (0..idx.len()).map(|i| i % 2 == 0).collect(),
-        dy: vec![0; idx.len()],
-        dx: vec![0; idx.len()],
+        flip: (idx.remainder(2)).eq(0).to_kind(tch::Kind::Int64),
+        dy: zeros.copy(),
+        dx: zeros,
     };
     let fitted = Gaussian::fit(&d.train.x, 0.1).unwrap();
     let file = ScoreFile::open(&fit, &d, "train", false, Device::Cpu).unwrap();
@@ -267,7 +269,7 @@ fn augmented_precomputed_scores_equal_scores_of_augmented_inputs() {
     assert!(err < 1e-4 * scale.max(1.0), "{err}");
     // Crops and flips with N(0, I): s = −x, zero in the padding.
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
-    let aug = CropFlip::draw(idx.len(), &mut rng);
+    let aug = CropFlip::draw(n as usize, &mut rng, Device::Cpu);
     let file = ScoreFile::open(&std, &d, "train", false, Device::Cpu).unwrap();
     let xa = aug.apply(&x);
     assert!(file.score(&xa, &idx, Some(&aug)).equal(&(-&xa)));
@@ -791,7 +793,7 @@ fn dsm_scores_at_noised_inputs_are_seeded_and_recorded() {
     let d = digits();
     let open =
         |name: &str| ScoreFile::open(Path::new(&p(name)), &d, "train", false, Device::Cpu).unwrap();
-    let idx: Vec<i64> = (0..64).collect();
+    let idx = Tensor::arange(64, (tch::Kind::Int64, Device::Cpu));
     let x = d.train.x.narrow(0, 0, 64);
     let read = |name: &str| open(name).score(&x, &idx, None);
     let (clean, a, b, c) = (

@@ -22,6 +22,7 @@ use super::grammar::{parse_attacks, AttackKind};
 use super::inputs::Inputs;
 use super::results::{write_per_sample, write_summary, PerSampleRows};
 use super::run::{to_flags, Target};
+use super::spsa::SPSA_INPUTS_PER_PASS;
 use super::square::WindowRange;
 use super::state::{
     accuracy, checkpoint_sha, subset_fingerprint, AttackResult, EvalIdentity, State,
@@ -86,6 +87,16 @@ pub struct EvalConfig {
     /// published numbers). Recorded in attack-state.json and summary.csv.
     #[arg(long, value_enum, default_value_t = WindowRange::Reference)]
     pub square_window_range: WindowRange,
+    /// Most model inputs in one SPSA forward pass (2 × directions × points
+    /// of a batch, split into passes of at most this many): bounds SPSA's
+    /// memory on large models (WRN-70-16 needs far fewer than the default
+    /// on one GPU); the result changes only by rounding.
+    #[arg(
+        long,
+        default_value_t = SPSA_INPUTS_PER_PASS,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    pub spsa_inputs_per_pass: usize,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     /// Finish at most N attacks in this invocation, then stop (the state is
@@ -247,6 +258,7 @@ fn evaluate_in(cfg: &EvalConfig) -> Result<EvalSummary> {
         seed: cfg.seed,
         batch_size: cfg.batch_size,
         square_window: cfg.square_window_range,
+        spsa_inputs_per_pass: cfg.spsa_inputs_per_pass,
     };
     let ran_now = run_attacks(&target, &attacks, &clean, &mut state, &run, cfg.stop_after)?;
 

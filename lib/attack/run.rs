@@ -33,6 +33,8 @@ pub struct Target<'a> {
     pub batch_size: usize,
     /// Where Square (alone or in AutoAttack) draws its window offsets.
     pub square_window: WindowRange,
+    /// Most model inputs in one SPSA forward pass (`--spsa-inputs-per-pass`).
+    pub spsa_inputs_per_pass: usize,
 }
 
 impl AttackKind {
@@ -41,14 +43,15 @@ impl AttackKind {
     /// batch (inside the threat set) and the fooled mask `[B]`. (The
     /// evaluator runs AutoAttack component by component, not through here.)
     /// Square, alone or in AutoAttack, draws its window offsets from
-    /// `window`.
+    /// `window`; SPSA evaluates at most `spsa_inputs_per_pass` inputs per
+    /// forward pass.
     pub fn run_batch(
         self,
         model: &Model,
         x: &Tensor,
         y: &Tensor,
         threat: &Threat,
-        window: WindowRange,
+        (window, spsa_inputs_per_pass): (WindowRange, usize),
     ) -> (Tensor, Tensor) {
         match self {
             AttackKind::AutoAttack => {
@@ -57,7 +60,13 @@ impl AttackKind {
                 (r.adv, fooled)
             }
             AttackKind::Component(c) => c.run_with(model, x, y, threat, window),
-            AttackKind::Spsa => spsa(model, x, y, &SpsaConfig::standard(*threat)),
+            AttackKind::Spsa => {
+                let cfg = SpsaConfig {
+                    max_inputs_per_pass: spsa_inputs_per_pass,
+                    ..SpsaConfig::standard(*threat)
+                };
+                spsa(model, x, y, &cfg)
+            }
             AttackKind::Pgd(k) | AttackKind::CwPgd(k) => {
                 let cfg = PgdConfig {
                     threat: *threat,
@@ -123,7 +132,8 @@ impl Target<'_> {
         } else {
             tch::manual_seed(seed_for(self.seed, &name));
             let run = |xb: &Tensor, yb: &Tensor| {
-                kind.run_batch(self.model, xb, yb, &self.threat, self.square_window)
+                let settings = (self.square_window, self.spsa_inputs_per_pass);
+                kind.run_batch(self.model, xb, yb, &self.threat, settings)
             };
             self.attack_points(&run, clean, &name)?
         };

@@ -25,6 +25,9 @@ pub struct SpsaConfig {
     pub max_inputs_per_pass: usize,
 }
 
+/// Default of `attack --spsa-inputs-per-pass`.
+pub const SPSA_INPUTS_PER_PASS: usize = 16384;
+
 impl SpsaConfig {
     /// The settings of docs/METHOD.md, "Attacks and their budgets".
     pub fn standard(threat: Threat) -> SpsaConfig {
@@ -34,7 +37,7 @@ impl SpsaConfig {
             lr: 0.01,
             nb_sample: 128,
             nb_iter: 32,
-            max_inputs_per_pass: 16384,
+            max_inputs_per_pass: SPSA_INPUTS_PER_PASS,
         }
     }
 }

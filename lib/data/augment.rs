@@ -2,8 +2,9 @@
 //! and a horizontal flip with probability ½. The drawn parameters are
 //! returned so that a precomputed score field can receive the very same
 //! transform as its image.
+use crate::device::transfers;
 use rand::Rng;
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
 /// Padding of the random crop.
 pub const CROP_PAD: i64 = 4;
@@ -21,60 +22,66 @@ pub enum Augment {
 }
 
 /// Per-sample transform: flip first, then shift by (dy, dx) ∈ [−4, 4]².
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The parameters live on the training device (`[N]` each), so applying
+/// them costs no host↔device copy: an epoch draws all its samples' at once
+/// ([`CropFlip::draw`], one upload) and each batch takes its slice
+/// ([`CropFlip::narrow`]).
+#[derive(Debug)]
 pub struct CropFlip {
-    pub flip: Vec<bool>,
-    pub dy: Vec<i64>,
-    pub dx: Vec<i64>,
+    /// 1 to flip, 0 not (int64 `[N]`).
+    pub flip: Tensor,
+    /// Vertical shift in pixels (int64 `[N]`).
+    pub dy: Tensor,
+    /// Horizontal shift in pixels (int64 `[N]`).
+    pub dx: Tensor,
 }
 
 impl CropFlip {
-    /// Draws the parameters of `n` samples.
-    pub fn draw<R: Rng>(n: usize, rng: &mut R) -> CropFlip {
-        let mut flip = Vec::with_capacity(n);
-        let mut dy = Vec::with_capacity(n);
-        let mut dx = Vec::with_capacity(n);
-        for _ in 0..n {
-            flip.push(rng.gen_bool(0.5));
-            dy.push(rng.gen_range(-CROP_PAD..=CROP_PAD));
-            dx.push(rng.gen_range(-CROP_PAD..=CROP_PAD));
+    /// Draws the parameters of `n` samples (per sample: flip with
+    /// probability ½, then dy, then dx uniform in [−4, 4]) and puts them on
+    /// `device` in one counted upload.
+    pub fn draw<R: Rng>(n: usize, rng: &mut R, device: Device) -> CropFlip {
+        let mut table = vec![0i64; 3 * n];
+        for k in 0..n {
+            table[k] = rng.gen_bool(0.5) as i64;
+            table[n + k] = rng.gen_range(-CROP_PAD..=CROP_PAD);
+            table[2 * n + k] = rng.gen_range(-CROP_PAD..=CROP_PAD);
         }
-        CropFlip { flip, dy, dx }
+        let t = transfers::upload(&table, device).view([3, n as i64]);
+        CropFlip {
+            flip: t.get(0),
+            dy: t.get(1),
+            dx: t.get(2),
+        }
+    }
+
+    /// Samples `start..start + len` of the draw (views, no copy).
+    pub fn narrow(&self, start: i64, len: i64) -> CropFlip {
+        CropFlip {
+            flip: self.flip.narrow(0, start, len),
+            dy: self.dy.narrow(0, start, len),
+            dx: self.dx.narrow(0, start, len),
+        }
     }
 
     /// Applies the transform to `x` `[N, C, H, W]`: output pixel (i, j) of
     /// sample n is flipped-input pixel (i + dy, j + dx), zero outside. Two
     /// gathers on the zero-padded batch (rows, then columns, with the flip
-    /// folded into the column indices), so the cost does not grow with
-    /// per-sample calls; equal bit for bit to cropping sample by sample
-    /// (tested).
+    /// folded into the column indices), their indices computed on the
+    /// device; equal bit for bit to cropping sample by sample (tested).
     pub fn apply(&self, x: &Tensor) -> Tensor {
         let size = x.size();
         let (n, c, h, w) = (size[0], size[1], size[2], size[3]);
+        let device = x.device();
         let padded = x.constant_pad_nd([CROP_PAD, CROP_PAD, CROP_PAD, CROP_PAD]);
         let width = w + 2 * CROP_PAD;
-        let mut rows = Vec::with_capacity((n * h) as usize);
-        let mut cols = Vec::with_capacity((n * w) as usize);
-        for k in 0..n as usize {
-            rows.extend((0..h).map(|i| CROP_PAD + self.dy[k] + i));
-            cols.extend((0..w).map(|j| {
-                let col = CROP_PAD + self.dx[k] + j;
-                if self.flip[k] {
-                    width - 1 - col
-                } else {
-                    col
-                }
-            }));
-        }
-        let device = x.device();
-        let rows = Tensor::from_slice(&rows)
-            .to_device(device)
-            .view([n, 1, h, 1])
-            .expand([n, c, h, width], false);
-        let cols = Tensor::from_slice(&cols)
-            .to_device(device)
-            .view([n, 1, 1, w])
-            .expand([n, c, h, w], false);
+        let on = |t: &Tensor| t.to_device(device).view([n, 1]);
+        let rows = on(&self.dy) + CROP_PAD + Tensor::arange(h, (Kind::Int64, device)).view([1, h]);
+        let cols = on(&self.dx) + CROP_PAD + Tensor::arange(w, (Kind::Int64, device)).view([1, w]);
+        let flip = on(&self.flip).to_kind(Kind::Bool);
+        let cols = (cols.neg() + (width - 1)).where_self(&flip, &cols);
+        let rows = rows.view([n, 1, h, 1]).expand([n, c, h, width], false);
+        let cols = cols.view([n, 1, 1, w]).expand([n, c, h, w], false);
         padded.gather(2, &rows, false).gather(3, &cols, false)
     }
 }
@@ -89,9 +96,9 @@ mod tests {
         let x =
             Tensor::arange(2 * 3 * 5 * 6, (Kind::Float, tch::Device::Cpu)).view([2, 3, 5, 6]) + 1.0;
         let t = CropFlip {
-            flip: vec![false, true],
-            dy: vec![1, 0],
-            dx: vec![-2, 0],
+            flip: Tensor::from_slice(&[0i64, 1]),
+            dy: Tensor::from_slice(&[1i64, 0]),
+            dx: Tensor::from_slice(&[-2i64, 0]),
         };
         let y = t.apply(&x);
         assert_eq!(y.size(), x.size());
@@ -110,12 +117,14 @@ mod tests {
         let size = x.size();
         let (h, w) = (size[2], size[3]);
         let padded = x.constant_pad_nd([CROP_PAD, CROP_PAD, CROP_PAD, CROP_PAD]);
+        let host = |v: &Tensor| Vec::<i64>::try_from(v).unwrap();
+        let (flip, dy, dx) = (host(&t.flip), host(&t.dy), host(&t.dx));
         let samples: Vec<Tensor> = (0..size[0] as usize)
             .map(|n| {
                 let img = padded.get(n as i64);
-                let img = if t.flip[n] { img.flip([2]) } else { img };
-                img.narrow(1, CROP_PAD + t.dy[n], h)
-                    .narrow(2, CROP_PAD + t.dx[n], w)
+                let img = if flip[n] == 1 { img.flip([2]) } else { img };
+                img.narrow(1, CROP_PAD + dy[n], h)
+                    .narrow(2, CROP_PAD + dx[n], w)
             })
             .collect();
         Tensor::stack(&samples, 0)
@@ -128,7 +137,8 @@ mod tests {
         tch::manual_seed(7);
         for (n, c, h, w) in [(64, 3, 32, 32), (5, 1, 8, 8), (3, 2, 5, 9)] {
             let x = Tensor::rand([n, c, h, w], (Kind::Float, tch::Device::Cpu));
-            let t = CropFlip::draw(n as usize, &mut rng);
+            // Drawn for the epoch, applied to a batch's slice of it.
+            let t = CropFlip::draw(n as usize + 7, &mut rng, tch::Device::Cpu).narrow(5, n);
             let (fast, slow) = (t.apply(&x), per_sample(&t, &x));
             assert_eq!(fast.size(), slow.size());
             assert!(fast.equal(&slow), "{n}×{c}×{h}×{w}");

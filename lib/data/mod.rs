@@ -144,12 +144,12 @@ pub enum Task {
 
 /// One training mini-batch: inputs `[B, …]` (pixels in [0,1], after any
 /// augmentation), targets `[B]`, the samples' indices in the training split
-/// and the augmentation the inputs received (both locate precomputed
-/// scores).
+/// (int64 `[B]` on the device) and the augmentation the inputs received
+/// (both locate precomputed scores).
 pub struct Batch<'a> {
     pub x: &'a Tensor,
     pub y: &'a Tensor,
-    pub indices: &'a [i64],
+    pub indices: &'a Tensor,
     pub aug: Option<&'a augment::CropFlip>,
 }
 

@@ -41,7 +41,7 @@ pub struct DeviceInfo {
 }
 
 /// Opens an already loaded (`only_loaded`) or loadable shared library.
-fn open(name: &str, only_loaded: bool) -> Option<*mut c_void> {
+pub(super) fn open(name: &str, only_loaded: bool) -> Option<*mut c_void> {
     let c = CString::new(name).ok()?;
     let flags = libc::RTLD_NOW | if only_loaded { libc::RTLD_NOLOAD } else { 0 };
     // SAFETY: dlopen with a valid C string; the handle is never closed, so
@@ -54,7 +54,7 @@ fn open(name: &str, only_loaded: bool) -> Option<*mut c_void> {
 ///
 /// # Safety
 /// `F` must be the symbol's true C signature.
-unsafe fn symbol<F: Copy>(lib: *mut c_void, symbol: &str) -> Option<F> {
+pub(super) unsafe fn symbol<F: Copy>(lib: *mut c_void, symbol: &str) -> Option<F> {
     let c = CString::new(symbol).ok()?;
     let p = libc::dlsym(lib, c.as_ptr());
     (!p.is_null()).then(|| std::mem::transmute_copy(&p))
@@ -65,12 +65,17 @@ fn cuda_version(v: c_int) -> String {
     format!("{}.{}", v / 1000, (v % 1000) / 10)
 }
 
+/// The CUDA runtime libtorch loaded; None without one.
+pub(super) fn cudart() -> Option<*mut c_void> {
+    ["libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0"]
+        .iter()
+        .find_map(|n| open(n, true))
+}
+
 /// The CUDA runtime version libtorch loaded (e.g. `13.0`); None without one.
 pub fn cuda_runtime() -> Option<String> {
     type GetVersion = unsafe extern "C" fn(*mut c_int) -> c_int;
-    let lib = ["libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0"]
-        .iter()
-        .find_map(|n| open(n, true))?;
+    let lib = cudart()?;
     let mut v = 0;
     // SAFETY: cudaRuntimeGetVersion(int*) of the CUDA runtime API.
     let rc = unsafe { symbol::<GetVersion>(lib, "cudaRuntimeGetVersion")?(&mut v) };

@@ -1,10 +1,14 @@
 //! Device selection (`auto`, `cpu` or `cuda:N`), precision and memory
 //! format; [`numerics`] holds libtorch's numerical mode (TF32,
 //! determinism), [`machine`] what a device is (GPU name, driver, versions),
-//! [`expected`] whether the job was given a GPU at all.
+//! [`expected`] whether the job was given a GPU at all, [`transfers`] the
+//! training loop's counted host↔device copies, [`memory`] free and peak
+//! bytes.
 pub mod expected;
 pub mod machine;
+pub mod memory;
 pub mod numerics;
+pub mod transfers;
 
 use crate::error::{Error, Result};
 use tch::{Device, Tensor};

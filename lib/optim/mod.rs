@@ -3,7 +3,10 @@
 //! Implemented here rather than through libtorch's C++ optimisers so that
 //! their state (momentum buffers, moments, step count) can be saved and
 //! restored: a resumed run then ends bit-identical to an uninterrupted one.
+pub mod flat;
 pub mod schedule;
+
+use flat::FlatGroup;
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -63,96 +66,148 @@ impl OptimizerConfig {
     }
 }
 
-/// Optimiser over a fixed list of named parameters.
+/// Optimiser over a fixed list of named parameters, held as views of flat
+/// buffers ([`flat`]): a step is a few whole-buffer ops.
 #[derive(Debug)]
 pub struct Optimizer {
     cfg: OptimizerConfig,
-    params: Vec<(String, Tensor)>,
-    /// SGD momentum buffer, or Adam's first moment.
+    names: Vec<String>,
+    params: Vec<Tensor>,
+    groups: Vec<FlatGroup>,
+    /// SGD momentum buffer, or Adam's first moment (flat, one per group).
     first: Vec<Tensor>,
-    /// Adam's second moment (unused by SGD).
+    /// Adam's second moment (unused by SGD; flat, one per group).
     second: Vec<Tensor>,
     steps: i64,
 }
 
+/// One update of `p` from gradient `grad` with the state `first`/`second`
+/// (tensors of one shape: a flat group or one parameter's views).
+fn update(
+    c: &OptimizerConfig,
+    p: &mut Tensor,
+    grad: &Tensor,
+    state: [&mut Tensor; 2],
+    lr: f64,
+    t: i32,
+) {
+    let [first, second] = state;
+    let g = if c.weight_decay > 0.0 {
+        grad + &*p * c.weight_decay
+    } else {
+        grad.shallow_clone()
+    };
+    match c.kind {
+        OptimizerKind::Sgd => {
+            let d = if c.momentum > 0.0 {
+                let _ = first.g_mul_scalar_(c.momentum).g_add_(&g);
+                if c.nesterov {
+                    &g + &*first * c.momentum
+                } else {
+                    first.shallow_clone()
+                }
+            } else {
+                g
+            };
+            let _ = p.g_sub_(&(d * lr));
+        }
+        OptimizerKind::Adam => {
+            let _ = first.g_mul_scalar_(c.beta1).g_add_(&(&g * (1.0 - c.beta1)));
+            let _ = second
+                .g_mul_scalar_(c.beta2)
+                .g_add_(&(&g * &g * (1.0 - c.beta2)));
+            let bc1 = 1.0 - c.beta1.powi(t);
+            let bc2 = 1.0 - c.beta2.powi(t);
+            let denom = (second.sqrt() / bc2.sqrt()) + c.eps;
+            let _ = p.g_sub_(&(&*first / denom * (lr / bc1)));
+        }
+    }
+}
+
 impl Optimizer {
+    /// Takes over `params`: each becomes a view of its group's flat buffer
+    /// (same value, same strides).
     pub fn new(cfg: &OptimizerConfig, params: Vec<(String, Tensor)>) -> Optimizer {
-        let zeros = |p: &Tensor| p.zeros_like().detach();
+        let (names, params): (Vec<String>, Vec<Tensor>) = params.into_iter().unzip();
+        let groups = FlatGroup::attach_all(&params);
+        let zeros = |g: &FlatGroup| g.values.zeros_like();
         Optimizer {
             cfg: cfg.clone(),
-            first: params.iter().map(|(_, p)| zeros(p)).collect(),
-            second: params.iter().map(|(_, p)| zeros(p)).collect(),
+            first: groups.iter().map(zeros).collect(),
+            second: groups.iter().map(zeros).collect(),
+            groups,
+            names,
             params,
             steps: 0,
         }
     }
 
-    /// Clears the gradients of every parameter.
+    /// Clears the gradients of every parameter (one op per group when all
+    /// are attached).
     pub fn zero_grad(&mut self) {
-        for (_, p) in self.params.iter_mut() {
-            p.zero_grad();
+        for g in &self.groups {
+            if g.attach(&self.params) {
+                let _ = g.grads.shallow_clone().zero_();
+            } else {
+                for &i in &g.members {
+                    self.params[i].zero_grad();
+                }
+            }
         }
     }
 
     /// One update with learning rate `lr` from the current gradients.
+    /// Parameters without a gradient are left as they are (as PyTorch
+    /// does); when every parameter of a group has one, the group's update
+    /// is one pass over its flat buffers.
     ///
     /// SGD: g ← ∇ + wd·θ; b ← μ·b + g; d = g + μ·b (Nesterov) or b; θ ← θ − η·d.
     /// Adam: g ← ∇ + wd·θ; m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²;
     /// θ ← θ − η·(m/(1−β₁ᵗ)) / (√(v/(1−β₂ᵗ)) + ε).
     pub fn step(&mut self, lr: f64) {
         self.steps += 1;
-        let c = &self.cfg;
         let t = self.steps as i32;
         let _guard = tch::no_grad_guard();
-        for (i, (_, p)) in self.params.iter_mut().enumerate() {
-            let grad = p.grad();
-            if !grad.defined() {
+        for (n, g) in self.groups.iter().enumerate() {
+            let (first, second) = (&mut self.first[n], &mut self.second[n]);
+            if g.attach(&self.params) {
+                let mut values = g.values.shallow_clone();
+                update(&self.cfg, &mut values, &g.grads, [first, second], lr, t);
                 continue;
             }
-            let g = if c.weight_decay > 0.0 {
-                &grad + &*p * c.weight_decay
-            } else {
-                grad
-            };
-            match c.kind {
-                OptimizerKind::Sgd => {
-                    let d = if c.momentum > 0.0 {
-                        let b = &mut self.first[i];
-                        let _ = b.g_mul_scalar_(c.momentum).g_add_(&g);
-                        if c.nesterov {
-                            &g + &*b * c.momentum
-                        } else {
-                            b.shallow_clone()
-                        }
-                    } else {
-                        g
-                    };
-                    let _ = p.g_sub_(&(d * lr));
-                }
-                OptimizerKind::Adam => {
-                    let m = &mut self.first[i];
-                    let _ = m.g_mul_scalar_(c.beta1).g_add_(&(&g * (1.0 - c.beta1)));
-                    let v = &mut self.second[i];
-                    let _ = v
-                        .g_mul_scalar_(c.beta2)
-                        .g_add_(&(&g * &g * (1.0 - c.beta2)));
-                    let bc1 = 1.0 - c.beta1.powi(t);
-                    let bc2 = 1.0 - c.beta2.powi(t);
-                    let denom = (v.sqrt() / bc2.sqrt()) + c.eps;
-                    let _ = p.g_sub_(&(&*m / denom * (lr / bc1)));
+            for (k, &i) in g.members.iter().enumerate() {
+                let grad = self.params[i].grad();
+                if grad.defined() {
+                    let mut p = g.view(&g.values, k);
+                    let state = [&mut g.view(first, k), &mut g.view(second, k)];
+                    update(&self.cfg, &mut p, &grad, state, lr, t);
                 }
             }
         }
     }
 
+    /// Each parameter's (name, group, member) in order.
+    fn slots(&self) -> impl Iterator<Item = (&str, usize, usize)> + '_ {
+        self.groups.iter().enumerate().flat_map(move |(n, g)| {
+            g.members
+                .iter()
+                .enumerate()
+                .map(move |(k, &i)| (self.names[i].as_str(), n, k))
+        })
+    }
+
     /// The optimiser state as named tensors (for a resume checkpoint).
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
         let mut out = vec![("optim.steps".to_string(), Tensor::from_slice(&[self.steps]))];
-        for (i, (name, _)) in self.params.iter().enumerate() {
-            out.push((format!("optim.first.{name}"), self.first[i].shallow_clone()));
+        for (name, n, k) in self.slots() {
+            let g = &self.groups[n];
+            out.push((
+                format!("optim.first.{name}"),
+                g.view(&self.first[n], k).copy(),
+            ));
             out.push((
                 format!("optim.second.{name}"),
-                self.second[i].shallow_clone(),
+                g.view(&self.second[n], k).copy(),
             ));
         }
         out
@@ -167,22 +222,22 @@ impl Optimizer {
                 .map(|(_, t)| t)
                 .ok_or_else(|| format!("optimiser state lacks `{key}`"))
         };
-        self.steps = find("optim.steps")?.to_kind(Kind::Int64).int64_value(&[0]);
+        let steps = find("optim.steps")?.to_kind(Kind::Int64).int64_value(&[0]);
         let _guard = tch::no_grad_guard();
-        for (i, (name, p)) in self.params.iter().enumerate() {
-            for (slot, buf) in [
-                ("first", &mut self.first[i]),
-                ("second", &mut self.second[i]),
-            ] {
+        for (name, n, k) in self.slots() {
+            let g = &self.groups[n];
+            for (slot, buf) in [("first", &self.first[n]), ("second", &self.second[n])] {
                 let t = find(&format!("optim.{slot}.{name}"))?;
-                if t.size() != p.size() {
+                let mut view = g.view(buf, k);
+                if t.size() != view.size() {
                     return Err(format!(
                         "optimiser state `{slot}.{name}` has the wrong shape"
                     ));
                 }
-                buf.copy_(t);
+                view.copy_(t);
             }
         }
+        self.steps = steps;
         Ok(())
     }
 }
@@ -252,6 +307,7 @@ mod tests {
         fresh.load_state(&saved).unwrap();
         assert_eq!(fresh.steps, 1);
         assert!(fresh.first[0].equal(&opt.first[0]) && fresh.second[0].equal(&opt.second[0]));
+        assert_eq!(fresh.first[0].size(), [2]);
         assert!(fresh
             .load_state(&saved[..1])
             .unwrap_err()

@@ -169,7 +169,8 @@ fn diagnose_batch(
     opts: &DiagnoseOptions,
 ) -> Result<Diagnosis> {
     let (x, y, indices, probes) = b.batch();
-    let others: Vec<i64> = indices.iter().map(|&i| f.partner[i as usize]).collect();
+    let partner = Tensor::from_slice(f.partner).to_device(indices.device());
+    let others = partner.index_select(0, indices);
     let real = f.real.score(x, indices, None);
     let permuted = f.real.score(x, &others, None);
     let noised = f.noised.map(|n| n.score(x, indices, None));

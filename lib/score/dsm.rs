@@ -287,7 +287,7 @@ impl ScoreField for DsmNet {
         &self.shape
     }
 
-    fn score(&self, x: &Tensor, _indices: &[i64], _aug: Option<&CropFlip>) -> Tensor {
+    fn score(&self, x: &Tensor, _indices: &Tensor, _aug: Option<&CropFlip>) -> Tensor {
         let _guard = tch::no_grad_guard();
         let u = x.to_kind(Kind::Float);
         let u = match self.input {
@@ -348,8 +348,8 @@ mod tests {
             .index_select(0, &Tensor::rand([500], opts).ge(0.4).to_kind(Kind::Int64))
             + Tensor::randn([500, 2], opts) * (var + sigma * sigma).sqrt())
         .to_kind(Kind::Float);
-        let truth = smoothed.score(&held_out, &[], None);
-        let est = net.score(&held_out, &[], None);
+        let truth = smoothed.score(&held_out, &Tensor::new(), None);
+        let est = net.score(&held_out, &Tensor::new(), None);
         let cos = (&truth * &est).sum_dim_intlist(1, false, Kind::Float)
             / (truth.norm_scalaropt_dim(2, [1], false) * est.norm_scalaropt_dim(2, [1], false));
         let mean_cos = cos.mean(Kind::Float).double_value(&[]);
@@ -360,6 +360,6 @@ mod tests {
         let path = dir.path().join("dsm.safetensors");
         net.save(&path).unwrap();
         let back = DsmNet::load(&path, Device::Cpu).unwrap();
-        assert!(back.score(&held_out, &[], None).equal(&est));
+        assert!(back.score(&held_out, &Tensor::new(), None).equal(&est));
     }
 }

@@ -363,9 +363,10 @@ impl ScoreField for ScoreFile {
         &self.meta.input_shape
     }
 
-    fn score(&self, x: &Tensor, indices: &[i64], aug: Option<&CropFlip>) -> Tensor {
-        let idx = Tensor::from_slice(indices).to_device(self.scores.device());
-        let mut s = self.scores.index_select(0, &idx);
+    fn score(&self, x: &Tensor, indices: &Tensor, aug: Option<&CropFlip>) -> Tensor {
+        let mut s = self
+            .scores
+            .index_select(0, &indices.to_device(self.scores.device()));
         if let Some(a) = aug {
             s = a.apply(&s);
         }

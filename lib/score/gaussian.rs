@@ -101,7 +101,7 @@ impl ScoreField for Gaussian {
     }
 
     /// s(x) = −P(x − μ).
-    fn score(&self, x: &Tensor, _indices: &[i64], _aug: Option<&CropFlip>) -> Tensor {
+    fn score(&self, x: &Tensor, _indices: &Tensor, _aug: Option<&CropFlip>) -> Tensor {
         let flat = x.flatten(1, -1) - self.mean.to_kind(x.kind());
         let s = match &self.precision {
             Some(p) => -flat.matmul(&p.to_kind(x.kind())),
@@ -135,11 +135,11 @@ mod tests {
         let probe = Tensor::rand([7, 3], (Kind::Double, tch::Device::Cpu));
         let expect = -(&probe - &mu).matmul(&shrunk.inverse());
         let got = g
-            .score(&probe.to_kind(Kind::Float), &[], None)
+            .score(&probe.to_kind(Kind::Float), &Tensor::new(), None)
             .to_kind(Kind::Double);
         assert!((got - expect).abs().max().double_value(&[]) < 1e-4);
         let std = Gaussian::standard(&[3]);
-        assert!(std.score(&probe, &[], None).equal(&(-&probe)));
+        assert!(std.score(&probe, &Tensor::new(), None).equal(&(-&probe)));
     }
 
     #[test]

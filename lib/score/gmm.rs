@@ -130,7 +130,7 @@ impl ScoreField for Gmm {
         &self.shape
     }
 
-    fn score(&self, x: &Tensor, _indices: &[i64], _aug: Option<&CropFlip>) -> Tensor {
+    fn score(&self, x: &Tensor, _indices: &Tensor, _aug: Option<&CropFlip>) -> Tensor {
         let (log_joint, scores) = self.components(x);
         let w = log_joint.softmax(1, Kind::Double).unsqueeze(-1);
         (w * scores)
@@ -160,7 +160,7 @@ mod tests {
         let x = &x + y.to_kind(Kind::Double).unsqueeze(1) * 0.8;
         let gmm = Gmm::fit(&x, &y, 3, 0.1).unwrap();
         let probe = Tensor::randn([5, 3], opts) + 0.8;
-        let s = gmm.score(&probe, &[], None);
+        let s = gmm.score(&probe, &Tensor::new(), None);
         let h = 1e-5;
         for j in 0..3 {
             let e = Tensor::zeros([1, 3], opts).index_fill(1, &Tensor::from_slice(&[j]), h);

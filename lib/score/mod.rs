@@ -30,7 +30,7 @@ pub trait ScoreField: std::fmt::Debug {
     /// `indices` are the samples' positions in the split. Fields computed
     /// from x ignore `aug`; precomputed ones apply it to their stored
     /// scores (flip → flip, crop → the same shift, zero in the padding).
-    fn score(&self, x: &Tensor, indices: &[i64], aug: Option<&CropFlip>) -> Tensor;
+    fn score(&self, x: &Tensor, indices: &Tensor, aug: Option<&CropFlip>) -> Tensor;
     /// One line for logs and metadata.
     fn describe(&self) -> String;
     /// The file the scores were read from, for a model's sidecar; `None`

@@ -245,7 +245,7 @@ fn calibration(
     }
     let k = args.calibration_size.clamp(1, split.len() as usize) as i64;
     let x = split.x.narrow(0, 0, k).to_device(device);
-    let idx: Vec<i64> = (0..k).collect();
+    let idx = Tensor::arange(k, (tch::Kind::Int64, device));
     let at_50 = load_eps_model(args, data, 50, device)?;
     Ok(std_of(&field.score(&x, &idx, None)) / std_of(&at_50.score(&x, &idx, None)))
 }
@@ -268,7 +268,11 @@ fn write_scores(
         let mut start = 0;
         while start < n {
             let len = args.batch_size.min(n - start);
-            let idx: Vec<i64> = (start as i64..(start + len) as i64).collect();
+            let idx = Tensor::arange_start(
+                start as i64,
+                (start + len) as i64,
+                (tch::Kind::Int64, device),
+            );
             let x = split
                 .x
                 .narrow(0, start as i64, len as i64)

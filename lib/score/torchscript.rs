@@ -134,7 +134,7 @@ impl ScoreField for TorchScriptEps {
         &self.shape
     }
 
-    fn score(&self, x: &Tensor, _indices: &[i64], _aug: Option<&CropFlip>) -> Tensor {
+    fn score(&self, x: &Tensor, _indices: &Tensor, _aug: Option<&CropFlip>) -> Tensor {
         let _guard = tch::no_grad_guard();
         let (a, b) = self.range.affine();
         let u = (x.to_kind(Kind::Float).to_device(self.device) * a) + b;

@@ -4,7 +4,7 @@
 //! ascent step of a proxy copy; normalising makes its step size irrelevant);
 //! the gradient step is taken there and the perturbation is then removed.
 use crate::models::Model;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// Guards against ‖Δ‖ = 0, as the reference's EPS does.
 const NORM_FLOOR: f64 = 1e-20;
@@ -51,9 +51,12 @@ pub fn perturb(model: &Model, gamma: f64, loss: &dyn Fn() -> Tensor) -> WeightPe
     let mut perturbed = Vec::with_capacity(weights.len());
     for (w, g) in weights.iter().zip(&grads) {
         originals.push(w.detach().copy());
-        let scale = w.norm().double_value(&[]) / (g.norm().double_value(&[]) + NORM_FLOOR);
+        // γ·‖w‖/(‖g‖ + floor) as a 0-dim f64 tensor on the device (no host
+        // read); the same f64 arithmetic on the f32 norms as a host scalar.
+        let norm = |t: &Tensor| t.norm().to_kind(Kind::Double);
+        let scale = norm(w) / (norm(g) + NORM_FLOOR) * gamma;
         let mut live = w.shallow_clone();
-        let _ = live.g_add_(&(g * (gamma * scale)));
+        let _ = live.g_add_(&(g * scale));
         perturbed.push(w.detach().copy());
     }
     WeightPerturbation {

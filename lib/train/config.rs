@@ -14,6 +14,7 @@ use crate::models::{Activation, Arch, ModelSpec};
 use crate::optim::schedule::{Schedule, ScheduleKind};
 use crate::optim::{OptimizerConfig, OptimizerKind};
 use crate::runtime::RuntimeArgs;
+use crate::stein::penalty::instruments::INSTRUMENT_BATCH;
 use crate::stein::penalty::{LambdaRamp, RegArgs};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -173,6 +174,21 @@ pub struct RunOptions {
     /// Print an epoch line every N epochs (and at the end).
     #[arg(long, default_value_t = 1)]
     pub log_every: usize,
+    /// Training inputs in the penalty's per-epoch instruments (the
+    /// diagnostic columns of metrics.csv): a fixed probe batch drawn from
+    /// --seed, measured at once. Fewer are cheaper in memory (the full
+    /// residual's graph grows with it) and noisier; training is the same.
+    #[arg(
+        long,
+        default_value_t = INSTRUMENT_BATCH,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    pub instrument_batch_size: usize,
+    /// Do not time the step after the last epoch (model.json then has no
+    /// step_seconds or penalty_step_overhead, and bootstrap's Overhead
+    /// falls back to the wall-time ratio, marked "(wall)"); saves 12 steps.
+    #[arg(long)]
+    pub no_step_timing: bool,
 }
 
 impl ComputeArgs {

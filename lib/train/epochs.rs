@@ -11,6 +11,7 @@ use super::step::{train_step, StepOutput};
 use super::timing;
 use crate::data::augment::CropFlip;
 use crate::data::Batch;
+use crate::device::transfers;
 use crate::error::{Error, Result};
 use crate::progress;
 use crate::stein::penalty::instruments::{Instruments, Readings};
@@ -118,8 +119,7 @@ impl EpochSums {
         let seen = self.seen as f64;
         let (penalty, residual_mean, residual_std) = match &self.stein {
             Some(s) => {
-                let [p, r, r2] =
-                    [&s.penalty, &s.residual, &s.residual_sq].map(|t| t.double_value(&[]));
+                let [p, r, r2] = [&s.penalty, &s.residual, &s.residual_sq].map(transfers::read_f64);
                 let mean = r / seen;
                 let residuals = s.has_residual;
                 (
@@ -130,13 +130,13 @@ impl EpochSums {
             }
             None => (None, None, None),
         };
-        let train_loss = self.loss.double_value(&[]) / seen;
+        let train_loss = transfers::read_f64(&self.loss) / seen;
         EpochMetrics {
             epoch,
             lr: self.lr,
             train_eps: Some(self.train_eps),
             train_loss,
-            train_acc: classifies.then(|| self.correct.int64_value(&[]) as f64 / seen),
+            train_acc: classifies.then(|| transfers::read_f64(&self.correct) / seen),
             test_loss: eval.test.loss,
             test_acc: eval.test.accuracy,
             ood_loss: eval.ood_loss,
@@ -178,8 +178,8 @@ fn train_epoch(
     let seed = epoch_seed(plan.seed, epoch);
     tch::manual_seed(seed as i64);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut order: Vec<i64> = (0..plan.data.train.len()).collect();
-    order.shuffle(&mut rng);
+    let mut shuffled: Vec<i64> = (0..plan.data.train.len()).collect();
+    shuffled.shuffle(&mut rng);
     let stein = match &s.regularizer {
         Regularizer::Stein(p) if p.ramp.active() => Some(p.ramp),
         _ => None,
@@ -189,13 +189,26 @@ fn train_epoch(
     // (original indices, extra indices) per batch; a final batch of one
     // sample is dropped when nothing is mixed in.
     let batches: Vec<(Vec<i64>, Vec<i64>)> = match &plan.extra {
-        Some(e) => e.batches(&order, &mut rng),
-        None => order
+        Some(e) => e.batches(&shuffled, &mut rng),
+        None => shuffled
             .chunks(plan.batch_size)
             .filter(|c| c.len() >= 2)
             .map(|c| (c.to_vec(), Vec::new()))
             .collect(),
     };
+    // One upload per epoch: the original samples' indices of every batch
+    // in order, and the crop-and-flip draws of every sample (drawn in the
+    // order the batches use them); each step takes views of them.
+    let flat: Vec<i64> = batches
+        .iter()
+        .flat_map(|(i, _)| i.iter().copied())
+        .collect();
+    let order = transfers::upload(&flat, device);
+    let samples: usize = batches.iter().map(|(i, e)| i.len() + e.len()).sum();
+    let crops = plan
+        .crop_flip
+        .then(|| CropFlip::draw(samples, &mut rng, device));
+    let (mut at, mut at_sample) = (0i64, 0i64);
     for (b, (idx, extra_idx)) in batches.iter().enumerate() {
         let step = epoch * steps.per_epoch + b;
         sums.lr = schedule.lr_at(step, steps.total, steps.per_epoch);
@@ -204,10 +217,11 @@ fn train_epoch(
         let warming = plan.method_at(step);
         let method = warming.as_ref().unwrap_or(&plan.method);
         sums.train_eps = method.attack_eps();
-        let (x, y) = split.batch(idx, extra_idx, device);
-        let aug = plan
-            .crop_flip
-            .then(|| CropFlip::draw(y.size()[0] as usize, &mut rng));
+        let indices = order.narrow(0, at, idx.len() as i64);
+        let n = (idx.len() + extra_idx.len()) as i64;
+        let aug = crops.as_ref().map(|c| c.narrow(at_sample, n));
+        (at, at_sample) = (at + idx.len() as i64, at_sample + n);
+        let (x, y) = split.batch(&indices, extra_idx, device);
         let x = match &aug {
             Some(a) => a.apply(&x),
             None => x,
@@ -216,7 +230,7 @@ fn train_epoch(
         let batch = Batch {
             x: &x,
             y: &y,
-            indices: idx,
+            indices: &indices,
             aug: aug.as_ref(),
         };
         let out = train_step(&s.model, &mut s.opt, &loss, &batch, step, sums.lr)?;
@@ -275,7 +289,7 @@ pub fn train_epochs(
     let evaluator = EpochEvaluator::new(plan);
     let classifies = plan.base_loss().classifies();
     let instruments = matches!(s.regularizer, Regularizer::Stein(_))
-        .then(|| Instruments::new(&plan.data, plan.seed, device));
+        .then(|| Instruments::new(&plan.data, plan.seed, plan.instrument_batch_size, device));
     let bar = progress::bar(plan.steps.total as u64, "train");
     bar.set_position((start_epoch * plan.steps.per_epoch) as u64);
     for epoch in start_epoch..epochs {
@@ -335,7 +349,7 @@ pub fn train_epochs(
         }
     }
     bar.finish_and_clear();
-    if start_epoch < epochs {
+    if start_epoch < epochs && plan.step_timing {
         return timing::time_steps(s, &split).map(Some);
     }
     Ok(None)

@@ -60,7 +60,7 @@ use crate::layout::TrainRun;
 use crate::models::Model;
 use crate::optim::Optimizer;
 use crate::outdir;
-use crate::stein::penalty::strength;
+use crate::stein::penalty::{strength, Regularizer};
 use ema::Ema;
 use session::Session;
 use std::collections::BTreeMap;
@@ -165,6 +165,13 @@ pub fn run_plan(mut plan: TrainPlan) -> Result<TrainSummary> {
     // resumed run's weights replace them (so a resume matches to the same λ).
     let matched = strength::resolve(&mut regularizer, &model, &plan.data, plan.seed, device)?;
     let mut opt = Optimizer::new(&plan.optimizer, model.named_trainable());
+    let auto_chunk = match &mut regularizer {
+        Regularizer::Stein(p) => p.size_auto_chunk(&model, &plan.data, plan.batch_size, device)?,
+        _ => None,
+    };
+    if let Some(a) = &auto_chunk {
+        println!("{a}");
+    }
     let mut ema = plan
         .method
         .ema_tau
@@ -225,6 +232,9 @@ pub fn run_plan(mut plan: TrainPlan) -> Result<TrainSummary> {
     let mut metrics = metrics::summary_metrics(&rows, session.global_center, this_run);
     if let Some(m) = matched {
         metrics.insert("lambda_matched".into(), m.lambda);
+    }
+    if let Some(a) = auto_chunk {
+        metrics.insert("penalty_chunk".into(), a.samples as f64);
     }
     if let Some(t) = timing {
         metrics.insert("step_seconds".into(), t.step_seconds);
@@ -304,7 +314,7 @@ mod tests {
         let batch = Batch {
             x: &x,
             y: &y,
-            indices: &idx,
+            indices: &t,
             aug: None,
         };
         train_step(&model, &mut opt, &objective, &batch, 0, 0.01).unwrap();
@@ -416,7 +426,7 @@ mod tests {
             )
             .unwrap();
         let objective = objective(&cfg, data.task, &settings, &reg);
-        let idx: Vec<i64> = (0..16).collect();
+        let idx = Tensor::arange(16, (tch::Kind::Int64, tch::Device::Cpu));
         let batch = Batch {
             x: &data.train.x,
             y: &data.train.y,

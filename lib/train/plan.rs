@@ -88,6 +88,10 @@ pub struct TrainPlan {
     pub checkpoint_every: usize,
     /// Print an epoch line every this many epochs (≥ 1).
     pub log_every: usize,
+    /// Inputs in the instruments' probe batch (`--instrument-batch-size`, ≥ 1).
+    pub instrument_batch_size: usize,
+    /// Time the step after the last epoch (not `--no-step-timing`).
+    pub step_timing: bool,
     pub data: Dataset,
     pub spec: ModelSpec,
     /// The method's resolved settings (attack, β, AWP, EMA…).
@@ -257,6 +261,8 @@ pub fn resolve(
         eval_batch_size: run.eval_batch_size,
         checkpoint_every: run.checkpoint_every.max(1),
         log_every: run.log_every.max(1),
+        instrument_batch_size: run.instrument_batch_size,
+        step_timing: !run.no_step_timing,
         data,
         spec,
         method,

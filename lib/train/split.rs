@@ -10,17 +10,14 @@ pub struct TrainSplit {
 }
 
 impl TrainSplit {
-    /// Rows `idx` of the training split followed by rows `extra_idx` of
-    /// the extra set.
-    pub fn batch(&self, idx: &[i64], extra_idx: &[i64], device: Device) -> (Tensor, Tensor) {
-        let pick = |x: &Tensor, y: &Tensor, i: &[i64]| {
-            let t = Tensor::from_slice(i).to_device(device);
-            (x.index_select(0, &t), y.index_select(0, &t))
-        };
-        let (x, y) = pick(&self.x, &self.y, idx);
+    /// Rows `idx` (int64 `[n]` on the device) of the training split
+    /// followed by rows `extra_idx` of the extra set.
+    pub fn batch(&self, idx: &Tensor, extra_idx: &[i64], device: Device) -> (Tensor, Tensor) {
+        let (x, y) = (self.x.index_select(0, idx), self.y.index_select(0, idx));
         match &self.extra {
             Some((ex, ey)) if !extra_idx.is_empty() => {
-                let (x2, y2) = pick(ex, ey, extra_idx);
+                let t = Tensor::from_slice(extra_idx).to_device(device);
+                let (x2, y2) = (ex.index_select(0, &t), ey.index_select(0, &t));
                 (Tensor::cat(&[x, x2], 0), Tensor::cat(&[y, y2], 0))
             }
             _ => (x, y),

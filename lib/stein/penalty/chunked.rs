@@ -45,7 +45,19 @@ impl SteinPenalty {
         step: usize,
         chunk: usize,
     ) -> Result<SteinStats> {
-        let lambda = self.ramp.at(step);
+        self.backward_chunks(model, batch, step, chunk, self.ramp.at(step))
+    }
+
+    /// [`SteinPenalty::backward_chunked`] with the weight `lambda` (λ(t),
+    /// or 1 for `--penalty-chunk auto`'s trial).
+    pub(super) fn backward_chunks(
+        &self,
+        model: &Model,
+        batch: &Batch,
+        step: usize,
+        chunk: usize,
+        lambda: f64,
+    ) -> Result<SteinStats> {
         let (x, y) = (batch.x, batch.y);
         let c = self.coordinated(model, x, batch.indices, batch.aug);
         let m = self.probe_fn(model, c.rescale.as_ref(), self.bn_train);

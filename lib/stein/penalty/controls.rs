@@ -4,6 +4,7 @@
 //! derangement that hands each sample another sample's score
 //! (`--score-permute`). The zero-score control needs no code of its own
 //! (s̃ ≡ 0, see [`super::ScoreControl`]).
+use crate::device::transfers;
 use crate::error::Result;
 use rand::Rng;
 use rand::SeedableRng;
@@ -50,7 +51,7 @@ pub fn mean_cosine(score: &Tensor, grad: &Tensor) -> f64 {
     let dot = (&s * &g).sum_dim_intlist(1, false, s.kind());
     let norms = squared_norms(&s).sqrt() * squared_norms(&g).sqrt();
     let cos = (dot / &norms).where_self(&norms.gt(0.0), &norms.zeros_like());
-    cos.mean(Kind::Double).double_value(&[])
+    transfers::read_f64(&cos.mean(Kind::Double))
 }
 
 /// A uniformly random cyclic permutation of 0..n (Sattolo's algorithm)

@@ -2,6 +2,7 @@
 //! controls' options), shared by `train` and `finetune`, and their
 //! resolution into a ready [`Regularizer`]: λ's ramp, the rules between the
 //! flags, the score field opened and checked against the data.
+use super::chunk_size::PenaltyChunk;
 use super::controls::derangement;
 use super::coordinates::Coordinates;
 use super::estimator::Estimator;
@@ -14,6 +15,7 @@ use crate::score::file::ScoreFile;
 use crate::score::{self, AnalyticSource, Gaussian, ScoreField};
 use crate::stein::{self, Center, Difference, Laplacian, Mode, Order, Probe, ResidualOptions};
 use serde::{Deserialize, Serialize};
+use tch::Tensor;
 
 /// Which regulariser `--lambda` weighs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -129,11 +131,13 @@ pub struct RegArgs {
     /// Back-propagate the penalty N samples at a time: the exact parameter gradient of the whole
     /// batch's λ·R (batch mean and weights taken first, without a graph) with one chunk's
     /// double-backward graph in memory instead of the batch's, for one more residual evaluation
-    /// (docs/METHOD.md, "Chunked penalty"). Unset: the whole batch at once. Not with
+    /// (docs/METHOD.md, "Chunked penalty"). `auto`: the largest chunk whose graph fits in half
+    /// the device's free memory, measured on an 8-sample trial chunk before the first epoch
+    /// (recorded as penalty_chunk in model.json). Unset: the whole batch at once. Not with
     /// --stein-bn train (its samples interact) or --reg l2.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N|auto")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub penalty_chunk: Option<usize>,
+    pub penalty_chunk: Option<PenaltyChunk>,
     /// Precomputed scores (HDF5 from score-precompute for this data set's training split);
     /// with --lambda 0 they feed the instruments only (the λ = 0 control of a study).
     #[arg(long)]
@@ -274,8 +278,8 @@ impl RegArgs {
             );
         }
         if let Some(n) = self.penalty_chunk {
-            if n == 0 {
-                return refuse("--penalty-chunk", "0", "must be at least 1 sample");
+            if n == PenaltyChunk::Samples(0) {
+                return refuse("--penalty-chunk", "0", "must be at least 1 sample, or auto");
             }
             if self.stein_bn == BnMode::Train || self.reg == Reg::L2 {
                 return refuse(
@@ -386,7 +390,8 @@ impl RegArgs {
             ScoreControl::Zero
         } else if self.score_permute {
             let n = data.train.len() as usize;
-            ScoreControl::Permute(derangement(n, seed ^ PERMUTE_STREAM))
+            let partner = derangement(n, seed ^ PERMUTE_STREAM);
+            ScoreControl::Permute(Tensor::from_slice(&partner).to_device(device))
         } else {
             ScoreControl::None
         };
@@ -406,7 +411,11 @@ impl RegArgs {
             fraction: self.stein_fraction,
             seed,
             strength,
-            chunk: self.penalty_chunk,
+            chunk: match self.penalty_chunk {
+                Some(PenaltyChunk::Samples(n)) => Some(n),
+                _ => None,
+            },
+            auto_chunk: self.penalty_chunk == Some(PenaltyChunk::Auto),
         }))
     }
 }

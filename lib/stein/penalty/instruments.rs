@@ -1,7 +1,8 @@
 //! The penalty's instruments, measured after every epoch when
 //! the TASER penalty or its gradient-norm control is on (λ > 0), or the
 //! TASER penalty is watched (λ = 0 with `--scores`), on a
-//! fixed probe batch: [`INSTRUMENT_BATCH`] training inputs (no
+//! fixed probe batch: `--instrument-batch-size` training inputs
+//! ([`INSTRUMENT_BATCH`] by default; no
 //! augmentation) drawn once, with [`NOISE_SHARE_PROBES`] Rademacher probes,
 //! from ChaCha8 / libtorch seeded with `--seed ^ INSTRUMENT_STREAM`, so
 //! every epoch and every run with one seed measures the same points. The
@@ -28,7 +29,8 @@ pub const INSTRUMENT_STREAM: u64 = 0xD1A6_0057;
 pub struct Instruments {
     x: Tensor,
     y: Tensor,
-    indices: Vec<i64>,
+    /// Rows of the training split (int64 `[B]` on the device).
+    indices: Tensor,
     /// `[NOISE_SHARE_PROBES, B, …]` of ±1.
     probes: Tensor,
 }
@@ -55,19 +57,17 @@ pub struct Readings {
 }
 
 impl Instruments {
-    /// Draws the probe batch of `data`'s training split with `seed`
+    /// Draws the probe batch of `size` inputs (`--instrument-batch-size`,
+    /// at most the split) of `data`'s training split with `seed`
     /// (`--seed`); reseeds libtorch's generator (the epochs reseed it).
-    pub fn new(data: &Dataset, seed: u64, device: Device) -> Instruments {
+    pub fn new(data: &Dataset, seed: u64, size: usize, device: Device) -> Instruments {
         let stream = seed ^ INSTRUMENT_STREAM;
         let n = data.train.len() as usize;
-        let mut indices: Vec<i64> = sample(
-            &mut ChaCha8Rng::seed_from_u64(stream),
-            n,
-            INSTRUMENT_BATCH.min(n),
-        )
-        .into_iter()
-        .map(|i| i as i64)
-        .collect();
+        let mut indices: Vec<i64> =
+            sample(&mut ChaCha8Rng::seed_from_u64(stream), n, size.clamp(1, n))
+                .into_iter()
+                .map(|i| i as i64)
+                .collect();
         indices.sort_unstable();
         let t = Tensor::from_slice(&indices);
         let x = data.train.x.index_select(0, &t).to_device(device);
@@ -77,7 +77,7 @@ impl Instruments {
         Instruments {
             x,
             y,
-            indices,
+            indices: t.to_device(device),
             probes,
         }
     }
@@ -92,7 +92,7 @@ impl Instruments {
         let norms = controls::squared_norms(&grad).sqrt();
         let score = c.score.as_ref();
         let cosine = score
-            .filter(|_| p.control != ScoreControl::Zero)
+            .filter(|_| !matches!(p.control, ScoreControl::Zero))
             .map(|s| controls::mean_cosine(s, &grad));
         let hutchinson =
             p.options.order == Order::Full && p.options.laplacian == Laplacian::Hutchinson;
@@ -152,7 +152,7 @@ impl Instruments {
                 Instruments {
                     x,
                     y,
-                    indices,
+                    indices: t.to_device(device),
                     probes,
                 }
             })
@@ -162,18 +162,18 @@ impl Instruments {
     /// The probe batch: inputs `[B, …]` in pixels, labels `[B]`, their
     /// indices in the training split, and the Rademacher probes
     /// `[NOISE_SHARE_PROBES, B, …]`.
-    pub fn batch(&self) -> (&Tensor, &Tensor, &[i64], &Tensor) {
+    pub fn batch(&self) -> (&Tensor, &Tensor, &Tensor, &Tensor) {
         (&self.x, &self.y, &self.indices, &self.probes)
     }
 
     /// Samples in the probe batch.
     pub fn len(&self) -> usize {
-        self.indices.len()
+        self.x.size()[0] as usize
     }
 
     /// Whether the probe batch is empty (never, for a loaded data set).
     pub fn is_empty(&self) -> bool {
-        self.indices.is_empty()
+        self.len() == 0
     }
 
     /// The penalty `p` trains on (before λ), in expectation over the

@@ -20,6 +20,7 @@
 //! [`instruments`] (the per-epoch measurements and the Hutchinson noise
 //! share), [`diagnosis`] (one model's penalty taken apart, `report
 //! diagnose`). docs/METHOD.md states the penalty and its estimators.
+pub mod chunk_size;
 pub mod chunked;
 pub mod controls;
 pub mod coordinates;
@@ -39,6 +40,7 @@ pub use strength::{MatchedStrength, Strength};
 
 use crate::data::augment::CropFlip;
 use crate::data::{Batch, Dataset};
+use crate::device::transfers;
 use crate::error::{Error, Result};
 use crate::models::Model;
 use crate::score::ScoreField;
@@ -46,7 +48,7 @@ use crate::stein::{self, Center, Mode, Probe, ResidualInputs, ResidualOptions};
 use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// Per-batch statistics of the penalty (detached).
 #[derive(Debug)]
@@ -71,15 +73,26 @@ pub enum Regularizer {
 }
 
 /// What replaces the score field's own scores (the controls).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub enum ScoreControl {
     /// The field's scores as they are.
     None,
     /// Sample i gets the stored score of sample `partner[i]` ≠ i
-    /// (`--score-permute`; indices into the training split).
-    Permute(Vec<i64>),
+    /// (`--score-permute`; int64 indices into the training split, `[N]` on
+    /// the training device).
+    Permute(Tensor),
     /// s̃ ≡ 0 (`--zero-scores`).
     Zero,
+}
+
+impl Clone for ScoreControl {
+    fn clone(&self) -> Self {
+        match self {
+            ScoreControl::None => ScoreControl::None,
+            ScoreControl::Permute(p) => ScoreControl::Permute(p.shallow_clone()),
+            ScoreControl::Zero => ScoreControl::Zero,
+        }
+    }
 }
 
 /// Offset mixed into `--seed` for the permutation of `--score-permute`
@@ -115,6 +128,9 @@ pub struct SteinPenalty {
     /// `--penalty-chunk`: back-propagate the penalty this many samples at
     /// a time ([`chunked`]); `None`: the whole batch in the step's loss.
     pub chunk: Option<usize>,
+    /// `--penalty-chunk auto`: [`SteinPenalty::size_auto_chunk`] sets
+    /// `chunk` before the first epoch.
+    pub auto_chunk: bool,
 }
 
 /// A batch in the coordinates of the penalty's derivatives.
@@ -130,13 +146,15 @@ pub struct Coordinated {
 impl SteinPenalty {
     /// s̃ for the batch in pixel coordinates after the controls (`None`
     /// for the gradient penalty).
-    pub fn score(&self, x: &Tensor, indices: &[i64], aug: Option<&CropFlip>) -> Option<Tensor> {
+    /// `indices`: the batch's rows of the training split (int64 `[B]` on
+    /// the device).
+    pub fn score(&self, x: &Tensor, indices: &Tensor, aug: Option<&CropFlip>) -> Option<Tensor> {
         match (&self.control, &self.field) {
             (ScoreControl::Zero, _) => Some(x.zeros_like()),
             (_, None) => None,
             (ScoreControl::None, Some(f)) => Some(f.score(x, indices, aug)),
             (ScoreControl::Permute(partner), Some(f)) => {
-                let other: Vec<i64> = indices.iter().map(|&i| partner[i as usize]).collect();
+                let other = partner.index_select(0, &indices.to_device(partner.device()));
                 Some(f.score(x, &other, aug))
             }
         }
@@ -147,7 +165,7 @@ impl SteinPenalty {
         &self,
         model: &Model,
         x: &Tensor,
-        indices: &[i64],
+        indices: &Tensor,
         aug: Option<&CropFlip>,
     ) -> Coordinated {
         let score = self.score(x, indices, aug);
@@ -197,7 +215,7 @@ impl SteinPenalty {
         model: &Model,
         x: &Tensor,
         y: &Tensor,
-        indices: &[i64],
+        indices: &Tensor,
         aug: Option<&CropFlip>,
         create_graph: bool,
     ) -> Result<stein::Residual> {
@@ -321,11 +339,13 @@ impl SteinPenalty {
         idx.sort_unstable();
         let mut total = 0.0;
         for chunk in idx.chunks(256) {
-            let t = Tensor::from_slice(chunk);
+            let t = transfers::upload(chunk, Device::Cpu);
             let x = data.train.x.index_select(0, &t).to_device(model.device());
             let y = data.train.y.index_select(0, &t).to_device(model.device());
-            let r = self.residual(model, &x, &y, chunk, None, false)?.residual;
-            total += r.sum(Kind::Double).double_value(&[]);
+            let r = self
+                .residual(model, &x, &y, &t.to_device(model.device()), None, false)?
+                .residual;
+            total += transfers::read_f64(&r.sum(Kind::Double));
         }
         self.global_center = total / k as f64;
         Ok(self.global_center)

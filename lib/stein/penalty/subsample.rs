@@ -12,6 +12,7 @@
 //!
 //! The penalty's forward and backward run on n samples, so its cost falls
 //! to ≈ f of the full-batch cost.
+use crate::device::transfers;
 use crate::stein::Center;
 use rand::seq::index::sample;
 use rand::SeedableRng;
@@ -47,7 +48,7 @@ pub fn fraction_sample(
     .map(|i| i as i64)
     .collect();
     idx.sort_unstable();
-    Some(Tensor::from_slice(&idx).to_device(device))
+    Some(transfers::upload(&idx, device))
 }
 
 /// The factor that makes the penalty of `n` of a batch's `b` samples

@@ -13,9 +13,13 @@ impl ScoreField for IndexField {
     fn input_shape(&self) -> &[i64] {
         &self.0
     }
-    fn score(&self, x: &Tensor, indices: &[i64], _: Option<&CropFlip>) -> Tensor {
-        let v: Vec<f64> = indices.iter().map(|&i| (i + 1) as f64).collect();
-        let mut shape = vec![indices.len() as i64];
+    fn score(&self, x: &Tensor, indices: &Tensor, _: Option<&CropFlip>) -> Tensor {
+        let v: Vec<f64> = Vec::<i64>::try_from(indices)
+            .unwrap()
+            .iter()
+            .map(|&i| (i + 1) as f64)
+            .collect();
+        let mut shape = vec![v.len() as i64];
         shape.extend(std::iter::repeat_n(1, x.dim() - 1));
         Tensor::from_slice(&v)
             .view(shape.as_slice())
@@ -74,11 +78,12 @@ fn penalty(
         seed: 0,
         strength: Strength::Given,
         chunk: None,
+        auto_chunk: false,
     }
 }
 
 /// A batch of every sample of `x` (indices 0..B), without augmentation.
-fn whole_batch<'a>(x: &'a Tensor, y: &'a Tensor, idx: &'a [i64]) -> Batch<'a> {
+fn whole_batch<'a>(x: &'a Tensor, y: &'a Tensor, idx: &'a Tensor) -> Batch<'a> {
     Batch {
         x,
         y,
@@ -89,11 +94,11 @@ fn whole_batch<'a>(x: &'a Tensor, y: &'a Tensor, idx: &'a [i64]) -> Batch<'a> {
 
 /// `b` uniform 1×2×2 inputs drawn after `tch::manual_seed(seed)`, labels
 /// 0, 1, 2, 0, … and indices 0..b.
-fn random_inputs(seed: i64, b: i64) -> (Tensor, Tensor, Vec<i64>) {
+fn random_inputs(seed: i64, b: i64) -> (Tensor, Tensor, Tensor) {
     tch::manual_seed(seed);
     let x = Tensor::rand([b, 1, 2, 2], (Kind::Double, Device::Cpu));
     let y = Tensor::arange(b, (Kind::Int64, Device::Cpu)).remainder(3);
-    (x, y, (0..b).collect())
+    (x, y, Tensor::arange(b, (Kind::Int64, Device::Cpu)))
 }
 
 /// A score field whose score of sample i is i + 1 on a 1×2×2 input.
@@ -108,12 +113,12 @@ fn permuted_scores_keep_their_multiset_and_come_from_another_sample() {
     let field = Box::new(IndexField(vec![1, 2, 2]));
     let p = penalty(
         Some(field),
-        ScoreControl::Permute(partner.clone()),
+        ScoreControl::Permute(Tensor::from_slice(&partner)),
         Laplacian::Exact,
     );
     let all: Vec<i64> = (0..n as i64).collect();
     let x = Tensor::zeros([n as i64, 1, 2, 2], (Kind::Double, Device::Cpu));
-    let s = p.score(&x, &all, None).unwrap();
+    let s = p.score(&x, &Tensor::from_slice(&all), None).unwrap();
     let got: Vec<i64> = Vec::<f64>::try_from(s.select(1, 0).select(1, 0).select(1, 0))
         .unwrap()
         .into_iter()
@@ -129,7 +134,9 @@ fn permuted_scores_keep_their_multiset_and_come_from_another_sample() {
     );
     // A batch in any order gets its samples' partners.
     let batch = [17i64, 3, 250];
-    let sb = p.score(&x.narrow(0, 0, 3), &batch, None).unwrap();
+    let sb = p
+        .score(&x.narrow(0, 0, 3), &Tensor::from_slice(&batch), None)
+        .unwrap();
     assert_eq!(
         Vec::<f64>::try_from(sb.flatten(1, -1).select(1, 0)).unwrap(),
         batch
@@ -146,7 +153,14 @@ fn zero_scores_give_the_laplacian_alone() {
     let y = Tensor::from_slice(&[0i64, 1, 2, 0, 1, 2]);
     let p = penalty(None, ScoreControl::Zero, Laplacian::Exact);
     let r = p
-        .residual(&m, &x, &y, &[0, 1, 2, 3, 4, 5], None, false)
+        .residual(
+            &m,
+            &x,
+            &y,
+            &Tensor::arange(6, (Kind::Int64, Device::Cpu)),
+            None,
+            false,
+        )
         .unwrap();
     assert_eq!(r.first_order.abs().max().double_value(&[]), 0.0);
     assert!(r.residual.equal(r.laplacian.as_ref().unwrap()));
@@ -159,7 +173,7 @@ fn model_coordinates_scale_a_one_channel_residual_by_std_squared() {
     let m = model(0.4, sigma as f32);
     let x = Tensor::rand([8, 1, 2, 2], (Kind::Double, Device::Cpu));
     let y = Tensor::from_slice(&[0i64, 1, 2, 0, 1, 2, 0, 1]);
-    let idx: Vec<i64> = (0..8).collect();
+    let idx = Tensor::arange(8, (Kind::Int64, Device::Cpu));
     let pixel = penalty(index_field(), ScoreControl::None, Laplacian::Exact);
     let mut model_c = penalty(index_field(), ScoreControl::None, Laplacian::Exact);
     model_c.coordinates = Coordinates::Model;
@@ -230,7 +244,7 @@ fn one_sided_fd_reusing_the_clean_logits_agrees_with_central_fd() {
     assert!(!m.has_batch_norm());
     let x = Tensor::rand([8, 1, 2, 2], (Kind::Double, Device::Cpu));
     let y = Tensor::from_slice(&[0i64, 1, 2, 0, 1, 2, 0, 1]);
-    let idx: Vec<i64> = (0..8).collect();
+    let idx = Tensor::arange(8, (Kind::Int64, Device::Cpu));
     let batch = whole_batch(&x, &y, &idx);
     let mut p = penalty(index_field(), ScoreControl::None, Laplacian::Exact);
     p.options.order = Order::FirstOrder;
@@ -305,7 +319,7 @@ fn the_unbiased_estimator_averages_to_the_exact_penalty_and_plain_exceeds_it_by_
     let b = 16i64;
     let x = Tensor::rand([b, 1, 2, 2], (Kind::Double, Device::Cpu));
     let y = Tensor::arange(b, (Kind::Int64, Device::Cpu)).remainder(3);
-    let idx: Vec<i64> = (0..b).collect();
+    let idx = Tensor::arange(b, (Kind::Int64, Device::Cpu));
     let batch = whole_batch(&x, &y, &idx);
     for control in [ScoreControl::None, ScoreControl::Zero] {
         let field = || match control {
