@@ -1,90 +1,50 @@
-//! Extra training data mixed into every batch (`train --extra-data FILE`),
-//! e.g. SCORE's 1M DDPM-generated CIFAR images (Pang et al. 2022, §4.2,
-//! after Gowal et al. 2021 and Rebuffi et al. 2021).
-//!
-//! Two formats:
-//! - HDF5 (`.h5`/`.hdf5`): dataset `images`, either float32 `[N, C, H, W]`
-//!   with pixels in [0, 1] or uint8 `[N, H, W, C]` (0–255, divided by 255),
-//!   and dataset `labels`, int64 `[N]` in 0..K. With h5py:
-//!   `f = h5py.File("extra.h5", "w"); f["images"] = x.astype("uint8");
-//!   f["labels"] = y.astype("int64")`.
-//! - otherwise the CIFAR binary format of the run's data set (1 label byte,
-//!   or coarse + fine for CIFAR-100, then 3072 pixel bytes per record;
-//!   32×32×3 inputs only).
-use super::cifar::{read_bin, Variant, IMAGE_BYTES};
-use super::Split;
-use crate::error::{Error, Result};
+//! The in-memory reader of an extra set: the whole set as f32 tensors, for
+//! small sets and as the reference that streamed batches
+//! ([`super::ExtraSource`]) are tested against.
+use super::{
+    check_label_count, check_label_span, check_pixels, check_shape, corrupt, is_h5, missing,
+};
+use crate::data::cifar::{read_bin, Variant, IMAGE_BYTES};
+use crate::data::Split;
+use crate::error::Result;
 use std::path::Path;
 use tch::{Kind, Tensor};
 
-const FIX: &str = "write images ([N,C,H,W] float32 in [0,1] or [N,H,W,C] uint8) and labels ([N] int64) with h5py, or pass a CIFAR binary file (see train --help, --extra-data)";
-
-fn corrupt(path: &Path, reason: impl Into<String>) -> Error {
-    Error::CorruptInput {
-        path: path.to_path_buf(),
-        reason: reason.into(),
-        fix: FIX.into(),
-    }
-}
-
-/// Reads the extra set at `path` for inputs of `input_shape` (`[C, H, W]`)
-/// and `num_classes` classes: images `[N, C, H, W]` in [0, 1], labels
-/// `[N]` int64.
+/// Reads the whole extra set at `path` into memory for inputs of
+/// `input_shape` (`[C, H, W]`) and `num_classes` classes: images
+/// `[N, C, H, W]` f32 in [0, 1] (4 bytes a pixel: 12 GB for 1M CIFAR
+/// images; training streams instead, [`super::ExtraSource`]), labels `[N]`
+/// int64.
 ///
-/// Errors: [`Error::MissingInput`] when the file cannot be read;
-/// [`Error::CorruptInput`] for a wrong layout, shape, pixel range or label.
+/// Errors: [`crate::Error::MissingInput`] when the file cannot be read;
+/// [`crate::Error::CorruptInput`] for a wrong layout, shape, pixel range or
+/// label.
 pub fn read_extra(path: &Path, input_shape: &[i64], num_classes: i64) -> Result<Split> {
     if !path.is_file() {
-        return Err(Error::MissingInput {
-            path: path.to_path_buf(),
-            reason: "no such file".into(),
-            fix: FIX.into(),
-        });
+        return Err(missing(path));
     }
-    let h5 = matches!(
-        path.extension().and_then(|e| e.to_str()),
-        Some("h5" | "hdf5")
-    );
-    let split = if h5 {
+    let split = if is_h5(path) {
         read_h5(path)?
     } else {
-        read_cifar(path, input_shape, num_classes)?
+        read_cifar(
+            path,
+            super::cifar_rows::variant(path, input_shape, num_classes)?,
+        )?
     };
     let shape = split.x.size();
-    if shape.len() != input_shape.len() + 1 || shape[1..] != *input_shape || shape[0] == 0 {
-        return Err(corrupt(
-            path,
-            format!(
-                "images have shape {shape:?}; the data set needs [N, {input_shape:?}] with N ≥ 1"
-            ),
-        ));
-    }
-    if split.y.size() != [shape[0]] {
-        return Err(corrupt(
-            path,
-            format!("labels have shape {:?}, images {shape:?}", split.y.size()),
-        ));
-    }
-    let (lo, hi) = (
+    check_shape(path, &shape, input_shape)?;
+    check_label_count(path, split.y.numel() as i64, &shape)?;
+    check_pixels(
+        path,
         split.x.min().double_value(&[]),
         split.x.max().double_value(&[]),
-    );
-    if !(lo >= 0.0 && hi <= 1.0) {
-        return Err(corrupt(
-            path,
-            format!("pixels span [{lo}, {hi}], not [0, 1]"),
-        ));
-    }
-    let (ymin, ymax) = (
+    )?;
+    check_label_span(
+        path,
         split.y.min().int64_value(&[]),
         split.y.max().int64_value(&[]),
-    );
-    if ymin < 0 || ymax >= num_classes {
-        return Err(corrupt(
-            path,
-            format!("labels span {ymin}..={ymax}; the data set has {num_classes} classes"),
-        ));
-    }
+        num_classes,
+    )?;
     Ok(split)
 }
 
@@ -122,17 +82,7 @@ fn read_h5(path: &Path) -> Result<Split> {
     })
 }
 
-fn read_cifar(path: &Path, input_shape: &[i64], num_classes: i64) -> Result<Split> {
-    let variant = match (input_shape, num_classes) {
-        ([3, 32, 32], 10) => Variant::Cifar10,
-        ([3, 32, 32], 100) => Variant::Cifar100,
-        _ => {
-            return Err(corrupt(
-                path,
-                "the CIFAR binary format holds 32×32×3 images of CIFAR-10/100; use the HDF5 layout (.h5)",
-            ))
-        }
-    };
+fn read_cifar(path: &Path, variant: Variant) -> Result<Split> {
     let raw = read_bin(path, variant)?;
     let n = raw.labels.len() as i64;
     debug_assert_eq!(raw.pixels.len(), n as usize * IMAGE_BYTES);
