@@ -204,7 +204,7 @@ fn train_epoch(
         let warming = plan.method_at(step);
         let method = warming.as_ref().unwrap_or(&plan.method);
         sums.train_eps = method.attack_eps();
-        let (x, y) = split.batch(idx, extra_idx, device);
+        let (x, y) = split.batch(idx, extra_idx, device)?;
         let aug = plan
             .crop_flip
             .then(|| CropFlip::draw(y.size()[0] as usize, &mut rng));
@@ -267,10 +267,7 @@ pub fn train_epochs(
     let split = TrainSplit {
         x: plan.data.train.x.to_device(device),
         y: plan.data.train.y.to_device(device),
-        extra: plan
-            .extra
-            .as_ref()
-            .map(|e| (e.split.x.to_device(device), e.split.y.to_device(device))),
+        extra: plan.extra.as_ref().map(|e| &e.source),
     };
     let evaluator = EpochEvaluator::new(plan);
     let classifies = plan.base_loss().classifies();
