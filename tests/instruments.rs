@@ -505,3 +505,39 @@ fn the_timed_step_is_recorded_and_leaves_the_final_weights_alone() {
         }
     }
 }
+
+#[test]
+fn penalty_chunk_auto_records_the_chunk_it_chose_and_no_step_timing_skips_the_timing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("auto");
+    let args = train_args(
+        &out,
+        "1",
+        &[
+            "--penalty-chunk",
+            "auto",
+            "--no-step-timing",
+            "--instrument-batch-size",
+            "32",
+            "--batch-size",
+            "64",
+        ],
+    );
+    let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let o = run("train", &refs);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = stdout(&o)
+        .lines()
+        .find(|l| l.starts_with("--penalty-chunk auto: "))
+        .unwrap_or_else(|| panic!("no auto line in {}", stdout(&o)))
+        .to_string();
+    println!("{line}");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("model.json")).unwrap()).unwrap();
+    let chunk = meta["metrics"]["penalty_chunk"].as_f64().unwrap();
+    assert!((1.0..=64.0).contains(&chunk), "{chunk}");
+    assert!(line.contains(&format!("auto: {chunk} samples")), "{line}");
+    assert!(meta["metrics"].get("step_seconds").is_none());
+    let rows = metrics(&out);
+    assert!(value(&rows[0], "grad_norm_mean").is_finite());
+}

@@ -92,41 +92,60 @@ fn fix_for(variant: Variant) -> String {
 
 /// Reads one binary file, checking its size and labels.
 pub fn read_bin(path: &Path, variant: Variant) -> Result<RawImages> {
-    let bytes = std::fs::read(path).map_err(|e| Error::MissingInput {
+    let bytes = std::fs::read(path).map_err(|e| unreadable(path, variant, e))?;
+    let n = record_count(path, variant, bytes.len() as u64)?;
+    let mut pixels = Vec::with_capacity(n * IMAGE_BYTES);
+    let mut labels = Vec::with_capacity(n);
+    for (i, rec) in bytes.chunks_exact(variant.record_bytes()).enumerate() {
+        labels.push(record_label(path, variant, i, rec)?);
+        pixels.extend_from_slice(&rec[variant.label_bytes()..]);
+    }
+    Ok(RawImages { pixels, labels })
+}
+
+/// [`Error::MissingInput`] for a binary file that cannot be read.
+pub fn unreadable(path: &Path, variant: Variant, e: std::io::Error) -> Error {
+    Error::MissingInput {
         path: path.to_path_buf(),
         reason: e.to_string(),
         fix: fix_for(variant),
-    })?;
-    let record = variant.record_bytes();
-    if bytes.is_empty() || bytes.len() % record != 0 {
+    }
+}
+
+/// Records in a binary file of `len` bytes.
+///
+/// Errors: [`Error::CorruptInput`] when `len` is 0 or not a whole number
+/// of records.
+pub fn record_count(path: &Path, variant: Variant, len: u64) -> Result<usize> {
+    let record = variant.record_bytes() as u64;
+    if len == 0 || !len.is_multiple_of(record) {
         return Err(Error::CorruptInput {
             path: path.to_path_buf(),
             reason: format!(
-                "{} bytes is not a whole number of {record}-byte records (truncated or wrong format)",
-                bytes.len()
+                "{len} bytes is not a whole number of {record}-byte records (truncated or wrong format)"
             ),
             fix: fix_for(variant),
         });
     }
-    let n = bytes.len() / record;
-    let mut pixels = Vec::with_capacity(n * IMAGE_BYTES);
-    let mut labels = Vec::with_capacity(n);
-    for (i, rec) in bytes.chunks_exact(record).enumerate() {
-        let label = rec[variant.label_bytes() - 1] as usize;
-        if label >= variant.num_classes() {
-            return Err(Error::CorruptInput {
-                path: path.to_path_buf(),
-                reason: format!(
-                    "record {i} has label {label}, but there are {} classes",
-                    variant.num_classes()
-                ),
-                fix: fix_for(variant),
-            });
-        }
-        labels.push(label as i64);
-        pixels.extend_from_slice(&rec[variant.label_bytes()..]);
+    Ok((len / record) as usize)
+}
+
+/// The class of record `i` (its bytes `rec`, label bytes first).
+///
+/// Errors: [`Error::CorruptInput`] for a label outside the variant's classes.
+pub fn record_label(path: &Path, variant: Variant, i: usize, rec: &[u8]) -> Result<i64> {
+    let label = rec[variant.label_bytes() - 1] as usize;
+    if label >= variant.num_classes() {
+        return Err(Error::CorruptInput {
+            path: path.to_path_buf(),
+            reason: format!(
+                "record {i} has label {label}, but there are {} classes",
+                variant.num_classes()
+            ),
+            fix: fix_for(variant),
+        });
     }
-    Ok(RawImages { pixels, labels })
+    Ok(label as i64)
 }
 
 /// Writes images and labels in the binary format of `variant` (atomically).

@@ -237,21 +237,46 @@ pub fn load_sized(
 /// little-endian. Two splits with the same fingerprint hold the same inputs
 /// in the same order; score files and evaluation subsets record it.
 pub fn fingerprint(x: &Tensor) -> String {
-    let mut hasher = Sha256::new();
-    for d in x.size() {
-        hasher.update(d.to_le_bytes());
-    }
     let flat = x
         .to_device(tch::Device::Cpu)
         .to_kind(Kind::Float)
         .contiguous()
         .view([-1]);
     let values: Vec<f32> = Vec::<f32>::try_from(&flat).unwrap_or_default();
-    for v in values {
-        hasher.update(v.to_le_bytes());
+    let mut print = Fingerprint::new(&x.size());
+    print.update(&values);
+    print.finish()
+}
+
+/// [`fingerprint`] computed chunk by chunk, for sets read in pieces
+/// (`--extra-data`): the shape first, then the values in row-major order.
+pub struct Fingerprint(Sha256);
+
+impl Fingerprint {
+    /// Starts the fingerprint of a tensor of shape `shape`.
+    pub fn new(shape: &[i64]) -> Fingerprint {
+        let mut hasher = Sha256::new();
+        for d in shape {
+            hasher.update(d.to_le_bytes());
+        }
+        Fingerprint(hasher)
     }
-    let digest = hasher.finalize();
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+
+    /// Adds the next `values` (hashed in pieces of 64 Ki values).
+    pub fn update(&mut self, values: &[f32]) {
+        let mut bytes = Vec::with_capacity(4 * values.len().min(1 << 16));
+        for piece in values.chunks(1 << 16) {
+            bytes.clear();
+            bytes.extend(piece.iter().flat_map(|v| v.to_le_bytes()));
+            self.0.update(&bytes);
+        }
+    }
+
+    /// The 16 hex digits.
+    pub fn finish(self) -> String {
+        let digest = self.0.finalize();
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 /// Per-channel mean and standard deviation of image inputs `[N, C, H, W]`, or

@@ -11,6 +11,14 @@
 //! asserts the count does not grow with the number of steps
 //! (tests/host_transfers.rs), and tests/house.rs keeps raw uploads and
 //! reads out of the step's files.
+//!
+//! Two per-step copies remain, both host→device and neither a read:
+//! `--extra-data` streams each batch's extra images from the host (one
+//! copy, from pinned memory and non-blocking on a GPU;
+//! lib/data/extra/source.rs), and `--stein-fraction` uploads the step's
+//! subset, drawn on the host from its own seeded stream
+//! (lib/stein/penalty/subsample.rs; counted, and the test that shows the
+//! counter sees a per-step upload).
 use std::sync::atomic::{AtomicU64, Ordering};
 use tch::{Device, Kind, Tensor};
 

@@ -221,7 +221,7 @@ fn train_epoch(
         let n = (idx.len() + extra_idx.len()) as i64;
         let aug = crops.as_ref().map(|c| c.narrow(at_sample, n));
         (at, at_sample) = (at + idx.len() as i64, at_sample + n);
-        let (x, y) = split.batch(&indices, extra_idx, device);
+        let (x, y) = split.batch(&indices, extra_idx, device)?;
         let x = match &aug {
             Some(a) => a.apply(&x),
             None => x,
@@ -281,10 +281,7 @@ pub fn train_epochs(
     let split = TrainSplit {
         x: plan.data.train.x.to_device(device),
         y: plan.data.train.y.to_device(device),
-        extra: plan
-            .extra
-            .as_ref()
-            .map(|e| (e.split.x.to_device(device), e.split.y.to_device(device))),
+        extra: plan.extra.as_ref().map(|e| &e.source),
     };
     let evaluator = EpochEvaluator::new(plan);
     let classifies = plan.base_loss().classifies();

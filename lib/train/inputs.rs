@@ -74,7 +74,10 @@ impl RunInputs {
             train: SplitPrint::of(&data.train),
             test: SplitPrint::of(&data.test),
             validation: validation.map(|v| SplitPrint::of(&v.split)),
-            extra_data: extra.map(|e| SplitPrint::of(&e.split)),
+            extra_data: extra.map(|e| SplitPrint {
+                inputs: e.source.fingerprint().into(),
+                labels: e.source.labels_fingerprint().into(),
+            }),
             score_file,
             finetuned_from: teacher.map(checkpoint::file_sha256).transpose()?,
         })

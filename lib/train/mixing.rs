@@ -4,8 +4,10 @@
 //! samples and B − round(r·B) extra ones. An epoch is one pass over the
 //! original set (its samples in a seeded shuffle, ⌈N/round(r·B)⌉ batches);
 //! the extra samples come from a seeded shuffle of the extra set, reshuffled
-//! whenever it runs out. Augmentation applies to both.
-use crate::data::{extra::read_extra, Dataset, Split};
+//! whenever it runs out. Augmentation applies to both. The extra set is
+//! streamed from the host in its stored form, one batch's rows at a time
+//! ([`ExtraSource`]), so its size is bounded by the disk, not by memory.
+use crate::data::{extra::ExtraSource, Dataset};
 use crate::error::{Error, Result};
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -19,8 +21,11 @@ pub struct ExtraArgs {
     /// Extra training data mixed into every batch: an HDF5 file (.h5/.hdf5)
     /// with datasets `images` (float32 [N,C,H,W] in [0,1], or uint8
     /// [N,H,W,C] 0–255) and `labels` (int64 [N]), or a file in the CIFAR
-    /// binary format of --dataset. Not with a --scores file (it covers the
-    /// original training split only).
+    /// binary format of --dataset. Checked whole on start (in chunks), then
+    /// streamed from the host: each batch reads its rows as stored (uint8
+    /// stays uint8) and copies them to the device, so the file may be far
+    /// larger than memory (1M CIFAR images: 3 GB). Not with a --scores file
+    /// (it covers the original training split only).
     #[arg(long)]
     pub extra_data: Option<PathBuf>,
     /// Share r of each batch drawn from the original training set (the
@@ -42,8 +47,8 @@ impl Default for ExtraArgs {
 /// The resolved mix of a run.
 #[derive(Debug)]
 pub struct ExtraPlan {
-    /// The extra images `[M, C, H, W]` in [0, 1] and labels `[M]`.
-    pub split: Split,
+    /// The extra set (M samples), read from the host batch by batch.
+    pub source: ExtraSource,
     /// Original samples per batch, round(r·B) in 1..B.
     pub original_per_batch: usize,
     /// The batch size B.
@@ -51,11 +56,12 @@ pub struct ExtraPlan {
 }
 
 impl ExtraArgs {
-    /// Reads `--extra-data` for `data` (None without it).
+    /// Opens and checks `--extra-data` for `data` (None without it).
     ///
     /// Errors: [`Error::InvalidArgument`] naming --extra-ratio (outside
     /// (0, 1) or leaving no original or extra sample in a batch of
-    /// `batch_size`) or --extra-data (with a score file: `reads_scores`); the reader's.
+    /// `batch_size`) or --extra-data (with a score file: `reads_scores`);
+    /// [`ExtraSource::open`]'s.
     pub fn resolve(
         &self,
         data: &Dataset,
@@ -83,7 +89,7 @@ impl ExtraArgs {
             ));
         }
         Ok(Some(ExtraPlan {
-            split: read_extra(path, &data.input_shape, data.num_outputs)?,
+            source: ExtraSource::open(path, &data.input_shape, data.num_outputs)?,
             original_per_batch: original,
             batch_size,
         }))
@@ -100,7 +106,7 @@ impl ExtraPlan {
     /// originals in the order `order` (already shuffled), the extras from
     /// seeded shuffles of 0..M drawn from `rng`.
     pub fn batches(&self, order: &[i64], rng: &mut impl Rng) -> Vec<(Vec<i64>, Vec<i64>)> {
-        let m = self.split.len();
+        let m = self.source.len();
         let per_extra = self.batch_size - self.original_per_batch;
         let mut pool: Vec<i64> = Vec::new();
         order
@@ -124,18 +130,17 @@ impl ExtraPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::cifar::{random_images, write_bin, Variant};
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
-    use tch::{Kind, Tensor};
 
-    /// An extra set of 50 samples tagged by labels 100..150, and
+    /// An extra set of 50 samples (a CIFAR binary file in `dir`), and
     /// round(0.3·23) = 7 original samples per batch of 23.
-    fn plan() -> ExtraPlan {
+    fn plan(dir: &std::path::Path) -> ExtraPlan {
+        let path = dir.join("extra.bin");
+        write_bin(&path, Variant::Cifar10, &random_images(50, 10, 3)).unwrap();
         ExtraPlan {
-            split: Split {
-                x: Tensor::zeros([50, 1], (Kind::Float, tch::Device::Cpu)),
-                y: Tensor::arange_start(100, 150, (Kind::Int64, tch::Device::Cpu)),
-            },
+            source: ExtraSource::open(&path, &[3, 32, 32], 10).unwrap(),
             original_per_batch: (0.3f64 * 23.0).round() as usize,
             batch_size: 23,
         }
@@ -143,7 +148,8 @@ mod tests {
 
     #[test]
     fn each_batch_holds_r_b_originals_and_the_epoch_follows_the_original_set() {
-        let p = plan();
+        let dir = tempfile::tempdir().unwrap();
+        let p = plan(dir.path());
         let n = 200usize;
         let draw = |seed| {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -154,7 +160,6 @@ mod tests {
         let batches = draw(1);
         assert_eq!(batches.len(), p.batches_per_epoch(n));
         assert_eq!(batches.len(), 200usize.div_ceil(7));
-        let extra_y = Vec::<i64>::try_from(&p.split.y).unwrap();
         let mut seen = vec![0; n];
         for (i, (orig, extra)) in batches.iter().enumerate() {
             let b = (orig.len() + extra.len()) as f64;
@@ -165,7 +170,7 @@ mod tests {
                 orig.len()
             );
             assert_eq!(extra.len(), 23 - 7);
-            assert!(extra.iter().all(|&e| extra_y[e as usize] >= 100));
+            assert!(extra.iter().all(|&e| (0..p.source.len()).contains(&e)));
             orig.iter().for_each(|&o| seen[o as usize] += 1);
         }
         assert!(seen.iter().all(|&c| c == 1), "each original once per epoch");

@@ -88,8 +88,8 @@ fn sidecar(
                 "best_criterion": s.best.map(|b| b.1),
             })),
             "extra_data": plan.extra.as_ref().map(|e| serde_json::json!({
-                "size": e.split.len(),
-                "fingerprint": e.split.fingerprint(),
+                "size": e.source.len(),
+                "fingerprint": e.source.fingerprint(),
                 "original_per_batch": e.original_per_batch,
             })),
         }),

@@ -65,7 +65,7 @@ pub(super) fn time_steps(s: &Session, split: &TrainSplit) -> Result<StepTiming> 
     let device = plan.runtime.device;
     let n = (plan.batch_size as i64).min(plan.data.train.len());
     let idx = Tensor::arange(n, (tch::Kind::Int64, device));
-    let (x, y) = split.batch(&idx, &[], device);
+    let (x, y) = split.batch(&idx, &[], device)?;
     let batch = Batch {
         x: &x,
         y: &y,
