@@ -21,18 +21,10 @@ import sys
 
 import torch
 
+# Same records as the CIFAR-shaped data set (this folder is on sys.path).
+from cifar_shaped import records
+
 CHUNK = 2_000
-
-
-def records(n, patterns, gen):
-    labels = torch.randint(0, patterns.shape[0], (n,), generator=gen)
-    noise = torch.rand(n, 3 * 32 * 32, generator=gen)
-    pixels = (255 * (0.5 * patterns[labels] + 0.5 * noise)).round().to(torch.uint8)
-    table = torch.cat([labels.to(torch.uint8)[:, None], pixels], 1)
-    try:
-        return table.numpy().tobytes()
-    except (ImportError, RuntimeError):  # torch without numpy
-        return bytes(table.flatten().tolist())
 
 
 def main():
