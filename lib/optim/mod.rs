@@ -307,7 +307,12 @@ mod tests {
         fresh.load_state(&saved).unwrap();
         assert_eq!(fresh.steps, 1);
         assert!(fresh.first[0].equal(&opt.first[0]) && fresh.second[0].equal(&opt.second[0]));
-        assert_eq!(fresh.first[0].size(), [2]);
+        let first = saved.iter().find(|(n, _)| n == "optim.first.w").unwrap();
+        assert_eq!(
+            first.1.size(),
+            [2],
+            "saved per parameter, not as the flat buffer"
+        );
         assert!(fresh
             .load_state(&saved[..1])
             .unwrap_err()
