@@ -13,8 +13,8 @@ use taser::train::{train, RunOptions, TrainConfig};
 /// per epoch: epoch, lr, train_eps, train_loss, train_acc, test_loss,
 /// test_acc, ood_loss, penalty, residual_mean, residual_std, risk_standard,
 /// risk_madry, risk_score, grad_norm_mean, probe_mean, penalty_ratio,
-/// score_grad_cosine, hutchinson_noise_share, global_center, val_acc,
-/// val_robust_acc, seconds; a column a run does not measure is empty) and
+/// score_grad_cosine, hutchinson_noise_share, penalty_plain,
+/// penalty_unbiased, global_center, val_acc, val_robust_acc, seconds; a column a run does not measure is empty) and
 /// the resume state (resume.safetensors, resume.json), written after every
 /// epoch, which --resume continues from. With --val-size N:
 /// model-best.safetensors + model-best.json (the epoch with the highest
@@ -34,11 +34,12 @@ use taser::train::{train, RunOptions, TrainConfig};
 /// once: host memory does not grow with the file (1M CIFAR images: 3 GB).
 ///
 /// Instruments (--reg stein or grad-norm with --lambda > 0), measured after
-/// each epoch on a fixed probe batch of 256 training inputs drawn from
-/// --seed, live model, BatchNorm in eval mode, in --stein-coordinates:
+/// each epoch on a fixed probe batch of 256 training inputs (or
+/// --instrument-batch-size N; model.json records it as the metric
+/// instrument_batch_size) drawn from --seed, live model, BatchNorm in eval mode, in --stein-coordinates:
 /// grad_norm_mean = mean ‖∇ₓm‖; probe_mean = mean m (the smooth margin
 /// unless --probe; > 0 is misclassified); penalty_ratio = λ(t)·penalty /
-/// train_loss (λ at the epoch's last step); score_grad_cosine = mean over
+/// (train_loss + λ(t)·penalty) (λ at the epoch's last step); score_grad_cosine = mean over
 /// samples of cos(s̃(x), ∇ₓm(x)) (empty with --zero-scores or grad-norm);
 /// hutchinson_noise_share = V/R₁ from 8 single-probe residuals r⁽ᵏ⁾ with
 /// fixed probes: R₁ = mean_k R(r⁽ᵏ⁾), R₈ = R(mean_k r⁽ᵏ⁾), V = 8/7·(R₁ − R₈),

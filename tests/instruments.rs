@@ -538,6 +538,10 @@ fn penalty_chunk_auto_records_the_chunk_it_chose_and_no_step_timing_skips_the_ti
     assert!((1.0..=64.0).contains(&chunk), "{chunk}");
     assert!(line.contains(&format!("auto: {chunk} samples")), "{line}");
     assert!(meta["metrics"].get("step_seconds").is_none());
+    assert_eq!(
+        meta["metrics"]["instrument_batch_size"].as_f64(),
+        Some(32.0)
+    );
     let rows = metrics(&out);
     assert!(value(&rows[0], "grad_norm_mean").is_finite());
 }

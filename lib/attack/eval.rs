@@ -87,10 +87,13 @@ pub struct EvalConfig {
     /// published numbers). Recorded in attack-state.json and summary.csv.
     #[arg(long, value_enum, default_value_t = WindowRange::Reference)]
     pub square_window_range: WindowRange,
-    /// Most model inputs in one SPSA forward pass (2 × directions × points
-    /// of a batch, split into passes of at most this many): bounds SPSA's
-    /// memory on large models (WRN-70-16 needs far fewer than the default
-    /// on one GPU); the result changes only by rounding.
+    /// At most N model inputs in one SPSA forward pass: each point of an
+    /// attack batch needs 2 × 128 = 256 perturbed inputs per iteration
+    /// (128 directions, ±δ), split into passes of at most N (at least 256
+    /// per point when N allows). Bounds SPSA's memory on large models
+    /// (WRN-70-16 needs far fewer than the default on one GPU); the result
+    /// does not change beyond the last bits of the sums (the directions
+    /// are drawn in the same order).
     #[arg(
         long,
         default_value_t = SPSA_INPUTS_PER_PASS,

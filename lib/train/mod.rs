@@ -236,6 +236,12 @@ pub fn run_plan(mut plan: TrainPlan) -> Result<TrainSummary> {
     if let Some(a) = auto_chunk {
         metrics.insert("penalty_chunk".into(), a.samples as f64);
     }
+    if matches!(session.regularizer, Regularizer::Stein(_)) {
+        let probe_batch = plan
+            .instrument_batch_size
+            .min(plan.data.train.len() as usize);
+        metrics.insert("instrument_batch_size".into(), probe_batch as f64);
+    }
     if let Some(t) = timing {
         metrics.insert("step_seconds".into(), t.step_seconds);
         metrics.insert("penalty_step_overhead".into(), t.overhead());

@@ -95,7 +95,7 @@ impl fmt::Display for AutoChunk {
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
         write!(
             f,
-            "--penalty-chunk auto: {} samples (a {}-sample chunk peaked at {:.2} GiB; {:.1} GiB free)",
+            "--penalty-chunk auto: {} samples (a trial chunk of {} peaked at {:.2} GiB; {:.1} GiB free)",
             self.samples,
             self.trial,
             gib(self.trial_peak),

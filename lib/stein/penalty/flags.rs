@@ -118,7 +118,7 @@ pub struct RegArgs {
     pub fd_difference: Difference,
     /// Penalty on a fraction f ∈ (0, 1] of each batch: ⌈f·B⌉ samples drawn without
     /// replacement from --seed and the step, R rescaled to an unbiased estimate of the
-    /// whole batch's R (variance ≈ (1 − f)/(f·B)·Var((rᵢ − c)²); README, "Speed").
+    /// whole batch's R (variance ≈ (1 − f)/(f·B)·Var((rᵢ − c)²); docs/SPEED.md).
     #[arg(long, default_value_t = 1.0)]
     #[serde(default = "full_fraction")]
     pub stein_fraction: f64,
@@ -281,11 +281,18 @@ impl RegArgs {
             if n == PenaltyChunk::Samples(0) {
                 return refuse("--penalty-chunk", "0", "must be at least 1 sample, or auto");
             }
-            if self.stein_bn == BnMode::Train || self.reg == Reg::L2 {
+            if self.stein_bn == BnMode::Train {
                 return refuse(
                     "--penalty-chunk",
                     &n.to_string(),
-                    "splits a penalty whose samples do not interact; drop it with --stein-bn train and --reg l2",
+                    "splits the penalty by samples, which --stein-bn train couples through the batch statistics; leave out --penalty-chunk, or use --stein-bn eval",
+                );
+            }
+            if self.reg == Reg::L2 {
+                return refuse(
+                    "--penalty-chunk",
+                    &n.to_string(),
+                    "splits the Stein or grad-norm penalty by samples; --reg l2 has no per-sample penalty to split: leave out --penalty-chunk",
                 );
             }
         }
