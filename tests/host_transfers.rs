@@ -79,57 +79,23 @@ fn score_file(dir: &std::path::Path) -> String {
 fn no_method_uploads_or_reads_per_training_step() {
     let dir = tempfile::tempdir().unwrap();
     let scores = score_file(dir.path());
-    let cases: &[&[&str]] = &[
-        &["--augment", "crop-flip"],
-        &["--method", "pgd-at", "--attack-steps", "2", "--eps", "0.1"],
-        &["--method", "trades", "--attack-steps", "2", "--eps", "0.1"],
-        &["--method", "mart", "--attack-steps", "2", "--eps", "0.1"],
-        &[
-            "--method",
-            "pgd-at",
-            "--attack-steps",
-            "2",
-            "--eps",
-            "0.1",
-            "--awp",
-        ],
-        &[
-            "--lambda",
-            "0.001",
-            "--score-source",
-            "gaussian-fit",
-            "--augment",
-            "crop-flip",
-        ],
-        &[
-            "--lambda",
-            "0.001",
-            "--scores",
-            &scores,
-            "--augment",
-            "crop-flip",
-        ],
-        &[
-            "--lambda",
-            "0.001",
-            "--scores",
-            &scores,
-            "--stein-order",
-            "full",
-            "--score-permute",
-        ],
-        &[
-            "--lambda",
-            "0.001",
-            "--score-source",
-            "gaussian-fit",
-            "--penalty-chunk",
-            "8",
-        ],
-        &["--lambda", "0.001", "--reg", "grad-norm"],
+    let taser = "--lambda 0.001 --score-source gaussian-fit";
+    let from_file = format!("--lambda 0.001 --scores {scores}");
+    let cases: Vec<String> = vec![
+        "--augment crop-flip".into(),
+        "--method pgd-at --attack-steps 2 --eps 0.1".into(),
+        "--method trades --attack-steps 2 --eps 0.1".into(),
+        "--method mart --attack-steps 2 --eps 0.1".into(),
+        "--method pgd-at --attack-steps 2 --eps 0.1 --awp".into(),
+        format!("{taser} --augment crop-flip"),
+        format!("{from_file} --augment crop-flip"),
+        format!("{from_file} --stein-order full --score-permute"),
+        format!("{taser} --penalty-chunk 8"),
+        "--lambda 0.001 --reg grad-norm".into(),
     ];
-    for flags in cases {
-        let (few, many) = (transfers_of(flags, "512"), transfers_of(flags, "32"));
+    for case in &cases {
+        let flags: Vec<&str> = case.split_whitespace().collect();
+        let (few, many) = (transfers_of(&flags, "512"), transfers_of(&flags, "32"));
         println!("{flags:?}: 3 steps {few:?}, 45 steps {many:?}");
         assert!(
             few.uploads > 0,

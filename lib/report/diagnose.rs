@@ -131,6 +131,7 @@ pub fn diagnose(
         runtime.device,
     );
     let partner = derangement(data.train.len() as usize, opts.seed ^ PERMUTE_STREAM);
+    let partner = Tensor::from_slice(&partner).to_device(runtime.device);
     let mut rows = Vec::new();
     for (path, model, _, _) in &loaded {
         let mut parts = Vec::with_capacity(batches.len());
@@ -158,7 +159,9 @@ pub fn diagnose(
 struct Fields<'a> {
     real: &'a ScoreFile,
     noised: Option<&'a ScoreFile>,
-    partner: &'a [i64],
+    /// `--score-permute`'s partner of every training sample (int64 `[N]`
+    /// on the device).
+    partner: &'a Tensor,
 }
 
 /// The diagnosis of `model` on one probe batch.
@@ -169,8 +172,7 @@ fn diagnose_batch(
     opts: &DiagnoseOptions,
 ) -> Result<Diagnosis> {
     let (x, y, indices, probes) = b.batch();
-    let partner = Tensor::from_slice(f.partner).to_device(indices.device());
-    let others = partner.index_select(0, indices);
+    let others = f.partner.index_select(0, indices);
     let real = f.real.score(x, indices, None);
     let permuted = f.real.score(x, &others, None);
     let noised = f.noised.map(|n| n.score(x, indices, None));
