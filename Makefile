@@ -131,7 +131,8 @@ slurm-test: setup
 ## interleaved, one thread each; ms/step and ratio), attack throughput side by side (benches/attack.py:
 ## torchattacks APGD-CE and AutoAttack, SPSA to the same spec; PGD-AT cnn-small on digits, trained once
 ## into target/bench-attack; samples/s, ratio, robust accuracy of each; ~5 min), then per-step cost of each method ± the TASER penalty, score sources and HDF5 writes, attack
-## throughput, sweep launcher overhead and rank speed-up (figures and ratios; BENCH_ARGS="--device cuda:0").
+## throughput, sweep launcher overhead and rank speed-up, data-parallel training at 1/2(/4) ranks beside PyTorch
+## DDP (benches/data_parallel.sh; figures and ratios; BENCH_ARGS="--device cuda:0").
 BENCH_ARGS ?= --device auto
 bench: setup bench-venv
 	nice -n 10 cargo bench --quiet --bench train_step -- --device cpu --side-by-side
@@ -140,6 +141,7 @@ bench: setup bench-venv
 	cargo bench --quiet --bench scores
 	cargo bench --quiet --bench attack -- $(BENCH_ARGS)
 	BIN=$(BIN) bash benches/sweep.sh
+	BIN=$(BIN) nice -n 10 bash benches/data_parallel.sh
 
 ## The five analyses below each run one sweep grid (resumable: a rerun finishes only what is missing;
 ## RANKS jobs at a time, default 2) and rebuild their tables from it with `report`.

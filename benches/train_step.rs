@@ -6,6 +6,8 @@
 //! ratio to standard training. Prints a table; asserts nothing.
 //!
 //! Options: --device auto|cpu|cuda:N, --steps N (timed steps per row),
+//! --repeats R (side by side: each row timed R times, the suite and PyTorch
+//! alternating, and the medians compared; default 1),
 //! --batch N (resnet18 batch; default 256 on CUDA, 32 on CPU),
 //! --cnn-batch N (cnn-small batch; default 256),
 //! --precision f32|bf16 and --memory-format contiguous|channels-last (as
@@ -41,6 +43,8 @@ use tch::{Device, Kind, Tensor};
 struct Opts {
     device: Device,
     steps: usize,
+    /// Side-by-side rounds per row (medians reported).
+    repeats: usize,
     batch: Option<i64>,
     cnn_batch: i64,
     precision: Precision,
@@ -58,6 +62,7 @@ fn parse() -> Opts {
     Opts {
         device,
         steps: cli::number("--steps", if device.is_cuda() { 20 } else { 3 }),
+        repeats: cli::number("--repeats", 1).max(1),
         batch: cli::flag_value("--batch").map(|s| s.parse().expect("--batch")),
         cnn_batch: cli::number("--cnn-batch", 256),
         precision: Precision::from_str(&choice("--precision", "f32"), true).expect("--precision"),
@@ -164,6 +169,7 @@ fn time_steps(
         y: &y,
         indices: &idx,
         aug: None,
+        share: None,
     };
     let mut run = |k: usize| {
         for s in 0..k {
@@ -274,10 +280,11 @@ fn side_by_side(digits: &Dataset, cifar_like: &Dataset, batch: i64, o: &Opts) {
     let mut torch = TorchSide::start(&python, &script);
     let pgd = settings(Method::PgdAt, digits).attack.unwrap();
     println!(
-        "side by side, {} ({}), {threads} CPU thread(s) each, SGD, {} timed steps per row after 2 warm-up steps, fd step 1e-2, K = 1; PGD-AT on digits: {} sign steps of {} from a uniform start in the L∞ ball of ε = {}",
+        "side by side, {} ({}), {threads} CPU thread(s) each, SGD, {} timed steps per row after 2 warm-up steps, median of {} alternating rounds, fd step 1e-2, K = 1; PGD-AT on digits: {} sign steps of {} from a uniform start in the L∞ ball of ε = {}",
         taser::device::device_name(o.device),
         compute_label(o),
         o.steps,
+        o.repeats,
         pgd.steps,
         pgd.step_size,
         pgd.threat.eps
@@ -329,7 +336,6 @@ fn side_by_side(digits: &Dataset, cifar_like: &Dataset, batch: i64, o: &Opts) {
         };
         let mut alone = 0.0;
         for (label, py_name, v) in VARIANTS {
-            let suite = time_steps(&spec, d, b, method, v, 1.0, o) * 1e3;
             let row = Row {
                 arch,
                 method,
@@ -338,7 +344,12 @@ fn side_by_side(digits: &Dataset, cifar_like: &Dataset, batch: i64, o: &Opts) {
                 data: d,
                 threads,
             };
-            let pytorch = torch.time(&row, o);
+            let (mut suites, mut pytorches) = (vec![], vec![]);
+            for _ in 0..o.repeats {
+                suites.push(time_steps(&spec, d, b, method, v, 1.0, o) * 1e3);
+                pytorches.push(torch.time(&row, o));
+            }
+            let (suite, pytorch) = (median(suites), median(pytorches));
             if v.is_none() {
                 alone = suite;
             }
@@ -351,6 +362,12 @@ fn side_by_side(digits: &Dataset, cifar_like: &Dataset, batch: i64, o: &Opts) {
         }
     }
     torch.finish();
+}
+
+/// The median of `xs` (statrs: the mean of the middle two for an even count).
+fn median(xs: Vec<f64>) -> f64 {
+    use statrs::statistics::{Data, Median};
+    Data::new(xs).median()
 }
 
 /// The method's flag name (pgd-at, …).

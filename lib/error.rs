@@ -100,6 +100,10 @@ pub enum Error {
          on a login node (`module load <your MPI>` then `make sweep-mpi`; docs/CLUSTER.md)"
     )]
     NoMpi { command: String },
+    /// A stop signal (SIGTERM/SIGINT) ended the work before it finished;
+    /// what was saved stays and the same command with `resume` continues.
+    #[error("{what} was stopped by a signal ({detail}). Fix: rerun the same command with --resume; it continues after the last saved epoch")]
+    Interrupted { what: String, detail: String },
     /// A libtorch error, with a hint when its text names a known cause
     /// ([`torch_hint`]).
     /// (Not a `source`: its text is part of this message, printed once.)

@@ -55,6 +55,7 @@ impl Error {
             | Error::NoMpi { .. }
             | Error::Unwritable { .. } => Status::BadInput,
             Error::AfterWrites { error, .. } => error.status(),
+            Error::Interrupted { .. } => Status::Interrupted,
             Error::OutputFailed { .. }
             | Error::OutputInUse { .. }
             | Error::FileLocked { .. }

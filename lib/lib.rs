@@ -6,7 +6,7 @@
 //!
 //! | floor | modules | what |
 //! |---|---|---|
-//! | ground | [`error`], [`exit`], [`fsutil`], [`outdir`], [`csvio`], [`identity`], [`layout`], [`runtime`], [`device`], [`progress`], [`optim`], [`figure`], `portable` | errors and the exit-code policy, atomic writes and the versioned-JSON reader, output folders owned by one run (lock, clean-up after a failure), CSV files, run identities, run-folder file names, the runtime flags, optimisers and schedules, figures (SVG + PNG), the glibc-2.28 build's shim |
+//! | ground | [`error`], [`exit`], [`fsutil`], [`outdir`], [`csvio`], [`identity`], [`layout`], [`runtime`], [`device`], [`progress`], [`optim`], [`figure`], [`collective`], [`signal`], `portable` | errors and the exit-code policy, atomic writes and the versioned-JSON reader, output folders owned by one run (lock, clean-up after a failure), CSV files, run identities, run-folder file names, the runtime flags, optimisers and schedules, figures (SVG + PNG), the ranks of a data-parallel run and their sums, stop signals, the glibc-2.28 build's shim |
 //! | 1 | [`data`] | data sets in [0,1] pixels, evaluation subsets, augmentation |
 //! | 2 | [`models`] | architectures with normalisation inside |
 //! | 3 | [`checkpoint`] | safetensors + JSON sidecar |
@@ -24,6 +24,7 @@
 //! which formula it implements.
 pub mod attack;
 pub mod checkpoint;
+pub mod collective;
 pub mod csvio;
 pub mod data;
 pub mod device;
@@ -42,6 +43,7 @@ pub mod progress;
 pub mod report;
 pub mod runtime;
 pub mod score;
+pub mod signal;
 pub mod stats;
 pub mod stein;
 pub mod sweep;

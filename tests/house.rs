@@ -11,7 +11,7 @@
 //!
 //! The floors, lowest first (lib/lib.rs documents them):
 //! ground (error, exit, fsutil, outdir, csvio, identity, layout, runtime, device, progress,
-//! optim, figure, portable) → data → models → checkpoint → score → stein → attack →
+//! optim, figure, collective, signal, portable) → data → models → checkpoint → score → stein → attack →
 //! train → stats → sweep → report. Attack algorithms sit below training
 //! because PGD-AT, TRADES and MART use them as the inner maximiser.
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,8 +20,21 @@ use std::path::{Path, PathBuf};
 
 const FLOORS: &[&[&str]] = &[
     &[
-        "error", "exit", "fsutil", "outdir", "csvio", "identity", "layout", "runtime", "device",
-        "progress", "optim", "figure", "portable",
+        "error",
+        "exit",
+        "fsutil",
+        "outdir",
+        "csvio",
+        "identity",
+        "layout",
+        "runtime",
+        "device",
+        "progress",
+        "optim",
+        "figure",
+        "collective",
+        "signal",
+        "portable",
     ],
     &["data"],
     &["models"],

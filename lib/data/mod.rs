@@ -145,12 +145,14 @@ pub enum Task {
 /// One training mini-batch: inputs `[B, …]` (pixels in [0,1], after any
 /// augmentation), targets `[B]`, the samples' indices in the training split
 /// (int64 `[B]` on the device) and the augmentation the inputs received
-/// (both locate precomputed scores).
+/// (both locate precomputed scores). In a data-parallel run it is one
+/// rank's share of a global batch (`share`: the group and the global size).
 pub struct Batch<'a> {
     pub x: &'a Tensor,
     pub y: &'a Tensor,
     pub indices: &'a Tensor,
     pub aug: Option<&'a augment::CropFlip>,
+    pub share: Option<crate::collective::BatchShare<'a>>,
 }
 
 /// One split: inputs `x` (f32, `[N, input_shape…]`, in [0,1] for images) and

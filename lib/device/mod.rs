@@ -234,6 +234,26 @@ pub fn with_precision<T>(precision: Precision, device: Device, f: impl FnOnce() 
     f()
 }
 
+/// The device of node-local rank `local_rank` (a sweep rank's jobs, a
+/// data-parallel `train` rank): with `auto`, the CUDA device of the
+/// node-local rank (modulo the visible devices) when libtorch sees any,
+/// otherwise the CPU — unless the job was given a GPU
+/// ([`crate::device::expected::gpu_expected`]): then `auto` itself, so each
+/// job's binary refuses the missing GPU by its own rule (exit 2).
+pub fn rank_device(spec: &str, local_rank: usize) -> String {
+    if spec != "auto" {
+        return spec.to_string();
+    }
+    let n = tch::Cuda::device_count().max(0) as usize;
+    if n == 0 && crate::device::expected::gpu_expected().is_some() {
+        "auto".into()
+    } else if n == 0 {
+        "cpu".into()
+    } else {
+        format!("cuda:{}", local_rank % n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

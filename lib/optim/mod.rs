@@ -156,6 +156,26 @@ impl Optimizer {
         }
     }
 
+    /// Applies `f` to every gradient in place: each group's flat gradient
+    /// buffer when all its members have one, else each member's gradient
+    /// (in the optimiser's fixed order, so every data-parallel rank makes
+    /// the same calls). Stops at `f`'s first error.
+    pub fn for_each_gradient(&mut self, f: &mut dyn FnMut(&Tensor) -> Result<()>) -> Result<()> {
+        for g in &self.groups {
+            if g.attach(&self.params) {
+                f(&g.grads)?;
+                continue;
+            }
+            for &i in &g.members {
+                let grad = self.params[i].grad();
+                if grad.defined() {
+                    f(&grad)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// One update with learning rate `lr` from the current gradients.
     /// Parameters without a gradient are left as they are (as PyTorch
     /// does); when every parameter of a group has one, the group's update

@@ -1,9 +1,11 @@
 //! `sweep devices`: which device each MPI rank of a launch takes, by the
-//! rule `sweep run` uses ([`super::pick_device`]: with `auto`, the CUDA
+//! rule `sweep run` uses ([`crate::device::rank_device`]: with `auto`, the CUDA
 //! device of the node-local rank modulo the visible devices), gathered on
 //! rank 0 and checked, so a GPU node can be checked before a sweep.
 #[cfg(feature = "mpi")]
-use super::{lock::host_name, pick_device};
+use super::lock::host_name;
+#[cfg(feature = "mpi")]
+use crate::device::rank_device;
 use crate::error::{Error, Result};
 #[cfg(feature = "mpi")]
 use mpi::traits::*;
@@ -101,7 +103,7 @@ pub fn gather(spec: &str) -> Result<Option<Vec<RankDevice>>> {
         local_rank,
         launcher_local_rank: launcher_local_rank(),
         visible: tch::Cuda::device_count().max(0) as usize,
-        device: pick_device(spec, local_rank),
+        device: rank_device(spec, local_rank),
     };
     if rank != 0 {
         world

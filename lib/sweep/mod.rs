@@ -29,7 +29,7 @@ pub mod plan;
 #[cfg(feature = "mpi")]
 mod ranks;
 pub mod results;
-pub mod signal;
+pub use crate::signal;
 pub mod status;
 
 use crate::error::{Error, Result};
@@ -66,25 +66,6 @@ pub struct RunSummary {
     pub interrupted: bool,
     /// Where results.csv was written.
     pub results: PathBuf,
-}
-
-/// The device a rank's jobs use: with `auto`, the CUDA device of the
-/// node-local rank (modulo the visible devices) when libtorch sees any,
-/// otherwise the CPU — unless the job was given a GPU
-/// ([`crate::device::expected::gpu_expected`]): then `auto` itself, so each
-/// job's binary refuses the missing GPU by its own rule (exit 2).
-pub fn pick_device(spec: &str, local_rank: usize) -> String {
-    if spec != "auto" {
-        return spec.to_string();
-    }
-    let n = tch::Cuda::device_count().max(0) as usize;
-    if n == 0 && crate::device::expected::gpu_expected().is_some() {
-        "auto".into()
-    } else if n == 0 {
-        "cpu".into()
-    } else {
-        format!("cuda:{}", local_rank % n)
-    }
 }
 
 /// Absolute form of the output directory, so job command lines and
@@ -186,7 +167,7 @@ pub fn run_one(cfg: &RunConfig, kind: Kind, index: usize) -> Result<Outcome> {
             t.write_config(&grid)?;
         }
     }
-    let device = pick_device(&cfg.device, 0);
+    let device = crate::device::rank_device(&cfg.device, 0);
     let name = match kind {
         Kind::Point => format!("array-index={index}"),
         _ => format!("array-{}-index={index}", kind.name()),

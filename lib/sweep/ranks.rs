@@ -6,7 +6,8 @@ use super::book::{open_book, report, summary, write_results, Book};
 use super::grid::Grid;
 use super::job::{self, Outcome, WorkItem, Worker};
 use super::status::JobStatus;
-use super::{check, lock, pick_device, run_task, signal, RunConfig, RunSummary};
+use super::{check, lock, run_task, signal, RunConfig, RunSummary};
+use crate::device::rank_device;
 use crate::error::{Error, Result};
 use mpi::point_to_point::MatchedReceiveVec;
 use mpi::traits::*;
@@ -31,7 +32,7 @@ pub(super) fn run(grid: &Grid, cfg: &RunConfig) -> Result<Option<RunSummary>> {
     let rank = world.rank();
     let size = world.size();
     let local_rank = world.split_shared(rank).rank() as usize;
-    let device = pick_device(&cfg.device, local_rank);
+    let device = rank_device(&cfg.device, local_rank);
     let me = format!("rank={rank}/{size} host={}", lock::host_name());
     let tasks = job::tasks(grid, &cfg.out);
     let worker = Worker::new(&cfg.bin_dir, &device, me, &tasks);

@@ -189,6 +189,27 @@ pub struct RunOptions {
     /// falls back to the wall-time ratio, marked "(wall)"); saves 12 steps.
     #[arg(long)]
     pub no_step_timing: bool,
+    /// Train as one rank of a data-parallel group: start G processes with
+    /// `mpirun -np G` or `srun -n G` (each takes the CUDA device of its
+    /// node-local rank under --device auto, else the CPU). Every global
+    /// batch of --batch-size is split over the ranks, their gradients are
+    /// summed (MPI) before each update, so the run computes what one
+    /// process computes at that batch (to float rounding). By design as in
+    /// PyTorch DDP: the training attack, AWP and BatchNorm act on each
+    /// rank's share, random starts and probes come from each rank's own
+    /// stream, BatchNorm's running statistics are averaged at each epoch's
+    /// end. Rank 0 alone writes --out. SIGTERM/SIGINT to any rank stops
+    /// all of them at the next step (exit 3; --resume continues from the
+    /// last saved epoch). No step timing. Refused with --stein-fraction < 1
+    /// and with --stein-bn train. Docs: docs/GUIDE.md, "Data-parallel
+    /// training".
+    #[arg(long)]
+    pub data_parallel: bool,
+    /// Seconds a data-parallel rank waits in one sum for the others (a
+    /// rank died or hangs) before it stops every rank (exit 1). Rank 0's
+    /// epoch-end evaluation and validation run while the others wait.
+    #[arg(long, default_value_t = 1800.0)]
+    pub collective_timeout: f64,
 }
 
 impl ComputeArgs {

@@ -4,11 +4,13 @@
 use super::evaluate::{EpochEvaluation, EpochEvaluator};
 use super::metrics::{epoch_line, write_metrics, EpochMetrics};
 use super::output;
+use super::parallel::{self, RankPart};
 use super::resume;
 use super::session::Session;
 use super::split::TrainSplit;
 use super::step::{train_step, StepOutput};
 use super::timing;
+use crate::collective::{BatchShare, Group};
 use crate::data::augment::CropFlip;
 use crate::data::Batch;
 use crate::device::transfers;
@@ -106,6 +108,52 @@ impl EpochSums {
         self.seen += batch_len;
     }
 
+    /// The sums over the ranks of a data-parallel run (one sum of a few
+    /// numbers); alone, as they are.
+    fn summed(mut self, group: &Group) -> Result<EpochSums> {
+        if group.size() == 1 {
+            return Ok(self);
+        }
+        let device = self.loss.device();
+        let zero = Tensor::zeros([], (Kind::Double, device));
+        let stein = self.stein.as_ref();
+        let parts = [
+            self.loss.shallow_clone(),
+            self.correct.to_kind(Kind::Double),
+            Tensor::full([], self.seen as f64, (Kind::Double, device)),
+            stein.map_or(zero.shallow_clone(), |s| s.penalty.shallow_clone()),
+            stein.map_or(zero.shallow_clone(), |s| s.residual.shallow_clone()),
+            stein.map_or(zero, |s| s.residual_sq.shallow_clone()),
+        ];
+        let all = Tensor::stack(&parts, 0);
+        group.sum_(&all)?;
+        let at = |i: i64| all.get(i);
+        self.loss = at(0);
+        self.correct = at(1).to_kind(Kind::Int64);
+        self.seen = transfers::read_f64(&at(2)) as usize;
+        if let Some(st) = self.stein.as_mut() {
+            (st.penalty, st.residual, st.residual_sq) = (at(3), at(4), at(5));
+        }
+        Ok(self)
+    }
+
+    /// [`Error::Diverged`] when the epoch's training loss or penalty is not
+    /// finite (1-based `epoch`).
+    fn divergence(&self, epoch: usize) -> Option<Error> {
+        let loss = transfers::read_f64(&self.loss) / self.seen as f64;
+        let penalty = self
+            .stein
+            .as_ref()
+            .map(|s| transfers::read_f64(&s.penalty) / self.batches as f64);
+        (!loss.is_finite() || penalty.is_some_and(|p| !p.is_finite())).then(|| Error::Diverged {
+            epoch,
+            detail: match penalty {
+                Some(p) => format!("train loss {loss}, penalty {p}"),
+                None => format!("train loss {loss}"),
+            },
+        })
+    }
+
     /// The epoch's row of `metrics.csv` (1-based `epoch`), with the
     /// penalty's instruments `diag` and the global centre `center`.
     fn row(
@@ -176,7 +224,8 @@ fn train_epoch(
     let (device, steps) = (plan.runtime.device, plan.steps);
     let schedule = &plan.schedule;
     let seed = epoch_seed(plan.seed, epoch);
-    tch::manual_seed(seed as i64);
+    let group = &plan.group;
+    tch::manual_seed(group.rank_seed(seed) as i64);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut shuffled: Vec<i64> = (0..plan.data.train.len()).collect();
     shuffled.shuffle(&mut rng);
@@ -187,12 +236,12 @@ fn train_epoch(
     let first_lr = schedule.lr_at(epoch * steps.per_epoch, steps.total, steps.per_epoch);
     let mut sums = EpochSums::new(device, stein.is_some(), first_lr, 0.0);
     // (original indices, extra indices) per batch; a final batch of one
-    // sample is dropped when nothing is mixed in.
+    // sample (of fewer than 2 per rank) is dropped when nothing is mixed in.
     let batches: Vec<(Vec<i64>, Vec<i64>)> = match &plan.extra {
         Some(e) => e.batches(&shuffled, &mut rng),
         None => shuffled
             .chunks(plan.batch_size)
-            .filter(|c| c.len() >= 2)
+            .filter(|c| c.len() >= 2 * group.size())
             .map(|c| (c.to_vec(), Vec::new()))
             .collect(),
     };
@@ -210,6 +259,12 @@ fn train_epoch(
         .then(|| CropFlip::draw(samples, &mut rng, device));
     let (mut at, mut at_sample) = (0i64, 0i64);
     for (b, (idx, extra_idx)) in batches.iter().enumerate() {
+        if group.is_parallel() && group.any(crate::signal::stop_requested())? {
+            return Err(Error::Interrupted {
+                what: format!("data-parallel rank {} of {}", group.rank(), group.size()),
+                detail: format!("epoch {}, step {} of {}", epoch + 1, b + 1, batches.len()),
+            });
+        }
         let step = epoch * steps.per_epoch + b;
         sums.lr = schedule.lr_at(step, steps.total, steps.per_epoch);
         // During the ε warm-up the step's method attacks at ε_s (a scaled
@@ -217,11 +272,15 @@ fn train_epoch(
         let warming = plan.method_at(step);
         let method = warming.as_ref().unwrap_or(&plan.method);
         sums.train_eps = method.attack_eps();
-        let indices = order.narrow(0, at, idx.len() as i64);
+        // This rank's part of the global batch (alone: all of it).
+        let part = RankPart::of(idx.len(), extra_idx.len(), group.rank(), group.size());
+        let indices = order.narrow(0, at + part.orig.0, part.orig.1);
         let n = (idx.len() + extra_idx.len()) as i64;
-        let aug = crops.as_ref().map(|c| c.narrow(at_sample, n));
+        let aug = crops
+            .as_ref()
+            .map(|c| c.narrow(at_sample + part.offset, part.samples()));
         (at, at_sample) = (at + idx.len() as i64, at_sample + n);
-        let (x, y) = split.batch(&indices, extra_idx, device)?;
+        let (x, y) = split.batch(&indices, &extra_idx[part.extra.clone()], device)?;
         let x = match &aug {
             Some(a) => a.apply(&x),
             None => x,
@@ -232,12 +291,16 @@ fn train_epoch(
             y: &y,
             indices: &indices,
             aug: aug.as_ref(),
+            share: group.is_parallel().then_some(BatchShare {
+                group,
+                global_len: n,
+            }),
         };
         let out = train_step(&s.model, &mut s.opt, &loss, &batch, step, sums.lr)?;
         if let Some(ema) = s.ema.as_mut() {
             ema.update();
         }
-        sums.add(out, idx.len() + extra_idx.len());
+        sums.add(out, part.samples() as usize);
         sums.lambda = stein.map(|l| l.at(step));
         bar.inc(1);
     }
@@ -285,14 +348,28 @@ pub fn train_epochs(
     };
     let evaluator = EpochEvaluator::new(plan);
     let classifies = plan.base_loss().classifies();
-    let instruments = matches!(s.regularizer, Regularizer::Stein(_))
+    // Rank 0 alone measures (and writes).
+    let instruments = (plan.group.is_root() && matches!(s.regularizer, Regularizer::Stein(_)))
         .then(|| Instruments::new(&plan.data, plan.seed, plan.instrument_batch_size, device));
     let bar = progress::bar(plan.steps.total as u64, "train");
     bar.set_position((start_epoch * plan.steps.per_epoch) as u64);
+    let group = &plan.group;
     for epoch in start_epoch..epochs {
         let epoch_start = Instant::now();
         recalibrate(s, epoch)?;
-        let sums = train_epoch(s, &split, epoch, &bar)?;
+        let sums = train_epoch(s, &split, epoch, &bar)?.summed(group)?;
+        parallel::agree_models(group, &s.model, s.ema.as_ref().map(|e| &e.model))?;
+        if let Some(e) = sums.divergence(epoch + 1) {
+            if group.is_root() {
+                resume::discard_if_unsaved(&plan.out);
+            }
+            return Err(e);
+        }
+        if !group.is_root() {
+            // Rank 0 evaluates and writes; the others go on to the next
+            // epoch's first sum.
+            continue;
+        }
         let eval = evaluator.measure(s.eval_model());
         let diag = match (&instruments, &s.regularizer) {
             (Some(d), Regularizer::Stein(p)) => Some(d.measure(p, &s.model)?),
@@ -305,16 +382,6 @@ pub fn train_epochs(
             epoch_start.elapsed().as_secs_f64(),
             (diag, s.global_center),
         );
-        if !row.train_loss.is_finite() || row.penalty.is_some_and(|p| !p.is_finite()) {
-            resume::discard_if_unsaved(&plan.out);
-            return Err(Error::Diverged {
-                epoch: row.epoch,
-                detail: match row.penalty {
-                    Some(p) => format!("train loss {}, penalty {p}", row.train_loss),
-                    None => format!("train loss {}", row.train_loss),
-                },
-            });
-        }
         let val = plan
             .validation
             .as_ref()

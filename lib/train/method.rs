@@ -70,6 +70,14 @@ pub struct MethodArgs {
     /// PGD step size; fractions accepted (default ε/4, i.e. 2/255 at 8/255).
     #[arg(long, value_parser = parse_fraction)]
     pub attack_step_size: Option<f64>,
+    /// Start the training attack at x itself instead of the method's
+    /// random start (uniform in the ε-ball for pgd-at, x + 0.001·N(0, I)
+    /// for trades and mart): the attack is then deterministic (e.g. to
+    /// compare a --data-parallel run with the single process). The
+    /// validation attack keeps its random start.
+    #[arg(long)]
+    #[serde(default)]
+    pub attack_clean_start: bool,
     /// Warm-up of the training attack's radius over the first E epochs
     /// (pgd-at, trades, mart, with or without AWP): at optimiser step s
     /// (0-based, counted across epochs; S steps per epoch) the attack uses
@@ -300,6 +308,7 @@ impl MethodArgs {
             ));
         }
         let (start, bn_train) = match method {
+            _ if self.attack_clean_start => (Start::Clean, method == Method::PgdAt),
             Method::PgdAt => (Start::Uniform, true),
             _ => (Start::Gaussian(0.001), false),
         };

@@ -33,6 +33,7 @@ pub mod method;
 pub mod metrics;
 pub mod mixing;
 pub mod output;
+pub mod parallel;
 pub mod plan;
 pub mod posterior;
 pub mod resume;
@@ -73,12 +74,22 @@ pub struct TrainSummary {
     pub checkpoint: PathBuf,
     pub metrics: BTreeMap<String, f64>,
     pub already_complete: bool,
+    /// (rank, ranks) of a data-parallel rank other than rank 0, which
+    /// wrote nothing (its summary is one line).
+    pub helper: Option<(usize, usize)>,
 }
 
 /// The lines `train` and `finetune` print at the end: `key = value` per
 /// metric, then the checkpoint's path (easy to grep in batch logs).
 impl std::fmt::Display for TrainSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some((rank, size)) = self.helper {
+            let path = self.checkpoint.display();
+            return write!(
+                f,
+                "data-parallel rank {rank} of {size} done; rank 0 writes {path}"
+            );
+        }
         if self.already_complete {
             writeln!(f, "already complete: {}", self.checkpoint.display())?;
         }
@@ -100,7 +111,10 @@ impl std::fmt::Display for TrainSummary {
 /// the first write keeps the finished files and names them
 /// ([`crate::Error::AfterWrites`]).
 pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
-    in_out(run, || run_plan(plan::resolve(cfg, run, None)?))
+    let group = parallel::group(run)?;
+    in_out(run, group.is_root(), || {
+        run_plan(plan::resolve(cfg, run, None, group)?)
+    })
 }
 
 /// Fine-tunes the checkpoint `ft.from` (TASER §3.4, eq. 26): the student
@@ -110,14 +124,26 @@ pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
 /// and data set. Errors as [`train`], plus
 /// [`crate::Error::CheckpointMismatch`].
 pub fn finetune(cfg: &TrainConfig, run: &RunOptions, ft: &FinetuneArgs) -> Result<TrainSummary> {
-    in_out(run, || run_plan(plan::resolve(cfg, run, Some(ft))?))
+    let group = parallel::group(run)?;
+    in_out(run, group.is_root(), || {
+        run_plan(plan::resolve(cfg, run, Some(ft), group)?)
+    })
 }
 
 /// Runs `work` holding `--out` ([`outdir::run_in`]: a second run on it is
 /// refused; a failure keeps every finished file and says how to continue).
 /// A failure before any epoch was saved also removes the `resume.json`
-/// this run wrote, so that the same command can simply be run again.
-fn in_out(run: &RunOptions, work: impl FnOnce() -> Result<TrainSummary>) -> Result<TrainSummary> {
+/// this run wrote, so that the same command can simply be run again. A
+/// data-parallel rank other than rank 0 (`!writes`) neither holds nor
+/// writes `--out`.
+fn in_out(
+    run: &RunOptions,
+    writes: bool,
+    work: impl FnOnce() -> Result<TrainSummary>,
+) -> Result<TrainSummary> {
+    if !writes {
+        return work();
+    }
     let out = TrainRun::at(&run.out);
     outdir::run_in(
         &run.out,
@@ -169,8 +195,18 @@ pub fn run_plan(mut plan: TrainPlan) -> Result<TrainSummary> {
         Regularizer::Stein(p) => p.size_auto_chunk(&model, &plan.data, plan.batch_size, device)?,
         _ => None,
     };
-    if let Some(a) = &auto_chunk {
+    let group = &plan.group;
+    if let (Some(a), true) = (&auto_chunk, group.is_root()) {
         println!("{a}");
+    }
+    if group.is_parallel() && group.is_root() {
+        println!(
+            "data-parallel: {} rank(s), gradients summed by {} ({} samples per global batch); rank 0 on {}",
+            group.size(),
+            group.backend(),
+            plan.batch_size,
+            crate::device::device_name(device)
+        );
     }
     let mut ema = plan
         .method
@@ -201,6 +237,7 @@ pub fn run_plan(mut plan: TrainPlan) -> Result<TrainSummary> {
                 checkpoint: plan.out.weights(),
                 metrics: meta.metrics,
                 already_complete: true,
+                helper: (!group.is_root()).then(|| (group.rank(), group.size())),
             });
         }
     }
@@ -216,7 +253,9 @@ pub fn run_plan(mut plan: TrainPlan) -> Result<TrainSummary> {
             Some((_, bc)) if bc >= c => b,
             _ => Some((e, c)),
         });
-    resume::write_config(&plan.out, &plan.identity, &plan.inputs)?;
+    if group.is_root() {
+        resume::write_config(&plan.out, &plan.identity, &plan.inputs)?;
+    }
     let started = Instant::now();
     let mut session = Session {
         plan,
@@ -228,30 +267,75 @@ pub fn run_plan(mut plan: TrainPlan) -> Result<TrainSummary> {
         best,
     };
     let timing = epochs::train_epochs(&mut session, start_epoch, &mut rows)?;
+    if !group.is_root() {
+        // Rank 0 measured and writes; this rank only trained.
+        return Ok(TrainSummary {
+            checkpoint: plan.out.weights(),
+            metrics: BTreeMap::new(),
+            already_complete: false,
+            helper: Some((group.rank(), group.size())),
+        });
+    }
     let this_run = (start_epoch > 0).then(|| started.elapsed().as_secs_f64());
     let mut metrics = metrics::summary_metrics(&rows, session.global_center, this_run);
-    if let Some(m) = matched {
-        metrics.insert("lambda_matched".into(), m.lambda);
-    }
-    if let Some(a) = auto_chunk {
-        metrics.insert("penalty_chunk".into(), a.samples as f64);
-    }
-    if matches!(session.regularizer, Regularizer::Stein(_)) {
-        let probe_batch = plan
-            .instrument_batch_size
-            .min(plan.data.train.len() as usize);
-        metrics.insert("instrument_batch_size".into(), probe_batch as f64);
-    }
-    if let Some(t) = timing {
-        metrics.insert("step_seconds".into(), t.step_seconds);
-        metrics.insert("penalty_step_overhead".into(), t.overhead());
-    }
+    let extra = RunFigures {
+        matched: matched.map(|m| m.lambda),
+        auto_chunk: auto_chunk.map(|a| a.samples),
+        timing,
+        wall: started.elapsed().as_secs_f64(),
+    };
+    extra.record(&session, &mut metrics);
     output::write_checkpoint(&session, &metrics)?;
     Ok(TrainSummary {
         checkpoint: plan.out.weights(),
         metrics,
         already_complete: false,
+        helper: None,
     })
+}
+
+/// What a run adds to model.json's metrics beyond the epochs' rows.
+struct RunFigures {
+    /// λ of a control matched to TASER's strength.
+    matched: Option<f64>,
+    /// The chunk `--penalty-chunk auto` chose (samples).
+    auto_chunk: Option<usize>,
+    /// The step timed after training.
+    timing: Option<timing::StepTiming>,
+    /// This run's wall time (seconds).
+    wall: f64,
+}
+
+impl RunFigures {
+    fn record(self, session: &Session, metrics: &mut BTreeMap<String, f64>) {
+        let plan = session.plan;
+        if let Some(lambda) = self.matched {
+            metrics.insert("lambda_matched".into(), lambda);
+        }
+        if let Some(samples) = self.auto_chunk {
+            metrics.insert("penalty_chunk".into(), samples as f64);
+        }
+        if matches!(session.regularizer, Regularizer::Stein(_)) {
+            let probe_batch = plan
+                .instrument_batch_size
+                .min(plan.data.train.len() as usize);
+            metrics.insert("instrument_batch_size".into(), probe_batch as f64);
+        }
+        if let Some(t) = self.timing {
+            metrics.insert("step_seconds".into(), t.step_seconds);
+            metrics.insert("penalty_step_overhead".into(), t.overhead());
+        }
+        let group = &plan.group;
+        if group.is_parallel() {
+            metrics.insert("data_parallel_ranks".into(), group.size() as f64);
+            // Rank 0's time in sums (moving gradients, waiting for the
+            // slowest rank) as a share of this run's wall time.
+            metrics.insert(
+                "data_parallel_sum_share".into(),
+                group.seconds_in_sums() / self.wall,
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -322,6 +406,7 @@ mod tests {
             y: &y,
             indices: &t,
             aug: None,
+            share: None,
         };
         train_step(&model, &mut opt, &objective, &batch, 0, 0.01).unwrap();
         let params = model
@@ -438,6 +523,7 @@ mod tests {
             y: &data.train.y,
             indices: &idx,
             aug: None,
+            share: None,
         };
         let params = || -> Vec<Tensor> {
             model

@@ -11,10 +11,12 @@ use super::finetuning::{self, FinetuneArgs};
 use super::inputs::RunInputs;
 use super::method::{EpsWarmup, MethodSettings};
 use super::mixing::ExtraPlan;
+use super::parallel;
 use super::posterior::PosteriorSettings;
 use super::step::{BaseLoss, StepLoss, StepPrecision};
 use super::validation::ValPlan;
 use crate::checkpoint;
+use crate::collective::Group;
 use crate::data::Dataset;
 use crate::device::MemoryFormat;
 use crate::error::{Error, Result};
@@ -80,6 +82,9 @@ pub struct TrainPlan {
     /// Training inputs that estimate the centre of `--center global`.
     pub calibration_size: usize,
     pub runtime: Runtime,
+    /// The ranks of a data-parallel run (`--data-parallel`), else a group
+    /// of one.
+    pub group: Group,
     pub out: TrainRun,
     /// Continue from the resume state in `out` if there is one.
     pub resume: bool,
@@ -175,7 +180,8 @@ impl TrainPlan {
 /// per epoch), λ's ramp (over the learning-rate warm-up for a fine-tune
 /// without `--lambda-warmup-steps`) and the regulariser (its score file
 /// opened and checked against the data), and checks `--out`: it must be
-/// writable and hold no run unless `resume` continues it.
+/// writable and hold no run unless `resume` continues it (rank 0 of a
+/// data-parallel `group` alone: the others never write it).
 ///
 /// Errors: [`Error::InvalidArgument`] for a flag out of its domain or an
 /// `--out` that holds a run; data-loading errors; [`Error::Unwritable`];
@@ -184,6 +190,7 @@ pub fn resolve(
     cfg: &TrainConfig,
     run: &RunOptions,
     finetune: Option<&FinetuneArgs>,
+    group: Group,
 ) -> Result<TrainPlan> {
     let mut config = cfg.clone();
     let teacher_meta = finetune
@@ -192,7 +199,8 @@ pub fn resolve(
     let checked = config.check()?;
     let mut ramp = checked.ramp;
     check_fd_precision(run.runtime.tf32, config.reg.uses_fd())?;
-    let runtime = run.runtime.resolve()?;
+    parallel::check(&config, &group)?;
+    let runtime = parallel::rank_runtime(&run.runtime, &group).resolve()?;
     let mut data = config.load_data(&runtime.data_dir)?;
     let reads_scores = config.reg.reads_score_file();
     let validation = config
@@ -230,7 +238,10 @@ pub fn resolve(
     }
     let regularizer = config.reg.build(ramp, &data, runtime.device, config.seed)?;
     let out = TrainRun::at(&run.out);
-    check_out(&out, run.resume)?;
+    // Rank 0 alone writes --out (the others would see its files).
+    if group.is_root() {
+        check_out(&out, run.resume)?;
+    }
     let teacher = match (&teacher_meta, finetune) {
         (Some(meta), Some(ft)) => {
             finetuning::check_teacher(meta, ft, &spec, &data)?;
@@ -245,6 +256,7 @@ pub fn resolve(
         &regularizer,
         finetune.map(|ft| ft.from.as_path()),
     )?;
+    let step_timing = !run.no_step_timing && !group.is_parallel();
     Ok(TrainPlan {
         seed: config.seed,
         epochs: config.epochs,
@@ -256,13 +268,14 @@ pub fn resolve(
         regularizer,
         calibration_size: config.reg.calibration_size,
         runtime,
+        group,
         out,
         resume: run.resume,
         eval_batch_size: run.eval_batch_size,
         checkpoint_every: run.checkpoint_every.max(1),
         log_every: run.log_every.max(1),
         instrument_batch_size: run.instrument_batch_size,
-        step_timing: !run.no_step_timing,
+        step_timing,
         data,
         spec,
         method,

@@ -128,7 +128,10 @@ pub struct StepOutput {
 /// adversarial batch), plus α·KL(f_θ0(x) ‖ f_θ(x)) when fine-tuning, plus
 /// λ(t)·R on the clean batch; with AWP the gradient is taken at the
 /// perturbed weights and the perturbation removed after the update. `step`
-/// (0-based) drives the λ ramp; `lr` is this step's learning rate.
+/// (0-based) drives the λ ramp; `lr` is this step's learning rate. A batch
+/// with a share (data-parallel) sums the ranks' gradients before the
+/// update ([`crate::collective`]); AWP's ascent direction and the training
+/// attack then act on the rank's own share.
 ///
 /// Errors: the regulariser's (a score field that cannot serve the batch).
 pub fn train_step(
@@ -166,12 +169,18 @@ pub fn train_step(
         }),
     };
     let mut stein = None;
+    // A data-parallel share back-propagates its part bᵣ/B of the batch
+    // mean; its penalty goes through the chunked path (global weights).
+    let chunk = |p: &crate::stein::penalty::SteinPenalty| {
+        p.chunk
+            .or_else(|| batch.share.map(|_| x.size()[0] as usize))
+    };
     let loss = match obj.regularizer {
         Regularizer::None => loss,
         Regularizer::L2 { lambda } => loss + l2_term(model, *lambda),
         // Watched (λ = 0): measured by the instruments, not trained on;
         // chunked: back-propagated after the loss, below.
-        Regularizer::Stein(p) if !p.ramp.active() || p.chunk.is_some() => loss,
+        Regularizer::Stein(p) if !p.ramp.active() || chunk(p).is_some() => loss,
         Regularizer::Stein(p) => {
             // fd reuses the clean forward for m(x) only when it was made
             // in the penalty's precision.
@@ -186,15 +195,22 @@ pub fn train_step(
             loss + term
         }
     };
+    let loss = match batch.share {
+        Some(s) => loss * (x.size()[0] as f64 / s.global_len as f64),
+        None => loss,
+    };
     opt.zero_grad();
     loss.backward();
     if let Regularizer::Stein(p) = obj.regularizer {
-        if let (Some(chunk), true) = (p.chunk, p.ramp.active()) {
+        if let (Some(chunk), true) = (chunk(p), p.ramp.active()) {
             let stats = with_precision(precision.penalty, device, || {
                 p.backward_chunked(model, batch, step, chunk)
             })?;
             stein = Some(stats);
         }
+    }
+    if let Some(s) = batch.share {
+        opt.for_each_gradient(&mut |g| s.group.sum_(g))?;
     }
     opt.step(lr);
     if let Some(p) = perturbation {

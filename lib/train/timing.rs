@@ -71,6 +71,7 @@ pub(super) fn time_steps(s: &Session, split: &TrainSplit) -> Result<StepTiming> 
         y: &y,
         indices: &idx,
         aug: None,
+        share: None,
     };
     let saved = snapshot(&s.model);
     let mut opt = Optimizer::new(&plan.optimizer, s.model.named_trainable());

@@ -142,6 +142,7 @@ impl SteinPenalty {
             y: &y,
             indices: &indices,
             aug: None,
+            share: None,
         };
         let available = memory::available_bytes(device);
         let (trial, peak) =

@@ -24,6 +24,11 @@
 //! chunk sizes). It costs one more residual evaluation without a graph;
 //! peak memory is one chunk's graph instead of the batch's. Samples must
 //! not interact in the penalty's forward, so `--stein-bn train` is refused.
+//!
+//! A data-parallel step (a [`Batch`] with a share) is this computation
+//! spread over the ranks: n and the batch means r̄ are summed over them
+//! first, each rank back-propagates its own samples' Σ wᵢrᵢ with the global
+//! weights, and the ranks' gradients add up to the whole batch's.
 use super::{subsample, SteinPenalty, SteinStats};
 use crate::data::Batch;
 use crate::error::Result;
@@ -64,7 +69,8 @@ impl SteinPenalty {
         let b = x.size()[0];
         if self.grad_norm {
             // As in `term`: the whole batch, no --stein-fraction.
-            return self.grad_norm_chunked(&m, &c.x, y, &spans(b, chunk as i64), lambda);
+            let n = global_count(b, batch)?;
+            return self.grad_norm_chunked(&m, &c.x, y, &spans(b, chunk as i64), lambda, n);
         }
         let keep = subsample::fraction_sample(self.fraction, self.seed, b, step, x.device());
         let sub = |t: &Tensor| match &keep {
@@ -107,22 +113,32 @@ impl SteinPenalty {
             values.push(Tensor::cat(&parts?, 0));
         }
         let (d, center) = (self.global_center, self.center);
+        // A data-parallel share: the global count and batch means.
+        let global = match batch.share {
+            Some(_) => Some(global_means(&values, batch)?),
+            None => None,
+        };
+        let total = global.as_ref().map_or(n as f64, |(count, _)| *count);
         // The values are detached: the centre's derivative is not wanted.
-        let centred = |r: &Tensor| super::estimator::centred(r, center, false, d);
+        let centred = |k: usize, r: &Tensor| match (&global, center) {
+            (Some((_, means)), stein::Center::Batch) => r - &means[k],
+            _ => super::estimator::centred(r, center, false, d),
+        };
+        // This rank's part of the mean over the global batch.
+        let mean = |t: Tensor| match global {
+            Some(_) => t.sum(t.kind()) / total,
+            None => t.mean(t.kind()),
+        };
         let correction = subsample::fraction_correction(n, b, center);
-        let scale = lambda * correction / n as f64;
+        let scale = lambda * correction / total;
         let (raw, weights, r) = match values.as_slice() {
             [r] => {
-                let u = centred(r);
-                (
-                    u.square().mean(r.kind()),
-                    vec![u * (2.0 * scale)],
-                    r.shallow_clone(),
-                )
+                let u = centred(0, r);
+                (mean(u.square()), vec![u * (2.0 * scale)], r.shallow_clone())
             }
             [r1, r2] => {
-                let (u1, u2) = (centred(r1), centred(r2));
-                let raw = (&u1 * &u2).mean(r1.kind());
+                let (u1, u2) = (centred(0, r1), centred(1, r2));
+                let raw = mean(&u1 * &u2);
                 (raw, vec![u2 * scale, u1 * scale], (r1 + r2) / 2.0)
             }
             _ => unreachable!("one or two probe draws"),
@@ -149,7 +165,7 @@ impl SteinPenalty {
     }
 
     /// The grad-norm control in chunks: each chunk back-propagates its
-    /// part λ·(1/n)·Σ ‖∇ₓmᵢ‖² of λ·G.
+    /// part λ·(1/n)·Σ ‖∇ₓmᵢ‖² of λ·G (n: the global batch's count).
     fn grad_norm_chunked<F>(
         &self,
         m: &F,
@@ -157,11 +173,11 @@ impl SteinPenalty {
         y: &Tensor,
         spans: &[(i64, i64)],
         lambda: f64,
+        n: f64,
     ) -> Result<SteinStats>
     where
         F: Fn(&Tensor, &Tensor) -> Tensor,
     {
-        let n = x.size()[0] as f64;
         let mut total = Tensor::zeros([], (Kind::Double, x.device()));
         for &(start, len) in spans {
             let (xc, yc) = (x.narrow(0, start, len), y.narrow(0, start, len));
@@ -177,6 +193,35 @@ impl SteinPenalty {
             residual_sums: None,
         })
     }
+}
+
+/// The number of samples in `b`'s global batch: `b` alone, the sum over
+/// the ranks in a data-parallel step.
+fn global_count(b: i64, batch: &Batch) -> Result<f64> {
+    let mut n = [b as f64];
+    if let Some(s) = batch.share {
+        s.group.sum_f64(&mut n)?;
+    }
+    Ok(n[0])
+}
+
+/// A data-parallel step's global count n and batch means r̄ of each probe
+/// draw's residuals `values` (this rank's `[b]` each): Σ over the ranks of
+/// b and of Σᵢ rᵢ, the means as 0-dim tensors on the residuals' device.
+fn global_means(values: &[Tensor], batch: &Batch) -> Result<(f64, Vec<Tensor>)> {
+    let n = global_count(values[0].size()[0], batch)?;
+    let sums = Tensor::stack(
+        &values
+            .iter()
+            .map(|r| r.sum(Kind::Double))
+            .collect::<Vec<_>>(),
+        0,
+    );
+    if let Some(s) = batch.share {
+        s.group.sum_(&sums)?;
+    }
+    let means = (sums / n).to_kind(values[0].kind());
+    Ok((n, (0..values.len() as i64).map(|k| means.get(k)).collect()))
 }
 
 /// (start, length) of consecutive chunks of at most `chunk` (≥ 1) of `n` samples.

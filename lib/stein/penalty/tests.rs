@@ -89,6 +89,7 @@ fn whole_batch<'a>(x: &'a Tensor, y: &'a Tensor, idx: &'a Tensor) -> Batch<'a> {
         y,
         indices: idx,
         aug: None,
+        share: None,
     }
 }
 

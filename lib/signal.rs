@@ -1,6 +1,7 @@
 //! SIGTERM/SIGINT as a stop request: Slurm sends SIGTERM on preemption and
 //! at the time limit, and the sweep must stop its jobs without marking
-//! anything done that is not.
+//! anything done that is not; the ranks of a data-parallel `train` stop
+//! together at the next step (exit 3).
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static STOP: AtomicBool = AtomicBool::new(false);
