@@ -31,6 +31,8 @@ pub struct Group {
     rank: usize,
     size: usize,
     local_rank: usize,
+    /// The longest wait in one sum before every rank is stopped.
+    #[cfg(feature = "mpi")]
     timeout: Duration,
     /// Wall time spent in sums so far (communication and waiting for the
     /// slowest rank).
@@ -76,6 +78,7 @@ impl Group {
             rank: 0,
             size: 1,
             local_rank: 0,
+            #[cfg(feature = "mpi")]
             timeout: Duration::MAX,
             in_sums: Default::default(),
             #[cfg(feature = "mpi")]
