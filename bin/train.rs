@@ -101,7 +101,10 @@ use taser::train::{train, RunOptions, TrainConfig};
 /// training failed (diverged: loss or penalty not finite; an I/O or libtorch
 /// error; another run writing --out), 2 bad usage or input (a flag out of its domain, missing or
 /// corrupt data or scores, an --out that holds another run or cannot be
-/// written).
+/// written), 3 interrupted (a --data-parallel run stopped by SIGTERM or
+/// SIGINT on any rank; the same command with --resume continues it). A
+/// data-parallel rank stopped by another rank's failure exits with that
+/// rank's code.
 #[derive(Parser, Debug)]
 #[command(
     version,

@@ -104,6 +104,10 @@ pub enum Error {
     /// what was saved stays and the same command with `resume` continues.
     #[error("{what} was stopped by a signal ({detail}). Fix: rerun the same command with --resume; it continues after the last saved epoch")]
     Interrupted { what: String, detail: String },
+    /// Another rank of a data-parallel run failed with exit `code`; this
+    /// rank stopped with it (the failed rank's own error says why).
+    #[error("another rank of this data-parallel run failed (its error, printed by that rank, says why); rank {rank} of {size} stopped with it")]
+    RankFailed { rank: usize, size: usize, code: u8 },
     /// A libtorch error, with a hint when its text names a known cause
     /// ([`torch_hint`]).
     /// (Not a `source`: its text is part of this message, printed once.)

@@ -56,6 +56,11 @@ impl Error {
             | Error::Unwritable { .. } => Status::BadInput,
             Error::AfterWrites { error, .. } => error.status(),
             Error::Interrupted { .. } => Status::Interrupted,
+            Error::RankFailed { code, .. } => match code {
+                2 => Status::BadInput,
+                3 => Status::Interrupted,
+                _ => Status::Failed,
+            },
             Error::OutputFailed { .. }
             | Error::OutputInUse { .. }
             | Error::FileLocked { .. }

@@ -216,6 +216,31 @@ fn mpirun_a_sigterm_to_one_rank_stops_all_and_resume_ends_alike() {
 }
 
 #[test]
+fn mpirun_a_rank_that_fails_to_start_stops_the_others_at_once() {
+    // Rank 0 alone checks --out: here it refuses a finished run's folder
+    // (no --resume), and the other rank, ready to train, stops with it.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("done");
+    let mut base = BASE.to_vec();
+    base.extend(["--epochs", "1"]);
+    let args = flags_with_out(&base, &out, &[]);
+    train(Some(2), &args);
+    let started = Instant::now();
+    let o = train_cmd(Some(2), &args).output().unwrap();
+    let took = started.elapsed();
+    let said = common::stderr(&o);
+    println!(
+        "second run on a finished --out: exit {:?} after {took:?}",
+        o.status.code()
+    );
+    assert_eq!(o.status.code(), Some(2), "{said}");
+    assert!(said.contains("already holds a training run"), "{said}");
+    assert!(said.contains("rank 1 of 2 stopped with it"), "{said}");
+    assert!(took < Duration::from_secs(60), "{took:?}");
+    assert!(!out.join(".taser-lock").exists(), "the lock is released");
+}
+
+#[test]
 fn mpirun_what_ranks_cannot_compute_alike_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     for (extra, flag) in [

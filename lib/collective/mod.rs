@@ -37,6 +37,8 @@ pub struct Group {
     /// Wall time spent in sums so far (communication and waiting for the
     /// slowest rank).
     in_sums: std::cell::Cell<Duration>,
+    /// Whether an agreement ended the run (every rank leaves with it).
+    settled: std::cell::Cell<bool>,
     #[cfg(feature = "mpi")]
     comm: Option<world::Comm>,
 }
@@ -62,6 +64,17 @@ pub fn share(global: i64, rank: usize, size: usize) -> (i64, i64) {
     (r * base + r.min(extra), base + i64::from(r < extra))
 }
 
+/// What a rank says at an agreement point ([`Group::agree`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Go on.
+    Go,
+    /// Stop: a signal asked for it (exit 3).
+    Stop,
+    /// This rank failed with this exit code.
+    Failed(u8),
+}
+
 /// One rank's share of a global batch: the group and the global batch's
 /// size (a [`crate::data::Batch`] of a data-parallel step carries it).
 #[derive(Debug, Clone, Copy)]
@@ -81,6 +94,7 @@ impl Group {
             #[cfg(feature = "mpi")]
             timeout: Duration::MAX,
             in_sums: Default::default(),
+            settled: Default::default(),
             #[cfg(feature = "mpi")]
             comm: None,
         }
@@ -102,6 +116,7 @@ impl Group {
                 local_rank,
                 timeout,
                 in_sums: Default::default(),
+                settled: Default::default(),
                 comm: Some(comm),
             })
         }
@@ -226,11 +241,43 @@ impl Group {
         self.sum_(t)
     }
 
-    /// Whether any rank says `flag` (the ranks' stop agreement).
-    pub fn any(&self, flag: bool) -> Result<bool> {
-        let mut v = [f64::from(u8::from(flag))];
+    /// The ranks' agreement at a point every rank passes (the start, each
+    /// step, the end): everyone's [`Verdict`] combined, a failure (the
+    /// highest exit code among failed ranks) before a stop before go.
+    /// After a verdict other than go the group is settled: this rank leaves
+    /// with it and [`Group::leave_after_error`] says nothing more. Alone:
+    /// `mine`.
+    pub fn agree(&self, mine: Verdict) -> Result<Verdict> {
+        if self.size == 1 {
+            return Ok(mine);
+        }
+        // [stop, failed with exit code 1, 2, 3, other]
+        let mut v = [0.0f64; 5];
+        match mine {
+            Verdict::Go => {}
+            Verdict::Stop => v[0] = 1.0,
+            Verdict::Failed(code) => v[usize::from(code.clamp(1, 4))] = 1.0,
+        }
         self.sum_f64(&mut v)?;
-        Ok(v[0] > 0.0)
+        let verdict = match (1..5).rev().find(|&c| v[c] > 0.0) {
+            Some(code) => Verdict::Failed(code as u8),
+            None if v[0] > 0.0 => Verdict::Stop,
+            None => Verdict::Go,
+        };
+        if verdict != Verdict::Go {
+            self.settled.set(true);
+        }
+        Ok(verdict)
+    }
+
+    /// After this rank failed with exit `code` on its own (not by an
+    /// agreement's verdict): tells the other ranks, which wait at their
+    /// next agreement, so they stop too instead of waiting for the
+    /// timeout. Once; nothing alone or when already settled.
+    pub fn leave_after_error(&self, code: u8) {
+        if self.size > 1 && !self.settled.get() {
+            let _ = self.agree(Verdict::Failed(code));
+        }
     }
 
     #[cfg(feature = "mpi")]
@@ -288,7 +335,8 @@ mod tests {
         g.sum_(&t).unwrap();
         g.broadcast_(&t).unwrap();
         assert_eq!(Vec::<f32>::try_from(&t).unwrap(), [1.5, -2.0]);
-        assert!(g.any(true).unwrap() && !g.any(false).unwrap());
+        assert_eq!(g.agree(Verdict::Stop).unwrap(), Verdict::Stop);
+        assert_eq!(g.agree(Verdict::Go).unwrap(), Verdict::Go);
         assert!(!g.is_parallel());
     }
 }

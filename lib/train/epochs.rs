@@ -259,11 +259,9 @@ fn train_epoch(
         .then(|| CropFlip::draw(samples, &mut rng, device));
     let (mut at, mut at_sample) = (0i64, 0i64);
     for (b, (idx, extra_idx)) in batches.iter().enumerate() {
-        if group.is_parallel() && group.any(crate::signal::stop_requested())? {
-            return Err(Error::Interrupted {
-                what: format!("data-parallel rank {} of {}", group.rank(), group.size()),
-                detail: format!("epoch {}, step {} of {}", epoch + 1, b + 1, batches.len()),
-            });
+        if group.is_parallel() {
+            let at = format!("epoch {}, step {} of {}", epoch + 1, b + 1, batches.len());
+            parallel::agree(group, &at)?;
         }
         let step = epoch * steps.per_epoch + b;
         sums.lr = schedule.lr_at(step, steps.total, steps.per_epoch);

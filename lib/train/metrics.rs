@@ -160,6 +160,18 @@ pub fn epoch_line(row: &EpochMetrics, epochs: usize) -> String {
     )
 }
 
+/// The best validated epoch of `rows` (1-based) and its criterion:
+/// `val_robust_acc`, or `val_acc` under `--val-attack none`; the earliest
+/// on ties. `None` without validation.
+pub fn best_validated(rows: &[EpochMetrics]) -> Option<(usize, f64)> {
+    rows.iter()
+        .filter_map(|r| Some((r.epoch, r.val_robust_acc.or(r.val_acc)?)))
+        .fold(None, |b: Option<(usize, f64)>, (e, c)| match b {
+            Some((_, bc)) if bc >= c => b,
+            _ => Some((e, c)),
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

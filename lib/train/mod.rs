@@ -54,6 +54,7 @@ pub use plan::TrainPlan;
 pub use step::{task_loss, train_step, StepLoss, StepOutput};
 
 use crate::checkpoint;
+use crate::collective::Group;
 use crate::data;
 use crate::error::Result;
 use crate::fsutil::tracked_writes;
@@ -66,6 +67,7 @@ use ema::Ema;
 use session::Session;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::Instant;
 
 /// What a finished run reports.
@@ -111,10 +113,20 @@ impl std::fmt::Display for TrainSummary {
 /// the first write keeps the finished files and names them
 /// ([`crate::Error::AfterWrites`]).
 pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
-    let group = parallel::group(run)?;
-    in_out(run, group.is_root(), || {
-        run_plan(plan::resolve(cfg, run, None, group)?)
-    })
+    let group = Rc::new(parallel::group(run)?);
+    let done = in_out(run, group.is_root(), || {
+        run_plan(plan::resolve(cfg, run, None, group.clone())?)
+    });
+    leave_on_error(&group, done)
+}
+
+/// A data-parallel rank that failed tells the others, which wait at their
+/// next agreement ([`parallel::agree`]), so every rank stops with it.
+fn leave_on_error(group: &Group, done: Result<TrainSummary>) -> Result<TrainSummary> {
+    if let Err(e) = &done {
+        group.leave_after_error(e.status().code());
+    }
+    done
 }
 
 /// Fine-tunes the checkpoint `ft.from` (TASER §3.4, eq. 26): the student
@@ -124,10 +136,11 @@ pub fn train(cfg: &TrainConfig, run: &RunOptions) -> Result<TrainSummary> {
 /// and data set. Errors as [`train`], plus
 /// [`crate::Error::CheckpointMismatch`].
 pub fn finetune(cfg: &TrainConfig, run: &RunOptions, ft: &FinetuneArgs) -> Result<TrainSummary> {
-    let group = parallel::group(run)?;
-    in_out(run, group.is_root(), || {
-        run_plan(plan::resolve(cfg, run, Some(ft), group)?)
-    })
+    let group = Rc::new(parallel::group(run)?);
+    let done = in_out(run, group.is_root(), || {
+        run_plan(plan::resolve(cfg, run, Some(ft), group.clone())?)
+    });
+    leave_on_error(&group, done)
 }
 
 /// Runs `work` holding `--out` ([`outdir::run_in`]: a second run on it is
@@ -199,15 +212,7 @@ pub fn run_plan(mut plan: TrainPlan) -> Result<TrainSummary> {
     if let (Some(a), true) = (&auto_chunk, group.is_root()) {
         println!("{a}");
     }
-    if group.is_parallel() && group.is_root() {
-        println!(
-            "data-parallel: {} rank(s), gradients summed by {} ({} samples per global batch); rank 0 on {}",
-            group.size(),
-            group.backend(),
-            plan.batch_size,
-            crate::device::device_name(device)
-        );
-    }
+    parallel::announce(group, plan.batch_size, device);
     let mut ema = plan
         .method
         .ema_tau
@@ -241,18 +246,10 @@ pub fn run_plan(mut plan: TrainPlan) -> Result<TrainSummary> {
             });
         }
     }
-    // The best validated epoch so far (the earliest on ties), from the
-    // restored rows of a resumed run.
-    let best = rows
-        .iter()
-        .filter_map(|r| {
-            let c = r.val_robust_acc.or(r.val_acc)?;
-            Some((r.epoch, c))
-        })
-        .fold(None, |b: Option<(usize, f64)>, (e, c)| match b {
-            Some((_, bc)) if bc >= c => b,
-            _ => Some((e, c)),
-        });
+    // The best validated epoch so far, from a resumed run's rows.
+    let best = metrics::best_validated(&rows);
+    // Every rank is set up (a rank that failed says so here).
+    parallel::agree(group, "the start")?;
     if group.is_root() {
         resume::write_config(&plan.out, &plan.identity, &plan.inputs)?;
     }
@@ -268,7 +265,9 @@ pub fn run_plan(mut plan: TrainPlan) -> Result<TrainSummary> {
     };
     let timing = epochs::train_epochs(&mut session, start_epoch, &mut rows)?;
     if !group.is_root() {
-        // Rank 0 measured and writes; this rank only trained.
+        // Rank 0 measured and writes the checkpoint; this rank waits for it
+        // (a failure there stops this rank too).
+        parallel::agree(group, "the end")?;
         return Ok(TrainSummary {
             checkpoint: plan.out.weights(),
             metrics: BTreeMap::new(),
@@ -286,6 +285,7 @@ pub fn run_plan(mut plan: TrainPlan) -> Result<TrainSummary> {
     };
     extra.record(&session, &mut metrics);
     output::write_checkpoint(&session, &metrics)?;
+    parallel::agree(group, "the end")?;
     Ok(TrainSummary {
         checkpoint: plan.out.weights(),
         metrics,

@@ -10,7 +10,7 @@
 //! before evaluation and checkpointing. A final global batch of fewer than
 //! 2 samples per rank is dropped (the single process drops one of 1).
 use super::config::{RunOptions, TrainConfig};
-use crate::collective::Group;
+use crate::collective::{Group, Verdict};
 use crate::error::{Error, Result};
 use crate::models::Model;
 use crate::runtime::RuntimeArgs;
@@ -21,7 +21,8 @@ use std::time::Duration;
 /// stop the ranks together), else a group of one.
 ///
 /// Errors: [`Error::InvalidArgument`] for a `--collective-timeout` that is
-/// not > 0 or a binary built without MPI.
+/// not a finite number > 0, a binary built without MPI, or `srun` tasks
+/// that MPI does not join into one world (no `--mpi=` plugin).
 pub fn group(run: &RunOptions) -> Result<Group> {
     if !run.data_parallel {
         return Ok(Group::single());
@@ -31,19 +32,58 @@ pub fn group(run: &RunOptions) -> Result<Group> {
         return Err(Error::invalid(
             "--collective-timeout",
             timeout,
-            "must be > 0 seconds",
+            "must be a finite number of seconds > 0",
         ));
     }
     let group = Group::join(Duration::from_secs_f64(timeout))?;
+    if let Some(tasks) = srun_tasks().filter(|&n| n > 1 && group.size() == 1) {
+        return Err(Error::invalid(
+            "--data-parallel",
+            "on",
+            format!(
+                "srun started {tasks} tasks but MPI sees each as a run of its own (1 rank): \
+                 add --mpi=pmix (or another plugin `srun --mpi=list` shows) to srun, or start \
+                 the ranks with mpirun"
+            ),
+        ));
+    }
     crate::signal::install();
     Ok(group)
+}
+
+/// The tasks of the Slurm job step this process runs in (`srun -n N`).
+fn srun_tasks() -> Option<usize> {
+    std::env::var("SLURM_STEP_NUM_TASKS").ok()?.parse().ok()
+}
+
+/// Where every rank meets (the start, each step, the end): `Ok` when all
+/// go on; [`Error::Interrupted`] when a rank was asked to stop (SIGTERM,
+/// SIGINT), [`Error::RankFailed`] when a rank failed. `at` names the point
+/// for the message. Alone: only this process's signal.
+pub fn agree(group: &Group, at: &str) -> Result<()> {
+    let mine = match crate::signal::stop_requested() {
+        true => Verdict::Stop,
+        false => Verdict::Go,
+    };
+    match group.agree(mine)? {
+        Verdict::Go => Ok(()),
+        Verdict::Stop => Err(Error::Interrupted {
+            what: format!("data-parallel rank {} of {}", group.rank(), group.size()),
+            detail: at.into(),
+        }),
+        Verdict::Failed(code) => Err(Error::RankFailed {
+            rank: group.rank(),
+            size: group.size(),
+            code,
+        }),
+    }
 }
 
 /// Refuses what a data-parallel step cannot compute as the single process
 /// does (`config` with a fine-tune's defaults filled in).
 ///
-/// Errors: [`Error::InvalidArgument`] for `--stein-fraction` < 1, or
-/// `--stein-bn train` with the TASER penalty.
+/// Errors: [`Error::InvalidArgument`] for `--stein-fraction` < 1 or
+/// `--stein-bn train` with the TASER penalty (λ > 0).
 pub fn check(config: &TrainConfig, group: &Group) -> Result<()> {
     if !group.is_parallel() {
         return Ok(());
@@ -56,7 +96,7 @@ pub fn check(config: &TrainConfig, group: &Group) -> Result<()> {
         ))
     };
     let reg = &config.reg;
-    if reg.stein_fraction < 1.0 {
+    if reg.lambda > 0.0 && reg.stein_fraction < 1.0 {
         return refuse(
             "--stein-fraction",
             &reg.stein_fraction.to_string(),
@@ -71,6 +111,19 @@ pub fn check(config: &TrainConfig, group: &Group) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Rank 0's line at the start of a data-parallel run: the ranks, what sums
+/// the gradients, the global batch and its device. Nothing elsewhere.
+pub fn announce(group: &Group, batch_size: usize, device: tch::Device) {
+    if group.is_parallel() && group.is_root() {
+        println!(
+            "data-parallel: {} rank(s), gradients summed by {} ({batch_size} samples per global batch); rank 0 on {}",
+            group.size(),
+            group.backend(),
+            crate::device::device_name(device)
+        );
+    }
 }
 
 /// The runtime flags of this rank: `--device auto` becomes the CUDA

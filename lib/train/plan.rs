@@ -29,6 +29,7 @@ use crate::optim::OptimizerConfig;
 use crate::runtime::{check_fd_precision, Runtime};
 use crate::stein::penalty::Regularizer;
 use std::path::PathBuf;
+use std::rc::Rc;
 
 /// Optimiser steps of a run: one per mini-batch (a final batch of one
 /// sample is dropped).
@@ -83,8 +84,9 @@ pub struct TrainPlan {
     pub calibration_size: usize,
     pub runtime: Runtime,
     /// The ranks of a data-parallel run (`--data-parallel`), else a group
-    /// of one.
-    pub group: Group,
+    /// of one (shared with the caller, which tells the other ranks when
+    /// this one fails).
+    pub group: Rc<Group>,
     pub out: TrainRun,
     /// Continue from the resume state in `out` if there is one.
     pub resume: bool,
@@ -190,7 +192,7 @@ pub fn resolve(
     cfg: &TrainConfig,
     run: &RunOptions,
     finetune: Option<&FinetuneArgs>,
-    group: Group,
+    group: Rc<Group>,
 ) -> Result<TrainPlan> {
     let mut config = cfg.clone();
     let teacher_meta = finetune
