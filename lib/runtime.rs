@@ -146,6 +146,16 @@ impl RuntimeArgs {
     }
 }
 
+/// A seed of stream `k` mixed from `seed`: the SplitMix64 finaliser of
+/// seed ⊕ k·φ (φ = 0x9E37…, the golden-ratio increment), so nearby seeds
+/// and streams give unrelated values (epochs' and ranks' streams).
+pub fn mix_seed(seed: u64, k: u64) -> u64 {
+    let mut z = seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

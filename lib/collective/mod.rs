@@ -176,15 +176,12 @@ impl Group {
 
     /// The seed of this rank's random stream for a step seeded `seed`:
     /// `seed` itself on rank 0, a SplitMix64 mix of it with the rank
-    /// elsewhere (unrelated streams).
+    /// elsewhere ([`crate::runtime::mix_seed`]: unrelated streams).
     pub fn rank_seed(&self, seed: u64) -> u64 {
-        if self.rank == 0 {
-            return seed;
+        match self.rank {
+            0 => seed,
+            r => crate::runtime::mix_seed(seed, r as u64),
         }
-        let mut z = seed ^ (self.rank as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
     }
 
     /// Replaces `t` (f32 or f64, any device) by its sum over the ranks, in

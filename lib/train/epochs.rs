@@ -25,15 +25,9 @@ use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 /// Seed of epoch `epoch`'s shuffling and augmentation, mixed from the run's
-/// seed (SplitMix64 finaliser, so nearby seeds give unrelated streams).
+/// seed ([`crate::runtime::mix_seed`] of stream epoch + 1).
 pub fn epoch_seed(seed: u64, epoch: usize) -> u64 {
-    let mut z = seed
-        ^ (epoch as u64)
-            .wrapping_add(1)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    crate::runtime::mix_seed(seed, epoch as u64 + 1)
 }
 
 /// Sums of the Stein statistics over an epoch's batches (on the device).
