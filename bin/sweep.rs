@@ -99,13 +99,17 @@ enum Command {
         nodes: usize,
         /// MPI ranks per node of the launch lines, one GPU each (with
         /// --gpus-per-job 0: CPU ranks per node); also how many array tasks
-        /// of one array line run at once (× --nodes).
+        /// of one array line run at once (× --nodes). With the grid's
+        /// `ranks_per_job = G` these are the ranks of the jobs: a multiple
+        /// of G, and the lines start one sweep rank (or array task) per G of
+        /// them, holding G GPUs and G × --cpus-per-job CPUs.
         #[arg(long, default_value_t = 1)]
         gpus_per_node: usize,
         /// GPUs each rank or array task asks for: 1 (`--gpus-per-node` of
         /// the MPI lines, `--gpus=1` per array task), or 0 for CPU-only
         /// jobs (`--gpus-per-node=0`/`--gpus=0`, overriding the scripts'
-        /// default GPU). A job trains on one device.
+        /// default GPU). Per rank of a job: a job of the grid's
+        /// `ranks_per_job = G` ranks asks for G.
         #[arg(long, default_value_t = 1)]
         gpus_per_job: usize,
         /// CPUs each rank or array task asks for (`--cpus-per-task`; the
@@ -260,6 +264,7 @@ fn real_main(args: Args) -> anyhow::Result<Status> {
                 max_array_size,
             )?;
             let g = Grid::load(&grid)?;
+            let launch = launch.with_ranks_per_job(g.ranks_per_job)?;
             let tasks = sweep::job::tasks(&g, &out);
             sweep::check::check_args(&g, &tasks, &bin_dir_or_own(&bin_dir)?)?;
             print!("{}", sweep::plan_text(&g, &out, &launch));

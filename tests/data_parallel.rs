@@ -3,7 +3,9 @@
 //! weights (within 1e-5 relative) and metrics (accuracies equal, losses
 //! within 1e-6 relative: the ranks' sums add in another order); a SIGTERM
 //! to one rank stops every rank with exit 3 and `--resume` ends where an
-//! uninterrupted run ends; what it cannot compute alike is refused.
+//! uninterrupted run ends; what it cannot compute alike is refused; a
+//! sweep grid with `ranks_per_job = 2` trains each model as two ranks
+//! (one sweep process or two, the same results.csv).
 //!
 //! Fixed for the comparison: SGD (Adam's first steps, ±lr·sign of
 //! gradients that are 0 up to rounding, turn rounding into 1e-2
@@ -284,5 +286,138 @@ fn mpirun_what_ranks_cannot_compute_alike_is_refused() {
         assert_eq!(o.status.code(), Some(2), "{flag}: {said}");
         assert!(said.contains(flag), "{said}");
         assert!(!out.join("resume.json").exists(), "{flag}: nothing written");
+    }
+}
+
+/// A sweep grid (digits, mlp, 3 epochs, two seeds) with `extra` top-level
+/// lines, in `dir`.
+fn sweep_grid(dir: &Path, name: &str, extra: &str) -> std::path::PathBuf {
+    let text = format!(
+        "name = \"{name}\"\nsteps = [\"train\", \"attack\"]\n{extra}\n[axes]\nseed = [0, 1]\n\n\
+         [train]\ndataset = \"digits\"\nmodel = \"mlp\"\nmlp-hidden = \"32\"\nepochs = 3\n\
+         threads = 1\n\n[attack]\nattacks = \"pgd5\"\neps = \"0.2\"\nn-eval = 50\nthreads = 1\n"
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// `sweep run GRID --out OUT --device cpu`, alone or under `mpirun -np N`;
+/// returns results.csv's rows by seed (column → value).
+fn sweep_rows(
+    ranks: Option<usize>,
+    grid: &Path,
+    out: &Path,
+) -> Vec<(String, Vec<(String, String)>)> {
+    let mut c = match ranks {
+        Some(n) => {
+            let mut c = Command::new("mpirun");
+            c.args(["--oversubscribe", "-np", &n.to_string()])
+                .arg(bin("sweep"));
+            c
+        }
+        None => Command::new(bin("sweep")),
+    };
+    let o = c
+        .arg("run")
+        .arg(grid)
+        .arg("--out")
+        .arg(out)
+        .args(["--device", "cpu"])
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("TASER_BIN_DIR", bin("sweep").parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let mut r = csv::Reader::from_path(out.join("results.csv")).unwrap();
+    let header = r.headers().unwrap().clone();
+    let mut rows: Vec<_> = r
+        .records()
+        .map(|row| {
+            let row: Vec<(String, String)> = header
+                .iter()
+                .zip(row.unwrap().iter())
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect();
+            let seed = row.iter().find(|(h, _)| h == "seed").unwrap().1.clone();
+            (seed, row)
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+fn value<'a>(row: &'a [(String, String)], column: &str) -> &'a str {
+    &row.iter()
+        .find(|(h, _)| h == column)
+        .unwrap_or_else(|| panic!("no {column}"))
+        .1
+}
+
+#[test]
+fn mpirun_a_sweep_of_two_rank_jobs_trains_each_model_as_two_ranks() {
+    let dir = tempfile::tempdir().unwrap();
+    let two = sweep_grid(dir.path(), "pair", "ranks_per_job = 2\n");
+    let one = sweep_grid(dir.path(), "single", "");
+    let (alone, world, single) = (
+        dir.path().join("alone"),
+        dir.path().join("world"),
+        dir.path().join("one"),
+    );
+    // One sweep process (one slot), two sweep ranks (two slots at once),
+    // and the one-process jobs.
+    let a = sweep_rows(None, &two, &alone);
+    let b = sweep_rows(Some(2), &two, &world);
+    let c = sweep_rows(None, &one, &single);
+    assert_eq!(a.len(), 2);
+    // Timings aside (seconds, the share of time in sums), the two launches
+    // give the same table.
+    let same = |row: &[(String, String)]| -> Vec<(String, String)> {
+        row.iter()
+            .filter(|(h, _)| {
+                !(h.contains("seconds")
+                    || h.contains("sum_share")
+                    || h == "dir"
+                    || h.starts_with("per_sample"))
+            })
+            .cloned()
+            .collect()
+    };
+    for ((_, ra), (_, rb)) in a.iter().zip(&b) {
+        assert_eq!(same(ra), same(rb));
+    }
+    for ((seed, ra), (_, rc)) in a.iter().zip(&c) {
+        assert_eq!(value(ra, "status"), "ok");
+        assert_eq!(
+            value(ra, "train_data_parallel_ranks")
+                .parse::<f64>()
+                .unwrap(),
+            2.0
+        );
+        assert_ne!(
+            value(ra, "id"),
+            value(rc, "id"),
+            "a 2-rank job has an id of its own"
+        );
+        let log = std::fs::read_to_string(
+            alone
+                .join("jobs")
+                .join(value(ra, "id"))
+                .join("train.stderr.log"),
+        )
+        .unwrap();
+        assert!(log.starts_with("# mpirun -np 2 "), "{log}");
+        // The 2-rank model is the one-process model up to the order of sums.
+        let job = |out: &Path, row: &[(String, String)]| {
+            out.join("jobs").join(value(row, "id")).join("train")
+        };
+        let w = weight_difference(&job(&alone, ra), &job(&single, rc));
+        println!("seed {seed}: 2-rank job vs one process, weights differ by {w:.2e}");
+        assert!(w < 1e-5, "seed {seed}: {w}");
+        let loss = |r: &[(String, String)]| value(r, "train_train_loss").parse::<f64>().unwrap();
+        assert!(relative(loss(rc), loss(ra)) < 1e-5, "seed {seed}");
+        assert_eq!(value(ra, "train_test_acc"), value(rc, "train_test_acc"));
     }
 }

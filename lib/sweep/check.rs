@@ -38,8 +38,22 @@ fn flag_in(error_line: &str) -> Option<String> {
 ///
 /// Errors: [`Error::CorruptInput`] naming the grid key, its line, clap's
 /// error and its suggestion; [`Error::MissingInput`] when a step's binary
-/// cannot be started from `bin_dir`.
+/// cannot be started from `bin_dir`, or when the grid's `ranks_per_job` > 1
+/// and no `mpirun` is on PATH (it starts each model step's ranks).
 pub fn check_args(grid: &Grid, tasks: &[WorkItem], bin_dir: &Path) -> Result<()> {
+    if grid.ranks_per_job > 1 && !super::slot::mpirun_on_path() {
+        return Err(Error::MissingInput {
+            path: "mpirun".into(),
+            reason: format!(
+                "ranks_per_job = {} starts each train/finetune step as that many ranks with \
+                 mpirun, and no mpirun is on PATH",
+                grid.ranks_per_job
+            ),
+            fix: "load the Open MPI the suite was built with (e.g. `module load openmpi`), or \
+                  set ranks_per_job = 1 in the grid"
+                .into(),
+        });
+    }
     let mut seen = BTreeSet::new();
     for task in tasks {
         for step in &task.steps {

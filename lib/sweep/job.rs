@@ -4,6 +4,7 @@
 //! marker after the last, all written atomically, so a kill at any moment
 //! leaves either a finished step or one that is rerun.
 use super::grid::{Grid, JobSpec};
+use super::slot::Slot;
 use super::status::JobStatus;
 use super::{lock, signal};
 use crate::attack::results::read_summary;
@@ -76,8 +77,8 @@ pub struct StepRun {
 pub struct Worker {
     /// Folder of the suite's binaries.
     pub bin_dir: PathBuf,
-    /// Device of the jobs (`cpu`, `cuda:N`).
-    pub device: String,
+    /// The devices of its jobs and how their steps start.
+    pub slot: Slot,
     /// `rank=R/N host=H` or `array-index=I`.
     pub name: String,
     /// The text of each task's failed.json when the worker started (None:
@@ -87,14 +88,14 @@ pub struct Worker {
 
 impl Worker {
     /// A worker started now that runs (some of) `tasks`.
-    pub fn new(bin_dir: &Path, device: &str, name: String, tasks: &[WorkItem]) -> Worker {
+    pub fn new(bin_dir: &Path, slot: Slot, name: String, tasks: &[WorkItem]) -> Worker {
         let failures_at_start = tasks
             .iter()
             .map(|t| (t.dir.clone(), t.failure_record()))
             .collect();
         Worker {
             bin_dir: bin_dir.to_path_buf(),
-            device: device.to_string(),
+            slot,
             name,
             failures_at_start,
         }
@@ -260,7 +261,14 @@ impl WorkItem {
             return Ok(Outcome::Failed);
         }
         self.clear_failure()?;
-        let (bin_dir, device, worker) = (&w.bin_dir, w.device.as_str(), &w.name);
+        let (bin_dir, worker) = (&w.bin_dir, &w.name);
+        let device = match w.slot.ranks {
+            1 => w.slot.device.clone(),
+            g => format!(
+                "{} ranks={g}",
+                w.slot.gpus.as_deref().unwrap_or(&w.slot.device)
+            ),
+        };
         let mut log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -284,11 +292,12 @@ impl WorkItem {
                     args.extend(extra.iter().cloned());
                 }
             }
-            args.push("--device".into());
-            args.push(device.into());
+            let model_step = matches!(step.binary.as_str(), "train" | "finetune");
+            let command = w
+                .slot
+                .command(&bin_dir.join(&step.binary), &args, model_step);
             let started = Instant::now();
-            let (status, err_tail) =
-                run_child(&bin_dir.join(&step.binary), &args, &self.dir, &step.label)?;
+            let (status, err_tail) = run_child(command, &self.dir, &step.label)?;
             let secs = started.elapsed().as_secs_f64();
             match status {
                 ChildEnd::Exited(0) => {
@@ -429,7 +438,16 @@ fn tail(path: &Path, from: u64, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-fn run_child(bin: &Path, args: &[String], dir: &Path, label: &str) -> Result<(ChildEnd, String)> {
+/// Runs a step's command (and the words its log shows) with its output
+/// appended to the step's logs in `dir`, until it ends or a stop is asked
+/// for (SIGTERM to it, SIGKILL 20 s later).
+fn run_child(
+    (mut cmd, shown): (Command, String),
+    dir: &Path,
+    label: &str,
+) -> Result<(ChildEnd, String)> {
+    let program = PathBuf::from(cmd.get_program());
+    let bin = program.as_path();
     let open = |name: String| -> Result<(fs::File, u64)> {
         let p = dir.join(name);
         let f = OpenOptions::new()
@@ -444,10 +462,8 @@ fn run_child(bin: &Path, args: &[String], dir: &Path, label: &str) -> Result<(Ch
     let (out, _) = open(out_log)?;
     let err_path = dir.join(&err_log);
     let (mut err, err_start) = open(err_log)?;
-    let _ = writeln!(err, "# {} {}", bin.display(), args.join(" "));
-    let mut cmd = Command::new(bin);
-    cmd.args(args)
-        .stdin(Stdio::null())
+    let _ = writeln!(err, "# {shown}");
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err));
     // SAFETY: prctl is async-signal-safe; it makes the kernel kill the child
@@ -475,9 +491,14 @@ fn run_child(bin: &Path, args: &[String], dir: &Path, label: &str) -> Result<(Ch
                 status.signal(),
                 Some(libc::SIGTERM) | Some(libc::SIGKILL) | Some(libc::SIGINT)
             );
-            // A step killed by a signal (or ending while a stop is pending)
-            // did not fail on its own: it is rerun, not recorded as failed.
-            if killed || (term_sent.is_some() && !status.success()) {
+            // A step killed by a signal (or ending while a stop is pending,
+            // or with the interrupted code while one is: the signal reached
+            // it before this loop sent one) did not fail on its own: it is
+            // rerun, not recorded as failed.
+            let interrupted =
+                status.code() == Some(i32::from(crate::exit::Status::Interrupted.code()));
+            let stopped = signal::stop_requested() && interrupted;
+            if killed || (term_sent.is_some() && !status.success()) || stopped {
                 return Ok((ChildEnd::Interrupted, String::new()));
             }
             let code = status.code().unwrap_or(-1);

@@ -29,13 +29,17 @@ pub struct Launch {
     pub nodes: usize,
     /// MPI ranks per node (≥ 1); with GPUs, one GPU each.
     pub ranks_per_node: usize,
-    /// GPUs per rank or array task: 1, or 0 for CPU-only jobs (a job
-    /// trains on one device, so more would sit idle).
+    /// GPUs per rank of a job: 1, or 0 for CPU-only jobs (a rank trains
+    /// on one device, so more would sit idle; a job of G ranks, the grid's
+    /// `ranks_per_job`, takes G).
     pub gpus_per_job: usize,
     /// CPUs per rank or array task (`--cpus-per-task`, ≥ 1).
     pub cpus_per_job: usize,
     /// Most tasks in one job array (Slurm's MaxArraySize, ≥ 1).
     pub max_array_size: usize,
+    /// Ranks of each job's model steps (the grid's `ranks_per_job`): each
+    /// sweep rank or array task holds that many ranks' GPUs and CPUs.
+    pub ranks_per_job: usize,
 }
 
 impl Launch {
@@ -64,8 +68,9 @@ impl Launch {
             return Err(Error::invalid(
                 "--gpus-per-job",
                 gpus_per_job,
-                "a job trains on one device: give 1 (one GPU per rank or array task) \
-                 or 0 (CPU only); for more GPUs at once raise --gpus-per-node or --nodes",
+                "GPUs per rank of a job: give 1 (one GPU per rank) or 0 (CPU only); for \
+                 jobs of several GPUs set ranks_per_job = G in the grid file, and for more \
+                 jobs at once raise --gpus-per-node or --nodes",
             ));
         }
         Ok(Launch {
@@ -74,13 +79,45 @@ impl Launch {
             gpus_per_job,
             cpus_per_job,
             max_array_size,
+            ranks_per_job: 1,
         })
     }
 
-    /// Ranks of the MPI forms; also how many array tasks of one line run
-    /// at once (`%N`).
+    /// The launch of a grid whose jobs train on `g` ranks each
+    /// (`ranks_per_job`): a sweep rank per g of a node's ranks.
+    ///
+    /// Errors: [`Error::InvalidArgument`] (`--gpus-per-node`) when the
+    /// ranks per node are not a multiple of `g` (a job's ranks share one
+    /// node).
+    pub fn with_ranks_per_job(mut self, g: usize) -> Result<Launch> {
+        if g > 1 && !self.ranks_per_node.is_multiple_of(g) {
+            return Err(Error::invalid(
+                "--gpus-per-node",
+                self.ranks_per_node,
+                format!(
+                    "the grid's jobs train on ranks_per_job = {g} ranks, which share one node: \
+                     give a multiple of {g}"
+                ),
+            ));
+        }
+        self.ranks_per_job = g.max(1);
+        Ok(self)
+    }
+
+    /// Sweep ranks of the MPI forms (one job at a time each); also how
+    /// many array tasks of one line run at once (`%N`).
     pub fn ranks(&self) -> usize {
-        self.nodes * self.ranks_per_node
+        self.nodes * self.slots_per_node()
+    }
+
+    /// Sweep ranks per node: the node's job ranks over a job's ranks.
+    fn slots_per_node(&self) -> usize {
+        self.ranks_per_node / self.ranks_per_job
+    }
+
+    /// CPUs of one sweep rank or array task: every rank of its job's.
+    fn cpus_per_slot(&self) -> usize {
+        self.cpus_per_job * self.ranks_per_job
     }
 
     /// `--nodes --ntasks-per-node [--gpus-per-node] --cpus-per-task` of an
@@ -89,7 +126,7 @@ impl Launch {
     fn allocation(&self, gpu_off: bool) -> Vec<String> {
         let mut v = vec![
             format!("--nodes={}", self.nodes),
-            format!("--ntasks-per-node={}", self.ranks_per_node),
+            format!("--ntasks-per-node={}", self.slots_per_node()),
         ];
         if self.gpus_per_job > 0 {
             v.push(format!(
@@ -99,7 +136,7 @@ impl Launch {
         } else if gpu_off {
             v.push("--gpus-per-node=0".into());
         }
-        v.push(format!("--cpus-per-task={}", self.cpus_per_job));
+        v.push(format!("--cpus-per-task={}", self.cpus_per_slot()));
         v
     }
 
@@ -107,19 +144,24 @@ impl Launch {
     /// the script's default GPU for CPU-only jobs).
     fn per_task(&self) -> Vec<String> {
         vec![
-            format!("--gpus={}", self.gpus_per_job),
-            format!("--cpus-per-task={}", self.cpus_per_job),
+            format!("--gpus={}", self.gpus_per_job * self.ranks_per_job),
+            format!("--cpus-per-task={}", self.cpus_per_slot()),
         ]
     }
 
     /// What each rank or task gets, in words.
     fn each(&self) -> String {
-        let gpu = if self.gpus_per_job > 0 {
-            "1 GPU"
-        } else {
-            "no GPU"
+        let g = self.ranks_per_job;
+        let gpu = match self.gpus_per_job * g {
+            0 => "no GPU".to_string(),
+            1 => "1 GPU".to_string(),
+            n => format!("{n} GPUs"),
         };
-        format!("{gpu} and {} CPU(s) each", self.cpus_per_job)
+        let job = match g {
+            1 => String::new(),
+            g => format!(", for one job of {g} ranks at a time"),
+        };
+        format!("{gpu} and {} CPU(s) each{job}", self.cpus_per_slot())
     }
 }
 
@@ -156,19 +198,25 @@ pub fn chunks(n: usize, max: usize) -> Vec<(usize, usize)> {
 pub fn launch_text(launch: &Launch, grid: &Path, out: &Path, tasks: &[WorkItem]) -> String {
     let (g, o) = (grid.display().to_string(), out.display().to_string());
     let (n, r) = (launch.nodes, launch.ranks());
-    let per_node = launch.ranks_per_node;
+    let (per_node, slots) = (launch.ranks_per_node, launch.slots_per_node());
     let alloc = launch.allocation(false);
-    let cpus = launch.cpus_per_job.to_string();
-    let shape = if launch.gpus_per_job > 0 {
-        format!(
-            "{n} node(s) × {per_node} GPU(s) = {r} rank(s), {}",
-            launch.each()
-        )
+    let cpus = launch.cpus_per_slot().to_string();
+    let unit = if launch.gpus_per_job > 0 {
+        "GPU(s)"
     } else {
-        format!(
-            "{n} node(s) × {per_node} rank(s) = {r} rank(s), {}",
+        "rank(s)"
+    };
+    let shape = match launch.ranks_per_job {
+        1 => format!(
+            "{n} node(s) × {per_node} {unit} = {r} rank(s), {}",
             launch.each()
-        )
+        ),
+        g => format!(
+            "{n} node(s) × {per_node} {unit} = {} {unit} in jobs of {g} ranks: {r} sweep \
+             rank(s), {}",
+            n * per_node,
+            launch.each()
+        ),
     };
     let srun = [&["srun".to_string()][..], &alloc, &["--mpi=pmix".into()]].concat();
     let salloc = [&["salloc".to_string()][..], &alloc].concat();
@@ -177,7 +225,7 @@ pub fn launch_text(launch: &Launch, grid: &Path, out: &Path, tasks: &[WorkItem])
         "-np",
         &r.to_string(),
         "--map-by",
-        &format!("ppr:{per_node}:node"),
+        &format!("ppr:{slots}:node"),
         "--bind-to",
         "none",
         "-x",
@@ -283,6 +331,34 @@ mod tests {
         assert_eq!(c[9], (9009, 991));
         assert_eq!(c.iter().map(|x| x.1).sum::<usize>(), 10_000);
         assert!(c.windows(2).all(|w| w[0].0 + w[0].1 == w[1].0));
+    }
+
+    #[test]
+    fn jobs_of_several_ranks_take_several_gpus_per_sweep_rank() {
+        let l = Launch::new(2, 4, 1, 8, 1001)
+            .unwrap()
+            .with_ranks_per_job(2)
+            .unwrap();
+        assert_eq!(l.ranks(), 4);
+        assert_eq!(
+            l.allocation(false),
+            [
+                "--nodes=2",
+                "--ntasks-per-node=2",
+                "--gpus-per-node=4",
+                "--cpus-per-task=16"
+            ]
+        );
+        assert_eq!(l.per_task(), ["--gpus=2", "--cpus-per-task=16"]);
+        let e = Launch::new(1, 3, 1, 8, 1001)
+            .unwrap()
+            .with_ranks_per_job(2)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--gpus-per-node") && e.contains("multiple of 2"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod plan;
 mod ranks;
 pub mod results;
 pub use crate::signal;
+pub mod slot;
 pub mod status;
 
 use crate::error::{Error, Result};
@@ -167,12 +168,12 @@ pub fn run_one(cfg: &RunConfig, kind: Kind, index: usize) -> Result<Outcome> {
             t.write_config(&grid)?;
         }
     }
-    let device = crate::device::rank_device(&cfg.device, 0);
+    let slot = slot::Slot::new(&cfg.device, 0, grid.ranks_per_job)?;
     let name = match kind {
         Kind::Point => format!("array-index={index}"),
         _ => format!("array-{}-index={index}", kind.name()),
     };
-    let worker = Worker::new(&cfg.bin_dir, &device, name, &tasks);
+    let worker = Worker::new(&cfg.bin_dir, slot, name, &tasks);
     run_with_deps(&grid, &tasks, task, &worker).map_err(|e| with_continue_note(e, &cfg.out))
 }
 

@@ -5,9 +5,9 @@
 use super::book::{open_book, report, summary, write_results, Book};
 use super::grid::Grid;
 use super::job::{self, Outcome, WorkItem, Worker};
+use super::slot::Slot;
 use super::status::JobStatus;
 use super::{check, lock, run_task, signal, RunConfig, RunSummary};
-use crate::device::rank_device;
 use crate::error::{Error, Result};
 use mpi::point_to_point::MatchedReceiveVec;
 use mpi::traits::*;
@@ -32,10 +32,32 @@ pub(super) fn run(grid: &Grid, cfg: &RunConfig) -> Result<Option<RunSummary>> {
     let rank = world.rank();
     let size = world.size();
     let local_rank = world.split_shared(rank).rank() as usize;
-    let device = rank_device(&cfg.device, local_rank);
     let me = format!("rank={rank}/{size} host={}", lock::host_name());
     let tasks = job::tasks(grid, &cfg.out);
-    let worker = Worker::new(&cfg.bin_dir, &device, me, &tasks);
+    // Each rank judges its own slot (its node's GPUs), then all agree:
+    // one rank that cannot run G-rank jobs stops the sweep before any job.
+    let slot = Slot::new(&cfg.device, local_rank, grid.ranks_per_job);
+    let slots_ok = world_all(&world, slot.is_ok());
+    let slot = match (slot, slots_ok) {
+        (Ok(s), true) => s,
+        (Err(e), _) => return Err(e),
+        (Ok(_), false) if rank != 0 => return Ok(None),
+        (Ok(_), false) => {
+            return Err(Error::invalid(
+                "--device",
+                &cfg.device,
+                format!(
+                    "another rank cannot run jobs of {} ranks (its error says why)",
+                    grid.ranks_per_job
+                ),
+            ))
+        }
+    };
+    let device = match &slot.gpus {
+        Some(g) => format!("GPUs {g}"),
+        None => slot.device.clone(),
+    };
+    let worker = Worker::new(&cfg.bin_dir, slot, me, &tasks);
     if rank != 0 {
         worker_loop(&world, &tasks, &worker);
         return Ok(None);
@@ -60,6 +82,14 @@ pub(super) fn run(grid: &Grid, cfg: &RunConfig) -> Result<Option<RunSummary>> {
     drop(universe);
     let rows = write_results(&book, &cfg.out)?;
     Ok(Some(summary(&book, &rows, &cfg.out)))
+}
+
+/// Whether `mine` holds on every rank (a logical-and over the world).
+fn world_all(world: &mpi::topology::SimpleCommunicator, mine: bool) -> bool {
+    use mpi::collective::SystemOperation;
+    let mut all = 0i32;
+    world.all_reduce_into(&i32::from(mine), &mut all, SystemOperation::min());
+    all == 1
 }
 
 /// Rank 0 when the sweep ends before any job: every other rank's first

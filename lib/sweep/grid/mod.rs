@@ -29,6 +29,11 @@
 //! evaluate each named checkpoint of the model step, each into its own
 //! folder ([`Checkpoint`]).
 //!
+//! `ranks_per_job = G` (top level, default 1) trains every model step as G
+//! data-parallel ranks, one GPU each (the model steps get
+//! `--data-parallel`; see `sweep::slot` for how they start and which GPUs
+//! they take). A job of G > 1 ranks has an id of its own.
+//!
 //! Values become command-line flags: `key = v` gives `--key v`, `true` gives
 //! a bare `--key`, `false` leaves it out, an array gives `--key v1 v2`.
 //! Errors name the key and the line it is on.
@@ -69,6 +74,7 @@
 //! marks its baseline and fine-tunes as not run, with its reason.
 mod checkpoints;
 mod origin;
+mod ranks;
 mod spelling;
 mod toml;
 
@@ -209,6 +215,9 @@ pub struct Grid {
     /// The checkpoints the attack step evaluates, one attack each (empty:
     /// one attack of the final weights; see [`Checkpoint`]).
     pub checkpoints: Vec<Checkpoint>,
+    /// `ranks_per_job`: data-parallel ranks (one device each) of every
+    /// train/finetune step (≥ 1; default 1; see `sweep::slot`).
+    pub ranks_per_job: usize,
 }
 
 /// One grid point: what each step runs with.
@@ -281,7 +290,12 @@ impl Grid {
     /// the score jobs referenced, in order.
     pub fn flags_id(&self, tag: &str, flags: &BTreeMap<Step, Flags>) -> (String, Vec<String>) {
         let mut needs = Vec::new();
-        let mut text = tag.to_string();
+        // A job of G > 1 ranks is another run than the one-process job
+        // (its sums are added in another order): its own id and folder.
+        let mut text = match self.ranks_per_job {
+            1 => tag.to_string(),
+            g => format!("ranks_per_job={g}\n{tag}"),
+        };
         for (s, f) in flags {
             text.push_str(&format!("[{}]\n", s.name()));
             for (k, v) in f {

@@ -1,5 +1,6 @@
 //! The grid file's TOML: parsing each section into a [`Grid`], and the
 //! cross-checks between sections. Every error names the key and its line.
+use super::ranks;
 use super::{
     canonical, checkpoints, short_hash, Axis, AxisValue, ExcludePattern, FlagValue, Flags, Grid,
     Param, ScoreSpec, Step,
@@ -265,6 +266,7 @@ impl Grid {
             fixed: BTreeMap::new(),
             excludes: Vec::new(),
             checkpoints: Vec::new(),
+            ranks_per_job: 1,
         };
         for (k, item) in root.iter() {
             let (key, _) = root.get_key_value(k).expect("key from iter");
@@ -291,17 +293,25 @@ impl Grid {
                 "checkpoints" => {
                     grid.checkpoints = checkpoints::parse(item).map_err(|why| ctx.err(k, line, why))?
                 }
+                "ranks_per_job" => {
+                    grid.ranks_per_job = ranks::parse(item).map_err(|why| ctx.err(k, line, why))?
+                }
                 other => {
                     return Err(ctx.err(
                         other,
                         line,
-                        "unknown key; a grid has name, steps, checkpoints, [scores.NAME], [axes], [train], [finetune], [attack], [[exclude]]",
+                        "unknown key; a grid has name, steps, checkpoints, ranks_per_job, [scores.NAME], [axes], [train], [finetune], [attack], [[exclude]]",
                     ))
                 }
             }
         }
         grid.normalise_steps();
         grid.check(&ctx, root)?;
+        if let Some((key, item)) = root.get_key_value("ranks_per_job") {
+            let line = ctx.key_line(key, item);
+            ranks::add_data_parallel(&mut grid)
+                .map_err(|why| ctx.err("ranks_per_job", line, why))?;
+        }
         if let Some((key, item)) = root.get_key_value("checkpoints") {
             let line = ctx.key_line(key, item);
             (grid.check_checkpoints()).map_err(|why| ctx.err("checkpoints", line, why))?;
