@@ -30,8 +30,9 @@ use std::process::Command;
 /// Where a sweep rank or array task runs its jobs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Slot {
-    /// Device (`cpu`, `cuda:N`, or `auto` when a GPU is expected but none
-    /// is visible, which the step then refuses) of one-process steps.
+    /// Device (`cpu`, `cuda:N`; with one rank also `auto` when a GPU is
+    /// expected but none is visible, which the step then refuses) of
+    /// one-process steps.
     pub device: String,
     /// Ranks of each train/finetune step (the grid's `ranks_per_job`).
     pub ranks: usize,
@@ -48,9 +49,11 @@ impl Slot {
     /// The slot of node-local rank `local_rank` for the sweep's `--device`
     /// `spec` and `ranks` ranks per job.
     ///
-    /// Errors: [`Error::InvalidArgument`] (`--device`) with `ranks` > 1 for
-    /// a spec naming one GPU (`cuda:N`), or when the node shows fewer than
-    /// (l+1)·G GPUs.
+    /// Errors, with `ranks` > 1: [`Error::InvalidArgument`] (`--device`)
+    /// for a spec naming one GPU (`cuda:N`), or when the node shows fewer
+    /// than (l+1)·G GPUs; [`Error::GpuNotVisible`] for `auto` when a GPU
+    /// was expected (Slurm gave one, nvidia-smi lists one) and libtorch
+    /// sees none.
     pub fn new(spec: &str, local_rank: usize, ranks: usize) -> Result<Slot> {
         let one = crate::device::rank_device(spec, local_rank);
         if ranks <= 1 {
@@ -71,12 +74,16 @@ impl Slot {
             ));
         }
         let visible = tch::Cuda::device_count().max(0) as usize;
+        if spec == "auto" && visible == 0 {
+            // Refused here, not left to the steps: the nested launch does
+            // not carry Slurm's variables, the GPU signal among them.
+            if let Some(signal) = crate::device::expected::gpu_expected() {
+                return Err(crate::device::gpu_not_visible(signal));
+            }
+        }
         if spec == "cpu" || visible == 0 {
-            // `auto` without a visible GPU: cpu, or `auto` kept when one is
-            // expected, so that the step refuses it (device::expected).
-            let device = crate::device::rank_device(spec, 0);
             return Ok(Slot {
-                device,
+                device: "cpu".into(),
                 ranks,
                 gpus: None,
             });

@@ -17,7 +17,11 @@
 #   big      10 000 train-only toy-sin points (2 epochs): planned, submitted
 #            held in 10 arrays, three tasks released and run;
 #   chain    train → finetune → attack, 2 bases × 3 jobs (20 epochs each):
-#            the plan's array lines as printed, bases first.
+#            the plan's array lines as printed, bases first;
+#   pair-short, pair-long  the short grid and a 500-epoch one with
+#            ranks_per_job = 2 (each model step as 2 data-parallel ranks):
+#            MPI and array forms, a stop mid-work and its continuation
+#            (7 rows, 340 s on 2 cores with the long grid's 1500 epochs).
 # The node has two GPUs as GRES (stand-in device files; the jobs run on
 # --device cpu): the scripts' default GPU requests are taken, and each rank
 # (srun) and array task must get its own GPU index.
@@ -179,7 +183,8 @@ try:
 except OSError:
     sys.exit(0)
 for r in sorted(rows, key=lambda r: r["id"]):
-    keep = [k for k in r if k not in ("dir", "per_sample") and "seconds" not in k]
+    keep = [k for k in r if k not in ("dir", "per_sample") and "seconds" not in k
+            and "sum_share" not in k]
     print(",".join(f"{k}={r[k]}" for k in sorted(keep)))
 PY
 }
@@ -367,6 +372,46 @@ j=$(array --array=0-3 "${afit[@]}" "$short" "$out" 2>"$work/log/submit.err")
 await 180 "end of the array" gone "$j"
 "$bin/sweep" collect "$out" > /dev/null 2>&1
 record "array: results" "4 ok, equal" "$(same_as "$out" "$work/ref-short")"
+clear_queue
+
+# Jobs of two ranks (the grid's ranks_per_job = 2): each model step runs as
+# 2 data-parallel ranks under a nested mpirun, inside the cores Slurm gave
+# the sweep rank (MPI form: one rank with the node's 2 CPUs) or the array
+# task (2 CPUs each); results.csv equals the same grid run without Slurm.
+# Then a USR1 mid-work stops a 2-rank job (exit 3, no resubmission), and
+# the rerun ends as the uninterrupted run without Slurm did.
+for g in short long; do
+  sed 's/^steps = .*/&\nranks_per_job = 2/' "$work/$g.toml" > "$work/pair-$g.toml"
+  # (500 epochs for the stop: a 2-rank job still runs ~12 s on 2 cores)
+  sed -i 's/^epochs = 1500$/epochs = 500/' "$work/pair-$g.toml"
+  timeout 600 "$bin/sweep" run "$work/pair-$g.toml" --out "$work/ref-pair-$g" \
+    > "$work/log/ref-pair-$g.log" 2>&1 || late="exit $? of the run (124: over 600 s)"
+  record "reference, 2-rank $g grid" "4 ok" "$(grep -cs ',ok,' "$work/ref-pair-$g/results.csv") ok"
+done
+pfit=(--nodes=1 --ntasks-per-node=1 --cpus-per-task=2 --gpus-per-node=0)
+out="$work/pair"
+j=$(mpi "${pfit[@]}" "$work/pair-short.toml" "$out")
+await 240 "end of the job" gone "$j"
+record "2-rank jobs, srun: results" "4 ok, equal" "$(same_as "$out" "$work/ref-pair-short")"
+if grep -qs '^# mpirun -np 2 ' "$out"/jobs/*/train.stderr.log; then got="mpirun -np 2"; else got="not seen"; fi
+record "2-rank jobs: model step" "mpirun -np 2" "$got"
+clear_queue
+out="$work/pair-array"
+j=$(array --array=0-3 --cpus-per-task=2 --gpus=0 "$work/pair-short.toml" "$out")
+await 240 "end of the array" gone "$j"
+"$bin/sweep" collect "$out" > /dev/null 2>&1
+record "2-rank jobs, array: results" "4 ok, equal" "$(same_as "$out" "$work/ref-pair-short")"
+clear_queue
+out="$work/pair-stop"
+j=$(TASER_MAX_RESUBMITS=0 mpi "${pfit[@]}" "$work/pair-long.toml" "$out")
+log="$work/log/taser-sweep-$j.out"
+await 90 "metrics row" mid_work "$out" && progress "$out" USR1 && scancel --batch --signal=USR1 "$j"
+await 90 "exit line in the job log" in_log "$log" "exited with status"
+record "3 USR1 mid-work, 2-rank jobs" "3" "$(exit_status "$log")"
+clear_queue 60
+j=$(mpi "${pfit[@]}" "$work/pair-long.toml" "$out")
+await 400 "end of the continuation" gone "$j"
+record "2-rank jobs continued: results" "4 ok, equal" "$(same_as "$out" "$work/ref-pair-long")"
 clear_queue
 
 # The array form preempted mid-work (GraceTime 0): Slurm requeues the
