@@ -35,6 +35,12 @@ use taser::sweep::{
 /// tables of parameter values whose points are dropped. `key = v` becomes
 /// `--key v`, `true` a bare `--key`. --out, --device, --checkpoint and
 /// --resume are the sweep's own. A job's id is a hash of its resolved flags.
+/// `ranks_per_job = G` (top level) trains every model step as G
+/// data-parallel ranks, one GPU each (`mpirun -np G train --data-parallel`
+/// started by the sweep on its node; with --device auto node-local rank l
+/// owns GPUs l·G … l·G+G−1): launch one sweep rank or array task per G GPUs
+/// (`sweep plan` prints the lines; docs/CLUSTER.md, "One model on several
+/// GPUs").
 ///
 /// The fine-tune protocol (TASER App. C.2), `steps = ["train", "finetune",
 /// "attack"]`: bare keys set both model steps (e.g. method, seed),

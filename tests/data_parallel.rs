@@ -310,24 +310,8 @@ fn sweep_rows(
     grid: &Path,
     out: &Path,
 ) -> Vec<(String, Vec<(String, String)>)> {
-    let mut c = match ranks {
-        Some(n) => {
-            let mut c = Command::new("mpirun");
-            c.args(["--oversubscribe", "-np", &n.to_string()])
-                .arg(bin("sweep"));
-            c
-        }
-        None => Command::new(bin("sweep")),
-    };
-    let o = c
-        .arg("run")
-        .arg(grid)
-        .arg("--out")
-        .arg(out)
-        .args(["--device", "cpu"])
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("TASER_BIN_DIR", bin("sweep").parent().unwrap())
+    let (g, o) = (grid.to_str().unwrap(), out.to_str().unwrap());
+    let o = common::sweep_cmd(ranks, &["run", g, "--out", o, "--device", "cpu"])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", common::stderr(&o));

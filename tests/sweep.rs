@@ -5,7 +5,7 @@
 //! quick loop can leave them out (`make test-fast` skips them).
 mod common;
 
-use common::{bin, stderr, stdout};
+use common::{bin, stderr, stdout, sweep_cmd};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -40,27 +40,6 @@ threads = 1
     let p = dir.join(format!("{name}.toml"));
     fs::write(&p, text).unwrap();
     p
-}
-
-/// The sweep command, under `mpirun -np N` when `ranks` is given.
-fn sweep_cmd(ranks: Option<usize>, args: &[&str]) -> Command {
-    let mut c = match ranks {
-        Some(n) => {
-            let mut c = Command::new("mpirun");
-            c.args(["--oversubscribe", "-np", &n.to_string()])
-                .arg(bin("sweep"));
-            c
-        }
-        None => Command::new(bin("sweep")),
-    };
-    // TASER_DATA_DIR passes through: the jobs read digits from it (or from
-    // the repository's data/cache that `make setup` fills).
-    c.args(args)
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        // The child binaries sit beside `sweep` in cargo's target folder.
-        .env("TASER_BIN_DIR", bin("sweep").parent().unwrap());
-    c
 }
 
 fn sweep(ranks: Option<usize>, args: &[&str]) -> Output {

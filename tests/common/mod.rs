@@ -103,3 +103,24 @@ pub fn kill_train_when(args: &[String], out: &Path, ready: impl Fn(&Path) -> boo
         "the run finished before it could be killed; the test needs more epochs"
     );
 }
+
+/// The sweep command, under `mpirun -np N` when `ranks` is given.
+pub fn sweep_cmd(ranks: Option<usize>, args: &[&str]) -> Command {
+    let mut c = match ranks {
+        Some(n) => {
+            let mut c = Command::new("mpirun");
+            c.args(["--oversubscribe", "-np", &n.to_string()])
+                .arg(bin("sweep"));
+            c
+        }
+        None => Command::new(bin("sweep")),
+    };
+    // TASER_DATA_DIR passes through: the jobs read digits from it (or from
+    // the repository's data/cache that `make setup` fills).
+    c.args(args)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        // The child binaries sit beside `sweep` in cargo's target folder.
+        .env("TASER_BIN_DIR", bin("sweep").parent().unwrap());
+    c
+}
