@@ -56,7 +56,10 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let (mut args, given) = exit::stop_if_checking(taser::train::finetuning::parse::<Args>());
+    let (mut args, given) =
+        exit::stop_if_checking_with(taser::train::finetuning::parse::<Args>(), |(a, _)| {
+            taser::train::parallel::check_flags(&a.config, a.run.data_parallel)
+        });
     args.finetune.given = given;
     exit::run_main(|| run(args))
 }

@@ -108,9 +108,10 @@ enum Command {
         /// of one array line run at once (× --nodes). With the grid's
         /// `ranks_per_job = G` these are the ranks of the jobs: a multiple
         /// of G, and the lines start one sweep rank (or array task) per G of
-        /// them, holding G GPUs and G × --cpus-per-job CPUs.
-        #[arg(long, default_value_t = 1)]
-        gpus_per_node: usize,
+        /// them, holding G GPUs and G × --cpus-per-job CPUs. Default: G
+        /// (1 without the key).
+        #[arg(long)]
+        gpus_per_node: Option<usize>,
         /// GPUs each rank or array task asks for: 1 (`--gpus-per-node` of
         /// the MPI lines, `--gpus=1` per array task), or 0 for CPU-only
         /// jobs (`--gpus-per-node=0`/`--gpus=0`, overriding the scripts'
@@ -118,7 +119,8 @@ enum Command {
         /// `ranks_per_job = G` ranks asks for G.
         #[arg(long, default_value_t = 1)]
         gpus_per_job: usize,
-        /// CPUs each rank or array task asks for (`--cpus-per-task`; the
+        /// CPUs per rank of a job: each sweep rank or array task asks for
+        /// this × the grid's `ranks_per_job` (`--cpus-per-task`; the
         /// scripts set OMP_NUM_THREADS and SRUN_CPUS_PER_TASK from it).
         #[arg(long, default_value_t = 8)]
         cpus_per_job: usize,
@@ -262,15 +264,15 @@ fn real_main(args: Args) -> anyhow::Result<Status> {
             max_array_size,
             bin_dir,
         } => {
+            let g = Grid::load(&grid)?;
             let launch = Launch::new(
                 nodes,
-                gpus_per_node,
+                gpus_per_node.unwrap_or(g.ranks_per_job),
                 gpus_per_job,
                 cpus_per_job,
                 max_array_size,
-            )?;
-            let g = Grid::load(&grid)?;
-            let launch = launch.with_ranks_per_job(g.ranks_per_job)?;
+            )?
+            .with_ranks_per_job(g.ranks_per_job)?;
             let tasks = sweep::job::tasks(&g, &out);
             sweep::check::check_args(&g, &tasks, &bin_dir_or_own(&bin_dir)?)?;
             print!("{}", sweep::plan_text(&g, &out, &launch));

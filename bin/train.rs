@@ -3,7 +3,7 @@ use anyhow::Context;
 use clap::Parser;
 use std::process::ExitCode;
 use taser::exit::{self, Status};
-use taser::train::{train, RunOptions, TrainConfig};
+use taser::train::{parallel, train, RunOptions, TrainConfig};
 
 /// Train a classifier (or the toy regressor) and write a safetensors
 /// checkpoint with a JSON sidecar and a per-epoch metrics CSV.
@@ -121,7 +121,9 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = exit::parse_args::<Args>();
+    let args = exit::stop_if_checking_with(<Args as clap::Parser>::parse(), |a| {
+        parallel::check_flags(&a.config, a.run.data_parallel)
+    });
     exit::run_main(|| run(args))
 }
 

@@ -188,8 +188,24 @@ pub fn parse_args<A: clap::Parser>() -> A {
 /// Returns `parsed`, or exits 0 in argument-check mode ([`CHECK_ARGS_ENV`]):
 /// for binaries that parse their command line their own way.
 pub fn stop_if_checking<T>(parsed: T) -> T {
+    stop_if_checking_with(parsed, |_| Ok(()))
+}
+
+/// [`stop_if_checking`] that in argument-check mode first applies `rules`
+/// to the parsed flags: rules between flags that need no data or device
+/// (what `--data-parallel` refuses), so `sweep` finds their refusals before
+/// any job starts. A refusal is printed and exits with its code (2 for bad
+/// input); outside check mode `rules` is not run here.
+pub fn stop_if_checking_with<T>(parsed: T, rules: impl FnOnce(&T) -> crate::Result<()>) -> T {
     if std::env::var(CHECK_ARGS_ENV).is_ok_and(|v| v == "1") {
-        std::process::exit(0);
+        let code = match rules(&parsed) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e}");
+                e.status().code()
+            }
+        };
+        std::process::exit(i32::from(code));
     }
     parsed
 }

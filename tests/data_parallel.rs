@@ -405,3 +405,26 @@ fn mpirun_a_sweep_of_two_rank_jobs_trains_each_model_as_two_ranks() {
         assert_eq!(value(ra, "train_test_acc"), value(rc, "train_test_acc"));
     }
 }
+
+#[test]
+fn mpirun_what_data_parallel_jobs_refuse_stops_a_sweep_before_any_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = sweep_grid(dir.path(), "refused", "ranks_per_job = 2\n");
+    let text = std::fs::read_to_string(&grid).unwrap().replace(
+        "threads = 1\n\n[attack]",
+        "threads = 1\nlambda = 0.1\nstein-fraction = 0.5\nscore-source = \"gaussian-std\"\n\n[attack]",
+    );
+    std::fs::write(&grid, text).unwrap();
+    let out = dir.path().join("out");
+    let (g, o) = (grid.to_str().unwrap(), out.to_str().unwrap());
+    let run = common::sweep_cmd(None, &["run", g, "--out", o, "--device", "cpu"])
+        .output()
+        .unwrap();
+    let err = common::stderr(&run);
+    assert_eq!(run.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--stein-fraction") && err.contains("ranks_per_job = 1"),
+        "{err}"
+    );
+    assert!(!out.join("jobs").exists(), "no job started");
+}

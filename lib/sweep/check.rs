@@ -38,22 +38,11 @@ fn flag_in(error_line: &str) -> Option<String> {
 ///
 /// Errors: [`Error::CorruptInput`] naming the grid key, its line, clap's
 /// error and its suggestion; [`Error::MissingInput`] when a step's binary
-/// cannot be started from `bin_dir`, or when the grid's `ranks_per_job` > 1
-/// and no `mpirun` is on PATH (it starts each model step's ranks).
+/// cannot be started from `bin_dir`; [`Error::InvalidArgument`] when the
+/// grid's `ranks_per_job` > 1 and no `mpirun` is on PATH
+/// ([`super::slot::preflight`]).
 pub fn check_args(grid: &Grid, tasks: &[WorkItem], bin_dir: &Path) -> Result<()> {
-    if grid.ranks_per_job > 1 && !super::slot::mpirun_on_path() {
-        return Err(Error::MissingInput {
-            path: "mpirun".into(),
-            reason: format!(
-                "ranks_per_job = {} starts each train/finetune step as that many ranks with \
-                 mpirun, and no mpirun is on PATH",
-                grid.ranks_per_job
-            ),
-            fix: "load the Open MPI the suite was built with (e.g. `module load openmpi`), or \
-                  set ranks_per_job = 1 in the grid"
-                .into(),
-        });
-    }
+    super::slot::preflight(grid.ranks_per_job, None)?;
     let mut seen = BTreeSet::new();
     for task in tasks {
         for step in &task.steps {
@@ -101,7 +90,15 @@ fn refusal(grid: &Grid, section: &str, binary: &str, clap_err: &str) -> Error {
         .find(|l| l.starts_with("tip:"))
         .map(|t| format!("; {t}"))
         .unwrap_or_else(|| format!("; `{binary} --help` lists its flags"));
-    let at = flag_in(error).and_then(|f| grid.flag_origin(section, &f));
+    let flag = flag_in(error);
+    // A top-level key written inside a step's table reaches its binary.
+    let tip = match flag.as_deref() {
+        Some("ranks_per_job" | "ranks-per-job") => "; ranks_per_job is a top-level key of the \
+            grid: put it before the first [table]"
+            .to_string(),
+        _ => tip,
+    };
+    let at = flag.and_then(|f| grid.flag_origin(section, &f));
     let at = match at {
         Some((key, line)) => format!("line {line}, key `{key}`: "),
         None => format!("section [{section}]: "),
@@ -132,5 +129,14 @@ mod tests {
             Some("optimizer")
         );
         assert_eq!(flag_in("error: something else"), None);
+        let grid = Grid::parse("[train]\nranks_per_job = 2\n", Path::new("g.toml")).unwrap();
+        let e = refusal(
+            &grid,
+            "train",
+            "train",
+            "error: unexpected argument '--ranks_per_job' found\n",
+        )
+        .to_string();
+        assert!(e.contains("top-level key") && e.contains("[train]"), "{e}");
     }
 }

@@ -4,7 +4,7 @@
 //! marker after the last, all written atomically, so a kill at any moment
 //! leaves either a finished step or one that is rerun.
 use super::grid::{Grid, JobSpec};
-use super::slot::Slot;
+use super::slot::{Slot, StepCommand};
 use super::status::JobStatus;
 use super::{lock, signal};
 use crate::attack::results::read_summary;
@@ -20,7 +20,7 @@ use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// How a task ended on a worker.
@@ -419,6 +419,17 @@ pub fn failure_reason(dir: &Path) -> Option<String> {
     ))
 }
 
+/// The pids of `pid`'s children (empty when the kernel does not list them).
+fn children(pid: u32) -> Vec<u32> {
+    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 enum ChildEnd {
     Exited(i32),
     Interrupted,
@@ -441,11 +452,12 @@ fn tail(path: &Path, from: u64, n: usize) -> String {
 /// Runs a step's command (and the words its log shows) with its output
 /// appended to the step's logs in `dir`, until it ends or a stop is asked
 /// for (SIGTERM to it, SIGKILL 20 s later).
-fn run_child(
-    (mut cmd, shown): (Command, String),
-    dir: &Path,
-    label: &str,
-) -> Result<(ChildEnd, String)> {
+fn run_child(step: StepCommand, dir: &Path, label: &str) -> Result<(ChildEnd, String)> {
+    let StepCommand {
+        mut cmd,
+        shown,
+        launcher,
+    } = step;
     let program = PathBuf::from(cmd.get_program());
     let bin = program.as_path();
     let open = |name: String| -> Result<(fs::File, u64)> {
@@ -512,9 +524,20 @@ fn run_child(
         if signal::stop_requested() {
             match term_sent {
                 None => {
-                    // SAFETY: plain kill(2) of our own child's pid.
-                    unsafe {
-                        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+                    // A launcher's ranks, else the child itself.
+                    let mut pids = if launcher {
+                        children(child.id())
+                    } else {
+                        Vec::new()
+                    };
+                    if pids.is_empty() {
+                        pids.push(child.id());
+                    }
+                    for pid in pids {
+                        // SAFETY: plain kill(2) of our child or its children.
+                        unsafe {
+                            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+                        }
                     }
                     term_sent = Some(Instant::now());
                 }

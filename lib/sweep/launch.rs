@@ -141,11 +141,16 @@ impl Launch {
     }
 
     /// An array task's `--gpus=N --cpus-per-task=C` (`--gpus=0` overrides
-    /// the script's default GPU for CPU-only jobs).
-    fn per_task(&self) -> Vec<String> {
+    /// the script's default GPU for CPU-only jobs): a job's ranks', or one
+    /// rank's for a task of `kind` that trains nothing (a score set).
+    fn per_task(&self, kind: Kind) -> Vec<String> {
+        let ranks = match kind {
+            Kind::Score => 1,
+            _ => self.ranks_per_job,
+        };
         vec![
-            format!("--gpus={}", self.gpus_per_job * self.ranks_per_job),
-            format!("--cpus-per-task={}", self.cpus_per_slot()),
+            format!("--gpus={}", self.gpus_per_job * ranks),
+            format!("--cpus-per-task={}", self.cpus_per_job * ranks),
         ]
     }
 
@@ -292,7 +297,7 @@ fn array_text(launch: &Launch, grid: &str, out: &str, tasks: &[WorkItem]) -> Str
             } else {
                 format!(" --dependency=afterok:{}", needs.join(":"))
             };
-            let mut tail = launch.per_task();
+            let mut tail = launch.per_task(kind);
             tail.extend(["slurm/sweep-array.sbatch".into(), grid.into(), out.into()]);
             if start > 0 {
                 tail.extend(["--offset".into(), start.to_string()]);
@@ -349,7 +354,8 @@ mod tests {
                 "--cpus-per-task=16"
             ]
         );
-        assert_eq!(l.per_task(), ["--gpus=2", "--cpus-per-task=16"]);
+        assert_eq!(l.per_task(Kind::Point), ["--gpus=2", "--cpus-per-task=16"]);
+        assert_eq!(l.per_task(Kind::Score), ["--gpus=1", "--cpus-per-task=8"]);
         let e = Launch::new(1, 3, 1, 8, 1001)
             .unwrap()
             .with_ranks_per_job(2)

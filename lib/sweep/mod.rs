@@ -95,6 +95,7 @@ pub fn run(cfg: &RunConfig) -> Result<Option<RunSummary>> {
     {
         signal::install();
         let grid = Grid::load(&cfg.grid)?;
+        slot::preflight(grid.ranks_per_job, Some(&cfg.device))?;
         let mut cfg = cfg.clone();
         cfg.out = absolute_out(&cfg.out)?;
         ranks::run(&grid, &cfg).map_err(|e| with_continue_note(e, &cfg.out))
@@ -144,6 +145,7 @@ fn run_task(task: &WorkItem, worker: &Worker) -> Outcome {
 pub fn run_one(cfg: &RunConfig, kind: Kind, index: usize) -> Result<Outcome> {
     signal::install();
     let grid = Grid::load(&cfg.grid)?;
+    slot::preflight(grid.ranks_per_job, Some(&cfg.device))?;
     let mut cfg = cfg.clone();
     cfg.out = absolute_out(&cfg.out)?;
     let tasks = job::tasks(&grid, &cfg.out);

@@ -63,16 +63,7 @@ impl Slot {
                 gpus: None,
             });
         }
-        if spec != "auto" && spec != "cpu" {
-            return Err(Error::invalid(
-                "--device",
-                spec,
-                format!(
-                    "the grid's ranks_per_job = {ranks} runs each model step on {ranks} devices: \
-                     give --device auto (the node-local rank's {ranks} GPUs) or --device cpu"
-                ),
-            ));
-        }
+        device_fits(ranks, spec)?;
         let visible = tch::Cuda::device_count().max(0) as usize;
         if spec == "auto" && visible == 0 {
             // Refused here, not left to the steps: the nested launch does
@@ -111,16 +102,20 @@ impl Slot {
 
     /// The command of one step: `binary` (a path) with `args` and the
     /// device; a train/finetune step (`model_step`) of a multi-rank slot
-    /// under a nested `mpirun -np G`. Returns the command and its words
-    /// for the step's log.
-    pub fn command(&self, binary: &Path, args: &[String], model_step: bool) -> (Command, String) {
+    /// under a nested `mpirun -np G`.
+    pub fn command(&self, binary: &Path, args: &[String], model_step: bool) -> StepCommand {
         let shown = |program: &str, words: &[String]| format!("{program} {}", words.join(" "));
         if !(model_step && self.ranks > 1) {
             let mut words = args.to_vec();
             words.extend(["--device".into(), self.device.clone()]);
             let mut cmd = Command::new(binary);
             cmd.args(&words);
-            return (cmd, shown(&binary.display().to_string(), &words));
+            let shown = shown(&binary.display().to_string(), &words);
+            return StepCommand {
+                cmd,
+                shown,
+                launcher: false,
+            };
         }
         let device = if self.device == "cpu" { "cpu" } else { "auto" };
         let mut words: Vec<String> = ["-np", &self.ranks.to_string()]
@@ -147,8 +142,25 @@ impl Slot {
         if let Some(t) = threads.and_then(|t| t.parse::<usize>().ok()) {
             cmd.env("OMP_NUM_THREADS", (t / self.ranks).max(1).to_string());
         }
-        (cmd, shown("mpirun", &words))
+        StepCommand {
+            cmd,
+            shown: shown("mpirun", &words),
+            launcher: true,
+        }
     }
+}
+
+/// A step's process, as a slot starts it.
+pub struct StepCommand {
+    /// The command, ready to spawn.
+    pub cmd: Command,
+    /// Its words, for the step's log.
+    pub shown: String,
+    /// Whether it is a launcher (`mpirun`) whose children are the ranks:
+    /// a stop is sent to them, so each rank ends its step and exits with
+    /// the interrupted code (Open MPI's `mpirun`, signalled itself, kills
+    /// its ranks a second later and exits 1).
+    pub launcher: bool,
 }
 
 /// The names of the `visible` CUDA devices: `CUDA_VISIBLE_DEVICES`'s
@@ -167,11 +179,46 @@ fn visible_names(cvd: Option<String>, visible: usize) -> Vec<String> {
     }
 }
 
-/// Whether `mpirun` is on PATH (a grid with ranks_per_job > 1 needs it).
-pub fn mpirun_on_path() -> bool {
-    std::env::var_os("PATH")
+/// Whether `--device` `spec` can hold jobs of `ranks` ranks: `auto` or
+/// `cpu` (one named GPU cannot). Errors: [`Error::InvalidArgument`].
+fn device_fits(ranks: usize, spec: &str) -> Result<()> {
+    if ranks > 1 && spec != "auto" && spec != "cpu" {
+        return Err(Error::invalid(
+            "--device",
+            spec,
+            format!(
+                "the grid's ranks_per_job = {ranks} runs each model step on {ranks} devices: \
+                 give --device auto (the node-local rank's {ranks} GPUs) or --device cpu"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// What jobs of `ranks` > 1 ranks need before any folder is made: `mpirun`
+/// on PATH, and a `--device` spec (`device`; None: not yet known) of
+/// `auto` or `cpu`. Errors: [`Error::InvalidArgument`] naming
+/// `ranks_per_job` or `--device` and the fix.
+pub fn preflight(ranks: usize, device: Option<&str>) -> Result<()> {
+    if ranks <= 1 {
+        return Ok(());
+    }
+    if let Some(spec) = device {
+        device_fits(ranks, spec)?;
+    }
+    let on_path = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join("mpirun").is_file()))
-        .unwrap_or(false)
+        .unwrap_or(false);
+    if !on_path {
+        return Err(Error::invalid(
+            "ranks_per_job",
+            ranks,
+            "each train/finetune step starts its ranks with mpirun, and no mpirun is on PATH: \
+             load the Open MPI the suite was built with (e.g. `module load openmpi`), or set \
+             ranks_per_job = 1 in the grid",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -183,27 +230,30 @@ mod tests {
         let s = Slot::new("cpu", 3, 1).unwrap();
         assert_eq!((s.device.as_str(), s.ranks, s.gpus), ("cpu", 1, None));
         let s = Slot::new("cpu", 0, 1).unwrap();
-        let (cmd, shown) = s.command(
+        let c = s.command(
             Path::new("/b/train"),
             &["--epochs".into(), "2".into()],
             true,
         );
-        assert_eq!(cmd.get_program(), "/b/train");
-        assert_eq!(shown, "/b/train --epochs 2 --device cpu");
+        assert_eq!(c.cmd.get_program(), "/b/train");
+        assert_eq!(c.shown, "/b/train --epochs 2 --device cpu");
+        assert!(!c.launcher);
     }
 
     #[test]
     fn a_multi_rank_model_step_runs_under_a_nested_mpirun_without_the_outer_launch() {
         std::env::set_var("SLURM_SLOT_TEST_OUTER", "1");
         let s = Slot::new("cpu", 1, 2).unwrap();
-        let (cmd, shown) = s.command(
+        let c = s.command(
             Path::new("/b/train"),
             &["--epochs".into(), "2".into()],
             true,
         );
+        assert!(c.launcher);
+        let cmd = c.cmd;
         assert_eq!(cmd.get_program(), "mpirun");
         assert_eq!(
-            shown,
+            c.shown,
             "mpirun -np 2 --oversubscribe --bind-to none /b/train --epochs 2 --device cpu"
         );
         let removed = cmd
@@ -212,8 +262,8 @@ mod tests {
         std::env::remove_var("SLURM_SLOT_TEST_OUTER");
         assert!(removed, "the outer launch's variables are removed");
         // The attack step stays one process.
-        let (cmd, _) = s.command(Path::new("/b/attack"), &[], false);
-        assert_eq!(cmd.get_program(), "/b/attack");
+        let c = s.command(Path::new("/b/attack"), &[], false);
+        assert_eq!(c.cmd.get_program(), "/b/attack");
     }
 
     #[test]

@@ -85,14 +85,25 @@ pub fn agree(group: &Group, at: &str) -> Result<()> {
 /// Errors: [`Error::InvalidArgument`] for `--stein-fraction` < 1 or
 /// `--stein-bn train` with the TASER penalty (λ > 0).
 pub fn check(config: &TrainConfig, group: &Group) -> Result<()> {
-    if !group.is_parallel() {
+    check_flags(config, group.is_parallel())
+}
+
+/// The rules of [`check`] on the flags alone (`data_parallel`: whether the
+/// run is data-parallel), so that a binary's argument-check mode
+/// ([`crate::exit::stop_if_checking_with`]) applies them before a sweep
+/// starts any job.
+pub fn check_flags(config: &TrainConfig, data_parallel: bool) -> Result<()> {
+    if !data_parallel {
         return Ok(());
     }
     let refuse = |flag: &str, value: &str, why: &str| {
         Err(Error::invalid(
             flag,
             value,
-            format!("{why} with --data-parallel; drop the flag, or train without --data-parallel"),
+            format!(
+                "{why} with --data-parallel; drop the flag, or train without --data-parallel \
+                 (in a sweep grid: ranks_per_job = 1)"
+            ),
         ))
     };
     let reg = &config.reg;

@@ -9,14 +9,18 @@ use toml_edit::Item;
 /// whole number ≥ 1.
 pub(super) fn parse(item: &Item) -> Result<usize, String> {
     item.as_integer()
-        .filter(|&g| g >= 1)
+        .filter(|&g| (1..=MAX_RANKS_PER_JOB as i64).contains(&g))
         .map(|g| g as usize)
         .ok_or_else(|| {
-            "expected a whole number ≥ 1: the data-parallel ranks (one GPU each) of every \
-             train/finetune step"
-                .to_string()
+            format!(
+                "expected a whole number from 1 to {MAX_RANKS_PER_JOB}: the data-parallel ranks \
+                 (one GPU each, on one node) of every train/finetune step"
+            )
         })
 }
+
+/// The most ranks of one job: they share one node.
+pub const MAX_RANKS_PER_JOB: usize = 1024;
 
 /// With `ranks_per_job` > 1, adds `data-parallel` to every model step's
 /// fixed flags. Errors: the reason, when the grid turns it off (`false`).
@@ -73,12 +77,12 @@ mod tests {
 
     #[test]
     fn ranks_per_job_must_be_a_whole_number_and_not_fight_the_grid() {
-        for bad in ["0", "-1", "1.5", "\"2\""] {
+        for bad in ["0", "-1", "1.5", "\"2\"", "1025"] {
             let e = parse(&format!("ranks_per_job = {bad}\n{GRID}"))
                 .unwrap_err()
                 .to_string();
             assert!(
-                e.contains("line 1") && e.contains("whole number ≥ 1"),
+                e.contains("line 1") && e.contains("from 1 to 1024"),
                 "{bad}: {e}"
             );
         }
