@@ -261,14 +261,7 @@ impl WorkItem {
             return Ok(Outcome::Failed);
         }
         self.clear_failure()?;
-        let (bin_dir, worker) = (&w.bin_dir, &w.name);
-        let device = match w.slot.ranks {
-            1 => w.slot.device.clone(),
-            g => format!(
-                "{} ranks={g}",
-                w.slot.gpus.as_deref().unwrap_or(&w.slot.device)
-            ),
-        };
+        let (bin_dir, worker, device) = (&w.bin_dir, &w.name, w.slot.describe());
         let mut log = OpenOptions::new()
             .create(true)
             .append(true)

@@ -53,10 +53,7 @@ pub(super) fn run(grid: &Grid, cfg: &RunConfig) -> Result<Option<RunSummary>> {
             ))
         }
     };
-    let device = match &slot.gpus {
-        Some(g) => format!("GPUs {g}"),
-        None => slot.device.clone(),
-    };
+    let device = slot.describe();
     let worker = Worker::new(&cfg.bin_dir, slot, me, &tasks);
     if rank != 0 {
         worker_loop(&world, &tasks, &worker);

@@ -55,10 +55,9 @@ impl Slot {
     /// was expected (Slurm gave one, nvidia-smi lists one) and libtorch
     /// sees none.
     pub fn new(spec: &str, local_rank: usize, ranks: usize) -> Result<Slot> {
-        let one = crate::device::rank_device(spec, local_rank);
         if ranks <= 1 {
             return Ok(Slot {
-                device: one,
+                device: crate::device::rank_device(spec, local_rank),
                 ranks: 1,
                 gpus: None,
             });
@@ -98,6 +97,15 @@ impl Slot {
             ranks,
             gpus: Some(names[first..first + ranks].join(",")),
         })
+    }
+
+    /// The slot in words for logs: its device, or with G > 1 ranks its
+    /// GPUs (or device) and `ranks=G`.
+    pub fn describe(&self) -> String {
+        match self.ranks {
+            1 => self.device.clone(),
+            g => format!("{} ranks={g}", self.gpus.as_deref().unwrap_or(&self.device)),
+        }
     }
 
     /// The command of one step: `binary` (a path) with `args` and the
@@ -244,6 +252,7 @@ mod tests {
     fn a_multi_rank_model_step_runs_under_a_nested_mpirun_without_the_outer_launch() {
         std::env::set_var("SLURM_SLOT_TEST_OUTER", "1");
         let s = Slot::new("cpu", 1, 2).unwrap();
+        assert_eq!(s.describe(), "cpu ranks=2");
         let c = s.command(
             Path::new("/b/train"),
             &["--epochs".into(), "2".into()],
