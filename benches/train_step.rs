@@ -14,6 +14,9 @@
 //! --precision f32|bf16 and --memory-format contiguous|channels-last (as
 //! `train`'s; the penalty stays f32), --models cnn-small,resnet18 and
 //! --methods standard,pgd-at,trades,mart (rows to run; default all),
+//! --variants 1,…,6 (side by side: the penalty variants to run, by their
+//! position in the table, 1 = alone; default all; × alone reads NaN
+//! without 1),
 //! --side-by-side (against benches/train_step.py, or the script named by
 //! TASER_BENCH_PY, run by TASER_PYTHON), --fd-residual (instead of the
 //! timings: the fd vs autograd first-order residual on one batch with TF32
@@ -55,6 +58,9 @@ struct Opts {
     models: Vec<String>,
     /// Methods to run (standard, pgd-at, trades, mart).
     methods: Vec<String>,
+    /// Side-by-side variants to run, by the position in the table's
+    /// order (1 = alone … 6 = full fd); all when empty.
+    variants: Vec<usize>,
 }
 
 fn parse() -> Opts {
@@ -72,6 +78,10 @@ fn parse() -> Opts {
             .expect("--memory-format"),
         models: list_flag("--models", "cnn-small,resnet18"),
         methods: list_flag("--methods", "standard,pgd-at,trades,mart"),
+        variants: list_flag("--variants", "1,2,3,4,5,6")
+            .iter()
+            .map(|v| v.parse().expect("--variants: positions 1-6"))
+            .collect(),
     }
 }
 
@@ -359,8 +369,12 @@ fn side_by_side(digits: &Dataset, cifar_like: &Dataset, batch: i64, o: &Opts) {
             input_shape: d.input_shape.clone(),
             num_outputs: d.num_outputs,
         };
-        let mut alone = 0.0;
-        for (label, py_name, v) in VARIANTS {
+        let mut alone = f64::NAN;
+        let chosen = VARIANTS
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| o.variants.contains(&(i + 1)));
+        for (_, (label, py_name, v)) in chosen {
             let row = Row {
                 arch,
                 method,

@@ -108,6 +108,9 @@ pub enum Error {
     /// rank stopped with it (the failed rank's own error says why).
     #[error("another rank of this data-parallel run failed (its error, printed by that rank, says why); rank {rank} of {size} stopped with it")]
     RankFailed { rank: usize, size: usize, code: u8 },
+    /// The data-parallel ranks could not set up their communication.
+    #[error("data-parallel communication: {detail}. Fix: rerun with --collective mpi (sums through host copies over MPI)")]
+    Collective { detail: String },
     /// A libtorch error, with a hint when its text names a known cause
     /// ([`torch_hint`]).
     /// (Not a `source`: its text is part of this message, printed once.)

@@ -66,6 +66,7 @@ impl Error {
             | Error::FileLocked { .. }
             | Error::Diverged { .. }
             | Error::Invariant { .. }
+            | Error::Collective { .. }
             | Error::NonFinite { .. }
             | Error::Torch(_)
             | Error::Io { .. } => Status::Failed,

@@ -3,7 +3,8 @@
 //! weights (within 1e-5 relative) and metrics (accuracies equal, losses
 //! within 1e-6 relative: the ranks' sums add in another order); a SIGTERM
 //! to one rank stops every rank with exit 3 and `--resume` ends where an
-//! uninterrupted run ends; what it cannot compute alike is refused; a
+//! uninterrupted run ends; what it cannot compute alike is refused, and
+//! so is `--collective nccl` on CPU ranks (auto says why it sums by MPI); a
 //! sweep grid with `ranks_per_job = 2` trains each model as two ranks
 //! (one sweep process or two, the same results.csv).
 //!
@@ -126,7 +127,8 @@ fn mpirun_two_and_three_ranks_train_as_the_single_process() {
             let said = common::stdout(&o);
             assert!(
                 said.contains(&format!(
-                    "data-parallel: {ranks} rank(s), gradients summed by mpi"
+                    "data-parallel: {ranks} rank(s), gradients summed by mpi (host copies; \
+                     NCCL not used: rank 0 computes on cpu)"
                 )),
                 "{said}"
             );
@@ -152,6 +154,10 @@ fn mpirun_two_and_three_ranks_train_as_the_single_process() {
             }
             let meta = std::fs::read_to_string(dp.join("model.json")).unwrap();
             assert!(meta.contains("\"data_parallel_ranks\""), "{meta}");
+            assert!(
+                meta.contains("NCCL not used: rank 0 computes on cpu"),
+                "{meta}"
+            );
         }
     }
 }
@@ -275,6 +281,8 @@ fn mpirun_what_ranks_cannot_compute_alike_is_refused() {
             "--stein-bn",
         ),
         (&["--collective-timeout", "0"][..], "--collective-timeout"),
+        // NCCL sums device buffers: ranks on the CPU cannot use it.
+        (&["--collective", "nccl"][..], "--collective"),
     ] {
         let out = dir.path().join(flag.trim_start_matches('-'));
         let mut base = BASE.to_vec();

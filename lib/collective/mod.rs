@@ -9,15 +9,23 @@
 //! adds them: every rank then applies the same update, that of one process
 //! on the whole batch, up to the order of the float sums.
 //!
-//! Communication is MPI's `MPI_Iallreduce` (sum), polled: a wait longer
-//! than the group's timeout prints which rank waited and calls `MPI_Abort`,
-//! which stops every rank (exit 1) instead of hanging. A CUDA buffer goes
-//! through a host copy (MPI on host memory; NCCL is not wired in).
+//! Communication ([`Transport`], chosen by [`Group::connect`] once every
+//! rank has its device): NCCL's all-reduce on the device when every rank
+//! computes on a CUDA device and NCCL loads ([`nccl`]); otherwise MPI's
+//! `MPI_Iallreduce` (sum) on host memory, a CUDA buffer through a host
+//! copy. The agreements of [`Group::agree`] and the other host sums always
+//! go through MPI. Either wait is polled: one longer than the group's
+//! timeout prints which rank waited and calls `MPI_Abort`, which stops
+//! every rank (exit 1) instead of hanging.
 //!
 //! Random draws inside a step (the training attacks' random starts,
 //! Hutchinson probes) come from each rank's own stream
 //! ([`Group::rank_seed`]), as under PyTorch DDP; rank 0's is the
 //! single-process stream.
+#[cfg(feature = "mpi")]
+mod connect;
+#[cfg(feature = "mpi")]
+mod nccl;
 #[cfg(feature = "mpi")]
 mod world;
 
@@ -41,6 +49,24 @@ pub struct Group {
     settled: std::cell::Cell<bool>,
     #[cfg(feature = "mpi")]
     comm: Option<world::Comm>,
+    /// NCCL's communicator, once [`Group::connect`] chose it.
+    #[cfg(feature = "mpi")]
+    nccl: std::cell::OnceCell<nccl::Comm>,
+    /// Why the sums go through MPI (set by [`Group::connect`]).
+    mpi_because: std::cell::OnceCell<String>,
+}
+
+/// What carries the data-parallel sums of CUDA buffers (`--collective`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    /// NCCL when every rank computes on a CUDA device and NCCL loads;
+    /// otherwise MPI, with the reason in the run's first line.
+    Auto,
+    /// NCCL, or an error (a rank on the CPU, NCCL missing).
+    Nccl,
+    /// MPI on host memory (CUDA buffers copied to the host and back).
+    Mpi,
 }
 
 impl std::fmt::Debug for Group {
@@ -97,6 +123,9 @@ impl Group {
             settled: Default::default(),
             #[cfg(feature = "mpi")]
             comm: None,
+            #[cfg(feature = "mpi")]
+            nccl: Default::default(),
+            mpi_because: Default::default(),
         }
     }
 
@@ -118,6 +147,8 @@ impl Group {
                 in_sums: Default::default(),
                 settled: Default::default(),
                 comm: Some(comm),
+                nccl: Default::default(),
+                mpi_because: Default::default(),
             })
         }
         #[cfg(not(feature = "mpi"))]
@@ -159,12 +190,31 @@ impl Group {
         false
     }
 
-    /// What carries the sums: "mpi" (host buffers), or "none" alone.
+    /// What carries the sums of gradient buffers: "nccl" (after
+    /// [`Group::connect`] chose it), "mpi" (host buffers), or "none" alone.
     pub fn backend(&self) -> &'static str {
+        #[cfg(feature = "mpi")]
+        if self.nccl.get().is_some() {
+            return "nccl";
+        }
         if self.is_parallel() {
             "mpi"
         } else {
             "none"
+        }
+    }
+
+    /// The transport in words: "nccl 2.28.9", or "mpi" with why NCCL is
+    /// not used ("mpi (host copies; NCCL not used: this rank computes on
+    /// cpu)").
+    pub fn describe_backend(&self) -> String {
+        #[cfg(feature = "mpi")]
+        if let Some(c) = self.nccl.get() {
+            return format!("nccl {}", c.version());
+        }
+        match self.mpi_because.get() {
+            Some(why) => format!("mpi (host copies; NCCL not used: {why})"),
+            None => self.backend().into(),
         }
     }
 
@@ -193,6 +243,11 @@ impl Group {
             return Ok(());
         }
         let start = std::time::Instant::now();
+        #[cfg(feature = "mpi")]
+        if let Some(done) = self.nccl_sum(t) {
+            self.in_sums.set(self.in_sums.get() + start.elapsed());
+            return done;
+        }
         let host = t.to_device(Device::Cpu).contiguous();
         let n = host.numel();
         // SAFETY: `host` is a contiguous CPU tensor of n elements of the
@@ -275,6 +330,12 @@ impl Group {
         if self.size > 1 && !self.settled.get() {
             let _ = self.agree(Verdict::Failed(code));
         }
+    }
+
+    /// Without MPI a group is never data-parallel: nothing to connect.
+    #[cfg(not(feature = "mpi"))]
+    pub fn connect(&self, _device: Device, _choice: Transport) -> Result<()> {
+        Ok(())
     }
 
     #[cfg(feature = "mpi")]

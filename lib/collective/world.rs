@@ -39,6 +39,11 @@ impl Comm {
         ))
     }
 
+    /// Stops every rank of the world with exit `code` (`MPI_Abort`).
+    pub(super) fn abort(&self, code: i32) -> ! {
+        self.world.abort(code)
+    }
+
     /// Replaces `values` by their sums over the world, waiting at most
     /// `timeout`; past it, aborts every rank (`MPI_Abort`, exit 1) after
     /// saying so, as a rank that died or hangs would otherwise block the
@@ -72,7 +77,7 @@ impl Comm {
                          work (evaluation, validation) takes longer",
                         waited.as_secs_f64()
                     );
-                    self.world.abort(1);
+                    self.abort(1);
                 }
                 // Spin briefly (a step's sums are short), then sleep so a
                 // rank that waits for rank 0's evaluation leaves its core.

@@ -193,7 +193,7 @@ pub struct RunOptions {
     /// `mpirun -np G` or `srun -n G` (each takes the CUDA device of its
     /// node-local rank under --device auto, else the CPU). Every global
     /// batch of --batch-size is split over the ranks, their gradients are
-    /// summed (MPI) before each update, so the run computes what one
+    /// summed (NCCL or MPI: --collective) before each update, so the run computes what one
     /// process computes at that batch (to float rounding). By design as in
     /// PyTorch DDP: the training attack, AWP and BatchNorm act on each
     /// rank's share, random starts and probes come from each rank's own
@@ -210,6 +210,13 @@ pub struct RunOptions {
     /// epoch-end evaluation and validation run while the others wait.
     #[arg(long, default_value_t = 1800.0)]
     pub collective_timeout: f64,
+    /// What sums a data-parallel run's gradients: auto = NCCL on the
+    /// devices when every rank computes on a CUDA device and NCCL loads
+    /// (libnccl.so.2, which PyTorch's CUDA wheels ship), else MPI through
+    /// host copies; nccl = NCCL or an error; mpi = MPI. Rank 0's first line
+    /// and the checkpoint sidecar say which ran, and why not NCCL.
+    #[arg(long, value_enum, default_value_t = crate::collective::Transport::Auto)]
+    pub collective: crate::collective::Transport,
 }
 
 impl ComputeArgs {

@@ -212,7 +212,6 @@ pub fn run_plan(mut plan: TrainPlan) -> Result<TrainSummary> {
     if let (Some(a), true) = (&auto_chunk, group.is_root()) {
         println!("{a}");
     }
-    parallel::announce(group, plan.batch_size, device);
     let mut ema = plan
         .method
         .ema_tau
@@ -250,6 +249,8 @@ pub fn run_plan(mut plan: TrainPlan) -> Result<TrainSummary> {
     let best = metrics::best_validated(&rows);
     // Every rank is set up (a rank that failed says so here).
     parallel::agree(group, "the start")?;
+    group.connect(device, plan.collective)?;
+    parallel::announce(group, plan.batch_size, device);
     if group.is_root() {
         resume::write_config(&plan.out, &plan.identity, &plan.inputs)?;
     }

@@ -72,6 +72,10 @@ fn sidecar(
             "config": plan.identity,
             "device": device_name(plan.runtime.device),
             "libtorch_threads": tch::get_num_threads(),
+            "data_parallel": plan.group.is_parallel().then(|| serde_json::json!({
+                "ranks": plan.group.size(),
+                "sums": plan.group.describe_backend(),
+            })),
             "resolved": resolved_settings(&plan.method, plan.eps_warmup.steps),
             "posterior": plan.posterior,
             "strength_match": strength::record(&s.regularizer),

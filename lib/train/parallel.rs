@@ -131,7 +131,7 @@ pub fn announce(group: &Group, batch_size: usize, device: tch::Device) {
         println!(
             "data-parallel: {} rank(s), gradients summed by {} ({batch_size} samples per global batch); rank 0 on {}",
             group.size(),
-            group.backend(),
+            group.describe_backend(),
             crate::device::device_name(device)
         );
     }

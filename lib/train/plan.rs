@@ -90,6 +90,8 @@ pub struct TrainPlan {
     pub out: TrainRun,
     /// Continue from the resume state in `out` if there is one.
     pub resume: bool,
+    /// What carries a data-parallel run's sums (`--collective`).
+    pub collective: crate::collective::Transport,
     pub eval_batch_size: usize,
     /// Write metrics and the resume state every this many epochs (≥ 1).
     pub checkpoint_every: usize,
@@ -273,6 +275,7 @@ pub fn resolve(
         group,
         out,
         resume: run.resume,
+        collective: run.collective,
         eval_batch_size: run.eval_batch_size,
         checkpoint_every: run.checkpoint_every.max(1),
         log_every: run.log_every.max(1),
