@@ -492,6 +492,9 @@ impl TorchSide {
 fn main() {
     use clap::ValueEnum;
     let o = parse();
+    // As the binaries do (RuntimeArgs::resolve); PyTorch's side keeps
+    // glibc's defaults, as a user's script would.
+    taser::runtime::retain_freed_memory();
     let cuda = o.device.is_cuda();
     let data_dir = std::env::var_os("TASER_DATA_DIR")
         .map(std::path::PathBuf::from)
