@@ -99,23 +99,15 @@ impl Group {
         Ok(id)
     }
 
-    /// `t` (a CUDA tensor) summed over the ranks in place by NCCL, when
-    /// [`Group::connect`] chose it: `None` when it did not.
-    pub(super) fn nccl_sum(&self, t: &tch::Tensor) -> Option<Result<()>> {
-        let comm = self.nccl.get().filter(|_| t.device().is_cuda())?;
-        let double = match t.kind() {
-            tch::Kind::Float => false,
-            tch::Kind::Double => true,
-            kind => {
-                return Some(Err(Error::Invariant {
-                    what: "the data-parallel sum".into(),
-                    reason: format!("a {kind:?} buffer (f32 or f64 expected)"),
-                }))
-            }
+    /// `t` (a CUDA tensor of f64 values with `double`, else f32) summed
+    /// over the ranks in place by NCCL, when [`Group::connect`] chose it:
+    /// whether it was (false: the caller sums through MPI).
+    pub(super) fn nccl_sum(&self, t: &tch::Tensor, double: bool) -> bool {
+        let Some(comm) = self.nccl.get().filter(|_| t.device().is_cuda()) else {
+            return false;
         };
         let buf = t.contiguous();
-        let done = comm.sum(buf.data_ptr(), buf.numel(), double, self.timeout);
-        if let Err(e) = done {
+        if let Err(e) = comm.sum(buf.data_ptr(), buf.numel(), double, self.timeout) {
             self.stop_every_rank(&format!(
                 "data-parallel rank {}: NCCL: {e}; stopping every rank. Fix: rerun the same \
                  command with --resume; raise --collective-timeout if a rank's epoch-end work \
@@ -126,7 +118,7 @@ impl Group {
         if buf.data_ptr() != t.data_ptr() {
             tch::no_grad(|| t.shallow_clone().copy_(&buf));
         }
-        Some(Ok(()))
+        true
     }
 
     /// Prints `message` and stops every rank (`MPI_Abort`, exit 1).

@@ -242,32 +242,38 @@ impl Group {
         if self.size == 1 {
             return Ok(());
         }
-        let start = std::time::Instant::now();
-        #[cfg(feature = "mpi")]
-        if let Some(done) = self.nccl_sum(t) {
-            self.in_sums.set(self.in_sums.get() + start.elapsed());
-            return done;
-        }
-        let host = t.to_device(Device::Cpu).contiguous();
-        let n = host.numel();
-        // SAFETY: `host` is a contiguous CPU tensor of n elements of the
-        // matched dtype, alive and not aliased while the slice is used.
-        match host.kind() {
-            Kind::Float => self.sum_values(unsafe {
-                std::slice::from_raw_parts_mut(host.data_ptr() as *mut f32, n)
-            })?,
-            Kind::Double => self.sum_values(unsafe {
-                std::slice::from_raw_parts_mut(host.data_ptr() as *mut f64, n)
-            })?,
+        let double = match t.kind() {
+            Kind::Float => false,
+            Kind::Double => true,
             kind => {
                 return Err(Error::Invariant {
                     what: "the data-parallel sum".into(),
                     reason: format!("a {kind:?} buffer (f32 or f64 expected)"),
                 })
             }
-        }
-        if host.data_ptr() != t.data_ptr() {
-            tch::no_grad(|| t.shallow_clone().copy_(&host));
+        };
+        let start = std::time::Instant::now();
+        #[cfg(feature = "mpi")]
+        let on_device = self.nccl_sum(t, double);
+        #[cfg(not(feature = "mpi"))]
+        let on_device = false;
+        if !on_device {
+            let host = t.to_device(Device::Cpu).contiguous();
+            let n = host.numel();
+            // SAFETY: `host` is a contiguous CPU tensor of n elements of
+            // the dtype `double` names, alive and not aliased while the
+            // slice is used.
+            match double {
+                false => self.sum_values(unsafe {
+                    std::slice::from_raw_parts_mut(host.data_ptr() as *mut f32, n)
+                })?,
+                true => self.sum_values(unsafe {
+                    std::slice::from_raw_parts_mut(host.data_ptr() as *mut f64, n)
+                })?,
+            }
+            if host.data_ptr() != t.data_ptr() {
+                tch::no_grad(|| t.shallow_clone().copy_(&host));
+            }
         }
         self.in_sums.set(self.in_sums.get() + start.elapsed());
         Ok(())
