@@ -13,11 +13,12 @@ STEP_SIZE on the summed cross-entropy, each projected onto the ball and [0,1],
 the model in train mode throughout, as the suite's PGD-AT; the penalty is on
 the clean batch, as the suite's.
 
-Runs as a server so that the Rust bench can interleave rows: it reads lines
-`MODEL METHOD VARIANT BATCH C H W CLASSES STEPS THREADS DEVICE PRECISION FORMAT
-EPS STEP_SIZE ATTACK_STEPS` on stdin and answers each with the mean ms per step
-(after 2 warm-up steps). DEVICE is cpu or cuda:N (CUDA timings synchronise
-before the clock stops), PRECISION f32 or bf16 (torch.autocast with bfloat16
+Runs as a server so that the Rust bench can alternate its steps with these
+one by one: a line `MODEL METHOD VARIANT BATCH C H W CLASSES THREADS DEVICE
+PRECISION FORMAT EPS STEP_SIZE ATTACK_STEPS` on stdin builds that row and runs
+its 2 warm-up steps (answer `ready`); each following line `step` times one
+step of it (answer: its ms). DEVICE is cpu or cuda:N (CUDA timings
+synchronise before the clock starts and stops), PRECISION f32 or bf16 (torch.autocast with bfloat16
 around the base loss's forward and the training attack, the penalty in f32,
 as the suite's --precision bf16), FORMAT contiguous or channels-last (model
 and input in torch.channels_last, as the suite's --memory-format
@@ -169,43 +170,56 @@ def step(model, opt, x, y, variant, attack=None, bf16=False):
     opt.step()
 
 
-def time_row(arch, method, variant, batch, c, h, w, classes, steps, device, precision,
-             memory_format, attack):
-    torch.manual_seed(0)
-    device = torch.device(device)
-    fmt = torch.channels_last if memory_format == "channels-last" else torch.contiguous_format
-    body = CnnSmall(c, h, w, classes) if arch == "cnn-small" else ResNet18(c, classes)
-    model = Normalised(body).to(device, memory_format=fmt).train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    x = torch.rand(batch, c, h, w, device=device).contiguous(memory_format=fmt)
-    y = torch.randint(0, classes, (batch,), device=device)
-    bf16 = precision == "bf16"
-    attack = attack if method == "pgd-at" else None
+class Row:
+    """One row's model, optimiser and batch, built from seed 0 and warmed up."""
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    def __init__(self, arch, method, variant, batch, c, h, w, classes, device, precision,
+                 memory_format, attack):
+        torch.manual_seed(0)
+        self.device = torch.device(device)
+        fmt = torch.channels_last if memory_format == "channels-last" else torch.contiguous_format
+        body = CnnSmall(c, h, w, classes) if arch == "cnn-small" else ResNet18(c, classes)
+        self.model = Normalised(body).to(self.device, memory_format=fmt).train()
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9,
+                                   weight_decay=5e-4)
+        self.x = torch.rand(batch, c, h, w, device=self.device).contiguous(memory_format=fmt)
+        self.y = torch.randint(0, classes, (batch,), device=self.device)
+        self.variant, self.bf16 = variant, precision == "bf16"
+        self.attack = attack if method == "pgd-at" else None
+        for _ in range(2):
+            self.run()
 
-    for _ in range(2):
-        step(model, opt, x, y, variant, attack, bf16)
-    sync()
-    t = time.perf_counter()
-    for _ in range(steps):
-        step(model, opt, x, y, variant, attack, bf16)
-    sync()
-    return (time.perf_counter() - t) / steps * 1e3
+    def run(self):
+        step(self.model, self.opt, self.x, self.y, self.variant, self.attack, self.bf16)
+
+    def sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def time_step(self):
+        """ms of one step."""
+        self.sync()
+        t = time.perf_counter()
+        self.run()
+        self.sync()
+        return (time.perf_counter() - t) * 1e3
 
 
 def main():
+    row = None
     for line in sys.stdin:
+        if line.strip() == "step":
+            print(f"{row.time_step():.3f}", flush=True)
+            continue
         arch, method, variant, *rest = line.split()
-        batch, c, h, w, classes, steps, threads = map(int, rest[:7])
-        device, precision, memory_format = rest[7:10]
-        attack = (float(rest[10]), float(rest[11]), int(rest[12]))
+        batch, c, h, w, classes, threads = map(int, rest[:6])
+        device, precision, memory_format = rest[6:9]
+        attack = (float(rest[9]), float(rest[10]), int(rest[11]))
         torch.set_num_threads(threads)
-        ms = time_row(arch, method, variant, batch, c, h, w, classes, steps, device, precision,
-                      memory_format, attack)
-        print(f"{ms:.3f}", flush=True)
+        row = None  # free the last row's model before building the next
+        row = Row(arch, method, variant, batch, c, h, w, classes, device, precision,
+                  memory_format, attack)
+        print("ready", flush=True)
 
 
 if __name__ == "__main__":

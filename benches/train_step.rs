@@ -7,8 +7,9 @@
 //!
 //! Options: --device auto|cpu|cuda:N, --steps N (timed steps per row;
 //! default 20, on the CPU 6 for resnet18),
-//! --repeats R (side by side: each row timed R times, the suite and PyTorch
-//! alternating, and the medians compared; default 1),
+//! --repeats R (side by side: each row timed in R rounds, each round a
+//! fresh model on both sides whose timed steps alternate one by one, suite
+//! then PyTorch, and the rounds' medians compared; default 1),
 //! --batch N (resnet18 batch; default 256 on CUDA, 32 on CPU),
 //! --cnn-batch N (cnn-small batch; default 256),
 //! --precision f32|bf16 and --memory-format contiguous|channels-last (as
@@ -147,17 +148,30 @@ fn settings(method: Method, data: &Dataset) -> MethodSettings {
         .unwrap()
 }
 
-/// Mean seconds per step of `method` with `variant` of the penalty (None:
-/// the method alone).
-fn time_steps(
-    spec: &ModelSpec,
-    data: &Dataset,
+/// What the suite times in one row: `method` with `variant` of the penalty
+/// (None: the method alone) on a `fraction` of each batch.
+struct SuiteRow<'a> {
+    spec: &'a ModelSpec,
+    data: &'a Dataset,
     batch: i64,
     method: Method,
-    variant: Option<(Order, Mode, Difference)>,
+    variant: Variant,
     fraction: f64,
-    o: &Opts,
-) -> f64 {
+}
+
+/// Mean seconds per step of `row` over its timed steps (after 2 warm-up
+/// steps). `between` runs after each timed step, outside the clock: the
+/// side-by-side table times one PyTorch step there, so that the two sides
+/// alternate step by step and drift of the machine hits both alike.
+fn time_steps(row: &SuiteRow, o: &Opts, between: &mut dyn FnMut()) -> f64 {
+    let SuiteRow {
+        spec,
+        data,
+        batch,
+        method,
+        variant,
+        fraction,
+    } = *row;
     tch::manual_seed(0);
     let c = spec.input_shape[0] as usize;
     let mut model = Model::new(spec, o.device, &vec![0.5; c], &vec![0.25; c]).unwrap();
@@ -205,17 +219,20 @@ fn time_steps(
         aug: None,
         share: None,
     };
-    let mut run = |k: usize| {
-        for s in 0..k {
-            train_step(&model, &mut opt, &objective, &batch, s, 0.01).unwrap();
-        }
+    let mut step = |s: usize| {
+        train_step(&model, &mut opt, &objective, &batch, s, 0.01).unwrap();
         sync(o.device);
     };
-    run(2); // warm-up: allocator, cuDNN autotuning
-    let start = Instant::now();
+    (0..2).for_each(&mut step); // warm-up: allocator, cuDNN autotuning
     let steps = o.steps(spec.arch);
-    run(steps);
-    start.elapsed().as_secs_f64() / steps as f64
+    let mut secs = 0.0;
+    for s in 2..2 + steps {
+        let start = Instant::now();
+        step(s);
+        secs += start.elapsed().as_secs_f64();
+        between();
+    }
+    secs / steps as f64
 }
 
 /// The bench's TASER penalty: λ = 1 from the first step, one Hutchinson
@@ -302,8 +319,9 @@ const VARIANTS: [(&str, &str, Variant); 6] = [
 
 /// `--side-by-side`: standard training and PGD-AT ± each penalty variant,
 /// this suite and the same step in PyTorch (benches/train_step.py, run as a
-/// server so the rows alternate and drift hits both), one thread each; ms
-/// per step and the ratio suite / PyTorch. PGD-AT rows: cnn-small always,
+/// server so that the two sides' timed steps alternate one by one and drift
+/// of the machine hits both), one thread each; ms per step and the ratio
+/// suite / PyTorch. PGD-AT rows: cnn-small always,
 /// resnet18 on CUDA only (a CPU step takes many seconds).
 fn side_by_side(digits: &Dataset, cifar_like: &Dataset, batch: i64, o: &Opts) {
     let threads = cli::number("--threads", 1);
@@ -315,7 +333,7 @@ fn side_by_side(digits: &Dataset, cifar_like: &Dataset, batch: i64, o: &Opts) {
     let mut torch = TorchSide::start(&python, &script);
     let pgd = settings(Method::PgdAt, digits).attack.unwrap();
     println!(
-        "side by side, {} ({}), {threads} CPU thread(s) each, SGD, {} timed steps per row after 2 warm-up steps, median of {} alternating rounds, fd step 1e-2, K = 1; PGD-AT on digits: {} sign steps of {} from a uniform start in the L∞ ball of ε = {}",
+        "side by side, {} ({}), {threads} CPU thread(s) each, SGD, {} timed steps per row after 2 warm-up steps, the two sides' steps alternating, median of {} rounds, fd step 1e-2, K = 1; PGD-AT on digits: {} sign steps of {} from a uniform start in the L∞ ball of ε = {}",
         taser::device::device_name(o.device),
         compute_label(o),
         o.steps_label(),
@@ -383,10 +401,21 @@ fn side_by_side(digits: &Dataset, cifar_like: &Dataset, batch: i64, o: &Opts) {
                 data: d,
                 threads,
             };
+            let suite_row = SuiteRow {
+                spec: &spec,
+                data: d,
+                batch: b,
+                method,
+                variant: v,
+                fraction: 1.0,
+            };
             let (mut suites, mut pytorches) = (vec![], vec![]);
             for _ in 0..o.repeats {
-                suites.push(time_steps(&spec, d, b, method, v, 1.0, o) * 1e3);
-                pytorches.push(torch.time(&row, o));
+                torch.start_row(&row, o);
+                let mut steps = vec![];
+                let suite = time_steps(&suite_row, o, &mut || steps.push(torch.step()));
+                suites.push(suite * 1e3);
+                pytorches.push(steps.iter().sum::<f64>() / steps.len() as f64);
             }
             let (suite, pytorch) = (median(suites), median(pytorches));
             if v.is_none() {
@@ -425,8 +454,9 @@ struct Row<'a> {
     threads: i32,
 }
 
-/// benches/train_step.py running as a server (one request line, one answer
-/// line in ms per step).
+/// benches/train_step.py running as a server: a row line builds the row
+/// and runs its 2 warm-up steps (answer `ready`), then each `step` line
+/// times one step (answer: its ms).
 struct TorchSide {
     child: std::process::Child,
     to_py: Option<std::process::ChildStdin>,
@@ -450,10 +480,11 @@ impl TorchSide {
         }
     }
 
-    /// PyTorch's ms per step for `row`, with the method's reference
-    /// training attack (the suite's defaults for the data set).
-    fn time(&mut self, row: &Row, o: &Opts) -> f64 {
-        use std::io::{BufRead, Write};
+    /// Builds `row` in PyTorch, with the method's reference training
+    /// attack (the suite's defaults for the data set), and runs its warm-up
+    /// steps.
+    fn start_row(&mut self, row: &Row, o: &Opts) {
+        use std::io::Write;
         let pgd = settings(Method::PgdAt, row.data).attack.unwrap();
         let (shape, device) = (&row.data.input_shape, taser::device::device_name(o.device));
         let (precision, format) = (
@@ -462,7 +493,7 @@ impl TorchSide {
         );
         writeln!(
             self.to_py.as_mut().unwrap(),
-            "{} {} {} {} {} {} {} {} {} {} {device} {precision} {format} {} {} {}",
+            "{} {} {} {} {} {} {} {} {} {device} {precision} {format} {} {} {}",
             row.arch,
             method_name(row.method),
             row.variant,
@@ -471,16 +502,28 @@ impl TorchSide {
             shape[1],
             shape[2],
             row.data.num_outputs,
-            o.steps(row.arch),
             row.threads,
             pgd.threat.eps,
             pgd.step_size,
             pgd.steps
         )
         .unwrap();
+        let answer = self.answer();
+        assert_eq!(answer, "ready", "benches/train_step.py answer");
+    }
+
+    /// PyTorch's ms for one step of the row last started.
+    fn step(&mut self) -> f64 {
+        use std::io::Write;
+        writeln!(self.to_py.as_mut().unwrap(), "step").unwrap();
+        self.answer().parse().expect("benches/train_step.py answer")
+    }
+
+    fn answer(&mut self) -> String {
+        use std::io::BufRead;
         let mut line = String::new();
         self.from_py.read_line(&mut line).unwrap();
-        line.trim().parse().expect("benches/train_step.py answer")
+        line.trim().to_string()
     }
 
     fn finish(mut self) {
@@ -602,7 +645,15 @@ fn main() {
             let mut base = 0.0;
             for (label, v, fraction) in &variants {
                 let (v, fraction) = (*v, *fraction);
-                let secs = time_steps(&s, d, b, method, v, fraction, &o);
+                let row = SuiteRow {
+                    spec: &s,
+                    data: d,
+                    batch: b,
+                    method,
+                    variant: v,
+                    fraction,
+                };
+                let secs = time_steps(&row, &o, &mut || {});
                 if v.is_none() {
                     base = secs;
                 }
