@@ -127,8 +127,8 @@ test-fast: setup
 slurm-test: setup
 	bash tests/slurm/run.sh
 
-## bench: side by side with PyTorch (benches/train_step.py: same models and penalty variants, rows
-## interleaved, one thread each; ms/step and ratio), attack throughput side by side (benches/attack.py:
+## bench: side by side with PyTorch (benches/train_step.py: same models and penalty variants, the two
+## sides' steps alternating one by one, one thread each; ms/step and ratio), attack throughput side by side (benches/attack.py:
 ## torchattacks APGD-CE and AutoAttack, SPSA to the same spec; PGD-AT cnn-small on digits, trained once
 ## into target/bench-attack; samples/s, ratio, robust accuracy of each; ~5 min), then per-step cost of each method ± the TASER penalty, score sources and HDF5 writes, attack
 ## throughput, sweep launcher overhead and rank speed-up, data-parallel training at 1/2(/4) ranks beside PyTorch
