@@ -17,7 +17,9 @@ Runs as a server so that the Rust bench can alternate its steps with these
 one by one: a line `MODEL METHOD VARIANT BATCH C H W CLASSES THREADS DEVICE
 PRECISION FORMAT EPS STEP_SIZE ATTACK_STEPS` on stdin builds that row and runs
 its 2 warm-up steps (answer `ready`); each following line `step` times one
-step of it (answer: its ms). DEVICE is cpu or cuda:N (CUDA timings
+step of it (answer: its ms). VARIANT is alone, first-autograd, first-fd,
+full-autograd or full-fd (the penalty's order and mode; see `residual`).
+Inputs are uniform random pixels of the row's shape, seeded 0. DEVICE is cpu or cuda:N (CUDA timings
 synchronise before the clock starts and stops), PRECISION f32 or bf16 (torch.autocast with bfloat16
 around the base loss's forward and the training attack, the penalty in f32,
 as the suite's --precision bf16), FORMAT contiguous or channels-last (model
@@ -209,6 +211,8 @@ def main():
     row = None
     for line in sys.stdin:
         if line.strip() == "step":
+            if row is None:
+                sys.exit("train_step.py: a `step` line before any row line; send the row first")
             print(f"{row.time_step():.3f}", flush=True)
             continue
         arch, method, variant, *rest = line.split()

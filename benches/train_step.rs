@@ -9,7 +9,9 @@
 //! default 20, on the CPU 6 for resnet18),
 //! --repeats R (side by side: each row timed in R rounds, each round a
 //! fresh model on both sides whose timed steps alternate one by one, suite
-//! then PyTorch, and the rounds' medians compared; default 1),
+//! then PyTorch, each round's figure the mean of its timed steps, and the
+//! rounds' medians compared; default 1), --threads N (libtorch threads of
+//! each side in the side-by-side table; default 1),
 //! --batch N (resnet18 batch; default 256 on CUDA, 32 on CPU),
 //! --cnn-batch N (cnn-small batch; default 256),
 //! --precision f32|bf16 and --memory-format contiguous|channels-last (as
@@ -333,7 +335,7 @@ fn side_by_side(digits: &Dataset, cifar_like: &Dataset, batch: i64, o: &Opts) {
     let mut torch = TorchSide::start(&python, &script);
     let pgd = settings(Method::PgdAt, digits).attack.unwrap();
     println!(
-        "side by side, {} ({}), {threads} CPU thread(s) each, SGD, {} timed steps per row after 2 warm-up steps, the two sides' steps alternating, median of {} rounds, fd step 1e-2, K = 1; PGD-AT on digits: {} sign steps of {} from a uniform start in the L∞ ball of ε = {}",
+        "side by side, {} ({}), {threads} CPU thread(s) each, SGD, {} timed steps per row after 2 warm-up steps, the two sides' steps alternating, median of {} round(s), fd step 1e-2, K = 1; PGD-AT on digits: {} sign steps of {} from a uniform start in the L∞ ball of ε = {}",
         taser::device::device_name(o.device),
         compute_label(o),
         o.steps_label(),
