@@ -19,10 +19,11 @@ PRECISION FORMAT EPS STEP_SIZE ATTACK_STEPS` on stdin builds that row and runs
 its 2 warm-up steps (answer `ready`); each following line `step` times one
 step of it (answer: its ms). VARIANT is alone, first-autograd, first-fd,
 full-autograd or full-fd (the penalty's order and mode; see `residual`).
-Inputs are uniform random pixels of the row's shape, seeded 0. DEVICE is cpu or cuda:N (CUDA timings
-synchronise before the clock starts and stops), PRECISION f32 or bf16 (torch.autocast with bfloat16
-around the base loss's forward and the training attack, the penalty in f32,
-as the suite's --precision bf16), FORMAT contiguous or channels-last (model
+Inputs are uniform random pixels of the row's shape, seeded 0. DEVICE is cpu
+or cuda:N (CUDA timings synchronise before the clock starts and stops),
+PRECISION f32 or bf16 (torch.autocast with bfloat16 around the base loss's
+forward and the training attack, the penalty in f32, as the suite's
+--precision bf16), FORMAT contiguous or channels-last (model
 and input in torch.channels_last, as the suite's --memory-format
 channels-last). EPS, STEP_SIZE and ATTACK_STEPS are pgd-at's (ignored for
 standard).

@@ -417,7 +417,7 @@ fn side_by_side(digits: &Dataset, cifar_like: &Dataset, batch: i64, o: &Opts) {
                 let mut steps = vec![];
                 let suite = time_steps(&suite_row, o, &mut || steps.push(torch.step()));
                 suites.push(suite * 1e3);
-                pytorches.push(steps.iter().sum::<f64>() / steps.len() as f64);
+                pytorches.push(statrs::statistics::Statistics::mean(&steps));
             }
             let (suite, pytorch) = (median(suites), median(pytorches));
             if v.is_none() {
